@@ -1,0 +1,116 @@
+//! Elementwise affine layer / ActNorm: `y = e^s ⊙ x + b`.
+
+use crate::{Bijector, Error};
+
+/// Borrowed parameters of an elementwise affine layer; the one implementation
+/// of its maths. Flat parameter order: `log_scale (D), shift (D)`.
+#[derive(Clone, Copy, Debug)]
+pub struct ActNormRef<'a> {
+    /// Per-coordinate log-scale `s`.
+    pub log_scale: &'a [f32],
+    /// Per-coordinate shift `b`.
+    pub shift: &'a [f32],
+}
+
+impl<'a> ActNormRef<'a> {
+    /// View a flat parameter vector `[log_scale…, shift…]`.
+    pub fn from_flat(p: &'a [f32]) -> Self {
+        let (log_scale, shift) = p.split_at(p.len() / 2);
+        ActNormRef { log_scale, shift }
+    }
+
+    /// `y = e^s ⊙ x + b` in place; returns `Σ s`.
+    #[inline(always)]
+    pub fn forward(&self, x: &mut [f32]) -> f32 {
+        let mut ld = 0.0;
+        for ((v, s), b) in x.iter_mut().zip(self.log_scale).zip(self.shift) {
+            *v = libm::expf(*s) * *v + b;
+            ld += s;
+        }
+        ld
+    }
+
+    /// `x = e^{−s} ⊙ (y − b)` in place; returns `−Σ s`.
+    #[inline(always)]
+    pub fn inverse(&self, y: &mut [f32]) -> f32 {
+        let mut ld = 0.0;
+        for ((v, s), b) in y.iter_mut().zip(self.log_scale).zip(self.shift) {
+            *v = (*v - b) * libm::expf(-*s);
+            ld -= s;
+        }
+        ld
+    }
+
+    /// Backward pass of [`ActNormRef::forward`] at input `x`: `g` holds
+    /// `∂L/∂y` on entry and `∂L/∂x` on return; `g_ld = ∂L/∂(log-det)`.
+    /// Adds the parameter gradient to `grad` (flat order).
+    pub fn backward(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32]) {
+        let d = self.log_scale.len();
+        let (gs, gb) = grad.split_at_mut(d);
+        for i in 0..d {
+            let e = libm::expf(self.log_scale[i]);
+            gb[i] += g[i];
+            gs[i] += g[i] * x[i] * e + g_ld;
+            g[i] *= e;
+        }
+    }
+
+    /// Data-dependent initialisation: parameters that standardise a signal
+    /// with the given per-coordinate `mean` and `std` (`y = (x − mean)/std`).
+    /// Writes `log_scale = −ln std`, `shift = −mean/std`.
+    pub fn standardizing(mean: &[f32], std: &[f32], log_scale: &mut [f32], shift: &mut [f32]) {
+        for i in 0..mean.len() {
+            let sd = if std[i] > 0.0 && std[i].is_finite() {
+                std[i]
+            } else {
+                1.0
+            };
+            log_scale[i] = -libm::logf(sd);
+            shift[i] = -mean[i] / sd;
+        }
+    }
+}
+
+/// Const-generic elementwise affine / ActNorm layer for `static` models.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActNorm<const D: usize> {
+    /// Per-coordinate log-scale `s`.
+    pub log_scale: [f32; D],
+    /// Per-coordinate shift `b`.
+    pub shift: [f32; D],
+}
+
+impl<const D: usize> ActNorm<D> {
+    /// A layer `y = e^{log_scale} ⊙ x + shift`.
+    pub const fn new(log_scale: [f32; D], shift: [f32; D]) -> Self {
+        ActNorm { log_scale, shift }
+    }
+
+    /// The identity layer.
+    pub const fn identity() -> Self {
+        ActNorm {
+            log_scale: [0.0; D],
+            shift: [0.0; D],
+        }
+    }
+
+    /// Borrow as the slice-level view.
+    #[inline(always)]
+    pub fn view(&self) -> ActNormRef<'_> {
+        ActNormRef {
+            log_scale: &self.log_scale,
+            shift: &self.shift,
+        }
+    }
+}
+
+impl<const D: usize> Bijector<D> for ActNorm<D> {
+    #[inline(always)]
+    fn forward(&self, x: &mut [f32; D]) -> Result<f32, Error> {
+        Ok(self.view().forward(x))
+    }
+    #[inline(always)]
+    fn inverse(&self, z: &mut [f32; D]) -> Result<f32, Error> {
+        Ok(self.view().inverse(z))
+    }
+}

@@ -1,0 +1,161 @@
+//! Affine coupling (RealNVP): the first `A` coordinates pass through and
+//! condition a shift and a soft-clamped log-scale for the last `B`.
+//!
+//! `y_A = x_A`, `y_B = x_B ⊙ e^{s(x_A)} + t(x_A)`, `s = c·tanh(raw/c)`,
+//! so `|s| < c` and `exp` cannot overflow. Log-det `Σ s`.
+
+use crate::mlp::{Mlp, MlpGrad, MlpRef};
+use crate::{Bijector, Error};
+
+/// Default soft-clamp bound `c` on log-scales: `|s| < 3`, scale in (e⁻³, e³).
+pub const DEFAULT_CLAMP: f32 = 3.0;
+
+/// `(s, ds/draw)` for `s = c·tanh(raw/c)`.
+#[inline(always)]
+pub fn soft_clamp(raw: f32, c: f32) -> (f32, f32) {
+    let t = libm::tanhf(raw / c);
+    (c * t, 1.0 - t * t)
+}
+
+/// `x ← x ⊙ e^s + t` with `s = soft_clamp(raw)`; returns `Σ s`.
+#[inline(always)]
+pub fn affine_forward(x: &mut [f32], shift: &[f32], raw: &[f32], c: f32) -> f32 {
+    let mut ld = 0.0;
+    for ((v, t), r) in x.iter_mut().zip(shift).zip(raw) {
+        let (s, _) = soft_clamp(*r, c);
+        *v = *v * libm::expf(s) + t;
+        ld += s;
+    }
+    ld
+}
+
+/// Inverse of [`affine_forward`] for one coordinate: `(y − t)·e^{−s}`, and `−s`.
+#[inline(always)]
+pub fn affine_inverse_one(y: f32, shift: f32, raw: f32, c: f32) -> (f32, f32) {
+    let (s, _) = soft_clamp(raw, c);
+    ((y - shift) * libm::expf(-s), -s)
+}
+
+/// Backward of [`affine_forward`] at input `x`: `g` holds `∂L/∂y` on entry and
+/// the direct part of `∂L/∂x` on return; writes `∂L/∂shift` and `∂L/∂raw`.
+#[inline(always)]
+pub fn affine_backward(
+    x: &[f32],
+    raw: &[f32],
+    c: f32,
+    g: &mut [f32],
+    g_ld: f32,
+    g_shift: &mut [f32],
+    g_raw: &mut [f32],
+) {
+    for j in 0..x.len() {
+        let (s, ds) = soft_clamp(raw[j], c);
+        let e = libm::expf(s);
+        g_shift[j] = g[j];
+        g_raw[j] = (g[j] * x[j] * e + g_ld) * ds;
+        g[j] *= e;
+    }
+}
+
+/// Borrowed affine coupling layer on run-time sizes: the one implementation.
+#[derive(Clone, Copy, Debug)]
+pub struct AffineCouplingRef<'a> {
+    /// Number of conditioning (pass-through) coordinates, first in the vector.
+    pub a: usize,
+    /// Number of transformed coordinates, last in the vector.
+    pub b: usize,
+    /// Soft-clamp bound on log-scales.
+    pub clamp: f32,
+    /// Conditioner: `a` inputs → `2b` outputs (shifts, then raw log-scales).
+    pub net: MlpRef<'a>,
+}
+
+impl AffineCouplingRef<'_> {
+    /// Scratch floats [`AffineCouplingRef::backward`] needs.
+    pub fn train_scratch_len(&self) -> usize {
+        self.net.shape.n_activations() + 4 * self.b + 2 * self.net.shape.hidden
+    }
+
+    /// Forward in place; `h0`, `h1` hold `hidden` floats, `out` `2b`.
+    #[inline(always)]
+    pub fn forward(&self, x: &mut [f32], h0: &mut [f32], h1: &mut [f32], out: &mut [f32]) -> f32 {
+        let (xa, xb) = x.split_at_mut(self.a);
+        self.net.forward(xa, 0.0, h0, h1, out);
+        let (shift, raw) = out.split_at(self.b);
+        affine_forward(xb, shift, raw, self.clamp)
+    }
+
+    /// Inverse in place; same buffers as [`AffineCouplingRef::forward`].
+    #[inline(always)]
+    pub fn inverse(&self, y: &mut [f32], h0: &mut [f32], h1: &mut [f32], out: &mut [f32]) -> f32 {
+        let (ya, yb) = y.split_at_mut(self.a);
+        self.net.forward(ya, 0.0, h0, h1, out);
+        let (shift, raw) = out.split_at(self.b);
+        let mut ld = 0.0;
+        for ((v, t), r) in yb.iter_mut().zip(shift).zip(raw) {
+            let (xv, l) = affine_inverse_one(*v, *t, *r, self.clamp);
+            *v = xv;
+            ld += l;
+        }
+        ld
+    }
+
+    /// Backward pass of [`AffineCouplingRef::forward`] at input `x`: `g` holds
+    /// `∂L/∂y` on entry and `∂L/∂x` on return, `g_ld = ∂L/∂(log-det)`; adds the
+    /// conditioner's parameter gradient to `grad`. `scratch` has
+    /// [`AffineCouplingRef::train_scratch_len`] floats.
+    pub fn backward(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut MlpGrad<'_>, scratch: &mut [f32]) {
+        let sh = self.net.shape;
+        let (acts, rest) = scratch.split_at_mut(sh.n_activations());
+        let (out, rest) = rest.split_at_mut(2 * self.b);
+        let (g_out, rest) = rest.split_at_mut(2 * self.b);
+        let (t0, t1) = rest.split_at_mut(sh.hidden);
+        let (xa, xb) = x.split_at(self.a);
+        self.net.forward_cached(xa, 0.0, acts, out);
+        let (g_shift, g_raw) = g_out.split_at_mut(self.b);
+        let (ga, gb) = g.split_at_mut(self.a);
+        affine_backward(xb, &out[self.b..], self.clamp, gb, g_ld, g_shift, g_raw);
+        self.net.backward(xa, 0.0, acts, g_out, Some(ga), t0, t1, grad);
+    }
+}
+
+/// Const-generic affine coupling for `static` models: `A` conditioning and
+/// `B` transformed coordinates (`A + B = D`, checked at compile time), a
+/// conditioner with `H` hidden units and `L + 1` hidden layers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AffineCoupling<const A: usize, const B: usize, const H: usize, const L: usize> {
+    /// Soft-clamp bound on log-scales (> 0).
+    pub clamp: f32,
+    /// Conditioner; head 0 = shifts, head 1 = raw log-scales.
+    pub net: Mlp<A, H, L, B, 2>,
+}
+
+impl<const A: usize, const B: usize, const H: usize, const L: usize> AffineCoupling<A, B, H, L> {
+    /// Borrow as the slice-level view.
+    #[inline(always)]
+    pub fn view(&self) -> AffineCouplingRef<'_> {
+        AffineCouplingRef {
+            a: A,
+            b: B,
+            clamp: self.clamp,
+            net: self.net.view(),
+        }
+    }
+}
+
+impl<const D: usize, const A: usize, const B: usize, const H: usize, const L: usize> Bijector<D>
+    for AffineCoupling<A, B, H, L>
+{
+    #[inline(always)]
+    fn forward(&self, x: &mut [f32; D]) -> Result<f32, Error> {
+        const { assert!(A + B == D, "coupling split A + B must equal D") };
+        let (mut h0, mut h1, mut out) = ([0.0; H], [0.0; H], [[0.0; B]; 2]);
+        Ok(self.view().forward(x, &mut h0, &mut h1, out.as_flattened_mut()))
+    }
+    #[inline(always)]
+    fn inverse(&self, z: &mut [f32; D]) -> Result<f32, Error> {
+        const { assert!(A + B == D, "coupling split A + B must equal D") };
+        let (mut h0, mut h1, mut out) = ([0.0; H], [0.0; H], [[0.0; B]; 2]);
+        Ok(self.view().inverse(z, &mut h0, &mut h1, out.as_flattened_mut()))
+    }
+}

@@ -1,0 +1,45 @@
+//! The one error type of the core.
+
+use core::fmt;
+
+/// Why a flow could not produce a value.
+///
+/// Returned by [`crate::Flow::log_prob`] and friends instead of panicking or
+/// silently returning NaN.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Error {
+    /// The input contained NaN or ±Inf.
+    NonFiniteInput,
+    /// An input lies outside a layer's domain (e.g. a logit input not in (0, 1)).
+    OutOfDomain,
+    /// A finite input produced a non-finite output or log-determinant
+    /// (the model would overflow on this input).
+    Overflow,
+    /// A slice or parameter vector has the wrong length for the layer's shape.
+    ShapeMismatch,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Error::NonFiniteInput => "input contains NaN or infinity",
+            Error::OutOfDomain => "input outside the layer's domain",
+            Error::Overflow => "result overflowed f32 (non-finite output or log-determinant)",
+            Error::ShapeMismatch => "slice length does not match the layer's shape",
+        })
+    }
+}
+
+impl core::error::Error for Error {}
+
+/// `Ok(())` if every value is finite, else [`Error::NonFiniteInput`].
+#[inline]
+pub fn check_finite(x: &[f32]) -> Result<(), Error> {
+    if x.iter().all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(Error::NonFiniteInput)
+    }
+}

@@ -1,0 +1,172 @@
+//! Masked autoregressive flow (MAF) with a MADE conditioner.
+//!
+//! `z_i = x_i·e^{s_i(x_<i)} + t_i(x_<i)`: the density direction is one pass of
+//! the masked network, the inverse (sampling) takes `D` passes. Masked weights
+//! are stored as zeros, so the network itself is a plain [`MlpRef`]; the
+//! trainer keeps them zero with [`made_mask_params`].
+
+use crate::coupling::{affine_backward, affine_forward, affine_inverse_one};
+use crate::mlp::{Mlp, MlpGrad, MlpRef, MlpShape};
+use crate::{Bijector, Error};
+
+/// MADE degree of hidden unit `k` for `d` inputs: `1 + k mod (d − 1)`.
+#[inline]
+pub const fn hidden_degree(k: usize, d: usize) -> usize {
+    if d > 1 {
+        1 + k % (d - 1)
+    } else {
+        1
+    }
+}
+
+/// Zero every entry of a flat MLP parameter (or gradient) vector that the
+/// MADE masks forbid, for `shape.input = d`, `shape.output = 2d` (two heads;
+/// output `head·d + j` has degree `j + 1`).
+pub fn made_mask_params(shape: MlpShape, p: &mut [f32]) -> Result<(), Error> {
+    let d = shape.input;
+    if shape.output != 2 * d || shape.cond != 0 {
+        return Err(Error::ShapeMismatch);
+    }
+    let h = shape.hidden;
+    let g = MlpGrad::from_flat(shape, p)?;
+    for k in 0..h {
+        for i in 0..d {
+            if hidden_degree(k, d) < i + 1 {
+                g.w_in[k * d + i] = 0.0;
+            }
+        }
+    }
+    for l in 0..shape.depth - 1 {
+        for k in 0..h {
+            for m in 0..h {
+                if hidden_degree(k, d) < hidden_degree(m, d) {
+                    g.w_hid[l * h * h + k * h + m] = 0.0;
+                }
+            }
+        }
+    }
+    for o in 0..2 * d {
+        let j = o % d;
+        for k in 0..h {
+            if j < hidden_degree(k, d) {
+                // output degree j + 1 must exceed the hidden degree
+                g.w_out[o * h + k] = 0.0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Borrowed MAF layer on run-time sizes: the one implementation.
+#[derive(Clone, Copy, Debug)]
+pub struct MafRef<'a> {
+    /// Soft-clamp bound on log-scales.
+    pub clamp: f32,
+    /// Masked conditioner: `d` inputs → `2d` outputs (shifts, raw log-scales).
+    pub net: MlpRef<'a>,
+}
+
+impl MafRef<'_> {
+    /// Dimension.
+    #[inline(always)]
+    pub fn dim(&self) -> usize {
+        self.net.shape.input
+    }
+
+    /// Scratch floats [`MafRef::backward`] needs.
+    pub fn train_scratch_len(&self) -> usize {
+        self.net.shape.n_activations() + 4 * self.dim() + 2 * self.net.shape.hidden
+    }
+
+    /// Density direction in place, one network pass; `out` holds `2d` floats.
+    #[inline(always)]
+    pub fn forward(&self, x: &mut [f32], h0: &mut [f32], h1: &mut [f32], out: &mut [f32]) -> f32 {
+        let d = self.dim();
+        self.net.forward(x, 0.0, h0, h1, out);
+        let (shift, raw) = out.split_at(d);
+        affine_forward(x, shift, raw, self.clamp)
+    }
+
+    /// Sampling direction in place, `d` network passes; `xbuf` holds `d` floats.
+    #[inline(always)]
+    pub fn inverse(&self, z: &mut [f32], xbuf: &mut [f32], h0: &mut [f32], h1: &mut [f32], out: &mut [f32]) -> f32 {
+        let d = self.dim();
+        xbuf[..d].fill(0.0);
+        let mut ld = 0.0;
+        for i in 0..d {
+            self.net.forward(&xbuf[..d], 0.0, h0, h1, out);
+            let (xi, l) = affine_inverse_one(z[i], out[i], out[d + i], self.clamp);
+            xbuf[i] = xi;
+            ld += l;
+        }
+        z[..d].copy_from_slice(&xbuf[..d]);
+        ld
+    }
+
+    /// Backward pass of [`MafRef::forward`] at input `x`; conventions as in
+    /// [`crate::AffineCouplingRef::backward`].
+    pub fn backward(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut MlpGrad<'_>, scratch: &mut [f32]) {
+        let d = self.dim();
+        let sh = self.net.shape;
+        let (acts, rest) = scratch.split_at_mut(sh.n_activations());
+        let (out, rest) = rest.split_at_mut(2 * d);
+        let (g_out, rest) = rest.split_at_mut(2 * d);
+        let (t0, t1) = rest.split_at_mut(sh.hidden);
+        self.net.forward_cached(x, 0.0, acts, out);
+        let (g_shift, g_raw) = g_out.split_at_mut(d);
+        affine_backward(x, &out[d..], self.clamp, g, g_ld, g_shift, g_raw);
+        self.net.backward(x, 0.0, acts, g_out, Some(g), t0, t1, grad);
+    }
+}
+
+/// Const-generic MAF layer for `static` models: dimension `D`, `H` hidden
+/// units, `L + 1` hidden layers. Masked weights must be zero (exported models
+/// are); [`Maf::is_masked`] checks it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Maf<const D: usize, const H: usize, const L: usize> {
+    /// Soft-clamp bound on log-scales (> 0).
+    pub clamp: f32,
+    /// Masked conditioner; head 0 = shifts, head 1 = raw log-scales.
+    pub net: Mlp<D, H, L, D, 2>,
+}
+
+impl<const D: usize, const H: usize, const L: usize> Maf<D, H, L> {
+    /// Borrow as the slice-level view.
+    #[inline(always)]
+    pub fn view(&self) -> MafRef<'_> {
+        MafRef {
+            clamp: self.clamp,
+            net: self.net.view(),
+        }
+    }
+
+    /// `true` if every weight the MADE masks forbid is zero (the layer is
+    /// really autoregressive, so its log-det is exact).
+    pub fn is_masked(&self) -> bool {
+        let v = self.net.view();
+        let d = D;
+        let ok_in = (0..H).all(|k| (0..d).all(|i| hidden_degree(k, d) > i || v.w_in[k * d + i] == 0.0));
+        let ok_hid = (0..L).all(|l| {
+            (0..H).all(|k| {
+                (0..H).all(|m| hidden_degree(k, d) >= hidden_degree(m, d) || v.w_hid[l * H * H + k * H + m] == 0.0)
+            })
+        });
+        let ok_out = (0..2 * d).all(|o| (0..H).all(|k| o % d >= hidden_degree(k, d) || v.w_out[o * H + k] == 0.0));
+        ok_in && ok_hid && ok_out
+    }
+}
+
+impl<const D: usize, const H: usize, const L: usize> Bijector<D> for Maf<D, H, L> {
+    #[inline(always)]
+    fn forward(&self, x: &mut [f32; D]) -> Result<f32, Error> {
+        let (mut h0, mut h1, mut out) = ([0.0; H], [0.0; H], [[0.0; D]; 2]);
+        Ok(self.view().forward(x, &mut h0, &mut h1, out.as_flattened_mut()))
+    }
+    #[inline(always)]
+    fn inverse(&self, z: &mut [f32; D]) -> Result<f32, Error> {
+        let (mut xb, mut h0, mut h1, mut out) = ([0.0; D], [0.0; H], [0.0; H], [[0.0; D]; 2]);
+        Ok(self
+            .view()
+            .inverse(z, &mut xb, &mut h0, &mut h1, out.as_flattened_mut()))
+    }
+}

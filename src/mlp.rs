@@ -1,0 +1,371 @@
+//! The multilayer perceptron used as conditioner by couplings, MADE/MAF and the
+//! vector field of continuous flows.
+//!
+//! [`MlpRef`] is the single implementation of the maths (forward, cached
+//! forward for training, backward and a forward-mode JVP). It works on slices of
+//! any length; [`Mlp`] is the const-generic owner of the weights that firmware
+//! keeps in flash and that hands out an [`MlpRef`] over its arrays.
+//!
+//! Layout (row-major, `out × in`): a first layer `input (+ cond) → hidden`,
+//! `depth − 1` layers `hidden → hidden`, then a linear output layer
+//! `hidden → output`. The optional scalar `cond` input (time, for continuous
+//! flows) has its own weight column `w_cond`.
+
+use crate::{Activation, Error};
+
+/// Sizes of an MLP, known at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MlpShape {
+    /// Number of inputs.
+    pub input: usize,
+    /// 1 if the network takes an extra scalar input (time), else 0.
+    pub cond: usize,
+    /// Width of each hidden layer.
+    pub hidden: usize,
+    /// Number of hidden layers (≥ 1).
+    pub depth: usize,
+    /// Number of outputs.
+    pub output: usize,
+}
+
+impl MlpShape {
+    /// Total number of parameters, in the order of [`MlpRef::from_flat`].
+    pub const fn n_params(&self) -> usize {
+        let h = self.hidden;
+        h * self.input + h * self.cond + h + (self.depth - 1) * (h * h + h) + self.output * h + self.output
+    }
+
+    /// Floats a cached forward pass keeps (`depth × hidden` activations).
+    pub const fn n_activations(&self) -> usize {
+        self.depth * self.hidden
+    }
+
+    /// Multiply–accumulate operations of one forward pass.
+    pub const fn macs(&self) -> usize {
+        let h = self.hidden;
+        h * (self.input + self.cond) + (self.depth - 1) * h * h + self.output * h
+    }
+}
+
+/// Borrowed weights of an MLP: the one implementation of its maths.
+#[derive(Clone, Copy, Debug)]
+pub struct MlpRef<'a> {
+    /// Sizes.
+    pub shape: MlpShape,
+    /// Hidden nonlinearity.
+    pub act: Activation,
+    /// `hidden × input` weights of the first layer.
+    pub w_in: &'a [f32],
+    /// `hidden × cond` weights of the scalar condition (empty if `cond == 0`).
+    pub w_cond: &'a [f32],
+    /// First-layer biases (`hidden`).
+    pub b_in: &'a [f32],
+    /// `(depth − 1) × hidden × hidden` weights.
+    pub w_hid: &'a [f32],
+    /// `(depth − 1) × hidden` biases.
+    pub b_hid: &'a [f32],
+    /// `output × hidden` weights.
+    pub w_out: &'a [f32],
+    /// Output biases.
+    pub b_out: &'a [f32],
+}
+
+/// Mutable gradient buffers with the same layout as [`MlpRef`].
+#[derive(Debug)]
+pub struct MlpGrad<'a> {
+    /// Gradient of `w_in`.
+    pub w_in: &'a mut [f32],
+    /// Gradient of `w_cond`.
+    pub w_cond: &'a mut [f32],
+    /// Gradient of `b_in`.
+    pub b_in: &'a mut [f32],
+    /// Gradient of `w_hid`.
+    pub w_hid: &'a mut [f32],
+    /// Gradient of `b_hid`.
+    pub b_hid: &'a mut [f32],
+    /// Gradient of `w_out`.
+    pub w_out: &'a mut [f32],
+    /// Gradient of `b_out`.
+    pub b_out: &'a mut [f32],
+}
+
+/// Lengths of the seven parameter blocks, in flat order.
+const fn block_lens(s: &MlpShape) -> [usize; 7] {
+    let h = s.hidden;
+    [
+        h * s.input,
+        h * s.cond,
+        h,
+        (s.depth - 1) * h * h,
+        (s.depth - 1) * h,
+        s.output * h,
+        s.output,
+    ]
+}
+
+impl<'a> MlpRef<'a> {
+    /// View a flat parameter vector (blocks `w_in, w_cond, b_in, w_hid, b_hid,
+    /// w_out, b_out`) as an MLP. Fails if the length does not match.
+    pub fn from_flat(shape: MlpShape, act: Activation, p: &'a [f32]) -> Result<Self, Error> {
+        if shape.depth == 0 || shape.cond > 1 || p.len() != shape.n_params() {
+            return Err(Error::ShapeMismatch);
+        }
+        let l = block_lens(&shape);
+        let (w_in, p) = p.split_at(l[0]);
+        let (w_cond, p) = p.split_at(l[1]);
+        let (b_in, p) = p.split_at(l[2]);
+        let (w_hid, p) = p.split_at(l[3]);
+        let (b_hid, p) = p.split_at(l[4]);
+        let (w_out, b_out) = p.split_at(l[5]);
+        Ok(MlpRef {
+            shape,
+            act,
+            w_in,
+            w_cond,
+            b_in,
+            w_hid,
+            b_hid,
+            w_out,
+            b_out,
+        })
+    }
+
+    /// Condition value used when `cond == 0` is ignored; `c` multiplies `w_cond`.
+    #[inline(always)]
+    fn first_layer(&self, x: &[f32], c: f32, h: &mut [f32]) {
+        let n = self.shape.input;
+        for (k, hk) in h.iter_mut().enumerate().take(self.shape.hidden) {
+            let row = &self.w_in[k * n..(k + 1) * n];
+            let mut a = self.b_in[k] + dot(row, x);
+            if self.shape.cond == 1 {
+                a += self.w_cond[k] * c;
+            }
+            *hk = self.act.apply(a);
+        }
+    }
+
+    #[inline(always)]
+    fn hidden_layer(&self, l: usize, x: &[f32], y: &mut [f32]) {
+        let h = self.shape.hidden;
+        let w = &self.w_hid[l * h * h..(l + 1) * h * h];
+        let b = &self.b_hid[l * h..(l + 1) * h];
+        for ((yk, row), bk) in y[..h].iter_mut().zip(w.chunks_exact(h)).zip(b) {
+            *yk = self.act.apply(bk + dot(row, &x[..h]));
+        }
+    }
+
+    #[inline(always)]
+    fn output_layer(&self, x: &[f32], out: &mut [f32]) {
+        let h = self.shape.hidden;
+        for ((o, row), b) in out[..self.shape.output]
+            .iter_mut()
+            .zip(self.w_out.chunks_exact(h))
+            .zip(self.b_out)
+        {
+            *o = b + dot(row, &x[..h]);
+        }
+    }
+
+    /// Inference forward pass: `out = mlp(x, c)`, using two `hidden`-sized
+    /// buffers alternately.
+    #[inline(always)]
+    pub fn forward(&self, x: &[f32], c: f32, h0: &mut [f32], h1: &mut [f32], out: &mut [f32]) {
+        self.first_layer(x, c, h0);
+        let (mut a, mut b) = (h0, h1);
+        for l in 0..self.shape.depth - 1 {
+            self.hidden_layer(l, a, b);
+            core::mem::swap(&mut a, &mut b);
+        }
+        self.output_layer(a, out);
+    }
+
+    /// Training forward pass: like [`MlpRef::forward`] but keeps every hidden
+    /// activation in `acts` (length [`MlpShape::n_activations`]) for
+    /// [`MlpRef::backward`].
+    pub fn forward_cached(&self, x: &[f32], c: f32, acts: &mut [f32], out: &mut [f32]) {
+        let h = self.shape.hidden;
+        self.first_layer(x, c, &mut acts[..h]);
+        for l in 0..self.shape.depth - 1 {
+            let (prev, next) = acts[l * h..(l + 2) * h].split_at_mut(h);
+            self.hidden_layer(l, prev, next);
+        }
+        self.output_layer(&acts[(self.shape.depth - 1) * h..], out);
+    }
+
+    /// Vector–Jacobian product. Given the input `x, c`, the activations of
+    /// [`MlpRef::forward_cached`] and `g_out = ∂L/∂out`, *adds* `∂L/∂θ` to
+    /// `grad` and, if given, `∂L/∂x` to `g_x`. `tmp0`, `tmp1` are scratch of
+    /// length `hidden`.
+    pub fn backward(
+        &self,
+        x: &[f32],
+        c: f32,
+        acts: &[f32],
+        g_out: &[f32],
+        g_x: Option<&mut [f32]>,
+        tmp0: &mut [f32],
+        tmp1: &mut [f32],
+        grad: &mut MlpGrad<'_>,
+    ) {
+        let s = self.shape;
+        let h = s.hidden;
+        let last = &acts[(s.depth - 1) * h..s.depth * h];
+        // Output layer.
+        let gh = &mut tmp0[..h];
+        gh.fill(0.0);
+        for j in 0..s.output {
+            let g = g_out[j];
+            grad.b_out[j] += g;
+            let row = &self.w_out[j * h..(j + 1) * h];
+            let grow = &mut grad.w_out[j * h..(j + 1) * h];
+            for k in 0..h {
+                grow[k] += g * last[k];
+                gh[k] += g * row[k];
+            }
+        }
+        // Hidden layers, from the last one down; `gh` holds ∂L/∂(post-activation).
+        let (mut gcur, mut gprev) = (tmp0, tmp1);
+        for l in (1..s.depth).rev() {
+            let out_act = &acts[l * h..(l + 1) * h];
+            let in_act = &acts[(l - 1) * h..l * h];
+            let w = &self.w_hid[(l - 1) * h * h..l * h * h];
+            let gw = &mut grad.w_hid[(l - 1) * h * h..l * h * h];
+            let gb = &mut grad.b_hid[(l - 1) * h..l * h];
+            let gp = &mut gprev[..h];
+            gp.fill(0.0);
+            for k in 0..h {
+                let gpre = gcur[k] * self.act.derivative_from_output(out_act[k]);
+                gb[k] += gpre;
+                let row = &w[k * h..(k + 1) * h];
+                let grow = &mut gw[k * h..(k + 1) * h];
+                for m in 0..h {
+                    grow[m] += gpre * in_act[m];
+                    gp[m] += gpre * row[m];
+                }
+            }
+            core::mem::swap(&mut gcur, &mut gprev);
+        }
+        // First layer.
+        let first = &acts[..h];
+        let n = s.input;
+        let mut g_x = g_x;
+        for k in 0..h {
+            let gpre = gcur[k] * self.act.derivative_from_output(first[k]);
+            grad.b_in[k] += gpre;
+            if s.cond == 1 {
+                grad.w_cond[k] += gpre * c;
+            }
+            let grow = &mut grad.w_in[k * n..(k + 1) * n];
+            for i in 0..n {
+                grow[i] += gpre * x[i];
+            }
+            if let Some(gx) = g_x.as_deref_mut() {
+                let row = &self.w_in[k * n..(k + 1) * n];
+                for i in 0..n {
+                    gx[i] += gpre * row[i];
+                }
+            }
+        }
+    }
+}
+
+impl<'a> MlpGrad<'a> {
+    /// Split a flat gradient vector (same order as [`MlpRef::from_flat`]).
+    pub fn from_flat(shape: MlpShape, g: &'a mut [f32]) -> Result<Self, Error> {
+        if shape.depth == 0 || shape.cond > 1 || g.len() != shape.n_params() {
+            return Err(Error::ShapeMismatch);
+        }
+        let l = block_lens(&shape);
+        let (w_in, g) = g.split_at_mut(l[0]);
+        let (w_cond, g) = g.split_at_mut(l[1]);
+        let (b_in, g) = g.split_at_mut(l[2]);
+        let (w_hid, g) = g.split_at_mut(l[3]);
+        let (b_hid, g) = g.split_at_mut(l[4]);
+        let (w_out, b_out) = g.split_at_mut(l[5]);
+        Ok(MlpGrad {
+            w_in,
+            w_cond,
+            b_in,
+            w_hid,
+            b_hid,
+            w_out,
+            b_out,
+        })
+    }
+}
+
+/// Dot product over the common length.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut s = 0.0;
+    for (x, y) in a.iter().zip(b) {
+        s += x * y;
+    }
+    s
+}
+
+/// Const-generic owner of an MLP's weights, for `static` models.
+///
+/// `IN` inputs, `H` hidden units, `L = depth − 1` extra hidden layers, and
+/// `HEADS × OUT` outputs laid out head-major (output `head·OUT + j`): a coupling
+/// with `B` transformed coordinates uses `OUT = B, HEADS = 2` (shift, log-scale).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mlp<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize> {
+    /// Hidden nonlinearity.
+    pub act: Activation,
+    /// First layer weights, `[hidden][input]`.
+    pub w_in: [[f32; IN]; H],
+    /// First layer biases.
+    pub b_in: [f32; H],
+    /// Hidden-to-hidden weights, `[layer][out][in]`.
+    pub w_hid: [[[f32; H]; H]; L],
+    /// Hidden-to-hidden biases.
+    pub b_hid: [[f32; H]; L],
+    /// Output weights, `[head][output][hidden]`.
+    pub w_out: [[[f32; H]; OUT]; HEADS],
+    /// Output biases, `[head][output]`.
+    pub b_out: [[f32; OUT]; HEADS],
+}
+
+impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize> Mlp<IN, H, L, OUT, HEADS> {
+    /// An MLP with all weights zero (outputs are zero): a valid identity
+    /// conditioner, and a starting point for filling in weights.
+    pub const fn zeroed(act: Activation) -> Self {
+        Mlp {
+            act,
+            w_in: [[0.0; IN]; H],
+            b_in: [0.0; H],
+            w_hid: [[[0.0; H]; H]; L],
+            b_hid: [[0.0; H]; L],
+            w_out: [[[0.0; H]; OUT]; HEADS],
+            b_out: [[0.0; OUT]; HEADS],
+        }
+    }
+
+    /// The shape of this network.
+    pub const fn shape() -> MlpShape {
+        MlpShape {
+            input: IN,
+            cond: 0,
+            hidden: H,
+            depth: L + 1,
+            output: OUT * HEADS,
+        }
+    }
+
+    /// Borrow as the slice-level view that implements the maths.
+    #[inline(always)]
+    pub fn view(&self) -> MlpRef<'_> {
+        MlpRef {
+            shape: Self::shape(),
+            act: self.act,
+            w_in: self.w_in.as_flattened(),
+            w_cond: &[],
+            b_in: &self.b_in,
+            w_hid: self.w_hid.as_flattened().as_flattened(),
+            b_hid: self.b_hid.as_flattened(),
+            w_out: self.w_out.as_flattened().as_flattened(),
+            b_out: self.b_out.as_flattened(),
+        }
+    }
+}
