@@ -43,15 +43,19 @@
 
 pub mod activation;
 pub mod actnorm;
+pub mod anomaly;
 pub mod bijector;
+pub mod cnf;
 pub mod coupling;
 pub mod error;
 pub mod flow;
+pub mod linear;
 pub mod maf;
 pub mod mlp;
 pub mod normal;
 pub mod permutation;
 pub mod sigmoid;
+pub mod spline;
 
 pub use activation::Activation;
 pub use actnorm::{ActNorm, ActNormRef};
