@@ -1,0 +1,6 @@
+//! Host side of flowmote: model files, training, evaluation and export.
+//! The `flowmote` binary (`src/main.rs`) is a thin CLI over this library, which
+//! host tests also use.
+#![deny(missing_docs)]
+
+pub mod model;

@@ -1,0 +1,614 @@
+//! The model file (`model.json`) and the run-time-sized flow the host tool
+//! trains, scores and samples with.
+//!
+//! A [`DynFlow`] is a list of [`Layer`]s whose dimension and sizes are chosen
+//! at run time (from the user's CSV). It holds no maths of its own: every
+//! layer is evaluated through the core's slice-level views (`ActNormRef`,
+//! `AffineCouplingRef`, `MafRef`, …), the very code the firmware runs, so the
+//! exported const-generic model computes bit-for-bit the same numbers.
+
+use anyhow::{bail, ensure, Context, Result};
+use flowmote::coupling::AffineCouplingRef;
+use flowmote::maf::MafRef;
+use flowmote::mlp::{MlpGrad, MlpRef, MlpShape};
+use flowmote::permutation::{permute_forward, permute_inverse};
+use flowmote::{normal, ActNormRef, Activation, Error};
+use rand_core::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Identifies model files written by this tool.
+pub const FORMAT: &str = "flowmote-model";
+/// Version of the model file layout; files of another version are refused.
+pub const VERSION: u32 = 1;
+
+/// Hidden nonlinearity, as stored in model files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Act {
+    /// tanh
+    #[default]
+    Tanh,
+    /// ReLU
+    Relu,
+    /// leaky ReLU (slope 0.01)
+    LeakyRelu,
+    /// ELU
+    Elu,
+}
+
+impl From<Act> for Activation {
+    fn from(a: Act) -> Self {
+        match a {
+            Act::Tanh => Activation::Tanh,
+            Act::Relu => Activation::Relu,
+            Act::LeakyRelu => Activation::LeakyRelu,
+            Act::Elu => Activation::Elu,
+        }
+    }
+}
+
+/// Conditioner network sizes of a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Net {
+    /// Hidden width.
+    pub hidden: usize,
+    /// Number of hidden layers (≥ 1).
+    pub depth: usize,
+    /// Hidden nonlinearity.
+    pub act: Act,
+}
+
+/// One layer of a run-time-sized flow. `params` are flat, in the order the
+/// core's `…Ref::from_flat` constructors read them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Layer {
+    /// `y = e^s ⊙ x + b`. `frozen` layers (the standardisation) are not trained.
+    ActNorm {
+        /// Log-scales.
+        log_scale: Vec<f32>,
+        /// Shifts.
+        shift: Vec<f32>,
+        /// Excluded from training.
+        #[serde(default)]
+        frozen: bool,
+    },
+    /// `y[i] = x[perm[i]]`.
+    Permutation {
+        /// The permutation.
+        perm: Vec<usize>,
+    },
+    /// Reverse the coordinates.
+    Reverse,
+    /// RealNVP affine coupling: first `a` coordinates condition the last `b`.
+    AffineCoupling {
+        /// Conditioning coordinates.
+        a: usize,
+        /// Transformed coordinates.
+        b: usize,
+        /// Conditioner sizes.
+        net: Net,
+        /// Soft-clamp bound on log-scales.
+        clamp: f32,
+        /// Conditioner parameters (`MlpRef::from_flat` order, `2b` outputs).
+        params: Vec<f32>,
+    },
+    /// Masked autoregressive flow layer (MADE conditioner).
+    Maf {
+        /// Conditioner sizes.
+        net: Net,
+        /// Soft-clamp bound on log-scales.
+        clamp: f32,
+        /// Masked conditioner parameters (`2·dim` outputs).
+        params: Vec<f32>,
+    },
+}
+
+impl Layer {
+    /// Shape of the conditioner network, for layers that have one.
+    pub fn mlp_shape(&self, dim: usize) -> Option<MlpShape> {
+        match self {
+            Layer::AffineCoupling { a, b, net, .. } => Some(MlpShape {
+                input: *a,
+                cond: 0,
+                hidden: net.hidden,
+                depth: net.depth,
+                output: 2 * b,
+            }),
+            Layer::Maf { net, .. } => Some(MlpShape {
+                input: dim,
+                cond: 0,
+                hidden: net.hidden,
+                depth: net.depth,
+                output: 2 * dim,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The trainable parameters (empty for fixed layers).
+    pub fn params(&self) -> &[f32] {
+        match self {
+            Layer::AffineCoupling { params, .. } | Layer::Maf { params, .. } => params,
+            _ => &[],
+        }
+    }
+
+    /// Short human-readable description.
+    pub fn describe(&self) -> String {
+        match self {
+            Layer::ActNorm { frozen: true, .. } => "standardise".into(),
+            Layer::ActNorm { .. } => "actnorm".into(),
+            Layer::Permutation { .. } => "permutation".into(),
+            Layer::Reverse => "reverse".into(),
+            Layer::AffineCoupling { a, b, net, .. } => {
+                format!("affine coupling {a}+{b}, hidden {}×{}", net.hidden, net.depth)
+            }
+            Layer::Maf { net, .. } => format!("MAF, hidden {}×{}", net.hidden, net.depth),
+        }
+    }
+}
+
+/// A flow whose sizes are chosen at run time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DynFlow {
+    /// Dimension.
+    pub dim: usize,
+    /// Layers, applied in order in the data → latent direction.
+    pub layers: Vec<Layer>,
+}
+
+/// Reusable buffers for [`DynFlow`] evaluation (no allocation per row).
+#[derive(Debug, Default, Clone)]
+pub struct Workspace {
+    h0: Vec<f32>,
+    h1: Vec<f32>,
+    out: Vec<f32>,
+    tmp: Vec<f32>,
+    /// Input of every layer, saved by the training forward pass.
+    inputs: Vec<f32>,
+    train: Vec<f32>,
+}
+
+impl Workspace {
+    /// Buffers large enough for `flow`.
+    pub fn new(flow: &DynFlow) -> Self {
+        let d = flow.dim;
+        let hidden = flow
+            .layers
+            .iter()
+            .filter_map(|l| l.mlp_shape(d))
+            .map(|s| s.hidden)
+            .max()
+            .unwrap_or(0);
+        let out = flow
+            .layers
+            .iter()
+            .filter_map(|l| l.mlp_shape(d))
+            .map(|s| s.output)
+            .max()
+            .unwrap_or(0);
+        let train = flow
+            .layers
+            .iter()
+            .filter_map(|l| l.mlp_shape(d))
+            .map(|s| s.n_activations() + 2 * s.output + 2 * s.hidden)
+            .max()
+            .unwrap_or(0);
+        Workspace {
+            h0: vec![0.0; hidden],
+            h1: vec![0.0; hidden],
+            out: vec![0.0; out],
+            tmp: vec![0.0; d],
+            inputs: vec![0.0; d * flow.layers.len()],
+            train: vec![0.0; train],
+        }
+    }
+}
+
+fn mlp<'a>(shape: MlpShape, net: &Net, params: &'a [f32]) -> MlpRef<'a> {
+    MlpRef::from_flat(shape, net.act.into(), params).expect("validated model")
+}
+
+impl DynFlow {
+    /// Check sizes, permutations and finiteness of every parameter.
+    pub fn validate(&self) -> Result<()> {
+        let d = self.dim;
+        ensure!(d >= 1, "model dimension must be at least 1");
+        for (i, l) in self.layers.iter().enumerate() {
+            let ctx = || format!("layer {i} ({})", l.describe());
+            match l {
+                Layer::ActNorm { log_scale, shift, .. } => {
+                    ensure!(
+                        log_scale.len() == d && shift.len() == d,
+                        "{}: expected {d} scales and shifts",
+                        ctx()
+                    );
+                    ensure!(
+                        log_scale.iter().chain(shift).all(|v| v.is_finite()),
+                        "{}: non-finite parameter",
+                        ctx()
+                    );
+                }
+                Layer::Permutation { perm } => {
+                    ensure!(
+                        perm.len() == d && flowmote::permutation::is_permutation(perm),
+                        "{}: not a permutation of 0..{d}",
+                        ctx()
+                    );
+                }
+                Layer::Reverse => {}
+                Layer::AffineCoupling {
+                    a,
+                    b,
+                    net,
+                    clamp,
+                    params,
+                } => {
+                    ensure!(
+                        a + b == d && *a >= 1 && *b >= 1,
+                        "{}: split {a}+{b} does not fit dimension {d}",
+                        ctx()
+                    );
+                    check_net(l, d, net, *clamp, params).with_context(ctx)?;
+                }
+                Layer::Maf { net, clamp, params } => check_net(l, d, net, *clamp, params).with_context(ctx)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Data → latent in place; returns the log-det. With `save`, keeps every
+    /// layer's input in the workspace for [`DynFlow::backward`].
+    pub fn forward(&self, x: &mut [f32], ws: &mut Workspace, save: bool) -> Result<f32, Error> {
+        let d = self.dim;
+        let mut ld = 0.0;
+        for (i, layer) in self.layers.iter().enumerate() {
+            if save {
+                ws.inputs[i * d..(i + 1) * d].copy_from_slice(x);
+            }
+            ld += match layer {
+                Layer::ActNorm { log_scale, shift, .. } => ActNormRef { log_scale, shift }.forward(x),
+                Layer::Permutation { perm } => {
+                    permute_forward(perm, x, &mut ws.tmp);
+                    0.0
+                }
+                Layer::Reverse => {
+                    x.reverse();
+                    0.0
+                }
+                Layer::AffineCoupling {
+                    a,
+                    b,
+                    net,
+                    clamp,
+                    params,
+                } => {
+                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
+                    AffineCouplingRef {
+                        a: *a,
+                        b: *b,
+                        clamp: *clamp,
+                        net,
+                    }
+                    .forward(x, &mut ws.h0, &mut ws.h1, &mut ws.out)
+                }
+                Layer::Maf { net, clamp, params } => {
+                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
+                    MafRef { clamp: *clamp, net }.forward(x, &mut ws.h0, &mut ws.h1, &mut ws.out)
+                }
+            };
+        }
+        Ok(ld)
+    }
+
+    /// Latent → data in place; returns the log-det of the inverse map.
+    pub fn inverse(&self, z: &mut [f32], ws: &mut Workspace) -> Result<f32, Error> {
+        let d = self.dim;
+        let mut ld = 0.0;
+        for layer in self.layers.iter().rev() {
+            ld += match layer {
+                Layer::ActNorm { log_scale, shift, .. } => ActNormRef { log_scale, shift }.inverse(z),
+                Layer::Permutation { perm } => {
+                    permute_inverse(perm, z, &mut ws.tmp);
+                    0.0
+                }
+                Layer::Reverse => {
+                    z.reverse();
+                    0.0
+                }
+                Layer::AffineCoupling {
+                    a,
+                    b,
+                    net,
+                    clamp,
+                    params,
+                } => {
+                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
+                    AffineCouplingRef {
+                        a: *a,
+                        b: *b,
+                        clamp: *clamp,
+                        net,
+                    }
+                    .inverse(z, &mut ws.h0, &mut ws.h1, &mut ws.out)
+                }
+                Layer::Maf { net, clamp, params } => {
+                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
+                    let mut xbuf = std::mem::take(&mut ws.inputs);
+                    let r =
+                        MafRef { clamp: *clamp, net }.inverse(z, &mut xbuf[..d], &mut ws.h0, &mut ws.h1, &mut ws.out);
+                    ws.inputs = xbuf;
+                    r
+                }
+            };
+        }
+        Ok(ld)
+    }
+
+    /// Exact `log p(x)`, with the same checks as the core's `Flow::log_prob`.
+    pub fn log_prob(&self, x: &[f32], ws: &mut Workspace) -> Result<f32, Error> {
+        flowmote::error::check_finite(x)?;
+        let mut z = x.to_vec();
+        let ld = self.forward(&mut z, ws, false)?;
+        if !ld.is_finite() || flowmote::error::check_finite(&z).is_err() {
+            return Err(Error::Overflow);
+        }
+        let lp = normal::log_pdf(&z) + ld;
+        if lp.is_finite() {
+            Ok(lp)
+        } else {
+            Err(Error::Overflow)
+        }
+    }
+
+    /// One sample and its `log p`, drawing exactly as the core's
+    /// `Flow::sample_with_log_prob` does (same generator ⇒ same numbers).
+    pub fn sample_with_log_prob<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        ws: &mut Workspace,
+    ) -> Result<(Vec<f32>, f32), Error> {
+        let mut z = vec![0.0; self.dim];
+        normal::fill_standard_normal(rng, &mut z);
+        let lpz = normal::log_pdf(&z);
+        let ld = self.inverse(&mut z, ws)?;
+        if !ld.is_finite() || flowmote::error::check_finite(&z).is_err() {
+            return Err(Error::Overflow);
+        }
+        Ok((z, lpz - ld))
+    }
+
+    /// Negative log-likelihood of one row and its gradient: *adds*
+    /// `∂(−log p)/∂θ` of every trainable layer into `grads[i]` (same length as
+    /// that layer's `params`; frozen/fixed layers get nothing). Returns `−log p(x)`.
+    pub fn nll_backward(&self, x: &[f32], grads: &mut [Vec<f32>], ws: &mut Workspace) -> Result<f32, Error> {
+        let d = self.dim;
+        let mut z = x.to_vec();
+        let ld = self.forward(&mut z, ws, true)?;
+        let nll = -(normal::log_pdf(&z) + ld);
+        if !nll.is_finite() {
+            return Err(Error::Overflow);
+        }
+        // ∂(−log N(z))/∂z = z; ∂(−log-det) = −1.
+        let mut g = z;
+        let g_ld = -1.0;
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            let xin = &ws.inputs[i * d..(i + 1) * d];
+            match layer {
+                Layer::ActNorm {
+                    log_scale,
+                    shift,
+                    frozen,
+                } => {
+                    let r = ActNormRef { log_scale, shift };
+                    if *frozen {
+                        for (gi, s) in g.iter_mut().zip(log_scale.iter()) {
+                            *gi *= s.exp();
+                        }
+                    } else {
+                        r.backward(xin, &mut g, g_ld, &mut grads[i]);
+                    }
+                }
+                Layer::Permutation { perm } => {
+                    // y = P x  ⇒  ∂L/∂x = Pᵀ ∂L/∂y
+                    permute_inverse(perm, &mut g, &mut ws.tmp);
+                }
+                Layer::Reverse => g.reverse(),
+                Layer::AffineCoupling {
+                    a,
+                    b,
+                    net,
+                    clamp,
+                    params,
+                } => {
+                    let shape = layer.mlp_shape(d).unwrap();
+                    let r = AffineCouplingRef {
+                        a: *a,
+                        b: *b,
+                        clamp: *clamp,
+                        net: mlp(shape, net, params),
+                    };
+                    let mut gr = MlpGrad::from_flat(shape, &mut grads[i]).expect("grad sized like params");
+                    r.backward(xin, &mut g, g_ld, &mut gr, &mut ws.train);
+                }
+                Layer::Maf { net, clamp, params } => {
+                    let shape = layer.mlp_shape(d).unwrap();
+                    let r = MafRef {
+                        clamp: *clamp,
+                        net: mlp(shape, net, params),
+                    };
+                    let mut gr = MlpGrad::from_flat(shape, &mut grads[i]).expect("grad sized like params");
+                    r.backward(xin, &mut g, g_ld, &mut gr, &mut ws.train);
+                }
+            }
+        }
+        Ok(nll)
+    }
+}
+
+fn check_net(l: &Layer, d: usize, net: &Net, clamp: f32, params: &[f32]) -> Result<()> {
+    let shape = l.mlp_shape(d).unwrap();
+    ensure!(
+        net.depth >= 1 && net.hidden >= 1,
+        "conditioner needs hidden ≥ 1 and depth ≥ 1"
+    );
+    ensure!(clamp.is_finite() && clamp > 0.0, "clamp must be a positive number");
+    ensure!(
+        params.len() == shape.n_params(),
+        "expected {} parameters, found {}",
+        shape.n_params(),
+        params.len()
+    );
+    if !params.iter().all(|v| v.is_finite()) {
+        bail!("non-finite weight");
+    }
+    Ok(())
+}
+
+/// Anomaly threshold stored by `flowmote calibrate`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    /// Threshold on the score `−log p(x)` (nats): above it, a row is anomalous.
+    pub score: f32,
+    /// The false-alarm rate it was calibrated for.
+    pub false_alarm_rate: f64,
+    /// Rows of normal data it was calibrated on.
+    pub rows: usize,
+    /// SHA-256 of the calibration file.
+    pub data_sha256: String,
+}
+
+/// One epoch of the training history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Epoch {
+    /// Epoch number (1-based).
+    pub epoch: usize,
+    /// Mean training NLL (nats/row, data units).
+    pub train_nll: f64,
+    /// Mean validation NLL (nats/row, data units).
+    pub val_nll: f64,
+    /// Learning rate used.
+    pub lr: f64,
+}
+
+/// Where a model came from and how it trained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Provenance {
+    /// Training data file, as given.
+    pub data_file: String,
+    /// SHA-256 of the training data file.
+    pub data_sha256: String,
+    /// Rows used for training.
+    pub train_rows: usize,
+    /// Rows held out for validation.
+    pub val_rows: usize,
+    /// Best validation NLL (nats/row, data units) — the kept model's.
+    pub val_nll: f64,
+    /// Training settings, as resolved (flags and chosen defaults).
+    pub settings: serde_json::Value,
+    /// Per-epoch history.
+    pub history: Vec<Epoch>,
+}
+
+/// Everything `model.json` holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelFile {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Always [`VERSION`] for files this build reads.
+    pub version: u32,
+    /// Version of the tool that wrote it.
+    pub tool_version: String,
+    /// Flow family (`maf`, `coupling`, `cnf`, …).
+    pub kind: String,
+    /// Feature (column) names, in order.
+    pub features: Vec<String>,
+    /// Per-feature training mean (folded into the first, frozen layer).
+    pub mean: Vec<f32>,
+    /// Per-feature training standard deviation (folded into the first layer).
+    pub std: Vec<f32>,
+    /// The flow, standardisation included: `log_prob` takes raw rows.
+    pub flow: DynFlow,
+    /// Anomaly threshold, once calibrated.
+    pub threshold: Option<Threshold>,
+    /// Provenance and training history.
+    pub provenance: Provenance,
+}
+
+impl ModelFile {
+    /// Read and check a model file: format, version, sizes, finite weights.
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read model file {}", path.display()))?;
+        let head: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a flowmote model file (not valid JSON)", path.display()))?;
+        ensure!(
+            head.get("format").and_then(|f| f.as_str()) == Some(FORMAT),
+            "{} is not a flowmote model file (missing \"format\": \"{FORMAT}\")",
+            path.display()
+        );
+        let version = head.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        ensure!(
+            version == VERSION as u64,
+            "{} is model format version {version}; this build of flowmote reads version {VERSION} — re-train or use the matching tool",
+            path.display()
+        );
+        let m: ModelFile =
+            serde_json::from_str(&text).with_context(|| format!("{}: malformed model file", path.display()))?;
+        m.validate()
+            .with_context(|| format!("{}: invalid model", path.display()))?;
+        Ok(m)
+    }
+
+    /// Consistency checks shared by `load` and `save`.
+    pub fn validate(&self) -> Result<()> {
+        let d = self.flow.dim;
+        ensure!(
+            self.features.len() == d && self.mean.len() == d && self.std.len() == d,
+            "feature names, mean and std must all have {d} entries"
+        );
+        ensure!(
+            self.mean.iter().chain(&self.std).all(|v| v.is_finite()),
+            "non-finite standardisation"
+        );
+        if let Some(t) = &self.threshold {
+            ensure!(!t.score.is_nan(), "threshold is NaN");
+        }
+        self.flow.validate()
+    }
+
+    /// Write atomically (temporary file + rename): a failure leaves no partial file.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        self.validate()?;
+        let text = serde_json::to_string_pretty(self)?;
+        write_atomic(path, text.as_bytes())
+    }
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory and
+/// a rename, so readers never see a partial file and errors leave nothing behind.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let res = (|| -> Result<()> {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
