@@ -4,3 +4,5 @@
 #![deny(missing_docs)]
 
 pub mod model;
+pub mod export;
+pub mod plot;
