@@ -67,3 +67,8 @@ pub use maf::{Maf, MafRef};
 pub use mlp::{Mlp, MlpGrad, MlpRef, MlpShape};
 pub use permutation::{Permutation, Reverse};
 pub use sigmoid::{Logit, Sigmoid};
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
