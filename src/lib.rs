@@ -63,10 +63,12 @@ pub use bijector::Bijector;
 pub use coupling::{AffineCoupling, AffineCouplingRef};
 pub use error::Error;
 pub use flow::Flow;
+pub use linear::{LuLinear, LuLinearRef};
 pub use maf::{Maf, MafRef};
 pub use mlp::{Mlp, MlpGrad, MlpRef, MlpShape};
 pub use permutation::{Permutation, Reverse};
 pub use sigmoid::{Logit, Sigmoid};
+pub use spline::{SplineAutoregressive, SplineAutoregressiveRef, SplineCoupling, SplineCouplingRef};
 
 /// The README's Rust examples, compiled and run as doc tests.
 #[cfg(doctest)]

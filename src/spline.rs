@@ -1,1 +1,828 @@
-//! (in progress)
+//! Monotonic rational-quadratic splines (Durkan et al. 2019, "Neural Spline
+//! Flows"), as a coupling layer ([`SplineCoupling`]) and as an autoregressive
+//! layer with a MADE conditioner ([`SplineAutoregressive`]).
+//!
+//! ## The elementwise map
+//! Each transformed coordinate goes through a monotonic spline of `K` bins on
+//! `[−B, B]` (`B` = tail bound) and the identity outside it. Its `3K − 1` raw
+//! parameters, in this order, are
+//! * `K` raw bin widths `w̃`: widths `2B·(MIN_BIN_WIDTH + (1 − K·MIN_BIN_WIDTH)·softmax(w̃))`,
+//! * `K` raw bin heights `h̃`: heights likewise with [`MIN_BIN_HEIGHT`],
+//! * `K − 1` raw interior knot derivatives `d̃`:
+//!   `d = MIN_DERIVATIVE + softplus(d̃ + DERIVATIVE_SHIFT)`; the two boundary
+//!   derivatives are 1, so the spline joins the identity tails with matching
+//!   slope (C¹). [`DERIVATIVE_SHIFT`] is chosen so that **all-zero raw
+//!   parameters give the identity map**: a zero-initialised conditioner
+//!   ([`Mlp::zeroed`]) makes the layer the identity, as for affine couplings.
+//!   (This is the plain `softplus(d̃) + MIN_DERIVATIVE` of the paper with `d̃`
+//!   shifted by a constant; the model class is the same.)
+//!
+//! Inside bin `k` (`ξ = (x − x_k)/w_k`, `s_k = h_k/w_k`):
+//! `y = y_k + h_k·(s_k ξ² + d_k ξ(1−ξ)) / (s_k + (d_k + d_{k+1} − 2s_k) ξ(1−ξ))`.
+//! The inverse solves the quadratic for `ξ` in the cancellation-free form
+//! `ξ = 2c / (−b − √(b² − 4ac))`, normalised by the bin height so that no
+//! intermediate grows with `B`. A point exactly on a knot maps exactly to the
+//! matching knot in both directions (it falls in the bin to its right, `ξ = 0`).
+//!
+//! ## Robust by construction
+//! A finite input always gives a finite output and a finite log-det:
+//! * raw parameters are clamped to `[−RAW_LIMIT, RAW_LIMIT]` (`±∞` to the
+//!   nearest bound, NaN — which only an overflowing ReLU conditioner can
+//!   produce — to 0, i.e. the identity's value). So softmax needs no max
+//!   subtraction, every bin has width and height ≥ `2B·10⁻³`, every slope
+//!   `s_k` lies in about `[10⁻³, 10³]` and every knot derivative in
+//!   `[MIN_DERIVATIVE, ≈ 51]`. The gradient through a clamped value is 0;
+//! * the spline derivative is then bounded above and below by positive
+//!   constants (the denominator is ≥ `s_k/2`), so the log-det of one
+//!   coordinate is bounded (`|log-det| ≲ 30`);
+//! * outside `(−B, B)` the map is the identity with log-det 0, so inputs like
+//!   `±1e30` pass through unchanged;
+//! * the tail bound used is `B` clamped to `[MIN_TAIL_BOUND, MAX_TAIL_BOUND]`
+//!   (NaN → `MIN_TAIL_BOUND`); `new` of the const types rejects a bound
+//!   outside that range at compile time when used in a `static`.
+//!
+//! ## Parameter layouts
+//! Conditioner outputs are head-major as in [`Mlp`]: raw parameter `p` of
+//! transformed coordinate `j` is output `p·n + j` (`n = B` transformed
+//! coordinates for the coupling, `n = D` for the autoregressive layer). The
+//! scalar functions therefore read parameter `p` at `raw[p·stride]`.
+
+use crate::maf::hidden_degree;
+use crate::mlp::{Mlp, MlpGrad, MlpRef, MlpShape};
+use crate::{Bijector, Error};
+
+/// Default tail bound `B`: the spline acts on `[−3, 3]` (standardised data).
+pub const DEFAULT_TAIL_BOUND: f32 = 3.0;
+/// Minimum bin width, as a fraction of the interval `2B`.
+pub const MIN_BIN_WIDTH: f32 = 1e-3;
+/// Minimum bin height, as a fraction of the interval `2B`.
+pub const MIN_BIN_HEIGHT: f32 = 1e-3;
+/// Minimum interior knot derivative.
+pub const MIN_DERIVATIVE: f32 = 1e-3;
+/// `ln(e^{1 − MIN_DERIVATIVE} − 1)`: added to raw derivatives so that a raw 0
+/// gives derivative exactly 1 (identity at zero parameters).
+pub const DERIVATIVE_SHIFT: f32 = 0.539_742_4;
+/// Raw spline parameters are clamped to `[−RAW_LIMIT, RAW_LIMIT]`.
+pub const RAW_LIMIT: f32 = 50.0;
+/// Largest supported number of bins (so that `K·MIN_BIN_WIDTH < 1`).
+pub const MAX_BINS: usize = 256;
+/// Smallest tail bound used.
+pub const MIN_TAIL_BOUND: f32 = 1e-3;
+/// Largest tail bound used.
+pub const MAX_TAIL_BOUND: f32 = 1e30;
+
+/// Raw parameters per transformed coordinate for `bins` bins: `3·bins − 1`.
+pub const fn spline_params(bins: usize) -> usize {
+    3 * bins - 1
+}
+
+/// The tail bound actually used for `b`: clamped to
+/// `[MIN_TAIL_BOUND, MAX_TAIL_BOUND]`, NaN → `MIN_TAIL_BOUND`.
+#[inline(always)]
+pub fn effective_tail_bound(b: f32) -> f32 {
+    if b.is_nan() {
+        MIN_TAIL_BOUND
+    } else {
+        b.clamp(MIN_TAIL_BOUND, MAX_TAIL_BOUND)
+    }
+}
+
+/// `(clamped value, ∂clamped/∂raw)` of a raw parameter.
+#[inline(always)]
+fn clamp_raw(r: f32) -> (f32, f32) {
+    if r >= RAW_LIMIT {
+        (RAW_LIMIT, 0.0)
+    } else if r <= -RAW_LIMIT {
+        (-RAW_LIMIT, 0.0)
+    } else if !r.is_nan() {
+        (r, 1.0)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
+#[inline(always)]
+fn softplus(x: f32) -> f32 {
+    if x > 0.0 {
+        x + libm::log1pf(libm::expf(-x))
+    } else {
+        libm::log1pf(libm::expf(x))
+    }
+}
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + libm::expf(-x))
+}
+
+/// One bin located by [`Spline::locate`].
+#[derive(Clone, Copy)]
+struct Bin {
+    k: usize,
+    xk: f32,
+    w: f32,
+    yk: f32,
+    h: f32,
+}
+
+/// The spline of one coordinate, computed lazily from its raw parameters
+/// (no buffers, any `K`).
+struct Spline<'a> {
+    raw: &'a [f32],
+    stride: usize,
+    k: usize,
+    b: f32,
+    /// `Σ exp(w̃)`, `Σ exp(h̃)` (no max subtraction needed: `|w̃| ≤ RAW_LIMIT`).
+    sw: f32,
+    sh: f32,
+}
+
+impl<'a> Spline<'a> {
+    #[inline(always)]
+    fn new(raw: &'a [f32], stride: usize, bins: usize, b: f32) -> Self {
+        let mut sp = Spline {
+            raw,
+            stride,
+            k: bins,
+            b,
+            sw: 0.0,
+            sh: 0.0,
+        };
+        let (mut sw, mut sh) = (0.0, 0.0);
+        for i in 0..bins {
+            sw += libm::expf(sp.raw(i));
+            sh += libm::expf(sp.raw(bins + i));
+        }
+        sp.sw = sw;
+        sp.sh = sh;
+        sp
+    }
+
+    #[inline(always)]
+    fn raw(&self, p: usize) -> f32 {
+        clamp_raw(self.raw[p * self.stride]).0
+    }
+
+    /// Softmax probabilities of bin `i`'s width and height.
+    #[inline(always)]
+    fn probs(&self, i: usize) -> (f32, f32) {
+        (
+            libm::expf(self.raw(i)) / self.sw,
+            libm::expf(self.raw(self.k + i)) / self.sh,
+        )
+    }
+
+    /// Derivative at knot `j` and `∂d/∂(raw d̃_{j−1})` (0 at the boundaries).
+    #[inline(always)]
+    fn deriv(&self, j: usize) -> (f32, f32) {
+        if j == 0 || j == self.k {
+            (1.0, 0.0)
+        } else {
+            let (r, m) = clamp_raw(self.raw[(2 * self.k + j - 1) * self.stride]);
+            let t = r + DERIVATIVE_SHIFT;
+            (MIN_DERIVATIVE + softplus(t), sigmoid(t) * m)
+        }
+    }
+
+    /// The bin containing `v ∈ (−B, B)` on the x axis (`on_y = false`) or the
+    /// y axis: the last bin whose left knot is ≤ `v`.
+    #[inline(always)]
+    fn locate(&self, v: f32, on_y: bool) -> Bin {
+        let b = self.b;
+        let kf = self.k as f32;
+        let (aw, ah) = (1.0 - kf * MIN_BIN_WIDTH, 1.0 - kf * MIN_BIN_HEIGHT);
+        let (mut cx, mut cy) = (0.0f32, 0.0f32);
+        let (mut xl, mut yl) = (-b, -b);
+        let mut k = 0;
+        loop {
+            let last = k + 1 >= self.k;
+            let (xr, yr) = if last {
+                (b, b)
+            } else {
+                let (pw, ph) = self.probs(k);
+                cx += MIN_BIN_WIDTH + aw * pw;
+                cy += MIN_BIN_HEIGHT + ah * ph;
+                (2.0 * b * cx - b, 2.0 * b * cy - b)
+            };
+            let right = if on_y { yr } else { xr };
+            if last || v < right {
+                return Bin {
+                    k,
+                    xk: xl,
+                    w: xr - xl,
+                    yk: yl,
+                    h: yr - yl,
+                };
+            }
+            xl = xr;
+            yl = yr;
+            k += 1;
+        }
+    }
+
+    /// `(y, log dy/dx)` inside `bin` at relative position `xi`.
+    #[inline(always)]
+    fn eval(&self, bin: &Bin, xi: f32) -> (f32, f32) {
+        let (dk, _) = self.deriv(bin.k);
+        let (dk1, _) = self.deriv(bin.k + 1);
+        let s = bin.h / bin.w;
+        let z = xi * (1.0 - xi);
+        let den = s + (dk + dk1 - 2.0 * s) * z;
+        let frac = ((s * xi * xi + dk * z) / den).clamp(0.0, 1.0);
+        let m = dk1 * xi * xi + 2.0 * s * z + dk * (1.0 - xi) * (1.0 - xi);
+        let r = s / den;
+        (bin.yk + bin.h * frac, libm::logf(r * r * m))
+    }
+
+    /// The knots `(x_j, y_j, d_j)`, `j = 0..=K`, exactly as the evaluation
+    /// uses them.
+    fn knots(&self, xs: &mut [f32], ys: &mut [f32], ds: &mut [f32]) {
+        let b = self.b;
+        let kf = self.k as f32;
+        let (aw, ah) = (1.0 - kf * MIN_BIN_WIDTH, 1.0 - kf * MIN_BIN_HEIGHT);
+        let (mut cx, mut cy) = (0.0f32, 0.0f32);
+        xs[0] = -b;
+        ys[0] = -b;
+        for j in 1..self.k {
+            let (pw, ph) = self.probs(j - 1);
+            cx += MIN_BIN_WIDTH + aw * pw;
+            cy += MIN_BIN_HEIGHT + ah * ph;
+            xs[j] = 2.0 * b * cx - b;
+            ys[j] = 2.0 * b * cy - b;
+        }
+        xs[self.k] = b;
+        ys[self.k] = b;
+        for j in 0..=self.k {
+            ds[j] = self.deriv(j).0;
+        }
+    }
+}
+
+/// Forward map of one coordinate: `(y, log dy/dx)`. Raw parameter `p`
+/// (layout in the [module docs](self)) is `raw[p·stride]`; `bins ≥ 1`.
+/// Identity with log-det 0 outside `(−B, B)`.
+#[inline(always)]
+pub fn rq_spline_forward(x: f32, raw: &[f32], stride: usize, bins: usize, tail_bound: f32) -> (f32, f32) {
+    let b = effective_tail_bound(tail_bound);
+    if !(x > -b && x < b) || bins == 0 {
+        return (x, 0.0);
+    }
+    let sp = Spline::new(raw, stride, bins, b);
+    let bin = sp.locate(x, false);
+    let xi = ((x - bin.xk) / bin.w).clamp(0.0, 1.0);
+    sp.eval(&bin, xi)
+}
+
+/// Inverse map of one coordinate: `(x, log dx/dy)`; same parameters as
+/// [`rq_spline_forward`].
+#[inline(always)]
+pub fn rq_spline_inverse(y: f32, raw: &[f32], stride: usize, bins: usize, tail_bound: f32) -> (f32, f32) {
+    let b = effective_tail_bound(tail_bound);
+    if !(y > -b && y < b) || bins == 0 {
+        return (y, 0.0);
+    }
+    let sp = Spline::new(raw, stride, bins, b);
+    let bin = sp.locate(y, true);
+    let (dk, _) = sp.deriv(bin.k);
+    let (dk1, _) = sp.deriv(bin.k + 1);
+    let s = bin.h / bin.w;
+    let delta = dk + dk1 - 2.0 * s;
+    // Quadratic a ξ² + b ξ + c = 0, divided by the bin height h.
+    let t = ((y - bin.yk) / bin.h).clamp(0.0, 1.0);
+    let qa = (s - dk) + t * delta;
+    let qb = dk - t * delta;
+    let qc = -s * t;
+    let disc = (qb * qb - 4.0 * qa * qc).max(0.0);
+    // −qb − √disc < 0 whenever dk > 0 (see Durkan et al., app. A).
+    let xi = (2.0 * qc / (-qb - libm::sqrtf(disc))).clamp(0.0, 1.0);
+    let x = bin.xk + xi * bin.w;
+    let (_, ld) = sp.eval(&bin, xi);
+    (x, -ld)
+}
+
+/// Backward pass of [`rq_spline_forward`] at input `x`, with `g_y = ∂L/∂y`
+/// and `g_ld = ∂L/∂(log dy/dx)`. Writes (not adds) `∂L/∂raw_p` to
+/// `g_raw[p·stride]` for all `3·bins − 1` parameters and returns `∂L/∂x`.
+pub fn rq_spline_backward(
+    x: f32,
+    raw: &[f32],
+    stride: usize,
+    bins: usize,
+    tail_bound: f32,
+    g_y: f32,
+    g_ld: f32,
+    g_raw: &mut [f32],
+) -> f32 {
+    let n_p = if bins == 0 { 0 } else { spline_params(bins) };
+    for p in 0..n_p {
+        g_raw[p * stride] = 0.0;
+    }
+    let b = effective_tail_bound(tail_bound);
+    if !(x > -b && x < b) || bins == 0 {
+        return g_y;
+    }
+    let sp = Spline::new(raw, stride, bins, b);
+    let bin = sp.locate(x, false);
+    let k = bin.k;
+    let (dk, ddk) = sp.deriv(k);
+    let (dk1, ddk1) = sp.deriv(k + 1);
+    let (w, h) = (bin.w, bin.h);
+    let xi = ((x - bin.xk) / w).clamp(0.0, 1.0);
+    let s = h / w;
+    let z = xi * (1.0 - xi);
+    let omx = 1.0 - xi;
+    let delta = dk + dk1 - 2.0 * s;
+    let den = s + delta * z;
+    let num = s * xi * xi + dk * z;
+    let m = dk1 * xi * xi + 2.0 * s * z + dk * omx * omx;
+    let den2 = den * den;
+    // ∂y and ∂(log-det) with respect to the local quantities.
+    let y_s = h * (xi * xi * den - num * (1.0 - 2.0 * z)) / den2;
+    let y_dk = h * z * (den - num) / den2;
+    let y_dk1 = -h * num * z / den2;
+    let n_xi = 2.0 * s * xi + dk * (1.0 - 2.0 * xi);
+    let den_xi = delta * (1.0 - 2.0 * xi);
+    let y_xi = h * (n_xi * den - num * den_xi) / den2;
+    let l_s = 2.0 / s + 2.0 * z / m - 2.0 * (1.0 - 2.0 * z) / den;
+    let l_dk = omx * omx / m - 2.0 * z / den;
+    let l_dk1 = xi * xi / m - 2.0 * z / den;
+    let l_xi = (2.0 * dk1 * xi + 2.0 * s * (1.0 - 2.0 * xi) - 2.0 * dk * omx) / m - 2.0 * den_xi / den;
+    let g_xi = g_y * y_xi + g_ld * l_xi;
+    let g_s = g_y * y_s + g_ld * l_s;
+    let g_dk = g_y * y_dk + g_ld * l_dk;
+    let g_dk1 = g_y * y_dk1 + g_ld * l_dk1;
+    // ξ = (x − x_k)/w, s = h/w, y = y_k + h·frac.
+    let g_x = g_xi / w;
+    let g_xk = -g_xi / w;
+    let g_w = -(g_xi * xi + g_s * s) / w;
+    let g_h = g_y * (num / den) + g_s / w;
+    let g_yk = g_y;
+    // Knots: x_k = X_k, w = X_{k+1} − X_k (same for y); X_j = 2B·c_j − B for
+    // interior j, the end knots are constants.
+    let interior = |j: usize| j >= 1 && j < bins;
+    let two_b = 2.0 * b;
+    let gcx_k = if interior(k) { two_b * (g_xk - g_w) } else { 0.0 };
+    let gcx_k1 = if interior(k + 1) { two_b * g_w } else { 0.0 };
+    let gcy_k = if interior(k) { two_b * (g_yk - g_h) } else { 0.0 };
+    let gcy_k1 = if interior(k + 1) { two_b * g_h } else { 0.0 };
+    // c_j = Σ_{i<j} (min + a·p_i): ∂L/∂p_i = a·([i<k]·g_k + [i≤k]·g_{k+1}).
+    let kf = bins as f32;
+    let (aw, ah) = (1.0 - kf * MIN_BIN_WIDTH, 1.0 - kf * MIN_BIN_HEIGHT);
+    let gp = |i: usize, ga: f32, gb: f32| -> f32 {
+        let mut v = 0.0;
+        if i < k {
+            v += ga;
+        }
+        if i <= k {
+            v += gb;
+        }
+        v
+    };
+    let (mut dot_w, mut dot_h) = (0.0f32, 0.0f32);
+    for i in 0..=k.min(bins - 1) {
+        let (pw, ph) = sp.probs(i);
+        dot_w += pw * aw * gp(i, gcx_k, gcx_k1);
+        dot_h += ph * ah * gp(i, gcy_k, gcy_k1);
+    }
+    for i in 0..bins {
+        let (pw, ph) = sp.probs(i);
+        let mw = clamp_raw(raw[i * stride]).1;
+        let mh = clamp_raw(raw[(bins + i) * stride]).1;
+        g_raw[i * stride] = mw * pw * (aw * gp(i, gcx_k, gcx_k1) - dot_w);
+        g_raw[(bins + i) * stride] = mh * ph * (ah * gp(i, gcy_k, gcy_k1) - dot_h);
+    }
+    if k >= 1 {
+        g_raw[(2 * bins + k - 1) * stride] = g_dk * ddk;
+    }
+    if k + 1 < bins {
+        g_raw[(2 * bins + k) * stride] = g_dk1 * ddk1;
+    }
+    g_x
+}
+
+/// The knots of one coordinate's spline: `xs`, `ys`, `ds` (each `bins + 1`
+/// long) receive the knot positions and derivatives, bit-for-bit as the
+/// evaluation uses them (for tests, plots and export checks).
+pub fn rq_spline_knots(
+    raw: &[f32],
+    stride: usize,
+    bins: usize,
+    tail_bound: f32,
+    xs: &mut [f32],
+    ys: &mut [f32],
+    ds: &mut [f32],
+) {
+    if bins == 0 {
+        return;
+    }
+    Spline::new(raw, stride, bins, effective_tail_bound(tail_bound)).knots(xs, ys, ds);
+}
+
+/// Borrowed spline coupling layer on run-time sizes: the one implementation.
+/// The first `a` coordinates pass through and condition the splines of the
+/// last `b`.
+#[derive(Clone, Copy, Debug)]
+pub struct SplineCouplingRef<'a> {
+    /// Number of conditioning (pass-through) coordinates, first in the vector.
+    pub a: usize,
+    /// Number of transformed coordinates, last in the vector.
+    pub b: usize,
+    /// Number of spline bins `K` (1 ..= [`MAX_BINS`]).
+    pub bins: usize,
+    /// Tail bound `B`: splines act on `[−B, B]`, identity outside.
+    pub tail_bound: f32,
+    /// Conditioner: `a` inputs → `b·(3K − 1)` outputs, head-major
+    /// (raw parameter `p` of coordinate `j` is output `p·b + j`).
+    pub net: MlpRef<'a>,
+}
+
+impl<'a> SplineCouplingRef<'a> {
+    /// A checked view: fails with [`Error::ShapeMismatch`] unless
+    /// `a, b ≥ 1`, `1 ≤ bins ≤ MAX_BINS` and the network has `a` inputs, no
+    /// condition input and `b·(3·bins − 1)` outputs.
+    pub fn new(a: usize, b: usize, bins: usize, tail_bound: f32, net: MlpRef<'a>) -> Result<Self, Error> {
+        let s = net.shape;
+        if a == 0
+            || b == 0
+            || bins == 0
+            || bins > MAX_BINS
+            || s.input != a
+            || s.cond != 0
+            || s.output != b * spline_params(bins)
+        {
+            return Err(Error::ShapeMismatch);
+        }
+        Ok(SplineCouplingRef {
+            a,
+            b,
+            bins,
+            tail_bound,
+            net,
+        })
+    }
+
+    /// Conditioner outputs (`b·(3K − 1)`): the length of `out` below.
+    pub fn n_out(&self) -> usize {
+        self.b * spline_params(self.bins)
+    }
+
+    /// Scratch floats [`SplineCouplingRef::backward`] needs.
+    pub fn train_scratch_len(&self) -> usize {
+        self.net.shape.n_activations() + 2 * self.n_out() + 2 * self.net.shape.hidden
+    }
+
+    /// Forward in place; `h0`, `h1` hold `hidden` floats, `out`
+    /// [`SplineCouplingRef::n_out`]. Returns the log-det.
+    #[inline(always)]
+    pub fn forward(&self, x: &mut [f32], h0: &mut [f32], h1: &mut [f32], out: &mut [f32]) -> f32 {
+        let (xa, xb) = x.split_at_mut(self.a);
+        self.net.forward(xa, 0.0, h0, h1, out);
+        let mut ld = 0.0;
+        for (j, v) in xb.iter_mut().take(self.b).enumerate() {
+            let (y, l) = rq_spline_forward(*v, &out[j..], self.b, self.bins, self.tail_bound);
+            *v = y;
+            ld += l;
+        }
+        ld
+    }
+
+    /// Inverse in place; same buffers as [`SplineCouplingRef::forward`].
+    #[inline(always)]
+    pub fn inverse(&self, y: &mut [f32], h0: &mut [f32], h1: &mut [f32], out: &mut [f32]) -> f32 {
+        let (ya, yb) = y.split_at_mut(self.a);
+        self.net.forward(ya, 0.0, h0, h1, out);
+        let mut ld = 0.0;
+        for (j, v) in yb.iter_mut().take(self.b).enumerate() {
+            let (x, l) = rq_spline_inverse(*v, &out[j..], self.b, self.bins, self.tail_bound);
+            *v = x;
+            ld += l;
+        }
+        ld
+    }
+
+    /// Backward pass of [`SplineCouplingRef::forward`] at input `x`: `g` holds
+    /// `∂L/∂y` on entry and `∂L/∂x` on return, `g_ld = ∂L/∂(log-det)`; adds the
+    /// conditioner's parameter gradient to `grad`. `scratch` has
+    /// [`SplineCouplingRef::train_scratch_len`] floats.
+    pub fn backward(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut MlpGrad<'_>, scratch: &mut [f32]) {
+        let sh = self.net.shape;
+        let n = self.n_out();
+        let (acts, rest) = scratch.split_at_mut(sh.n_activations());
+        let (out, rest) = rest.split_at_mut(n);
+        let (g_out, rest) = rest.split_at_mut(n);
+        let (t0, t1) = rest.split_at_mut(sh.hidden);
+        let (xa, xb) = x.split_at(self.a);
+        self.net.forward_cached(xa, 0.0, acts, out);
+        let (ga, gb) = g.split_at_mut(self.a);
+        for j in 0..self.b {
+            gb[j] = rq_spline_backward(
+                xb[j],
+                &out[j..],
+                self.b,
+                self.bins,
+                self.tail_bound,
+                gb[j],
+                g_ld,
+                &mut g_out[j..],
+            );
+        }
+        self.net.backward(xa, 0.0, acts, g_out, Some(ga), t0, t1, grad);
+    }
+}
+
+/// Const-generic spline coupling for `static` models: `A` conditioning and
+/// `B` transformed coordinates (`A + B = D`), a conditioner with `H` hidden
+/// units and `L + 1` hidden layers, `K` bins and `P = 3K − 1` raw parameters
+/// per coordinate (checked at compile time).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplineCoupling<
+    const A: usize,
+    const B: usize,
+    const H: usize,
+    const L: usize,
+    const K: usize,
+    const P: usize,
+> {
+    /// Tail bound `B` (in `[MIN_TAIL_BOUND, MAX_TAIL_BOUND]`).
+    pub tail_bound: f32,
+    /// Conditioner; head `p` holds raw parameter `p` of every coordinate.
+    pub net: Mlp<A, H, L, B, P>,
+}
+
+impl<const A: usize, const B: usize, const H: usize, const L: usize, const K: usize, const P: usize>
+    SplineCoupling<A, B, H, L, K, P>
+{
+    const CHECK: () = assert!(
+        K >= 1 && K <= MAX_BINS && P == 3 * K - 1,
+        "spline layer needs 1 <= K <= MAX_BINS and P == 3K - 1"
+    );
+
+    /// Construct, checking sizes and the tail bound (at compile time in a
+    /// `static`).
+    pub const fn new(tail_bound: f32, net: Mlp<A, H, L, B, P>) -> Self {
+        const { Self::CHECK };
+        assert!(
+            tail_bound >= MIN_TAIL_BOUND && tail_bound <= MAX_TAIL_BOUND,
+            "tail bound out of range"
+        );
+        SplineCoupling { tail_bound, net }
+    }
+
+    /// Borrow as the slice-level view.
+    #[inline(always)]
+    pub fn view(&self) -> SplineCouplingRef<'_> {
+        const { Self::CHECK };
+        SplineCouplingRef {
+            a: A,
+            b: B,
+            bins: K,
+            tail_bound: self.tail_bound,
+            net: self.net.view(),
+        }
+    }
+}
+
+impl<
+        const D: usize,
+        const A: usize,
+        const B: usize,
+        const H: usize,
+        const L: usize,
+        const K: usize,
+        const P: usize,
+    > Bijector<D> for SplineCoupling<A, B, H, L, K, P>
+{
+    #[inline(always)]
+    fn forward(&self, x: &mut [f32; D]) -> Result<f32, Error> {
+        const { assert!(A + B == D, "coupling split A + B must equal D") };
+        let (mut h0, mut h1, mut out) = ([0.0; H], [0.0; H], [[0.0; B]; P]);
+        Ok(self.view().forward(x, &mut h0, &mut h1, out.as_flattened_mut()))
+    }
+    #[inline(always)]
+    fn inverse(&self, z: &mut [f32; D]) -> Result<f32, Error> {
+        const { assert!(A + B == D, "coupling split A + B must equal D") };
+        let (mut h0, mut h1, mut out) = ([0.0; H], [0.0; H], [[0.0; B]; P]);
+        Ok(self.view().inverse(z, &mut h0, &mut h1, out.as_flattened_mut()))
+    }
+}
+
+/// Zero every entry of a flat MLP parameter (or gradient) vector that the
+/// MADE masks forbid, for `shape.input = d` and `shape.output = heads·d`
+/// (output `head·d + j` has degree `j + 1`, so it sees only inputs `< j`).
+/// With `heads = 2` this is [`crate::maf::made_mask_params`].
+pub fn made_mask_heads(shape: MlpShape, heads: usize, p: &mut [f32]) -> Result<(), Error> {
+    let d = shape.input;
+    if heads == 0 || shape.output != heads * d || shape.cond != 0 {
+        return Err(Error::ShapeMismatch);
+    }
+    let h = shape.hidden;
+    let g = MlpGrad::from_flat(shape, p)?;
+    for k in 0..h {
+        for i in 0..d {
+            if hidden_degree(k, d) < i + 1 {
+                g.w_in[k * d + i] = 0.0;
+            }
+        }
+    }
+    for l in 0..shape.depth - 1 {
+        for k in 0..h {
+            for m in 0..h {
+                if hidden_degree(k, d) < hidden_degree(m, d) {
+                    g.w_hid[l * h * h + k * h + m] = 0.0;
+                }
+            }
+        }
+    }
+    for o in 0..heads * d {
+        for k in 0..h {
+            if o % d < hidden_degree(k, d) {
+                g.w_out[o * h + k] = 0.0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `true` if every weight of `net` (input `d`, output `heads·d`) that the MADE
+/// masks forbid is zero.
+pub fn is_made_masked(net: &MlpRef<'_>, heads: usize) -> bool {
+    let s = net.shape;
+    let (d, h) = (s.input, s.hidden);
+    if s.output != heads * d || s.cond != 0 {
+        return false;
+    }
+    let ok_in = (0..h).all(|k| (0..d).all(|i| hidden_degree(k, d) > i || net.w_in[k * d + i] == 0.0));
+    let ok_hid = (0..s.depth - 1).all(|l| {
+        (0..h).all(|k| {
+            (0..h).all(|m| hidden_degree(k, d) >= hidden_degree(m, d) || net.w_hid[l * h * h + k * h + m] == 0.0)
+        })
+    });
+    let ok_out = (0..heads * d).all(|o| (0..h).all(|k| o % d >= hidden_degree(k, d) || net.w_out[o * h + k] == 0.0));
+    ok_in && ok_hid && ok_out
+}
+
+/// Borrowed autoregressive spline layer (MADE conditioner) on run-time sizes:
+/// `y_i = spline_i(x_i; θ_i(x_<i))`. Density in one network pass, inverse in
+/// `d` passes. Masked weights are stored as zeros ([`made_mask_heads`]).
+#[derive(Clone, Copy, Debug)]
+pub struct SplineAutoregressiveRef<'a> {
+    /// Number of spline bins `K` (1 ..= [`MAX_BINS`]).
+    pub bins: usize,
+    /// Tail bound `B`: splines act on `[−B, B]`, identity outside.
+    pub tail_bound: f32,
+    /// Masked conditioner: `d` inputs → `d·(3K − 1)` outputs, head-major
+    /// (raw parameter `p` of coordinate `i` is output `p·d + i`).
+    pub net: MlpRef<'a>,
+}
+
+impl<'a> SplineAutoregressiveRef<'a> {
+    /// A checked view: fails with [`Error::ShapeMismatch`] unless
+    /// `1 ≤ bins ≤ MAX_BINS` and the network maps `d ≥ 1` inputs (no
+    /// condition input) to `d·(3·bins − 1)` outputs.
+    pub fn new(bins: usize, tail_bound: f32, net: MlpRef<'a>) -> Result<Self, Error> {
+        let s = net.shape;
+        if bins == 0 || bins > MAX_BINS || s.input == 0 || s.cond != 0 || s.output != s.input * spline_params(bins) {
+            return Err(Error::ShapeMismatch);
+        }
+        Ok(SplineAutoregressiveRef { bins, tail_bound, net })
+    }
+
+    /// Dimension.
+    #[inline(always)]
+    pub fn dim(&self) -> usize {
+        self.net.shape.input
+    }
+
+    /// Conditioner outputs (`d·(3K − 1)`): the length of `out` below.
+    pub fn n_out(&self) -> usize {
+        self.dim() * spline_params(self.bins)
+    }
+
+    /// Scratch floats [`SplineAutoregressiveRef::backward`] needs.
+    pub fn train_scratch_len(&self) -> usize {
+        self.net.shape.n_activations() + 2 * self.n_out() + 2 * self.net.shape.hidden
+    }
+
+    /// Density direction in place, one network pass; `out` holds
+    /// [`SplineAutoregressiveRef::n_out`] floats.
+    #[inline(always)]
+    pub fn forward(&self, x: &mut [f32], h0: &mut [f32], h1: &mut [f32], out: &mut [f32]) -> f32 {
+        let d = self.dim();
+        self.net.forward(x, 0.0, h0, h1, out);
+        let mut ld = 0.0;
+        for (i, v) in x.iter_mut().take(d).enumerate() {
+            let (y, l) = rq_spline_forward(*v, &out[i..], d, self.bins, self.tail_bound);
+            *v = y;
+            ld += l;
+        }
+        ld
+    }
+
+    /// Sampling direction in place, `d` network passes; `xbuf` holds `d` floats.
+    #[inline(always)]
+    pub fn inverse(&self, z: &mut [f32], xbuf: &mut [f32], h0: &mut [f32], h1: &mut [f32], out: &mut [f32]) -> f32 {
+        let d = self.dim();
+        xbuf[..d].fill(0.0);
+        let mut ld = 0.0;
+        for i in 0..d {
+            self.net.forward(&xbuf[..d], 0.0, h0, h1, out);
+            let (xi, l) = rq_spline_inverse(z[i], &out[i..], d, self.bins, self.tail_bound);
+            xbuf[i] = xi;
+            ld += l;
+        }
+        z[..d].copy_from_slice(&xbuf[..d]);
+        ld
+    }
+
+    /// Backward pass of [`SplineAutoregressiveRef::forward`] at input `x`;
+    /// conventions as in [`SplineCouplingRef::backward`].
+    pub fn backward(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut MlpGrad<'_>, scratch: &mut [f32]) {
+        let d = self.dim();
+        let sh = self.net.shape;
+        let n = self.n_out();
+        let (acts, rest) = scratch.split_at_mut(sh.n_activations());
+        let (out, rest) = rest.split_at_mut(n);
+        let (g_out, rest) = rest.split_at_mut(n);
+        let (t0, t1) = rest.split_at_mut(sh.hidden);
+        self.net.forward_cached(x, 0.0, acts, out);
+        for i in 0..d {
+            g[i] = rq_spline_backward(
+                x[i],
+                &out[i..],
+                d,
+                self.bins,
+                self.tail_bound,
+                g[i],
+                g_ld,
+                &mut g_out[i..],
+            );
+        }
+        self.net.backward(x, 0.0, acts, g_out, Some(g), t0, t1, grad);
+    }
+}
+
+/// Const-generic autoregressive spline layer for `static` models: dimension
+/// `D`, `H` hidden units, `L + 1` hidden layers, `K` bins, `P = 3K − 1`
+/// (checked at compile time). Masked weights must be zero;
+/// [`SplineAutoregressive::is_masked`] checks it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplineAutoregressive<const D: usize, const H: usize, const L: usize, const K: usize, const P: usize> {
+    /// Tail bound `B` (in `[MIN_TAIL_BOUND, MAX_TAIL_BOUND]`).
+    pub tail_bound: f32,
+    /// Masked conditioner; head `p` holds raw parameter `p` of every coordinate.
+    pub net: Mlp<D, H, L, D, P>,
+}
+
+impl<const D: usize, const H: usize, const L: usize, const K: usize, const P: usize>
+    SplineAutoregressive<D, H, L, K, P>
+{
+    const CHECK: () = assert!(
+        K >= 1 && K <= MAX_BINS && P == 3 * K - 1,
+        "spline layer needs 1 <= K <= MAX_BINS and P == 3K - 1"
+    );
+
+    /// Construct, checking sizes and the tail bound (at compile time in a
+    /// `static`). Does not check the masks (see [`Self::is_masked`]).
+    pub const fn new(tail_bound: f32, net: Mlp<D, H, L, D, P>) -> Self {
+        const { Self::CHECK };
+        assert!(
+            tail_bound >= MIN_TAIL_BOUND && tail_bound <= MAX_TAIL_BOUND,
+            "tail bound out of range"
+        );
+        SplineAutoregressive { tail_bound, net }
+    }
+
+    /// Borrow as the slice-level view.
+    #[inline(always)]
+    pub fn view(&self) -> SplineAutoregressiveRef<'_> {
+        const { Self::CHECK };
+        SplineAutoregressiveRef {
+            bins: K,
+            tail_bound: self.tail_bound,
+            net: self.net.view(),
+        }
+    }
+
+    /// `true` if every weight the MADE masks forbid is zero (the layer is
+    /// really autoregressive, so its log-det is exact).
+    pub fn is_masked(&self) -> bool {
+        is_made_masked(&self.net.view(), P)
+    }
+}
+
+impl<const D: usize, const H: usize, const L: usize, const K: usize, const P: usize> Bijector<D>
+    for SplineAutoregressive<D, H, L, K, P>
+{
+    #[inline(always)]
+    fn forward(&self, x: &mut [f32; D]) -> Result<f32, Error> {
+        let (mut h0, mut h1, mut out) = ([0.0; H], [0.0; H], [[0.0; D]; P]);
+        Ok(self.view().forward(x, &mut h0, &mut h1, out.as_flattened_mut()))
+    }
+    #[inline(always)]
+    fn inverse(&self, z: &mut [f32; D]) -> Result<f32, Error> {
+        let (mut xb, mut h0, mut h1, mut out) = ([0.0; D], [0.0; H], [0.0; H], [[0.0; D]; P]);
+        Ok(self
+            .view()
+            .inverse(z, &mut xb, &mut h0, &mut h1, out.as_flattened_mut()))
+    }
+}
