@@ -60,6 +60,7 @@ pub mod spline;
 pub use activation::Activation;
 pub use actnorm::{ActNorm, ActNormRef};
 pub use bijector::Bijector;
+pub use cnf::{Cnf, ContinuousFlowRef, Solver};
 pub use coupling::{AffineCoupling, AffineCouplingRef};
 pub use error::Error;
 pub use flow::Flow;
