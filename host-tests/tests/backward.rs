@@ -402,13 +402,9 @@ fn check_maf(d: usize, hidden: usize, depth: usize, act: Activation, seed: u64) 
     // Masking the gradient keeps exactly the allowed entries.
     let mut masked = case.g_p.clone();
     flowmote::maf::made_mask_params(shape, &mut masked).unwrap();
-    for i in 0..masked.len() {
-        if masked[i] != case.g_p[i] {
-            assert_eq!(
-                (masked[i], case.p[i]),
-                (0.0, 0.0),
-                "{name}: mask removed an allowed gradient"
-            );
+    for ((m, g), p) in masked.iter().zip(&case.g_p).zip(&case.p) {
+        if m != g {
+            assert_eq!((*m, *p), (0.0, 0.0), "{name}: mask removed an allowed gradient");
         }
     }
     if act == Activation::Tanh {
