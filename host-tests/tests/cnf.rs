@@ -642,3 +642,57 @@ fn non_finite_input_is_an_error_not_a_panic() {
         }
     }
 }
+
+/// Host timing of the trace paths (run with
+/// `cargo test --release -p flowmote-host-tests --test cnf -- --ignored --nocapture trace_cost`).
+#[test]
+#[ignore]
+fn trace_cost_timing() {
+    use std::hint::black_box;
+    use std::time::Instant;
+    for (d, h) in [(2, 32), (4, 32), (8, 64)] {
+        let mut rng = Rng(12);
+        let f = Field::random(&mut rng, d, h, 1, Activation::Tanh, 1.0);
+        let f2 = Field::random(&mut rng, d, h, 2, Activation::Tanh, 1.0);
+        let net2 = f2.net();
+        let mut acts = vec![0.0; h];
+        let net = f.net();
+        let mut coef = vec![0.0; h];
+        trace_coefficients(&net, &mut coef);
+        let x = rng.vec(d, 1.0);
+        let (mut h0, mut h1, mut hb, mut out) = (vec![0.0; h], vec![0.0; h], vec![0.0; 3 * h], vec![0.0; d]);
+        let n = 200_000;
+        let time = |name: &str, g: &mut dyn FnMut(f32) -> f32| {
+            let t0 = Instant::now();
+            let mut s = 0.0;
+            for i in 0..n {
+                s += g(black_box(i as f32 * 1e-6));
+            }
+            black_box(s);
+            println!(
+                "D {d} H {h} {name}: {:.1} ns",
+                t0.elapsed().as_nanos() as f64 / n as f64
+            );
+        };
+        time("field only     ", &mut |t| {
+            net.forward(black_box(&x), t, &mut h0, &mut h1, &mut out);
+            out[0]
+        });
+        time("precomputed c_k", &mut |t| {
+            field_trace_depth1(&net, &coef, black_box(&x), t, &mut hb, &mut out)
+        });
+        time("c_k on the fly ", &mut |t| {
+            field_trace_depth1(&net, &[], black_box(&x), t, &mut hb, &mut out)
+        });
+        time("D JVP passes   ", &mut |t| {
+            field_trace_jvp(&net, black_box(&x), t, &mut hb, &mut [], &mut out)
+        });
+        time("depth 2 field  ", &mut |t| {
+            net2.forward(black_box(&x), t, &mut h0, &mut h1, &mut out);
+            out[0]
+        });
+        time("depth 2 JVP    ", &mut |t| {
+            field_trace_jvp(&net2, black_box(&x), t, &mut hb, &mut acts, &mut out)
+        });
+    }
+}
