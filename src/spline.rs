@@ -19,9 +19,11 @@
 //!
 //! Inside bin `k` (`ξ = (x − x_k)/w_k`, `s_k = h_k/w_k`):
 //! `y = y_k + h_k·(s_k ξ² + d_k ξ(1−ξ)) / (s_k + (d_k + d_{k+1} − 2s_k) ξ(1−ξ))`.
-//! The inverse solves the quadratic for `ξ` in the cancellation-free form
-//! `ξ = 2c / (−b − √(b² − 4ac))`, normalised by the bin height so that no
-//! intermediate grows with `B`. A point exactly on a knot maps exactly to the
+//! The inverse solves the quadratic for `ξ` in whichever of the forms
+//! `2c / (−b − √(b² − 4ac))` (the paper's) and `(−b + √(b² − 4ac)) / 2a` has
+//! no cancellation for the sign of `b` — the paper's form alone loses up to
+//! half the digits when `b < 0` (steep knot next to a flat bin) — with the
+//! quadratic normalised by the bin height so no intermediate grows with `B`. A point exactly on a knot maps exactly to the
 //! matching knot in both directions (it falls in the bin to its right, `ξ = 0`).
 //!
 //! ## Robust by construction
@@ -292,9 +294,17 @@ pub fn rq_spline_inverse(y: f32, raw: &[f32], stride: usize, bins: usize, tail_b
     let qa = (s - dk) + t * delta;
     let qb = dk - t * delta;
     let qc = -s * t;
-    let disc = (qb * qb - 4.0 * qa * qc).max(0.0);
-    // −qb − √disc < 0 whenever dk > 0 (see Durkan et al., app. A).
-    let xi = (2.0 * qc / (-qb - libm::sqrtf(disc))).clamp(0.0, 1.0);
+    let sq = libm::sqrtf((qb * qb - 4.0 * qa * qc).max(0.0));
+    // The root in [0, 1] is (−b + √disc)/(2a) = 2c/(−b − √disc). Pick the
+    // form without cancellation: for b ≥ 0 the second (its denominator is
+    // ≤ −b < 0 and ≠ 0 since b = 0 ⇒ t > 0 ⇒ disc > 0); for b < 0 the first,
+    // where a ≥ s > 0 (b < 0 ⇒ tδ > d_k ⇒ a = s − d_k + tδ > s).
+    let xi = if qb >= 0.0 {
+        2.0 * qc / (-qb - sq)
+    } else {
+        (-qb + sq) / (2.0 * qa)
+    };
+    let xi = xi.clamp(0.0, 1.0);
     let x = bin.xk + xi * bin.w;
     let (_, ld) = sp.eval(&bin, xi);
     (x, -ld)
