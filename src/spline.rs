@@ -43,6 +43,35 @@
 //!   (NaN → `MIN_TAIL_BOUND`); `new` of the const types rejects a bound
 //!   outside that range at compile time when used in a `static`.
 //!
+//! ## Example
+//! ```
+//! use flowmote::{Activation, Bijector, Flow, Mlp, Reverse, SplineCoupling};
+//!
+//! // Two 1+1 couplings with 8 bins (P = 3·8 − 1 = 23 raw parameters per
+//! // coordinate) on [−3, 3]; a zero conditioner is the identity.
+//! type C = SplineCoupling<1, 1, 16, 0, 8, 23>;
+//! static MODEL: Flow<2, (C, Reverse, C)> = Flow::new((
+//!     C::new(3.0, Mlp::zeroed(Activation::Tanh)),
+//!     Reverse,
+//!     C::new(3.0, Mlp::zeroed(Activation::Tanh)),
+//! ));
+//! let lp = MODEL.log_prob(&[0.5, -1e30]);
+//! assert!(lp.is_err()); // the Gaussian base overflows at 1e30, the splines do not
+//! let (z, ld) = MODEL.forward(&[0.5, -1e30]).unwrap();
+//! assert_eq!(z[0], -1e30); // (swapped by `Reverse`)
+//! assert!((z[1] - 0.5).abs() < 1e-6 && ld.abs() < 1e-6);
+//! ```
+//! A wrong `P` is a compile error:
+//! ```compile_fail
+//! use flowmote::{Activation, Mlp, SplineCoupling};
+//! static BAD: SplineCoupling<1, 1, 4, 0, 8, 24> = SplineCoupling::new(3.0, Mlp::zeroed(Activation::Tanh));
+//! ```
+//! and so is an invalid tail bound in a `static`:
+//! ```compile_fail
+//! use flowmote::{Activation, Mlp, SplineCoupling};
+//! static BAD: SplineCoupling<1, 1, 4, 0, 8, 23> = SplineCoupling::new(f32::INFINITY, Mlp::zeroed(Activation::Tanh));
+//! ```
+//!
 //! ## Parameter layouts
 //! Conditioner outputs are head-major as in [`Mlp`]: raw parameter `p` of
 //! transformed coordinate `j` is output `p·n + j` (`n = B` transformed
