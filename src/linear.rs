@@ -26,9 +26,10 @@
 //! * A linear map can still exceed the f32 range for finite inputs when the
 //!   true result does (e.g. `x ≈ 3e38` and a scale `> 1`). The [`Bijector`]
 //!   implementation checks the result and returns [`Error::Overflow`] instead
-//!   of a non-finite vector. With `|x|∞ ≤ 1e30` and entries of moderate size
-//!   (`D·max|entry|·e^{LOG_SCALE_LIMIT}`-amplification below `3e8`) no
-//!   overflow is possible.
+//!   of a non-finite vector. Overflow is impossible while
+//!   `‖L‖∞·‖U‖∞·|x|∞ + |bias|∞ < 3.4e38` (forward), e.g. for `|x|∞ ≤ 1e30`
+//!   whenever the row sums of `|L|` and `|U|` stay below `1.8e4`; NaN never
+//!   arises from finite inputs except through such an overflow.
 
 use crate::permutation::{is_permutation, permute_forward};
 use crate::{Bijector, Error};

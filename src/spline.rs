@@ -35,8 +35,10 @@
 //!   `s_k` lies in about `[10⁻³, 10³]` and every knot derivative in
 //!   `[MIN_DERIVATIVE, ≈ 51]`. The gradient through a clamped value is 0;
 //! * the spline derivative is then bounded above and below by positive
-//!   constants (the denominator is ≥ `s_k/2`), so the log-det of one
-//!   coordinate is bounded (`|log-det| ≲ 30`);
+//!   constants: the denominator is ≥ `s_k/2`, so
+//!   `dy/dx ≤ 4·max(d_k, d_{k+1}, s_k) ≤ 4·10³`, and
+//!   `dy/dx ≥ s_k²·min(d_k, d_{k+1}, s_k)/(s_k + (d_k + d_{k+1})/4)² > 10⁻¹²`;
+//!   the log-det of one coordinate lies in about `[−28, 9]`;
 //! * outside `(−B, B)` the map is the identity with log-det 0, so inputs like
 //!   `±1e30` pass through unchanged;
 //! * the tail bound used is `B` clamped to `[MIN_TAIL_BOUND, MAX_TAIL_BOUND]`
