@@ -41,7 +41,7 @@ struct Params {
 fn random_params(rng: &mut Rng, d: usize) -> Params {
     Params {
         perm: rng.perm(d),
-        sign: (0..d).map(|_| if rng.u64() % 2 == 0 { 1.0 } else { -1.0 }).collect(),
+        sign: (0..d).map(|_| if rng.u64() & 1 == 0 { 1.0 } else { -1.0 }).collect(),
         p: rng.vec(LuLinearRef::n_params(d), 0.6),
     }
 }
