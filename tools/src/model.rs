@@ -8,10 +8,13 @@
 //! exported const-generic model computes bit-for-bit the same numbers.
 
 use anyhow::{bail, ensure, Context, Result};
+use flowmote::cnf::{ContinuousFlowRef, Solver};
 use flowmote::coupling::AffineCouplingRef;
+use flowmote::linear::LuLinearRef;
 use flowmote::maf::MafRef;
 use flowmote::mlp::{MlpGrad, MlpRef, MlpShape};
 use flowmote::permutation::{permute_forward, permute_inverse};
+use flowmote::spline::{SplineAutoregressiveRef, SplineCouplingRef};
 use flowmote::{normal, ActNormRef, Activation, Error};
 use rand_core::Rng;
 use serde::{Deserialize, Serialize};
@@ -102,6 +105,75 @@ pub enum Layer {
         /// Masked conditioner parameters (`2·dim` outputs).
         params: Vec<f32>,
     },
+    /// Rational-quadratic spline coupling (neural spline flow).
+    SplineCoupling {
+        /// Conditioning coordinates.
+        a: usize,
+        /// Transformed coordinates.
+        b: usize,
+        /// Number of spline bins `K`.
+        bins: usize,
+        /// Splines act on `[−B, B]`, identity outside.
+        tail_bound: f32,
+        /// Conditioner sizes.
+        net: Net,
+        /// Conditioner parameters (`b·(3K − 1)` outputs, head-major).
+        params: Vec<f32>,
+    },
+    /// Autoregressive rational-quadratic spline (MADE conditioner).
+    SplineAutoregressive {
+        /// Number of spline bins `K`.
+        bins: usize,
+        /// Splines act on `[−B, B]`, identity outside.
+        tail_bound: f32,
+        /// Conditioner sizes.
+        net: Net,
+        /// Masked conditioner parameters (`dim·(3K − 1)` outputs).
+        params: Vec<f32>,
+    },
+    /// Glow-style LU-parametrised invertible linear map.
+    LuLinear {
+        /// Fixed permutation `P`.
+        perm: Vec<usize>,
+        /// Fixed signs of `U`'s diagonal.
+        sign: Vec<f32>,
+        /// `[lu (d·d), bias (d)]` (`log|U_ii|` on the diagonal).
+        params: Vec<f32>,
+    },
+    /// Continuous flow: vector field `f(x, t)` integrated by a fixed-step solver.
+    Cnf {
+        /// Field network sizes (`dim` inputs + time, `dim` outputs).
+        net: Net,
+        /// Solver.
+        solver: SolverKind,
+        /// Steps over the unit time interval.
+        steps: usize,
+        /// Field parameters (`MlpRef::from_flat` order, `cond = 1`).
+        params: Vec<f32>,
+    },
+}
+
+/// Fixed-step ODE solver, as stored in model files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SolverKind {
+    /// Explicit Euler (order 1).
+    Euler,
+    /// Heun (order 2).
+    Heun,
+    /// Classical Runge–Kutta (order 4).
+    #[default]
+    Rk4,
+}
+
+impl From<SolverKind> for Solver {
+    fn from(s: SolverKind) -> Self {
+        match s {
+            SolverKind::Euler => Solver::Euler,
+            SolverKind::Heun => Solver::Heun,
+            SolverKind::Rk4 => Solver::Rk4,
+        }
+    }
 }
 
 impl Layer {
@@ -129,8 +201,13 @@ impl Layer {
     /// The trainable parameters (empty for fixed layers).
     pub fn params(&self) -> &[f32] {
         match self {
-            Layer::AffineCoupling { params, .. } | Layer::Maf { params, .. } => params,
-            _ => &[],
+            Layer::AffineCoupling { params, .. }
+            | Layer::Maf { params, .. }
+            | Layer::SplineCoupling { params, .. }
+            | Layer::SplineAutoregressive { params, .. }
+            | Layer::LuLinear { params, .. }
+            | Layer::Cnf { params, .. } => params,
+            Layer::ActNorm { .. } | Layer::Permutation { .. } | Layer::Reverse => &[],
         }
     }
 
@@ -145,6 +222,25 @@ impl Layer {
                 format!("affine coupling {a}+{b}, hidden {}×{}", net.hidden, net.depth)
             }
             Layer::Maf { net, .. } => format!("MAF, hidden {}×{}", net.hidden, net.depth),
+            Layer::SplineCoupling { a, b, bins, net, .. } => {
+                format!(
+                    "spline coupling {a}+{b}, {bins} bins, hidden {}×{}",
+                    net.hidden, net.depth
+                )
+            }
+            Layer::SplineAutoregressive { bins, net, .. } => {
+                format!(
+                    "autoregressive spline, {bins} bins, hidden {}×{}",
+                    net.hidden, net.depth
+                )
+            }
+            Layer::LuLinear { .. } => "LU linear".into(),
+            Layer::Cnf { net, solver, steps, .. } => {
+                format!(
+                    "continuous flow, field {}×{}, {solver:?} × {steps} steps",
+                    net.hidden, net.depth
+                )
+            }
         }
     }
 }
@@ -168,6 +264,7 @@ pub struct Workspace {
     /// Input of every layer, saved by the training forward pass.
     inputs: Vec<f32>,
     train: Vec<f32>,
+    cnf: Vec<f32>,
 }
 
 impl Workspace {
@@ -195,13 +292,22 @@ impl Workspace {
             .map(|s| s.n_activations() + 2 * s.output + 2 * s.hidden)
             .max()
             .unwrap_or(0);
+        let cnf = flow
+            .layers
+            .iter()
+            .filter(|l| matches!(l, Layer::Cnf { .. }))
+            .filter_map(|l| l.mlp_shape(d))
+            .map(|s| 3 * d + 3 * s.hidden + (s.depth - 1) * s.hidden)
+            .max()
+            .unwrap_or(0);
         Workspace {
+            cnf: vec![0.0; cnf],
             h0: vec![0.0; hidden],
             h1: vec![0.0; hidden],
             out: vec![0.0; out],
             tmp: vec![0.0; d],
             inputs: vec![0.0; d * flow.layers.len()],
-            train: vec![0.0; train],
+            train: vec![0.0; train.max(2 * d)],
         }
     }
 }
@@ -253,6 +359,58 @@ impl DynFlow {
                     check_net(l, d, net, *clamp, params).with_context(ctx)?;
                 }
                 Layer::Maf { net, clamp, params } => check_net(l, d, net, *clamp, params).with_context(ctx)?,
+                Layer::SplineCoupling {
+                    a,
+                    b,
+                    bins,
+                    tail_bound,
+                    net,
+                    params,
+                } => {
+                    ensure!(
+                        a + b == d && *a >= 1 && *b >= 1,
+                        "{}: split {a}+{b} does not fit dimension {d}",
+                        ctx()
+                    );
+                    ensure!(
+                        (1..=flowmote::spline::MAX_BINS).contains(bins),
+                        "{}: bins must be 1..={}",
+                        ctx(),
+                        flowmote::spline::MAX_BINS
+                    );
+                    check_net(l, d, net, *tail_bound, params).with_context(ctx)?;
+                }
+                Layer::SplineAutoregressive {
+                    bins,
+                    tail_bound,
+                    net,
+                    params,
+                } => {
+                    ensure!(
+                        (1..=flowmote::spline::MAX_BINS).contains(bins),
+                        "{}: bins must be 1..={}",
+                        ctx(),
+                        flowmote::spline::MAX_BINS
+                    );
+                    check_net(l, d, net, *tail_bound, params).with_context(ctx)?;
+                }
+                Layer::LuLinear { perm, sign, params } => {
+                    ensure!(
+                        LuLinearRef::from_flat(perm, sign, params).is_ok() && perm.len() == d,
+                        "{}: expected a permutation of 0..{d}, {d} signs and {} parameters",
+                        ctx(),
+                        LuLinearRef::n_params(d)
+                    );
+                    ensure!(
+                        params.iter().chain(sign).all(|v| v.is_finite()),
+                        "{}: non-finite weight",
+                        ctx()
+                    );
+                }
+                Layer::Cnf { net, steps, params, .. } => {
+                    ensure!(*steps >= 1, "{}: needs at least one solver step", ctx());
+                    check_net(l, d, net, 1.0, params).with_context(ctx)?;
+                }
             }
         }
         Ok(())
@@ -297,6 +455,48 @@ impl DynFlow {
                     let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
                     MafRef { clamp: *clamp, net }.forward(x, &mut ws.h0, &mut ws.h1, &mut ws.out)
                 }
+                Layer::SplineCoupling {
+                    a,
+                    b,
+                    bins,
+                    tail_bound,
+                    net,
+                    params,
+                } => {
+                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
+                    SplineCouplingRef::new(*a, *b, *bins, *tail_bound, net)?.forward(
+                        x,
+                        &mut ws.h0,
+                        &mut ws.h1,
+                        &mut ws.out,
+                    )
+                }
+                Layer::SplineAutoregressive {
+                    bins,
+                    tail_bound,
+                    net,
+                    params,
+                } => {
+                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
+                    SplineAutoregressiveRef::new(*bins, *tail_bound, net)?.forward(
+                        x,
+                        &mut ws.h0,
+                        &mut ws.h1,
+                        &mut ws.out,
+                    )
+                }
+                Layer::LuLinear { perm, sign, params } => {
+                    LuLinearRef::from_flat(perm, sign, params)?.forward(x, &mut ws.tmp)
+                }
+                Layer::Cnf {
+                    net,
+                    solver,
+                    steps,
+                    params,
+                } => {
+                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
+                    ContinuousFlowRef::new(net, (*solver).into(), *steps).forward_flat(x, &mut ws.cnf)
+                }
             };
         }
         Ok(ld)
@@ -340,6 +540,52 @@ impl DynFlow {
                         MafRef { clamp: *clamp, net }.inverse(z, &mut xbuf[..d], &mut ws.h0, &mut ws.h1, &mut ws.out);
                     ws.inputs = xbuf;
                     r
+                }
+                Layer::SplineCoupling {
+                    a,
+                    b,
+                    bins,
+                    tail_bound,
+                    net,
+                    params,
+                } => {
+                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
+                    SplineCouplingRef::new(*a, *b, *bins, *tail_bound, net)?.inverse(
+                        z,
+                        &mut ws.h0,
+                        &mut ws.h1,
+                        &mut ws.out,
+                    )
+                }
+                Layer::SplineAutoregressive {
+                    bins,
+                    tail_bound,
+                    net,
+                    params,
+                } => {
+                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
+                    let mut xbuf = std::mem::take(&mut ws.inputs);
+                    let r = SplineAutoregressiveRef::new(*bins, *tail_bound, net)?.inverse(
+                        z,
+                        &mut xbuf[..d],
+                        &mut ws.h0,
+                        &mut ws.h1,
+                        &mut ws.out,
+                    );
+                    ws.inputs = xbuf;
+                    r
+                }
+                Layer::LuLinear { perm, sign, params } => {
+                    LuLinearRef::from_flat(perm, sign, params)?.inverse(z, &mut ws.tmp)
+                }
+                Layer::Cnf {
+                    net,
+                    solver,
+                    steps,
+                    params,
+                } => {
+                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
+                    ContinuousFlowRef::new(net, (*solver).into(), *steps).inverse_flat(z, &mut ws.cnf)
                 }
             };
         }
@@ -441,6 +687,38 @@ impl DynFlow {
                     let mut gr = MlpGrad::from_flat(shape, &mut grads[i]).expect("grad sized like params");
                     r.backward(xin, &mut g, g_ld, &mut gr, &mut ws.train);
                 }
+                Layer::SplineCoupling {
+                    a,
+                    b,
+                    bins,
+                    tail_bound,
+                    net,
+                    params,
+                } => {
+                    let shape = layer.mlp_shape(d).unwrap();
+                    let r = SplineCouplingRef::new(*a, *b, *bins, *tail_bound, mlp(shape, net, params))?;
+                    let mut gr = MlpGrad::from_flat(shape, &mut grads[i]).expect("grad sized like params");
+                    r.backward(xin, &mut g, g_ld, &mut gr, &mut ws.train);
+                }
+                Layer::SplineAutoregressive {
+                    bins,
+                    tail_bound,
+                    net,
+                    params,
+                } => {
+                    let shape = layer.mlp_shape(d).unwrap();
+                    let r = SplineAutoregressiveRef::new(*bins, *tail_bound, mlp(shape, net, params))?;
+                    let mut gr = MlpGrad::from_flat(shape, &mut grads[i]).expect("grad sized like params");
+                    r.backward(xin, &mut g, g_ld, &mut gr, &mut ws.train);
+                }
+                Layer::LuLinear { perm, sign, params } => {
+                    let r = LuLinearRef::from_flat(perm, sign, params)?;
+                    r.backward(xin, &mut g, g_ld, &mut grads[i], &mut ws.train);
+                }
+                // Continuous flows are trained by flow matching
+                // (`ContinuousFlowRef::flow_matching_backward`), not by
+                // back-propagating through the solver.
+                Layer::Cnf { .. } => return Err(Error::ShapeMismatch),
             }
         }
         Ok(nll)
@@ -453,7 +731,10 @@ fn check_net(l: &Layer, d: usize, net: &Net, clamp: f32, params: &[f32]) -> Resu
         net.depth >= 1 && net.hidden >= 1,
         "conditioner needs hidden ≥ 1 and depth ≥ 1"
     );
-    ensure!(clamp.is_finite() && clamp > 0.0, "clamp must be a positive number");
+    ensure!(
+        clamp.is_finite() && clamp > 0.0,
+        "clamp / tail bound must be a positive number"
+    );
     ensure!(
         params.len() == shape.n_params(),
         "expected {} parameters, found {}",
