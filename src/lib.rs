@@ -59,6 +59,7 @@ pub mod spline;
 
 pub use activation::Activation;
 pub use actnorm::{ActNorm, ActNormRef};
+pub use anomaly::{Detector, KOfN, Verdict};
 pub use bijector::Bijector;
 pub use cnf::{Cnf, ContinuousFlowRef, Solver};
 pub use coupling::{AffineCoupling, AffineCouplingRef};
