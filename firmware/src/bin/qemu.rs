@@ -1,0 +1,225 @@
+//! CI image for the emulated Cortex-M4F (QEMU `mps2-an386`, semihosting).
+//!
+//! Runs the library's scoring and sampling code — the very code the board
+//! runs — on the bundled model's golden vectors and exits non-zero on any
+//! mismatch beyond [`flowmote_firmware::GOLDEN_RTOL`] (relative, absolute floor
+//! [`flowmote_firmware::GOLDEN_ABS_FLOOR`]):
+//!
+//! 1. `-log p` of every `GOLDEN_INPUTS` row through `Detector::score`
+//!    against `GOLDEN_LOG_PROBS`;
+//! 2. NaN/Inf input gives `Verdict::Invalid` and leaves later scores intact;
+//! 3. the first `GOLDEN_SAMPLES` drawn by `Synthetic` with `GOLDEN_SEED`;
+//! 4. the whole monitor (emulated LIS3DH → windows → score → k-of-n → pin)
+//!    with a garbage frame and a bus error injected: both reported, the
+//!    monitor keeps running;
+//! 5. stack high-water marks (cortex-m-rt `paint-stack` + scan) of the whole
+//!    run, of one `score` and of one `sample`.
+//!
+//! Exit 0 = all checks passed; a failed check, a panic or a HardFault exits 1.
+//! Run it with `scripts/firmware-ci.sh` (or see that script for the QEMU
+//! command line).
+#![no_std]
+#![no_main]
+
+use core::hint::black_box;
+
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use cortex_m_semihosting::debug;
+use defmt_semihosting as _;
+use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
+use flowmote_firmware::sim::{EmulatedLis3dh, Fault, RecordingPin};
+use flowmote_firmware::{close, Alarm, AxisMeans, Detector, Event, KOfN, Lis3dh, Monitor, Synthetic, Verdict};
+
+#[allow(dead_code)]
+#[path = "../model.rs"]
+mod model;
+
+#[path = "../stack.rs"]
+mod stack;
+
+use model::{DIM, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_SAMPLES, GOLDEN_SEED, MODEL, THRESHOLD};
+
+/// Readings per window in the monitor demo.
+const WINDOW: usize = 4;
+/// Injected sensor faults: a garbage frame at data read 5, a NACK at read 9.
+static FAULTS: [(u32, Fault); 2] = [(5, Fault::Garbage), (9, Fault::Nack)];
+
+#[entry]
+fn main() -> ! {
+    // Whole-run stack high-water mark is taken last, before any re-painting.
+    let mut failures = 0u32;
+    defmt::info!(
+        "flowmote QEMU golden run: DIM = {=usize}, {=usize} golden inputs, {=usize} golden samples, threshold {=f32}",
+        DIM,
+        GOLDEN_INPUTS.len(),
+        GOLDEN_SAMPLES.len(),
+        THRESHOLD
+    );
+
+    // 1. Golden log-densities through the detector.
+    let det = Detector::new(&MODEL, THRESHOLD);
+    let mut worst = 0.0f32;
+    for (i, (x, &expected)) in GOLDEN_INPUTS.iter().zip(GOLDEN_LOG_PROBS.iter()).enumerate() {
+        match det.score(x).score() {
+            Some(s) if close(-s, expected) => worst = worst.max(rel_err(-s, expected)),
+            got => {
+                failures += 1;
+                defmt::error!(
+                    "golden log_prob {=usize}: got {}, host {=f32}",
+                    i,
+                    got.map(|s| -s),
+                    expected
+                );
+            }
+        }
+    }
+    defmt::info!(
+        "log_prob: {=usize} golden inputs checked, worst relative error {=f32}",
+        GOLDEN_INPUTS.len(),
+        worst
+    );
+
+    // 2. Bad input: an error verdict, and nothing changes afterwards.
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let v = det.score(&[bad; DIM]);
+        if !v.is_invalid() {
+            failures += 1;
+            defmt::error!("non-finite input scored as {}", v);
+        }
+    }
+    if let Some((x, &expected)) = GOLDEN_INPUTS.iter().zip(GOLDEN_LOG_PROBS.iter()).next() {
+        if !det.score(x).score().is_some_and(|s| close(-s, expected)) {
+            failures += 1;
+            defmt::error!("score changed after non-finite input");
+        }
+    }
+
+    // 3. Golden samples through the synthetic source.
+    let mut synth = Synthetic::new(&MODEL, GOLDEN_SEED);
+    let mut worst = 0.0f32;
+    for (i, expected) in GOLDEN_SAMPLES.iter().enumerate() {
+        match synth.next_features() {
+            Ok(x) => {
+                for (g, e) in x.iter().zip(expected) {
+                    if close(*g, *e) {
+                        worst = worst.max(rel_err(*g, *e));
+                    } else {
+                        failures += 1;
+                        defmt::error!("golden sample {=usize}: got {=f32}, host {=f32}", i, *g, *e);
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                defmt::error!("golden sample {=usize}: {}", i, e);
+            }
+        }
+    }
+    defmt::info!(
+        "sample: {=usize} golden samples checked, worst relative error {=f32}",
+        GOLDEN_SAMPLES.len(),
+        worst
+    );
+
+    // 4. The monitor on an emulated sensor: each flow sample is held for one
+    //    window (so the window mean is the sample, to 1 mg), every 4th window
+    //    is pushed 2000 mg away; a garbage frame and a bus error are injected.
+    let mut src = Synthetic::new(&MODEL, GOLDEN_SEED ^ 0x5eed).with_anomalies(4, 2, 2000.0);
+    let mut held = [0i16; 3];
+    let mut reads = 0usize;
+    let sensor = EmulatedLis3dh::new(
+        ADDR_SA0_HIGH,
+        move || {
+            if reads % WINDOW == 0 {
+                if let Ok(x) = src.next_features() {
+                    for (h, v) in held.iter_mut().zip(x.iter()) {
+                        *h = v.clamp(-2048.0, 2047.0) as i16;
+                    }
+                }
+            }
+            reads += 1;
+            held
+        },
+        &FAULTS,
+    );
+    let alarm = Alarm::new(det, const { KOfN::<3>::new(2) }, RecordingPin::default());
+    let mut mon: Monitor<_, _, _, DIM, _, WINDOW, 3> =
+        Monitor::new(Lis3dh::new(sensor, ADDR_SA0_HIGH), AxisMeans, alarm);
+    let (mut scored, mut sensor_events, mut alarm_seen) = (0u32, 0u32, false);
+    for _ in 0..64 {
+        match mon.step() {
+            Event::Scored(r) => {
+                scored += 1;
+                alarm_seen |= r.alarm;
+                if matches!(r.verdict, Verdict::Invalid(_)) {
+                    failures += 1;
+                }
+            }
+            Event::Sensor(_) => sensor_events += 1,
+            Event::Initialised | Event::Sampled(_) => {}
+        }
+    }
+    let st = mon.stats();
+    defmt::info!("monitor: {}", st);
+    if st.garbage != 1 || st.sensor_errors != 1 || sensor_events != 2 || scored < 10 || !alarm_seen {
+        failures += 1;
+        defmt::error!(
+            "monitor: expected 1 garbage frame, 1 bus error, >= 10 windows and an alarm; got {=u32} windows, alarm seen {=bool}",
+            scored,
+            alarm_seen
+        );
+    }
+    let (_, alarm) = mon.release();
+    let pin = alarm.release();
+    defmt::info!("alarm pin: high = {=bool}, {=u32} level changes", pin.high, pin.writes);
+
+    // 5. Stack: the whole run so far, then one score and one sample alone.
+    let whole = stack::high_water();
+    let x = GOLDEN_INPUTS[0];
+    let score_stack = stack::measure(|| {
+        black_box(black_box(&det).score(black_box(&x)));
+    });
+    let mut synth = Synthetic::new(&MODEL, GOLDEN_SEED);
+    let sample_stack = stack::measure(|| {
+        let _ = black_box(black_box(&mut synth).next_features());
+    });
+    defmt::info!(
+        "stack: whole run {=usize} B; Detector::score {=usize} B; Synthetic::next_features {=usize} B (below the caller)",
+        whole,
+        score_stack,
+        sample_stack
+    );
+
+    if failures == 0 {
+        defmt::info!("qemu golden run: all checks passed");
+        debug::exit(debug::EXIT_SUCCESS);
+    } else {
+        defmt::error!("qemu golden run: {=u32} check(s) FAILED", failures);
+        debug::exit(debug::EXIT_FAILURE);
+    }
+    loop {
+        cortex_m::asm::bkpt();
+    }
+}
+
+fn rel_err(got: f32, expected: f32) -> f32 {
+    (got - expected).abs() / expected.abs().max(flowmote_firmware::GOLDEN_ABS_FLOOR)
+}
+
+#[exception]
+unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
+    defmt::error!("HardFault");
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::bkpt();
+    }
+}
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    defmt::error!("panic");
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::bkpt();
+    }
+}

@@ -1,0 +1,68 @@
+//! # flowmote-firmware — the monitor's application logic
+//!
+//! Read an accelerometer over I²C → collect a window of readings → turn it
+//! into a feature vector → score `−log p(x)` with the exported flow →
+//! debounce → drive an alarm pin, logging score, threshold and verdict.
+//!
+//! Everything here is generic over [`embedded_hal`] 1.0 traits, over the
+//! model's dimension `D` and over its layer type, and free of target-specific
+//! crates: the binaries in `src/bin/` (nRF52840-DK, emulated Cortex-M4F) wire
+//! it to real or emulated peripherals, and the host tests
+//! (`host-tests/tests/monitor.rs`) drive it with `embedded-hal-mock`.
+//!
+//! * [`lis3dh`]: a small driver for the LIS3DH register map (WHO_AM_I,
+//!   CTRL_REG1/4, burst read of OUT_X_L…OUT_Z_H), with a plausibility check
+//!   that rejects garbage frames.
+//! * [`window`]: fixed-capacity (`heapless`) windows of readings and the
+//!   map from a window to the model's features.
+//! * [`monitor`]: [`Alarm`] (detector + k-of-n debouncer + pin) and
+//!   [`Monitor`] (sensor + window + alarm), which never panic on sensor
+//!   garbage or bus errors: they report them and keep running.
+//! * [`synthetic`]: feature vectors sampled from the flow with a seeded
+//!   `Xoshiro128PlusPlus`, for the self-test / demo mode and the golden
+//!   sample check.
+//! * [`sim`]: an emulated LIS3DH (an [`embedded_hal::i2c::I2c`] device in
+//!   software) and a recording pin, so the emulated Cortex-M4F runs the whole
+//!   pipeline without hardware.
+//!
+//! With the `defmt` feature the library logs through `defmt`; without it the
+//! log statements compile to nothing (host tests).
+#![no_std]
+#![deny(missing_docs)]
+#![warn(clippy::all)]
+
+#[macro_use]
+mod log;
+
+pub mod lis3dh;
+pub mod monitor;
+pub mod sim;
+pub mod synthetic;
+pub mod window;
+
+pub use flowmote::anomaly::{Detector, KOfN, Verdict};
+pub use lis3dh::{Lis3dh, SensorError};
+pub use monitor::{Alarm, Event, Inverted, Monitor, Report, Stats};
+pub use synthetic::Synthetic;
+pub use window::{AxisMeans, FeatureMap, Reading, Window};
+
+/// Relative tolerance of the on-device golden checks (`GOLDEN_LOG_PROBS`,
+/// `GOLDEN_SAMPLES`).
+pub const GOLDEN_RTOL: f32 = 1e-6;
+/// Absolute floor of that tolerance: values are compared to
+/// `GOLDEN_RTOL · max(|expected|, GOLDEN_ABS_FLOOR)`, so a value near zero is
+/// held to an absolute `1e-6 · GOLDEN_ABS_FLOOR` rather than a vanishing
+/// relative bound.
+pub const GOLDEN_ABS_FLOOR: f32 = 1.0;
+
+/// `true` if `got` matches `expected` within [`GOLDEN_RTOL`] (relative, with
+/// the [`GOLDEN_ABS_FLOOR`] floor). NaN never matches.
+#[inline]
+pub fn close(got: f32, expected: f32) -> bool {
+    let scale = if expected.abs() > GOLDEN_ABS_FLOOR {
+        expected.abs()
+    } else {
+        GOLDEN_ABS_FLOOR
+    };
+    (got - expected).abs() <= GOLDEN_RTOL * scale
+}

@@ -1,0 +1,22 @@
+//! `info!`/`warn!` that forward to `defmt` with the `defmt` feature and
+//! compile to nothing (but still "use" their arguments) without it.
+
+#[cfg(feature = "defmt")]
+macro_rules! info {
+    ($($t:tt)*) => { defmt::info!($($t)*) };
+}
+
+#[cfg(feature = "defmt")]
+macro_rules! warn {
+    ($($t:tt)*) => { defmt::warn!($($t)*) };
+}
+
+#[cfg(not(feature = "defmt"))]
+macro_rules! info {
+    ($fmt:literal $(, $arg:expr)* $(,)?) => {{ $( let _ = &$arg; )* }};
+}
+
+#[cfg(not(feature = "defmt"))]
+macro_rules! warn {
+    ($fmt:literal $(, $arg:expr)* $(,)?) => {{ $( let _ = &$arg; )* }};
+}
