@@ -1,12 +1,265 @@
+//! Instruction counts on the emulated Cortex-M4F.
+//!
+//! Each benchmark runs its work once between two `#[inline(never)]` marker
+//! functions with different bodies (so LTO cannot merge them).
+//! `scripts/firmware-bench.sh` runs this image under
+//! `qemu-system-arm -singlestep -d exec,nochain` and counts the instructions
+//! executed between each `bench_start` and the following `bench_end`; this
+//! image logs, in the same order, each benchmark's name and its
+//! multiply–accumulate count (`MlpShape::macs()` summed over the model's
+//! conditioner passes).
+//!
+//! Weights are filled at run time with a cheap deterministic generator (the
+//! instruction count of these maps does not depend on their values except
+//! through `tanhf`/`expf`, which see typical arguments).
 #![no_std]
 #![no_main]
-use cortex_m_rt::entry;
+
+use core::hint::black_box;
+use core::ptr::{addr_of_mut, write_volatile};
+
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
+use flowmote::{Activation, AffineCoupling, Bijector, Flow, Maf, Mlp};
+
+#[allow(dead_code)]
+#[path = "../model.rs"]
+mod model;
+
+static mut MARK: u32 = 0;
+
+/// Start of a measured region.
+#[inline(never)]
+#[no_mangle]
+pub extern "C" fn bench_start() {
+    unsafe { write_volatile(addr_of_mut!(MARK), 1) };
+}
+
+/// End of a measured region (a different body from `bench_start`).
+#[inline(never)]
+#[no_mangle]
+pub extern "C" fn bench_end() {
+    unsafe { write_volatile(addr_of_mut!(MARK), 0xE0D) };
+}
+
+/// Deterministic pseudo-random fill in `[-s, s)` (an LCG: few instructions per
+/// weight, to keep the instruction trace short).
+fn fill(v: &mut [f32], state: &mut u32, s: f32) {
+    for w in v {
+        *state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        *w = ((*state >> 8) as f32 * (1.0 / 8_388_608.0) - 1.0) * s;
+    }
+}
+
+fn random_mlp<const IN: usize, const H: usize, const L: usize, const OUT: usize>(
+    act: Activation,
+    seed: u32,
+) -> Mlp<IN, H, L, OUT, 2> {
+    let mut m = Mlp::<IN, H, L, OUT, 2>::zeroed(act);
+    let mut st = seed;
+    fill(m.w_in.as_flattened_mut(), &mut st, inv_sqrt_times(IN, 1.0));
+    fill(&mut m.b_in, &mut st, 0.1);
+    fill(
+        m.w_hid.as_flattened_mut().as_flattened_mut(),
+        &mut st,
+        inv_sqrt_times(H, 1.0),
+    );
+    fill(m.b_hid.as_flattened_mut(), &mut st, 0.1);
+    fill(
+        m.w_out.as_flattened_mut().as_flattened_mut(),
+        &mut st,
+        inv_sqrt_times(H, 0.3),
+    );
+    fill(m.b_out.as_flattened_mut(), &mut st, 0.1);
+    m
+}
+
+/// `c / √n` by Newton's iteration (no `libm` dependency in this binary).
+fn inv_sqrt_times(n: usize, c: f32) -> f32 {
+    let n = n as f32;
+    let mut y = 0.1f32;
+    for _ in 0..40 {
+        y *= 1.5 - 0.5 * n * y * y;
+    }
+    c * y
+}
+
+fn input<const D: usize>() -> [f32; D] {
+    let mut x = [0.0; D];
+    let mut st = 7;
+    fill(&mut x, &mut st, 1.0);
+    x
+}
+
+/// Count one `log_prob` of `flow` (the result goes through `black_box`).
+#[inline(never)]
+fn bench_log_prob<const D: usize, L: Bijector<D>>(name: &str, macs: usize, flow: &Flow<D, L>) {
+    let x = input::<D>();
+    let flow = black_box(flow);
+    let x = black_box(&x);
+    bench_start();
+    let r = flow.log_prob(x);
+    bench_end();
+    let _ = black_box(r);
+    defmt::info!("bench {=str} macs {=usize}", name, macs);
+}
+
+#[inline(never)]
+fn maf<const D: usize, const H: usize, const L: usize>(name: &str) {
+    let flow = Flow::<D, _>::new((Maf::<D, H, L> {
+        clamp: 3.0,
+        net: random_mlp::<D, H, L, D>(Activation::Tanh, 11),
+    },));
+    bench_log_prob(name, Mlp::<D, H, L, D, 2>::shape().macs(), &flow);
+}
+
+#[inline(never)]
+fn coupling<const D: usize, const A: usize, const B: usize, const H: usize>(name: &str) {
+    let flow = Flow::<D, _>::new((AffineCoupling::<A, B, H, 0> {
+        clamp: 3.0,
+        net: random_mlp::<A, H, 0, B>(Activation::Tanh, 13),
+    },));
+    bench_log_prob(name, Mlp::<A, H, 0, B, 2>::shape().macs(), &flow);
+}
+
+/// The same MLP computed by the core's slice-level view (`Mlp::view().forward`,
+/// what every const-generic layer calls) and by a hand-written loop over the
+/// fixed-size arrays: if the view cost anything on the device, it shows here.
+#[inline(never)]
+fn view_vs_fixed<const IN: usize, const H: usize, const OUT: usize>(
+    act: Activation,
+    view_name: &str,
+    fixed_name: &str,
+) {
+    let m = random_mlp::<IN, H, 1, OUT>(act, 17);
+    let x = input::<IN>();
+    let macs = Mlp::<IN, H, 1, OUT, 2>::shape().macs();
+
+    let (mut h0, mut h1, mut out) = ([0.0f32; H], [0.0f32; H], [[0.0f32; OUT]; 2]);
+    let (mb, xb) = (black_box(&m), black_box(&x));
+    bench_start();
+    mb.view().forward(xb, 0.0, &mut h0, &mut h1, out.as_flattened_mut());
+    bench_end();
+    black_box(&out);
+    defmt::info!("bench {=str} macs {=usize}", view_name, macs);
+
+    let mut out2 = [[0.0f32; OUT]; 2];
+    let (mb, xb) = (black_box(&m), black_box(&x));
+    bench_start();
+    fixed_forward(mb, xb, &mut out2);
+    bench_end();
+    black_box(&out2);
+    defmt::info!("bench {=str} macs {=usize}", fixed_name, macs);
+    if out != out2 {
+        defmt::error!("view and fixed-size loop disagree");
+        debug::exit(debug::EXIT_FAILURE);
+    }
+}
+
+/// Hand-written fixed-size dense forward pass (one extra hidden layer).
+#[inline(always)]
+fn fixed_forward<const IN: usize, const H: usize, const OUT: usize>(
+    m: &Mlp<IN, H, 1, OUT, 2>,
+    x: &[f32; IN],
+    out: &mut [[f32; OUT]; 2],
+) {
+    let mut h0 = [0.0f32; H];
+    for k in 0..H {
+        let mut a = 0.0;
+        for i in 0..IN {
+            a += m.w_in[k][i] * x[i];
+        }
+        h0[k] = m.act.apply(m.b_in[k] + a);
+    }
+    let mut h1 = [0.0f32; H];
+    for k in 0..H {
+        let mut a = 0.0;
+        for j in 0..H {
+            a += m.w_hid[0][k][j] * h0[j];
+        }
+        h1[k] = m.act.apply(m.b_hid[0][k] + a);
+    }
+    for head in 0..2 {
+        for o in 0..OUT {
+            let mut a = 0.0;
+            for k in 0..H {
+                a += m.w_out[head][o][k] * h1[k];
+            }
+            out[head][o] = m.b_out[head][o] + a;
+        }
+    }
+}
+
 #[entry]
 fn main() -> ! {
-    loop {}
+    // Baseline: the marker calls alone.
+    bench_start();
+    bench_end();
+    defmt::info!("bench {=str} macs {=usize}", "empty (marker overhead)", 0usize);
+
+    bench_log_prob("bundled model (model.rs)", bundled_macs(), &model::MODEL);
+    maf::<3, 16, 0>("MAF D=3 H=16 depth 1");
+    maf::<8, 32, 0>("MAF D=8 H=32 depth 1");
+    maf::<8, 64, 1>("MAF D=8 H=64 depth 2");
+    coupling::<4, 2, 2, 16>("coupling D=4 (2+2) H=16 depth 1");
+    coupling::<8, 4, 4, 32>("coupling D=8 (4+4) H=32 depth 1");
+    coupling::<16, 8, 8, 64>("coupling D=16 (8+8) H=64 depth 1");
+    view_vs_fixed::<8, 64, 8>(
+        Activation::Relu,
+        "MLP 8-64-64-16 relu, core view",
+        "MLP 8-64-64-16 relu, hand-written fixed-size loop",
+    );
+    view_vs_fixed::<8, 64, 8>(
+        Activation::Tanh,
+        "MLP 8-64-64-16 tanh, core view",
+        "MLP 8-64-64-16 tanh, hand-written fixed-size loop",
+    );
+
+    defmt::info!("bench done");
+    debug::exit(debug::EXIT_SUCCESS);
+    loop {
+        cortex_m::asm::bkpt();
+    }
 }
+
+/// MACs of the bundled model's conditioners, from its type's layer shapes.
+fn bundled_macs() -> usize {
+    // The bundled stand-in is ActNorm, MAF(3, 16), Reverse, coupling(1→2, 16), Reverse, MAF(3, 16).
+    // A replaced model reports 0 here until this list is updated.
+    if model::DIM == 3 && core::mem::size_of::<model::Model>() == BUNDLED_SIZE {
+        2 * Mlp::<3, 16, 0, 3, 2>::shape().macs() + Mlp::<1, 16, 0, 2, 2>::shape().macs()
+    } else {
+        0
+    }
+}
+
+const BUNDLED_SIZE: usize = core::mem::size_of::<
+    Flow<
+        3,
+        (
+            flowmote::ActNorm<3>,
+            Maf<3, 16, 0>,
+            flowmote::Reverse,
+            AffineCoupling<1, 2, 16, 0>,
+            flowmote::Reverse,
+            Maf<3, 16, 0>,
+        ),
+    >,
+>();
+
+#[exception]
+unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::bkpt();
+    }
+}
+
 #[panic_handler]
-fn p(_: &core::panic::PanicInfo) -> ! {
-    loop {}
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::bkpt();
+    }
 }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Instruction counts per log_prob on the emulated Cortex-M4F (QEMU mps2-an386),
+# for BENCHMARKS.md. Not part of CI (the trace is ~70 MB; the run takes seconds).
+#
+# Builds firmware/src/bin/qemu-bench.rs, runs it under
+#   qemu-system-arm -singlestep -d exec,nochain -D trace.log
+# (one trace line per executed instruction), counts the lines between each
+# return from `bench_start` and the following entry to `bench_end`, and prints
+# a Markdown table next to the names and multiply–accumulate counts the image
+# logs (defmt over semihosting, decoded by defmt-print).
+#
+# Needs: rustup target thumbv7em-none-eabihf, qemu-system-arm, defmt-print
+# (scripts/firmware-ci.sh installs them). Extra cargo arguments are passed on,
+# e.g. `--config profile.release.opt-level="s"`.
+set -euo pipefail
+cd "$(dirname "$0")/../firmware"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+cargo build --release --no-default-features --features qemu --bin qemu-bench "$@" >&2
+elf=target/thumbv7em-none-eabihf/release/qemu-bench
+timeout 300 qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic \
+    -semihosting-config enable=on,target=native -singlestep -d exec,nochain -D "$tmp/trace.log" \
+    -kernel "$elf" | defmt-print -e "$elf" >"$tmp/log.txt"
+awk '{ sym = $NF }
+     sym == "bench_start" { st = 1; counting = 0; next }
+     sym == "bench_end"   { if (counting) print n; counting = 0; st = 0; next }
+     st == 1              { st = 0; counting = 1; n = 1; next }
+     counting             { n++ }' "$tmp/trace.log" >"$tmp/counts.txt"
+sed -n 's/^.*bench \(.*\) macs \([0-9]*\)$/\1|\2/p' "$tmp/log.txt" >"$tmp/names.txt"
+if [ "$(wc -l <"$tmp/counts.txt")" -ne "$(wc -l <"$tmp/names.txt")" ]; then
+    echo "marker/benchmark count mismatch" >&2
+    cat "$tmp/log.txt" >&2
+    exit 1
+fi
+echo "| benchmark | MACs | instructions | instructions / MAC |"
+echo "| --- | ---: | ---: | ---: |"
+paste -d'|' "$tmp/names.txt" "$tmp/counts.txt" | awk -F'|' '{
+    r = ($2 > 0) ? sprintf("%.1f", $3 / $2) : "–";
+    printf "| %s | %d | %d | %s |\n", $1, $2, $3, r }'
