@@ -157,7 +157,9 @@ fn view_vs_fixed<const IN: usize, const H: usize, const OUT: usize>(
     }
 }
 
-/// Hand-written fixed-size dense forward pass (one extra hidden layer).
+/// Hand-written fixed-size dense forward pass (one extra hidden layer), indexed
+/// loops over the arrays as one would write them by hand.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn fixed_forward<const IN: usize, const H: usize, const OUT: usize>(
     m: &Mlp<IN, H, 1, OUT, 2>,
