@@ -18,7 +18,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 cargo build --release --no-default-features --features qemu --bin qemu-bench "$@" >&2
-elf=target/thumbv7em-none-eabihf/release/qemu-bench
+elf=${CARGO_TARGET_DIR:-target}/thumbv7em-none-eabihf/release/qemu-bench
 timeout 300 qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic \
     -semihosting-config enable=on,target=native -singlestep -d exec,nochain -D "$tmp/trace.log" \
     -kernel "$elf" | defmt-print -e "$elf" >"$tmp/log.txt"
