@@ -1,0 +1,164 @@
+//! `flowmote-timing`: the flowmote side of the peer comparison's speed
+//! columns (`bench/peers/run.sh`), printed as one JSON object.
+//!
+//! ```text
+//! flowmote-timing --flow maf|coupling --dim 9|30 [--rows FILE.csv] [--model model.json]
+//! ```
+//!
+//! * `static`: the const-generic type firmware runs (4 layers, conditioner
+//!   `hidden 64 × depth 2`, a reversal between layers — the peer
+//!   comparison's architecture), seeded random weights: single-sample
+//!   `log_prob` latency and batch throughput on 1 and 2 threads.
+//! * `dyn` (with `--model`, a `flowmote train` model file or a bare
+//!   `DynFlow` JSON): the same for the trained run-time-sized `DynFlow`
+//!   that `flowmote eval` scores with (one thread).
+//!
+//! Rows to score come from `--rows` (a CSV; a `label` column is dropped) or
+//! are 1024 standard-normal rows. Latency is the median over 31 blocks of
+//! calls (each block ≥ 20 ms); throughput the best of 5 passes over all rows.
+
+use flowmote::{Bijector, Flow};
+use flowmote_benches::train::read_csv;
+use flowmote_benches::{coupling_flow, maf_flow, normal_rows, score_rows, score_rows_par};
+use flowmote_tools::model::{DynFlow, Layer, ModelFile, Workspace};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Hidden width of the compiled-in architecture.
+const HIDDEN: usize = 64;
+/// Flow layers of the compiled-in architecture.
+const LAYERS: usize = 4;
+/// Conditioner depth (hidden layers) of the compiled-in architecture.
+const DEPTH: usize = 2;
+
+/// Median nanoseconds per call of `f`.
+fn latency_ns(mut f: impl FnMut()) -> f64 {
+    // Calibrate a block to ≥ 20 ms.
+    let mut n = 1usize;
+    loop {
+        let t = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        if t.elapsed() >= Duration::from_millis(20) {
+            break;
+        }
+        n *= 2;
+    }
+    let mut v: Vec<f64> = (0..31)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            t.elapsed().as_secs_f64() * 1e9 / n as f64
+        })
+        .collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Rows per second of `f` scoring `n` rows: best of 5 passes (after one warm-up).
+fn throughput(n: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let best = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    n as f64 / best
+}
+
+fn time_static<const D: usize, L: Bijector<D> + Sync>(flow: &Flow<D, L>, rows: &[f32]) -> serde_json::Value {
+    let n = rows.len() / D;
+    let x: [f32; D] = rows[..D].try_into().expect("a row");
+    let single = latency_ns(|| {
+        black_box(flow.log_prob(black_box(&x)).ok());
+    });
+    let t1 = throughput(n, || {
+        black_box(score_rows(flow, black_box(rows)));
+    });
+    let t2 = throughput(n, || {
+        black_box(score_rows_par(flow, black_box(rows), 2));
+    });
+    serde_json::json!({
+        "single_ns": single,
+        "batch_rows_per_s_1thread": t1,
+        "batch_rows_per_s_2threads": t2,
+        "rows": n,
+    })
+}
+
+fn time_dyn(flow: &DynFlow, rows: &[f32]) -> serde_json::Value {
+    let d = flow.dim;
+    let n = rows.len() / d;
+    let mut ws = Workspace::new(flow);
+    let x = rows[..d].to_vec();
+    let single = latency_ns(|| {
+        black_box(flow.log_prob(black_box(&x), &mut ws).ok());
+    });
+    let t1 = throughput(n, || {
+        let mut s = 0.0;
+        for r in rows.chunks_exact(d) {
+            s += flow.log_prob(r, &mut ws).unwrap_or(0.0);
+        }
+        black_box(s);
+    });
+    serde_json::json!({ "single_ns": single, "batch_rows_per_s_1thread": t1, "rows": n })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let flow = get("--flow").unwrap_or_else(|| "maf".into());
+    let dim: usize = get("--dim").and_then(|s| s.parse().ok()).unwrap_or(9);
+    let (rows, d) = match get("--rows") {
+        Some(p) => read_csv(p.as_ref()).unwrap_or_else(|e| panic!("reading {p}: {e}")),
+        None => (normal_rows(3, 1024, dim), dim),
+    };
+    assert_eq!(d, dim, "--rows has {d} columns, --dim says {dim}");
+    // The static model is standardised-space; feed it standardised-looking rows.
+    let mut srows = rows.clone();
+    flowmote_benches::train::standardise(&mut srows, d);
+    let stat = match (flow.as_str(), dim) {
+        ("maf", 9) => time_static(&*maf_flow::<9, HIDDEN>(1), &srows),
+        ("maf", 30) => time_static(&*maf_flow::<30, HIDDEN>(1), &srows),
+        ("coupling", 9) => time_static(&*coupling_flow::<9, 4, 5, HIDDEN>(2), &srows),
+        ("coupling", 30) => time_static(&*coupling_flow::<30, 15, 15, HIDDEN>(2), &srows),
+        _ => serde_json::Value::Null,
+    };
+    let dynamic = get("--model").map(|p| {
+        // A model file of `flowmote train`, or a bare `DynFlow` (flowmote-fit --save).
+        let (flow, mean, std) = match ModelFile::load(p.as_ref()) {
+            Ok(m) => (m.flow, m.mean, m.std),
+            Err(e) => {
+                let text = std::fs::read_to_string(&p).unwrap_or_else(|_| panic!("loading {p}: {e:#}"));
+                let f: DynFlow = serde_json::from_str(&text).unwrap_or_else(|_| panic!("loading {p}: {e:#}"));
+                (f, Vec::new(), Vec::new())
+            }
+        };
+        // Rows go in as `flowmote eval` would pass them: raw if the flow
+        // standardises itself (a frozen ActNorm first), else standardised
+        // with the file's mean and std.
+        let own_std = matches!(flow.layers.first(), Some(Layer::ActNorm { frozen: true, .. }));
+        let mut x = rows.clone();
+        if !own_std && mean.len() == d && std.len() == d {
+            for r in x.chunks_exact_mut(d) {
+                for j in 0..d {
+                    r[j] = (r[j] - mean[j]) / if std[j] > 0.0 { std[j] } else { 1.0 };
+                }
+            }
+        }
+        time_dyn(&flow, &x)
+    });
+    let out = serde_json::json!({
+        "flow": flow,
+        "dim": dim,
+        "static_arch": { "layers": LAYERS, "hidden": HIDDEN, "depth": DEPTH },
+        "static": stat,
+        "dyn": dynamic,
+    });
+    println!("{out}");
+}
