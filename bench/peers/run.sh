@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Peer comparison: flowmote vs FlowJAX (JAX, CPU) on the same data split, the
+# same architecture (flow type, layer count, hidden width, conditioner depth)
+# and the same training budget (epochs, batch, learning rate, 10 % validation
+# split with best-epoch selection). Writes bench/peers/results/*.json and a
+# markdown table bench/peers/results/results.md (ratios included).
+#
+#   bench/peers/run.sh                 # everything (~10 min on 2 cores)
+#   QUICK=1 bench/peers/run.sh         # 5 epochs, a smoke test
+#   EPOCHS=200 HIDDEN=32 bench/peers/run.sh
+#
+# Knobs (env): LAYERS=4 HIDDEN=64 DEPTH=2 EPOCHS=100 BATCH=64 LR=1e-3 SEED=0
+#              DATA=<repo>/../shared/data  OUT=bench/peers/results
+#              SETS="daphnet_gait breast_cancer"  FLOWS="maf coupling"
+#              FLOWMOTE=tool|fit|auto (auto: the `flowmote` tool if its
+#              `train` subcommand works, else the benches' flowmote-fit)
+#
+# Needs python3 (>= 3.10) with venv and pip access to PyPI; the virtual
+# environment is created in bench/peers/.venv (git-ignored) on first use.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cd "$root"
+
+LAYERS=${LAYERS:-4}
+HIDDEN=${HIDDEN:-64}
+DEPTH=${DEPTH:-2}
+EPOCHS=${EPOCHS:-100}
+BATCH=${BATCH:-64}
+LR=${LR:-1e-3}
+SEED=${SEED:-0}
+if [ -n "${QUICK:-}" ]; then EPOCHS=5; fi
+DATA=${DATA:-$root/../shared/data}
+OUT=${OUT:-$here/results}
+SETS=${SETS:-daphnet_gait breast_cancer}
+FLOWS=${FLOWS:-maf coupling}
+FLOWMOTE=${FLOWMOTE:-auto}
+mkdir -p "$OUT"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+# --- peer environment -------------------------------------------------------
+venv=$here/.venv
+stamp=$venv/.requirements.sha
+want=$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "creating $venv (FlowJAX + JAX CPU from PyPI)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip
+    "$venv/bin/pip" install -q -r "$here/requirements.txt"
+    echo "$want" >"$stamp"
+fi
+py=$venv/bin/python
+
+# --- flowmote binaries ------------------------------------------------------
+say "building flowmote (release)"
+cargo build -q --release -p flowmote-benches --bins
+cargo build -q --release -p flowmote-tools
+tgt=${CARGO_TARGET_DIR:-$root/target}
+timing=$tgt/release/flowmote-timing
+fit=$tgt/release/flowmote-fit
+tool=$tgt/release/flowmote
+if [ "$FLOWMOTE" = auto ]; then
+    if "$tool" train --help >/dev/null 2>&1; then FLOWMOTE=tool; else FLOWMOTE=fit; fi
+fi
+say "flowmote side: $FLOWMOTE"
+
+# The flowmote tool: train a model file, evaluate it on the test split.
+flowmote_tool() { # set flow json
+    local set=$1 flow=$2 json=$3 model=$OUT/$1.$2.model.json
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$tool" train "$DATA/$set.train.csv" --out "$model" \
+        --flow "$flow" --layers "$LAYERS" --hidden "$HIDDEN" --depth "$DEPTH" \
+        --epochs "$EPOCHS" --batch "$BATCH" --lr "$LR" --seed "$SEED" >&2
+    t1=$(date +%s.%N)
+    "$tool" eval "$model" "$DATA/$set.test.csv" --json >"$json.eval"
+    "$py" - "$json.eval" "$t0" "$t1" "$flow" >"$json" <<'EOF'
+import json, sys
+ev = json.load(open(sys.argv[1]))
+ev = ev if isinstance(ev, dict) else {"raw": ev}
+def pick(*keys):
+    for k in keys:
+        if k in ev and ev[k] is not None:
+            return ev[k]
+    return None
+print(json.dumps({
+    "trainer": "flowmote tool (train + eval --json)",
+    "flow": sys.argv[4],
+    "test_nll": pick("test_nll_normal", "nll_normal", "test_nll", "nll", "mean_nll"),
+    "auroc": pick("auroc", "AUROC"),
+    "train_s": float(sys.argv[3]) - float(sys.argv[2]),
+    "eval": ev,
+}))
+EOF
+    echo "$model"
+}
+
+for set in $SETS; do
+    train=$DATA/$set.train.csv
+    test=$DATA/$set.test.csv
+    dim=$(head -1 "$train" | tr ',' '\n' | grep -cv '^label$')
+    for flow in $FLOWS; do
+        base=$OUT/$set.$flow
+        common=(--flow "$flow" --layers "$LAYERS" --hidden "$HIDDEN" --depth "$DEPTH"
+            --epochs "$EPOCHS" --batch "$BATCH" --lr "$LR" --seed "$SEED")
+        say "$set / $flow: flowmote ($FLOWMOTE)"
+        if [ "$FLOWMOTE" = tool ]; then
+            model=$(flowmote_tool "$set" "$flow" "$base.flowmote.json")
+        else
+            model=$base.model.json
+            "$fit" --train "$train" --test "$test" "${common[@]}" --save "$model" >"$base.flowmote.json"
+        fi
+        say "$set / $flow: flowmote timing"
+        "$timing" --flow "$flow" --dim "$dim" --rows "$test" --model "$model" >"$base.timing.json"
+        say "$set / $flow: FlowJAX"
+        "$py" "$here/peer_flowjax.py" --train "$train" --test "$test" "${common[@]}" >"$base.flowjax.json"
+    done
+done
+
+{
+    echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
+    echo "Settings: LAYERS=$LAYERS HIDDEN=$HIDDEN DEPTH=$DEPTH EPOCHS=$EPOCHS BATCH=$BATCH LR=$LR SEED=$SEED; flowmote side: $FLOWMOTE."
+    echo
+    "$py" "$here/report.py" "$OUT" $SETS -- $FLOWS
+} >"$OUT/results.md"
+cat "$OUT/results.md"
