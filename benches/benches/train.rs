@@ -2,8 +2,8 @@
 //!
 //! Until the tools trainer (`tools/src/train.rs`) lands, this times the
 //! fallback epoch of `flowmote_benches::train`: mean-NLL gradients by
-//! `DynFlow::nll_backward` over mini-batches of 64 rows and an Adam step per
-//! batch (MAF gradients masked), on the standardised Daphnet gait training
+//! `DynFlow::nll_backward` over mini-batches of 64 rows (split over 1 or 2
+//! threads) and an Adam step per batch (MAF gradients masked), on the standardised Daphnet gait training
 //! split (5632 × 9) when `../shared/data` is present, else on 5632 × 9
 //! standard-normal rows. Continuous flows: one flow-matching epoch.
 //!
@@ -38,11 +38,13 @@ fn epochs(c: &mut Criterion) {
     g.throughput(Throughput::Elements(n as u64));
     for (kind, label) in [(Kind::Maf, "maf"), (Kind::Coupling, "coupling")] {
         for hidden in [32, 64] {
-            let mut flow = dyn_flow(kind, d, 4, hidden, 2, 9);
-            let mut t = NllTrainer::new(&flow, BATCH, LR);
-            g.bench_function(BenchmarkId::new(label, format!("L4_H{hidden}x2")), |b| {
-                b.iter(|| t.epoch(&mut flow, &data))
-            });
+            for threads in [1, 2] {
+                let mut flow = dyn_flow(kind, d, 4, hidden, 2, 9);
+                let mut t = NllTrainer::new(&flow, BATCH, LR, threads);
+                g.bench_function(BenchmarkId::new(label, format!("L4_H{hidden}x2_{threads}thr")), |b| {
+                    b.iter(|| t.epoch(&mut flow, &data))
+                });
+            }
         }
     }
     for hidden in [32, 64] {

@@ -142,7 +142,8 @@ impl Adam {
 pub struct NllTrainer {
     grads: Vec<Vec<f32>>,
     adam: Vec<Adam>,
-    ws: Workspace,
+    /// Per-thread gradient buffers and workspaces (thread 0 uses `grads`).
+    per_thread: Vec<(Vec<Vec<f32>>, Workspace)>,
     /// Mini-batch size.
     pub batch: usize,
     /// Learning rate.
@@ -150,14 +151,17 @@ pub struct NllTrainer {
 }
 
 impl NllTrainer {
-    /// State for `flow`.
-    pub fn new(flow: &DynFlow, batch: usize, lr: f32) -> Self {
+    /// State for `flow`, splitting each mini-batch over `threads` threads
+    /// (scoped threads, per-thread gradients summed before the step).
+    pub fn new(flow: &DynFlow, batch: usize, lr: f32, threads: usize) -> Self {
         let grads: Vec<Vec<f32>> = flow.layers.iter().map(|l| vec![0.0; l.params().len()]).collect();
         let adam = grads.iter().map(|g| Adam::new(g.len())).collect();
         NllTrainer {
+            per_thread: (0..threads.max(1))
+                .map(|_| (grads.clone(), Workspace::new(flow)))
+                .collect(),
             grads,
             adam,
-            ws: Workspace::new(flow),
             batch,
             lr,
         }
@@ -172,14 +176,41 @@ impl NllTrainer {
         let mut total = 0.0f64;
         let mut n = 0usize;
         for batch in rows.chunks(self.batch * d) {
-            for g in &mut self.grads {
+            let nt = self.per_thread.len();
+            let per = (batch.len() / d).div_ceil(nt).max(1) * d;
+            let f: &DynFlow = flow;
+            let parts: Vec<(f64, usize)> = std::thread::scope(|sc| {
+                let hs: Vec<_> = self
+                    .per_thread
+                    .iter_mut()
+                    .zip(batch.chunks(per))
+                    .map(|((grads, ws), rows)| {
+                        sc.spawn(move || {
+                            for g in grads.iter_mut() {
+                                g.fill(0.0);
+                            }
+                            let (mut tot, mut m) = (0.0f64, 0usize);
+                            for x in rows.chunks_exact(d) {
+                                if let Ok(nll) = f.nll_backward(x, grads, ws) {
+                                    tot += nll as f64;
+                                    m += 1;
+                                }
+                            }
+                            (tot, m)
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().expect("training thread")).collect()
+            });
+            let used = parts.len();
+            let m: usize = parts.iter().map(|p| p.1).sum();
+            total += parts.iter().map(|p| p.0).sum::<f64>();
+            for (i, g) in self.grads.iter_mut().enumerate() {
                 g.fill(0.0);
-            }
-            let mut m = 0usize;
-            for x in batch.chunks_exact(d) {
-                if let Ok(nll) = flow.nll_backward(x, &mut self.grads, &mut self.ws) {
-                    total += nll as f64;
-                    m += 1;
+                for (tg, _) in &self.per_thread[..used] {
+                    for (a, b) in g.iter_mut().zip(&tg[i]) {
+                        *a += b;
+                    }
                 }
             }
             n += m;

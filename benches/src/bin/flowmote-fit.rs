@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! flowmote-fit --train T.csv --test S.csv --flow maf|coupling --layers 4 --hidden 64
-//!              --depth 2 --epochs 100 --batch 64 --lr 1e-3 --seed 0 [--save model.json]
+//!              --depth 2 --epochs 100 --batch 64 --lr 1e-3 --seed 0 [--threads 2] [--save model.json]
 //! ```
 
 use flowmote_benches::train::{dyn_flow, read_csv, Kind, NllTrainer};
@@ -118,7 +118,8 @@ fn main() {
     let val = gather(&order[..n_val]);
     let mut tr_idx = order[n_val..].to_vec();
 
-    let mut trainer = NllTrainer::new(&flow, batch, lr);
+    let threads = num("--threads", 2.0) as usize;
+    let mut trainer = NllTrainer::new(&flow, batch, lr, threads);
     let mut ws = Workspace::new(&flow);
     let mut best = (f64::INFINITY, flow.clone(), 0usize);
     let mut history = Vec::new();
@@ -151,7 +152,7 @@ fn main() {
         "trainer": "flowmote-fit (benches fallback: DynFlow::nll_backward + Adam)",
         "flow": if kind == Kind::Maf { "maf" } else { "coupling" },
         "dim": d, "layers": layers, "hidden": hidden, "depth": depth, "activation": "tanh",
-        "epochs": epochs, "batch": batch, "lr": lr, "seed": seed,
+        "epochs": epochs, "batch": batch, "threads": threads, "lr": lr, "seed": seed,
         "train_rows": n - n_val, "val_rows": n_val, "test_rows": scores.len(),
         "test_nll": test_nll,
         "test_nll_rows": if lab.is_some() { "normal (label 0)" } else { "all" },
