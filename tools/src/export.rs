@@ -1,6 +1,35 @@
-//! `flowmote export`: the model as Rust source for the firmware (in progress).
+//! `flowmote export`: the model as Rust source for the firmware.
+//!
+//! The output follows `docs/export-format.md` (the firmware relies on its item
+//! names): `DIM`, `FEATURES`, `MEAN`, `STD`, `Model`, `MODEL` (renamable with
+//! `--name`), `THRESHOLD`, `GOLDEN_INPUTS`, `GOLDEN_LOG_PROBS`, `GOLDEN_SEED`
+//! and `GOLDEN_SAMPLES`, as `static`/`const` items of the core's const-generic
+//! types, so the weights live in flash.
+//!
+//! How the text is made:
+//! 1. every layer becomes a type string and a value [`Node`] (one match arm per
+//!    [`Layer`] variant in [`layer_item`]);
+//! 2. the items are laid out by a small pretty printer (valid Rust, close to
+//!    rustfmt's layout);
+//! 3. the result is piped through `rustfmt --edition 2021` (the `RUSTFMT`
+//!    environment variable overrides the binary), run in the output file's
+//!    directory so that the `rustfmt.toml` that `cargo fmt` would use there
+//!    applies. Without rustfmt the step-2 layout is kept and a warning says so.
+//!
+//! Everything is a pure function of the model file (no time stamps, no paths
+//! beyond the data file's name, no hash-map order), and rustfmt's formatting
+//! is stable for a given configuration, so the same model gives the same
+//! bytes. Floats are printed with `{:?}`, Rust's shortest round-trip form,
+//! which is always a valid `f32` literal (`1.0`, `-0.0`, `1e-7`, `3.4028235e38`).
+use crate::model::{Act, DynFlow, Layer, ModelFile, Net, SolverKind, Workspace};
+use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
-use std::path::PathBuf;
+use flowmote::MlpShape;
+use rand_core::SeedableRng;
+use rand_xoshiro::Xoshiro128PlusPlus;
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `flowmote export`.
 #[derive(Args, Debug)]
@@ -8,12 +37,872 @@ pub struct ExportArgs {
     /// Trained model file.
     #[arg(long)]
     pub model: PathBuf,
-    /// Rust file to write.
+    /// Rust file to write (a module: use it as `mod model;`).
     #[arg(long)]
     pub out: PathBuf,
+    /// Name of the model `static` instead of `MODEL` (SCREAMING_SNAKE_CASE,
+    /// e.g. `GAIT_MODEL`). Every other item keeps its documented name.
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 /// Run `flowmote export`.
-pub fn run(_args: &ExportArgs) -> anyhow::Result<()> {
-    anyhow::bail!("export is not implemented yet")
+pub fn run(args: &ExportArgs) -> Result<()> {
+    let model = ModelFile::load(&args.model)?;
+    let opts = ExportOptions {
+        name: args.name.clone(),
+        rustfmt_dir: Some(existing_dir(&args.out)),
+    };
+    let out = export(&model, &opts)?;
+    if !out.rustfmt {
+        eprintln!(
+            "warning: rustfmt not available ({}); {} is valid Rust but not rustfmt-formatted — run `cargo fmt`",
+            out.rustfmt_error.as_deref().unwrap_or("unknown error"),
+            args.out.display()
+        );
+    }
+    crate::model::write_atomic(&args.out, out.source.as_bytes())?;
+    println!(
+        "wrote {} ({} parameters, {} golden inputs, {} golden samples)",
+        args.out.display(),
+        model.flow.layers.iter().map(|l| l.params().len()).sum::<usize>()
+            + model
+                .flow
+                .layers
+                .iter()
+                .map(|l| match l {
+                    Layer::ActNorm { .. } => 2 * model.flow.dim,
+                    _ => 0,
+                })
+                .sum::<usize>(),
+        out.golden_inputs,
+        out.golden_samples
+    );
+    Ok(())
+}
+
+/// The deepest existing directory on the way to `out` (where rustfmt looks for
+/// its configuration).
+fn existing_dir(out: &Path) -> PathBuf {
+    let abs = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+    let mut dir = abs
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    while !dir.is_dir() {
+        match dir.parent() {
+            Some(p) => dir = p.to_path_buf(),
+            None => return PathBuf::from("."),
+        }
+    }
+    dir
+}
+
+/// Options of [`export`].
+#[derive(Clone, Debug, Default)]
+pub struct ExportOptions {
+    /// Name of the model `static` (default `MODEL`).
+    pub name: Option<String>,
+    /// Format with rustfmt, run in this directory (its `rustfmt.toml` applies).
+    /// `None`: keep the built-in layout.
+    pub rustfmt_dir: Option<PathBuf>,
+}
+
+/// Result of [`export`].
+#[derive(Clone, Debug)]
+pub struct Exported {
+    /// The Rust source.
+    pub source: String,
+    /// `true` if rustfmt formatted it.
+    pub rustfmt: bool,
+    /// Why rustfmt was not used, when it was asked for and failed.
+    pub rustfmt_error: Option<String>,
+    /// Number of `GOLDEN_INPUTS`.
+    pub golden_inputs: usize,
+    /// Number of `GOLDEN_SAMPLES`.
+    pub golden_samples: usize,
+}
+
+/// `GOLDEN_SEED` of every export.
+pub const GOLDEN_SEED: u64 = 42;
+/// Number of `GOLDEN_SAMPLES` drawn (fewer if the model overflows on one).
+pub const N_GOLDEN_SAMPLES: usize = 8;
+/// Seed of the model samples used as golden *inputs* (distinct from `GOLDEN_SEED`).
+const INPUT_SAMPLE_SEED: u64 = 7;
+/// Line width of the built-in layout (rustfmt's default).
+const WIDTH: usize = 100;
+/// Most layers one tuple holds (the core implements `Bijector` for tuples up
+/// to this size); longer flows are nested tuples of tuples.
+const MAX_TUPLE: usize = 16;
+/// Every other item name of the format, which `--name` must not take.
+const RESERVED: [&str; 10] = [
+    "DIM",
+    "FEATURES",
+    "MEAN",
+    "STD",
+    "THRESHOLD",
+    "GOLDEN_INPUTS",
+    "GOLDEN_LOG_PROBS",
+    "GOLDEN_SEED",
+    "GOLDEN_SAMPLES",
+    "N",
+];
+
+/// The model as Rust source (see the module docs).
+pub fn export(model: &ModelFile, opts: &ExportOptions) -> Result<Exported> {
+    model.validate()?;
+    let name = opts.name.as_deref().unwrap_or("MODEL");
+    check_name(name)?;
+    let (raw, golden_inputs, golden_samples) = render(model, name)?;
+    let (source, rustfmt, rustfmt_error) = match &opts.rustfmt_dir {
+        None => (raw, false, None),
+        Some(dir) => match rustfmt(&raw, dir) {
+            Ok(s) => (s, true, None),
+            Err(e) => (raw, false, Some(format!("{e:#}"))),
+        },
+    };
+    Ok(Exported {
+        source,
+        rustfmt,
+        rustfmt_error,
+        golden_inputs,
+        golden_samples,
+    })
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    ensure!(
+        chars.next().is_some_and(|c| c.is_ascii_uppercase())
+            && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'),
+        "--name {name:?}: use an upper-case Rust identifier such as GAIT_MODEL (A–Z, 0–9, _; a letter first)"
+    );
+    ensure!(
+        !RESERVED.contains(&name) && name != "Self",
+        "--name {name:?} collides with another item of the exported file"
+    );
+    Ok(())
+}
+
+/// Format `src` with rustfmt (edition 2021) run in `dir`.
+pub fn rustfmt(src: &str, dir: &Path) -> Result<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let bin = std::env::var_os("RUSTFMT").unwrap_or_else(|| "rustfmt".into());
+    let mut child = Command::new(&bin)
+        .args(["--edition", "2021", "--emit", "stdout"])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", bin.to_string_lossy()))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = src.to_owned();
+    // Write from another thread so a large file cannot dead-lock on full pipes.
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output()?;
+    writer
+        .join()
+        .expect("writer thread")
+        .context("cannot write to rustfmt")?;
+    ensure!(
+        out.status.success(),
+        "rustfmt failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let s = String::from_utf8(out.stdout).context("rustfmt wrote non-UTF-8")?;
+    ensure!(!s.trim().is_empty(), "rustfmt wrote nothing");
+    Ok(s)
+}
+
+// ---------------------------------------------------------------------------
+// Values and layout.
+
+/// A Rust expression (or type) in the output, laid out by [`Node::write`].
+#[derive(Clone, Debug)]
+pub enum Node {
+    /// Text printed as is (a literal, a path).
+    Atom(String),
+    /// `open item, item, … close`: arrays, tuples, calls, generic arguments.
+    List {
+        /// Opening text, e.g. `[`, `(`, `Flow::new(`, `Flow<`.
+        open: String,
+        /// Closing text.
+        close: &'static str,
+        /// The items.
+        items: Vec<Node>,
+        /// A one-item list needs a trailing comma (a 1-tuple).
+        tuple: bool,
+    },
+    /// `Name { field: value, … }`.
+    Struct {
+        /// Struct name.
+        name: String,
+        /// Fields, in declaration order.
+        fields: Vec<(String, Node)>,
+    },
+}
+
+/// A float as a Rust `f32` literal that parses back to the same value.
+pub fn f32_lit(v: f32) -> String {
+    if v == f32::INFINITY {
+        "f32::INFINITY".into()
+    } else if v == f32::NEG_INFINITY {
+        "f32::NEG_INFINITY".into()
+    } else {
+        assert!(!v.is_nan(), "NaN has no literal; model files refuse it");
+        // `{:?}` is the shortest string that round-trips, and always has a `.`
+        // or an exponent, so it is a float literal.
+        format!("{v:?}")
+    }
+}
+
+fn atom(s: impl Into<String>) -> Node {
+    Node::Atom(s.into())
+}
+
+fn list(open: &str, close: &'static str, items: Vec<Node>) -> Node {
+    Node::List {
+        open: open.into(),
+        close,
+        items,
+        tuple: false,
+    }
+}
+
+fn tuple(items: Vec<Node>) -> Node {
+    Node::List {
+        open: "(".into(),
+        close: ")",
+        items,
+        tuple: true,
+    }
+}
+
+fn floats(v: &[f32]) -> Node {
+    list("[", "]", v.iter().map(|&x| atom(f32_lit(x))).collect())
+}
+
+/// `rows` consecutive rows of `v` as an array of arrays.
+fn matrix(v: &[f32], cols: usize) -> Node {
+    if cols == 0 {
+        return list("[", "]", Vec::new());
+    }
+    list("[", "]", v.chunks(cols).map(floats).collect())
+}
+
+fn strukt(name: &str, fields: Vec<(&str, Node)>) -> Node {
+    Node::Struct {
+        name: name.into(),
+        fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    }
+}
+
+impl Node {
+    /// The one-line form, if the node has one (structs never do).
+    fn flat(&self) -> Option<String> {
+        match self {
+            Node::Atom(s) => Some(s.clone()),
+            Node::List {
+                open,
+                close,
+                items,
+                tuple,
+            } => {
+                let mut s = open.clone();
+                for (i, it) in items.iter().enumerate() {
+                    if i > 0 {
+                        s.push_str(", ");
+                    }
+                    s.push_str(&it.flat()?);
+                }
+                if *tuple && items.len() == 1 {
+                    s.push(',');
+                }
+                s.push_str(close);
+                Some(s)
+            }
+            Node::Struct { .. } => None,
+        }
+    }
+
+    /// Append the node to `out`, whose current line already holds `col`
+    /// characters, with block indentation `indent`; `tail` characters follow on
+    /// the same line (e.g. `,` or `;`).
+    pub fn write(&self, out: &mut String, indent: usize, col: usize, tail: usize) {
+        if let Some(s) = self.flat() {
+            if col + s.len() + tail <= WIDTH {
+                out.push_str(&s);
+                return;
+            }
+        }
+        let pad = " ".repeat(indent + 4);
+        match self {
+            Node::Atom(s) => out.push_str(s),
+            Node::List { open, close, items, .. } => {
+                out.push_str(open);
+                out.push('\n');
+                if !items.is_empty() && items.iter().all(|i| matches!(i, Node::Atom(_))) {
+                    // Pack short literals, one line after the other.
+                    let mut line = String::new();
+                    for it in items {
+                        let Node::Atom(s) = it else { unreachable!() };
+                        if !line.is_empty() && indent + 4 + line.len() + 1 + s.len() + 1 > WIDTH {
+                            let _ = writeln!(out, "{pad}{}", line.trim_end());
+                            line.clear();
+                        }
+                        let _ = write!(line, "{s}, ");
+                    }
+                    let _ = writeln!(out, "{pad}{}", line.trim_end());
+                } else {
+                    for it in items {
+                        out.push_str(&pad);
+                        it.write(out, indent + 4, indent + 4, 1);
+                        out.push_str(",\n");
+                    }
+                }
+                out.push_str(&" ".repeat(indent));
+                out.push_str(close);
+            }
+            Node::Struct { name, fields } => {
+                out.push_str(name);
+                out.push_str(" {\n");
+                for (k, v) in fields {
+                    let _ = write!(out, "{pad}{k}: ");
+                    v.write(out, indent + 4, indent + 4 + k.len() + 2, 1);
+                    out.push_str(",\n");
+                }
+                out.push_str(&" ".repeat(indent));
+                out.push('}');
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Layers.
+
+/// One layer of the exported model.
+#[derive(Clone, Debug)]
+pub struct Item {
+    /// Its type, e.g. `Maf<DIM, 64, 0>`.
+    pub ty: String,
+    /// Its value (a `const` expression).
+    pub value: Node,
+    /// The core's types it names (for the `use` line).
+    pub uses: &'static [&'static str],
+}
+
+/// Shape of a layer's network (also for the spline and continuous layers).
+pub fn net_shape(layer: &Layer, dim: usize) -> Option<MlpShape> {
+    let (input, cond, net, output) = match layer {
+        Layer::AffineCoupling { a, b, net, .. } => (*a, 0, net, 2 * b),
+        Layer::Maf { net, .. } => (dim, 0, net, 2 * dim),
+        Layer::SplineCoupling { a, b, bins, net, .. } => (*a, 0, net, b * (3 * bins - 1)),
+        Layer::SplineAutoregressive { bins, net, .. } => (dim, 0, net, dim * (3 * bins - 1)),
+        Layer::Cnf { net, .. } => (dim, 1, net, dim),
+        Layer::ActNorm { .. } | Layer::Permutation { .. } | Layer::Reverse | Layer::LuLinear { .. } => return None,
+    };
+    Some(MlpShape {
+        input,
+        cond,
+        hidden: net.hidden,
+        depth: net.depth,
+        output,
+    })
+}
+
+fn act_path(a: Act) -> &'static str {
+    match a {
+        Act::Tanh => "Activation::Tanh",
+        Act::Relu => "Activation::Relu",
+        Act::LeakyRelu => "Activation::LeakyRelu",
+        Act::Elu => "Activation::Elu",
+    }
+}
+
+/// An `Mlp { … }` literal from flat parameters (`MlpRef::from_flat` order),
+/// outputs split into heads of `out` each. Returns it and the time weights
+/// (`w_cond`, empty unless `shape.cond == 1`).
+fn mlp_node(shape: MlpShape, net: &Net, out: usize, params: &[f32]) -> Result<(Node, Vec<f32>)> {
+    let r = flowmote::MlpRef::from_flat(shape, net.act.into(), params)
+        .map_err(|e| anyhow::anyhow!("network parameters do not match their shape: {e:?}"))?;
+    let h = shape.hidden;
+    ensure!(
+        out > 0 && shape.output.is_multiple_of(out),
+        "network outputs do not split into heads"
+    );
+    let node = strukt(
+        "Mlp",
+        vec![
+            ("act", atom(act_path(net.act))),
+            ("w_in", matrix(r.w_in, shape.input)),
+            ("b_in", floats(r.b_in)),
+            (
+                "w_hid",
+                list("[", "]", r.w_hid.chunks(h * h).map(|m| matrix(m, h)).collect()),
+            ),
+            ("b_hid", matrix(r.b_hid, h)),
+            (
+                "w_out",
+                list("[", "]", r.w_out.chunks(out * h).map(|m| matrix(m, h)).collect()),
+            ),
+            ("b_out", matrix(r.b_out, out)),
+        ],
+    );
+    Ok((node, r.w_cond.to_vec()))
+}
+
+fn usizes(v: &[usize]) -> Node {
+    list("[", "]", v.iter().map(|i| atom(i.to_string())).collect())
+}
+
+/// Type, value and imports of one layer — the one place that knows how a
+/// [`Layer`] maps onto the core's const-generic types.
+pub fn layer_item(layer: &Layer, dim: usize) -> Result<Item> {
+    let shape = net_shape(layer, dim);
+    let l = |s: &MlpShape| s.depth - 1;
+    Ok(match layer {
+        Layer::ActNorm { log_scale, shift, .. } => Item {
+            ty: "ActNorm<DIM>".into(),
+            value: strukt(
+                "ActNorm",
+                vec![("log_scale", floats(log_scale)), ("shift", floats(shift))],
+            ),
+            uses: &["ActNorm"],
+        },
+        Layer::Permutation { perm } => Item {
+            ty: "Permutation<DIM>".into(),
+            value: list("Permutation::new(", ")", vec![usizes(perm)]),
+            uses: &["Permutation"],
+        },
+        Layer::Reverse => Item {
+            ty: "Reverse".into(),
+            value: atom("Reverse"),
+            uses: &["Reverse"],
+        },
+        Layer::AffineCoupling {
+            a,
+            b,
+            net,
+            clamp,
+            params,
+        } => {
+            let s = shape.expect("has a net");
+            let (mlp, _) = mlp_node(s, net, *b, params)?;
+            Item {
+                ty: format!("AffineCoupling<{a}, {b}, {}, {}>", s.hidden, l(&s)),
+                value: strukt("AffineCoupling", vec![("clamp", atom(f32_lit(*clamp))), ("net", mlp)]),
+                uses: &["AffineCoupling", "Mlp", "Activation"],
+            }
+        }
+        Layer::Maf { net, clamp, params } => {
+            let s = shape.expect("has a net");
+            let (mlp, _) = mlp_node(s, net, dim, params)?;
+            Item {
+                ty: format!("Maf<DIM, {}, {}>", s.hidden, l(&s)),
+                value: strukt("Maf", vec![("clamp", atom(f32_lit(*clamp))), ("net", mlp)]),
+                uses: &["Maf", "Mlp", "Activation"],
+            }
+        }
+        Layer::SplineCoupling {
+            a,
+            b,
+            bins,
+            tail_bound,
+            net,
+            params,
+        } => {
+            let s = shape.expect("has a net");
+            let (mlp, _) = mlp_node(s, net, *b, params)?;
+            Item {
+                ty: format!(
+                    "SplineCoupling<{a}, {b}, {}, {}, {bins}, {}>",
+                    s.hidden,
+                    l(&s),
+                    3 * bins - 1
+                ),
+                value: list("SplineCoupling::new(", ")", vec![atom(f32_lit(*tail_bound)), mlp]),
+                uses: &["SplineCoupling", "Mlp", "Activation"],
+            }
+        }
+        Layer::SplineAutoregressive {
+            bins,
+            tail_bound,
+            net,
+            params,
+        } => {
+            let s = shape.expect("has a net");
+            let (mlp, _) = mlp_node(s, net, dim, params)?;
+            Item {
+                ty: format!(
+                    "SplineAutoregressive<DIM, {}, {}, {bins}, {}>",
+                    s.hidden,
+                    l(&s),
+                    3 * bins - 1
+                ),
+                value: list("SplineAutoregressive::new(", ")", vec![atom(f32_lit(*tail_bound)), mlp]),
+                uses: &["SplineAutoregressive", "Mlp", "Activation"],
+            }
+        }
+        Layer::LuLinear { perm, sign, params } => {
+            ensure!(params.len() == dim * dim + dim, "LU layer: wrong parameter count");
+            let (lu, bias) = params.split_at(dim * dim);
+            Item {
+                ty: "LuLinear<DIM>".into(),
+                value: list(
+                    "LuLinear::new(",
+                    ")",
+                    vec![usizes(perm), floats(sign), matrix(lu, dim), floats(bias)],
+                ),
+                uses: &["LuLinear"],
+            }
+        }
+        Layer::Cnf {
+            net,
+            solver,
+            steps,
+            params,
+        } => {
+            let s = shape.expect("has a net");
+            let (mlp, w_t) = mlp_node(s, net, dim, params)?;
+            let solver = match solver {
+                SolverKind::Euler => "Solver::Euler",
+                SolverKind::Heun => "Solver::Heun",
+                SolverKind::Rk4 => "Solver::Rk4",
+            };
+            Item {
+                ty: format!("Cnf<DIM, {}, {}>", s.hidden, l(&s)),
+                value: list(
+                    "Cnf::new(",
+                    ")",
+                    vec![mlp, floats(&w_t), atom(solver), atom(steps.to_string())],
+                ),
+                uses: &["Cnf", "Mlp", "Activation", "Solver"],
+            }
+        }
+    })
+}
+
+/// Group layers into tuples of at most [`MAX_TUPLE`] (nesting as needed).
+fn nest<T: Clone>(items: Vec<T>, group: &dyn Fn(Vec<T>) -> T) -> T {
+    if items.len() <= MAX_TUPLE {
+        return group(items);
+    }
+    let chunks: Vec<T> = items.chunks(MAX_TUPLE).map(|c| group(c.to_vec())).collect();
+    nest(chunks, group)
+}
+
+// ---------------------------------------------------------------------------
+// Golden vectors.
+
+/// Deterministic test inputs with finite `log p` and their log-densities:
+/// the standardisation mean, mean ± 1 and ± 2.5 standard deviations (signs
+/// alternating over features), then model samples (seed 7) — at most 8.
+pub fn golden_inputs(model: &ModelFile) -> (Vec<Vec<f32>>, Vec<f32>) {
+    let flow = &model.flow;
+    let d = flow.dim;
+    let mut ws = Workspace::new(flow);
+    let mut cands: Vec<Vec<f32>> = Vec::new();
+    let alt = |i: usize| if i.is_multiple_of(2) { 1.0f32 } else { -1.0 };
+    for k in [0.0f32, 1.0, -1.0, 2.5] {
+        cands.push((0..d).map(|i| model.mean[i] + k * alt(i) * model.std[i]).collect());
+    }
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(INPUT_SAMPLE_SEED);
+    for _ in 0..16 {
+        if let Ok((x, _)) = flow.sample_with_log_prob(&mut rng, &mut ws) {
+            cands.push(x);
+        }
+    }
+    let mut xs = Vec::new();
+    let mut lps = Vec::new();
+    for x in cands {
+        if xs.len() == 8 {
+            break;
+        }
+        if let Ok(lp) = flow.log_prob(&x, &mut ws) {
+            xs.push(x);
+            lps.push(lp);
+        }
+    }
+    (xs, lps)
+}
+
+/// The first samples with `Xoshiro128PlusPlus::seed_from_u64(GOLDEN_SEED)`,
+/// stopping before the first that fails (the device would get the same error).
+pub fn golden_samples(flow: &DynFlow, n: usize) -> Vec<Vec<f32>> {
+    let mut ws = Workspace::new(flow);
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(GOLDEN_SEED);
+    let mut out = Vec::new();
+    while out.len() < n {
+        match flow.sample_with_log_prob(&mut rng, &mut ws) {
+            Ok((x, _)) => out.push(x),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// The file.
+
+fn header(m: &ModelFile) -> String {
+    let p = &m.provenance;
+    let mut h = String::new();
+    let _ = writeln!(
+        h,
+        "// @generated by flowmote-tools {} — do not edit; re-run `flowmote export`.",
+        env!("CARGO_PKG_VERSION")
+    );
+    let data = if p.data_file.is_empty() {
+        "unknown".to_string()
+    } else {
+        let name = Path::new(&p.data_file)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| p.data_file.clone());
+        let sha = if p.data_sha256.is_empty() {
+            String::new()
+        } else {
+            format!(" (sha256 {})", p.data_sha256)
+        };
+        format!("{name}{sha}, {} rows", p.train_rows + p.val_rows)
+    };
+    let hidden: BTreeSet<usize> = m
+        .flow
+        .layers
+        .iter()
+        .filter_map(|l| net_shape(l, m.flow.dim))
+        .map(|s| s.hidden)
+        .collect();
+    let hidden = match hidden.len() {
+        0 => String::new(),
+        _ => format!(
+            ", hidden {}",
+            hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("/")
+        ),
+    };
+    let _ = writeln!(
+        h,
+        "// data: {data}; flow: {}, {} layers{hidden}",
+        m.kind,
+        m.flow.layers.len()
+    );
+    // Layer list, wrapped.
+    let mut line = String::from("// layers:");
+    for (i, l) in m.flow.layers.iter().enumerate() {
+        let part = format!("{} {}", if i == 0 { "" } else { " →" }, l.describe());
+        if line.len() + part.len() > WIDTH && line.len() > 12 {
+            let _ = writeln!(h, "{line}");
+            line = String::from("//  ");
+        }
+        line.push_str(&part);
+    }
+    let _ = writeln!(h, "{line}");
+    let nll = if p.history.is_empty() && p.val_nll == 0.0 {
+        "n/a".to_string()
+    } else {
+        format!("{:.4} nats/row (data units)", p.val_nll)
+    };
+    let _ = writeln!(
+        h,
+        "// validation NLL: {nll}; model file written by flowmote-tools {}",
+        m.tool_version
+    );
+    match &m.threshold {
+        Some(t) => {
+            let _ = writeln!(
+                h,
+                "// threshold: {} nats, false-alarm rate {} on {} rows (sha256 {})",
+                f32_lit(t.score),
+                t.false_alarm_rate,
+                t.rows,
+                t.data_sha256
+            );
+        }
+        None => h.push_str("// threshold: not calibrated (`flowmote calibrate`)\n"),
+    }
+    h
+}
+
+/// The constants and minimum digit counts of clippy's `approx_constant` lint.
+const KNOWN_CONSTS: [(f64, usize); 19] = {
+    use std::f64::consts::*;
+    [
+        (E, 4),
+        (FRAC_1_PI, 4),
+        (FRAC_1_SQRT_2, 5),
+        (FRAC_2_PI, 5),
+        (FRAC_2_SQRT_PI, 5),
+        (FRAC_PI_2, 5),
+        (FRAC_PI_3, 5),
+        (FRAC_PI_4, 5),
+        (FRAC_PI_6, 5),
+        (FRAC_PI_8, 5),
+        (LN_10, 5),
+        (LN_2, 5),
+        (LOG10_E, 5),
+        (LOG2_E, 5),
+        (LOG2_10, 5),
+        (LOG10_2, 5),
+        (PI, 3),
+        (SQRT_2, 5),
+        (TAU, 3),
+    ]
+};
+
+/// `true` if clippy's `approx_constant` lint would flag the literal `lit`
+/// (an `f32` that happens to equal e.g. `ln 2` to all printed digits).
+pub fn looks_like_known_constant(lit: &str) -> bool {
+    let v = lit.trim_start_matches('-');
+    if v.parse::<f64>().is_err() {
+        return false;
+    }
+    KNOWN_CONSTS.iter().any(|&(c, min_digits)| {
+        v.len() > min_digits && (c.to_string().starts_with(v) || v.len() >= 2 && format!("{c:.*}", v.len() - 2) == v)
+    })
+}
+
+impl Node {
+    /// `true` if any literal in the node would trip clippy's `approx_constant`.
+    fn has_known_constant(&self) -> bool {
+        match self {
+            Node::Atom(s) => looks_like_known_constant(s),
+            Node::List { items, .. } => items.iter().any(Node::has_known_constant),
+            Node::Struct { fields, .. } => fields.iter().any(|(_, v)| v.has_known_constant()),
+        }
+    }
+}
+
+/// Write `pub static NAME: TY = value;` (or `const`) with its doc comment.
+fn item(out: &mut String, doc: &str, kw: &str, name: &str, ty: &str, value: &Node) {
+    for line in doc.lines() {
+        let _ = writeln!(out, "/// {line}");
+    }
+    if value.has_known_constant() {
+        // A weight equal to, say, ln 2 is data, not a hand-typed constant.
+        out.push_str("#[allow(clippy::approx_constant)]\n");
+    }
+    let head = format!("pub {kw} {name}: {ty} = ");
+    out.push_str(&head);
+    value.write(out, 0, head.len(), 1);
+    out.push_str(";\n");
+}
+
+/// Render the file with the built-in layout; returns it and the golden counts.
+fn render(m: &ModelFile, name: &str) -> Result<(String, usize, usize)> {
+    let d = m.flow.dim;
+    let items = m
+        .flow
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| layer_item(l, d).with_context(|| format!("layer {i} ({})", l.describe())))
+        .collect::<Result<Vec<_>>>()?;
+    if items.is_empty() {
+        bail!("the model has no layers");
+    }
+    let standardises = matches!(m.flow.layers.first(), Some(Layer::ActNorm { frozen: true, .. }));
+
+    let mut uses: BTreeSet<&str> = items.iter().flat_map(|i| i.uses.iter().copied()).collect();
+    uses.insert("Flow");
+    let uses: Vec<&str> = uses.into_iter().collect();
+
+    let ty = nest(items.iter().map(|i| atom(i.ty.clone())).collect(), &tuple);
+    let value = nest(items.iter().map(|i| i.value.clone()).collect(), &tuple);
+
+    let (gx, glp) = golden_inputs(m);
+    let gs = golden_samples(&m.flow, N_GOLDEN_SAMPLES);
+
+    let mut s = header(m);
+    s.push('\n');
+    let _ = writeln!(s, "use flowmote::{{{}}};", uses.join(", "));
+    s.push('\n');
+    s.push_str("/// Number of features the model scores, in CSV column order.\n");
+    let _ = writeln!(s, "pub const DIM: usize = {d};");
+    item(
+        &mut s,
+        "Feature names, as in the CSV header.",
+        "static",
+        "FEATURES",
+        "[&str; DIM]",
+        &list("[", "]", m.features.iter().map(|f| atom(format!("{f:?}"))).collect()),
+    );
+    let (mean_doc, std_doc) = if standardises {
+        (
+            format!("Per-feature mean of the training data (already folded into `{name}`'s first layer)."),
+            format!("Per-feature standard deviation of the training data (folded into `{name}`)."),
+        )
+    } else {
+        (
+            "Per-feature mean of the training data.".to_string(),
+            "Per-feature standard deviation of the training data.".to_string(),
+        )
+    };
+    item(&mut s, &mean_doc, "static", "MEAN", "[f32; DIM]", &floats(&m.mean));
+    item(&mut s, &std_doc, "static", "STD", "[f32; DIM]", &floats(&m.std));
+
+    s.push_str("/// The concrete model type.\n");
+    let head = "pub type Model = ";
+    s.push_str(head);
+    let ty = list("Flow<", ">", vec![atom("DIM"), ty]);
+    ty.write(&mut s, 0, head.len(), 1);
+    s.push_str(";\n");
+
+    let model_doc = if standardises {
+        format!(
+            "The trained flow. Its first layer standardises, so `{name}.log_prob(&x)` takes raw readings\n\
+             and returns log p(x) in nats in the data's own units."
+        )
+    } else {
+        format!("The trained flow: `{name}.log_prob(&x)` returns log p(x) in nats.")
+    };
+    item(
+        &mut s,
+        &model_doc,
+        "static",
+        name,
+        "Model",
+        &list("Flow::new(", ")", vec![value]),
+    );
+
+    let thr = m.threshold.as_ref().map_or(f32::INFINITY, |t| t.score);
+    item(
+        &mut s,
+        "Anomaly threshold on the score −log p(x) (nats): a reading is anomalous when its score\n\
+         exceeds it. `f32::INFINITY` if the model was never calibrated.",
+        "const",
+        "THRESHOLD",
+        "f32",
+        &atom(f32_lit(thr)),
+    );
+    item(
+        &mut s,
+        "Inputs whose log-density the host computed (`GOLDEN_LOG_PROBS`), for on-device checks.",
+        "static",
+        "GOLDEN_INPUTS",
+        &format!("[[f32; DIM]; {}]", gx.len()),
+        &list("[", "]", gx.iter().map(|x| floats(x)).collect()),
+    );
+    item(
+        &mut s,
+        "`log p` of `GOLDEN_INPUTS` as computed by the host tool.",
+        "static",
+        "GOLDEN_LOG_PROBS",
+        &format!("[f32; {}]", glp.len()),
+        &floats(&glp),
+    );
+    s.push_str("/// Seed for `rand_xoshiro::Xoshiro128PlusPlus::seed_from_u64`.\n");
+    let _ = writeln!(s, "pub const GOLDEN_SEED: u64 = {GOLDEN_SEED};");
+    item(
+        &mut s,
+        &format!("The first samples of `{name}.sample(&mut rng)` with that generator, as the host drew them."),
+        "static",
+        "GOLDEN_SAMPLES",
+        &format!("[[f32; DIM]; {}]", gs.len()),
+        &list("[", "]", gs.iter().map(|x| floats(x)).collect()),
+    );
+    Ok((s, gx.len(), gs.len()))
 }
