@@ -3,6 +3,6 @@
 //! host tests also use.
 #![deny(missing_docs)]
 
-pub mod model;
 pub mod export;
+pub mod model;
 pub mod plot;
