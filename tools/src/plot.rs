@@ -1,6 +1,26 @@
-//! `flowmote plot`: PNG figures (in progress).
+//! `flowmote plot`: PNG figures of a trained model.
+//!
+//! * `training.png` — training and validation NLL per epoch (from the model
+//!   file's provenance), best epoch marked;
+//! * `density.png` — for 2-D models: a heat map of `log p(x)` on a grid, model
+//!   samples and (with `--data`) data points;
+//! * `scores.png` — with `--data`: histogram of the score `−log p(x)` with the
+//!   calibrated threshold, split into normal / anomalous rows with
+//!   `--label-column` (label `0` = normal, anything else = anomaly);
+//! * `roc.png` — with a label column holding both classes: the ROC curve of the
+//!   score, AUROC in the title.
+//!
+//! Rows the model cannot score (NaN, overflow) are counted in the captions and
+//! ranked as anomalous (score `+∞`) for the ROC curve, as the device's
+//! detector flags them.
+use crate::model::{DynFlow, ModelFile, Workspace};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args;
-use std::path::PathBuf;
+use plotters::prelude::*;
+use rand_core::SeedableRng;
+use rand_xoshiro::Xoshiro128PlusPlus;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `flowmote plot`.
 #[derive(Args, Debug)]
@@ -8,12 +28,910 @@ pub struct PlotArgs {
     /// Trained model file.
     #[arg(long)]
     pub model: PathBuf,
+    /// CSV file to score (columns named as the model's features; extra columns are ignored).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Column of `--data` holding labels: 0 = normal, anything else = anomaly.
+    #[arg(long)]
+    pub label_column: Option<String>,
     /// Directory for the PNG files.
     #[arg(long, default_value = "plots")]
     pub out_dir: PathBuf,
+    /// Model samples drawn on the density plot.
+    #[arg(long, default_value_t = 1000)]
+    pub samples: usize,
+    /// Grid points per axis of the density heat map.
+    #[arg(long, default_value_t = 200)]
+    pub grid: usize,
 }
 
-/// Run `flowmote plot`.
-pub fn run(_args: &PlotArgs) -> anyhow::Result<()> {
-    anyhow::bail!("plot is not implemented yet")
+/// Run `flowmote plot`: write the figures and print each PNG path.
+pub fn run(args: &PlotArgs) -> Result<()> {
+    let model = ModelFile::load(&args.model)?;
+    let data = match &args.data {
+        Some(p) => Some(load_table(p, &model.features, args.label_column.as_deref())?),
+        None => {
+            ensure!(
+                args.label_column.is_none(),
+                "--label-column needs --data (the file holding the labels)"
+            );
+            None
+        }
+    };
+    let opts = PlotOptions {
+        samples: args.samples,
+        grid: args.grid.max(2),
+    };
+    for p in plot_all(&model, data.as_ref(), &args.out_dir, &opts)? {
+        println!("{}", p.display());
+    }
+    Ok(())
+}
+
+/// Settings of [`plot_all`].
+#[derive(Clone, Debug)]
+pub struct PlotOptions {
+    /// Model samples on the density plot.
+    pub samples: usize,
+    /// Grid points per axis of the density heat map.
+    pub grid: usize,
+}
+
+impl Default for PlotOptions {
+    fn default() -> Self {
+        PlotOptions {
+            samples: 1000,
+            grid: 200,
+        }
+    }
+}
+
+/// Rows of a CSV file, in the model's feature order, with optional labels.
+#[derive(Clone, Debug)]
+pub struct Table {
+    /// File name (for captions).
+    pub name: String,
+    /// Feature rows.
+    pub rows: Vec<Vec<f32>>,
+    /// `true` = anomaly, per row (if a label column was given).
+    pub labels: Option<Vec<bool>>,
+    /// Name of the label column.
+    pub label_column: Option<String>,
+}
+
+/// Read `path`, picking the columns named `features` (in that order) and the
+/// optional label column. Empty or unparsable feature cells become NaN (the
+/// model then refuses the row, as the device would).
+pub fn load_table(path: &Path, features: &[String], label_column: Option<&str>) -> Result<Table> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let header: Vec<String> = rdr.headers()?.iter().map(String::from).collect();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let idx = features
+        .iter()
+        .map(|f| {
+            col(f).ok_or_else(|| {
+                anyhow!(
+                    "{}: no column {f:?} (the model needs {}; the file has {})",
+                    path.display(),
+                    features.join(", "),
+                    header.join(", ")
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let lab = match label_column {
+        Some(l) => Some(col(l).ok_or_else(|| {
+            anyhow!(
+                "{}: no label column {l:?} (columns: {})",
+                path.display(),
+                header.join(", ")
+            )
+        })?),
+        None => None,
+    };
+    let mut rows = Vec::new();
+    let mut labels = Vec::new();
+    for (n, rec) in rdr.records().enumerate() {
+        let rec = rec.with_context(|| format!("{}: bad CSV record {}", path.display(), n + 2))?;
+        rows.push(
+            idx.iter()
+                .map(|&i| rec.get(i).and_then(|s| s.parse::<f32>().ok()).unwrap_or(f32::NAN))
+                .collect(),
+        );
+        if let Some(li) = lab {
+            let s = rec.get(li).unwrap_or("");
+            labels.push(parse_label(s).with_context(|| {
+                format!(
+                    "{} line {}: label {s:?} is not 0/1 (or true/false)",
+                    path.display(),
+                    n + 2
+                )
+            })?);
+        }
+    }
+    ensure!(!rows.is_empty(), "{}: no data rows", path.display());
+    Ok(Table {
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        rows,
+        labels: lab.map(|_| labels),
+        label_column: label_column.map(String::from),
+    })
+}
+
+fn parse_label(s: &str) -> Result<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "anomaly" => Ok(true),
+        "false" | "normal" => Ok(false),
+        _ => {
+            let v: f64 = s.parse()?;
+            ensure!(v.is_finite(), "not finite");
+            Ok(v != 0.0)
+        }
+    }
+}
+
+/// Write every figure that the model and data allow into `out_dir`; returns
+/// the paths written.
+pub fn plot_all(model: &ModelFile, data: Option<&Table>, out_dir: &Path, opts: &PlotOptions) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let mut written = Vec::new();
+    if model.provenance.history.is_empty() {
+        eprintln!("note: the model file holds no training history; skipping training.png");
+    } else {
+        let p = out_dir.join("training.png");
+        plot_training(model, &p)?;
+        written.push(p);
+    }
+    if model.flow.dim == 2 {
+        let p = out_dir.join("density.png");
+        plot_density(model, data, &p, opts)?;
+        written.push(p);
+    }
+    if let Some(t) = data {
+        let scores = scores(&model.flow, &t.rows);
+        let p = out_dir.join("scores.png");
+        plot_scores(model, t, &scores, &p)?;
+        written.push(p);
+        if let Some(labels) = &t.labels {
+            if labels.iter().any(|&l| l) && labels.iter().any(|&l| !l) {
+                let p = out_dir.join("roc.png");
+                plot_roc(t, &scores, labels, &p)?;
+                written.push(p);
+            } else {
+                eprintln!("note: the labels hold only one class; skipping roc.png");
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// `−log p(x)` per row; `None` where the model refuses the row.
+pub fn scores(flow: &DynFlow, rows: &[Vec<f32>]) -> Vec<Option<f32>> {
+    rows.par_iter()
+        .map_init(|| Workspace::new(flow), |ws, x| flow.log_prob(x, ws).ok().map(|lp| -lp))
+        .collect()
+}
+
+/// ROC curve `(false-positive rate, true-positive rate)` of `scores` (higher
+/// = more anomalous; `None` ranks as `+∞`) against `labels` (`true` =
+/// anomaly), and the area under it (ties count one half).
+pub fn roc(scores: &[Option<f32>], labels: &[bool]) -> (Vec<(f64, f64)>, f64) {
+    let key = |s: Option<f32>| s.map_or(f64::INFINITY, |v| v as f64);
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| key(scores[b]).total_cmp(&key(scores[a])));
+    let pos = labels.iter().filter(|&&l| l).count() as f64;
+    let neg = labels.len() as f64 - pos;
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut pts = vec![(0.0, 0.0)];
+    let mut auc = 0.0;
+    let mut i = 0;
+    while i < idx.len() {
+        // One step per group of tied scores.
+        let k = key(scores[idx[i]]);
+        let (tp0, fp0) = (tp, fp);
+        while i < idx.len() && key(scores[idx[i]]) == k {
+            if labels[idx[i]] {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            i += 1;
+        }
+        auc += (fp - fp0) * (tp + tp0) / 2.0;
+        pts.push((fp / neg.max(1.0), tp / pos.max(1.0)));
+    }
+    (pts, auc / (pos * neg).max(1.0))
+}
+
+// ---------------------------------------------------------------------------
+// Drawing helpers.
+
+const SIZE: (u32, u32) = (1000, 700);
+const FONT: &str = "sans-serif";
+const BLUE_: RGBColor = RGBColor(31, 119, 180);
+const ORANGE_: RGBColor = RGBColor(255, 127, 14);
+const RED_: RGBColor = RGBColor(214, 39, 40);
+const GREY_: RGBColor = RGBColor(110, 110, 110);
+
+/// Turn plotters' errors (which borrow the backend) into `anyhow` errors.
+trait Draw<T> {
+    fn fail(self) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Debug> Draw<T> for std::result::Result<T, E> {
+    fn fail(self) -> Result<T> {
+        self.map_err(|e| anyhow!("drawing failed: {e:?}"))
+    }
+}
+
+/// `lo..hi` widened by `frac` of its length on each side (and made non-empty).
+fn pad(lo: f64, hi: f64, frac: f64) -> (f64, f64) {
+    let w = if hi > lo { hi - lo } else { lo.abs().max(1.0) };
+    (lo - frac * w, hi + frac * w)
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let (i, f) = (pos.floor() as usize, pos.fract());
+    if i + 1 < sorted.len() {
+        sorted[i] * (1.0 - f) + sorted[i + 1] * f
+    } else {
+        sorted[i]
+    }
+}
+
+/// Viridis colour map, `t` in `[0, 1]`.
+fn viridis(t: f64) -> RGBColor {
+    const STOPS: [(f64, f64, f64); 9] = [
+        (68.0, 1.0, 84.0),
+        (71.0, 44.0, 122.0),
+        (59.0, 81.0, 139.0),
+        (44.0, 113.0, 142.0),
+        (33.0, 144.0, 141.0),
+        (39.0, 173.0, 129.0),
+        (92.0, 200.0, 99.0),
+        (170.0, 220.0, 50.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let x = t * (STOPS.len() - 1) as f64;
+    let i = (x.floor() as usize).min(STOPS.len() - 2);
+    let f = x - i as f64;
+    let (a, b) = (STOPS[i], STOPS[i + 1]);
+    let m = |u: f64, v: f64| (u + (v - u) * f).round() as u8;
+    RGBColor(m(a.0, b.0), m(a.1, b.1), m(a.2, b.2))
+}
+
+// ---------------------------------------------------------------------------
+// Figures.
+
+/// Training and validation NLL per epoch.
+pub fn plot_training(model: &ModelFile, path: &Path) -> Result<()> {
+    let h = &model.provenance.history;
+    ensure!(!h.is_empty(), "no training history");
+    let vals: Vec<f64> = h
+        .iter()
+        .flat_map(|e| [e.train_nll, e.val_nll])
+        .filter(|v| v.is_finite())
+        .collect();
+    ensure!(!vals.is_empty(), "training history holds no finite NLL");
+    let mut sorted = vals.clone();
+    sorted.sort_by(f64::total_cmp);
+    // The first epochs can be far above the rest: keep the y range readable.
+    let lo = sorted[0];
+    let hi = quantile(&sorted, 0.95).max(lo + 1e-9);
+    let hi = if sorted[sorted.len() - 1] > hi + 2.0 * (hi - lo) {
+        hi + 0.5 * (hi - lo)
+    } else {
+        sorted[sorted.len() - 1]
+    };
+    let (y0, y1) = pad(lo, hi, 0.05);
+    let last = h.last().unwrap().epoch as f64;
+    let first = h[0].epoch as f64;
+    let (x0, x1) = if last > first {
+        (first, last)
+    } else {
+        pad(first, last, 0.5)
+    };
+
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).fail()?;
+    let best = h
+        .iter()
+        .filter(|e| e.val_nll.is_finite())
+        .min_by(|a, b| a.val_nll.total_cmp(&b.val_nll));
+    let title = match best {
+        Some(b) => format!(
+            "Training of {} flow: best validation NLL {:.3} nats/row (epoch {})",
+            model.kind, b.val_nll, b.epoch
+        ),
+        None => format!("Training of {} flow", model.kind),
+    };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 26))
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(85)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .fail()?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("negative log-likelihood (nats/row, data units)")
+        .axis_desc_style((FONT, 20))
+        .label_style((FONT, 16))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()
+        .fail()?;
+    let clip = |v: f64| v.clamp(y0, y1);
+    let series = |f: fn(&crate::model::Epoch) -> f64| -> Vec<(f64, f64)> {
+        h.iter()
+            .filter(|e| f(e).is_finite())
+            .map(|e| (e.epoch as f64, clip(f(e))))
+            .collect()
+    };
+    for (name, color, pts) in [
+        ("train", BLUE_, series(|e| e.train_nll)),
+        ("validation", ORANGE_, series(|e| e.val_nll)),
+    ] {
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .fail()?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
+        if pts.len() <= 60 {
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .fail()?;
+        }
+    }
+    if let Some(b) = best {
+        chart
+            .draw_series(std::iter::once(Circle::new(
+                (b.epoch as f64, clip(b.val_nll)),
+                7,
+                RED_.stroke_width(2),
+            )))
+            .fail()?
+            .label("best (kept) model")
+            .legend(|(x, y)| Circle::new((x + 12, y), 6, RED_.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 18))
+        .draw()
+        .fail()?;
+    root.present().fail()?;
+    Ok(())
+}
+
+/// Heat map of `log p(x)` of a 2-D model, model samples and data points.
+pub fn plot_density(model: &ModelFile, data: Option<&Table>, path: &Path, opts: &PlotOptions) -> Result<()> {
+    let flow = &model.flow;
+    ensure!(flow.dim == 2, "the density plot needs a 2-D model");
+    let mut ws = Workspace::new(flow);
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(42);
+    let samples: Vec<(f64, f64)> = (0..opts.samples)
+        .filter_map(|_| flow.sample_with_log_prob(&mut rng, &mut ws).ok())
+        .map(|(x, _)| (x[0] as f64, x[1] as f64))
+        .collect();
+    let points: Vec<(f64, f64)> = data
+        .map(|t| {
+            t.rows
+                .iter()
+                .filter(|r| r[0].is_finite() && r[1].is_finite())
+                .map(|r| (r[0] as f64, r[1] as f64))
+                .collect()
+        })
+        .unwrap_or_default();
+    // Axes: the data's range (1st–99th percentile), else the samples', else
+    // mean ± 4 std.
+    let basis = if points.len() >= 10 { &points } else { &samples };
+    let range = |f: fn(&(f64, f64)) -> f64, i: usize| -> (f64, f64) {
+        let mut v: Vec<f64> = basis.iter().map(f).collect();
+        if v.len() < 10 {
+            let (m, s) = (model.mean[i] as f64, model.std[i] as f64);
+            return (m - 4.0 * s, m + 4.0 * s);
+        }
+        v.sort_by(f64::total_cmp);
+        let (lo, hi) = (quantile(&v, 0.005), quantile(&v, 0.995));
+        pad(lo, hi, 0.15)
+    };
+    let (x0, x1) = range(|p| p.0, 0);
+    let (y0, y1) = range(|p| p.1, 1);
+
+    let n = opts.grid;
+    let (dx, dy) = ((x1 - x0) / n as f64, (y1 - y0) / n as f64);
+    let grid: Vec<Option<f64>> = (0..n * n)
+        .into_par_iter()
+        .map_init(
+            || Workspace::new(flow),
+            |ws, k| {
+                let (i, j) = (k % n, k / n);
+                let x = [(x0 + (i as f64 + 0.5) * dx) as f32, (y0 + (j as f64 + 0.5) * dy) as f32];
+                flow.log_prob(&x, ws).ok().map(f64::from)
+            },
+        )
+        .collect();
+    let mut finite: Vec<f64> = grid.iter().flatten().copied().collect();
+    ensure!(!finite.is_empty(), "log p is not finite anywhere on the plot's grid");
+    finite.sort_by(f64::total_cmp);
+    let top = finite[finite.len() - 1];
+    // Colour range: the top 12 nats (e^-12 ≈ 6e-6 of the peak density), or
+    // less if the grid holds less.
+    let bottom = quantile(&finite, 0.02).max(top - 12.0);
+    let bottom = if bottom < top { bottom } else { top - 1.0 };
+
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).fail()?;
+    let (main, bar) = root.split_horizontally(SIZE.0 - 130);
+    let title = match data {
+        Some(t) => format!("Learned density log p(x) — {} flow, data: {}", model.kind, t.name),
+        None => format!("Learned density log p(x) — {} flow", model.kind),
+    };
+    let mut chart = ChartBuilder::on(&main)
+        .caption(title, (FONT, 24))
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .fail()?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(model.features[0].as_str())
+        .y_desc(model.features[1].as_str())
+        .axis_desc_style((FONT, 20))
+        .label_style((FONT, 16))
+        .draw()
+        .fail()?;
+    let below = RGBColor(40, 0, 50);
+    chart
+        .draw_series(grid.iter().enumerate().map(|(k, v)| {
+            let (i, j) = ((k % n) as f64, (k / n) as f64);
+            let c = match v {
+                Some(v) => viridis((v - bottom) / (top - bottom)),
+                None => below,
+            };
+            Rectangle::new(
+                [(x0 + i * dx, y0 + j * dy), (x0 + (i + 1.0) * dx, y0 + (j + 1.0) * dy)],
+                c.filled(),
+            )
+        }))
+        .fail()?;
+    let inside = |p: &&(f64, f64)| p.0 >= x0 && p.0 <= x1 && p.1 >= y0 && p.1 <= y1;
+    if !points.is_empty() {
+        // At most 3000 data points, evenly strided.
+        let step = points.len().div_ceil(3000);
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .step_by(step)
+                    .filter(inside)
+                    .map(|&p| Circle::new(p, 2, WHITE.mix(0.9).filled())),
+            )
+            .fail()?
+            .label(format!("data ({} rows)", points.len()))
+            .legend(|(x, y)| Circle::new((x + 10, y), 4, WHITE.filled().stroke_width(1)));
+    }
+    chart
+        .draw_series(
+            samples
+                .iter()
+                .filter(inside)
+                .map(|&p| Cross::new(p, 3, RED_.stroke_width(1))),
+        )
+        .fail()?
+        .label(format!("model samples ({})", samples.len()))
+        .legend(|(x, y)| Cross::new((x + 10, y), 4, RED_.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 16))
+        .draw()
+        .fail()?;
+
+    // Colour bar.
+    let mut cb = ChartBuilder::on(&bar)
+        .margin_top(60)
+        .margin_bottom(75)
+        .margin_right(10)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..1.0, bottom..top)
+        .fail()?;
+    cb.configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_desc("log p(x)")
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 14))
+        .y_label_formatter(&|v| format!("{v:.1}"))
+        .draw()
+        .fail()?;
+    let steps = 200;
+    cb.draw_series((0..steps).map(|s| {
+        let (a, b) = (s as f64 / steps as f64, (s + 1) as f64 / steps as f64);
+        let (ya, yb) = (bottom + a * (top - bottom), bottom + b * (top - bottom));
+        Rectangle::new([(0.0, ya), (1.0, yb)], viridis((a + b) / 2.0).filled())
+    }))
+    .fail()?;
+    root.present().fail()?;
+    Ok(())
+}
+
+/// Histogram of the score `−log p(x)`, by label if there are labels, with the
+/// threshold.
+pub fn plot_scores(model: &ModelFile, t: &Table, scores: &[Option<f32>], path: &Path) -> Result<()> {
+    let thr = model
+        .threshold
+        .as_ref()
+        .map(|t| t.score as f64)
+        .filter(|v| v.is_finite());
+    let mut all: Vec<f64> = scores.iter().flatten().map(|&v| v as f64).collect();
+    let invalid = scores.len() - all.len();
+    if all.is_empty() {
+        bail!("{}: the model could not score any row", t.name);
+    }
+    all.sort_by(f64::total_cmp);
+    // Axis: 0.5th–99.5th percentile (anomalies can score thousands of nats),
+    // widened to show the threshold; rows outside go to the edge bins.
+    let (mut lo, mut hi) = (quantile(&all, 0.005), quantile(&all, 0.995));
+    if let Some(th) = thr {
+        lo = lo.min(th);
+        hi = hi.max(th);
+    }
+    let (lo, hi) = pad(lo, hi, 0.03);
+    let beyond = all.iter().filter(|&&v| v < lo || v > hi).count();
+    let bins = 60usize;
+    let w = (hi - lo) / bins as f64;
+
+    let groups: Vec<(String, RGBColor, Vec<f64>)> = match &t.labels {
+        Some(labels) => {
+            let pick = |want: bool| -> Vec<f64> {
+                scores
+                    .iter()
+                    .zip(labels)
+                    .filter(|(_, &l)| l == want)
+                    .filter_map(|(s, _)| s.map(|v| v as f64))
+                    .collect()
+            };
+            let (n, a) = (pick(false), pick(true));
+            let (nn, na) = (
+                labels.iter().filter(|&&l| !l).count(),
+                labels.iter().filter(|&&l| l).count(),
+            );
+            vec![
+                (format!("normal ({nn} rows)"), BLUE_, n),
+                (format!("anomalous ({na} rows)"), RED_, a),
+            ]
+        }
+        None => vec![(format!("{} rows", scores.len()), BLUE_, all.clone())],
+    };
+    let labelled = t.labels.is_some();
+    // Per group: fraction of the group's rows per bin (so a small anomalous
+    // class stays visible next to a large normal one); counts without labels.
+    let hist: Vec<Vec<f64>> = groups
+        .iter()
+        .map(|(_, _, v)| {
+            let mut c = vec![0.0; bins];
+            for &s in v {
+                let b = (((s - lo) / w).floor().max(0.0) as usize).min(bins - 1);
+                c[b] += 1.0;
+            }
+            if labelled {
+                let total = v.len().max(1) as f64;
+                c.iter_mut().for_each(|x| *x /= total);
+            }
+            c
+        })
+        .collect();
+    let ymax = hist.iter().flatten().fold(0.0f64, |a, &b| a.max(b)) * 1.12;
+    let ymax = if ymax > 0.0 { ymax } else { 1.0 };
+
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).fail()?;
+    let mut title = format!("Anomaly scores −log p(x) on {}", t.name);
+    if invalid > 0 {
+        let s = if invalid == 1 { "" } else { "s" };
+        title.push_str(&format!(" ({invalid} row{s} unscorable)"));
+    }
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 24))
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(85)
+        .build_cartesian_2d(lo..hi, 0.0..ymax)
+        .fail()?;
+    let xdesc = if beyond > 0 {
+        format!("score −log p(x) (nats); {beyond} rows beyond the axis are counted in the edge bins")
+    } else {
+        "score −log p(x) (nats)".to_string()
+    };
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_desc(xdesc)
+        .y_desc(if labelled {
+            "fraction of the class's rows"
+        } else {
+            "rows"
+        })
+        .axis_desc_style((FONT, 19))
+        .label_style((FONT, 16))
+        .y_label_formatter(&|v| if labelled { format!("{v:.3}") } else { format!("{v:.0}") })
+        .draw()
+        .fail()?;
+    for ((name, color, _), c) in groups.iter().zip(&hist) {
+        let color = *color;
+        chart
+            .draw_series(c.iter().enumerate().filter(|(_, &h)| h > 0.0).map(|(b, &h)| {
+                let x = lo + b as f64 * w;
+                Rectangle::new([(x, 0.0), (x + w, h)], color.mix(0.45).filled())
+            }))
+            .fail()?
+            .label(name.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], color.mix(0.45).filled()));
+        chart
+            .draw_series(c.iter().enumerate().filter(|(_, &h)| h > 0.0).map(|(b, &h)| {
+                let x = lo + b as f64 * w;
+                Rectangle::new([(x, 0.0), (x + w, h)], color.stroke_width(1))
+            }))
+            .fail()?;
+    }
+    match thr {
+        Some(th) => {
+            let fa = model.threshold.as_ref().map_or(0.0, |t| t.false_alarm_rate);
+            chart
+                .draw_series(LineSeries::new([(th, 0.0), (th, ymax)], BLACK.stroke_width(3)))
+                .fail()?
+                .label(format!("threshold {th:.2} (false-alarm rate {fa})"))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], BLACK.stroke_width(3)));
+        }
+        None => {
+            chart
+                .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+                .fail()?
+                .label("no threshold (model not calibrated)")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], GREY_.stroke_width(1)));
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 17))
+        .draw()
+        .fail()?;
+    root.present().fail()?;
+    Ok(())
+}
+
+/// ROC curve of the score with AUROC in the title.
+pub fn plot_roc(t: &Table, scores: &[Option<f32>], labels: &[bool], path: &Path) -> Result<()> {
+    let (pts, auc) = roc(scores, labels);
+    let root = BitMapBackend::new(path, (800, 760)).into_drawing_area();
+    root.fill(&WHITE).fail()?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("ROC of −log p(x) on {}: AUROC = {auc:.4}", t.name), (FONT, 24))
+        .margin(25)
+        .x_label_area_size(55)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+        .fail()?;
+    let col = t.label_column.as_deref().unwrap_or("label");
+    chart
+        .configure_mesh()
+        .x_desc(format!("false-positive rate (normal rows flagged; {col} = 0)"))
+        .y_desc(format!("true-positive rate (anomalies flagged; {col} ≠ 0)"))
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 16))
+        .draw()
+        .fail()?;
+    chart
+        .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], GREY_.stroke_width(1)))
+        .fail()?
+        .label("chance (AUROC 0.5)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], GREY_.stroke_width(1)));
+    chart
+        .draw_series(LineSeries::new(pts, BLUE_.stroke_width(3)))
+        .fail()?
+        .label(format!(
+            "flow ({} anomalous, {} normal rows)",
+            labels.iter().filter(|&&l| l).count(),
+            labels.iter().filter(|&&l| !l).count()
+        ))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], BLUE_.stroke_width(3)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 17))
+        .draw()
+        .fail()?;
+    root.present().fail()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Act, Epoch, Layer, Net, Provenance, Threshold, FORMAT, VERSION};
+    use flowmote::maf::made_mask_params;
+    use flowmote::MlpShape;
+    use rand_core::Rng;
+
+    fn uniform(r: &mut Xoshiro128PlusPlus, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * (r.next_u32() >> 8) as f32 / (1u32 << 24) as f32
+    }
+
+    /// A 2-D MAF with random weights, a history and a threshold.
+    fn model() -> ModelFile {
+        let mut r = Xoshiro128PlusPlus::seed_from_u64(3);
+        let (mean, std) = (vec![10.0f32, -2.0], vec![3.0f32, 0.5]);
+        let mut layers = vec![Layer::ActNorm {
+            log_scale: std.iter().map(|s| -s.ln()).collect(),
+            shift: mean.iter().zip(&std).map(|(m, s)| -m / s).collect(),
+            frozen: true,
+        }];
+        for _ in 0..3 {
+            let net = Net {
+                hidden: 8,
+                depth: 1,
+                act: Act::Tanh,
+            };
+            let shape = MlpShape {
+                input: 2,
+                cond: 0,
+                hidden: 8,
+                depth: 1,
+                output: 4,
+            };
+            let mut params: Vec<f32> = (0..shape.n_params()).map(|_| uniform(&mut r, -1.2, 1.2)).collect();
+            made_mask_params(shape, &mut params).unwrap();
+            layers.push(Layer::Maf {
+                net,
+                clamp: 3.0,
+                params,
+            });
+            layers.push(Layer::Reverse);
+        }
+        let history = (1..=40)
+            .map(|e| Epoch {
+                epoch: e,
+                train_nll: 3.0 + 6.0 / e as f64,
+                val_nll: 3.1 + 6.0 / e as f64 + 0.002 * (e as f64 - 25.0).max(0.0).powi(2),
+                lr: 1e-3,
+            })
+            .collect();
+        ModelFile {
+            format: FORMAT.into(),
+            version: VERSION,
+            tool_version: "0.1.0".into(),
+            kind: "maf".into(),
+            features: vec!["speed".into(), "tilt".into()],
+            mean,
+            std,
+            flow: DynFlow { dim: 2, layers },
+            threshold: Some(Threshold {
+                score: 5.5,
+                false_alarm_rate: 0.01,
+                rows: 500,
+                data_sha256: String::new(),
+            }),
+            provenance: Provenance {
+                data_file: "train.csv".into(),
+                history,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Model samples (normal) and wide uniform rows (anomalous), labelled.
+    fn table(m: &ModelFile) -> Table {
+        let mut r = Xoshiro128PlusPlus::seed_from_u64(11);
+        let mut ws = Workspace::new(&m.flow);
+        let mut rows = Vec::new();
+        let mut labels = Vec::new();
+        for _ in 0..1500 {
+            rows.push(m.flow.sample_with_log_prob(&mut r, &mut ws).unwrap().0);
+            labels.push(false);
+        }
+        for _ in 0..150 {
+            rows.push(vec![uniform(&mut r, -5.0, 25.0), uniform(&mut r, -5.0, 1.0)]);
+            labels.push(true);
+        }
+        rows.push(vec![f32::NAN, 0.0]);
+        labels.push(true);
+        Table {
+            name: "test.csv".into(),
+            rows,
+            labels: Some(labels),
+            label_column: Some("label".into()),
+        }
+    }
+
+    #[test]
+    fn roc_and_auc() {
+        let s = |v: &[f32]| v.iter().map(|&x| Some(x)).collect::<Vec<_>>();
+        // Perfect ranking.
+        let (pts, auc) = roc(&s(&[5.0, 4.0, 1.0, 0.0]), &[true, true, false, false]);
+        assert_eq!(auc, 1.0);
+        assert_eq!(pts.last(), Some(&(1.0, 1.0)));
+        // Reversed, and all tied (one diagonal step: AUC ½).
+        assert_eq!(roc(&s(&[0.0, 1.0, 4.0, 5.0]), &[true, true, false, false]).1, 0.0);
+        assert_eq!(roc(&s(&[1.0; 4]), &[true, false, true, false]).1, 0.5);
+        // One inversion out of four pairs; unscorable rows rank highest.
+        assert_eq!(roc(&s(&[3.0, 1.0, 2.0, 0.0]), &[true, true, false, false]).1, 0.75);
+        assert_eq!(roc(&[None, Some(0.0)], &[true, false]).1, 1.0);
+    }
+
+    #[test]
+    fn labels_parse() {
+        assert!(!parse_label("0").unwrap());
+        assert!(parse_label("1").unwrap());
+        assert!(parse_label("1.0").unwrap());
+        assert!(!parse_label("false").unwrap());
+        assert!(parse_label("yes").is_err());
+    }
+
+    #[test]
+    fn writes_every_figure() {
+        let m = model();
+        let t = table(&m);
+        let dir = std::env::var_os("FLOWMOTE_PLOT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("flowmote-plot-{}", std::process::id())));
+        let opts = PlotOptions { samples: 500, grid: 60 };
+        let written = plot_all(&m, Some(&t), &dir, &opts).unwrap();
+        let names: Vec<_> = written
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["training.png", "density.png", "scores.png", "roc.png"]);
+        for p in &written {
+            let bytes = std::fs::read(p).unwrap();
+            assert!(bytes.starts_with(b"\x89PNG"), "{} is not a PNG", p.display());
+            assert!(bytes.len() > 10_000, "{} looks empty", p.display());
+        }
+        // Unlabelled data: no ROC.
+        let mut t = t;
+        t.labels = None;
+        let written = plot_all(&m, Some(&t), &dir.join("unlabelled"), &opts).unwrap();
+        assert_eq!(written.len(), 3);
+        if std::env::var_os("FLOWMOTE_PLOT_DIR").is_none() {
+            std::fs::remove_dir_all(&dir).ok();
+        }
+    }
+
+    #[test]
+    fn csv_columns_by_name() {
+        let dir = std::env::temp_dir().join(format!("flowmote-plot-csv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("d.csv");
+        std::fs::write(&p, "label,tilt,x,speed\n0,1.5,9,2\n1,,9,3\n").unwrap();
+        let t = load_table(&p, &["speed".into(), "tilt".into()], Some("label")).unwrap();
+        assert_eq!(t.rows[0], vec![2.0, 1.5]);
+        assert!(t.rows[1][1].is_nan());
+        assert_eq!(t.labels, Some(vec![false, true]));
+        assert!(load_table(&p, &["nope".into()], None).is_err());
+        assert!(load_table(&p, &["speed".into()], Some("nolabel")).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
