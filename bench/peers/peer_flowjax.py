@@ -175,7 +175,7 @@ def main():
                 "batch": a.batch,
                 "lr": a.lr,
                 "seed": a.seed,
-                "train_rows": int(len(ztr)),
+                "train_file_rows": int(len(ztr)),  # fit_to_data holds out val_prop of these
                 "test_rows": int(len(zte)),
                 "test_nll": nll,
                 "test_nll_rows": "normal (label 0)" if lab is not None else "all",

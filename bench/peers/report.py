@@ -56,7 +56,7 @@ def main():
             f"| {s} | {fl} | {f(fm.get('test_nll'))} | {f(fj.get('test_nll'))} | {f(d, '{:+.2f}')} "
             f"| {f(fm.get('auroc'), '{:.3f}')} | {f(fj.get('auroc'), '{:.3f}')} "
             f"| {f(fm.get('train_s'), '{:.2f}')} | {f(fj.get('train_s'), '{:.1f}')} "
-            f"| {f(ratio(fj.get('train_s'), fm.get('train_s')), '{:.0f}×')} |"
+            f"| {f(ratio(fj.get('train_s'), fm.get('train_s')), '{:.2f}×')} |"
         )
     print()
     print("### Scoring speed on this CPU")

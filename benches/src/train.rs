@@ -7,7 +7,7 @@
 //! [`made_mask_params`]. It does what one epoch of maximum-likelihood training
 //! costs, with no tricks the real trainer could not use.
 
-use crate::{fill_uniform, rng, Rng, OUT_SCALE};
+use crate::{fill_uniform, rng, Rng};
 use flowmote::cnf::ContinuousFlowRef;
 use flowmote::coupling::DEFAULT_CLAMP;
 use flowmote::maf::made_mask_params;
@@ -27,7 +27,9 @@ pub enum Kind {
 /// A run-time-sized flow like the benchmark's static ones: a frozen
 /// standardisation, then `layers` MAF or coupling layers (`depth` hidden
 /// layers of `hidden` units, tanh) with a reversal between them; seeded
-/// random weights (MAF weights masked).
+/// random weights (MAF weights masked) drawn as a usual initialisation:
+/// uniform in `±1/√fan_in` for every layer, the output layer included (what
+/// PyTorch and Equinox do, so training starts where the peers' does).
 pub fn dyn_flow(kind: Kind, d: usize, layers: usize, hidden: usize, depth: usize, seed: u64) -> DynFlow {
     let mut r = rng(seed);
     let net = Net {
@@ -59,7 +61,7 @@ pub fn dyn_flow(kind: Kind, d: usize, layers: usize, hidden: usize, depth: usize
             },
         };
         let shape = layer.mlp_shape(d).expect("conditioned layer");
-        let p = random_params(&mut r, shape, kind == Kind::Maf);
+        let p = random_params(&mut r, shape, kind == Kind::Maf, 1.0);
         ls.push(match layer {
             Layer::Maf { net, clamp, .. } => Layer::Maf { net, clamp, params: p },
             Layer::AffineCoupling { a, b, net, clamp, .. } => Layer::AffineCoupling {
@@ -77,8 +79,9 @@ pub fn dyn_flow(kind: Kind, d: usize, layers: usize, hidden: usize, depth: usize
     f
 }
 
-/// Flat MLP parameters drawn like [`crate::random_mlp`], masked for MADE if asked.
-pub fn random_params<R: Rng>(r: &mut R, shape: MlpShape, made: bool) -> Vec<f32> {
+/// Flat MLP parameters drawn like [`crate::random_mlp`] (weights `±1/√fan_in`,
+/// the output layer and biases scaled by `out_scale`), masked for MADE if asked.
+pub fn random_params<R: Rng>(r: &mut R, shape: MlpShape, made: bool, out_scale: f32) -> Vec<f32> {
     let mut p = vec![0.0; shape.n_params()];
     {
         let g = MlpGrad::from_flat(shape, &mut p).expect("shape");
@@ -87,8 +90,8 @@ pub fn random_params<R: Rng>(r: &mut R, shape: MlpShape, made: bool) -> Vec<f32>
         fill_uniform(r, g.b_in, 0.1);
         fill_uniform(r, g.w_hid, 1.0 / (shape.hidden as f32).sqrt());
         fill_uniform(r, g.b_hid, 0.1);
-        fill_uniform(r, g.w_out, OUT_SCALE / (shape.hidden as f32).sqrt());
-        fill_uniform(r, g.b_out, 0.1 * OUT_SCALE);
+        fill_uniform(r, g.w_out, out_scale / (shape.hidden as f32).sqrt());
+        fill_uniform(r, g.b_out, 0.1 * out_scale);
     }
     if made {
         made_mask_params(shape, &mut p).expect("MADE shape");
@@ -175,7 +178,14 @@ impl NllTrainer {
         let d = flow.dim;
         let mut total = 0.0f64;
         let mut n = 0usize;
-        for batch in rows.chunks(self.batch * d) {
+        // Whole mini-batches only (a short last batch is dropped, as FlowJAX
+        // and PyTorch's `drop_last` do: a batch of one row is mostly noise).
+        let whole = if rows.len() >= self.batch * d {
+            rows.len() / (self.batch * d) * self.batch * d
+        } else {
+            rows.len()
+        };
+        for batch in rows[..whole].chunks(self.batch * d) {
             let nt = self.per_thread.len();
             let per = (batch.len() / d).div_ceil(nt).max(1) * d;
             let f: &DynFlow = flow;
@@ -262,7 +272,7 @@ impl FmTrainer {
             output: d,
         };
         let mut r = rng(seed);
-        let params = random_params(&mut r, shape, false);
+        let params = random_params(&mut r, shape, false, 1.0);
         let v = ContinuousFlowRef::new(
             MlpRef::from_flat(shape, Activation::Tanh, &params).expect("shape"),
             crate::CNF_SOLVER,

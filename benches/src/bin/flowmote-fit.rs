@@ -3,13 +3,14 @@
 //! not landed. Same protocol as the peer script: standardise with the train
 //! mean/std (a frozen ActNorm first layer, so `log p` is in data units), hold
 //! out a random 10 % of train for validation, train with mini-batch Adam on
-//! the mean NLL through `DynFlow::nll_backward`, keep the parameters of the
-//! best validation epoch, report test NLL (normal rows when labelled), AUROC
+//! the mean NLL through `DynFlow::nll_backward` (whole batches of a fresh
+//! shuffle each epoch), keep the parameters of the best validation epoch, report test NLL (normal rows when labelled), AUROC
 //! and the training wall time, as one JSON object.
 //!
 //! ```text
 //! flowmote-fit --train T.csv --test S.csv --flow maf|coupling --layers 4 --hidden 64
-//!              --depth 2 --epochs 100 --batch 64 --lr 1e-3 --seed 0 [--threads 2] [--save model.json]
+//!              --depth 2 --epochs 100 --batch 64 --lr 1e-3 --seed 0 [--threads 2] [--clamp 3] [--perm random|reverse]
+//!              [--save model.json]
 //! ```
 
 use flowmote_benches::train::{dyn_flow, read_csv, Kind, NllTrainer};
@@ -95,6 +96,25 @@ fn main() {
     // Standardisation as a frozen first layer (train mean / population std).
     let n = xtr.len() / d;
     let mut flow = dyn_flow(kind, d, layers, hidden, depth, seed);
+    // Between layers: a seeded random permutation (`--perm random`, the
+    // default, as FlowJAX does for D > 2) or the reversal (`--perm reverse`).
+    let perm = get("--perm").unwrap_or_else(|| "random".into());
+    if perm == "random" {
+        let mut pr = rng(seed ^ 0x9e37);
+        for l in &mut flow.layers {
+            if matches!(l, Layer::Reverse) {
+                let mut p: Vec<usize> = (0..d).collect();
+                shuffle(&mut p, &mut pr);
+                *l = Layer::Permutation { perm: p };
+            }
+        }
+    }
+    let clamp = num("--clamp", flowmote::coupling::DEFAULT_CLAMP as f64) as f32;
+    for l in &mut flow.layers {
+        if let Layer::Maf { clamp: c, .. } | Layer::AffineCoupling { clamp: c, .. } = l {
+            *c = clamp;
+        }
+    }
     if let Layer::ActNorm { log_scale, shift, .. } = &mut flow.layers[0] {
         for j in 0..d {
             let col = xtr.iter().skip(j).step_by(d).map(|&v| v as f64);
@@ -152,7 +172,7 @@ fn main() {
         "trainer": "flowmote-fit (benches fallback: DynFlow::nll_backward + Adam)",
         "flow": if kind == Kind::Maf { "maf" } else { "coupling" },
         "dim": d, "layers": layers, "hidden": hidden, "depth": depth, "activation": "tanh",
-        "epochs": epochs, "batch": batch, "threads": threads, "lr": lr, "seed": seed,
+        "epochs": epochs, "batch": batch, "threads": threads, "clamp": clamp, "perm": perm, "lr": lr, "seed": seed,
         "train_rows": n - n_val, "val_rows": n_val, "test_rows": scores.len(),
         "test_nll": test_nll,
         "test_nll_rows": if lab.is_some() { "normal (label 0)" } else { "all" },
