@@ -4,13 +4,14 @@
 //! mean/std (a frozen ActNorm first layer, so `log p` is in data units), hold
 //! out a random 10 % of train for validation, train with mini-batch Adam on
 //! the mean NLL through `DynFlow::nll_backward` (whole batches of a fresh
-//! shuffle each epoch), keep the parameters of the best validation epoch, report test NLL (normal rows when labelled), AUROC
-//! and the training wall time, as one JSON object.
+//! shuffle each epoch), keep the parameters of the best validation epoch,
+//! report test NLL (normal rows when labelled), AUROC and the training wall
+//! time, as one JSON object.
 //!
 //! ```text
 //! flowmote-fit --train T.csv --test S.csv --flow maf|coupling --layers 4 --hidden 64
-//!              --depth 2 --epochs 100 --batch 64 --lr 1e-3 --seed 0 [--threads 2] [--clamp 3] [--perm random|reverse]
-//!              [--save model.json]
+//!              --depth 2 --epochs 100 --batch 64 --lr 1e-3 --seed 0 [--threads 2]
+//!              [--clamp 3] [--perm random|reverse] [--save model.json]
 //! ```
 
 use flowmote_benches::train::{dyn_flow, read_csv, Kind, NllTrainer};
