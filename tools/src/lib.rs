@@ -3,6 +3,8 @@
 //! host tests also use.
 #![deny(missing_docs)]
 
+pub mod data;
 pub mod export;
+pub mod metrics;
 pub mod model;
 pub mod plot;

@@ -1,0 +1,408 @@
+//! CSV loading with errors that name the file, line and column.
+//!
+//! Every file needs a header row. [`load_training`] reads a training file:
+//! every column except an optional label column must be numeric and finite,
+//! and the first bad cell is reported (`file line L, column C "name": …`).
+//! [`load_for_model`] reads a file to score against a trained model: the
+//! model's feature columns are picked by name (extra columns are ignored),
+//! and a cell that is empty, not a number, NaN or infinite does not fail the
+//! whole file — the row gets an error message ([`Dataset::row_errors`]) and
+//! the caller reports it (`score` writes it in an error column, `eval` counts
+//! it). Malformed CSV (a record with the wrong number of fields, bad UTF-8)
+//! is always an error with its line.
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// A table of numeric rows read from a CSV file.
+#[derive(Clone, Debug, Default)]
+pub struct Dataset {
+    /// The file, as given (for messages).
+    pub path: String,
+    /// Feature (column) names, in row order.
+    pub features: Vec<String>,
+    /// Rows (`features.len()` values each). Cells that could not be read
+    /// (only with [`load_for_model`]) are NaN and the row has an error.
+    pub rows: Vec<Vec<f32>>,
+    /// 1-based line number of every row in the file (the header is line 1).
+    pub lines: Vec<usize>,
+    /// Per-row problem found while reading (`None` = row is fine).
+    pub row_errors: Vec<Option<String>>,
+    /// Labels (`true` = anomaly) when a label column was read.
+    pub labels: Option<Vec<bool>>,
+    /// Name of the label column, when one was read.
+    pub label_column: Option<String>,
+    /// SHA-256 of the file's bytes (hex).
+    pub sha256: String,
+}
+
+impl Dataset {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// `true` when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Number of feature columns.
+    pub fn dim(&self) -> usize {
+        self.features.len()
+    }
+
+    /// Rows with their label `false` (normal) — all rows without labels.
+    pub fn normal_rows(&self) -> Vec<Vec<f32>> {
+        match &self.labels {
+            Some(l) => self
+                .rows
+                .iter()
+                .zip(l)
+                .filter(|(_, &a)| !a)
+                .map(|(r, _)| r.clone())
+                .collect(),
+            None => self.rows.clone(),
+        }
+    }
+
+    /// Quantisation step of every column: for a column whose values are all
+    /// integers, the greatest common divisor of their distances to the
+    /// column minimum (1 for raw ADC counts; at least 1); `None` for a column
+    /// holding any non-integer value (or only non-finite values).
+    pub fn quantisation_steps(&self) -> Vec<Option<f32>> {
+        (0..self.dim())
+            .map(|j| {
+                let vals: Vec<f64> = self
+                    .rows
+                    .iter()
+                    .map(|r| r[j] as f64)
+                    .filter(|v| v.is_finite())
+                    .collect();
+                if vals.is_empty() || vals.iter().any(|v| v.fract() != 0.0 || v.abs() > 1.0e9) {
+                    return None;
+                }
+                let min = vals.iter().cloned().fold(f64::INFINITY, f64::min);
+                let mut g: u64 = 0;
+                for v in &vals {
+                    g = gcd(g, (v - min) as u64);
+                }
+                Some(g.max(1) as f32)
+            })
+            .collect()
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// SHA-256 of a file's bytes, as lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(sha256_hex(&bytes))
+}
+
+/// SHA-256 of `bytes`, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parse a label cell: `0`/`1` (any number; non-zero = anomaly),
+/// `true`/`false`, `anomaly`/`normal`.
+pub fn parse_label(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "anomaly" | "yes" => Some(true),
+        "false" | "normal" | "no" => Some(false),
+        t => t.parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| v != 0.0),
+    }
+}
+
+/// Parse a numeric cell; `Err` says why it is not a usable number.
+pub fn parse_cell(s: &str) -> std::result::Result<f32, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("empty cell".into());
+    }
+    match t.parse::<f64>() {
+        Ok(v) if v.is_finite() && (v as f32).is_finite() => Ok(v as f32),
+        Ok(v) if v.is_nan() => Err(format!("{t:?} is NaN")),
+        Ok(_) => Err(format!("{t:?} is infinite (or too large for f32)")),
+        Err(_) => Err(format!("{t:?} is not a number")),
+    }
+}
+
+struct Raw {
+    header: Vec<String>,
+    records: Vec<(usize, csv::StringRecord)>,
+    sha256: String,
+}
+
+fn read_raw(path: &Path) -> Result<Raw> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let sha256 = sha256_hex(&bytes);
+    let p = path.display();
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(&bytes[..]);
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| csv_error(&p.to_string(), e))?
+        .iter()
+        .map(String::from)
+        .collect();
+    ensure!(
+        !(header.is_empty() || header.len() == 1 && header[0].is_empty()),
+        "{p}: empty file (a header row naming the columns is required)"
+    );
+    for (j, h) in header.iter().enumerate() {
+        ensure!(
+            !h.is_empty(),
+            "{p} line 1: column {} has an empty name (a header row naming every column is required)",
+            j + 1
+        );
+        if h.parse::<f64>().is_ok() {
+            bail!(
+                "{p} line 1: column {} is named {h:?}, a number — the first row must be a header naming the columns",
+                j + 1
+            );
+        }
+        if let Some(k) = header[..j].iter().position(|o| o == h) {
+            bail!("{p} line 1: columns {} and {} are both named {h:?}", k + 1, j + 1);
+        }
+    }
+    let mut records = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| csv_error(&p.to_string(), e))?;
+        let line = rec.position().map(|q| q.line() as usize).unwrap_or(0);
+        // A blank line is skipped by the csv crate; a line of only commas is a record of empty cells.
+        records.push((line, rec));
+    }
+    Ok(Raw {
+        header,
+        records,
+        sha256,
+    })
+}
+
+fn csv_error(p: &str, e: csv::Error) -> anyhow::Error {
+    let line = e.position().map(|q| q.line());
+    match (e.kind(), line) {
+        (csv::ErrorKind::UnequalLengths { expected_len, len, .. }, Some(l)) => {
+            anyhow!("{p} line {l}: malformed CSV: {len} fields, but the header has {expected_len} columns")
+        }
+        (csv::ErrorKind::Utf8 { err, .. }, Some(l)) => {
+            anyhow!("{p} line {l}: malformed CSV: not UTF-8 (field {})", err.field() + 1)
+        }
+        (_, Some(l)) => anyhow!("{p} line {l}: malformed CSV: {e}"),
+        (_, None) => anyhow!("{p}: malformed CSV: {e}"),
+    }
+}
+
+fn find_label(p: &str, header: &[String], label_column: Option<&str>) -> Result<Option<usize>> {
+    match label_column {
+        None => Ok(None),
+        Some(l) => header
+            .iter()
+            .position(|h| h == l)
+            .map(Some)
+            .ok_or_else(|| anyhow!("{p}: no label column {l:?} (columns: {})", header.join(", "))),
+    }
+}
+
+fn read_label(p: &str, line: usize, name: &str, col: usize, rec: &csv::StringRecord) -> Result<bool> {
+    let s = rec.get(col).unwrap_or("");
+    parse_label(s).ok_or_else(|| {
+        anyhow!(
+            "{p} line {line}, column {} {name:?}: label {s:?} is not 0/1 (or true/false)",
+            col + 1
+        )
+    })
+}
+
+/// Read a training file: header row, every column except `label_column`
+/// numeric and finite. Errors name the line and column of the first bad
+/// cell; an empty file, a file with no feature columns or no rows is an
+/// error too.
+pub fn load_training(path: &Path, label_column: Option<&str>) -> Result<Dataset> {
+    let raw = read_raw(path)?;
+    let p = path.display().to_string();
+    let lab = find_label(&p, &raw.header, label_column)?;
+    let cols: Vec<usize> = (0..raw.header.len()).filter(|&j| Some(j) != lab).collect();
+    ensure!(
+        !cols.is_empty(),
+        "{p}: no feature columns (only the label column {:?})",
+        label_column.unwrap_or("")
+    );
+    ensure!(!raw.records.is_empty(), "{p}: no data rows after the header");
+    let mut ds = Dataset {
+        path: p.clone(),
+        features: cols.iter().map(|&j| raw.header[j].clone()).collect(),
+        label_column: label_column.map(String::from),
+        sha256: raw.sha256,
+        ..Default::default()
+    };
+    let mut labels = Vec::new();
+    for (line, rec) in &raw.records {
+        let mut row = Vec::with_capacity(cols.len());
+        for &j in &cols {
+            let v = parse_cell(rec.get(j).unwrap_or("")).map_err(|why| {
+                anyhow!(
+                    "{p} line {line}, column {} {:?}: {why} — every column except the label must hold finite numbers",
+                    j + 1,
+                    raw.header[j]
+                )
+            })?;
+            row.push(v);
+        }
+        if let Some(l) = lab {
+            labels.push(read_label(&p, *line, &raw.header[l], l, rec)?);
+        }
+        ds.rows.push(row);
+        ds.lines.push(*line);
+        ds.row_errors.push(None);
+    }
+    if lab.is_some() {
+        ds.labels = Some(labels);
+    }
+    Ok(ds)
+}
+
+/// Read a file to score with a model whose columns are `features`.
+///
+/// If the header names every feature, those columns are picked by name (in
+/// the model's order; other columns are ignored). Otherwise, if the file has
+/// exactly as many non-label columns as the model has features, they are
+/// taken by position (the names are reported if they differ). Anything else
+/// is a column-count error. Bad cells do not fail the file: the row's
+/// values become NaN where unreadable and [`Dataset::row_errors`] says why.
+pub fn load_for_model(path: &Path, features: &[String], label_column: Option<&str>) -> Result<Dataset> {
+    let raw = read_raw(path)?;
+    let p = path.display().to_string();
+    let lab = find_label(&p, &raw.header, label_column)?;
+    let by_name: Option<Vec<usize>> = features
+        .iter()
+        .map(|f| raw.header.iter().position(|h| h == f))
+        .collect();
+    let cols =
+        match by_name {
+            Some(c) => c,
+            None => {
+                let rest: Vec<usize> = (0..raw.header.len()).filter(|&j| Some(j) != lab).collect();
+                if rest.len() != features.len() {
+                    bail!(
+                        "{p}: the model has {} features ({}) but the file has {} data columns ({}){}",
+                        features.len(),
+                        features.join(", "),
+                        rest.len(),
+                        rest.iter()
+                            .map(|&j| raw.header[j].as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        if label_column.is_none() && raw.header.iter().any(|h| h == "label") {
+                            " — is \"label\" a label column? pass --label-column label"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                eprintln!(
+                "warning: {p}: column names ({}) differ from the model's features ({}); using the columns by position",
+                rest.iter().map(|&j| raw.header[j].as_str()).collect::<Vec<_>>().join(", "),
+                features.join(", ")
+            );
+                rest
+            }
+        };
+    let mut ds = Dataset {
+        path: p.clone(),
+        features: features.to_vec(),
+        label_column: label_column.map(String::from),
+        sha256: raw.sha256,
+        ..Default::default()
+    };
+    let mut labels = Vec::new();
+    for (line, rec) in &raw.records {
+        let mut row = Vec::with_capacity(cols.len());
+        let mut err: Option<String> = None;
+        for &j in &cols {
+            match parse_cell(rec.get(j).unwrap_or("")) {
+                Ok(v) => row.push(v),
+                Err(why) => {
+                    row.push(f32::NAN);
+                    if err.is_none() {
+                        err = Some(format!("column {} {:?}: {why}", j + 1, raw.header[j]));
+                    }
+                }
+            }
+        }
+        if let Some(l) = lab {
+            labels.push(read_label(&p, *line, &raw.header[l], l, rec)?);
+        }
+        ds.rows.push(row);
+        ds.lines.push(*line);
+        ds.row_errors.push(err);
+    }
+    ensure!(!ds.rows.is_empty(), "{p}: no data rows after the header");
+    if lab.is_some() {
+        ds.labels = Some(labels);
+    }
+    Ok(ds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("flowmote-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn training_errors_name_line_and_column() {
+        let p = tmp("a.csv", "x,y\n1,2\n3,abc\n");
+        let e = format!("{:#}", load_training(&p, None).unwrap_err());
+        assert!(e.contains("line 3, column 2 \"y\""), "{e}");
+        let p = tmp("b.csv", "x,y\n1,2\n3,NaN\n");
+        let e = format!("{:#}", load_training(&p, None).unwrap_err());
+        assert!(e.contains("line 3") && e.contains("NaN"), "{e}");
+        let p = tmp("c.csv", "x,y\n1,2\n3\n");
+        let e = format!("{:#}", load_training(&p, None).unwrap_err());
+        assert!(e.contains("line 3") && e.contains("malformed"), "{e}");
+        let p = tmp("d.csv", "1,2\n3,4\n");
+        let e = format!("{:#}", load_training(&p, None).unwrap_err());
+        assert!(e.contains("header"), "{e}");
+        let p = tmp("e.csv", "x,y\n");
+        assert!(format!("{:#}", load_training(&p, None).unwrap_err()).contains("no data rows"));
+    }
+
+    #[test]
+    fn labels_and_steps() {
+        let p = tmp("f.csv", "x,label,y\n1,0,0.5\n3,1,0.25\n5,0,1\n");
+        let d = load_training(&p, Some("label")).unwrap();
+        assert_eq!(d.features, ["x", "y"]);
+        assert_eq!(d.labels.as_deref(), Some(&[false, true, false][..]));
+        assert_eq!(d.quantisation_steps(), vec![Some(2.0), None]);
+    }
+
+    #[test]
+    fn scoring_keeps_bad_rows() {
+        let p = tmp("g.csv", "y,x,z\n1,2,9\nnan,3,9\n");
+        let d = load_for_model(&p, &["x".into(), "y".into()], None).unwrap();
+        assert_eq!(d.rows[0], vec![2.0, 1.0]);
+        assert!(d.row_errors[1].as_deref().unwrap().contains("NaN"));
+        let e = load_for_model(&p, &["a".into(), "b".into()], None).unwrap_err();
+        assert!(format!("{e:#}").contains("2 features"));
+    }
+}
