@@ -13,6 +13,8 @@
 //! Rows the model cannot score (NaN, overflow) are counted in the captions and
 //! ranked as anomalous (score `+∞`) for the ROC curve, as the device's
 //! detector flags them.
+use crate::data::{load_for_model, Dataset};
+use crate::metrics::{auroc, quantile_sorted};
 use crate::model::{DynFlow, ModelFile, Workspace};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args;
@@ -49,7 +51,7 @@ pub struct PlotArgs {
 pub fn run(args: &PlotArgs) -> Result<()> {
     let model = ModelFile::load(&args.model)?;
     let data = match &args.data {
-        Some(p) => Some(load_table(p, &model.features, args.label_column.as_deref())?),
+        Some(p) => Some(load_for_model(p, &model.features, args.label_column.as_deref())?),
         None => {
             ensure!(
                 args.label_column.is_none(),
@@ -86,99 +88,9 @@ impl Default for PlotOptions {
     }
 }
 
-/// Rows of a CSV file, in the model's feature order, with optional labels.
-#[derive(Clone, Debug)]
-pub struct Table {
-    /// File name (for captions).
-    pub name: String,
-    /// Feature rows.
-    pub rows: Vec<Vec<f32>>,
-    /// `true` = anomaly, per row (if a label column was given).
-    pub labels: Option<Vec<bool>>,
-    /// Name of the label column.
-    pub label_column: Option<String>,
-}
-
-/// Read `path`, picking the columns named `features` (in that order) and the
-/// optional label column. Empty or unparsable feature cells become NaN (the
-/// model then refuses the row, as the device would).
-pub fn load_table(path: &Path, features: &[String], label_column: Option<&str>) -> Result<Table> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let header: Vec<String> = rdr.headers()?.iter().map(String::from).collect();
-    let col = |name: &str| header.iter().position(|h| h == name);
-    let idx = features
-        .iter()
-        .map(|f| {
-            col(f).ok_or_else(|| {
-                anyhow!(
-                    "{}: no column {f:?} (the model needs {}; the file has {})",
-                    path.display(),
-                    features.join(", "),
-                    header.join(", ")
-                )
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let lab = match label_column {
-        Some(l) => Some(col(l).ok_or_else(|| {
-            anyhow!(
-                "{}: no label column {l:?} (columns: {})",
-                path.display(),
-                header.join(", ")
-            )
-        })?),
-        None => None,
-    };
-    let mut rows = Vec::new();
-    let mut labels = Vec::new();
-    for (n, rec) in rdr.records().enumerate() {
-        let rec = rec.with_context(|| format!("{}: bad CSV record {}", path.display(), n + 2))?;
-        rows.push(
-            idx.iter()
-                .map(|&i| rec.get(i).and_then(|s| s.parse::<f32>().ok()).unwrap_or(f32::NAN))
-                .collect(),
-        );
-        if let Some(li) = lab {
-            let s = rec.get(li).unwrap_or("");
-            labels.push(parse_label(s).with_context(|| {
-                format!(
-                    "{} line {}: label {s:?} is not 0/1 (or true/false)",
-                    path.display(),
-                    n + 2
-                )
-            })?);
-        }
-    }
-    ensure!(!rows.is_empty(), "{}: no data rows", path.display());
-    Ok(Table {
-        name: path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        rows,
-        labels: lab.map(|_| labels),
-        label_column: label_column.map(String::from),
-    })
-}
-
-fn parse_label(s: &str) -> Result<bool> {
-    match s.to_ascii_lowercase().as_str() {
-        "true" | "anomaly" => Ok(true),
-        "false" | "normal" => Ok(false),
-        _ => {
-            let v: f64 = s.parse()?;
-            ensure!(v.is_finite(), "not finite");
-            Ok(v != 0.0)
-        }
-    }
-}
-
 /// Write every figure that the model and data allow into `out_dir`; returns
 /// the paths written.
-pub fn plot_all(model: &ModelFile, data: Option<&Table>, out_dir: &Path, opts: &PlotOptions) -> Result<Vec<PathBuf>> {
+pub fn plot_all(model: &ModelFile, data: Option<&Dataset>, out_dir: &Path, opts: &PlotOptions) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut written = Vec::new();
     if model.provenance.history.is_empty() {
@@ -270,23 +182,18 @@ impl<T, E: std::fmt::Debug> Draw<T> for std::result::Result<T, E> {
     }
 }
 
+/// The data file's name, for captions.
+fn file_name(t: &Dataset) -> String {
+    Path::new(&t.path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| t.path.clone())
+}
+
 /// `lo..hi` widened by `frac` of its length on each side (and made non-empty).
 fn pad(lo: f64, hi: f64, frac: f64) -> (f64, f64) {
     let w = if hi > lo { hi - lo } else { lo.abs().max(1.0) };
     (lo - frac * w, hi + frac * w)
-}
-
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q * (sorted.len() - 1) as f64;
-    let (i, f) = (pos.floor() as usize, pos.fract());
-    if i + 1 < sorted.len() {
-        sorted[i] * (1.0 - f) + sorted[i + 1] * f
-    } else {
-        sorted[i]
-    }
 }
 
 /// Viridis colour map, `t` in `[0, 1]`.
@@ -328,7 +235,7 @@ pub fn plot_training(model: &ModelFile, path: &Path) -> Result<()> {
     sorted.sort_by(f64::total_cmp);
     // The first epochs can be far above the rest: keep the y range readable.
     let lo = sorted[0];
-    let hi = quantile(&sorted, 0.95).max(lo + 1e-9);
+    let hi = quantile_sorted(&sorted, 0.95).max(lo + 1e-9);
     let hi = if sorted[sorted.len() - 1] > hi + 2.0 * (hi - lo) {
         hi + 0.5 * (hi - lo)
     } else {
@@ -418,7 +325,7 @@ pub fn plot_training(model: &ModelFile, path: &Path) -> Result<()> {
 }
 
 /// Heat map of `log p(x)` of a 2-D model, model samples and data points.
-pub fn plot_density(model: &ModelFile, data: Option<&Table>, path: &Path, opts: &PlotOptions) -> Result<()> {
+pub fn plot_density(model: &ModelFile, data: Option<&Dataset>, path: &Path, opts: &PlotOptions) -> Result<()> {
     let flow = &model.flow;
     ensure!(flow.dim == 2, "the density plot needs a 2-D model");
     let mut ws = Workspace::new(flow);
@@ -446,7 +353,7 @@ pub fn plot_density(model: &ModelFile, data: Option<&Table>, path: &Path, opts: 
             return (m - 4.0 * s, m + 4.0 * s);
         }
         v.sort_by(f64::total_cmp);
-        let (lo, hi) = (quantile(&v, 0.005), quantile(&v, 0.995));
+        let (lo, hi) = (quantile_sorted(&v, 0.005), quantile_sorted(&v, 0.995));
         pad(lo, hi, 0.15)
     };
     let (x0, x1) = range(|p| p.0, 0);
@@ -471,14 +378,14 @@ pub fn plot_density(model: &ModelFile, data: Option<&Table>, path: &Path, opts: 
     let top = finite[finite.len() - 1];
     // Colour range: the top 12 nats (e^-12 ≈ 6e-6 of the peak density), or
     // less if the grid holds less.
-    let bottom = quantile(&finite, 0.02).max(top - 12.0);
+    let bottom = quantile_sorted(&finite, 0.02).max(top - 12.0);
     let bottom = if bottom < top { bottom } else { top - 1.0 };
 
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).fail()?;
     let (main, bar) = root.split_horizontally(SIZE.0 - 130);
     let title = match data {
-        Some(t) => format!("Learned density log p(x) — {} flow, data: {}", model.kind, t.name),
+        Some(t) => format!("Learned density log p(x) — {} flow, data: {}", model.kind, file_name(t)),
         None => format!("Learned density log p(x) — {} flow", model.kind),
     };
     let mut chart = ChartBuilder::on(&main)
@@ -576,7 +483,7 @@ pub fn plot_density(model: &ModelFile, data: Option<&Table>, path: &Path, opts: 
 
 /// Histogram of the score `−log p(x)`, by label if there are labels, with the
 /// threshold.
-pub fn plot_scores(model: &ModelFile, t: &Table, scores: &[Option<f32>], path: &Path) -> Result<()> {
+pub fn plot_scores(model: &ModelFile, t: &Dataset, scores: &[Option<f32>], path: &Path) -> Result<()> {
     let thr = model
         .threshold
         .as_ref()
@@ -585,12 +492,12 @@ pub fn plot_scores(model: &ModelFile, t: &Table, scores: &[Option<f32>], path: &
     let mut all: Vec<f64> = scores.iter().flatten().map(|&v| v as f64).collect();
     let invalid = scores.len() - all.len();
     if all.is_empty() {
-        bail!("{}: the model could not score any row", t.name);
+        bail!("{}: the model could not score any row", file_name(t));
     }
     all.sort_by(f64::total_cmp);
     // Axis: 0.5th–99.5th percentile (anomalies can score thousands of nats),
     // widened to show the threshold; rows outside go to the edge bins.
-    let (mut lo, mut hi) = (quantile(&all, 0.005), quantile(&all, 0.995));
+    let (mut lo, mut hi) = (quantile_sorted(&all, 0.005), quantile_sorted(&all, 0.995));
     if let Some(th) = thr {
         lo = lo.min(th);
         hi = hi.max(th);
@@ -645,7 +552,7 @@ pub fn plot_scores(model: &ModelFile, t: &Table, scores: &[Option<f32>], path: &
 
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).fail()?;
-    let mut title = format!("Anomaly scores −log p(x) on {}", t.name);
+    let mut title = format!("Anomaly scores −log p(x) on {}", file_name(t));
     if invalid > 0 {
         let s = if invalid == 1 { "" } else { "s" };
         title.push_str(&format!(" ({invalid} row{s} unscorable)"));
@@ -723,12 +630,18 @@ pub fn plot_scores(model: &ModelFile, t: &Table, scores: &[Option<f32>], path: &
 }
 
 /// ROC curve of the score with AUROC in the title.
-pub fn plot_roc(t: &Table, scores: &[Option<f32>], labels: &[bool], path: &Path) -> Result<()> {
-    let (pts, auc) = roc(scores, labels);
+pub fn plot_roc(t: &Dataset, scores: &[Option<f32>], labels: &[bool], path: &Path) -> Result<()> {
+    let (pts, _) = roc(scores, labels);
+    // The number `flowmote eval` reports.
+    let wide: Vec<Option<f64>> = scores.iter().map(|s| s.map(f64::from)).collect();
+    let auc = auroc(&wide, labels).context("the ROC curve needs both classes")?;
     let root = BitMapBackend::new(path, (800, 760)).into_drawing_area();
     root.fill(&WHITE).fail()?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("ROC of −log p(x) on {}: AUROC = {auc:.4}", t.name), (FONT, 24))
+        .caption(
+            format!("ROC of −log p(x) on {}: AUROC = {auc:.4}", file_name(t)),
+            (FONT, 24),
+        )
         .margin(25)
         .x_label_area_size(55)
         .y_label_area_size(70)
@@ -844,7 +757,7 @@ mod tests {
     }
 
     /// Model samples (normal) and wide uniform rows (anomalous), labelled.
-    fn table(m: &ModelFile) -> Table {
+    fn table(m: &ModelFile) -> Dataset {
         let mut r = Xoshiro128PlusPlus::seed_from_u64(11);
         let mut ws = Workspace::new(&m.flow);
         let mut rows = Vec::new();
@@ -859,11 +772,13 @@ mod tests {
         }
         rows.push(vec![f32::NAN, 0.0]);
         labels.push(true);
-        Table {
-            name: "test.csv".into(),
+        Dataset {
+            path: "some/dir/test.csv".into(),
+            features: m.features.clone(),
             rows,
             labels: Some(labels),
             label_column: Some("label".into()),
+            ..Default::default()
         }
     }
 
@@ -880,15 +795,19 @@ mod tests {
         // One inversion out of four pairs; unscorable rows rank highest.
         assert_eq!(roc(&s(&[3.0, 1.0, 2.0, 0.0]), &[true, true, false, false]).1, 0.75);
         assert_eq!(roc(&[None, Some(0.0)], &[true, false]).1, 1.0);
-    }
-
-    #[test]
-    fn labels_parse() {
-        assert!(!parse_label("0").unwrap());
-        assert!(parse_label("1").unwrap());
-        assert!(parse_label("1.0").unwrap());
-        assert!(!parse_label("false").unwrap());
-        assert!(parse_label("yes").is_err());
+        // The area under the drawn curve is the AUROC `eval` reports.
+        let mut r = Xoshiro128PlusPlus::seed_from_u64(8);
+        let sc: Vec<Option<f32>> = (0..300)
+            .map(|i| (i % 7 != 0).then(|| (uniform(&mut r, 0.0, 4.0) * 4.0).round()))
+            .collect();
+        let lab: Vec<bool> = (0..300).map(|i| i % 3 == 0).collect();
+        let wide: Vec<Option<f64>> = sc.iter().map(|s| s.map(f64::from)).collect();
+        let want = auroc(&wide, &lab).unwrap();
+        assert!(
+            (roc(&sc, &lab).1 - want).abs() < 1e-12,
+            "{} vs {want}",
+            roc(&sc, &lab).1
+        );
     }
 
     #[test]
@@ -926,12 +845,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("d.csv");
         std::fs::write(&p, "label,tilt,x,speed\n0,1.5,9,2\n1,,9,3\n").unwrap();
-        let t = load_table(&p, &["speed".into(), "tilt".into()], Some("label")).unwrap();
+        let t = load_for_model(&p, &["speed".into(), "tilt".into()], Some("label")).unwrap();
         assert_eq!(t.rows[0], vec![2.0, 1.5]);
         assert!(t.rows[1][1].is_nan());
         assert_eq!(t.labels, Some(vec![false, true]));
-        assert!(load_table(&p, &["nope".into()], None).is_err());
-        assert!(load_table(&p, &["speed".into()], Some("nolabel")).is_err());
+        // An unreadable cell makes the row unscorable, not the file unplottable.
+        let m = model();
+        let sc = scores(&m.flow, &t.rows);
+        assert!(sc[0].is_some() && sc[1].is_none());
         std::fs::remove_dir_all(&dir).ok();
     }
 }
