@@ -462,7 +462,6 @@ macro_rules! parity {
 parity!(maf_parity, maf_model, maf_model);
 parity!(coupling_parity, coupling_model, coupling_model);
 parity!(
-    #[ignore = "DynFlow needs Layer::mlp_shape for spline and continuous layers"]
     extended_parity,
     extended_model,
     extended_model
@@ -472,7 +471,6 @@ parity!(
 /// `Layer::mlp_shape` (tools/src/model.rs) to cover those layers: until then
 /// `DynFlow` cannot evaluate them (the file was generated with it patched).
 #[test]
-#[ignore = "DynFlow needs Layer::mlp_shape for spline and continuous layers"]
 fn extended_generated_file_is_up_to_date() {
     let path = generated_dir().join("extended.rs");
     let src = export_source(&extended_model(), None).source;
