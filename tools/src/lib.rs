@@ -3,8 +3,10 @@
 //! host tests also use.
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod data;
 pub mod export;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod train;

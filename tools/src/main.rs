@@ -1,5 +1,104 @@
-//! `flowmote`: the host tool (placeholder until the trainer lands).
+//! `flowmote`: train, evaluate, calibrate, score, sample, export and plot
+//! normalizing-flow models from CSV data. A thin CLI over `flowmote_tools`.
+
+use clap::{Parser, Subcommand};
+use flowmote_tools::cli;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flowmote",
+    version,
+    about = "Normalizing flows for microcontrollers: train on CSV, calibrate an anomaly threshold, export Rust for the firmware.",
+    long_about = "Normalizing flows for microcontrollers.\n\n\
+Typical use:\n  \
+flowmote demo                                   # everything below on the bundled accelerometer data\n  \
+flowmote train --data train.csv --out model.json\n  \
+flowmote calibrate --model model.json --data normal.csv --false-alarm-rate 0.01\n  \
+flowmote eval --model model.json --data test.csv [--label-column label]\n  \
+flowmote score --model model.json --data new.csv --out scores.csv\n  \
+flowmote export --model model.json --out firmware/src/model.rs\n\n\
+CSV files need a header row; feature columns must be numeric. Scores are −log p(x) in nats \
+(higher = more anomalous), in the units of the data (the standardisation is part of the model)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Fit a flow to a CSV file by maximum likelihood and write model.json.
+    #[command(
+        long_about = "Fit a normalizing flow to the rows of a CSV file and write the model file.\n\n\
+What it does: rows labelled anomalous (--label-column) are left out; a seeded random --val-fraction of \
+the rest is held out. Per-column mean and standard deviation are fitted on the training rows and frozen \
+as the first layer (so log p is in data units). Columns holding only integers (raw ADC counts) are \
+dequantised: each epoch, uniform noise U(−0.5, 0.5)·step (step = the column's quantisation step, 1 for raw \
+counts) is added, so the density cannot collapse onto the integer grid (--no-dequantize turns this off). \
+Training is Adam with decoupled weight decay, a linear warm-up then cosine decay of the learning rate, \
+gradient-norm clipping, and early stopping on the validation NLL that keeps the best epoch's model. \
+The progress bar shows training and validation NLL (nats/row).\n\n\
+Defaults: `--data` and `--out` are enough. The model size follows the number of training rows \
+(2 layers × 16 hidden below 500 rows, 3 × 32 below 2000, else 4 × 64; 2 hidden layers each) — \
+small models generalise better on little data. The same --seed and data give the same model, whatever \
+the number of threads (RAYON_NUM_THREADS)."
+    )]
+    Train(cli::TrainArgs),
+    /// Mean NLL of a CSV under a model; with labels, AUROC and alarm rates.
+    #[command(
+        long_about = "Evaluate a model on a CSV file: mean negative log-likelihood (nats per row, data units) \
+over the rows that can be scored, and how many cannot (non-finite values: never silently dropped). With \
+--label-column: the NLL of normal rows, AUROC of the score −log p, and the false-alarm and detection rates \
+at the model's calibrated threshold (unscorable rows count as flagged). --json prints one JSON object \
+(keys include nll, n, unscorable, auroc)."
+    )]
+    Eval(cli::EvalArgs),
+    /// Store an anomaly threshold for a target false-alarm rate in the model.
+    #[command(
+        long_about = "Calibrate the anomaly threshold: the (1 − rate) quantile of −log p over normal rows \
+(use rows the model was not trained on). The threshold, the rate and the file's SHA-256 are stored in the \
+model file, rewritten atomically; `export` carries the threshold into the firmware."
+    )]
+    Calibrate(cli::CalibrateArgs),
+    /// Per-row log p and anomaly flag (and why a row could not be scored).
+    #[command(
+        long_about = "Score every row: CSV with columns line (in the input file), log_prob, score (= −log_prob), \
+anomaly (1/0 at the calibrated threshold; empty without one) and error (why a row could not be scored, e.g. \
+a NaN or empty cell; such rows are flagged as anomalous when a threshold exists)."
+    )]
+    Score(cli::ScoreArgs),
+    /// Draw samples from a model (same draws as the core's Flow::sample).
+    #[command(
+        long_about = "Draw samples with Xoshiro128PlusPlus::seed_from_u64(--seed), one after the other: \
+the same numbers as the core's Flow::sample (and the exported firmware model) with that generator."
+    )]
+    Sample(cli::SampleArgs),
+    /// Write the model as Rust source for the firmware.
+    Export(flowmote_tools::export::ExportArgs),
+    /// Draw figures (training curves, density, scores, ROC) as PNG files.
+    Plot(flowmote_tools::plot::PlotArgs),
+    /// Train → calibrate → export → score → eval on the bundled example data.
+    #[command(long_about = "Run the whole pipeline on the bundled accelerometer data \
+(examples/data/daphnet_gait.{train,test}.csv, or --train/--test): train the default model (fewer epochs), \
+calibrate at 1 % false alarms on the held-out validation rows, export Rust source, score the test file and \
+evaluate it next to a full-covariance Gaussian. Everything goes to --out-dir (out/demo).")]
+    Demo(cli::DemoArgs),
+}
+
 fn main() {
-    eprintln!("flowmote tools: not yet implemented");
-    std::process::exit(2);
+    let args = Cli::parse();
+    let r = match &args.cmd {
+        Cmd::Train(a) => cli::run_train(a).map(|_| ()),
+        Cmd::Eval(a) => cli::run_eval(a).map(|_| ()),
+        Cmd::Calibrate(a) => cli::run_calibrate(a).map(|_| ()),
+        Cmd::Score(a) => cli::run_score(a).map(|_| ()),
+        Cmd::Sample(a) => cli::run_sample(a).map(|_| ()),
+        Cmd::Export(a) => flowmote_tools::export::run(a),
+        Cmd::Plot(a) => flowmote_tools::plot::run(a),
+        Cmd::Demo(a) => cli::run_demo(a),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }

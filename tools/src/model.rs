@@ -194,7 +194,28 @@ impl Layer {
                 depth: net.depth,
                 output: 2 * dim,
             }),
-            _ => None,
+            Layer::SplineCoupling { a, b, bins, net, .. } => Some(MlpShape {
+                input: *a,
+                cond: 0,
+                hidden: net.hidden,
+                depth: net.depth,
+                output: b * flowmote::spline::spline_params(*bins),
+            }),
+            Layer::SplineAutoregressive { bins, net, .. } => Some(MlpShape {
+                input: dim,
+                cond: 0,
+                hidden: net.hidden,
+                depth: net.depth,
+                output: dim * flowmote::spline::spline_params(*bins),
+            }),
+            Layer::Cnf { net, .. } => Some(MlpShape {
+                input: dim,
+                cond: 1,
+                hidden: net.hidden,
+                depth: net.depth,
+                output: dim,
+            }),
+            Layer::ActNorm { .. } | Layer::Permutation { .. } | Layer::Reverse | Layer::LuLinear { .. } => None,
         }
     }
 
@@ -289,7 +310,7 @@ impl Workspace {
             .layers
             .iter()
             .filter_map(|l| l.mlp_shape(d))
-            .map(|s| s.n_activations() + 2 * s.output + 2 * s.hidden)
+            .map(|s| s.n_activations() + 2 * s.output + 2 * s.hidden + 3 * d)
             .max()
             .unwrap_or(0);
         let cnf = flow

@@ -1,0 +1,695 @@
+//! The `flowmote` commands: argument structs (clap) and their `run`
+//! functions. `src/main.rs` only parses and dispatches, so tests can call
+//! these directly.
+
+use crate::data::{self, Dataset};
+use crate::metrics;
+use crate::model::{write_atomic, ModelFile, Threshold, Workspace};
+use crate::train::{self, FlowKind, Gaussian, TrainConfig};
+use anyhow::{bail, ensure, Context, Result};
+use clap::Args;
+use rand_core::SeedableRng;
+use rayon::prelude::*;
+use serde_json::json;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `flowmote train`.
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Training CSV: a header row naming the columns, then one row per
+    /// observation; every column (except --label-column) numeric and finite.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Model file to write (JSON; written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Flow family: `maf` (masked autoregressive, the default and usually
+    /// the best), `coupling` (RealNVP affine coupling: fastest sampling,
+    /// needs ≥ 2 columns), `cnf` (continuous flow trained by flow matching).
+    #[arg(long, value_enum, default_value_t = FlowKind::Maf)]
+    pub flow: FlowKind,
+    /// Flow layers [default: 2 below 500 training rows, 3 below 2000, else 4;
+    /// 1 for cnf].
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Hidden units per conditioner layer [default: 16 below 500 training
+    /// rows, 32 below 2000, else 64].
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Hidden layers per conditioner network.
+    #[arg(long, default_value_t = 2)]
+    pub depth: usize,
+    /// Maximum epochs (early stopping usually ends sooner).
+    #[arg(long, default_value_t = 200)]
+    pub epochs: usize,
+    /// Mini-batch size (a short last batch is dropped each epoch).
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Peak learning rate of Adam (linear warm-up, then cosine decay to 1 %).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    /// Decoupled (AdamW) weight decay.
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// Early stopping: stop after this many epochs without a better
+    /// validation NLL (the best model is kept). 0 = run all epochs.
+    #[arg(long, default_value_t = 20)]
+    pub patience: usize,
+    /// Seed of every random choice (split, initial weights, batches,
+    /// dequantisation noise): the same seed and data give the same model.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fraction of the rows held out (seeded random split) for validation,
+    /// early stopping and choosing the kept model. 0 = select on training NLL.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Column holding labels (0 = normal, anything else = anomaly); rows
+    /// labelled anomalous are left out of training.
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// Do not dequantise integer-valued columns.
+    #[arg(long)]
+    pub no_dequantize: bool,
+    /// Solver steps of a continuous flow (RK4).
+    #[arg(long, default_value_t = 8)]
+    pub cnf_steps: usize,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl TrainArgs {
+    /// The training configuration these flags ask for.
+    pub fn config(&self) -> TrainConfig {
+        TrainConfig {
+            flow: self.flow,
+            layers: self.layers,
+            hidden: self.hidden,
+            depth: self.depth,
+            epochs: self.epochs,
+            batch: self.batch,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            patience: self.patience,
+            val_fraction: self.val_fraction,
+            seed: self.seed,
+            dequantize: !self.no_dequantize,
+            cnf_steps: self.cnf_steps,
+            ..TrainConfig::default()
+        }
+    }
+}
+
+/// Run `flowmote train`; returns the trained model (also written to `--out`).
+pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
+    let ds = data::load_training(&a.data, a.label_column.as_deref())?;
+    let (model, s) = train::train(&ds, &a.config(), !a.quiet)?;
+    model.save(&a.out)?;
+    let st = &model.provenance.settings;
+    println!(
+        "trained {} ({} layers, hidden {}×{}, {} parameters) on {} rows ({} validation{}) in {:.1} s",
+        model.kind,
+        st["layers"],
+        st["hidden"],
+        a.depth,
+        s.parameters,
+        s.train_rows,
+        s.val_rows,
+        if s.labelled_out > 0 {
+            format!(", {} labelled anomalous left out", s.labelled_out)
+        } else {
+            String::new()
+        },
+        s.seconds
+    );
+    if !s.dequantized.is_empty() {
+        println!(
+            "dequantised {} integer column(s) with U(-0.5, 0.5)·step noise each epoch",
+            s.dequantized.len()
+        );
+    }
+    if s.skipped_rows > 0 {
+        println!(
+            "warning: {} row-evaluations overflowed during training and were skipped",
+            s.skipped_rows
+        );
+    }
+    println!(
+        "kept epoch {} of {}: validation NLL {:.4} nats/row",
+        s.best_epoch, s.epochs_run, s.best_val_nll
+    );
+    println!("wrote {}", a.out.display());
+    Ok(model)
+}
+
+/// `−log p` of every row (`None` where the row cannot be scored) and the
+/// reason for each failure.
+pub fn score_rows(model: &ModelFile, ds: &Dataset) -> Vec<std::result::Result<f64, String>> {
+    let flow = &model.flow;
+    ds.rows
+        .par_iter()
+        .zip(ds.row_errors.par_iter())
+        .map_init(
+            || Workspace::new(flow),
+            |ws, (x, e)| {
+                if let Some(e) = e {
+                    return Err(e.clone());
+                }
+                match flow.log_prob(x, ws) {
+                    Ok(lp) => Ok(-(lp as f64)),
+                    Err(e) => Err(format!("cannot be scored: {e:?}")),
+                }
+            },
+        )
+        .collect()
+}
+
+/// Arguments of `flowmote eval`.
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// Trained model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// CSV to evaluate (the model's feature columns by name; other columns ignored).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Column holding labels (0 = normal, anything else = anomaly): adds the
+    /// NLL of normal rows, AUROC and the rates at the calibrated threshold.
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also fit a full-covariance Gaussian on this CSV (its normal rows) and
+    /// report its NLL / AUROC on the same rows, as a baseline.
+    #[arg(long)]
+    pub gaussian_baseline: Option<PathBuf>,
+}
+
+/// Run `flowmote eval`; returns the JSON object it prints with `--json`.
+pub fn run_eval(a: &EvalArgs) -> Result<serde_json::Value> {
+    let model = ModelFile::load(&a.model)?;
+    let ds = data::load_for_model(&a.data, &model.features, a.label_column.as_deref())?;
+    let r = score_rows(&model, &ds);
+    let scores: Vec<Option<f64>> = r.iter().map(|s| s.as_ref().ok().copied()).collect();
+    let bad: Vec<usize> = (0..r.len()).filter(|&i| scores[i].is_none()).collect();
+    let finite: Vec<f64> = scores.iter().flatten().copied().collect();
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let mut out = json!({
+        "model": a.model.display().to_string(),
+        "data": a.data.display().to_string(),
+        "rows": ds.len(),
+        "n": finite.len(),
+        "nll": mean(&finite),
+        "unscorable": bad.len(),
+        "unscorable_lines": bad.iter().take(20).map(|&i| ds.lines[i]).collect::<Vec<_>>(),
+        "score_quantiles": metrics::summarize(&finite),
+    });
+    let mut text = String::new();
+    writeln!(
+        text,
+        "{}: {} rows, mean NLL {:.4} nats/row over {} scorable rows",
+        a.data.display(),
+        ds.len(),
+        mean(&finite),
+        finite.len()
+    )?;
+    if !bad.is_empty() {
+        writeln!(
+            text,
+            "warning: {} row(s) could not be scored (e.g. line {}: {}) — excluded from the NLL, flagged as anomalous in rates and AUROC",
+            bad.len(),
+            ds.lines[bad[0]],
+            r[bad[0]].as_ref().unwrap_err()
+        )?;
+    }
+    let gauss = match &a.gaussian_baseline {
+        Some(p) => {
+            let tr = data::load_for_model(p, &model.features, a.label_column.as_deref())?;
+            ensure!(
+                tr.row_errors.iter().all(|e| e.is_none()),
+                "{}: baseline training rows must all be finite numbers",
+                p.display()
+            );
+            Some(Gaussian::fit(&tr.normal_rows())?)
+        }
+        None => None,
+    };
+    let gscores: Option<Vec<Option<f64>>> = gauss.as_ref().map(|g| {
+        ds.rows
+            .iter()
+            .zip(&ds.row_errors)
+            .map(|(x, e)| {
+                if e.is_some() {
+                    None
+                } else {
+                    Some(-g.log_prob(x)).filter(|v| v.is_finite())
+                }
+            })
+            .collect()
+    });
+    if let Some(gs) = &gscores {
+        let f: Vec<f64> = gs.iter().flatten().copied().collect();
+        out["gaussian_nll"] = json!(mean(&f));
+        writeln!(
+            text,
+            "full-covariance Gaussian baseline: mean NLL {:.4} nats/row",
+            mean(&f)
+        )?;
+    }
+    if let Some(labels) = &ds.labels {
+        let normal: Vec<f64> = scores
+            .iter()
+            .zip(labels)
+            .filter(|(_, &l)| !l)
+            .filter_map(|(s, _)| *s)
+            .collect();
+        let auroc = metrics::auroc(&scores, labels);
+        let n_anom = labels.iter().filter(|&&l| l).count();
+        out["n_normal"] = json!(normal.len());
+        out["n_anomalies"] = json!(n_anom);
+        out["nll_normal"] = json!(mean(&normal));
+        out["auroc"] = json!(auroc);
+        writeln!(
+            text,
+            "normal rows: mean NLL {:.4} nats/row ({} rows); anomalies: {} rows",
+            mean(&normal),
+            normal.len(),
+            n_anom
+        )?;
+        match auroc {
+            Some(v) => writeln!(text, "AUROC (score = −log p): {v:.4}")?,
+            None => writeln!(text, "AUROC: undefined (needs both normal and anomalous rows)")?,
+        }
+        if let Some(gs) = &gscores {
+            let ga = metrics::auroc(gs, labels);
+            let gn: Vec<f64> = gs
+                .iter()
+                .zip(labels)
+                .filter(|(_, &l)| !l)
+                .filter_map(|(s, _)| *s)
+                .collect();
+            out["gaussian_auroc"] = json!(ga);
+            out["gaussian_nll_normal"] = json!(mean(&gn));
+            writeln!(
+                text,
+                "Gaussian baseline: AUROC {}, normal-row NLL {:.4}",
+                ga.map_or("undefined".into(), |v| format!("{v:.4}")),
+                mean(&gn)
+            )?;
+        }
+        if let Some(t) = &model.threshold {
+            let rt = metrics::rates(&scores, labels, t.score as f64);
+            out["threshold"] = json!(t.score);
+            out["false_alarm_rate"] = json!(rt.false_alarm_rate);
+            out["detection_rate"] = json!(rt.detection_rate);
+            out["rates"] = serde_json::to_value(rt)?;
+            writeln!(
+                text,
+                "at the calibrated threshold {:.4} (for {:.2} % false alarms): false-alarm rate {:.2} % ({}/{}), detection rate {:.2} % ({}/{})",
+                t.score,
+                100.0 * t.false_alarm_rate,
+                100.0 * rt.false_alarm_rate,
+                rt.false_alarms,
+                rt.normal,
+                100.0 * rt.detection_rate,
+                rt.detections,
+                rt.anomalies
+            )?;
+        } else {
+            writeln!(
+                text,
+                "no threshold in the model: run `flowmote calibrate` for alarm rates"
+            )?;
+        }
+    } else if let Some(t) = &model.threshold {
+        let rate = metrics::flag_rate(&scores, t.score as f64);
+        out["threshold"] = json!(t.score);
+        out["flag_rate"] = json!(rate);
+        writeln!(
+            text,
+            "flagged at the calibrated threshold {:.4}: {:.2} % of rows",
+            t.score,
+            100.0 * rate
+        )?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        print!("{text}");
+    }
+    Ok(out)
+}
+
+/// Arguments of `flowmote calibrate`.
+#[derive(Args, Debug, Clone)]
+pub struct CalibrateArgs {
+    /// Model file to calibrate (rewritten atomically unless --out is given).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// CSV of normal data the model was NOT trained on, ideally (held-out rows).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Target fraction of normal rows flagged: the threshold is the
+    /// (1 − rate) quantile of −log p on these rows.
+    #[arg(long, default_value_t = 0.01)]
+    pub false_alarm_rate: f64,
+    /// Label column: only rows labelled 0 (normal) are used.
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// Write the calibrated model here instead of overwriting --model.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Run `flowmote calibrate`; returns the threshold stored.
+pub fn run_calibrate(a: &CalibrateArgs) -> Result<Threshold> {
+    ensure!(
+        a.false_alarm_rate > 0.0 && a.false_alarm_rate < 1.0,
+        "--false-alarm-rate must be in (0, 1), e.g. 0.01 for 1 %"
+    );
+    let mut model = ModelFile::load(&a.model)?;
+    let mut ds = data::load_for_model(&a.data, &model.features, a.label_column.as_deref())?;
+    if let Some(l) = ds.labels.take() {
+        let keep: Vec<usize> = (0..l.len()).filter(|&i| !l[i]).collect();
+        ds.rows = keep.iter().map(|&i| ds.rows[i].clone()).collect();
+        ds.row_errors = keep.iter().map(|&i| ds.row_errors[i].clone()).collect();
+        ds.lines = keep.iter().map(|&i| ds.lines[i]).collect();
+    }
+    let r = score_rows(&model, &ds);
+    let finite: Vec<f64> = r.iter().filter_map(|s| s.as_ref().ok().copied()).collect();
+    let bad = r.len() - finite.len();
+    ensure!(
+        finite.len() >= 2,
+        "{}: {} scorable normal rows; calibration needs more",
+        a.data.display(),
+        finite.len()
+    );
+    if bad > 0 {
+        eprintln!(
+            "warning: {bad} row(s) of {} could not be scored and were not used for the threshold",
+            a.data.display()
+        );
+    }
+    if (finite.len() as f64) * a.false_alarm_rate < 1.0 {
+        eprintln!(
+            "warning: {} rows are too few to estimate a {:.2} % quantile well (the threshold is near the maximum score)",
+            finite.len(),
+            100.0 * a.false_alarm_rate
+        );
+    }
+    let t = metrics::threshold_for_false_alarm_rate(&finite, a.false_alarm_rate).expect("finite scores");
+    let th = Threshold {
+        score: t as f32,
+        false_alarm_rate: a.false_alarm_rate,
+        rows: finite.len(),
+        data_sha256: ds.sha256.clone(),
+    };
+    model.threshold = Some(th.clone());
+    let out = a.out.as_ref().unwrap_or(&a.model);
+    model.save(out)?;
+    let achieved = metrics::flag_rate(&finite.iter().map(|&v| Some(v)).collect::<Vec<_>>(), th.score as f64);
+    println!(
+        "threshold −log p > {:.4} nats (target {:.2} % false alarms; {:.2} % of the {} calibration rows are above it); wrote {}",
+        th.score,
+        100.0 * a.false_alarm_rate,
+        100.0 * achieved,
+        finite.len(),
+        out.display()
+    );
+    Ok(th)
+}
+
+/// Arguments of `flowmote score`.
+#[derive(Args, Debug, Clone)]
+pub struct ScoreArgs {
+    /// Trained model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// CSV to score (the model's feature columns by name; other columns ignored).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output CSV (`line,log_prob,score,anomaly,error`); standard output if omitted.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Label column to skip when matching columns by position.
+    #[arg(long)]
+    pub label_column: Option<String>,
+}
+
+/// Run `flowmote score`; returns the CSV text written.
+pub fn run_score(a: &ScoreArgs) -> Result<String> {
+    let model = ModelFile::load(&a.model)?;
+    let ds = data::load_for_model(&a.data, &model.features, a.label_column.as_deref())?;
+    let r = score_rows(&model, &ds);
+    let th = model.threshold.as_ref().map(|t| t.score as f64);
+    let mut s = String::from("line,log_prob,score,anomaly,error\n");
+    let (mut flagged, mut bad) = (0, 0);
+    for (i, res) in r.iter().enumerate() {
+        match res {
+            Ok(v) => {
+                let f = th.map(|t| metrics::is_flagged(Some(*v), t));
+                if f == Some(true) {
+                    flagged += 1;
+                }
+                writeln!(
+                    s,
+                    "{},{},{},{},",
+                    ds.lines[i],
+                    -v,
+                    v,
+                    match f {
+                        Some(true) => "1",
+                        Some(false) => "0",
+                        None => "",
+                    }
+                )?;
+            }
+            Err(e) => {
+                bad += 1;
+                writeln!(
+                    s,
+                    "{},,,{},\"{}\"",
+                    ds.lines[i],
+                    if th.is_some() { "1" } else { "" },
+                    e.replace('"', "\"\"")
+                )?;
+            }
+        }
+    }
+    match &a.out {
+        Some(p) => {
+            write_atomic(p, s.as_bytes())?;
+            eprintln!(
+                "scored {} rows ({} flagged, {} could not be scored{}) → {}",
+                r.len(),
+                flagged + if th.is_some() { bad } else { 0 },
+                bad,
+                if th.is_none() {
+                    "; no threshold in the model, so the anomaly column is empty — run `flowmote calibrate`"
+                } else {
+                    ""
+                },
+                p.display()
+            );
+        }
+        None => print!("{s}"),
+    }
+    Ok(s)
+}
+
+/// Arguments of `flowmote sample`.
+#[derive(Args, Debug, Clone)]
+pub struct SampleArgs {
+    /// Trained model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Number of samples.
+    #[arg(short = 'n', long = "n", default_value_t = 1000)]
+    pub n: usize,
+    /// Seed of `Xoshiro128PlusPlus::seed_from_u64`: the same draws as the
+    /// core's `Flow::sample` with that generator (and the exported model).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output CSV (header = the model's features); standard output if omitted.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Add a `log_prob` column (the model's log-density of each sample).
+    #[arg(long)]
+    pub log_prob: bool,
+}
+
+/// Draw `n` samples with `Xoshiro128PlusPlus::seed_from_u64(seed)`, in order.
+pub fn draw_samples(model: &ModelFile, n: usize, seed: u64) -> Result<Vec<(Vec<f32>, f32)>> {
+    let mut rng = rand_xoshiro::Xoshiro128PlusPlus::seed_from_u64(seed);
+    let mut ws = Workspace::new(&model.flow);
+    (0..n)
+        .map(|i| {
+            model
+                .flow
+                .sample_with_log_prob(&mut rng, &mut ws)
+                .map_err(|e| anyhow::anyhow!("sample {i} overflowed ({e:?}); the model is unstable there"))
+        })
+        .collect()
+}
+
+/// Run `flowmote sample`; returns the CSV text.
+pub fn run_sample(a: &SampleArgs) -> Result<String> {
+    let model = ModelFile::load(&a.model)?;
+    let draws = draw_samples(&model, a.n, a.seed)?;
+    let mut s = model.features.join(",");
+    if a.log_prob {
+        s.push_str(",log_prob");
+    }
+    s.push('\n');
+    for (x, lp) in &draws {
+        let mut first = true;
+        for v in x {
+            if !first {
+                s.push(',');
+            }
+            first = false;
+            write!(s, "{v}")?;
+        }
+        if a.log_prob {
+            write!(s, ",{lp}")?;
+        }
+        s.push('\n');
+    }
+    match &a.out {
+        Some(p) => {
+            write_atomic(p, s.as_bytes())?;
+            eprintln!("wrote {} samples (seed {}) to {}", a.n, a.seed, p.display());
+        }
+        None => print!("{s}"),
+    }
+    Ok(s)
+}
+
+/// Write rows as CSV (header = `features`).
+pub fn rows_csv(features: &[String], rows: &[Vec<f32>]) -> String {
+    let mut s = features.join(",");
+    s.push('\n');
+    for r in rows {
+        let line: Vec<String> = r.iter().map(|v| v.to_string()).collect();
+        s.push_str(&line.join(","));
+        s.push('\n');
+    }
+    s
+}
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// Arguments of `flowmote demo`.
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Training CSV [default: the bundled examples/data/daphnet_gait.train.csv].
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// Test CSV [default: the bundled examples/data/daphnet_gait.test.csv].
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Directory for everything the demo writes.
+    #[arg(long, default_value = "out/demo")]
+    pub out_dir: PathBuf,
+    /// Maximum training epochs (the demo trains the default model for fewer
+    /// epochs than `train` does, to finish in about a minute).
+    #[arg(long, default_value_t = 40)]
+    pub epochs: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Run `flowmote demo`: train → calibrate → export → score → eval.
+pub fn run_demo(a: &DemoArgs) -> Result<()> {
+    let train_csv = a
+        .train
+        .clone()
+        .unwrap_or_else(|| repo_file("examples/data/daphnet_gait.train.csv"));
+    let test_csv = a
+        .test
+        .clone()
+        .unwrap_or_else(|| repo_file("examples/data/daphnet_gait.test.csv"));
+    for p in [&train_csv, &test_csv] {
+        if !p.exists() {
+            bail!(
+                "{} not found — run from a flowmote checkout or pass --train/--test",
+                p.display()
+            );
+        }
+    }
+    let dir = &a.out_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let model_json = dir.join("model.json");
+    println!("1/5 train: {} → {}", train_csv.display(), model_json.display());
+    let ds = data::load_training(&train_csv, None)?;
+    let cfg = TrainConfig {
+        epochs: a.epochs,
+        seed: a.seed,
+        ..TrainConfig::default()
+    };
+    let (model, s) = train::train(&ds, &cfg, !a.quiet)?;
+    model.save(&model_json)?;
+    println!(
+        "    {} {} layers × hidden {} , {} parameters, {} rows (+{} validation), {:.1} s; kept epoch {} (validation NLL {:.3} nats/row)",
+        model.kind,
+        model.provenance.settings["layers"],
+        model.provenance.settings["hidden"],
+        s.parameters,
+        s.train_rows,
+        s.val_rows,
+        s.seconds,
+        s.best_epoch,
+        s.best_val_nll
+    );
+    let val_csv = dir.join("validation.csv");
+    write_atomic(&val_csv, rows_csv(&model.features, &s.validation).as_bytes())?;
+    println!(
+        "2/5 calibrate at 1 % false alarms on the held-out validation rows ({})",
+        val_csv.display()
+    );
+    run_calibrate(&CalibrateArgs {
+        model: model_json.clone(),
+        data: val_csv,
+        false_alarm_rate: 0.01,
+        label_column: None,
+        out: None,
+    })?;
+    let model_rs = dir.join("model.rs");
+    println!("3/5 export → {}", model_rs.display());
+    crate::export::run(&crate::export::ExportArgs {
+        model: model_json.clone(),
+        out: model_rs,
+        name: None,
+    })?;
+    let scores = dir.join("scores.csv");
+    println!("4/5 score {} → {}", test_csv.display(), scores.display());
+    run_score(&ScoreArgs {
+        model: model_json.clone(),
+        data: test_csv.clone(),
+        out: Some(scores),
+        label_column: None,
+    })?;
+    println!("5/5 eval on {}", test_csv.display());
+    run_eval(&EvalArgs {
+        model: model_json,
+        data: test_csv,
+        label_column: None,
+        json: false,
+        gaussian_baseline: Some(train_csv),
+    })?;
+    Ok(())
+}

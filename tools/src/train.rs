@@ -1,0 +1,823 @@
+//! Maximum-likelihood training of a [`DynFlow`] (and flow matching for
+//! continuous flows) with the core's own backward passes.
+//!
+//! Pipeline: split the rows (seeded shuffle) into training and validation
+//! parts; fit the standardisation on the training part and freeze it as the
+//! first layer; dequantise integer-valued columns each epoch; mini-batch
+//! Adam(W) with a cosine learning-rate schedule, global-norm gradient
+//! clipping and MAF gradients masked; validation NLL after every epoch,
+//! early stopping that keeps the best model.
+//!
+//! Determinism: every random draw comes from one seeded
+//! `Xoshiro256PlusPlus`, drawn sequentially; a mini-batch is split into
+//! chunks of fixed size whose gradients are computed in parallel (rayon) and
+//! summed in chunk order, so the result does not depend on the thread count.
+
+use crate::data::Dataset;
+use crate::model::{Act, DynFlow, Epoch, Layer, ModelFile, Net, Provenance, SolverKind, Workspace, FORMAT, VERSION};
+use anyhow::{bail, ensure, Result};
+use flowmote::cnf::ContinuousFlowRef;
+use flowmote::maf::made_mask_params;
+use flowmote::mlp::{MlpGrad, MlpRef, MlpShape};
+use flowmote::ActNormRef;
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Flow family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowKind {
+    /// Masked autoregressive flow: [standardise, (MAF, Reverse)×N].
+    Maf,
+    /// RealNVP affine coupling: [standardise, (AffineCoupling, Permutation)×N].
+    Coupling,
+    /// Continuous flow (one vector field, RK4), trained by flow matching.
+    Cnf,
+}
+
+impl FlowKind {
+    /// Name stored in model files.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowKind::Maf => "maf",
+            FlowKind::Coupling => "coupling",
+            FlowKind::Cnf => "cnf",
+        }
+    }
+}
+
+/// Training settings; `None` fields are chosen from the data by [`resolve`].
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainConfig {
+    /// Flow family.
+    pub flow: FlowKind,
+    /// Number of flow layers (MAF/coupling blocks).
+    pub layers: Option<usize>,
+    /// Hidden units per conditioner layer.
+    pub hidden: Option<usize>,
+    /// Hidden layers per conditioner.
+    pub depth: usize,
+    /// Maximum epochs.
+    pub epochs: usize,
+    /// Mini-batch size.
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Decoupled (AdamW) weight decay.
+    pub weight_decay: f64,
+    /// Stop when validation NLL has not improved for this many epochs.
+    pub patience: usize,
+    /// Fraction of rows held out for validation / early stopping.
+    pub val_fraction: f64,
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// Dequantise integer-valued columns.
+    pub dequantize: bool,
+    /// Global gradient-norm clip (per mini-batch mean gradient).
+    pub clip: f64,
+    /// Scale of the conditioners' output layer at initialisation (small =
+    /// near identity).
+    pub init_scale: f32,
+    /// Soft clamp of the affine log-scales.
+    pub clamp: f32,
+    /// Solver steps of a continuous flow.
+    pub cnf_steps: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            flow: FlowKind::Maf,
+            layers: None,
+            hidden: None,
+            depth: 2,
+            epochs: 200,
+            batch: 64,
+            lr: 2e-3,
+            weight_decay: 1e-4,
+            patience: 20,
+            val_fraction: 0.1,
+            seed: 0,
+            dequantize: true,
+            clip: 5.0,
+            init_scale: 0.1,
+            clamp: flowmote::coupling::DEFAULT_CLAMP,
+            cnf_steps: 8,
+        }
+    }
+}
+
+/// Default number of layers and hidden width for `n` training rows of
+/// dimension `d`: small models for few rows (they generalise better).
+pub fn default_size(flow: FlowKind, n: usize, d: usize) -> (usize, usize) {
+    let _ = d;
+    match flow {
+        FlowKind::Cnf => (1, if n < 1000 { 32 } else { 64 }),
+        _ if n < 500 => (2, 16),
+        _ if n < 2000 => (3, 32),
+        _ => (4, 64),
+    }
+}
+
+/// What happened during training.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainSummary {
+    /// Rows used for training.
+    pub train_rows: usize,
+    /// Rows held out.
+    pub val_rows: usize,
+    /// Rows left out because they were labelled anomalous.
+    pub labelled_out: usize,
+    /// Epochs run.
+    pub epochs_run: usize,
+    /// Epoch of the kept model (1-based).
+    pub best_epoch: usize,
+    /// Validation NLL of the kept model (nats/row, data units).
+    pub best_val_nll: f64,
+    /// Columns dequantised (names) and their quantisation step.
+    pub dequantized: Vec<(String, f32)>,
+    /// Rows skipped while training because their NLL overflowed.
+    pub skipped_rows: usize,
+    /// Wall time (s).
+    pub seconds: f64,
+    /// Parameters trained.
+    pub parameters: usize,
+    /// The held-out validation rows (for calibration on unseen data).
+    #[serde(skip)]
+    pub validation: Vec<Vec<f32>>,
+}
+
+fn uniform<R: Rng + ?Sized>(rng: &mut R) -> f32 {
+    (rng.next_u32() >> 8) as f32 * (1.0 / 16_777_216.0)
+}
+
+fn fill_uniform<R: Rng + ?Sized>(rng: &mut R, v: &mut [f32], scale: f32) {
+    for x in v {
+        *x = (2.0 * uniform(rng) - 1.0) * scale;
+    }
+}
+
+/// Seeded conditioner parameters: hidden layers uniform in `±1/√fan_in`,
+/// output layer (and its bias) scaled by `out_scale` so that the layer
+/// starts near the identity; MADE-masked if `made_heads > 0`.
+pub fn init_params<R: Rng + ?Sized>(rng: &mut R, shape: MlpShape, made_heads: usize, out_scale: f32) -> Vec<f32> {
+    let mut p = vec![0.0; shape.n_params()];
+    {
+        let g = MlpGrad::from_flat(shape, &mut p).expect("shape");
+        fill_uniform(rng, g.w_in, 1.0 / ((shape.input + shape.cond).max(1) as f32).sqrt());
+        fill_uniform(rng, g.w_cond, 1.0);
+        fill_uniform(rng, g.b_in, 0.1);
+        fill_uniform(rng, g.w_hid, 1.0 / (shape.hidden as f32).sqrt());
+        fill_uniform(rng, g.b_hid, 0.1);
+        fill_uniform(rng, g.w_out, out_scale / (shape.hidden as f32).sqrt());
+        fill_uniform(rng, g.b_out, 0.1 * out_scale);
+    }
+    mask(shape, made_heads, &mut p);
+    p
+}
+
+fn mask(shape: MlpShape, heads: usize, p: &mut [f32]) {
+    match heads {
+        0 => {}
+        2 => made_mask_params(shape, p).expect("MADE shape"),
+        h => flowmote::spline::made_mask_heads(shape, h, p).expect("MADE shape"),
+    }
+}
+
+/// MADE heads of a layer's conditioner (0 = not autoregressive).
+fn made_heads(l: &Layer) -> usize {
+    match l {
+        Layer::Maf { .. } => 2,
+        Layer::SplineAutoregressive { bins, .. } => flowmote::spline::spline_params(*bins),
+        _ => 0,
+    }
+}
+
+fn params_mut(l: &mut Layer) -> Option<&mut Vec<f32>> {
+    match l {
+        Layer::AffineCoupling { params, .. }
+        | Layer::Maf { params, .. }
+        | Layer::SplineCoupling { params, .. }
+        | Layer::SplineAutoregressive { params, .. }
+        | Layer::LuLinear { params, .. }
+        | Layer::Cnf { params, .. } => Some(params),
+        Layer::ActNorm {
+            log_scale,
+            frozen: false,
+            ..
+        } => {
+            let _ = log_scale;
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The frozen standardising layer for `mean`, `std`.
+pub fn standardize_layer(mean: &[f32], std: &[f32]) -> Layer {
+    let d = mean.len();
+    let (mut log_scale, mut shift) = (vec![0.0; d], vec![0.0; d]);
+    ActNormRef::standardizing(mean, std, &mut log_scale, &mut shift);
+    Layer::ActNorm {
+        log_scale,
+        shift,
+        frozen: true,
+    }
+}
+
+/// An untrained flow: `[standardise, blocks…]` with seeded near-identity
+/// conditioners (see the module docs for the layer lists).
+pub fn build_flow<R: Rng + ?Sized>(
+    kind: FlowKind,
+    mean: &[f32],
+    std: &[f32],
+    layers: usize,
+    net: Net,
+    cfg: &TrainConfig,
+    rng: &mut R,
+) -> Result<DynFlow> {
+    let d = mean.len();
+    ensure!(layers >= 1, "--layers must be at least 1");
+    ensure!(
+        net.hidden >= 1 && net.depth >= 1,
+        "--hidden and --depth must be at least 1"
+    );
+    let mut ls = vec![standardize_layer(mean, std)];
+    match kind {
+        FlowKind::Maf => {
+            for i in 0..layers {
+                if i > 0 {
+                    ls.push(Layer::Reverse);
+                }
+                let mut l = Layer::Maf {
+                    net,
+                    clamp: cfg.clamp,
+                    params: vec![],
+                };
+                let p = init_params(rng, l.mlp_shape(d).unwrap(), 2, cfg.init_scale);
+                *params_mut(&mut l).unwrap() = p;
+                ls.push(l);
+            }
+        }
+        FlowKind::Coupling => {
+            ensure!(
+                d >= 2,
+                "a coupling flow needs at least 2 columns (the data has {d}): one half conditions the other — use --flow maf or --flow cnf for 1-D data"
+            );
+            let mut a = d / 2;
+            for i in 0..layers {
+                let b = d - a;
+                if i > 0 {
+                    // Rotate the previous layer's transformed half to the front.
+                    let prev_a = d - a;
+                    ls.push(Layer::Permutation {
+                        perm: (0..d).map(|j| (j + prev_a) % d).collect(),
+                    });
+                }
+                let mut l = Layer::AffineCoupling {
+                    a,
+                    b,
+                    net,
+                    clamp: cfg.clamp,
+                    params: vec![],
+                };
+                let p = init_params(rng, l.mlp_shape(d).unwrap(), 0, cfg.init_scale);
+                *params_mut(&mut l).unwrap() = p;
+                ls.push(l);
+                a = b;
+            }
+        }
+        FlowKind::Cnf => {
+            let mut l = Layer::Cnf {
+                net,
+                solver: SolverKind::Rk4,
+                steps: cfg.cnf_steps.max(1),
+                params: vec![],
+            };
+            let p = init_params(rng, l.mlp_shape(d).unwrap(), 0, cfg.init_scale);
+            *params_mut(&mut l).unwrap() = p;
+            ls.push(l);
+        }
+    }
+    let f = DynFlow { dim: d, layers: ls };
+    f.validate()?;
+    Ok(f)
+}
+
+/// AdamW (β₁ = 0.9, β₂ = 0.999, ε = 1e-8) on one flat parameter vector.
+#[derive(Clone, Debug)]
+pub struct Adam {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: i32,
+}
+
+impl Adam {
+    /// State for `n` parameters.
+    pub fn new(n: usize) -> Self {
+        Adam {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            t: 0,
+        }
+    }
+
+    /// `p ← p − lr·(m̂/(√v̂ + ε) + wd·p)` for the gradient `g·scale`.
+    pub fn step(&mut self, p: &mut [f32], g: &[f32], scale: f32, lr: f32, wd: f32) {
+        const B1: f32 = 0.9;
+        const B2: f32 = 0.999;
+        self.t += 1;
+        let c1 = 1.0 - B1.powi(self.t);
+        let c2 = 1.0 - B2.powi(self.t);
+        for i in 0..p.len() {
+            let gi = g[i] * scale;
+            self.m[i] = B1 * self.m[i] + (1.0 - B1) * gi;
+            self.v[i] = B2 * self.v[i] + (1.0 - B2) * gi * gi;
+            p[i] -= lr * ((self.m[i] / c1) / ((self.v[i] / c2).sqrt() + 1e-8) + wd * p[i]);
+        }
+    }
+}
+
+/// Rows per parallel gradient chunk (fixed, so results do not depend on the
+/// number of threads).
+const CHUNK: usize = 16;
+
+/// Mean NLL (nats/row) of `rows` and the number of rows that could not be
+/// scored (non-finite log p), in parallel.
+pub fn mean_nll(flow: &DynFlow, rows: &[Vec<f32>]) -> (f64, usize) {
+    let parts: Vec<(f64, usize, usize)> = rows
+        .par_chunks(64)
+        .map_init(
+            || Workspace::new(flow),
+            |ws, ch| {
+                let (mut s, mut n, mut bad) = (0.0f64, 0usize, 0usize);
+                for x in ch {
+                    match flow.log_prob(x, ws) {
+                        Ok(lp) => {
+                            s -= lp as f64;
+                            n += 1;
+                        }
+                        Err(_) => bad += 1,
+                    }
+                }
+                (s, n, bad)
+            },
+        )
+        .collect();
+    let s: f64 = parts.iter().map(|p| p.0).sum();
+    let n: usize = parts.iter().map(|p| p.1).sum();
+    let bad: usize = parts.iter().map(|p| p.2).sum();
+    (if n > 0 { s / n as f64 } else { f64::NAN }, bad)
+}
+
+/// Sum of gradients of one mini-batch; returns (loss sum, rows used).
+fn batch_grad(
+    flow: &DynFlow,
+    batch: &[Vec<f32>],
+    noise: &[(Vec<f32>, f32)],
+    grads: &mut [Vec<f32>],
+) -> (f64, usize, usize) {
+    let d = flow.dim;
+    let parts: Vec<(Vec<Vec<f32>>, f64, usize, usize)> = batch
+        .par_chunks(CHUNK)
+        .enumerate()
+        .map(|(ci, ch)| {
+            let mut ws = Workspace::new(flow);
+            let mut g: Vec<Vec<f32>> = flow.layers.iter().map(|l| vec![0.0; l.params().len()]).collect();
+            let (mut loss, mut used, mut bad) = (0.0f64, 0usize, 0usize);
+            if let Some(ci_layer) = flow.layers.iter().position(|l| matches!(l, Layer::Cnf { .. })) {
+                // Flow matching on the standardised rows.
+                let Layer::Cnf {
+                    net,
+                    solver,
+                    steps,
+                    params,
+                } = &flow.layers[ci_layer]
+                else {
+                    unreachable!()
+                };
+                let shape = flow.layers[ci_layer].mlp_shape(d).unwrap();
+                let v = ContinuousFlowRef::new(
+                    MlpRef::from_flat(shape, net.act.into(), params).expect("valid"),
+                    (*solver).into(),
+                    *steps,
+                );
+                let mut scratch = vec![0.0; v.train_scratch_len()];
+                let mut gr = MlpGrad::from_flat(shape, &mut g[ci_layer]).expect("shape");
+                for (k, x) in ch.iter().enumerate() {
+                    let mut xs = x.clone();
+                    for l in &flow.layers[..ci_layer] {
+                        if let Layer::ActNorm { log_scale, shift, .. } = l {
+                            ActNormRef { log_scale, shift }.forward(&mut xs);
+                        }
+                    }
+                    let (z, t) = &noise[ci * CHUNK + k];
+                    let l = v.flow_matching_backward(&xs, z, *t, &mut gr, &mut scratch);
+                    if l.is_finite() {
+                        loss += l as f64;
+                        used += 1;
+                    } else {
+                        bad += 1;
+                    }
+                }
+            } else {
+                for x in ch {
+                    match flow.nll_backward(x, &mut g, &mut ws) {
+                        Ok(nll) => {
+                            loss += nll as f64;
+                            used += 1;
+                        }
+                        Err(_) => bad += 1,
+                    }
+                }
+            }
+            (g, loss, used, bad)
+        })
+        .collect();
+    for g in grads.iter_mut() {
+        g.fill(0.0);
+    }
+    let (mut loss, mut used, mut bad) = (0.0, 0, 0);
+    for (g, l, u, b) in &parts {
+        for (acc, gi) in grads.iter_mut().zip(g) {
+            for (a, v) in acc.iter_mut().zip(gi) {
+                *a += v;
+            }
+        }
+        loss += l;
+        used += u;
+        bad += b;
+    }
+    (loss, used, bad)
+}
+
+/// Train a model on `ds` (rows labelled anomalous are left out). With
+/// `progress`, shows an indicatif bar with training and validation NLL.
+pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
+    let start = Instant::now();
+    let d = ds.dim();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+    ensure!(
+        (0.0..0.9).contains(&cfg.val_fraction),
+        "--val-fraction must be in [0, 0.9)"
+    );
+    ensure!(cfg.batch >= 1, "--batch must be at least 1");
+    ensure!(cfg.epochs >= 1, "--epochs must be at least 1");
+    ensure!(cfg.lr.is_finite() && cfg.lr > 0.0, "--lr must be a positive number");
+    for (i, r) in ds.rows.iter().enumerate() {
+        if let Some(j) = r.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "{} line {}, column {:?}: value {} is not finite — training needs finite numbers",
+                ds.path,
+                ds.lines.get(i).copied().unwrap_or(0),
+                ds.features[j],
+                r[j]
+            );
+        }
+    }
+    let mut rows = ds.normal_rows();
+    let labelled_out = ds.len() - rows.len();
+    let min_rows = 10.max(2 * d);
+    ensure!(
+        rows.len() >= min_rows,
+        "{}: {} usable rows{}; training needs at least {min_rows} (10, and 2 per column)",
+        ds.path,
+        rows.len(),
+        if labelled_out > 0 {
+            format!(" ({labelled_out} labelled anomalous were left out)")
+        } else {
+            String::new()
+        }
+    );
+    // Seeded shuffle, then split.
+    for i in (1..rows.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        rows.swap(i, j);
+    }
+    let n_val = ((rows.len() as f64) * cfg.val_fraction).round() as usize;
+    let val: Vec<Vec<f32>> = rows.split_off(rows.len() - n_val);
+    let train_rows = rows;
+    let n = train_rows.len();
+
+    // Dequantisation steps (from the training rows only).
+    let tmp = Dataset {
+        features: ds.features.clone(),
+        rows: train_rows.clone(),
+        ..Default::default()
+    };
+    let steps: Vec<Option<f32>> = if cfg.dequantize {
+        tmp.quantisation_steps()
+    } else {
+        vec![None; d]
+    };
+    // Standardisation: mean and std of the (dequantised) training rows.
+    let mut mean = vec![0.0f32; d];
+    let mut std = vec![0.0f32; d];
+    for j in 0..d {
+        let m = train_rows.iter().map(|r| r[j] as f64).sum::<f64>() / n as f64;
+        let mut var = train_rows.iter().map(|r| (r[j] as f64 - m).powi(2)).sum::<f64>() / n as f64;
+        if let Some(s) = steps[j] {
+            var += (s as f64).powi(2) / 12.0;
+        }
+        ensure!(
+            var > 0.0 && var.is_finite(),
+            "{}: column {:?} is constant ({m}) in the training rows — a density over it is degenerate; drop the column",
+            ds.path,
+            ds.features[j]
+        );
+        mean[j] = m as f32;
+        std[j] = var.sqrt() as f32;
+    }
+
+    let (def_layers, def_hidden) = default_size(cfg.flow, n, d);
+    let layers = cfg.layers.unwrap_or(def_layers);
+    let hidden = cfg.hidden.unwrap_or(def_hidden);
+    let net = Net {
+        hidden,
+        depth: cfg.depth,
+        act: Act::Tanh,
+    };
+    let mut flow = build_flow(cfg.flow, &mean, &std, layers, net, cfg, &mut rng)?;
+    let parameters: usize = flow.layers.iter().map(|l| l.params().len()).sum();
+
+    let batch = cfg.batch.min(n);
+    let batches_per_epoch = n / batch; // drop the short last batch
+    let total_steps = (batches_per_epoch * cfg.epochs).max(1);
+    let warmup = (total_steps / 50).clamp(1, 200);
+    let lr_at = |step: usize| -> f32 {
+        let lr = cfg.lr;
+        let v = if step < warmup {
+            lr * (step + 1) as f64 / warmup as f64
+        } else {
+            let p = (step - warmup) as f64 / (total_steps - warmup).max(1) as f64;
+            0.01 * lr + 0.99 * lr * 0.5 * (1.0 + (std::f64::consts::PI * p.min(1.0)).cos())
+        };
+        v as f32
+    };
+
+    let mut grads: Vec<Vec<f32>> = flow.layers.iter().map(|l| vec![0.0; l.params().len()]).collect();
+    let mut adam: Vec<Adam> = grads.iter().map(|g| Adam::new(g.len())).collect();
+    let is_cnf = cfg.flow == FlowKind::Cnf;
+    let sel_rows = if val.is_empty() { &train_rows } else { &val };
+
+    let bar = if progress {
+        let b = indicatif::ProgressBar::new(cfg.epochs as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} epochs {elapsed} {msg}")
+                .unwrap()
+                .progress_chars("=> "),
+        );
+        b.set_prefix("training");
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+
+    let (init_val, _) = mean_nll(&flow, sel_rows);
+    let mut best = (init_val, 0usize, flow.clone());
+    let mut history = Vec::new();
+    let mut step = 0usize;
+    let mut skipped = 0usize;
+    let mut since_best = 0usize;
+    let mut epochs_run = 0;
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut blowups = 0;
+    let mut epoch_rows: Vec<Vec<f32>> = train_rows.clone();
+    let mut epoch = 0usize;
+    while epoch < cfg.epochs {
+        epoch += 1;
+        for i in (1..n).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        for (k, &i) in order.iter().enumerate() {
+            let r = &mut epoch_rows[k];
+            r.copy_from_slice(&train_rows[i]);
+            for (v, s) in r.iter_mut().zip(&steps) {
+                if let Some(s) = s {
+                    *v += (uniform(&mut rng) - 0.5) * s;
+                }
+            }
+        }
+        let mut tot = 0.0f64;
+        let mut cnt = 0usize;
+        let mut lr = 0.0;
+        let mut diverged = false;
+        for b in 0..batches_per_epoch {
+            let rows_b = &epoch_rows[b * batch..(b + 1) * batch];
+            let noise: Vec<(Vec<f32>, f32)> = if is_cnf {
+                rows_b
+                    .iter()
+                    .map(|_| {
+                        let mut z = vec![0.0; d];
+                        flowmote::normal::fill_standard_normal(&mut rng, &mut z);
+                        (z, uniform(&mut rng))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let (loss, used, bad) = batch_grad(&flow, rows_b, &noise, &mut grads);
+            skipped += bad;
+            if used == 0 {
+                continue;
+            }
+            tot += loss;
+            cnt += used;
+            let scale = 1.0 / used as f32;
+            for (i, l) in flow.layers.iter().enumerate() {
+                if let Some(s) = l.mlp_shape(d) {
+                    mask(s, made_heads(l), &mut grads[i]);
+                }
+            }
+            let norm = grads
+                .iter()
+                .flatten()
+                .map(|g| (*g as f64 * scale as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let clip = if norm.is_finite() && norm > cfg.clip {
+                (cfg.clip / norm) as f32
+            } else {
+                1.0
+            };
+            if !norm.is_finite() {
+                diverged = true;
+                break;
+            }
+            lr = lr_at(step);
+            step += 1;
+            for (i, l) in flow.layers.iter_mut().enumerate() {
+                if let Some(p) = params_mut(l) {
+                    adam[i].step(p, &grads[i], scale * clip, lr, cfg.weight_decay as f32);
+                }
+            }
+        }
+        let finite = flow.layers.iter().all(|l| l.params().iter().all(|v| v.is_finite()));
+        let (val_nll, val_bad) = if finite && !diverged {
+            mean_nll(&flow, sel_rows)
+        } else {
+            (f64::NAN, 0)
+        };
+        if !finite || diverged || !val_nll.is_finite() || val_bad > 0 && val_bad * 20 > sel_rows.len() {
+            // Diverged: go back to the best model with fresh optimiser state.
+            blowups += 1;
+            ensure!(
+                blowups <= 5,
+                "training diverged 5 times (non-finite loss); try a smaller --lr"
+            );
+            flow = best.2.clone();
+            adam = grads.iter().map(|g| Adam::new(g.len())).collect();
+            bar.println(format!(
+                "epoch {epoch}: training diverged; restarting from the best model (epoch {})",
+                best.1
+            ));
+            since_best += 1;
+            continue;
+        }
+        let train_nll = if cnt > 0 { tot / cnt as f64 } else { f64::NAN };
+        epochs_run = epoch;
+        history.push(Epoch {
+            epoch,
+            train_nll,
+            val_nll,
+            lr: lr as f64,
+        });
+        if val_nll < best.0 || best.1 == 0 && !best.0.is_finite() {
+            best = (val_nll, epoch, flow.clone());
+            since_best = 0;
+        } else {
+            since_best += 1;
+        }
+        bar.set_position(epoch as u64);
+        bar.set_message(format!(
+            "{} {:.3}  val NLL {:.3}  (best {:.3} @ {})",
+            if is_cnf { "train FM loss" } else { "train NLL" },
+            train_nll,
+            val_nll,
+            best.0,
+            best.1
+        ));
+        if cfg.patience > 0 && since_best >= cfg.patience {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let (best_val, best_epoch, flow) = best;
+    let steps_used: Vec<(String, f32)> = steps
+        .iter()
+        .zip(&ds.features)
+        .filter_map(|(s, f)| s.map(|s| (f.clone(), s)))
+        .collect();
+    let summary = TrainSummary {
+        train_rows: n,
+        val_rows: val.len(),
+        labelled_out,
+        epochs_run,
+        best_epoch,
+        best_val_nll: best_val,
+        dequantized: steps_used,
+        skipped_rows: skipped,
+        seconds: start.elapsed().as_secs_f64(),
+        parameters,
+        validation: val.clone(),
+    };
+    let mut settings = serde_json::to_value(cfg)?;
+    settings["layers"] = layers.into();
+    settings["hidden"] = hidden.into();
+    settings["batch"] = batch.into();
+    settings["dequantized"] = serde_json::to_value(&summary.dequantized)?;
+    let model = ModelFile {
+        format: FORMAT.into(),
+        version: VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        kind: cfg.flow.name().into(),
+        features: ds.features.clone(),
+        mean,
+        std,
+        flow,
+        threshold: None,
+        provenance: Provenance {
+            data_file: ds.path.clone(),
+            data_sha256: ds.sha256.clone(),
+            train_rows: n,
+            val_rows: val.len(),
+            val_nll: best_val,
+            settings,
+            history,
+        },
+    };
+    model.validate()?;
+    Ok((model, summary))
+}
+
+/// A full-covariance Gaussian fitted by maximum likelihood (the baseline a
+/// flow must beat).
+#[derive(Clone, Debug)]
+pub struct Gaussian {
+    mean: Vec<f64>,
+    /// Lower Cholesky factor of the covariance.
+    chol: Vec<f64>,
+    log_det: f64,
+}
+
+impl Gaussian {
+    /// Fit mean and covariance of `rows` (a tiny ridge keeps it positive definite).
+    pub fn fit(rows: &[Vec<f32>]) -> Result<Self> {
+        ensure!(!rows.is_empty(), "no rows to fit a Gaussian to");
+        let d = rows[0].len();
+        let n = rows.len() as f64;
+        let mut mean = vec![0.0; d];
+        for r in rows {
+            for j in 0..d {
+                mean[j] += r[j] as f64 / n;
+            }
+        }
+        let mut cov = vec![0.0; d * d];
+        for r in rows {
+            for i in 0..d {
+                for j in 0..=i {
+                    cov[i * d + j] += (r[i] as f64 - mean[i]) * (r[j] as f64 - mean[j]) / n;
+                }
+            }
+        }
+        for i in 0..d {
+            cov[i * d + i] += 1e-9 * cov[i * d + i].abs().max(1e-12);
+        }
+        let mut l = vec![0.0; d * d];
+        for i in 0..d {
+            for j in 0..=i {
+                let mut s = cov[i * d + j];
+                for k in 0..j {
+                    s -= l[i * d + k] * l[j * d + k];
+                }
+                if i == j {
+                    ensure!(s > 0.0, "covariance is singular (a column is constant or collinear)");
+                    l[i * d + i] = s.sqrt();
+                } else {
+                    l[i * d + j] = s / l[j * d + j];
+                }
+            }
+        }
+        let log_det = (0..d).map(|i| 2.0 * l[i * d + i].ln()).sum();
+        Ok(Gaussian { mean, chol: l, log_det })
+    }
+
+    /// `log N(x; μ, Σ)`.
+    pub fn log_prob(&self, x: &[f32]) -> f64 {
+        let d = self.mean.len();
+        let mut y = vec![0.0; d];
+        for i in 0..d {
+            let mut s = x[i] as f64 - self.mean[i];
+            for k in 0..i {
+                s -= self.chol[i * d + k] * y[k];
+            }
+            y[i] = s / self.chol[i * d + i];
+        }
+        let q: f64 = y.iter().map(|v| v * v).sum();
+        -0.5 * (q + self.log_det + d as f64 * (2.0 * std::f64::consts::PI).ln())
+    }
+}
