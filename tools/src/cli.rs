@@ -34,15 +34,16 @@ pub struct TrainArgs {
     #[arg(long)]
     pub layers: Option<usize>,
     /// Hidden units per conditioner layer [default: 16 below 500 training
-    /// rows, 32 below 2000, else 64].
+    /// rows, else 32].
     #[arg(long)]
     pub hidden: Option<usize>,
     /// Hidden layers per conditioner network.
     #[arg(long, default_value_t = 2)]
     pub depth: usize,
-    /// Maximum epochs (early stopping usually ends sooner).
-    #[arg(long, default_value_t = 200)]
-    pub epochs: usize,
+    /// Maximum epochs; early stopping usually ends sooner [default: 200, more
+    /// for small files so that ~4000 optimiser steps are possible, ≤ 2000].
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Mini-batch size (a short last batch is dropped each epoch).
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
@@ -53,9 +54,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1e-4)]
     pub weight_decay: f64,
     /// Early stopping: stop after this many epochs without a better
-    /// validation NLL (the best model is kept). 0 = run all epochs.
-    #[arg(long, default_value_t = 20)]
-    pub patience: usize,
+    /// validation NLL (the best model is kept); 0 = run all epochs
+    /// [default: 20, or as many epochs as ~400 optimiser steps for small files, ≤ 200].
+    #[arg(long)]
+    pub patience: Option<usize>,
     /// Seed of every random choice (split, initial weights, batches,
     /// dequantisation noise): the same seed and data give the same model.
     #[arg(long, default_value_t = 0)]
@@ -71,6 +73,10 @@ pub struct TrainArgs {
     /// Do not dequantise integer-valued columns.
     #[arg(long)]
     pub no_dequantize: bool,
+    /// Soft clamp of the affine log-scales (|log-scale| < clamp): smaller
+    /// values give gentler tails, i.e. less extreme scores far from the data.
+    #[arg(long, default_value_t = flowmote::coupling::DEFAULT_CLAMP)]
+    pub clamp: f32,
     /// Solver steps of a continuous flow (RK4).
     #[arg(long, default_value_t = 8)]
     pub cnf_steps: usize,
@@ -96,6 +102,7 @@ impl TrainArgs {
             seed: self.seed,
             dequantize: !self.no_dequantize,
             cnf_steps: self.cnf_steps,
+            clamp: self.clamp,
             ..TrainConfig::default()
         }
     }
@@ -232,7 +239,11 @@ pub fn run_eval(a: &EvalArgs) -> Result<serde_json::Value> {
     }
     let gauss = match &a.gaussian_baseline {
         Some(p) => {
-            let tr = data::load_for_model(p, &model.features, a.label_column.as_deref())?;
+            let lab = a
+                .label_column
+                .as_deref()
+                .filter(|l| data::header(p).map(|h| h.iter().any(|c| c == l)).unwrap_or(false));
+            let tr = data::load_for_model(p, &model.features, lab)?;
             ensure!(
                 tr.row_errors.iter().all(|e| e.is_none()),
                 "{}: baseline training rows must all be finite numbers",
@@ -637,7 +648,7 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
     println!("1/5 train: {} → {}", train_csv.display(), model_json.display());
     let ds = data::load_training(&train_csv, None)?;
     let cfg = TrainConfig {
-        epochs: a.epochs,
+        epochs: Some(a.epochs),
         seed: a.seed,
         ..TrainConfig::default()
     };

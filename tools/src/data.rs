@@ -227,6 +227,11 @@ fn read_label(p: &str, line: usize, name: &str, col: usize, rec: &csv::StringRec
     })
 }
 
+/// The column names of a CSV file's header row.
+pub fn header(path: &Path) -> Result<Vec<String>> {
+    Ok(read_raw(path)?.header)
+}
+
 /// Read a training file: header row, every column except `label_column`
 /// numeric and finite. Errors name the line and column of the first bad
 /// cell; an empty file, a file with no feature columns or no rows is an

@@ -39,7 +39,7 @@ Training is Adam with decoupled weight decay, a linear warm-up then cosine decay
 gradient-norm clipping, and early stopping on the validation NLL that keeps the best epoch's model. \
 The progress bar shows training and validation NLL (nats/row).\n\n\
 Defaults: `--data` and `--out` are enough. The model size follows the number of training rows \
-(2 layers × 16 hidden below 500 rows, 3 × 32 below 2000, else 4 × 64; 2 hidden layers each) — \
+(2 layers × 16 hidden below 500 rows, 3 × 32 below 2000, else 4 × 32; 2 hidden layers each) — \
 small models generalise better on little data. The same --seed and data give the same model, whatever \
 the number of threads (RAYON_NUM_THREADS)."
     )]

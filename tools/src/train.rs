@@ -60,16 +60,19 @@ pub struct TrainConfig {
     pub hidden: Option<usize>,
     /// Hidden layers per conditioner.
     pub depth: usize,
-    /// Maximum epochs.
-    pub epochs: usize,
+    /// Maximum epochs (`None`: 200, or more for small data so that at
+    /// least ~4000 optimiser steps are taken, at most 2000 epochs).
+    pub epochs: Option<usize>,
     /// Mini-batch size.
     pub batch: usize,
     /// Peak learning rate.
     pub lr: f64,
     /// Decoupled (AdamW) weight decay.
     pub weight_decay: f64,
-    /// Stop when validation NLL has not improved for this many epochs.
-    pub patience: usize,
+    /// Stop when validation NLL has not improved for this many epochs
+    /// (`None`: 20, or the epochs of ~400 steps for small data, at most 200;
+    /// `Some(0)`: never).
+    pub patience: Option<usize>,
     /// Fraction of rows held out for validation / early stopping.
     pub val_fraction: f64,
     /// Seed of every random draw.
@@ -94,11 +97,11 @@ impl Default for TrainConfig {
             layers: None,
             hidden: None,
             depth: 2,
-            epochs: 200,
+            epochs: None,
             batch: 64,
             lr: 2e-3,
             weight_decay: 1e-4,
-            patience: 20,
+            patience: None,
             val_fraction: 0.1,
             seed: 0,
             dequantize: true,
@@ -118,7 +121,7 @@ pub fn default_size(flow: FlowKind, n: usize, d: usize) -> (usize, usize) {
         FlowKind::Cnf => (1, if n < 1000 { 32 } else { 64 }),
         _ if n < 500 => (2, 16),
         _ if n < 2000 => (3, 32),
-        _ => (4, 64),
+        _ => (4, 32),
     }
 }
 
@@ -465,7 +468,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
         "--val-fraction must be in [0, 0.9)"
     );
     ensure!(cfg.batch >= 1, "--batch must be at least 1");
-    ensure!(cfg.epochs >= 1, "--epochs must be at least 1");
+    ensure!(cfg.epochs != Some(0), "--epochs must be at least 1");
     ensure!(cfg.lr.is_finite() && cfg.lr > 0.0, "--lr must be a positive number");
     for (i, r) in ds.rows.iter().enumerate() {
         if let Some(j) = r.iter().position(|v| !v.is_finite()) {
@@ -545,7 +548,9 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
 
     let batch = cfg.batch.min(n);
     let batches_per_epoch = n / batch; // drop the short last batch
-    let total_steps = (batches_per_epoch * cfg.epochs).max(1);
+    let epochs = cfg.epochs.unwrap_or((4000 / batches_per_epoch).clamp(200, 2000));
+    let patience = cfg.patience.unwrap_or((400 / batches_per_epoch).clamp(20, 200));
+    let total_steps = (batches_per_epoch * epochs).max(1);
     let warmup = (total_steps / 50).clamp(1, 200);
     let lr_at = |step: usize| -> f32 {
         let lr = cfg.lr;
@@ -564,7 +569,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
     let sel_rows = if val.is_empty() { &train_rows } else { &val };
 
     let bar = if progress {
-        let b = indicatif::ProgressBar::new(cfg.epochs as u64);
+        let b = indicatif::ProgressBar::new(epochs as u64);
         b.set_style(
             indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} epochs {elapsed} {msg}")
                 .unwrap()
@@ -587,7 +592,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
     let mut blowups = 0;
     let mut epoch_rows: Vec<Vec<f32>> = train_rows.clone();
     let mut epoch = 0usize;
-    while epoch < cfg.epochs {
+    while epoch < epochs {
         epoch += 1;
         for i in (1..n).rev() {
             let j = (rng.next_u64() % (i as u64 + 1)) as usize;
@@ -701,7 +706,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
             best.0,
             best.1
         ));
-        if cfg.patience > 0 && since_best >= cfg.patience {
+        if patience > 0 && since_best >= patience {
             break;
         }
     }
@@ -729,6 +734,8 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
     settings["layers"] = layers.into();
     settings["hidden"] = hidden.into();
     settings["batch"] = batch.into();
+    settings["epochs"] = epochs.into();
+    settings["patience"] = patience.into();
     settings["dequantized"] = serde_json::to_value(&summary.dequantized)?;
     let model = ModelFile {
         format: FORMAT.into(),
