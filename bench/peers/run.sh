@@ -14,6 +14,8 @@
 #              SETS="daphnet_gait breast_cancer"  FLOWS="maf coupling"
 #              FLOWMOTE=tool|fit|auto (auto: the `flowmote` tool if its
 #              `train` subcommand works, else the benches' flowmote-fit)
+#              DEQUANTIZE=0|1 (flowmote tool: dequantise integer columns as
+#              `flowmote train` does by default; 0 = off, like the peer)
 #
 # Needs python3 (>= 3.10) with venv and pip access to PyPI; the virtual
 # environment is created in bench/peers/.venv (git-ignored) on first use.
@@ -35,6 +37,7 @@ OUT=${OUT:-$here/results}
 SETS=${SETS:-daphnet_gait breast_cancer}
 FLOWS=${FLOWS:-maf coupling}
 FLOWMOTE=${FLOWMOTE:-auto}
+DEQUANTIZE=${DEQUANTIZE:-0}
 mkdir -p "$OUT"
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -66,33 +69,37 @@ fi
 say "flowmote side: $FLOWMOTE"
 
 # The flowmote tool: train a model file, evaluate it on the test split.
+# Early stopping off on both sides (all epochs run, best validation epoch kept).
 flowmote_tool() { # set flow json
     local set=$1 flow=$2 json=$3 model=$OUT/$1.$2.model.json
-    local t0 t1
+    local t0 t1 deq=() lab=()
+    [ "$DEQUANTIZE" = 1 ] || deq=(--no-dequantize)
+    case ",$(head -1 "$DATA/$set.test.csv" | tr -d '\r')," in *,label,*) lab=(--label-column label) ;; esac
     t0=$(date +%s.%N)
-    "$tool" train "$DATA/$set.train.csv" --out "$model" \
+    "$tool" train --data "$DATA/$set.train.csv" --out "$model" \
         --flow "$flow" --layers "$LAYERS" --hidden "$HIDDEN" --depth "$DEPTH" \
-        --epochs "$EPOCHS" --batch "$BATCH" --lr "$LR" --seed "$SEED" >&2
+        --epochs "$EPOCHS" --batch "$BATCH" --lr "$LR" --seed "$SEED" --patience 0 \
+        "${deq[@]}" --quiet >&2
     t1=$(date +%s.%N)
-    "$tool" eval "$model" "$DATA/$set.test.csv" --json >"$json.eval"
-    "$py" - "$json.eval" "$t0" "$t1" "$flow" >"$json" <<'EOF'
+    "$tool" eval --model "$model" --data "$DATA/$set.test.csv" "${lab[@]}" --json >"$json.eval"
+    "$py" - "$json.eval" "$t0" "$t1" "$flow" "$DEQUANTIZE" >"$json" <<'EOF2'
 import json, sys
 ev = json.load(open(sys.argv[1]))
-ev = ev if isinstance(ev, dict) else {"raw": ev}
 def pick(*keys):
     for k in keys:
-        if k in ev and ev[k] is not None:
+        if ev.get(k) is not None:
             return ev[k]
     return None
 print(json.dumps({
-    "trainer": "flowmote tool (train + eval --json)",
+    "trainer": "flowmote tool (flowmote train + flowmote eval --json)"
+    + (", dequantised integer columns" if sys.argv[5] == "1" else ", no dequantisation"),
     "flow": sys.argv[4],
-    "test_nll": pick("test_nll_normal", "nll_normal", "test_nll", "nll", "mean_nll"),
-    "auroc": pick("auroc", "AUROC"),
+    "test_nll": pick("nll_normal", "nll"),
+    "auroc": pick("auroc"),
     "train_s": float(sys.argv[3]) - float(sys.argv[2]),
     "eval": ev,
 }))
-EOF
+EOF2
     echo "$model"
 }
 
@@ -120,7 +127,7 @@ done
 
 {
     echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
-    echo "Settings: LAYERS=$LAYERS HIDDEN=$HIDDEN DEPTH=$DEPTH EPOCHS=$EPOCHS BATCH=$BATCH LR=$LR SEED=$SEED; flowmote side: $FLOWMOTE."
+    echo "Settings: LAYERS=$LAYERS HIDDEN=$HIDDEN DEPTH=$DEPTH EPOCHS=$EPOCHS BATCH=$BATCH LR=$LR SEED=$SEED DEQUANTIZE=$DEQUANTIZE; flowmote side: $FLOWMOTE."
     echo
     "$py" "$here/report.py" "$OUT" $SETS -- $FLOWS
 } >"$OUT/results.md"
