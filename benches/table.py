@@ -65,16 +65,23 @@ def main():
             f"| {fam} | {d} | {h} | {m:,} | {fmt_ns(single) if single else '–'} | {single / m:.2f} | "
             f"{1024e9 / b1:,.0f} | {1024e9 / b2:,.0f} | {fmt_ns(smp) if smp else '–'} |"
         )
-    tr = {k: v for k, v in r.items() if k.startswith("train_epoch/")}
+    tr = {k: v for k, v in r.items() if k.startswith("train_epoch")}
     if tr:
         print()
-        print("| training epoch | rows | time / epoch | µs / row |")
-        print("|---|---:|---:|---:|")
+        print("| training epoch | path | rows | time / epoch | µs / row |")
+        print("|---|---|---:|---:|---:|")
         for k in sorted(tr):
-            m = re.search(r"train_epoch/\w*?(\d+)x(\d+)/(.*)$", k)
-            rows = int(m.group(1)) if m else 0
-            name = m.group(3) if m else k
-            print(f"| {name} | {rows} | {tr[k] / 1e6:.0f} ms | {tr[k] / 1e3 / max(rows, 1):.1f} |")
+            m = re.search(r"train_epoch_(\w+)/\w*?(\d+)x(\d+)/(.*)$", k)
+            path, rows, name = (m.group(1), int(m.group(2)), m.group(4)) if m else ("", 0, k)
+            print(f"| {name} | {path} | {rows} | {tr[k] / 1e6:.0f} ms | {tr[k] / 1e3 / max(rows, 1):.1f} |")
+    mb = {k: v for k, v in r.items() if k.startswith("mlp_batch/")}
+    if mb:
+        print()
+        print("| MAF conditioner 9-64-64-18, 1024 rows | time | rows/s | speed-up |")
+        print("|---|---:|---:|---:|")
+        base = next((v for k, v in mb.items() if k.endswith("/rowwise")), None)
+        for k in sorted(mb, key=lambda k: -mb[k]):
+            print(f"| {k.rsplit('/', 1)[1]} | {mb[k] / 1e6:.2f} ms | {1024e9 / mb[k]:,.0f} | {base / mb[k]:.1f}× |")
 
 
 if __name__ == "__main__":
