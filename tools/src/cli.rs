@@ -597,7 +597,8 @@ pub fn rows_csv(features: &[String], rows: &[Vec<f32>]) -> String {
 }
 
 fn repo_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.canonicalize().unwrap_or(root).join(rel)
 }
 
 /// Arguments of `flowmote demo`.
@@ -613,8 +614,8 @@ pub struct DemoArgs {
     #[arg(long, default_value = "out/demo")]
     pub out_dir: PathBuf,
     /// Maximum training epochs (the demo trains the default model for fewer
-    /// epochs than `train` does, to finish in about a minute).
-    #[arg(long, default_value_t = 40)]
+    /// epochs than `train` may, to finish in well under a minute).
+    #[arg(long, default_value_t = 100)]
     pub epochs: usize,
     /// Seed.
     #[arg(long, default_value_t = 0)]

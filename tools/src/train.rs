@@ -761,6 +761,16 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
     Ok((model, summary))
 }
 
+/// Run `f` on a rayon pool of `n` threads (training results do not depend
+/// on `n`; tests check it).
+pub fn with_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .expect("thread pool")
+        .install(f)
+}
+
 /// A full-covariance Gaussian fitted by maximum likelihood (the baseline a
 /// flow must beat).
 #[derive(Clone, Debug)]

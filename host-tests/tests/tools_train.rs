@@ -1,0 +1,515 @@
+//! The `flowmote` tool's trainer, sampler and command functions
+//! (`flowmote_tools::{train, cli, data, metrics}`).
+
+use flowmote::{ActNorm, Activation, AffineCoupling, Flow, Maf, Mlp, Reverse};
+use flowmote_tools::cli;
+use flowmote_tools::data;
+use flowmote_tools::model::{Act, DynFlow, Layer, ModelFile, Net, Workspace};
+use flowmote_tools::train::{self, init_params, FlowKind, Gaussian, TrainConfig};
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::{Xoshiro128PlusPlus, Xoshiro256PlusPlus};
+use std::path::PathBuf;
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("flowmote-tools-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn normal(r: &mut Xoshiro256PlusPlus) -> f32 {
+    let mut z = [0.0f32; 1];
+    flowmote::normal::fill_standard_normal(r, &mut z);
+    z[0]
+}
+
+/// A 2-D banana: x0 ~ N(0, 1), x1 = 0.5·x0² + 0.3·N(0, 1) (shifted and scaled
+/// so that standardisation matters).
+fn banana(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut r = Xoshiro256PlusPlus::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let a = normal(&mut r);
+            let b = normal(&mut r);
+            vec![10.0 + 3.0 * a, -5.0 + 2.0 * (0.5 * a * a + 0.3 * b)]
+        })
+        .collect()
+}
+
+fn write_csv(path: &std::path::Path, header: &str, rows: &[Vec<f32>]) {
+    let mut s = format!("{header}\n");
+    for r in rows {
+        s.push_str(&r.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+        s.push('\n');
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+fn random_flow(kind: FlowKind, d: usize, seed: u64) -> DynFlow {
+    let mut r = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mean: Vec<f32> = (0..d).map(|i| 0.3 * i as f32 - 0.2).collect();
+    let std: Vec<f32> = (0..d).map(|i| 0.7 + 0.2 * i as f32).collect();
+    let cfg = TrainConfig {
+        init_scale: 1.0,
+        ..TrainConfig::default()
+    };
+    let net = Net {
+        hidden: 6,
+        depth: 2,
+        act: Act::Tanh,
+    };
+    train::build_flow(kind, &mean, &std, 3, net, &cfg, &mut r).unwrap()
+}
+
+/// `nll_backward` against central finite differences of `−log_prob`
+/// (f64 accumulation of an f32 model: step 1e-2, loose tolerance).
+fn check_gradient(kind: FlowKind) {
+    let d = 4;
+    let mut flow = random_flow(kind, d, 7);
+    let x = [0.4f32, -0.9, 1.3, 0.2];
+    let mut ws = Workspace::new(&flow);
+    let mut grads: Vec<Vec<f32>> = flow.layers.iter().map(|l| vec![0.0; l.params().len()]).collect();
+    let nll = flow.nll_backward(&x, &mut grads, &mut ws).unwrap();
+    assert!((nll + flow.log_prob(&x, &mut ws).unwrap()).abs() < 1e-4);
+    let mut checked = 0;
+    for li in 0..flow.layers.len() {
+        let n = flow.layers[li].params().len();
+        for k in (0..n).step_by(5) {
+            let orig = *get(&mut flow, li, k);
+            let h = 1e-2f32;
+            *get(&mut flow, li, k) = orig + h;
+            let up = -flow.log_prob(&x, &mut ws).unwrap() as f64;
+            *get(&mut flow, li, k) = orig - h;
+            let dn = -flow.log_prob(&x, &mut ws).unwrap() as f64;
+            *get(&mut flow, li, k) = orig;
+            let fd = (up - dn) / (2.0 * h as f64);
+            let g = grads[li][k] as f64;
+            assert!(
+                (g - fd).abs() <= 2e-2 * fd.abs().max(1.0),
+                "{kind:?} layer {li} param {k}: backward {g} vs finite difference {fd}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "checked {checked} parameters");
+}
+
+fn get(f: &mut DynFlow, li: usize, k: usize) -> &mut f32 {
+    match &mut f.layers[li] {
+        Layer::Maf { params, .. } | Layer::AffineCoupling { params, .. } => &mut params[k],
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn nll_backward_matches_finite_differences_maf() {
+    check_gradient(FlowKind::Maf);
+}
+
+#[test]
+fn nll_backward_matches_finite_differences_coupling() {
+    check_gradient(FlowKind::Coupling);
+}
+
+fn mlp_from_flat<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize>(
+    p: &[f32],
+) -> Mlp<IN, H, L, OUT, HEADS> {
+    let mut m = Mlp::<IN, H, L, OUT, HEADS>::zeroed(Activation::Tanh);
+    let mut it = p.iter().copied();
+    for k in 0..H {
+        for i in 0..IN {
+            m.w_in[k][i] = it.next().unwrap();
+        }
+    }
+    for k in 0..H {
+        m.b_in[k] = it.next().unwrap();
+    }
+    for l in 0..L {
+        for k in 0..H {
+            for j in 0..H {
+                m.w_hid[l][k][j] = it.next().unwrap();
+            }
+        }
+    }
+    for l in 0..L {
+        for k in 0..H {
+            m.b_hid[l][k] = it.next().unwrap();
+        }
+    }
+    for h in 0..HEADS {
+        for o in 0..OUT {
+            for k in 0..H {
+                m.w_out[h][o][k] = it.next().unwrap();
+            }
+        }
+    }
+    for h in 0..HEADS {
+        for o in 0..OUT {
+            m.b_out[h][o] = it.next().unwrap();
+        }
+    }
+    assert!(it.next().is_none());
+    m
+}
+
+#[test]
+fn sampling_equals_core_flow_sample() {
+    // DynFlow [standardise, MAF (H 4, depth 2), Reverse, coupling 1+1 (H 4, depth 1)].
+    let mut r = Xoshiro256PlusPlus::seed_from_u64(3);
+    let mean = [1.5f32, -2.0];
+    let std = [0.5f32, 3.0];
+    let stdl = train::standardize_layer(&mean, &std);
+    let net_maf = Net {
+        hidden: 4,
+        depth: 2,
+        act: Act::Tanh,
+    };
+    let net_c = Net {
+        hidden: 4,
+        depth: 1,
+        act: Act::Tanh,
+    };
+    let mut maf = Layer::Maf {
+        net: net_maf,
+        clamp: 3.0,
+        params: vec![],
+    };
+    let pm = init_params(&mut r, maf.mlp_shape(2).unwrap(), 2, 1.0);
+    if let Layer::Maf { params, .. } = &mut maf {
+        *params = pm.clone();
+    }
+    let mut cpl = Layer::AffineCoupling {
+        a: 1,
+        b: 1,
+        net: net_c,
+        clamp: 3.0,
+        params: vec![],
+    };
+    let pc = init_params(&mut r, cpl.mlp_shape(2).unwrap(), 0, 1.0);
+    if let Layer::AffineCoupling { params, .. } = &mut cpl {
+        *params = pc.clone();
+    }
+    let (ls, sh) = match &stdl {
+        Layer::ActNorm { log_scale, shift, .. } => ([log_scale[0], log_scale[1]], [shift[0], shift[1]]),
+        _ => unreachable!(),
+    };
+    let dynf = DynFlow {
+        dim: 2,
+        layers: vec![stdl, maf, Layer::Reverse, cpl],
+    };
+    dynf.validate().unwrap();
+    let core = Flow::<2, _>::new((
+        ActNorm::<2>::new(ls, sh),
+        Maf::<2, 4, 1> {
+            clamp: 3.0,
+            net: mlp_from_flat(&pm),
+        },
+        Reverse,
+        AffineCoupling::<1, 1, 4, 0> {
+            clamp: 3.0,
+            net: mlp_from_flat(&pc),
+        },
+    ));
+    let model = ModelFile {
+        format: flowmote_tools::model::FORMAT.into(),
+        version: flowmote_tools::model::VERSION,
+        tool_version: "test".into(),
+        kind: "maf".into(),
+        features: vec!["a".into(), "b".into()],
+        mean: mean.to_vec(),
+        std: std.to_vec(),
+        flow: dynf.clone(),
+        threshold: None,
+        provenance: Default::default(),
+    };
+    let draws = cli::draw_samples(&model, 50, 42).unwrap();
+    let mut rng = Xoshiro128PlusPlus::seed_from_u64(42);
+    let mut ws = Workspace::new(&dynf);
+    for (x, lp) in &draws {
+        let c = core.sample(&mut rng).unwrap();
+        assert_eq!(&c[..], &x[..], "same draws as the core's Flow::sample");
+        let clp = core.log_prob(&c).unwrap();
+        assert!((clp - lp).abs() < 1e-3 * clp.abs().max(1.0), "{clp} vs {lp}");
+        assert_eq!(dynf.log_prob(x, &mut ws).unwrap(), clp, "log_prob equals the core's");
+    }
+}
+
+fn small_cfg(seed: u64) -> TrainConfig {
+    TrainConfig {
+        layers: Some(4),
+        hidden: Some(16),
+        epochs: Some(if cfg!(debug_assertions) { 40 } else { 150 }),
+        batch: 64,
+        lr: 5e-3,
+        seed,
+        ..TrainConfig::default()
+    }
+}
+
+#[test]
+fn flow_beats_full_covariance_gaussian_on_banana() {
+    let dir = tmpdir("banana");
+    let (tr, te) = (banana(1500, 1), banana(1000, 2));
+    let p = dir.join("train.csv");
+    write_csv(&p, "u,v", &tr);
+    let ds = data::load_training(&p, None).unwrap();
+    let (m, s) = train::train(&ds, &small_cfg(0), false).unwrap();
+    let (flow_nll, bad) = train::mean_nll(&m.flow, &te);
+    assert_eq!(bad, 0);
+    let g = Gaussian::fit(&tr).unwrap();
+    let g_nll = te.iter().map(|x| -g.log_prob(x)).sum::<f64>() / te.len() as f64;
+    eprintln!(
+        "banana: flow {flow_nll:.3} vs Gaussian {g_nll:.3} nats (best epoch {})",
+        s.best_epoch
+    );
+    assert!(flow_nll < g_nll - 0.2, "flow {flow_nll} vs Gaussian {g_nll}");
+}
+
+#[test]
+fn training_is_deterministic_for_a_seed() {
+    let dir = tmpdir("det");
+    let p = dir.join("train.csv");
+    // Integer columns: exercises dequantisation noise too.
+    let rows: Vec<Vec<f32>> = banana(300, 5)
+        .iter()
+        .map(|r| r.iter().map(|v| (v * 10.0).round()).collect())
+        .collect();
+    write_csv(&p, "u,v", &rows);
+    let ds = data::load_training(&p, None).unwrap();
+    let cfg = TrainConfig {
+        epochs: Some(5),
+        ..small_cfg(9)
+    };
+    let (a, sa) = train::train(&ds, &cfg, false).unwrap();
+    let (b, _) = train::train(&ds, &cfg, false).unwrap();
+    assert_eq!(sa.dequantized.len(), 2, "both integer columns dequantised");
+    assert_eq!(a.flow, b.flow);
+    assert_eq!(a.provenance.history, b.provenance.history);
+    // One thread vs the default pool: same bits.
+    let one = rayon_one_thread(|| train::train(&ds, &cfg, false).unwrap().0);
+    assert_eq!(a.flow, one.flow, "independent of the thread count");
+    let (c, _) = train::train(&ds, &TrainConfig { seed: 10, ..cfg }, false).unwrap();
+    assert_ne!(a.flow, c.flow);
+}
+
+fn rayon_one_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    flowmote_tools::train::with_threads(1, f)
+}
+
+#[test]
+fn cli_round_trip_train_calibrate_eval_score_sample() {
+    let dir = tmpdir("cli");
+    let (tr, te) = (banana(400, 11), banana(200, 12));
+    let ptr = dir.join("train.csv");
+    write_csv(&ptr, "u,v", &tr);
+    // Test file with labels: anomalies far off the banana, a NaN row.
+    let mut s = String::from("v,u,label\n");
+    for r in &te {
+        s.push_str(&format!("{},{},0\n", r[1], r[0]));
+    }
+    for k in 0..20 {
+        s.push_str(&format!("{},{},1\n", 20.0 + k as f32, 10.0));
+    }
+    s.push_str("NaN,1,0\n");
+    let pte = dir.join("test.csv");
+    std::fs::write(&pte, s).unwrap();
+    let model = dir.join("model.json");
+    let targs = cli::TrainArgs {
+        data: ptr.clone(),
+        out: model.clone(),
+        flow: FlowKind::Maf,
+        layers: Some(2),
+        hidden: Some(8),
+        depth: 1,
+        epochs: Some(5),
+        batch: 64,
+        lr: 5e-3,
+        weight_decay: 1e-4,
+        patience: None,
+        seed: 0,
+        val_fraction: 0.2,
+        label_column: None,
+        no_dequantize: false,
+        clamp: 3.0,
+        cnf_steps: 4,
+        quiet: true,
+    };
+    cli::run_train(&targs).unwrap();
+    let th = cli::run_calibrate(&cli::CalibrateArgs {
+        model: model.clone(),
+        data: ptr.clone(),
+        false_alarm_rate: 0.05,
+        label_column: None,
+        out: None,
+    })
+    .unwrap();
+    assert_eq!(ModelFile::load(&model).unwrap().threshold.unwrap(), th);
+    let ev = cli::run_eval(&cli::EvalArgs {
+        model: model.clone(),
+        data: pte.clone(),
+        label_column: Some("label".into()),
+        json: true,
+        gaussian_baseline: None,
+    })
+    .unwrap();
+    assert_eq!(ev["rows"], 221);
+    assert_eq!(ev["n"], 220);
+    assert_eq!(ev["unscorable"], 1);
+    assert!(ev["nll"].as_f64().unwrap().is_finite());
+    assert!(ev["auroc"].as_f64().unwrap() > 0.9, "{ev}");
+    assert!(ev["detection_rate"].as_f64().unwrap() > 0.9);
+    let sc = cli::run_score(&cli::ScoreArgs {
+        model: model.clone(),
+        data: pte.clone(),
+        out: Some(dir.join("scores.csv")),
+        label_column: Some("label".into()),
+    })
+    .unwrap();
+    let last = sc.lines().last().unwrap();
+    assert!(last.starts_with("222,,,1,") && last.contains("NaN"), "{last}");
+    let smp = cli::run_sample(&cli::SampleArgs {
+        model: model.clone(),
+        n: 5,
+        seed: 1,
+        out: Some(dir.join("s.csv")),
+        log_prob: true,
+    })
+    .unwrap();
+    assert_eq!(smp.lines().next().unwrap(), "u,v,log_prob");
+    assert_eq!(smp.lines().count(), 6);
+}
+
+fn train_err(csv: &str, label: Option<&str>, flow: FlowKind) -> String {
+    let dir = tmpdir("bad");
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(csv, &mut h);
+    let p = dir.join(format!("{}.csv", std::hash::Hasher::finish(&h)));
+    std::fs::write(&p, csv).unwrap();
+    let a = cli::TrainArgs {
+        data: p,
+        out: dir.join("never.json"),
+        flow,
+        layers: Some(1),
+        hidden: Some(4),
+        depth: 1,
+        epochs: Some(1),
+        batch: 8,
+        lr: 1e-3,
+        weight_decay: 0.0,
+        patience: None,
+        seed: 0,
+        val_fraction: 0.1,
+        label_column: label.map(String::from),
+        no_dequantize: false,
+        clamp: 3.0,
+        cnf_steps: 2,
+        quiet: true,
+    };
+    let e = format!("{:#}", cli::run_train(&a).unwrap_err());
+    assert!(!dir.join("never.json").exists(), "no output on error");
+    e
+}
+
+fn rows_text(n: usize, d: usize) -> String {
+    let mut r = Xoshiro256PlusPlus::seed_from_u64(1);
+    let mut s = (0..d).map(|j| format!("c{j}")).collect::<Vec<_>>().join(",") + "\n";
+    for _ in 0..n {
+        s += &(0..d)
+            .map(|_| format!("{}", (r.next_u32() % 1000) as f32 / 7.0))
+            .collect::<Vec<_>>()
+            .join(",");
+        s.push('\n');
+    }
+    s
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let base = rows_text(30, 2);
+    let e = train_err(&format!("{base}1,abc\n"), None, FlowKind::Maf);
+    assert!(
+        e.contains("line 32, column 2 \"c1\"") && e.contains("not a number"),
+        "{e}"
+    );
+    let e = train_err(&format!("{base}1,inf\n"), None, FlowKind::Maf);
+    assert!(e.contains("line 32") && e.contains("infinite"), "{e}");
+    let e = train_err(&format!("{base}1,NaN\n"), None, FlowKind::Maf);
+    assert!(e.contains("line 32") && e.contains("NaN"), "{e}");
+    let e = train_err(&format!("{base}1,2,3\n"), None, FlowKind::Maf);
+    assert!(e.contains("line 32") && e.contains("malformed CSV"), "{e}");
+    let e = train_err(&format!("{base}1,\n"), None, FlowKind::Maf);
+    assert!(e.contains("line 32") && e.contains("empty cell"), "{e}");
+    let e = train_err("1,2\n3,4\n", None, FlowKind::Maf);
+    assert!(e.contains("header"), "{e}");
+    let e = train_err(&rows_text(3, 2), None, FlowKind::Maf);
+    assert!(e.contains("at least 10"), "{e}");
+    let e = train_err(&rows_text(30, 1), None, FlowKind::Coupling);
+    assert!(e.contains("coupling flow needs at least 2 columns"), "{e}");
+    let e = train_err(&base, Some("label"), FlowKind::Maf);
+    assert!(e.contains("no label column \"label\""), "{e}");
+    let e = train_err(
+        "a,b\n1.5,2\n1.5,3\n1.5,4\n1.5,5\n1.5,6\n1.5,7\n1.5,8\n1.5,9\n1.5,1\n1.5,0\n1.5,2\n",
+        None,
+        FlowKind::Maf,
+    );
+    assert!(e.contains("constant"), "{e}");
+
+    // Model-side errors.
+    let dir = tmpdir("badmodel");
+    let p = dir.join("t.csv");
+    std::fs::write(&p, rows_text(40, 2)).unwrap();
+    let model = dir.join("m.json");
+    let ds = data::load_training(&p, None).unwrap();
+    let (m, _) = train::train(
+        &ds,
+        &TrainConfig {
+            epochs: Some(1),
+            ..small_cfg(0)
+        },
+        false,
+    )
+    .unwrap();
+    m.save(&model).unwrap();
+    let wrong = dir.join("w.csv");
+    std::fs::write(&wrong, rows_text(5, 3).replacen("c", "x", 3)).unwrap();
+    let e = cli::run_eval(&cli::EvalArgs {
+        model: model.clone(),
+        data: wrong,
+        label_column: None,
+        json: true,
+        gaussian_baseline: None,
+    })
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("the model has 2 features"), "{e:#}");
+    let text = std::fs::read_to_string(&model).unwrap();
+    let v2 = dir.join("v2.json");
+    std::fs::write(&v2, text.replacen("\"version\": 1", "\"version\": 2", 1)).unwrap();
+    let e = ModelFile::load(&v2).unwrap_err();
+    assert!(format!("{e:#}").contains("version 2"), "{e:#}");
+    let nan = dir.join("nan.json");
+    let js = serde_json_to_string(&m, &dir);
+    std::fs::write(&nan, js).unwrap();
+    let e = ModelFile::load(&nan).unwrap_err();
+    assert!(format!("{e:#}").contains("non-finite"), "{e:#}");
+    // Calibrate with a bad rate leaves the model untouched.
+    let before = std::fs::read(&model).unwrap();
+    assert!(cli::run_calibrate(&cli::CalibrateArgs {
+        model: model.clone(),
+        data: p,
+        false_alarm_rate: 1.5,
+        label_column: None,
+        out: None,
+    })
+    .is_err());
+    assert_eq!(before, std::fs::read(&model).unwrap());
+}
+
+/// The saved model's JSON with the first conditioner weight replaced by
+/// `1e39` (infinite as an f32).
+fn serde_json_to_string(m: &ModelFile, dir: &std::path::Path) -> String {
+    let p = dir.join("ok.json");
+    m.save(&p).unwrap();
+    let t = std::fs::read_to_string(&p).unwrap();
+    let i = t.find("\"params\": [").unwrap() + "\"params\": [".len();
+    let j = i + t[i..].find(',').unwrap();
+    format!("{}1e39{}", &t[..i], &t[j..])
+}
