@@ -207,14 +207,6 @@ fn params_mut(l: &mut Layer) -> Option<&mut Vec<f32>> {
         | Layer::SplineAutoregressive { params, .. }
         | Layer::LuLinear { params, .. }
         | Layer::Cnf { params, .. } => Some(params),
-        Layer::ActNorm {
-            log_scale,
-            frozen: false,
-            ..
-        } => {
-            let _ = log_scale;
-            None
-        }
         _ => None,
     }
 }
