@@ -816,6 +816,7 @@ impl Gaussian {
     }
 
     /// `log N(x; μ, Σ)`.
+    #[allow(clippy::needless_range_loop)]
     pub fn log_prob(&self, x: &[f32]) -> f64 {
         let d = self.mean.len();
         let mut y = vec![0.0; d];
