@@ -25,6 +25,8 @@ use std::time::Duration;
 /// Mini-batch size and learning rate of the timed epochs.
 const BATCH: usize = 64;
 const LR: f32 = 1e-3;
+/// Hidden width of the timed conditioners and fields.
+const HIDDEN: usize = 64;
 
 /// The Daphnet gait training file, if present.
 fn daphnet() -> Option<PathBuf> {
@@ -65,7 +67,7 @@ fn tool_epochs(c: &mut Criterion) {
         let cfg = TrainConfig {
             flow,
             layers: Some(layers),
-            hidden: Some(64),
+            hidden: Some(HIDDEN),
             depth: if flow == FlowKind::Cnf { 1 } else { 2 },
             epochs: Some(1),
             patience: Some(0),
@@ -85,23 +87,19 @@ fn epochs(c: &mut Criterion) {
     let mut g = c.benchmark_group(format!("train_epoch_loop/{name}{n}x{d}"));
     g.throughput(Throughput::Elements(n as u64));
     for (kind, label) in [(Kind::Maf, "maf"), (Kind::Coupling, "coupling")] {
-        for hidden in [64] {
-            for threads in [1, 2] {
-                let mut flow = dyn_flow(kind, d, 4, hidden, 2, 9);
-                let mut t = NllTrainer::new(&flow, BATCH, LR, threads);
-                g.bench_function(BenchmarkId::new(label, format!("L4_H{hidden}x2_{threads}thr")), |b| {
-                    b.iter(|| t.epoch(&mut flow, &data))
-                });
-            }
+        for threads in [1, 2] {
+            let mut flow = dyn_flow(kind, d, 4, HIDDEN, 2, 9);
+            let mut t = NllTrainer::new(&flow, BATCH, LR, threads);
+            g.bench_function(BenchmarkId::new(label, format!("L4_H{HIDDEN}x2_{threads}thr")), |b| {
+                b.iter(|| t.epoch(&mut flow, &data))
+            });
         }
     }
-    for hidden in [64] {
-        let mut t = FmTrainer::new(d, hidden, BATCH, LR, 9);
-        let mut r = rng(13);
-        g.bench_function(BenchmarkId::new("cnf_flow_matching", format!("H{hidden}x1")), |b| {
-            b.iter(|| t.epoch(&data, &mut r))
-        });
-    }
+    let mut t = FmTrainer::new(d, HIDDEN, BATCH, LR, 9);
+    let mut r = rng(13);
+    g.bench_function(BenchmarkId::new("cnf_flow_matching", format!("H{HIDDEN}x1")), |b| {
+        b.iter(|| t.epoch(&data, &mut r))
+    });
     g.finish();
 }
 
