@@ -119,7 +119,8 @@ for set in $SETS; do
             "$fit" --train "$train" --test "$test" "${common[@]}" --save "$model" >"$base.flowmote.json"
         fi
         say "$set / $flow: flowmote timing"
-        "$timing" --flow "$flow" --dim "$dim" --rows "$test" --model "$model" >"$base.timing.json"
+        "$timing" --flow "$flow" --dim "$dim" --rows "$test" --model "$model" \
+            --layers "$LAYERS" --hidden "$HIDDEN" --depth "$DEPTH" >"$base.timing.json"
         say "$set / $flow: FlowJAX"
         "$py" "$here/peer_flowjax.py" --train "$train" --test "$test" "${common[@]}" >"$base.flowjax.json"
     done

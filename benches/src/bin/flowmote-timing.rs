@@ -3,11 +3,13 @@
 //!
 //! ```text
 //! flowmote-timing --flow maf|coupling --dim 9|30 [--rows FILE.csv] [--model model.json]
+//!                 [--layers 4 --hidden 64 --depth 2]
 //! ```
 //!
 //! * `static`: the const-generic type firmware runs (4 layers, conditioner
 //!   `hidden 64 × depth 2`, a reversal between layers — the peer
-//!   comparison's architecture), seeded random weights: single-sample
+//!   comparison's default architecture; `null` if `--layers/--hidden/--depth`
+//!   ask for another), seeded random weights: single-sample
 //!   `log_prob` latency and batch throughput on 1 and 2 threads.
 //! * `dyn` (with `--model`, a `flowmote train` model file or a bare
 //!   `DynFlow` JSON): the same for the trained run-time-sized `DynFlow`
@@ -122,7 +124,12 @@ fn main() {
     // The static model is standardised-space; feed it standardised-looking rows.
     let mut srows = rows.clone();
     flowmote_benches::train::standardise(&mut srows, d);
+    // The static types are compiled for one architecture: time them only if
+    // the caller asks for that one (`--layers/--hidden/--depth`, defaults match).
+    let arch = |k: &str, v: usize| get(k).and_then(|s| s.parse().ok()).unwrap_or(v) == v;
+    let same_arch = arch("--layers", LAYERS) && arch("--hidden", HIDDEN) && arch("--depth", DEPTH);
     let stat = match (flow.as_str(), dim) {
+        _ if !same_arch => serde_json::Value::Null,
         ("maf", 9) => time_static(&*maf_flow::<9, HIDDEN>(1), &srows),
         ("maf", 30) => time_static(&*maf_flow::<30, HIDDEN>(1), &srows),
         ("coupling", 9) => time_static(&*coupling_flow::<9, 4, 5, HIDDEN>(2), &srows),
