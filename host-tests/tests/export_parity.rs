@@ -461,11 +461,7 @@ macro_rules! parity {
 
 parity!(maf_parity, maf_model, maf_model);
 parity!(coupling_parity, coupling_model, coupling_model);
-parity!(
-    extended_parity,
-    extended_model,
-    extended_model
-);
+parity!(extended_parity, extended_model, extended_model);
 
 /// Spline coupling, autoregressive spline and continuous flow layers. Needs
 /// `Layer::mlp_shape` (tools/src/model.rs) to cover those layers: until then
