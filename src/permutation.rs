@@ -4,13 +4,16 @@ use crate::{Bijector, Error};
 
 /// `y[i] = x[perm[i]]` for a permutation given as a slice; the one
 /// implementation, used by [`Permutation`] and by run-time-sized models.
-/// `tmp` must be at least as long as `x`.
+/// `tmp` must be at least as long as `x` (else it panics); an index out of
+/// range (not a permutation) reads 0 instead of panicking.
 #[inline(always)]
 pub fn permute_forward(perm: &[usize], x: &mut [f32], tmp: &mut [f32]) {
     let n = x.len();
     tmp[..n].copy_from_slice(x);
     for (y, &p) in x.iter_mut().zip(perm) {
-        *y = tmp[p];
+        // `get` instead of indexing: no panic branch on the scoring path
+        // (`perm` is a valid permutation for every constructed layer).
+        *y = tmp.get(p).copied().unwrap_or(0.0);
     }
 }
 
@@ -19,8 +22,10 @@ pub fn permute_forward(perm: &[usize], x: &mut [f32], tmp: &mut [f32]) {
 pub fn permute_inverse(perm: &[usize], y: &mut [f32], tmp: &mut [f32]) {
     let n = y.len();
     tmp[..n].copy_from_slice(y);
-    for (&t, &p) in tmp.iter().zip(perm) {
-        y[p] = t;
+    for (&t, &p) in tmp[..n].iter().zip(perm) {
+        if let Some(v) = y.get_mut(p) {
+            *v = t;
+        }
     }
 }
 

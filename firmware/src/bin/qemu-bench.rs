@@ -227,10 +227,10 @@ fn main() -> ! {
 
 /// MACs of the bundled model's conditioners, from its type's layer shapes.
 fn bundled_macs() -> usize {
-    // The bundled stand-in is ActNorm, MAF(3, 16), Reverse, coupling(1→2, 16), Reverse, MAF(3, 16).
-    // A replaced model reports 0 here until this list is updated.
+    // The bundled model (examples/firmware-model.sh) is ActNorm, then three MAF(3, hidden 16×2)
+    // layers joined by permutations. A replaced model reports 0 here until this list is updated.
     if model::DIM == 3 && core::mem::size_of::<model::Model>() == BUNDLED_SIZE {
-        2 * Mlp::<3, 16, 0, 3, 2>::shape().macs() + Mlp::<1, 16, 0, 2, 2>::shape().macs()
+        3 * Mlp::<3, 16, 1, 3, 2>::shape().macs()
     } else {
         0
     }
@@ -241,11 +241,11 @@ const BUNDLED_SIZE: usize = core::mem::size_of::<
         3,
         (
             flowmote::ActNorm<3>,
-            Maf<3, 16, 0>,
-            flowmote::Reverse,
-            AffineCoupling<1, 2, 16, 0>,
-            flowmote::Reverse,
-            Maf<3, 16, 0>,
+            Maf<3, 16, 1>,
+            flowmote::Permutation<3>,
+            Maf<3, 16, 1>,
+            flowmote::Permutation<3>,
+            Maf<3, 16, 1>,
         ),
     >,
 >();

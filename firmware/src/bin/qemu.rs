@@ -123,8 +123,9 @@ fn main() -> ! {
 
     // 4. The monitor on an emulated sensor: each flow sample is held for one
     //    window (so the window mean is the sample, to 1 mg), every 4th window
-    //    is pushed 2000 mg away; a garbage frame and a bus error are injected.
-    let mut src = Synthetic::new(&MODEL, GOLDEN_SEED ^ 0x5eed).with_anomalies(4, 2, 2000.0);
+    //    is pushed 2000 mg down on every axis (far outside the training data,
+    //    clipped at the sensor's −2048 mg); a garbage frame and a bus error are injected.
+    let mut src = Synthetic::new(&MODEL, GOLDEN_SEED ^ 0x5eed).with_anomalies(4, 2, -2000.0);
     let mut held = [0i16; 3];
     let mut reads = 0usize;
     let sensor = EmulatedLis3dh::new(

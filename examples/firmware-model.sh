@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Regenerates the firmware's bundled model, firmware/src/model.rs, from the bundled example data:
+# the ankle accelerometer's three axes (the first three columns of the Daphnet recording, in mg,
+# like the LIS3DH the firmware reads) → train → calibrate on the held-out test rows at 1 % false
+# alarms → export. Deterministic for the seed below: re-running it gives the same file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=out/firmware-model
+mkdir -p "$work"
+cut -d, -f1-3 examples/data/daphnet_gait.train.csv > "$work/ankle.train.csv"
+cut -d, -f1-3 examples/data/daphnet_gait.test.csv > "$work/ankle.test.csv"
+flowmote() { cargo run --quiet --release -p flowmote-tools --bin flowmote -- "$@"; }
+flowmote train --data "$work/ankle.train.csv" --out "$work/model.json" --flow maf --layers 3 --hidden 16 --seed 1 -q
+flowmote calibrate --model "$work/model.json" --data "$work/ankle.test.csv" --false-alarm-rate 0.01
+flowmote export --model "$work/model.json" --out firmware/src/model.rs
+flowmote eval --model "$work/model.json" --data "$work/ankle.test.csv"
