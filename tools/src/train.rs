@@ -30,10 +30,22 @@ use std::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum FlowKind {
-    /// Masked autoregressive flow: [standardise, (MAF, Reverse)×N].
+    /// Choose by validation NLL among maf and nsf (nsf-ar for 1-D data) at
+    /// the data-size default (see [`auto_candidates`]).
+    Auto,
+    /// Masked autoregressive flow: [standardise, (MAF, Permutation)×N]
+    /// (affine autoregressive layers, seeded random permutations between).
     Maf,
     /// RealNVP affine coupling: [standardise, (AffineCoupling, Permutation)×N].
     Coupling,
+    /// Neural spline flow, coupling: [standardise, (SplineCoupling,
+    /// Permutation)×N] — rational-quadratic splines (K bins on ±tail bound)
+    /// of half the coordinates conditioned on the other half.
+    Nsf,
+    /// Neural spline flow, autoregressive: [standardise,
+    /// (SplineAutoregressive, Permutation)×N] — every coordinate's spline
+    /// conditioned on the earlier ones (MADE conditioner).
+    NsfAr,
     /// Continuous flow (one vector field, RK4), trained by flow matching.
     Cnf,
 }
@@ -42,8 +54,11 @@ impl FlowKind {
     /// Name stored in model files.
     pub fn name(self) -> &'static str {
         match self {
+            FlowKind::Auto => "auto",
             FlowKind::Maf => "maf",
             FlowKind::Coupling => "coupling",
+            FlowKind::Nsf => "nsf",
+            FlowKind::NsfAr => "nsf_ar",
             FlowKind::Cnf => "cnf",
         }
     }
@@ -88,6 +103,10 @@ pub struct TrainConfig {
     pub clamp: f32,
     /// Solver steps of a continuous flow.
     pub cnf_steps: usize,
+    /// Spline bins `K` of nsf / nsf-ar layers.
+    pub bins: usize,
+    /// Splines act on `[−B, B]` of the standardised data (identity outside).
+    pub tail_bound: f32,
 }
 
 impl Default for TrainConfig {
@@ -109,6 +128,8 @@ impl Default for TrainConfig {
             init_scale: 0.1,
             clamp: flowmote::coupling::DEFAULT_CLAMP,
             cnf_steps: 8,
+            bins: 8,
+            tail_bound: flowmote::spline::DEFAULT_TAIL_BOUND,
         }
     }
 }
@@ -123,6 +144,25 @@ pub fn default_size(flow: FlowKind, n: usize, d: usize) -> (usize, usize) {
         _ if n < 2000 => (3, 32),
         _ => (4, 32),
     }
+}
+
+/// The flow families `FlowKind::Auto` tries for `d` columns.
+pub fn auto_candidates(d: usize) -> Vec<FlowKind> {
+    if d >= 2 {
+        vec![FlowKind::Maf, FlowKind::Nsf]
+    } else {
+        vec![FlowKind::Maf, FlowKind::NsfAr]
+    }
+}
+
+/// A seeded uniformly random permutation of `0..d`.
+pub fn random_permutation<R: Rng + ?Sized>(rng: &mut R, d: usize) -> Vec<usize> {
+    let mut p: Vec<usize> = (0..d).collect();
+    for i in (1..d).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        p.swap(i, j);
+    }
+    p
 }
 
 /// What happened during training.
@@ -242,10 +282,13 @@ pub fn build_flow<R: Rng + ?Sized>(
     );
     let mut ls = vec![standardize_layer(mean, std)];
     match kind {
+        FlowKind::Auto => bail!("build_flow needs a concrete flow family (auto is resolved by train)"),
         FlowKind::Maf => {
             for i in 0..layers {
                 if i > 0 {
-                    ls.push(Layer::Reverse);
+                    ls.push(Layer::Permutation {
+                        perm: random_permutation(rng, d),
+                    });
                 }
                 let mut l = Layer::Maf {
                     net,
@@ -283,6 +326,49 @@ pub fn build_flow<R: Rng + ?Sized>(
                 *params_mut(&mut l).unwrap() = p;
                 ls.push(l);
                 a = b;
+            }
+        }
+        FlowKind::Nsf | FlowKind::NsfAr => {
+            ensure!(
+                (1..=flowmote::spline::MAX_BINS).contains(&cfg.bins),
+                "--bins must be 1..={}",
+                flowmote::spline::MAX_BINS
+            );
+            ensure!(
+                cfg.tail_bound.is_finite() && cfg.tail_bound > 0.0,
+                "--tail-bound must be a positive number"
+            );
+            ensure!(
+                kind == FlowKind::NsfAr || d >= 2,
+                "a spline coupling flow needs at least 2 columns (the data has {d}) — use --flow nsf-ar for 1-D data"
+            );
+            for i in 0..layers {
+                if i > 0 {
+                    ls.push(Layer::Permutation {
+                        perm: random_permutation(rng, d),
+                    });
+                }
+                let mut l = if kind == FlowKind::Nsf {
+                    Layer::SplineCoupling {
+                        a: d / 2,
+                        b: d - d / 2,
+                        bins: cfg.bins,
+                        tail_bound: cfg.tail_bound,
+                        net,
+                        params: vec![],
+                    }
+                } else {
+                    Layer::SplineAutoregressive {
+                        bins: cfg.bins,
+                        tail_bound: cfg.tail_bound,
+                        net,
+                        params: vec![],
+                    }
+                };
+                let heads = made_heads(&l);
+                let p = init_params(rng, l.mlp_shape(d).unwrap(), heads, cfg.init_scale);
+                *params_mut(&mut l).unwrap() = p;
+                ls.push(l);
             }
         }
         FlowKind::Cnf => {
@@ -451,7 +537,39 @@ fn batch_grad(
 
 /// Train a model on `ds` (rows labelled anomalous are left out). With
 /// `progress`, shows an indicatif bar with training and validation NLL.
+///
+/// `FlowKind::Auto` trains every family of [`auto_candidates`] with the same
+/// split, seed and sizes and keeps the model with the best validation NLL
+/// (the candidates' figures are stored in the provenance settings).
 pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
+    if cfg.flow != FlowKind::Auto {
+        return train_one(ds, cfg, progress);
+    }
+    let start = Instant::now();
+    let mut best: Option<(ModelFile, TrainSummary)> = None;
+    let mut tried = Vec::new();
+    for kind in auto_candidates(ds.dim()) {
+        let c = TrainConfig {
+            flow: kind,
+            ..cfg.clone()
+        };
+        let (m, s) = train_one(ds, &c, progress)?;
+        tried.push(serde_json::json!({"flow": kind.name(), "val_nll": s.best_val_nll, "seconds": s.seconds}));
+        let better = match &best {
+            None => true,
+            Some((_, b)) => s.best_val_nll < b.best_val_nll || !b.best_val_nll.is_finite(),
+        };
+        if better {
+            best = Some((m, s));
+        }
+    }
+    let (mut m, mut s) = best.expect("at least one candidate");
+    m.provenance.settings["auto_candidates"] = serde_json::Value::Array(tried);
+    s.seconds = start.elapsed().as_secs_f64();
+    Ok((m, s))
+}
+
+fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
     let start = Instant::now();
     let d = ds.dim();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
