@@ -41,7 +41,22 @@ The progress bar shows training and validation NLL (nats/row).\n\n\
 Defaults: `--data` and `--out` are enough. The model size follows the number of training rows \
 (2 layers × 16 hidden below 500 rows, 3 × 32 below 2000, else 4 × 32; 2 hidden layers each) — \
 small models generalise better on little data. The same --seed and data give the same model, whatever \
-the number of threads (RAYON_NUM_THREADS)."
+the number of threads (RAYON_NUM_THREADS).\n\n\
+Flow families (--flow); every one starts with the frozen standardisation; seeded random permutations \
+sit between maf, nsf and nsf-ar layers (a rotation between coupling layers):\n  \
+maf      masked autoregressive flow: each coordinate shifted and scaled (soft-clamped log-scale, --clamp) \
+by a MADE network of the earlier ones. Cheap on the device; usually the best on small data.\n  \
+coupling RealNVP affine coupling: one half of the coordinates scales and shifts the other. Fastest \
+sampling; needs ≥ 2 columns.\n  \
+nsf      neural spline flow (coupling): monotone rational-quadratic splines (8 bins on ±3 standard \
+deviations, identity outside) of one half conditioned on the other. More flexible marginals than affine \
+layers, more parameters; needs ≥ 2 columns.\n  \
+nsf-ar   autoregressive neural spline flow: every coordinate's spline conditioned on the earlier ones \
+(MADE network with 3·8−1 outputs per coordinate). The most flexible, the slowest to train.\n  \
+cnf      continuous flow (one vector field, RK4), trained by flow matching.\n  \
+auto     trains maf and nsf (nsf-ar for 1-D data) at the size above, same split and seed, and keeps the \
+one with the lower validation NLL (the candidates' figures are stored in the model's provenance); \
+costs the sum of both trainings."
     )]
     Train(cli::TrainArgs),
     /// Mean NLL of a CSV under a model; with labels, AUROC and alarm rates.
