@@ -178,6 +178,37 @@ fn tiny_nsf_training_improves_validation_nll() {
     }
 }
 
+#[test]
+fn auto_keeps_the_candidate_with_the_best_validation_nll() {
+    let dir = tmpdir("auto");
+    let p = dir.join("train.csv");
+    write_csv(&p, "u,v", &banana(300, 12));
+    let ds = data::load_training(&p, None).unwrap();
+    let cfg = TrainConfig {
+        flow: FlowKind::Auto,
+        epochs: Some(5),
+        ..TrainConfig::default()
+    };
+    let (m, s) = train::train(&ds, &cfg, false).unwrap();
+    let tried = m.provenance.settings["auto_candidates"].as_array().unwrap().clone();
+    assert_eq!(tried.len(), 2);
+    let best = tried
+        .iter()
+        .min_by(|a, b| {
+            a["val_nll"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["val_nll"].as_f64().unwrap())
+        })
+        .unwrap();
+    assert_eq!(m.kind, best["flow"].as_str().unwrap());
+    assert_eq!(s.best_val_nll, best["val_nll"].as_f64().unwrap());
+    // Same model as asking for that family directly.
+    let kind = if m.kind == "maf" { FlowKind::Maf } else { FlowKind::Nsf };
+    let (direct, _) = train::train(&ds, &TrainConfig { flow: kind, ..cfg }, false).unwrap();
+    assert_eq!(direct.flow, m.flow);
+}
+
 fn net8() -> Net {
     Net {
         hidden: 8,
