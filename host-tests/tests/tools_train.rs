@@ -438,6 +438,8 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
         no_dequantize: false,
         clamp: 3.0,
         cnf_steps: 4,
+        bins: 8,
+        tail_bound: 3.0,
         quiet: true,
     };
     cli::run_train(&targs).unwrap();
@@ -509,6 +511,8 @@ fn train_err(csv: &str, label: Option<&str>, flow: FlowKind) -> String {
         no_dequantize: false,
         clamp: 3.0,
         cnf_steps: 2,
+        bins: 8,
+        tail_bound: 3.0,
         quiet: true,
     };
     let e = format!("{:#}", cli::run_train(&a).unwrap_err());

@@ -38,9 +38,11 @@ counts) is added, so the density cannot collapse onto the integer grid (--no-deq
 Training is Adam with decoupled weight decay, a linear warm-up then cosine decay of the learning rate, \
 gradient-norm clipping, and early stopping on the validation NLL that keeps the best epoch's model. \
 The progress bar shows training and validation NLL (nats/row).\n\n\
-Defaults: `--data` and `--out` are enough. The model size follows the number of training rows \
+Defaults: `--data` and `--out` are enough. The flow family is chosen on the validation split \
+(`--flow auto`: maf and nsf are both trained, the lower validation NLL wins; the candidates' \
+scores are stored in the model file). The model size follows the number of training rows \
 (2 layers × 16 hidden below 500 rows, 3 × 32 below 2000, else 4 × 32; 2 hidden layers each) — \
-small models generalise better on little data. The same --seed and data give the same model, whatever \
+small models generalise better on little data; early stopping and weight decay regularise. The same --seed and data give the same model, whatever \
 the number of threads (RAYON_NUM_THREADS).\n\n\
 Flow families (--flow); every one starts with the frozen standardisation; seeded random permutations \
 sit between maf, nsf and nsf-ar layers (a rotation between coupling layers):\n  \
