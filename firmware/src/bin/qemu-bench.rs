@@ -21,7 +21,7 @@ use core::ptr::{addr_of_mut, write_volatile};
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
-use flowmote::{Activation, AffineCoupling, Bijector, Flow, Maf, Mlp};
+use flowmote::{Activation, AffineCoupling, Bijector, Flow, Maf, Mlp, SplineAutoregressive, SplineCoupling};
 
 #[allow(dead_code)]
 #[path = "../model.rs"]
@@ -52,11 +52,11 @@ fn fill(v: &mut [f32], state: &mut u32, s: f32) {
     }
 }
 
-fn random_mlp<const IN: usize, const H: usize, const L: usize, const OUT: usize>(
+fn random_mlp<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize>(
     act: Activation,
     seed: u32,
-) -> Mlp<IN, H, L, OUT, 2> {
-    let mut m = Mlp::<IN, H, L, OUT, 2>::zeroed(act);
+) -> Mlp<IN, H, L, OUT, HEADS> {
+    let mut m = Mlp::<IN, H, L, OUT, HEADS>::zeroed(act);
     let mut st = seed;
     fill(m.w_in.as_flattened_mut(), &mut st, inv_sqrt_times(IN, 1.0));
     fill(&mut m.b_in, &mut st, 0.1);
@@ -109,7 +109,7 @@ fn bench_log_prob<const D: usize, L: Bijector<D>>(name: &str, macs: usize, flow:
 fn maf<const D: usize, const H: usize, const L: usize>(name: &str) {
     let flow = Flow::<D, _>::new((Maf::<D, H, L> {
         clamp: 3.0,
-        net: random_mlp::<D, H, L, D>(Activation::Tanh, 11),
+        net: random_mlp::<D, H, L, D, 2>(Activation::Tanh, 11),
     },));
     bench_log_prob(name, Mlp::<D, H, L, D, 2>::shape().macs(), &flow);
 }
@@ -118,9 +118,32 @@ fn maf<const D: usize, const H: usize, const L: usize>(name: &str) {
 fn coupling<const D: usize, const A: usize, const B: usize, const H: usize>(name: &str) {
     let flow = Flow::<D, _>::new((AffineCoupling::<A, B, H, 0> {
         clamp: 3.0,
-        net: random_mlp::<A, H, 0, B>(Activation::Tanh, 13),
+        net: random_mlp::<A, H, 0, B, 2>(Activation::Tanh, 13),
     },));
     bench_log_prob(name, Mlp::<A, H, 0, B, 2>::shape().macs(), &flow);
+}
+
+/// Spline coupling (K bins, P = 3K − 1 raw parameters per coordinate).
+#[inline(never)]
+fn spline_coupling<const D: usize, const A: usize, const B: usize, const H: usize, const K: usize, const P: usize>(
+    name: &str,
+) {
+    let flow = Flow::<D, _>::new((SplineCoupling::<A, B, H, 0, K, P>::new(
+        3.0,
+        random_mlp::<A, H, 0, B, P>(Activation::Tanh, 19),
+    ),));
+    bench_log_prob(name, Mlp::<A, H, 0, B, P>::shape().macs(), &flow);
+}
+
+/// Autoregressive spline; the weights are not MADE-masked (the instruction
+/// count of one density pass does not depend on which weights are zero).
+#[inline(never)]
+fn spline_ar<const D: usize, const H: usize, const K: usize, const P: usize>(name: &str) {
+    let flow = Flow::<D, _>::new((SplineAutoregressive::<D, H, 0, K, P>::new(
+        3.0,
+        random_mlp::<D, H, 0, D, P>(Activation::Tanh, 23),
+    ),));
+    bench_log_prob(name, Mlp::<D, H, 0, D, P>::shape().macs(), &flow);
 }
 
 /// The same MLP computed by the core's slice-level view (`Mlp::view().forward`,
@@ -132,7 +155,7 @@ fn view_vs_fixed<const IN: usize, const H: usize, const OUT: usize>(
     view_name: &str,
     fixed_name: &str,
 ) {
-    let m = random_mlp::<IN, H, 1, OUT>(act, 17);
+    let m = random_mlp::<IN, H, 1, OUT, 2>(act, 17);
     let x = input::<IN>();
     let macs = Mlp::<IN, H, 1, OUT, 2>::shape().macs();
 
@@ -207,6 +230,10 @@ fn main() -> ! {
     coupling::<4, 2, 2, 16>("coupling D=4 (2+2) H=16 depth 1");
     coupling::<8, 4, 4, 32>("coupling D=8 (4+4) H=32 depth 1");
     coupling::<16, 8, 8, 64>("coupling D=16 (8+8) H=64 depth 1");
+    spline_coupling::<4, 2, 2, 16, 8, 23>("spline coupling D=4 (2+2) H=16 K=8 depth 1");
+    spline_coupling::<8, 4, 4, 32, 8, 23>("spline coupling D=8 (4+4) H=32 K=8 depth 1");
+    spline_ar::<3, 16, 8, 23>("autoregressive spline D=3 H=16 K=8 depth 1");
+    spline_ar::<8, 32, 8, 23>("autoregressive spline D=8 H=32 K=8 depth 1");
     view_vs_fixed::<8, 64, 8>(
         Activation::Relu,
         "MLP 8-64-64-16 relu, core view",
