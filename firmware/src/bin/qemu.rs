@@ -9,6 +9,8 @@
 //!    against `GOLDEN_LOG_PROBS`;
 //! 2. NaN/Inf input gives `Verdict::Invalid` and leaves later scores intact;
 //! 3. the first `GOLDEN_SAMPLES` drawn by `Synthetic` with `GOLDEN_SEED`;
+//!    the same two checks for `host-tests/tests/generated/extended.rs`, an
+//!    export with spline coupling, autoregressive spline and CNF layers;
 //! 4. the whole monitor (emulated LIS3DH → windows → score → k-of-n → pin)
 //!    with a garbage frame and a bus error injected: both reported, the
 //!    monitor keeps running;
@@ -36,6 +38,13 @@ mod model;
 
 #[path = "../stack.rs"]
 mod stack;
+
+/// A second exported model with spline coupling, autoregressive spline and
+/// continuous-flow layers (the host's export parity test generates it), so the
+/// emulated core checks those layers against the host too.
+#[allow(dead_code)]
+#[path = "../../../host-tests/tests/generated/extended.rs"]
+mod extended;
 
 use model::{DIM, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_SAMPLES, GOLDEN_SEED, MODEL, THRESHOLD};
 
@@ -121,6 +130,9 @@ fn main() -> ! {
         worst
     );
 
+    // 3b. Spline and continuous-flow layers: the extended export's golden vectors.
+    failures += check_extended();
+
     // 4. The monitor on an emulated sensor: each flow sample is held for one
     //    window (so the window mean is the sample, to 1 mg), every 4th window
     //    is pushed 2000 mg down on every axis (far outside the training data,
@@ -205,6 +217,53 @@ fn main() -> ! {
 
 fn rel_err(got: f32, expected: f32) -> f32 {
     (got - expected).abs() / expected.abs().max(flowmote_firmware::GOLDEN_ABS_FLOOR)
+}
+
+/// Golden log-densities and samples of `extended.rs`; returns the number of mismatches.
+fn check_extended() -> u32 {
+    let mut failures = 0;
+    let mut worst = 0.0f32;
+    let pairs = extended::GOLDEN_INPUTS.iter().zip(extended::GOLDEN_LOG_PROBS.iter());
+    for (i, (x, &expected)) in pairs.enumerate() {
+        match extended::MODEL.log_prob(x) {
+            Ok(lp) if close(lp, expected) => worst = worst.max(rel_err(lp, expected)),
+            got => {
+                failures += 1;
+                defmt::error!(
+                    "extended golden log_prob {=usize}: got {}, host {=f32}",
+                    i,
+                    got.ok(),
+                    expected
+                );
+            }
+        }
+    }
+    let mut synth = Synthetic::new(&extended::MODEL, extended::GOLDEN_SEED);
+    for (i, expected) in extended::GOLDEN_SAMPLES.iter().enumerate() {
+        match synth.next_features() {
+            Ok(x) => {
+                for (g, e) in x.iter().zip(expected) {
+                    if close(*g, *e) {
+                        worst = worst.max(rel_err(*g, *e));
+                    } else {
+                        failures += 1;
+                        defmt::error!("extended golden sample {=usize}: got {=f32}, host {=f32}", i, *g, *e);
+                    }
+                }
+            }
+            Err(_) => {
+                failures += 1;
+                defmt::error!("extended golden sample {=usize}: error", i);
+            }
+        }
+    }
+    defmt::info!(
+        "spline/CNF export: {=usize} golden inputs and {=usize} golden samples checked, worst relative error {=f32}",
+        extended::GOLDEN_INPUTS.len(),
+        extended::GOLDEN_SAMPLES.len(),
+        worst
+    );
+    failures
 }
 
 #[exception]
