@@ -106,39 +106,8 @@ fn params_mut(l: &mut Layer) -> Option<&mut Vec<f32>> {
     }
 }
 
-/// Adam (β₁ = 0.9, β₂ = 0.999, ε = 1e-8) on one flat parameter vector.
-#[derive(Clone, Debug)]
-pub struct Adam {
-    m: Vec<f32>,
-    v: Vec<f32>,
-    t: i32,
-}
-
-impl Adam {
-    /// State for `n` parameters.
-    pub fn new(n: usize) -> Self {
-        Adam {
-            m: vec![0.0; n],
-            v: vec![0.0; n],
-            t: 0,
-        }
-    }
-
-    /// `p ← p − lr·m̂/(√v̂ + ε)` for the gradient `g` (scaled by `scale`).
-    pub fn step(&mut self, p: &mut [f32], g: &[f32], scale: f32, lr: f32) {
-        const B1: f32 = 0.9;
-        const B2: f32 = 0.999;
-        self.t += 1;
-        let c1 = 1.0 - B1.powi(self.t);
-        let c2 = 1.0 - B2.powi(self.t);
-        for i in 0..p.len() {
-            let gi = g[i] * scale;
-            self.m[i] = B1 * self.m[i] + (1.0 - B1) * gi;
-            self.v[i] = B2 * self.v[i] + (1.0 - B2) * gi * gi;
-            p[i] -= lr * (self.m[i] / c1) / ((self.v[i] / c2).sqrt() + 1e-8);
-        }
-    }
-}
+/// Adam, the tool's own (used here with no weight decay).
+pub use flowmote_tools::train::Adam;
 
 /// Trainer state of [`nll_epoch`]: gradients, Adam moments, workspace.
 #[derive(Debug)]
@@ -235,7 +204,7 @@ impl NllTrainer {
                     if is_maf {
                         made_mask_params(shape.expect("MAF shape"), &mut self.grads[i]).expect("MADE shape");
                     }
-                    self.adam[i].step(p, &self.grads[i], scale, self.lr);
+                    self.adam[i].step(p, &self.grads[i], scale, self.lr, 0.0);
                 }
             }
         }
@@ -312,7 +281,7 @@ impl FmTrainer {
             }
             n += m;
             self.adam
-                .step(&mut self.params, &self.grad, 1.0 / m.max(1) as f32, self.lr);
+                .step(&mut self.params, &self.grad, 1.0 / m.max(1) as f32, self.lr, 0.0);
         }
         total / n.max(1) as f64
     }
