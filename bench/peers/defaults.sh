@@ -9,6 +9,7 @@
 #
 #   bench/peers/defaults.sh
 #   MAX_EPOCHS=20 bench/peers/defaults.sh   # cap FlowJAX epochs (default: its own 100)
+#   SEEDS='0 1 2 3 4' bench/peers/defaults.sh  # seeds (default 0 1 2)
 #
 # Uses the venv of run.sh (bench/peers/.venv) plus scikit-learn
 # (installed into it on first use).
@@ -30,41 +31,62 @@ cargo build -q --release -p flowmote-tools
 tool=${CARGO_TARGET_DIR:-$root/target}/release/flowmote
 ep=(); [ -z "${MAX_EPOCHS:-}" ] || ep=(--max-epochs "$MAX_EPOCHS")
 
+SEEDS=${SEEDS:-0 1 2}
+for seed in $SEEDS; do
 for set in $SETS; do
     train=$DATA/$set.train.csv test=$DATA/$set.test.csv
     lab=(); case ",$(head -1 "$test" | tr -d '\r')," in *,label,*) lab=(--label-column label) ;; esac
-    say "$set: flowmote train (defaults)"
+    tag=$set.s$seed
+    say "$set seed $seed: flowmote train (defaults)"
     t0=$(date +%s.%N)
-    "$tool" train --data "$train" --out "$OUT/defaults.$set.model.json" --quiet >&2
+    "$tool" train --data "$train" --out "$OUT/defaults.$tag.model.json" --seed "$seed" --quiet >&2
     t1=$(date +%s.%N)
-    "$tool" eval --model "$OUT/defaults.$set.model.json" --data "$test" "${lab[@]}" --json \
-        >"$OUT/defaults.$set.flowmote.json"
-    echo "$t0 $t1" >"$OUT/defaults.$set.flowmote.time"
-    say "$set: GaussianMixture + FlowJAX RQS flows"
-    (cd "$here" && "$py" peer_defaults.py --train "$train" --test "$test" "${ep[@]}") \
-        >"$OUT/defaults.$set.peers.json"
+    "$tool" eval --model "$OUT/defaults.$tag.model.json" --data "$test" "${lab[@]}" --json \
+        >"$OUT/defaults.$tag.flowmote.json"
+    echo "$t0 $t1" >"$OUT/defaults.$tag.flowmote.time"
+    say "$set seed $seed: GaussianMixture + FlowJAX RQS flows"
+    (cd "$here" && "$py" peer_defaults.py --train "$train" --test "$test" --seed "$seed" "${ep[@]}") \
+        >"$OUT/defaults.$tag.peers.json"
+done
 done
 
-"$py" - "$OUT" "${MAX_EPOCHS:-}" $SETS >"$OUT/defaults.md" <<'EOF2'
+"$py" - "$OUT" "${MAX_EPOCHS:-}" "$SEEDS" $SETS >"$OUT/defaults.md" <<'EOF2'
 import json, os, sys
-out, maxep, sets = sys.argv[1], sys.argv[2], sys.argv[3:]
-f = lambda v, p=2: "–" if v is None else f"{v:.{p}f}"
+import numpy as np
+out, maxep, seeds, sets = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4:]
 print(f"Machine: {os.cpu_count()} cores, load average at the end: {open('/proc/loadavg').read().split()[0]}."
-      f" FlowJAX max_epochs: {maxep or '100 (default)'}.\n")
-print("| set | model | test NLL (nats/row, data units) | AUROC | train s | notes |")
-print("|---|---|---|---|---|---|")
+      f" FlowJAX max_epochs: {maxep or '100 (default)'}. Seeds: {', '.join(seeds)}"
+      " (each seed changes every model's split/initialisation/batches; the data split is fixed).\n")
+print("| set | model | test NLL mean ± sd (nats/row, data units) | per seed | AUROC mean ± sd | per seed | train s (mean) | notes |")
+print("|---|---|---|---|---|---|---|---|")
+def nll_of(ev):
+    return ev.get("nll_normal") if ev.get("nll_normal") is not None else ev.get("nll")
 for s in sets:
-    ev = json.load(open(f"{out}/defaults.{s}.flowmote.json"))
-    t0, t1 = map(float, open(f"{out}/defaults.{s}.flowmote.time").read().split())
-    m = json.load(open(f"{out}/defaults.{s}.model.json"))
-    nll = ev.get("nll_normal") if ev.get("nll_normal") is not None else ev.get("nll")
-    print(f"| {s} | flowmote defaults (`--flow auto`) | {f(nll)} | {f(ev.get('auroc'), 3)} | {t1 - t0:.1f} | |")
-    p = json.load(open(f"{out}/defaults.{s}.peers.json"))
-    g = p["gmm"]
-    print(f"| {s} | GaussianMixture (val-selected) | {f(g['test_nll'])} | {f(g['auroc'], 3)} | {g['train_s']:.1f} | {g['components']} × {g['covariance']} |")
-    for k, name in (("flowjax_maf_rqs", "FlowJAX MAF + RQS, defaults"), ("flowjax_coupling_rqs", "FlowJAX coupling + RQS, defaults")):
-        r = p[k]
-        note = f"{r['epochs_run']} epochs" + (f", {r['nonfinite']} non-finite test rows" if r["nonfinite"] else "")
-        print(f"| {s} | {name} | {f(r['test_nll'])} | {f(r['auroc'], 3)} | {r['train_s']:.1f} | {note} |")
+    rows = {}
+    for seed in seeds:
+        tag = f"{s}.s{seed}"
+        ev = json.load(open(f"{out}/defaults.{tag}.flowmote.json"))
+        t0, t1 = map(float, open(f"{out}/defaults.{tag}.flowmote.time").read().split())
+        m = json.load(open(f"{out}/defaults.{tag}.model.json"))
+        st = m["provenance"]["settings"]
+        note = f"{m['kind']} {st['layers']}×{st['hidden']} noise {st['noise']:.1f}"
+        rows.setdefault("flowmote defaults", []).append((nll_of(ev), ev.get("auroc"), t1 - t0, note))
+        p = json.load(open(f"{out}/defaults.{tag}.peers.json"))
+        g = p["gmm"]
+        rows.setdefault("GaussianMixture (val-selected)", []).append(
+            (g["test_nll"], g["auroc"], g["train_s"], f"{g['components']} × {g['covariance']}"))
+        for k, name in (("flowjax_maf_rqs", "FlowJAX MAF + RQS, defaults"),
+                        ("flowjax_coupling_rqs", "FlowJAX coupling + RQS, defaults")):
+            r = p[k]
+            rows.setdefault(name, []).append((r["test_nll"], r["auroc"], r["train_s"],
+                f"{r['epochs_run']} ep" + (f", {r['nonfinite']} non-finite" if r["nonfinite"] else "")))
+    for name, rs in rows.items():
+        nll = np.array([r[0] for r in rs], float)
+        au = [r[1] for r in rs]
+        f = lambda v, p=2: "–" if v is None else f"{v:.{p}f}"
+        aus = "–" if au[0] is None else f"{np.mean(au):.3f} ± {np.std(au, ddof=1) if len(au) > 1 else 0:.3f}"
+        print(f"| {s} | {name} | {nll.mean():.2f} ± {nll.std(ddof=1) if len(nll) > 1 else 0:.2f} | "
+              f"{' / '.join(f(v) for v in nll)} | {aus} | {' / '.join(f(v, 3) for v in au)} | "
+              f"{np.mean([r[2] for r in rs]):.1f} | {'; '.join(sorted(set(r[3] for r in rs)))} |")
 EOF2
 cat "$OUT/defaults.md"

@@ -72,6 +72,7 @@ fn tool_epochs(c: &mut Criterion) {
             epochs: Some(1),
             patience: Some(0),
             dequantize: false,
+            noise: Some(0.0),
             ..TrainConfig::default()
         };
         g.bench_function(BenchmarkId::new(label, format!("L{layers}_H64")), |b| {

@@ -5,7 +5,7 @@ use flowmote::{ActNorm, Activation, AffineCoupling, Flow, Maf, Mlp, Reverse};
 use flowmote_tools::cli;
 use flowmote_tools::data;
 use flowmote_tools::model::{Act, DynFlow, Layer, ModelFile, Net, Workspace};
-use flowmote_tools::train::{self, init_params, FlowKind, Gaussian, TrainConfig};
+use flowmote_tools::train::{self, init_params, FlowKind, Gaussian, TrainConfig, ValSplit};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::{Xoshiro128PlusPlus, Xoshiro256PlusPlus};
 use std::path::PathBuf;
@@ -154,6 +154,7 @@ fn tiny_nsf_training_improves_validation_nll() {
             hidden: Some(8),
             epochs: Some(15),
             lr: 5e-3,
+            noise: Some(0.0),
             ..TrainConfig::default()
         };
         let (m, s) = train::train(&ds, &cfg, false).unwrap();
@@ -179,33 +180,56 @@ fn tiny_nsf_training_improves_validation_nll() {
 }
 
 #[test]
-fn auto_keeps_the_candidate_with_the_best_validation_nll() {
+fn search_keeps_the_candidate_with_the_best_validation_nll() {
     let dir = tmpdir("auto");
     let p = dir.join("train.csv");
     write_csv(&p, "u,v", &banana(300, 12));
     let ds = data::load_training(&p, None).unwrap();
     let cfg = TrainConfig {
-        flow: FlowKind::Auto,
         epochs: Some(5),
         ..TrainConfig::default()
     };
+    assert_eq!(
+        (cfg.flow, cfg.noise),
+        (FlowKind::Auto, None),
+        "the tool's defaults search"
+    );
     let (m, s) = train::train(&ds, &cfg, false).unwrap();
-    let tried = m.provenance.settings["auto_candidates"].as_array().unwrap().clone();
-    assert_eq!(tried.len(), 2);
-    let best = tried
+    let tried = m.provenance.settings["search"].as_array().unwrap().clone();
+    let val = |t: &serde_json::Value| t["val_nll"].as_f64().unwrap();
+    // 1. noise levels in order, stopping after the first that did worse.
+    let noise: Vec<f64> = tried
         .iter()
-        .min_by(|a, b| {
-            a["val_nll"]
-                .as_f64()
-                .unwrap()
-                .total_cmp(&b["val_nll"].as_f64().unwrap())
-        })
-        .unwrap();
+        .take_while(|t| t["flow"] == "maf" && t["layers"] == tried[0]["layers"])
+        .map(|t| t["noise"].as_f64().unwrap())
+        .collect();
+    assert!(noise.len() >= 2);
+    for (k, v) in noise.iter().enumerate() {
+        assert!((v - train::NOISE_LEVELS[k] as f64).abs() < 1e-6);
+    }
+    if noise.len() < train::NOISE_LEVELS.len() {
+        let k = noise.len() - 1;
+        assert!(
+            val(&tried[k]) >= val(&tried[k - 1]),
+            "stopped at a level that did worse"
+        );
+    }
+    // 2. nsf at the chosen noise, 3. a bigger model: two more candidates.
+    assert_eq!(tried.len(), noise.len() + 2);
+    assert_eq!(tried[noise.len()]["flow"], "nsf");
+    let best = tried.iter().min_by(|a, b| val(a).total_cmp(&val(b))).unwrap();
     assert_eq!(m.kind, best["flow"].as_str().unwrap());
-    assert_eq!(s.best_val_nll, best["val_nll"].as_f64().unwrap());
-    // Same model as asking for that family directly.
+    assert_eq!(s.best_val_nll, val(best));
+    // Same model as asking for the winner's settings directly.
     let kind = if m.kind == "maf" { FlowKind::Maf } else { FlowKind::Nsf };
-    let (direct, _) = train::train(&ds, &TrainConfig { flow: kind, ..cfg }, false).unwrap();
+    let direct = TrainConfig {
+        flow: kind,
+        noise: Some(best["noise"].as_f64().unwrap() as f32),
+        layers: Some(best["layers"].as_u64().unwrap() as usize),
+        hidden: Some(best["hidden"].as_u64().unwrap() as usize),
+        ..cfg
+    };
+    let (direct, _) = train::train(&ds, &direct, false).unwrap();
     assert_eq!(direct.flow, m.flow);
 }
 
@@ -348,6 +372,8 @@ fn small_cfg(seed: u64) -> TrainConfig {
         batch: 64,
         lr: 5e-3,
         seed,
+        flow: FlowKind::Maf,
+        noise: Some(0.0),
         ..TrainConfig::default()
     }
 }
@@ -436,6 +462,9 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
         val_fraction: 0.2,
         label_column: None,
         no_dequantize: false,
+        noise: Some(0.0),
+        val_split: ValSplit::Last,
+        no_whiten: false,
         clamp: 3.0,
         cnf_steps: 4,
         bins: 8,
@@ -509,6 +538,9 @@ fn train_err(csv: &str, label: Option<&str>, flow: FlowKind) -> String {
         val_fraction: 0.1,
         label_column: label.map(String::from),
         no_dequantize: false,
+        noise: Some(0.0),
+        val_split: ValSplit::Last,
+        no_whiten: false,
         clamp: 3.0,
         cnf_steps: 2,
         bins: 8,
@@ -623,4 +655,78 @@ fn serde_json_to_string(m: &ModelFile, dir: &std::path::Path) -> String {
     let i = t.find("\"params\": [").unwrap() + "\"params\": [".len();
     let j = i + t[i..].find(',').unwrap();
     format!("{}1e39{}", &t[..i], &t[j..])
+}
+
+#[test]
+fn untrained_whitened_flow_is_the_full_covariance_gaussian() {
+    // [standardise, whitening LU] with no ridge is exactly the maximum-
+    // likelihood Gaussian of the rows: the flow starts from that fit.
+    let rows = banana(500, 21);
+    let d = 2;
+    let n = rows.len() as f64;
+    let mean: Vec<f32> = (0..d)
+        .map(|j| (rows.iter().map(|r| r[j] as f64).sum::<f64>() / n) as f32)
+        .collect();
+    let std: Vec<f32> = (0..d)
+        .map(|j| {
+            let m = mean[j] as f64;
+            ((rows.iter().map(|r| (r[j] as f64 - m).powi(2)).sum::<f64>() / n).sqrt()) as f32
+        })
+        .collect();
+    let flow = DynFlow {
+        dim: d,
+        layers: vec![
+            train::standardize_layer(&mean, &std),
+            train::whitening_layer(&rows, &mean, &std, 0.0).unwrap(),
+        ],
+    };
+    flow.validate().unwrap();
+    let g = Gaussian::fit(&rows).unwrap();
+    let mut ws = Workspace::new(&flow);
+    for x in banana(50, 22) {
+        let lp = flow.log_prob(&x, &mut ws).unwrap() as f64;
+        let want = g.log_prob(&x);
+        assert!((lp - want).abs() <= 1e-4 * want.abs().max(1.0), "{lp} vs {want}");
+    }
+    // A duplicated column: the training ridge (≥ 1e-3) keeps the layer well
+    // conditioned, so the flow stays valid and finite.
+    let dup: Vec<Vec<f32>> = rows.iter().map(|r| vec![r[0], r[0]]).collect();
+    let (m2, s2) = ([mean[0], mean[0]], [std[0], std[0]]);
+    let flow = DynFlow {
+        dim: d,
+        layers: vec![
+            train::standardize_layer(&m2, &s2),
+            train::whitening_layer(&dup, &m2, &s2, 1e-3).unwrap(),
+        ],
+    };
+    flow.validate().unwrap();
+    let mut ws = Workspace::new(&flow);
+    assert!(dup.iter().all(|x| flow.log_prob(x, &mut ws).unwrap().is_finite()));
+}
+
+#[test]
+fn validation_rows_are_the_last_rows_of_the_file_by_default() {
+    let dir = tmpdir("valsplit");
+    let p = dir.join("train.csv");
+    let rows = banana(200, 31);
+    write_csv(&p, "u,v", &rows);
+    let ds = data::load_training(&p, None).unwrap();
+    let cfg = TrainConfig {
+        epochs: Some(2),
+        ..small_cfg(3)
+    };
+    let (_, s) = train::train(&ds, &cfg, false).unwrap();
+    assert_eq!(s.validation, rows[180..].to_vec(), "last 10 % in file order");
+    let (_, r) = train::train(
+        &ds,
+        &TrainConfig {
+            val_split: ValSplit::Random,
+            ..cfg
+        },
+        false,
+    )
+    .unwrap();
+    assert_eq!(r.validation.len(), 20);
+    assert_ne!(r.validation, rows[180..].to_vec(), "a random sample");
+    assert!(r.validation.iter().all(|v| rows.contains(v)));
 }

@@ -5,7 +5,7 @@
 use crate::data::{self, Dataset};
 use crate::metrics;
 use crate::model::{write_atomic, ModelFile, Threshold, Workspace};
-use crate::train::{self, FlowKind, Gaussian, TrainConfig};
+use crate::train::{self, FlowKind, Gaussian, TrainConfig, ValSplit};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use rand_core::SeedableRng;
@@ -24,21 +24,29 @@ pub struct TrainArgs {
     /// Model file to write (JSON; written atomically).
     #[arg(long)]
     pub out: PathBuf,
-    /// Flow family. The default, `auto`, trains `maf` and `nsf` (neural
-    /// spline coupling; `nsf-ar` for one column) on the same split and keeps
-    /// whichever has the lower validation NLL — about twice the training
-    /// time of one family. `maf` (masked autoregressive: fast scoring, slow
-    /// sampling), `coupling` (RealNVP affine: fastest sampling, ≥ 2 columns),
-    /// `nsf` / `nsf-ar` (rational-quadratic spline coupling / autoregressive:
-    /// bounded, identity tails), `cnf` (continuous flow, flow matching).
+    /// Flow family. The default, `auto`, chooses by validation NLL: `maf`
+    /// first, then `nsf` (neural spline coupling; `nsf-ar` for one column)
+    /// at the noise level `maf` chose. `maf` (masked autoregressive: fast
+    /// scoring, slow sampling), `coupling` (RealNVP affine: fastest sampling,
+    /// ≥ 2 columns), `nsf` / `nsf-ar` (rational-quadratic spline coupling /
+    /// autoregressive: bounded, identity tails), `cnf` (continuous flow,
+    /// flow matching).
+    ///
+    /// What the defaults do: every setting you leave open is chosen by the
+    /// validation NLL, each candidate trained on the same split and seed —
+    /// first the noise (--noise), then the family, then the size (one model
+    /// with two more layers and twice the hidden units). That is 4–7
+    /// trainings, so several times the time of one; give --flow, --noise,
+    /// --layers and --hidden to train exactly one model. Every candidate's
+    /// validation NLL is stored in the model file (provenance, `search`).
     #[arg(long, value_enum, default_value_t = FlowKind::Auto)]
     pub flow: FlowKind,
-    /// Flow layers [default: 2 below 500 training rows, 3 below 2000, else 4;
-    /// 1 for cnf].
+    /// Flow layers [default: 2 below 500 training rows, 3 below 2000, else 4,
+    /// or two more if that wins on validation; 1 for cnf].
     #[arg(long)]
     pub layers: Option<usize>,
     /// Hidden units per conditioner layer [default: 16 below 500 training
-    /// rows, else 32].
+    /// rows, else 32, or twice that if it wins on validation].
     #[arg(long)]
     pub hidden: Option<usize>,
     /// Hidden layers per conditioner network.
@@ -66,10 +74,19 @@ pub struct TrainArgs {
     /// dequantisation noise): the same seed and data give the same model.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Fraction of the rows held out (seeded random split) for validation,
+    /// Fraction of the rows held out (see --val-split) for validation,
     /// early stopping and choosing the kept model. 0 = select on training NLL.
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
+    /// Which rows to hold out (--val-fraction of them) for validation, early
+    /// stopping and the choices above. `last` (default): the last rows of
+    /// the file — sensor logs are time series, neighbouring rows are near
+    /// copies, and a random split would reward memorising them; holding out
+    /// the most recent rows judges the model on later readings, as the
+    /// detector will be. `random`: a seeded random sample, for files whose
+    /// row order means nothing.
+    #[arg(long, value_enum, default_value_t = ValSplit::Last)]
+    pub val_split: ValSplit,
     /// Column holding labels (0 = normal, anything else = anomaly); rows
     /// labelled anomalous are left out of training.
     #[arg(long)]
@@ -77,6 +94,20 @@ pub struct TrainArgs {
     /// Do not dequantise integer-valued columns.
     #[arg(long)]
     pub no_dequantize: bool,
+    /// Leave out the whitening layer: by default a trainable LU linear layer
+    /// follows the standardisation, initialised to the full-covariance
+    /// Gaussian fit of the training rows (d² multiply-adds on the device),
+    /// so training starts from that Gaussian and only has to add what it
+    /// misses.
+    #[arg(long)]
+    pub no_whiten: bool,
+    /// Gaussian noise added to the training rows, in standard deviations of
+    /// each column: a regulariser that smooths the density, so readings a
+    /// little outside the training data are not scored as impossible
+    /// [default: chosen by validation among 0, 0.1, 0.2, 0.3, stopping at
+    /// the first level that does worse].
+    #[arg(long)]
+    pub noise: Option<f32>,
     /// Soft clamp of the affine log-scales (|log-scale| < clamp): smaller
     /// values give gentler tails, i.e. less extreme scores far from the data.
     #[arg(long, default_value_t = flowmote::coupling::DEFAULT_CLAMP)]
@@ -112,6 +143,9 @@ impl TrainArgs {
             val_fraction: self.val_fraction,
             seed: self.seed,
             dequantize: !self.no_dequantize,
+            noise: self.noise,
+            val_split: self.val_split,
+            whiten: !self.no_whiten,
             cnf_steps: self.cnf_steps,
             clamp: self.clamp,
             bins: self.bins,

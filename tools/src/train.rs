@@ -1,12 +1,16 @@
 //! Maximum-likelihood training of a [`DynFlow`] (and flow matching for
 //! continuous flows) with the core's own backward passes.
 //!
-//! Pipeline: split the rows (seeded shuffle) into training and validation
-//! parts; fit the standardisation on the training part and freeze it as the
-//! first layer; dequantise integer-valued columns each epoch; mini-batch
-//! Adam(W) with a cosine learning-rate schedule, global-norm gradient
-//! clipping and MAF gradients masked; validation NLL after every epoch,
-//! early stopping that keeps the best model.
+//! Pipeline: split the rows into training and validation parts (by default
+//! the last rows of the file are the validation part, see [`ValSplit`]); fit
+//! the standardisation on the training part and freeze it as the first
+//! layer; start with a whitening LU layer (the full-covariance Gaussian fit,
+//! [`whitening_layer`]); dequantise integer-valued columns and add Gaussian
+//! noise each epoch; mini-batch Adam(W) with a cosine learning-rate
+//! schedule, global-norm gradient clipping and MAF gradients masked;
+//! validation NLL after every epoch, early stopping that keeps the best
+//! model. [`train`] chooses the settings left open (noise, family, size) by
+//! validation NLL.
 //!
 //! Determinism: every random draw comes from one seeded
 //! `Xoshiro256PlusPlus`, drawn sequentially; a mini-batch is split into
@@ -64,6 +68,18 @@ impl FlowKind {
     }
 }
 
+/// Which rows are held out for validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ValSplit {
+    /// The last rows of the file: the model is judged on readings later than
+    /// those it learnt from, as the detector will be.
+    Last,
+    /// A seeded random sample of the rows (for files whose row order means
+    /// nothing).
+    Random,
+}
+
 /// Training settings; `None` fields are chosen from the data by [`resolve`].
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainConfig {
@@ -92,8 +108,15 @@ pub struct TrainConfig {
     pub val_fraction: f64,
     /// Seed of every random draw.
     pub seed: u64,
+    /// Which rows are held out for validation.
+    pub val_split: ValSplit,
+    /// Start with a trainable whitening LU layer after the standardisation.
+    pub whiten: bool,
     /// Dequantise integer-valued columns.
     pub dequantize: bool,
+    /// Standard deviation of Gaussian noise added to every training row, in
+    /// standard deviations of each column (`None`: chosen by validation).
+    pub noise: Option<f32>,
     /// Global gradient-norm clip (per mini-batch mean gradient).
     pub clip: f64,
     /// Scale of the conditioners' output layer at initialisation (small =
@@ -112,7 +135,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            flow: FlowKind::Maf,
+            flow: FlowKind::Auto,
             layers: None,
             hidden: None,
             depth: 2,
@@ -123,7 +146,10 @@ impl Default for TrainConfig {
             patience: None,
             val_fraction: 0.1,
             seed: 0,
+            val_split: ValSplit::Last,
+            whiten: true,
             dequantize: true,
+            noise: None,
             clip: 5.0,
             init_scale: 0.1,
             clamp: flowmote::coupling::DEFAULT_CLAMP,
@@ -197,6 +223,12 @@ fn uniform<R: Rng + ?Sized>(rng: &mut R) -> f32 {
     (rng.next_u32() >> 8) as f32 * (1.0 / 16_777_216.0)
 }
 
+fn normal<R: Rng + ?Sized>(rng: &mut R) -> f32 {
+    let mut z = [0.0f32];
+    flowmote::normal::fill_standard_normal(rng, &mut z);
+    z[0]
+}
+
 fn fill_uniform<R: Rng + ?Sized>(rng: &mut R, v: &mut [f32], scale: f32) {
     for x in v {
         *x = (2.0 * uniform(rng) - 1.0) * scale;
@@ -261,6 +293,43 @@ pub fn standardize_layer(mean: &[f32], std: &[f32]) -> Layer {
         shift,
         frozen: true,
     }
+}
+
+/// A trainable LU linear layer initialised to whiten the standardised
+/// training rows: `W = C⁻¹` where `C·Cᵀ = Σ + ridge·I` is the Cholesky factor
+/// of their covariance (plus `ridge` on the diagonal). Placed after the
+/// standardisation it makes the untrained flow the full-covariance Gaussian
+/// fit; training then only has to model what a Gaussian misses.
+pub fn whitening_layer(rows: &[Vec<f32>], mean: &[f32], std: &[f32], ridge: f64) -> Result<Layer> {
+    let d = mean.len();
+    let z: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|r| (0..d).map(|j| (r[j] - mean[j]) / std[j]).collect())
+        .collect();
+    let (_, mut cov) = covariance(&z);
+    for i in 0..d {
+        cov[i * d + i] += ridge;
+    }
+    let c = cholesky(&cov, d)?;
+    // W = C⁻¹ (lower triangular), by forward substitution column by column.
+    let mut w = vec![0.0f32; d * d];
+    for col in 0..d {
+        let mut x = vec![0.0f64; d];
+        for i in col..d {
+            let rhs = if i == col { 1.0 } else { 0.0 };
+            let acc: f64 = (col..i).map(|k| c[i * d + k] * x[k]).sum();
+            x[i] = (rhs - acc) / c[i * d + i];
+        }
+        for i in 0..d {
+            w[i * d + col] = x[i] as f32;
+        }
+    }
+    let mut perm = vec![0usize; d];
+    let mut sign = vec![0.0f32; d];
+    flowmote::linear::lu_decompose(&mut w, &mut perm, &mut sign)
+        .map_err(|e| anyhow::anyhow!("whitening layer: {e:?}"))?;
+    w.resize(d * d + d, 0.0);
+    Ok(Layer::LuLinear { perm, sign, params: w })
 }
 
 /// An untrained flow: `[standardise, blocks…]` with seeded near-identity
@@ -535,37 +604,99 @@ fn batch_grad(
     (loss, used, bad)
 }
 
+/// Noise levels (standard deviations per column) the search tries, in order.
+pub const NOISE_LEVELS: [f32; 4] = [0.0, 0.1, 0.2, 0.3];
+
 /// Train a model on `ds` (rows labelled anomalous are left out). With
 /// `progress`, shows an indicatif bar with training and validation NLL.
 ///
-/// `FlowKind::Auto` trains every family of [`auto_candidates`] with the same
-/// split, seed and sizes and keeps the model with the best validation NLL
-/// (the candidates' figures are stored in the provenance settings).
+/// Settings left open (`FlowKind::Auto`, `noise: None`, no `layers` and no
+/// `hidden`) are chosen by validation NLL, every candidate on the same split
+/// and seed, in three steps:
+/// 1. noise: the first family of [`auto_candidates`] (or the requested one)
+///    at each of [`NOISE_LEVELS`] in turn, stopping at the first level that
+///    does worse than the one before;
+/// 2. family: the other candidates at the chosen noise;
+/// 3. size (not for cnf): the winner with two more layers and twice the
+///    hidden units.
+///
+/// The kept model is the candidate with the lowest validation NLL; every
+/// candidate's figures are stored in the provenance settings (`search`).
 pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
-    if cfg.flow != FlowKind::Auto {
-        return train_one(ds, cfg, progress);
-    }
     let start = Instant::now();
-    let mut best: Option<(ModelFile, TrainSummary)> = None;
+    let first = if cfg.flow == FlowKind::Auto {
+        auto_candidates(ds.dim())[0]
+    } else {
+        cfg.flow
+    };
+    let mut best: Option<(ModelFile, TrainSummary, TrainConfig)> = None;
     let mut tried = Vec::new();
-    for kind in auto_candidates(ds.dim()) {
-        let c = TrainConfig {
-            flow: kind,
-            ..cfg.clone()
-        };
+    let mut run = |c: TrainConfig, best: &mut Option<(ModelFile, TrainSummary, TrainConfig)>| -> Result<bool> {
         let (m, s) = train_one(ds, &c, progress)?;
-        tried.push(serde_json::json!({"flow": kind.name(), "val_nll": s.best_val_nll, "seconds": s.seconds}));
-        let better = match &best {
+        let st = &m.provenance.settings;
+        tried.push(serde_json::json!({
+            "flow": c.flow.name(), "noise": c.noise, "layers": st["layers"], "hidden": st["hidden"],
+            "val_nll": s.best_val_nll, "seconds": s.seconds,
+        }));
+        let better = match best {
             None => true,
-            Some((_, b)) => s.best_val_nll < b.best_val_nll || !b.best_val_nll.is_finite(),
+            Some((_, b, _)) => s.best_val_nll < b.best_val_nll || !b.best_val_nll.is_finite(),
         };
         if better {
-            best = Some((m, s));
+            *best = Some((m, s, c));
+        }
+        Ok(better)
+    };
+    // 1. noise
+    let noises: Vec<f32> = match cfg.noise {
+        Some(v) => vec![v],
+        None => NOISE_LEVELS.to_vec(),
+    };
+    for (k, &noise) in noises.iter().enumerate() {
+        let c = TrainConfig {
+            flow: first,
+            noise: Some(noise),
+            ..cfg.clone()
+        };
+        if !run(c, &mut best)? && k > 0 {
+            break;
         }
     }
-    let (mut m, mut s) = best.expect("at least one candidate");
-    m.provenance.settings["auto_candidates"] = serde_json::Value::Array(tried);
-    s.seconds = start.elapsed().as_secs_f64();
+    // 2. family
+    if cfg.flow == FlowKind::Auto {
+        let noise = best.as_ref().expect("a candidate").2.noise;
+        for kind in auto_candidates(ds.dim()).into_iter().skip(1) {
+            run(
+                TrainConfig {
+                    flow: kind,
+                    noise,
+                    ..cfg.clone()
+                },
+                &mut best,
+            )?;
+        }
+    }
+    // 3. size
+    let (c, n) = {
+        let (_, s, c) = best.as_ref().expect("a candidate");
+        (c.clone(), s.train_rows)
+    };
+    if cfg.layers.is_none() && cfg.hidden.is_none() && c.flow != FlowKind::Cnf {
+        let (l, h) = default_size(c.flow, n, ds.dim());
+        run(
+            TrainConfig {
+                layers: Some(l + 2),
+                hidden: Some(2 * h),
+                ..c
+            },
+            &mut best,
+        )?;
+    }
+    let (mut m, mut s, _) = best.expect("at least one candidate");
+    if tried.len() > 1 {
+        m.provenance.settings["search"] = serde_json::Value::Array(tried);
+        s.seconds = start.elapsed().as_secs_f64();
+    }
     Ok((m, s))
 }
 
@@ -605,13 +736,24 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
             String::new()
         }
     );
-    // Seeded shuffle, then split.
-    for i in (1..rows.len()).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        rows.swap(i, j);
-    }
     let n_val = ((rows.len() as f64) * cfg.val_fraction).round() as usize;
-    let val: Vec<Vec<f32>> = rows.split_off(rows.len() - n_val);
+    let shuffle = |rows: &mut Vec<Vec<f32>>, rng: &mut Xoshiro256PlusPlus| {
+        for i in (1..rows.len()).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            rows.swap(i, j);
+        }
+    };
+    let val: Vec<Vec<f32>> = match cfg.val_split {
+        ValSplit::Random => {
+            shuffle(&mut rows, &mut rng);
+            rows.split_off(rows.len() - n_val)
+        }
+        ValSplit::Last => {
+            let v = rows.split_off(rows.len() - n_val);
+            shuffle(&mut rows, &mut rng);
+            v
+        }
+    };
     let train_rows = rows;
     let n = train_rows.len();
 
@@ -645,6 +787,7 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
         std[j] = var.sqrt() as f32;
     }
 
+    let noise = cfg.noise.unwrap_or(0.0);
     let (def_layers, def_hidden) = default_size(cfg.flow, n, d);
     let layers = cfg.layers.unwrap_or(def_layers);
     let hidden = cfg.hidden.unwrap_or(def_hidden);
@@ -654,6 +797,10 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
         act: Act::Tanh,
     };
     let mut flow = build_flow(cfg.flow, &mean, &std, layers, net, cfg, &mut rng)?;
+    if cfg.whiten && cfg.flow != FlowKind::Cnf {
+        let ridge = (noise as f64).powi(2) + 1e-3;
+        flow.layers.insert(1, whitening_layer(&train_rows, &mean, &std, ridge)?);
+    }
     let parameters: usize = flow.layers.iter().map(|l| l.params().len()).sum();
 
     let batch = cfg.batch.min(n);
@@ -685,7 +832,7 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
                 .unwrap()
                 .progress_chars("=> "),
         );
-        b.set_prefix("training");
+        b.set_prefix(format!("{} {}×{} noise {}", cfg.flow.name(), layers, hidden, noise));
         b
     } else {
         indicatif::ProgressBar::hidden()
@@ -711,9 +858,12 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
         for (k, &i) in order.iter().enumerate() {
             let r = &mut epoch_rows[k];
             r.copy_from_slice(&train_rows[i]);
-            for (v, s) in r.iter_mut().zip(&steps) {
+            for (j, (v, s)) in r.iter_mut().zip(&steps).enumerate() {
                 if let Some(s) = s {
                     *v += (uniform(&mut rng) - 0.5) * s;
+                }
+                if noise > 0.0 {
+                    *v += noise * std[j] * normal(&mut rng);
                 }
             }
         }
@@ -881,6 +1031,48 @@ pub fn with_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
         .install(f)
 }
 
+/// Maximum-likelihood mean and covariance (row-major `d × d`, lower
+/// triangle filled) of `rows`, in f64.
+fn covariance(rows: &[Vec<f32>]) -> (Vec<f64>, Vec<f64>) {
+    let d = rows.first().map_or(0, |r| r.len());
+    let n = rows.len().max(1) as f64;
+    let mut mean = vec![0.0; d];
+    for r in rows {
+        for j in 0..d {
+            mean[j] += r[j] as f64 / n;
+        }
+    }
+    let mut cov = vec![0.0; d * d];
+    for r in rows {
+        for i in 0..d {
+            for j in 0..=i {
+                cov[i * d + j] += (r[i] as f64 - mean[i]) * (r[j] as f64 - mean[j]) / n;
+            }
+        }
+    }
+    (mean, cov)
+}
+
+/// Lower Cholesky factor of the `d × d` covariance `cov` (lower triangle read).
+fn cholesky(cov: &[f64], d: usize) -> Result<Vec<f64>> {
+    let mut l = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..=i {
+            let s = cov[i * d + j] - (0..j).map(|k| l[i * d + k] * l[j * d + k]).sum::<f64>();
+            if i == j {
+                ensure!(
+                    s > 0.0 && s.is_finite(),
+                    "covariance is singular (a column is constant or a combination of others); drop redundant columns"
+                );
+                l[i * d + i] = s.sqrt();
+            } else {
+                l[i * d + j] = s / l[j * d + j];
+            }
+        }
+    }
+    Ok(l)
+}
+
 /// A full-covariance Gaussian fitted by maximum likelihood (the baseline a
 /// flow must beat).
 #[derive(Clone, Debug)]
@@ -896,39 +1088,11 @@ impl Gaussian {
     pub fn fit(rows: &[Vec<f32>]) -> Result<Self> {
         ensure!(!rows.is_empty(), "no rows to fit a Gaussian to");
         let d = rows[0].len();
-        let n = rows.len() as f64;
-        let mut mean = vec![0.0; d];
-        for r in rows {
-            for j in 0..d {
-                mean[j] += r[j] as f64 / n;
-            }
-        }
-        let mut cov = vec![0.0; d * d];
-        for r in rows {
-            for i in 0..d {
-                for j in 0..=i {
-                    cov[i * d + j] += (r[i] as f64 - mean[i]) * (r[j] as f64 - mean[j]) / n;
-                }
-            }
-        }
+        let (mean, mut cov) = covariance(rows);
         for i in 0..d {
             cov[i * d + i] += 1e-9 * cov[i * d + i].abs().max(1e-12);
         }
-        let mut l = vec![0.0; d * d];
-        for i in 0..d {
-            for j in 0..=i {
-                let mut s = cov[i * d + j];
-                for k in 0..j {
-                    s -= l[i * d + k] * l[j * d + k];
-                }
-                if i == j {
-                    ensure!(s > 0.0, "covariance is singular (a column is constant or collinear)");
-                    l[i * d + i] = s.sqrt();
-                } else {
-                    l[i * d + j] = s / l[j * d + j];
-                }
-            }
-        }
+        let l = cholesky(&cov, d)?;
         let log_det = (0..d).map(|i| 2.0 * l[i * d + i].ln()).sum();
         Ok(Gaussian { mean, chol: l, log_det })
     }
