@@ -2,7 +2,7 @@
 # Defaults vs peers (issue 6): each side at its own defaults, same splits.
 #   flowmote:  `flowmote train --data … --out …` (default --flow auto) + `eval --json`
 #   peers:     scikit-learn GaussianMixture (components/covariance chosen on a
-#              validation split of train), FlowJAX MAF and coupling flows with
+#              validation split of train, 1–8, 12, 16, 24 or 32 components), FlowJAX MAF and coupling flows with
 #              a RationalQuadraticSpline transformer at FlowJAX's defaults
 #              (bench/peers/peer_defaults.py).
 # Writes bench/peers/results/defaults.*.json and defaults.md.

@@ -166,7 +166,8 @@ fn coupling_model() -> ModelFile {
     model_file("coupling", &["temp \"C\"", "hum", "p\\x", "lux"], mean, std, layers)
 }
 
-/// 3-D spline coupling, autoregressive spline and continuous flow.
+/// 3-D whitening LU layer (as `flowmote train` starts every default model),
+/// spline coupling, autoregressive spline and continuous flow.
 fn extended_model() -> ModelFile {
     let mut r = rng(303);
     let (mean, std) = (vec![1.0, 2.0, -3.0], vec![0.8, 1.7, 2.5]);
@@ -181,8 +182,24 @@ fn extended_model() -> ModelFile {
     let (k1, k2) = (4usize, 3usize);
     let mut ar = random_params(&mut r, shape(3, 0, n2, 3 * (3 * k2 - 1)), 0.4);
     flowmote::spline::made_mask_heads(shape(3, 0, n2, 3 * (3 * k2 - 1)), 3 * k2 - 1, &mut ar).unwrap();
+    // Correlated rows for the trainer's whitening layer.
+    let rows: Vec<Vec<f32>> = (0..40)
+        .map(|_| {
+            let (u, v, w) = (
+                uniform(&mut r, -1.0, 1.0),
+                uniform(&mut r, -1.0, 1.0),
+                uniform(&mut r, -1.0, 1.0),
+            );
+            vec![
+                1.0 + 0.8 * u,
+                2.0 + 1.7 * (0.6 * u + 0.4 * v),
+                -3.0 + 2.5 * (v - 0.7 * w),
+            ]
+        })
+        .collect();
     let layers = vec![
         standardise(&mean, &std),
+        flowmote_tools::train::whitening_layer(&rows, &mean, &std, 1e-3).unwrap(),
         Layer::SplineCoupling {
             a: 1,
             b: 2,

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# What each ingredient of `flowmote train`'s defaults does to the test NLL
+# (issue 6): from the old defaults (random split, no noise, no whitening,
+# maf) one ingredient at a time to today's defaults, one seed, same data as
+# bench/peers/defaults.sh. Writes bench/peers/results/ablation.md.
+#
+#   bench/peers/ablation.sh            # ≈ 15 min on 2 cores
+#   SEED=1 bench/peers/ablation.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cd "$root"
+DATA=${DATA:-$root/../shared/data}
+OUT=${OUT:-$here/results}
+SEED=${SEED:-0}
+mkdir -p "$OUT/ablation"
+cargo build -q --release -p flowmote-tools
+tool=${CARGO_TARGET_DIR:-$root/target}/release/flowmote
+
+# name|flags (NOISE is the level the default search chose for maf on the set)
+variants() {
+    cat <<V
+old defaults: maf, random split, no noise, no whitening|--flow maf --val-split random --noise 0 --no-whiten
++ last-rows split|--flow maf --noise 0 --no-whiten
++ noise $1 (the level the search picks)|--flow maf --noise $1 --no-whiten
++ whitening layer|--flow maf --noise $1
++ family and size search = today's defaults|
+today's defaults but --val-split random|--val-split random
+V
+}
+
+table=$OUT/ablation.md
+{
+    echo "Seed $SEED; \`flowmote train --data \$D/\$SET.train.csv --out m.json --seed $SEED <flags>\`, then \`eval\`."
+    echo
+    echo "| set | variant | flags | validation NLL | test NLL | AUROC | kept model | train s |"
+    echo "|---|---|---|---|---|---|---|---|"
+} >"$table"
+for set in daphnet_gait breast_cancer; do
+    case $set in daphnet_gait) noise=0.2 lab=() ;; *) noise=0.1 lab=(--label-column label) ;; esac
+    i=0
+    while IFS='|' read -r name flags; do
+        i=$((i + 1))
+        m=$OUT/ablation/$set.$i.json
+        printf '==> %s: %s\n' "$set" "$name" >&2
+        t0=$(date +%s.%N)
+        # shellcheck disable=SC2086
+        "$tool" train --data "$DATA/$set.train.csv" --out "$m" --seed "$SEED" -q $flags >/dev/null
+        t1=$(date +%s.%N)
+        "$tool" eval --model "$m" --data "$DATA/$set.test.csv" "${lab[@]}" --json >"$m.eval"
+        python3 - "$set" "$name" "$flags" "$m" "$t0" "$t1" >>"$table" <<'P'
+import json, sys
+s, name, flags, m, t0, t1 = sys.argv[1:]
+mod, ev = json.load(open(m)), json.load(open(m + ".eval"))
+st = mod["provenance"]["settings"]
+nll = ev["nll_normal"] if ev.get("nll_normal") is not None else ev["nll"]
+au = "–" if ev.get("auroc") is None else f"{ev['auroc']:.3f}"
+print(f"| {s} | {name} | `{flags or '(none)'}` | {mod['provenance']['val_nll']:.2f} | {nll:.2f} | {au} | "
+      f"{mod['kind']} {st['layers']}×{st['hidden']} noise {st['noise']:.1f} | {float(t1) - float(t0):.0f} |")
+P
+    done < <(variants "$noise")
+done
+cat "$table"
