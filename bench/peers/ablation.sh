@@ -17,13 +17,14 @@ mkdir -p "$OUT/ablation"
 cargo build -q --release -p flowmote-tools
 tool=${CARGO_TARGET_DIR:-$root/target}/release/flowmote
 
-# name|flags (NOISE is the level the default search chose for maf on the set)
+# name|flags ($1: the noise level the default search chose for maf on the set;
+# $2: the data-size default of layers and hidden units)
 variants() {
     cat <<V
-old defaults: maf, random split, no noise, no whitening|--flow maf --val-split random --noise 0 --no-whiten
-+ last-rows split|--flow maf --noise 0 --no-whiten
-+ noise $1 (the level the search picks)|--flow maf --noise $1 --no-whiten
-+ whitening layer|--flow maf --noise $1
+old defaults: maf, random split, no noise, no whitening|--flow maf $2 --val-split random --noise 0 --no-whiten
++ last-rows split|--flow maf $2 --noise 0 --no-whiten
++ noise $1 (the level the search picks)|--flow maf $2 --noise $1 --no-whiten
++ whitening layer|--flow maf $2 --noise $1
 + family and size search = today's defaults|
 today's defaults but --val-split random|--val-split random
 V
@@ -37,7 +38,10 @@ table=$OUT/ablation.md
     echo "|---|---|---|---|---|---|---|---|"
 } >"$table"
 for set in daphnet_gait breast_cancer; do
-    case $set in daphnet_gait) noise=0.2 lab=() ;; *) noise=0.1 lab=(--label-column label) ;; esac
+    case $set in
+        daphnet_gait) noise=0.2 size="--layers 4 --hidden 32" lab=() ;;
+        *) noise=0.1 size="--layers 2 --hidden 16" lab=(--label-column label) ;;
+    esac
     i=0
     while IFS='|' read -r name flags; do
         i=$((i + 1))
@@ -58,6 +62,6 @@ au = "–" if ev.get("auroc") is None else f"{ev['auroc']:.3f}"
 print(f"| {s} | {name} | `{flags or '(none)'}` | {mod['provenance']['val_nll']:.2f} | {nll:.2f} | {au} | "
       f"{mod['kind']} {st['layers']}×{st['hidden']} noise {st['noise']:.1f} | {float(t1) - float(t0):.0f} |")
 P
-    done < <(variants "$noise")
+    done < <(variants "$noise" "$size")
 done
 cat "$table"

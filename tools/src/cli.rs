@@ -664,10 +664,10 @@ pub struct DemoArgs {
     /// Directory for everything the demo writes.
     #[arg(long, default_value = "out/demo")]
     pub out_dir: PathBuf,
-    /// Maximum training epochs (the demo trains one model — maf, noise 0.2,
-    /// default size — for fewer epochs than `train` may, to finish in about
-    /// a minute; `flowmote train` with no flags also searches noise, family
-    /// and size).
+    /// Maximum training epochs (the demo trains maf at noise 0.2 in two
+    /// sizes, keeping the better on validation, for fewer epochs than
+    /// `train` may, to finish in well under a minute; `flowmote train` with
+    /// no flags also searches the noise and the family).
     #[arg(long, default_value_t = 100)]
     pub epochs: usize,
     /// Seed.
@@ -701,7 +701,8 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
     let model_json = dir.join("model.json");
     println!("1/5 train: {} → {}", train_csv.display(), model_json.display());
     let ds = data::load_training(&train_csv, None)?;
-    // One model, not the default search (4–7 trainings, minutes).
+    // maf at a fixed noise (the size step only), not the whole default
+    // search (4–7 trainings, minutes).
     let cfg = TrainConfig {
         flow: FlowKind::Maf,
         noise: Some(DEMO_NOISE),

@@ -101,8 +101,8 @@ the same numbers as the core's Flow::sample (and the exported firmware model) wi
     Plot(flowmote_tools::plot::PlotArgs),
     /// Train → calibrate → export → score → eval on the bundled example data.
     #[command(long_about = "Run the whole pipeline on the bundled accelerometer data \
-(examples/data/daphnet_gait.{train,test}.csv, or --train/--test): train one model (maf, noise 0.2, default size, fewer epochs; \
-`flowmote train` without flags searches noise, family and size, which takes minutes), \
+(examples/data/daphnet_gait.{train,test}.csv, or --train/--test): train maf at noise 0.2 in two sizes and keep the better on validation (fewer epochs; \
+`flowmote train` without flags also searches the noise and the family, which takes minutes), \
 calibrate at 1 % false alarms on the held-out validation rows, export Rust source, score the test file and \
 evaluate it next to a full-covariance Gaussian. Everything goes to --out-dir (out/demo).")]
     Demo(cli::DemoArgs),

@@ -30,12 +30,14 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::time::Instant;
 
-/// Flow family.
+/// Flow family. The layer lists below are [`build_flow`]'s; [`train`] also
+/// puts a [`whitening_layer`] right after the standardisation (all families
+/// but cnf) unless [`TrainConfig::whiten`] is off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum FlowKind {
-    /// Choose by validation NLL among maf and nsf (nsf-ar for 1-D data) at
-    /// the data-size default (see [`auto_candidates`]).
+    /// Choose by validation NLL among maf and nsf (nsf-ar for 1-D data), see
+    /// [`auto_candidates`] and [`train`].
     Auto,
     /// Masked autoregressive flow: [standardise, (MAF, Permutation)×N]
     /// (affine autoregressive layers, seeded random permutations between).
