@@ -337,6 +337,89 @@ fn mlp<'a>(shape: MlpShape, net: &Net, params: &'a [f32]) -> MlpRef<'a> {
     MlpRef::from_flat(shape, net.act.into(), params).expect("validated model")
 }
 
+/// A layer's core view, built once per call from its stored parameters:
+/// the one place that maps each [`Layer`] kind onto the core's maths.
+enum View<'a> {
+    /// ActNorm and whether it is frozen.
+    ActNorm(ActNormRef<'a>, bool),
+    Permutation(&'a [usize]),
+    Reverse,
+    AffineCoupling(AffineCouplingRef<'a>),
+    Maf(MafRef<'a>),
+    SplineCoupling(SplineCouplingRef<'a>),
+    SplineAutoregressive(SplineAutoregressiveRef<'a>),
+    LuLinear(LuLinearRef<'a>),
+    Cnf(ContinuousFlowRef<'a>),
+}
+
+impl Layer {
+    /// The core view of this layer in a flow of dimension `d` (the model
+    /// must have passed [`DynFlow::validate`]).
+    fn view(&self, d: usize) -> Result<View<'_>, Error> {
+        let shape = || self.mlp_shape(d).expect("conditioned layer");
+        Ok(match self {
+            Layer::ActNorm {
+                log_scale,
+                shift,
+                frozen,
+            } => View::ActNorm(ActNormRef { log_scale, shift }, *frozen),
+            Layer::Permutation { perm } => View::Permutation(perm),
+            Layer::Reverse => View::Reverse,
+            Layer::AffineCoupling {
+                a,
+                b,
+                net: n,
+                clamp,
+                params,
+            } => View::AffineCoupling(AffineCouplingRef {
+                a: *a,
+                b: *b,
+                clamp: *clamp,
+                net: mlp(shape(), n, params),
+            }),
+            Layer::Maf { net: n, clamp, params } => View::Maf(MafRef {
+                clamp: *clamp,
+                net: mlp(shape(), n, params),
+            }),
+            Layer::SplineCoupling {
+                a,
+                b,
+                bins,
+                tail_bound,
+                net: n,
+                params,
+            } => View::SplineCoupling(SplineCouplingRef::new(
+                *a,
+                *b,
+                *bins,
+                *tail_bound,
+                mlp(shape(), n, params),
+            )?),
+            Layer::SplineAutoregressive {
+                bins,
+                tail_bound,
+                net: n,
+                params,
+            } => View::SplineAutoregressive(SplineAutoregressiveRef::new(
+                *bins,
+                *tail_bound,
+                mlp(shape(), n, params),
+            )?),
+            Layer::LuLinear { perm, sign, params } => View::LuLinear(LuLinearRef::from_flat(perm, sign, params)?),
+            Layer::Cnf {
+                net: n,
+                solver,
+                steps,
+                params,
+            } => View::Cnf(ContinuousFlowRef::new(
+                mlp(shape(), n, params),
+                (*solver).into(),
+                *steps,
+            )),
+        })
+    }
+}
+
 impl DynFlow {
     /// Check sizes, permutations and finiteness of every parameter.
     pub fn validate(&self) -> Result<()> {
@@ -446,78 +529,22 @@ impl DynFlow {
             if save {
                 ws.inputs[i * d..(i + 1) * d].copy_from_slice(x);
             }
-            ld += match layer {
-                Layer::ActNorm { log_scale, shift, .. } => ActNormRef { log_scale, shift }.forward(x),
-                Layer::Permutation { perm } => {
+            ld += match layer.view(d)? {
+                View::ActNorm(r, _) => r.forward(x),
+                View::Permutation(perm) => {
                     permute_forward(perm, x, &mut ws.tmp);
                     0.0
                 }
-                Layer::Reverse => {
+                View::Reverse => {
                     x.reverse();
                     0.0
                 }
-                Layer::AffineCoupling {
-                    a,
-                    b,
-                    net,
-                    clamp,
-                    params,
-                } => {
-                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
-                    AffineCouplingRef {
-                        a: *a,
-                        b: *b,
-                        clamp: *clamp,
-                        net,
-                    }
-                    .forward(x, &mut ws.h0, &mut ws.h1, &mut ws.out)
-                }
-                Layer::Maf { net, clamp, params } => {
-                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
-                    MafRef { clamp: *clamp, net }.forward(x, &mut ws.h0, &mut ws.h1, &mut ws.out)
-                }
-                Layer::SplineCoupling {
-                    a,
-                    b,
-                    bins,
-                    tail_bound,
-                    net,
-                    params,
-                } => {
-                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
-                    SplineCouplingRef::new(*a, *b, *bins, *tail_bound, net)?.forward(
-                        x,
-                        &mut ws.h0,
-                        &mut ws.h1,
-                        &mut ws.out,
-                    )
-                }
-                Layer::SplineAutoregressive {
-                    bins,
-                    tail_bound,
-                    net,
-                    params,
-                } => {
-                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
-                    SplineAutoregressiveRef::new(*bins, *tail_bound, net)?.forward(
-                        x,
-                        &mut ws.h0,
-                        &mut ws.h1,
-                        &mut ws.out,
-                    )
-                }
-                Layer::LuLinear { perm, sign, params } => {
-                    LuLinearRef::from_flat(perm, sign, params)?.forward(x, &mut ws.tmp)
-                }
-                Layer::Cnf {
-                    net,
-                    solver,
-                    steps,
-                    params,
-                } => {
-                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
-                    ContinuousFlowRef::new(net, (*solver).into(), *steps).forward_flat(x, &mut ws.cnf)
-                }
+                View::AffineCoupling(r) => r.forward(x, &mut ws.h0, &mut ws.h1, &mut ws.out),
+                View::Maf(r) => r.forward(x, &mut ws.h0, &mut ws.h1, &mut ws.out),
+                View::SplineCoupling(r) => r.forward(x, &mut ws.h0, &mut ws.h1, &mut ws.out),
+                View::SplineAutoregressive(r) => r.forward(x, &mut ws.h0, &mut ws.h1, &mut ws.out),
+                View::LuLinear(r) => r.forward(x, &mut ws.tmp),
+                View::Cnf(r) => r.forward_flat(x, &mut ws.cnf),
             };
         }
         Ok(ld)
@@ -528,87 +555,29 @@ impl DynFlow {
         let d = self.dim;
         let mut ld = 0.0;
         for layer in self.layers.iter().rev() {
-            ld += match layer {
-                Layer::ActNorm { log_scale, shift, .. } => ActNormRef { log_scale, shift }.inverse(z),
-                Layer::Permutation { perm } => {
+            let view = layer.view(d)?;
+            // The autoregressive inverses need a d-float buffer: borrow the
+            // (unused while sampling) saved-inputs buffer.
+            let mut xbuf = std::mem::take(&mut ws.inputs);
+            let r = match view {
+                View::ActNorm(r, _) => r.inverse(z),
+                View::Permutation(perm) => {
                     permute_inverse(perm, z, &mut ws.tmp);
                     0.0
                 }
-                Layer::Reverse => {
+                View::Reverse => {
                     z.reverse();
                     0.0
                 }
-                Layer::AffineCoupling {
-                    a,
-                    b,
-                    net,
-                    clamp,
-                    params,
-                } => {
-                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
-                    AffineCouplingRef {
-                        a: *a,
-                        b: *b,
-                        clamp: *clamp,
-                        net,
-                    }
-                    .inverse(z, &mut ws.h0, &mut ws.h1, &mut ws.out)
-                }
-                Layer::Maf { net, clamp, params } => {
-                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
-                    let mut xbuf = std::mem::take(&mut ws.inputs);
-                    let r =
-                        MafRef { clamp: *clamp, net }.inverse(z, &mut xbuf[..d], &mut ws.h0, &mut ws.h1, &mut ws.out);
-                    ws.inputs = xbuf;
-                    r
-                }
-                Layer::SplineCoupling {
-                    a,
-                    b,
-                    bins,
-                    tail_bound,
-                    net,
-                    params,
-                } => {
-                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
-                    SplineCouplingRef::new(*a, *b, *bins, *tail_bound, net)?.inverse(
-                        z,
-                        &mut ws.h0,
-                        &mut ws.h1,
-                        &mut ws.out,
-                    )
-                }
-                Layer::SplineAutoregressive {
-                    bins,
-                    tail_bound,
-                    net,
-                    params,
-                } => {
-                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
-                    let mut xbuf = std::mem::take(&mut ws.inputs);
-                    let r = SplineAutoregressiveRef::new(*bins, *tail_bound, net)?.inverse(
-                        z,
-                        &mut xbuf[..d],
-                        &mut ws.h0,
-                        &mut ws.h1,
-                        &mut ws.out,
-                    );
-                    ws.inputs = xbuf;
-                    r
-                }
-                Layer::LuLinear { perm, sign, params } => {
-                    LuLinearRef::from_flat(perm, sign, params)?.inverse(z, &mut ws.tmp)
-                }
-                Layer::Cnf {
-                    net,
-                    solver,
-                    steps,
-                    params,
-                } => {
-                    let net = mlp(layer.mlp_shape(d).unwrap(), net, params);
-                    ContinuousFlowRef::new(net, (*solver).into(), *steps).inverse_flat(z, &mut ws.cnf)
-                }
+                View::AffineCoupling(r) => r.inverse(z, &mut ws.h0, &mut ws.h1, &mut ws.out),
+                View::Maf(r) => r.inverse(z, &mut xbuf[..d], &mut ws.h0, &mut ws.h1, &mut ws.out),
+                View::SplineCoupling(r) => r.inverse(z, &mut ws.h0, &mut ws.h1, &mut ws.out),
+                View::SplineAutoregressive(r) => r.inverse(z, &mut xbuf[..d], &mut ws.h0, &mut ws.h1, &mut ws.out),
+                View::LuLinear(r) => r.inverse(z, &mut ws.tmp),
+                View::Cnf(r) => r.inverse_flat(z, &mut ws.cnf),
             };
+            ws.inputs = xbuf;
+            ld += r;
         }
         Ok(ld)
     }
@@ -662,84 +631,30 @@ impl DynFlow {
         let g_ld = -1.0;
         for (i, layer) in self.layers.iter().enumerate().rev() {
             let xin = &ws.inputs[i * d..(i + 1) * d];
-            match layer {
-                Layer::ActNorm {
-                    log_scale,
-                    shift,
-                    frozen,
-                } => {
-                    let r = ActNormRef { log_scale, shift };
-                    if *frozen {
-                        for (gi, s) in g.iter_mut().zip(log_scale.iter()) {
+            let shape = layer.mlp_shape(d);
+            let grad = |gr| MlpGrad::from_flat(shape.expect("conditioned layer"), gr).expect("grad sized like params");
+            match layer.view(d)? {
+                View::ActNorm(r, frozen) => {
+                    if frozen {
+                        for (gi, s) in g.iter_mut().zip(r.log_scale.iter()) {
                             *gi *= s.exp();
                         }
                     } else {
                         r.backward(xin, &mut g, g_ld, &mut grads[i]);
                     }
                 }
-                Layer::Permutation { perm } => {
-                    // y = P x  ⇒  ∂L/∂x = Pᵀ ∂L/∂y
-                    permute_inverse(perm, &mut g, &mut ws.tmp);
-                }
-                Layer::Reverse => g.reverse(),
-                Layer::AffineCoupling {
-                    a,
-                    b,
-                    net,
-                    clamp,
-                    params,
-                } => {
-                    let shape = layer.mlp_shape(d).unwrap();
-                    let r = AffineCouplingRef {
-                        a: *a,
-                        b: *b,
-                        clamp: *clamp,
-                        net: mlp(shape, net, params),
-                    };
-                    let mut gr = MlpGrad::from_flat(shape, &mut grads[i]).expect("grad sized like params");
-                    r.backward(xin, &mut g, g_ld, &mut gr, &mut ws.train);
-                }
-                Layer::Maf { net, clamp, params } => {
-                    let shape = layer.mlp_shape(d).unwrap();
-                    let r = MafRef {
-                        clamp: *clamp,
-                        net: mlp(shape, net, params),
-                    };
-                    let mut gr = MlpGrad::from_flat(shape, &mut grads[i]).expect("grad sized like params");
-                    r.backward(xin, &mut g, g_ld, &mut gr, &mut ws.train);
-                }
-                Layer::SplineCoupling {
-                    a,
-                    b,
-                    bins,
-                    tail_bound,
-                    net,
-                    params,
-                } => {
-                    let shape = layer.mlp_shape(d).unwrap();
-                    let r = SplineCouplingRef::new(*a, *b, *bins, *tail_bound, mlp(shape, net, params))?;
-                    let mut gr = MlpGrad::from_flat(shape, &mut grads[i]).expect("grad sized like params");
-                    r.backward(xin, &mut g, g_ld, &mut gr, &mut ws.train);
-                }
-                Layer::SplineAutoregressive {
-                    bins,
-                    tail_bound,
-                    net,
-                    params,
-                } => {
-                    let shape = layer.mlp_shape(d).unwrap();
-                    let r = SplineAutoregressiveRef::new(*bins, *tail_bound, mlp(shape, net, params))?;
-                    let mut gr = MlpGrad::from_flat(shape, &mut grads[i]).expect("grad sized like params");
-                    r.backward(xin, &mut g, g_ld, &mut gr, &mut ws.train);
-                }
-                Layer::LuLinear { perm, sign, params } => {
-                    let r = LuLinearRef::from_flat(perm, sign, params)?;
-                    r.backward(xin, &mut g, g_ld, &mut grads[i], &mut ws.train);
-                }
+                // y = P x  ⇒  ∂L/∂x = Pᵀ ∂L/∂y
+                View::Permutation(perm) => permute_inverse(perm, &mut g, &mut ws.tmp),
+                View::Reverse => g.reverse(),
+                View::AffineCoupling(r) => r.backward(xin, &mut g, g_ld, &mut grad(&mut grads[i]), &mut ws.train),
+                View::Maf(r) => r.backward(xin, &mut g, g_ld, &mut grad(&mut grads[i]), &mut ws.train),
+                View::SplineCoupling(r) => r.backward(xin, &mut g, g_ld, &mut grad(&mut grads[i]), &mut ws.train),
+                View::SplineAutoregressive(r) => r.backward(xin, &mut g, g_ld, &mut grad(&mut grads[i]), &mut ws.train),
+                View::LuLinear(r) => r.backward(xin, &mut g, g_ld, &mut grads[i], &mut ws.train),
                 // Continuous flows are trained by flow matching
                 // (`ContinuousFlowRef::flow_matching_backward`), not by
                 // back-propagating through the solver.
-                Layer::Cnf { .. } => return Err(Error::ShapeMismatch),
+                View::Cnf(_) => return Err(Error::ShapeMismatch),
             }
         }
         Ok(nll)
