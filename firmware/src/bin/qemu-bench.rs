@@ -21,7 +21,7 @@ use core::ptr::{addr_of_mut, write_volatile};
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
-use flowmote::{Activation, AffineCoupling, Bijector, Flow, Maf, Mlp, SplineAutoregressive, SplineCoupling};
+use flowmote::{Activation, AffineCoupling, Bijector, Flow, LuLinear, Maf, Mlp, SplineAutoregressive, SplineCoupling};
 
 #[allow(dead_code)]
 #[path = "../model.rs"]
@@ -146,6 +146,22 @@ fn spline_ar<const D: usize, const H: usize, const K: usize, const P: usize>(nam
     bench_log_prob(name, Mlp::<D, H, 0, D, P>::shape().macs(), &flow);
 }
 
+/// LU linear layer (the trainer's whitening layer): `D²` multiply–adds.
+#[inline(never)]
+fn lu_linear<const D: usize>(name: &str) {
+    let mut state = 29u32;
+    let mut lu = [[0.0f32; D]; D];
+    for row in lu.iter_mut() {
+        fill(row, &mut state, 0.3);
+    }
+    let mut perm = [0usize; D];
+    for (i, p) in perm.iter_mut().enumerate() {
+        *p = (i + 1) % D;
+    }
+    let flow = Flow::<D, _>::new((LuLinear::<D>::new(perm, [1.0; D], lu, [0.1; D]),));
+    bench_log_prob(name, D * D, &flow);
+}
+
 /// The same MLP computed by the core's slice-level view (`Mlp::view().forward`,
 /// what every const-generic layer calls) and by a hand-written loop over the
 /// fixed-size arrays: if the view cost anything on the device, it shows here.
@@ -234,6 +250,9 @@ fn main() -> ! {
     spline_coupling::<8, 4, 4, 32, 8, 23>("spline coupling D=8 (4+4) H=32 K=8 depth 1");
     spline_ar::<3, 16, 8, 23>("autoregressive spline D=3 H=16 K=8 depth 1");
     spline_ar::<8, 32, 8, 23>("autoregressive spline D=8 H=32 K=8 depth 1");
+    lu_linear::<3>("LU linear D=3");
+    lu_linear::<9>("LU linear D=9");
+    lu_linear::<30>("LU linear D=30");
     view_vs_fixed::<8, 64, 8>(
         Activation::Relu,
         "MLP 8-64-64-16 relu, core view",
