@@ -465,6 +465,7 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
         noise: Some(0.0),
         val_split: ValSplit::Last,
         no_whiten: false,
+        max_params: None,
         clamp: 3.0,
         cnf_steps: 4,
         bins: 8,
@@ -541,6 +542,7 @@ fn train_err(csv: &str, label: Option<&str>, flow: FlowKind) -> String {
         noise: Some(0.0),
         val_split: ValSplit::Last,
         no_whiten: false,
+        max_params: None,
         clamp: 3.0,
         cnf_steps: 2,
         bins: 8,
@@ -729,4 +731,53 @@ fn validation_rows_are_the_last_rows_of_the_file_by_default() {
     assert_eq!(r.validation.len(), 20);
     assert_ne!(r.validation, rows[180..].to_vec(), "a random sample");
     assert!(r.validation.iter().all(|v| rows.contains(v)));
+}
+
+#[test]
+fn max_params_bounds_the_search() {
+    let dir = tmpdir("maxparams");
+    let p = dir.join("train.csv");
+    write_csv(&p, "u,v", &banana(300, 41));
+    let ds = data::load_training(&p, None).unwrap();
+    let cfg = TrainConfig {
+        epochs: Some(3),
+        ..TrainConfig::default()
+    };
+    let (free, _) = train::train(&ds, &cfg, false).unwrap();
+    let tried = free.provenance.settings["search"].as_array().unwrap().clone();
+    let params = |t: &serde_json::Value| t["parameters"].as_u64().unwrap() as usize;
+    let smallest = params(&tried[0]);
+    assert!(
+        tried.iter().any(|t| params(t) > smallest),
+        "the search tries bigger models"
+    );
+    // Cap at the first candidate's size: everything bigger is skipped, untrained.
+    let (m, s) = train::train(
+        &ds,
+        &TrainConfig {
+            max_params: Some(smallest),
+            ..cfg.clone()
+        },
+        false,
+    )
+    .unwrap();
+    assert!(s.parameters <= smallest, "{} > {smallest}", s.parameters);
+    for t in m.provenance.settings["search"].as_array().unwrap() {
+        if params(t) > smallest {
+            assert!(t["skipped"].is_string() && t["val_nll"].is_null(), "{t}");
+        } else {
+            assert!(t["val_nll"].is_number(), "{t}");
+        }
+    }
+    // Nothing fits: a clear error.
+    let e = train::train(
+        &ds,
+        &TrainConfig {
+            max_params: Some(10),
+            ..cfg
+        },
+        false,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("--max-params"), "{e}");
 }

@@ -114,6 +114,9 @@ pub struct TrainConfig {
     pub val_split: ValSplit,
     /// Start with a trainable whitening LU layer after the standardisation.
     pub whiten: bool,
+    /// Largest model (trainable and fixed parameters, i.e. f32 weights in
+    /// flash) the search may keep; `None`: no limit.
+    pub max_params: Option<usize>,
     /// Dequantise integer-valued columns.
     pub dequantize: bool,
     /// Standard deviation of Gaussian noise added to every training row, in
@@ -150,6 +153,7 @@ impl Default for TrainConfig {
             seed: 0,
             val_split: ValSplit::Last,
             whiten: true,
+            max_params: None,
             dequantize: true,
             noise: None,
             clip: 5.0,
@@ -606,6 +610,38 @@ fn batch_grad(
     (loss, used, bad)
 }
 
+/// Training and validation row counts for `total` usable rows.
+fn split_sizes(total: usize, val_fraction: f64) -> (usize, usize) {
+    let n_val = ((total as f64) * val_fraction).round() as usize;
+    (total - n_val, n_val)
+}
+
+/// `(layers, hidden, parameters)` of the model `c` would train on `ds`
+/// (parameters counted as [`TrainSummary::parameters`]).
+fn candidate_size(ds: &Dataset, c: &TrainConfig) -> Result<(usize, usize, usize)> {
+    let d = ds.dim();
+    let (n, _) = split_sizes(ds.normal_rows().len(), c.val_fraction);
+    let (l, h) = default_size(c.flow, n, d);
+    let (layers, hidden) = (c.layers.unwrap_or(l), c.hidden.unwrap_or(h));
+    let net = Net {
+        hidden,
+        depth: c.depth,
+        act: Act::Tanh,
+    };
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+    let f = build_flow(c.flow, &vec![0.0; d], &vec![1.0; d], layers, net, c, &mut rng)?;
+    let whiten = if c.whiten && c.flow != FlowKind::Cnf {
+        d * d + d
+    } else {
+        0
+    };
+    Ok((
+        layers,
+        hidden,
+        f.layers.iter().map(|l| l.params().len()).sum::<usize>() + whiten,
+    ))
+}
+
 /// Noise levels (standard deviations per column) the search tries, in order.
 pub const NOISE_LEVELS: [f32; 4] = [0.0, 0.1, 0.2, 0.3];
 
@@ -634,11 +670,21 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
     let mut best: Option<(ModelFile, TrainSummary, TrainConfig)> = None;
     let mut tried = Vec::new();
     let mut run = |c: TrainConfig, best: &mut Option<(ModelFile, TrainSummary, TrainConfig)>| -> Result<bool> {
+        if let Some(max) = cfg.max_params {
+            let (layers, hidden, n) = candidate_size(ds, &c)?;
+            if n > max {
+                tried.push(serde_json::json!({
+                    "flow": c.flow.name(), "noise": c.noise, "layers": layers, "hidden": hidden,
+                    "parameters": n, "skipped": "more parameters than --max-params",
+                }));
+                return Ok(false);
+            }
+        }
         let (m, s) = train_one(ds, &c, progress)?;
         let st = &m.provenance.settings;
         tried.push(serde_json::json!({
             "flow": c.flow.name(), "noise": c.noise, "layers": st["layers"], "hidden": st["hidden"],
-            "val_nll": s.best_val_nll, "seconds": s.seconds,
+            "parameters": s.parameters, "val_nll": s.best_val_nll, "seconds": s.seconds,
         }));
         let better = match best {
             None => true,
@@ -664,6 +710,19 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
             break;
         }
     }
+    ensure!(
+        best.is_some(),
+        "the model ({} parameters) is larger than --max-params {}: give smaller --layers/--hidden",
+        candidate_size(
+            ds,
+            &TrainConfig {
+                flow: first,
+                ..cfg.clone()
+            }
+        )?
+        .2,
+        cfg.max_params.unwrap_or(0)
+    );
     // 2. family
     if cfg.flow == FlowKind::Auto {
         let noise = best.as_ref().expect("a candidate").2.noise;
@@ -738,7 +797,7 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
             String::new()
         }
     );
-    let n_val = ((rows.len() as f64) * cfg.val_fraction).round() as usize;
+    let (_, n_val) = split_sizes(rows.len(), cfg.val_fraction);
     let shuffle = |rows: &mut Vec<Vec<f32>>, rng: &mut Xoshiro256PlusPlus| {
         for i in (1..rows.len()).rev() {
             let j = (rng.next_u64() % (i as u64 + 1)) as usize;
