@@ -202,6 +202,37 @@ pub fn integrate_2d(f: &mut dyn FnMut(f64, f64) -> f64, lo: [f64; 2], hi: [f64; 
 // ---------------------------------------------------------------------------
 // Seeded randomness.
 
+/// SplitMix64: a tiny deterministic generator for test data whose values do
+/// not go through `rand_core` (the spline, LU and CNF tests).
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next 64 random bits.
+    pub fn u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [−1, 1) (24 random bits).
+    pub fn sym(&mut self) -> f32 {
+        (self.u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    /// `n` draws of `scale · sym()`.
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| scale * self.sym()).collect()
+    }
+    /// A uniformly random permutation of `0..d`.
+    pub fn perm(&mut self, d: usize) -> Vec<usize> {
+        let mut p: Vec<usize> = (0..d).collect();
+        for i in (1..d).rev() {
+            p.swap(i, self.u64() as usize % (i + 1));
+        }
+        p
+    }
+}
+
 /// The tests' generator, seeded.
 pub fn rng(seed: u64) -> Xoshiro128PlusPlus {
     Xoshiro128PlusPlus::seed_from_u64(seed)

@@ -9,29 +9,9 @@ use flowmote::cnf::{field_trace_depth1, field_trace_jvp, trace_coefficients};
 use flowmote::{
     ActNorm, Activation, Bijector, Cnf, ContinuousFlowRef, Error, Flow, Mlp, MlpGrad, MlpRef, MlpShape, Solver,
 };
-use flowmote_host_tests::{fd_jacobian, log_abs_det};
+use flowmote_host_tests::{fd_jacobian, log_abs_det, SplitMix as Rng};
 
 // ---------------------------------------------------------------- helpers
-
-/// SplitMix64: a tiny deterministic generator for test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn sym(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| scale * self.sym()).collect()
-    }
-}
 
 fn shape(d: usize, h: usize, depth: usize) -> MlpShape {
     MlpShape {

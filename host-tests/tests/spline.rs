@@ -12,27 +12,7 @@ use flowmote::{
     Activation, Bijector, Flow, Reverse, SplineAutoregressive, SplineAutoregressiveRef, SplineCoupling,
     SplineCouplingRef,
 };
-use flowmote_host_tests::{fd_jacobian, log_abs_det};
-
-/// SplitMix64: a tiny deterministic generator for test data.
-struct Rng(u64);
-
-impl Rng {
-    fn u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [−1, 1).
-    fn sym(&mut self) -> f32 {
-        (self.u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| scale * self.sym()).collect()
-    }
-}
+use flowmote_host_tests::{fd_jacobian, log_abs_det, SplitMix as Rng};
 
 fn close(a: f64, b: f64, rel: f64, abs: f64) -> bool {
     (a - b).abs() <= abs + rel * a.abs().max(b.abs())
