@@ -590,22 +590,32 @@ pub struct SplineCoupling<
     pub net: Mlp<A, H, L, B, P>,
 }
 
+/// The const types' size check: `1 ≤ K ≤ MAX_BINS` and `P = 3K − 1`.
+const fn check_bins(k: usize, p: usize) {
+    assert!(
+        k >= 1 && k <= MAX_BINS && p == 3 * k - 1,
+        "spline layer needs 1 <= K <= MAX_BINS and P == 3K - 1"
+    );
+}
+
+/// The const types' tail-bound check (at compile time in a `static`).
+const fn check_tail_bound(tail_bound: f32) {
+    assert!(
+        tail_bound >= MIN_TAIL_BOUND && tail_bound <= MAX_TAIL_BOUND,
+        "tail bound out of range"
+    );
+}
+
 impl<const A: usize, const B: usize, const H: usize, const L: usize, const K: usize, const P: usize>
     SplineCoupling<A, B, H, L, K, P>
 {
-    const CHECK: () = assert!(
-        K >= 1 && K <= MAX_BINS && P == 3 * K - 1,
-        "spline layer needs 1 <= K <= MAX_BINS and P == 3K - 1"
-    );
+    const CHECK: () = check_bins(K, P);
 
     /// Construct, checking sizes and the tail bound (at compile time in a
     /// `static`).
     pub const fn new(tail_bound: f32, net: Mlp<A, H, L, B, P>) -> Self {
         const { Self::CHECK };
-        assert!(
-            tail_bound >= MIN_TAIL_BOUND && tail_bound <= MAX_TAIL_BOUND,
-            "tail bound out of range"
-        );
+        check_tail_bound(tail_bound);
         SplineCoupling { tail_bound, net }
     }
 
@@ -817,19 +827,13 @@ pub struct SplineAutoregressive<const D: usize, const H: usize, const L: usize, 
 impl<const D: usize, const H: usize, const L: usize, const K: usize, const P: usize>
     SplineAutoregressive<D, H, L, K, P>
 {
-    const CHECK: () = assert!(
-        K >= 1 && K <= MAX_BINS && P == 3 * K - 1,
-        "spline layer needs 1 <= K <= MAX_BINS and P == 3K - 1"
-    );
+    const CHECK: () = check_bins(K, P);
 
     /// Construct, checking sizes and the tail bound (at compile time in a
     /// `static`). Does not check the masks (see [`Self::is_masked`]).
     pub const fn new(tail_bound: f32, net: Mlp<D, H, L, D, P>) -> Self {
         const { Self::CHECK };
-        assert!(
-            tail_bound >= MIN_TAIL_BOUND && tail_bound <= MAX_TAIL_BOUND,
-            "tail bound out of range"
-        );
+        check_tail_bound(tail_bound);
         SplineAutoregressive { tail_bound, net }
     }
 
