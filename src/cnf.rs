@@ -184,6 +184,7 @@ pub fn field_trace_depth1(net: &MlpRef<'_>, coef: &[f32], x: &[f32], t: f32, hbu
 /// `hbuf` holds `3·hidden` floats, `acts` `(depth − 1)·hidden`.
 ///
 /// Requires `shape.output == shape.input`.
+#[inline(always)]
 pub fn field_trace_jvp(
     net: &MlpRef<'_>,
     x: &[f32],
@@ -287,6 +288,7 @@ impl<'a> ContinuousFlowRef<'a> {
     /// Integrate `dx/dt = f(x, t)`, `dℓ/dt = tr ∂f/∂x` from `t0` to `t1` in
     /// `steps` fixed steps, `x` in place; returns `ℓ(t1) − ℓ(t0)`, the
     /// log-det of the map `x(t0) ↦ x(t1)` (up to the solver's error).
+    #[inline(always)]
     pub fn integrate(
         &self,
         x: &mut [f32],

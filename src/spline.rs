@@ -191,9 +191,18 @@ impl<'a> Spline<'a> {
         sp
     }
 
+    /// Raw parameter `p`. The views check the conditioner's size, so the
+    /// index is always in range; `get` (0 otherwise) keeps the scoring path
+    /// free of a panic branch the compiler cannot rule out (the bin index
+    /// depends on the data).
+    #[inline(always)]
+    fn raw_at(&self, p: usize) -> f32 {
+        self.raw.get(p * self.stride).copied().unwrap_or(0.0)
+    }
+
     #[inline(always)]
     fn raw(&self, p: usize) -> f32 {
-        clamp_raw(self.raw[p * self.stride]).0
+        clamp_raw(self.raw_at(p)).0
     }
 
     /// Softmax probabilities of bin `i`'s width and height.
@@ -211,7 +220,7 @@ impl<'a> Spline<'a> {
         if j == 0 || j == self.k {
             (1.0, 0.0)
         } else {
-            let (r, m) = clamp_raw(self.raw[(2 * self.k + j - 1) * self.stride]);
+            let (r, m) = clamp_raw(self.raw_at(2 * self.k + j - 1));
             let t = r + DERIVATIVE_SHIFT;
             (MIN_DERIVATIVE + softplus(t), sigmoid(t) * m)
         }
@@ -520,7 +529,7 @@ impl<'a> SplineCouplingRef<'a> {
         self.net.forward(xa, 0.0, h0, h1, out);
         let mut ld = 0.0;
         for (j, v) in xb.iter_mut().take(self.b).enumerate() {
-            let (y, l) = rq_spline_forward(*v, &out[j..], self.b, self.bins, self.tail_bound);
+            let (y, l) = rq_spline_forward(*v, out.get(j..).unwrap_or(&[]), self.b, self.bins, self.tail_bound);
             *v = y;
             ld += l;
         }
@@ -534,7 +543,7 @@ impl<'a> SplineCouplingRef<'a> {
         self.net.forward(ya, 0.0, h0, h1, out);
         let mut ld = 0.0;
         for (j, v) in yb.iter_mut().take(self.b).enumerate() {
-            let (x, l) = rq_spline_inverse(*v, &out[j..], self.b, self.bins, self.tail_bound);
+            let (x, l) = rq_spline_inverse(*v, out.get(j..).unwrap_or(&[]), self.b, self.bins, self.tail_bound);
             *v = x;
             ld += l;
         }

@@ -10,8 +10,12 @@
 //! link fails with
 //! `undefined symbol: flowmote_scoring_path_can_panic_see_firmware_src_bin_nopanic_rs`.
 //!
-//! Built by `scripts/firmware-ci.sh`:
-//! `cargo build --release --no-default-features --features nopanic --bin nopanic`.
+//! Built by `scripts/firmware-ci.sh` for the bundled model:
+//! `cargo build --release --no-default-features --features nopanic --bin nopanic`,
+//! and with `--features nopanic-extended` for the extended export
+//! (`host-tests/tests/generated/extended.rs`: LU linear, spline coupling,
+//! autoregressive spline and RK4 continuous-flow layers), so every layer kind
+//! the trainer makes is covered.
 //! It is never run.
 #![no_std]
 #![no_main]
@@ -24,7 +28,11 @@ use flowmote_firmware::sim::RecordingPin;
 use flowmote_firmware::{Alarm, Detector, KOfN, Synthetic};
 
 #[allow(dead_code)]
-#[path = "../model.rs"]
+#[cfg_attr(not(feature = "nopanic-extended"), path = "../model.rs")]
+#[cfg_attr(
+    feature = "nopanic-extended",
+    path = "../../../host-tests/tests/generated/extended.rs"
+)]
 mod model;
 
 use model::{DIM, MODEL, THRESHOLD};
