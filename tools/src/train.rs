@@ -677,6 +677,13 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
                     "flow": c.flow.name(), "noise": c.noise, "layers": layers, "hidden": hidden,
                     "parameters": n, "skipped": "more parameters than --max-params",
                 }));
+                if progress {
+                    eprintln!(
+                        "candidate {}: {} {layers}×{hidden} skipped ({n} parameters > --max-params {max})",
+                        tried.len(),
+                        c.flow.name()
+                    );
+                }
                 return Ok(false);
             }
         }
@@ -690,6 +697,19 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
             None => true,
             Some((_, b, _)) => s.best_val_nll < b.best_val_nll || !b.best_val_nll.is_finite(),
         };
+        if progress {
+            eprintln!(
+                "candidate {}: {} {}×{} noise {:.1}: validation NLL {:.3} ({:.0} s){}",
+                tried.len(),
+                c.flow.name(),
+                st["layers"],
+                st["hidden"],
+                c.noise.unwrap_or(0.0),
+                s.best_val_nll,
+                s.seconds,
+                if better { "  ← best so far" } else { "" }
+            );
+        }
         if better {
             *best = Some((m, s, c));
         }
