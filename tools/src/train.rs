@@ -36,8 +36,8 @@ use std::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum FlowKind {
-    /// Choose by validation NLL among maf and nsf (nsf-ar for 1-D data), see
-    /// [`auto_candidates`] and [`train`].
+    /// Choose by validation NLL among maf and nsf (nsf-ar for 1-D data),
+    /// after the noise level (the default; see the search above).
     Auto,
     /// Masked autoregressive flow: [standardise, (MAF, Permutation)×N]
     /// (affine autoregressive layers, seeded random permutations between).
