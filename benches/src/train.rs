@@ -109,7 +109,7 @@ fn params_mut(l: &mut Layer) -> Option<&mut Vec<f32>> {
 /// Adam, the tool's own (used here with no weight decay).
 pub use flowmote_tools::train::Adam;
 
-/// Trainer state of [`nll_epoch`]: gradients, Adam moments, workspace.
+/// Trainer state of one NLL epoch ([`NllTrainer::epoch`]): gradients, Adam moments, workspace.
 #[derive(Debug)]
 pub struct NllTrainer {
     grads: Vec<Vec<f32>>,

@@ -521,7 +521,7 @@ impl DynFlow {
     }
 
     /// Data → latent in place; returns the log-det. With `save`, keeps every
-    /// layer's input in the workspace for [`DynFlow::backward`].
+    /// layer's input in the workspace for [`DynFlow::nll_backward`].
     pub fn forward(&self, x: &mut [f32], ws: &mut Workspace, save: bool) -> Result<f32, Error> {
         let d = self.dim;
         let mut ld = 0.0;

@@ -82,7 +82,7 @@ pub enum ValSplit {
     Random,
 }
 
-/// Training settings; `None` fields are chosen from the data by [`resolve`].
+/// Training settings; `None` fields are chosen from the data (see [`train`] and [`default_size`]).
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainConfig {
     /// Flow family.
