@@ -21,6 +21,9 @@ cargo fmt --all --check
 step "clippy (host workspace, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "docs (cargo doc, warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
 step "no_std core builds for Cortex-M4F and Cortex-M0 (no alloc)"
 cargo build -p flowmote --release --target thumbv7em-none-eabihf
 cargo build -p flowmote --release --target thumbv6m-none-eabi
