@@ -12,12 +12,13 @@
 //!   `#![no_std]` crate with warnings (and clippy's) denied.
 
 use flowmote::maf::made_mask_params;
-use flowmote::{ActNormRef, MlpShape};
+use flowmote::MlpShape;
 use flowmote_host_tests::{flat_params, random_params, rng, uniform, SeedableRng, Xoshiro128PlusPlus};
 use flowmote_tools::export::{self, f32_lit, ExportOptions};
 use flowmote_tools::model::{
     Act, DynFlow, Epoch, Layer, ModelFile, Net, Provenance, Threshold, Workspace, FORMAT, VERSION,
 };
+use flowmote_tools::train::standardize_layer;
 use std::path::{Path, PathBuf};
 
 #[path = "generated/coupling.rs"]
@@ -37,17 +38,6 @@ fn generated_dir() -> PathBuf {
 
 fn net(hidden: usize, depth: usize, act: Act) -> Net {
     Net { hidden, depth, act }
-}
-
-fn standardise(mean: &[f32], std: &[f32]) -> Layer {
-    let d = mean.len();
-    let (mut log_scale, mut shift) = (vec![0.0; d], vec![0.0; d]);
-    ActNormRef::standardizing(mean, std, &mut log_scale, &mut shift);
-    Layer::ActNorm {
-        log_scale,
-        shift,
-        frozen: true,
-    }
 }
 
 fn maf(r: &mut Xoshiro128PlusPlus, d: usize, n: Net) -> Layer {
@@ -118,7 +108,7 @@ fn model_file(kind: &str, features: &[&str], mean: Vec<f32>, std: Vec<f32>, laye
 fn maf_model() -> ModelFile {
     let mut r = rng(101);
     let (mean, std) = (vec![12.0, -35.0, 981.0], vec![140.0, 95.0, 0.5]);
-    let mut layers = vec![standardise(&mean, &std)];
+    let mut layers = vec![standardize_layer(&mean, &std)];
     let acts = [Act::Tanh, Act::Relu, Act::LeakyRelu, Act::Elu];
     for i in 0..8 {
         layers.push(maf(&mut r, 3, net(6, 1 + i % 2, acts[i % 4])));
@@ -146,7 +136,7 @@ fn coupling_model() -> ModelFile {
     let d = 4;
     let lu: Vec<f32> = (0..d * d + d).map(|_| uniform(&mut r, -0.4, 0.4)).collect();
     let layers = vec![
-        standardise(&mean, &std),
+        standardize_layer(&mean, &std),
         coupling(&mut r, 2, 2, net(8, 1, Act::Tanh)),
         Layer::Reverse,
         coupling(&mut r, 1, 3, net(5, 2, Act::LeakyRelu)),
@@ -198,7 +188,7 @@ fn extended_model() -> ModelFile {
         })
         .collect();
     let layers = vec![
-        standardise(&mean, &std),
+        standardize_layer(&mean, &std),
         flowmote_tools::train::whitening_layer(&rows, &mean, &std, 1e-3).unwrap(),
         Layer::SplineCoupling {
             a: 1,
