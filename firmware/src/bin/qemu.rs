@@ -28,6 +28,7 @@ use core::hint::black_box;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
+use flowmote::{Bijector, Flow};
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
 use flowmote_firmware::sim::{EmulatedLis3dh, Fault, RecordingPin};
 use flowmote_firmware::{close, Alarm, AxisMeans, Detector, Event, KOfN, Lis3dh, Monitor, Synthetic, Verdict};
@@ -104,26 +105,8 @@ fn main() -> ! {
     }
 
     // 3. Golden samples through the synthetic source.
-    let mut synth = Synthetic::new(&MODEL, GOLDEN_SEED);
     let mut worst = 0.0f32;
-    for (i, expected) in GOLDEN_SAMPLES.iter().enumerate() {
-        match synth.next_features() {
-            Ok(x) => {
-                for (g, e) in x.iter().zip(expected) {
-                    if close(*g, *e) {
-                        worst = worst.max(rel_err(*g, *e));
-                    } else {
-                        failures += 1;
-                        defmt::error!("golden sample {=usize}: got {=f32}, host {=f32}", i, *g, *e);
-                    }
-                }
-            }
-            Err(e) => {
-                failures += 1;
-                defmt::error!("golden sample {=usize}: {}", i, e);
-            }
-        }
-    }
+    failures += check_samples(&MODEL, GOLDEN_SEED, &GOLDEN_SAMPLES, "golden sample", &mut worst);
     defmt::info!(
         "sample: {=usize} golden samples checked, worst relative error {=f32}",
         GOLDEN_SAMPLES.len(),
@@ -219,6 +202,39 @@ fn rel_err(got: f32, expected: f32) -> f32 {
     (got - expected).abs() / expected.abs().max(flowmote_firmware::GOLDEN_ABS_FLOOR)
 }
 
+/// Draw `expected.len()` samples of `flow` through the synthetic source seeded
+/// with `seed` and compare them with the host's; returns the number of
+/// mismatches and raises `worst` to the worst relative error seen.
+fn check_samples<const D: usize, L: Bijector<D>>(
+    flow: &Flow<D, L>,
+    seed: u64,
+    expected: &[[f32; D]],
+    label: &str,
+    worst: &mut f32,
+) -> u32 {
+    let mut failures = 0;
+    let mut synth = Synthetic::new(flow, seed);
+    for (i, expected) in expected.iter().enumerate() {
+        match synth.next_features() {
+            Ok(x) => {
+                for (g, e) in x.iter().zip(expected) {
+                    if close(*g, *e) {
+                        *worst = worst.max(rel_err(*g, *e));
+                    } else {
+                        failures += 1;
+                        defmt::error!("{=str} {=usize}: got {=f32}, host {=f32}", label, i, *g, *e);
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                defmt::error!("{=str} {=usize}: {}", label, i, e);
+            }
+        }
+    }
+    failures
+}
+
 /// Golden log-densities and samples of `extended.rs`; returns the number of mismatches.
 fn check_extended() -> u32 {
     let mut failures = 0;
@@ -238,25 +254,13 @@ fn check_extended() -> u32 {
             }
         }
     }
-    let mut synth = Synthetic::new(&extended::MODEL, extended::GOLDEN_SEED);
-    for (i, expected) in extended::GOLDEN_SAMPLES.iter().enumerate() {
-        match synth.next_features() {
-            Ok(x) => {
-                for (g, e) in x.iter().zip(expected) {
-                    if close(*g, *e) {
-                        worst = worst.max(rel_err(*g, *e));
-                    } else {
-                        failures += 1;
-                        defmt::error!("extended golden sample {=usize}: got {=f32}, host {=f32}", i, *g, *e);
-                    }
-                }
-            }
-            Err(_) => {
-                failures += 1;
-                defmt::error!("extended golden sample {=usize}: error", i);
-            }
-        }
-    }
+    failures += check_samples(
+        &extended::MODEL,
+        extended::GOLDEN_SEED,
+        &extended::GOLDEN_SAMPLES,
+        "extended golden sample",
+        &mut worst,
+    );
     defmt::info!(
         "spline/CNF export: {=usize} golden inputs and {=usize} golden samples checked, worst relative error {=f32}",
         extended::GOLDEN_INPUTS.len(),
