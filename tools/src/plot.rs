@@ -182,6 +182,27 @@ impl<T, E: std::fmt::Debug> Draw<T> for std::result::Result<T, E> {
     }
 }
 
+/// A legend marker: a 24-pixel line in `style`.
+fn legend_line(style: ShapeStyle) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style)
+}
+
+/// The series legend every figure draws: white box, black border, at `pos`.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    pos: SeriesLabelPosition,
+    font_size: u32,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(pos)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, font_size))
+        .draw()
+        .fail()
+}
+
 /// The data file's name, for captions.
 fn file_name(t: &Dataset) -> String {
     Path::new(&t.path)
@@ -294,7 +315,7 @@ pub fn plot_training(model: &ModelFile, path: &Path) -> Result<()> {
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
             .fail()?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
+            .legend(legend_line(color.stroke_width(3)));
         if pts.len() <= 60 {
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
@@ -312,14 +333,7 @@ pub fn plot_training(model: &ModelFile, path: &Path) -> Result<()> {
             .label("best (kept) model")
             .legend(|(x, y)| Circle::new((x + 12, y), 6, RED_.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 18))
-        .draw()
-        .fail()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 18)?;
     root.present().fail()?;
     Ok(())
 }
@@ -444,14 +458,7 @@ pub fn plot_density(model: &ModelFile, data: Option<&Dataset>, path: &Path, opts
         .fail()?
         .label(format!("model samples ({})", samples.len()))
         .legend(|(x, y)| Cross::new((x + 10, y), 4, RED_.stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 16))
-        .draw()
-        .fail()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 16)?;
 
     // Colour bar.
     let mut cb = ChartBuilder::on(&bar)
@@ -607,24 +614,17 @@ pub fn plot_scores(model: &ModelFile, t: &Dataset, scores: &[Option<f32>], path:
                 .draw_series(LineSeries::new([(th, 0.0), (th, ymax)], BLACK.stroke_width(3)))
                 .fail()?
                 .label(format!("threshold {th:.2} (false-alarm rate {fa})"))
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], BLACK.stroke_width(3)));
+                .legend(legend_line(BLACK.stroke_width(3)));
         }
         None => {
             chart
                 .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
                 .fail()?
                 .label("no threshold (model not calibrated)")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], GREY_.stroke_width(1)));
+                .legend(legend_line(GREY_.stroke_width(1)));
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 17))
-        .draw()
-        .fail()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 17)?;
     root.present().fail()?;
     Ok(())
 }
@@ -660,7 +660,7 @@ pub fn plot_roc(t: &Dataset, scores: &[Option<f32>], labels: &[bool], path: &Pat
         .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], GREY_.stroke_width(1)))
         .fail()?
         .label("chance (AUROC 0.5)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], GREY_.stroke_width(1)));
+        .legend(legend_line(GREY_.stroke_width(1)));
     chart
         .draw_series(LineSeries::new(pts, BLUE_.stroke_width(3)))
         .fail()?
@@ -669,15 +669,8 @@ pub fn plot_roc(t: &Dataset, scores: &[Option<f32>], labels: &[bool], path: &Pat
             labels.iter().filter(|&&l| l).count(),
             labels.iter().filter(|&&l| !l).count()
         ))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], BLUE_.stroke_width(3)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 17))
-        .draw()
-        .fail()?;
+        .legend(legend_line(BLUE_.stroke_width(3)));
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight, 17)?;
     root.present().fail()?;
     Ok(())
 }
