@@ -53,6 +53,14 @@ impl Dataset {
         self.features.len()
     }
 
+    /// How many rows [`Dataset::normal_rows`] returns, without copying them.
+    pub fn n_normal(&self) -> usize {
+        match &self.labels {
+            Some(l) => l.iter().filter(|&&a| !a).count(),
+            None => self.rows.len(),
+        }
+    }
+
     /// Rows with their label `false` (normal) — all rows without labels.
     pub fn normal_rows(&self) -> Vec<Vec<f32>> {
         match &self.labels {

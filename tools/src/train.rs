@@ -620,7 +620,7 @@ fn split_sizes(total: usize, val_fraction: f64) -> (usize, usize) {
 /// (parameters counted as [`TrainSummary::parameters`]).
 fn candidate_size(ds: &Dataset, c: &TrainConfig) -> Result<(usize, usize, usize)> {
     let d = ds.dim();
-    let (n, _) = split_sizes(ds.normal_rows().len(), c.val_fraction);
+    let (n, _) = split_sizes(ds.n_normal(), c.val_fraction);
     let (l, h) = default_size(c.flow, n, d);
     let (layers, hidden) = (c.layers.unwrap_or(l), c.hidden.unwrap_or(h));
     let net = Net {
