@@ -1,7 +1,8 @@
 //! Anomaly scoring: `score = −log p(x)` against a threshold, and a k-of-n
 //! debouncer for alarms.
 //!
-//! A [`Detector`] borrows a [`Flow`] (usually the exported `static MODEL`) and
+//! A [`Detector`] borrows a model — any [`Density`]: a [`Flow`](crate::Flow) or a
+//! [`Mixture`](crate::Mixture) of flows, usually the exported `static MODEL` — and
 //! the calibrated threshold (`THRESHOLD` of the exported file) and turns a
 //! feature vector into a [`Verdict`]. Scoring is a pure function of the input:
 //! NaN/Inf input, or input the model cannot score, gives
@@ -29,7 +30,7 @@
 //! assert!(debounce.push(true));
 //! ```
 
-use crate::{Bijector, Error, Flow};
+use crate::{Density, Error};
 
 /// The outcome of scoring one feature vector.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -73,30 +74,31 @@ impl Verdict {
     }
 }
 
-/// Scores feature vectors with a flow and a threshold on `−log p(x)`.
+/// Scores feature vectors with a model (any [`Density`]) and a threshold on
+/// `−log p(x)`.
 ///
 /// Holds only a reference and a number, so it is `Copy` and can be built in a
 /// `const`/`static` from the exported `MODEL` and `THRESHOLD`.
 #[derive(Debug)]
-pub struct Detector<'a, const D: usize, L> {
-    flow: &'a Flow<D, L>,
+pub struct Detector<'a, const D: usize, M> {
+    model: &'a M,
     threshold: f32,
 }
 
-impl<const D: usize, L> Clone for Detector<'_, D, L> {
+impl<const D: usize, M> Clone for Detector<'_, D, M> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<const D: usize, L> Copy for Detector<'_, D, L> {}
+impl<const D: usize, M> Copy for Detector<'_, D, M> {}
 
-impl<'a, const D: usize, L: Bijector<D>> Detector<'a, D, L> {
+impl<'a, const D: usize, M: Density<D>> Detector<'a, D, M> {
     /// A detector flagging inputs whose score `−log p(x)` exceeds `threshold`
     /// (nats). `f32::INFINITY` (an uncalibrated model) never flags a finite
     /// score; a NaN threshold flags every scorable input (fail-safe).
-    pub const fn new(flow: &'a Flow<D, L>, threshold: f32) -> Self {
-        Detector { flow, threshold }
+    pub const fn new(model: &'a M, threshold: f32) -> Self {
+        Detector { model, threshold }
     }
 
     /// The threshold on `−log p(x)`, nats.
@@ -105,17 +107,17 @@ impl<'a, const D: usize, L: Bijector<D>> Detector<'a, D, L> {
         self.threshold
     }
 
-    /// The flow being scored with.
+    /// The model being scored with.
     #[inline]
-    pub fn flow(&self) -> &'a Flow<D, L> {
-        self.flow
+    pub fn model(&self) -> &'a M {
+        self.model
     }
 
     /// Score one feature vector. Never panics: inputs that cannot be scored
     /// give [`Verdict::Invalid`]. A returned score is always finite.
     #[inline]
     pub fn score(&self, x: &[f32; D]) -> Verdict {
-        match self.flow.log_prob(x) {
+        match self.model.log_prob(x) {
             Ok(lp) => {
                 let score = -lp;
                 // `!(score <= t)` rather than `score > t`: a NaN threshold flags.

@@ -9,7 +9,7 @@
 
 use embedded_hal::digital::{ErrorType, OutputPin};
 use embedded_hal::i2c::I2c;
-use flowmote::Bijector;
+use flowmote::Density;
 
 use crate::lis3dh::{Lis3dh, SensorError};
 use crate::window::{FeatureMap, Reading, Window};
@@ -48,8 +48,8 @@ pub struct Stats {
 }
 
 /// Detector + k-of-n debouncer + alarm pin (high = alarm).
-pub struct Alarm<'a, const D: usize, L, P, const N: usize> {
-    detector: Detector<'a, D, L>,
+pub struct Alarm<'a, const D: usize, M, P, const N: usize> {
+    detector: Detector<'a, D, M>,
     debounce: KOfN<N>,
     pin: P,
     /// Pin level last written successfully; `None` before the first write and
@@ -58,10 +58,10 @@ pub struct Alarm<'a, const D: usize, L, P, const N: usize> {
     stats: Stats,
 }
 
-impl<'a, const D: usize, L: Bijector<D>, P: OutputPin, const N: usize> Alarm<'a, D, L, P, N> {
+impl<'a, const D: usize, M: Density<D>, P: OutputPin, const N: usize> Alarm<'a, D, M, P, N> {
     /// Wire a detector, a debouncer and the alarm pin. The pin is first
     /// written by the first [`Alarm::assess`] that has a verdict.
-    pub fn new(detector: Detector<'a, D, L>, debounce: KOfN<N>, pin: P) -> Self {
+    pub fn new(detector: Detector<'a, D, M>, debounce: KOfN<N>, pin: P) -> Self {
         Alarm {
             detector,
             debounce,
@@ -141,7 +141,7 @@ impl<'a, const D: usize, L: Bijector<D>, P: OutputPin, const N: usize> Alarm<'a,
     }
 
     /// The detector.
-    pub fn detector(&self) -> &Detector<'a, D, L> {
+    pub fn detector(&self) -> &Detector<'a, D, M> {
         &self.detector
     }
 
@@ -171,24 +171,24 @@ pub enum Event<E> {
 }
 
 /// Sensor + window + [`Alarm`]: one [`Monitor::step`] per sample period.
-pub struct Monitor<'a, I2C, P, F, const D: usize, L, const W: usize, const N: usize> {
+pub struct Monitor<'a, I2C, P, F, const D: usize, M, const W: usize, const N: usize> {
     sensor: Lis3dh<I2C>,
     ready: bool,
     window: Window<W>,
     features: F,
-    alarm: Alarm<'a, D, L, P, N>,
+    alarm: Alarm<'a, D, M, P, N>,
     stats: Stats,
 }
 
-impl<'a, I2C, P, F, const D: usize, L, const W: usize, const N: usize> Monitor<'a, I2C, P, F, D, L, W, N>
+impl<'a, I2C, P, F, const D: usize, M, const W: usize, const N: usize> Monitor<'a, I2C, P, F, D, M, W, N>
 where
     I2C: I2c,
     P: OutputPin,
     F: FeatureMap<D>,
-    L: Bijector<D>,
+    M: Density<D>,
 {
     /// A monitor; the sensor is initialised by the first [`Monitor::step`].
-    pub fn new(sensor: Lis3dh<I2C>, features: F, alarm: Alarm<'a, D, L, P, N>) -> Self {
+    pub fn new(sensor: Lis3dh<I2C>, features: F, alarm: Alarm<'a, D, M, P, N>) -> Self {
         Monitor {
             sensor,
             ready: false,
@@ -255,7 +255,7 @@ where
     }
 
     /// The alarm stage.
-    pub fn alarm(&self) -> &Alarm<'a, D, L, P, N> {
+    pub fn alarm(&self) -> &Alarm<'a, D, M, P, N> {
         &self.alarm
     }
 
@@ -265,7 +265,7 @@ where
     }
 
     /// Take the monitor apart: the sensor (and its bus) and the alarm.
-    pub fn release(self) -> (Lis3dh<I2C>, Alarm<'a, D, L, P, N>) {
+    pub fn release(self) -> (Lis3dh<I2C>, Alarm<'a, D, M, P, N>) {
         (self.sensor, self.alarm)
     }
 }

@@ -1,4 +1,4 @@
-//! Synthetic feature vectors drawn from the flow itself: the self-test / demo
+//! Synthetic feature vectors drawn from the model itself: the self-test / demo
 //! mode, and the source of the on-device `GOLDEN_SAMPLES` check.
 //!
 //! `Synthetic::new(&MODEL, GOLDEN_SEED)` draws exactly what the host drew with
@@ -6,13 +6,13 @@
 //! Optionally every `period`-th vector is pushed `offset` away in every
 //! coordinate, so the demo shows the alarm going on and off.
 
-use flowmote::{Bijector, Error, Flow};
+use flowmote::{Density, Error};
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
 
-/// Draws feature vectors from a flow with a seeded `Xoshiro128PlusPlus`.
-pub struct Synthetic<'a, const D: usize, L> {
-    flow: &'a Flow<D, L>,
+/// Draws feature vectors from a model (a flow or a mixture) with a seeded `Xoshiro128PlusPlus`.
+pub struct Synthetic<'a, const D: usize, M> {
+    model: &'a M,
     rng: Xoshiro128PlusPlus,
     period: u32,
     burst: u32,
@@ -20,11 +20,11 @@ pub struct Synthetic<'a, const D: usize, L> {
     drawn: u32,
 }
 
-impl<'a, const D: usize, L: Bijector<D>> Synthetic<'a, D, L> {
-    /// Samples of `flow` with the generator seeded by `seed_from_u64(seed)`.
-    pub fn new(flow: &'a Flow<D, L>, seed: u64) -> Self {
+impl<'a, const D: usize, M: Density<D>> Synthetic<'a, D, M> {
+    /// Samples of `model` with the generator seeded by `seed_from_u64(seed)`.
+    pub fn new(model: &'a M, seed: u64) -> Self {
         Synthetic {
-            flow,
+            model,
             rng: Xoshiro128PlusPlus::seed_from_u64(seed),
             period: 0,
             burst: 0,
@@ -52,7 +52,7 @@ impl<'a, const D: usize, L: Bijector<D>> Synthetic<'a, D, L> {
     pub fn next_features(&mut self) -> Result<[f32; D], Error> {
         let injected = self.next_is_injected();
         self.drawn = self.drawn.wrapping_add(1);
-        let mut x = self.flow.sample(&mut self.rng)?;
+        let mut x = self.model.sample(&mut self.rng)?;
         if injected {
             for v in &mut x {
                 *v += self.offset;

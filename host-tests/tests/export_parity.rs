@@ -16,7 +16,7 @@ use flowmote::MlpShape;
 use flowmote_host_tests::{flat_params, random_params, rng, uniform, SeedableRng, Xoshiro128PlusPlus};
 use flowmote_tools::export::{self, f32_lit, ExportOptions};
 use flowmote_tools::model::{
-    Act, DynFlow, Epoch, Layer, ModelFile, Net, Provenance, Threshold, Workspace, FORMAT, VERSION,
+    Act, DynFlow, DynMixture, Epoch, Layer, ModelFile, Net, Provenance, Threshold, FORMAT, VERSION,
 };
 use flowmote_tools::train::standardize_layer;
 use std::path::{Path, PathBuf};
@@ -84,7 +84,7 @@ fn model_file(kind: &str, features: &[&str], mean: Vec<f32>, std: Vec<f32>, laye
         features: features.iter().map(|s| s.to_string()).collect(),
         mean,
         std,
-        flow: DynFlow { dim, layers },
+        model: DynMixture::single(DynFlow { dim, layers }),
         threshold: None,
         provenance: Provenance {
             data_file: format!("/somewhere/{kind}.train.csv"),
@@ -156,8 +156,10 @@ fn coupling_model() -> ModelFile {
     model_file("coupling", &["temp \"C\"", "hum", "p\\x", "lux"], mean, std, layers)
 }
 
-/// 3-D whitening LU layer (as `flowmote train` starts every default model),
-/// spline coupling, autoregressive spline and continuous flow.
+/// A mixture (as `flowmote train` keeps when stacking wins) of two 3-D
+/// flows: (1) a whitening LU layer (as `flowmote train` starts every default
+/// model), spline coupling, autoregressive spline and continuous flow; (2) a
+/// small MAF. Weights 0.7 and 0.3.
 fn extended_model() -> ModelFile {
     let mut r = rng(303);
     let (mean, std) = (vec![1.0, 2.0, -3.0], vec![0.8, 1.7, 2.5]);
@@ -212,7 +214,18 @@ fn extended_model() -> ModelFile {
             params: random_params(&mut r, shape(3, 1, n3, 3), 0.4),
         },
     ];
-    model_file("nsf", &["a", "b", "c"], mean, std, layers)
+    let second = vec![
+        standardize_layer(&mean, &std),
+        maf(&mut r, 3, net(5, 1, Act::Tanh)),
+        Layer::Permutation { perm: vec![1, 2, 0] },
+        maf(&mut r, 3, net(4, 1, Act::Tanh)),
+    ];
+    let mut m = model_file("mixture", &["a", "b", "c"], mean, std, layers);
+    m.model = DynMixture {
+        log_weights: vec![0.7f32.ln(), 0.3f32.ln()],
+        flows: vec![m.model.flows.remove(0), DynFlow { dim: 3, layers: second }],
+    };
+    m
 }
 
 fn export_source(m: &ModelFile, name: Option<&str>) -> export::Exported {
@@ -394,12 +407,12 @@ macro_rules! parity {
         fn $test() {
             use $module as gen;
             let m = $model();
-            let flow = &m.flow;
+            let flow = &m.model;
             let d = gen::DIM;
-            assert_eq!(d, flow.dim);
+            assert_eq!(d, flow.dim());
             assert_eq!(gen::MEAN.to_vec(), m.mean);
             assert_eq!(gen::STD.to_vec(), m.std);
-            let mut ws = Workspace::new(flow);
+            let mut ws = flow.workspace();
 
             // Golden inputs: the host's log p, and the compiled model's.
             assert!(gen::GOLDEN_INPUTS.len() >= 4, "too few golden inputs");
@@ -455,7 +468,7 @@ macro_rules! parity {
             let mut worst = 0.0f64;
             for want in &gen::GOLDEN_SAMPLES {
                 let got = gen::MODEL.sample(&mut dev).unwrap();
-                let (h, _) = flow.sample_with_log_prob(&mut host, &mut ws).unwrap();
+                let h = flow.sample(&mut host, &mut ws).unwrap();
                 for j in 0..d {
                     assert_eq!(h[j].to_bits(), want[j].to_bits(), "host sample drifted");
                     worst = worst.max(close(got[j], want[j]));
@@ -491,18 +504,18 @@ fn extended_generated_file_is_up_to_date() {
 fn exported_weights_are_the_model_weights() {
     let m = coupling_model();
     let gen = &coupling_model::MODEL.layers;
-    let Layer::ActNorm { log_scale, shift, .. } = &m.flow.layers[0] else {
+    let Layer::ActNorm { log_scale, shift, .. } = &m.model.flows[0].layers[0] else {
         unreachable!()
     };
     assert_eq!(gen.0.log_scale.as_slice(), log_scale.as_slice());
     assert_eq!(gen.0.shift.as_slice(), shift.as_slice());
-    let Layer::AffineCoupling { params, clamp, .. } = &m.flow.layers[3] else {
+    let Layer::AffineCoupling { params, clamp, .. } = &m.model.flows[0].layers[3] else {
         unreachable!()
     };
     assert_eq!(gen.3.clamp, *clamp);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&flat_params(&gen.3.net.view())), bits(params));
-    let Layer::LuLinear { perm, sign, params } = &m.flow.layers[6] else {
+    let Layer::LuLinear { perm, sign, params } = &m.model.flows[0].layers[6] else {
         unreachable!()
     };
     assert_eq!(gen.6.perm().as_slice(), perm.as_slice());
@@ -510,7 +523,7 @@ fn exported_weights_are_the_model_weights() {
     assert_eq!(bits(gen.6.lu.as_flattened()), bits(&params[..16]));
     // The 17-layer MAF model is nested: ((16 layers), (1 layer)).
     let maf = maf_model();
-    let Layer::Maf { params, .. } = &maf.flow.layers[1] else {
+    let Layer::Maf { params, .. } = &maf.model.flows[0].layers[1] else {
         unreachable!()
     };
     assert_eq!(

@@ -257,7 +257,7 @@ fn alarm_reports_a_failed_pin_write_and_retries_it() {
 
 const W: usize = 4;
 
-type Mon = Monitor<'static, I2cMock, PinMock, AxisMeans, 3, (ActNorm<3>,), W, 3>;
+type Mon = Monitor<'static, I2cMock, PinMock, AxisMeans, 3, Flow<3, (ActNorm<3>,)>, W, 3>;
 
 fn monitor(i2c: &I2cMock, pin: &PinMock) -> Mon {
     let alarm = Alarm::new(Detector::new(&FLOW3, T3), KOfN::<3>::new(2), pin.clone());

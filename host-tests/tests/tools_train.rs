@@ -4,7 +4,7 @@
 use flowmote::{ActNorm, Activation, AffineCoupling, Flow, Maf, Mlp, Reverse};
 use flowmote_tools::cli;
 use flowmote_tools::data;
-use flowmote_tools::model::{Act, DynFlow, Layer, ModelFile, Net, Workspace};
+use flowmote_tools::model::{Act, DynFlow, DynMixture, Layer, ModelFile, Net, Workspace};
 use flowmote_tools::train::{self, init_params, FlowKind, Gaussian, TrainConfig, ValSplit};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::{Xoshiro128PlusPlus, Xoshiro256PlusPlus};
@@ -31,6 +31,25 @@ fn banana(n: usize, seed: u64) -> Vec<Vec<f32>> {
             let a = normal(&mut r);
             let b = normal(&mut r);
             vec![10.0 + 3.0 * a, -5.0 + 2.0 * (0.5 * a * a + 0.3 * b)]
+        })
+        .collect()
+}
+
+/// Three 2-D Gaussian blobs of different shapes (weights ½, 0.3, 0.2): a
+/// density single small flows find hard and mixtures of them less so.
+fn blobs(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut r = Xoshiro256PlusPlus::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let k = r.next_u32() as f64 / 2f64.powi(32);
+            let (a, b) = (normal(&mut r), normal(&mut r));
+            if k < 0.5 {
+                vec![-4.0 + 0.5 * a, 0.5 * b]
+            } else if k < 0.8 {
+                vec![3.0 + a, 2.0 + 0.3 * b]
+            } else {
+                vec![1.0 + 0.2 * a, -3.0 + 1.5 * b]
+            }
         })
         .collect()
 }
@@ -190,10 +209,12 @@ fn search_keeps_the_candidate_with_the_best_validation_nll() {
         ..TrainConfig::default()
     };
     assert_eq!(
-        (cfg.flow, cfg.noise),
-        (FlowKind::Auto, None),
-        "the tool's defaults search"
+        (cfg.flow, cfg.noise, cfg.mixture),
+        (FlowKind::Auto, None, true),
+        "the tool's defaults search, then stack"
     );
+    // The single best candidate (the stacking step is tested below).
+    let cfg = TrainConfig { mixture: false, ..cfg };
     let (m, s) = train::train(&ds, &cfg, false).unwrap();
     let tried = m.provenance.settings["search"].as_array().unwrap().clone();
     let val = |t: &serde_json::Value| t["val_nll"].as_f64().unwrap();
@@ -230,7 +251,199 @@ fn search_keeps_the_candidate_with_the_best_validation_nll() {
         ..cfg
     };
     let (direct, _) = train::train(&ds, &direct, false).unwrap();
-    assert_eq!(direct.flow, m.flow);
+    assert_eq!(direct.model, m.model);
+    assert!(m.model.as_single().is_some());
+}
+
+/// The defaults stack the candidates when that wins on validation: every
+/// member is exactly a searched candidate, the weights are the search's
+/// record, and the validation NLL is the mixture's (checked against an f64
+/// log-sum-exp of the members' own densities).
+#[test]
+fn search_stacks_the_candidates_into_a_mixture() {
+    let dir = tmpdir("stack");
+    let p = dir.join("train.csv");
+    write_csv(&p, "u,v", &blobs(1000, 2));
+    let ds = data::load_training(&p, None).unwrap();
+    let cfg = TrainConfig {
+        epochs: Some(20),
+        ..TrainConfig::default()
+    };
+    let (m, s) = train::train(&ds, &cfg, false).unwrap();
+    let tried = m.provenance.settings["search"].as_array().unwrap().clone();
+    let best_single = tried
+        .iter()
+        .filter_map(|t| t["val_nll"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    let Some(members) = m.provenance.settings["mixture"].as_array() else {
+        panic!("no mixture kept (best single {best_single}): {tried:?}");
+    };
+    assert_eq!(m.kind, "mixture");
+    let k = members.len();
+    assert!(k >= 2 && k == m.model.flows.len());
+    let w: Vec<f64> = m.model.log_weights.iter().map(|v| (*v as f64).exp()).collect();
+    assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+    assert!(w.iter().all(|&v| v >= train::MIN_MIXTURE_WEIGHT));
+    // Validation NLL of the mixture, from the members' own densities in f64.
+    let val = &s.validation;
+    let mut nll = 0.0;
+    for x in val {
+        let terms: Vec<f64> = m
+            .model
+            .flows
+            .iter()
+            .zip(&w)
+            .map(|(f, w)| {
+                let mut ws = Workspace::new(f);
+                w.ln() + f.log_prob(x, &mut ws).unwrap() as f64
+            })
+            .collect();
+        let top = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        nll -= top + terms.iter().map(|t| (t - top).exp()).sum::<f64>().ln();
+    }
+    nll /= val.len() as f64;
+    assert!((nll - s.best_val_nll).abs() < 1e-4, "{nll} vs {}", s.best_val_nll);
+    assert!(
+        s.best_val_nll + ((k - 1) as f64 / val.len() as f64) < best_single,
+        "kept only when it beats the best single candidate"
+    );
+    // Each member is the candidate it names, trained alone with its settings.
+    let first = &members[0];
+    let kind = if first["flow"] == "maf" {
+        FlowKind::Maf
+    } else {
+        FlowKind::Nsf
+    };
+    let alone = TrainConfig {
+        flow: kind,
+        noise: Some(first["noise"].as_f64().unwrap() as f32),
+        layers: Some(first["layers"].as_u64().unwrap() as usize),
+        hidden: Some(first["hidden"].as_u64().unwrap() as usize),
+        ..cfg.clone()
+    };
+    let (alone, _) = train::train(&ds, &alone, false).unwrap();
+    assert_eq!(alone.model.as_single(), Some(&m.model.flows[0]));
+    // The mixture survives the model file and scores like before.
+    let path = dir.join("mix.json");
+    m.save(&path).unwrap();
+    let back = ModelFile::load(&path).unwrap();
+    assert_eq!(back.model, m.model);
+}
+
+/// A flow that is the Gaussian `N(mean, 1)` in 1-D.
+fn gauss1(mean: f32) -> DynFlow {
+    DynFlow {
+        dim: 1,
+        layers: vec![Layer::ActNorm {
+            log_scale: vec![0.0],
+            shift: vec![-mean],
+            frozen: true,
+        }],
+    }
+}
+
+fn one_flow_file(flow: DynFlow) -> ModelFile {
+    ModelFile {
+        format: flowmote_tools::model::FORMAT.into(),
+        version: flowmote_tools::model::VERSION,
+        tool_version: "test".into(),
+        kind: "test".into(),
+        features: vec!["x".into()],
+        mean: vec![0.0],
+        std: vec![1.0],
+        model: DynMixture::single(flow),
+        threshold: None,
+        provenance: Default::default(),
+    }
+}
+
+/// Stacking on known densities: rows from 0.3·N(−2, 1) + 0.7·N(2, 1); the
+/// candidates are those two Gaussians and a useless one far away. EM finds
+/// the weights, the useless member is dropped, and `max_params` drops the
+/// smallest member first.
+#[test]
+fn stacking_recovers_known_mixture_weights() {
+    let mut r = Xoshiro256PlusPlus::seed_from_u64(21);
+    let rows: Vec<Vec<f32>> = (0..4000)
+        .map(|_| {
+            let c = if (r.next_u32() as f64 / 2f64.powi(32)) < 0.3 {
+                -2.0
+            } else {
+                2.0
+            };
+            vec![c + normal(&mut r)]
+        })
+        .collect();
+    let cands: Vec<(usize, ModelFile)> = [-2.0, 2.0, 40.0]
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| (i, one_flow_file(gauss1(m))))
+        .collect();
+    let st = train::stack(&cands, &rows, f64::MAX, None).unwrap();
+    let idx: Vec<usize> = st.members.iter().map(|m| m.0).collect();
+    assert_eq!(idx, [0, 1], "the far-away member is dropped");
+    let w0 = st.members[0].1;
+    // Binomial sd of the fraction: √(0.21/4000) ≈ 0.007.
+    assert!((w0 - 0.3).abs() < 0.03, "weight {w0}");
+    assert!((st.model.log_weights[0].exp() as f64 - w0).abs() < 1e-6);
+    // Exact mixture NLL with the true weights is close to what stacking found.
+    let exact = -rows
+        .iter()
+        .map(|x| {
+            let n = |m: f64| (-0.5 * (x[0] as f64 - m).powi(2)).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            (0.3 * n(-2.0) + 0.7 * n(2.0)).ln()
+        })
+        .sum::<f64>()
+        / rows.len() as f64;
+    assert!((st.val_nll - exact).abs() < 0.01, "{} vs {exact}", st.val_nll);
+    // Not kept unless it beats the best single candidate by the penalty.
+    assert!(train::stack(&cands, &rows, st.val_nll, None).is_none());
+    // A budget for one member only: no mixture.
+    assert!(train::stack(&cands, &rows, f64::MAX, Some(3)).is_none());
+    // Rows a member cannot score leave that member out.
+    let mut bad = rows.clone();
+    bad.push(vec![1e30]);
+    assert!(train::stack(&cands, &bad, f64::MAX, None).is_none_or(|s| s.members.len() >= 2));
+}
+
+/// Mixture sampling draws each member as often as its weight says, with
+/// exactly the core's generator use (one word for the member, then the
+/// member's own draw).
+#[test]
+fn mixture_sampling_follows_the_weights_and_the_core() {
+    let model = DynMixture {
+        log_weights: vec![0.25f32.ln(), 0.75f32.ln()],
+        flows: vec![gauss1(-10.0), gauss1(10.0)],
+    };
+    model.validate().unwrap();
+    let core = flowmote::Mixture::<1, 2, _>::new(
+        [0.25f32.ln(), 0.75f32.ln()],
+        (
+            Flow::new((ActNorm::<1>::new([0.0], [10.0]),)),
+            Flow::new((ActNorm::<1>::new([0.0], [-10.0]),)),
+        ),
+    );
+    let mut ws = model.workspace();
+    let (mut a, mut b) = (
+        Xoshiro128PlusPlus::seed_from_u64(3),
+        Xoshiro128PlusPlus::seed_from_u64(3),
+    );
+    let n = 4000;
+    let mut left = 0;
+    for _ in 0..n {
+        let x = model.sample(&mut a, &mut ws).unwrap();
+        assert_eq!(x[0].to_bits(), core.sample(&mut b).unwrap()[0].to_bits());
+        assert_eq!(
+            model.log_prob(&x, &mut ws).unwrap().to_bits(),
+            core.log_prob(&[x[0]]).unwrap().to_bits()
+        );
+        left += usize::from(x[0] < 0.0);
+    }
+    // Binomial(4000, 0.25): sd ≈ 27.
+    assert!(
+        (left as f64 - 1000.0).abs() < 120.0,
+        "{left} of {n} from the 0.25 member"
+    );
 }
 
 fn net8() -> Net {
@@ -348,7 +561,7 @@ fn sampling_equals_core_flow_sample() {
         features: vec!["a".into(), "b".into()],
         mean: mean.to_vec(),
         std: std.to_vec(),
-        flow: dynf.clone(),
+        model: DynMixture::single(dynf.clone()),
         threshold: None,
         provenance: Default::default(),
     };
@@ -386,7 +599,7 @@ fn flow_beats_full_covariance_gaussian_on_banana() {
     write_csv(&p, "u,v", &tr);
     let ds = data::load_training(&p, None).unwrap();
     let (m, s) = train::train(&ds, &small_cfg(0), false).unwrap();
-    let (flow_nll, bad) = train::mean_nll(&m.flow, &te);
+    let (flow_nll, bad) = train::mean_nll(m.model.as_single().unwrap(), &te);
     assert_eq!(bad, 0);
     let g = Gaussian::fit(&tr).unwrap();
     let g_nll = te.iter().map(|x| -g.log_prob(x)).sum::<f64>() / te.len() as f64;
@@ -415,13 +628,13 @@ fn training_is_deterministic_for_a_seed() {
     let (a, sa) = train::train(&ds, &cfg, false).unwrap();
     let (b, _) = train::train(&ds, &cfg, false).unwrap();
     assert_eq!(sa.dequantized.len(), 2, "both integer columns dequantised");
-    assert_eq!(a.flow, b.flow);
+    assert_eq!(a.model, b.model);
     assert_eq!(a.provenance.history, b.provenance.history);
     // One thread vs the default pool: same bits.
     let one = rayon_one_thread(|| train::train(&ds, &cfg, false).unwrap().0);
-    assert_eq!(a.flow, one.flow, "independent of the thread count");
+    assert_eq!(a.model, one.model, "independent of the thread count");
     let (c, _) = train::train(&ds, &TrainConfig { seed: 10, ..cfg }, false).unwrap();
-    assert_ne!(a.flow, c.flow);
+    assert_ne!(a.model, c.model);
 }
 
 fn rayon_one_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
@@ -465,6 +678,7 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
         noise: Some(0.0),
         val_split: ValSplit::Last,
         no_whiten: false,
+        no_mixture: false,
         max_params: None,
         clamp: 3.0,
         cnf_steps: 4,
@@ -542,6 +756,7 @@ fn train_err(csv: &str, label: Option<&str>, flow: FlowKind) -> String {
         noise: Some(0.0),
         val_split: ValSplit::Last,
         no_whiten: false,
+        no_mixture: false,
         max_params: None,
         clamp: 3.0,
         cnf_steps: 2,
@@ -626,10 +841,20 @@ fn bad_input_is_a_clear_error() {
     .unwrap_err();
     assert!(format!("{e:#}").contains("the model has 2 features"), "{e:#}");
     let text = std::fs::read_to_string(&model).unwrap();
-    let v2 = dir.join("v2.json");
-    std::fs::write(&v2, text.replacen("\"version\": 1", "\"version\": 2", 1)).unwrap();
-    let e = ModelFile::load(&v2).unwrap_err();
-    assert!(format!("{e:#}").contains("version 2"), "{e:#}");
+    let v3 = dir.join("v3.json");
+    std::fs::write(&v3, text.replacen("\"version\": 2", "\"version\": 3", 1)).unwrap();
+    let e = ModelFile::load(&v3).unwrap_err();
+    assert!(format!("{e:#}").contains("version 3"), "{e:#}");
+    // A version-1 file (one `flow`, before mixtures) still loads, as that flow.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let flow = v["model"]["flows"][0].take();
+    let o = v.as_object_mut().unwrap();
+    o.remove("model");
+    o.insert("flow".into(), flow);
+    o.insert("version".into(), 1.into());
+    let v1 = dir.join("v1.json");
+    std::fs::write(&v1, serde_json::to_string(&v).unwrap()).unwrap();
+    assert_eq!(ModelFile::load(&v1).unwrap(), ModelFile::load(&model).unwrap());
     let nan = dir.join("nan.json");
     let js = serde_json_to_string(&m, &dir);
     std::fs::write(&nan, js).unwrap();

@@ -4,7 +4,7 @@
 
 use crate::data::{self, Dataset};
 use crate::metrics;
-use crate::model::{write_atomic, ModelFile, Threshold, Workspace};
+use crate::model::{write_atomic, ModelFile, Threshold};
 use crate::train::{self, FlowKind, Gaussian, TrainConfig, ValSplit};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
@@ -96,9 +96,10 @@ pub struct TrainArgs {
     pub no_dequantize: bool,
     /// Largest model the search may keep, in parameters (4 bytes of flash
     /// each in the exported firmware model): candidates above it are
-    /// skipped (and listed as skipped in the model file). Without it the
-    /// search keeps whatever wins on validation — on 5 000 rows × 9 columns
-    /// that can be a 72 000-parameter spline flow (≈ 290 KB of flash).
+    /// skipped (and listed as skipped in the model file), and a mixture is
+    /// kept only with the members that fit together. Without it the search
+    /// keeps whatever wins on validation — on 5 000 rows × 9 columns that
+    /// can be a mixture of 120 000 parameters (≈ 480 KB of flash).
     #[arg(long)]
     pub max_params: Option<usize>,
     /// Leave out the whitening layer: by default a trainable LU linear layer
@@ -108,6 +109,15 @@ pub struct TrainArgs {
     /// misses.
     #[arg(long)]
     pub no_whiten: bool,
+    /// Keep the search's best single flow, never a mixture. By default, when
+    /// the search trained several candidates, their weighted mixture
+    /// `Σ wₖ pₖ(x)` (weights fitted on the validation rows, members under 1 %
+    /// dropped) is kept if its validation NLL, plus (members − 1)/rows nats
+    /// for the fitted weights, beats the best single flow. A mixture is still
+    /// an exact density, but the device evaluates every member: its flash
+    /// and cycles are the members' sum.
+    #[arg(long)]
+    pub no_mixture: bool,
     /// Gaussian noise added to the training rows, in standard deviations of
     /// each column: a regulariser that smooths the density, so readings a
     /// little outside the training data are not scored as impossible
@@ -153,6 +163,7 @@ impl TrainArgs {
             noise: self.noise,
             val_split: self.val_split,
             whiten: !self.no_whiten,
+            mixture: !self.no_mixture,
             max_params: self.max_params,
             cnf_steps: self.cnf_steps,
             clamp: self.clamp,
@@ -168,13 +179,9 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
     let ds = data::load_training(&a.data, a.label_column.as_deref())?;
     let (model, s) = train::train(&ds, &a.config(), !a.quiet)?;
     model.save(&a.out)?;
-    let st = &model.provenance.settings;
+    let what = describe_model(&model);
     println!(
-        "trained {} ({} layers, hidden {}×{}, {} parameters ≈ {:.0} KB of flash) on {} rows ({} validation{}) in {:.1} s",
-        model.kind,
-        st["layers"],
-        st["hidden"],
-        a.depth,
+        "trained {what}: {} parameters ≈ {:.0} KB of flash, on {} rows ({} validation{}) in {:.1} s",
         s.parameters,
         s.parameters as f64 * 4.0 / 1024.0,
         s.train_rows,
@@ -198,28 +205,60 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
             s.skipped_rows
         );
     }
-    println!(
-        "kept epoch {} of {}: validation NLL {:.4} nats/row",
-        s.best_epoch, s.epochs_run, s.best_val_nll
-    );
+    if model.model.as_single().is_some() {
+        println!(
+            "kept epoch {} of {}: validation NLL {:.4} nats/row",
+            s.best_epoch, s.epochs_run, s.best_val_nll
+        );
+    } else {
+        println!("validation NLL of the mixture {:.4} nats/row", s.best_val_nll);
+    }
     println!("wrote {}", a.out.display());
     Ok(model)
+}
+
+/// What a trained model is, from its provenance: `maf (4 layers, hidden
+/// 32×2)`, or `a mixture of 3 flows (maf 4×32 noise 0.1 × 0.40, …)`.
+pub fn describe_model(model: &ModelFile) -> String {
+    let st = &model.provenance.settings;
+    match st["mixture"].as_array() {
+        Some(members) => format!(
+            "a mixture of {} flows ({})",
+            members.len(),
+            members
+                .iter()
+                .map(|m| format!(
+                    "{} {}×{} noise {} × {:.2}",
+                    m["flow"].as_str().unwrap_or("?"),
+                    m["layers"],
+                    m["hidden"],
+                    m["noise"].as_f64().map_or("?".into(), |v| format!("{v:.1}")),
+                    m["weight"].as_f64().unwrap_or(f64::NAN)
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => format!(
+            "{} ({} layers, hidden {}×{})",
+            model.kind, st["layers"], st["hidden"], st["depth"]
+        ),
+    }
 }
 
 /// `−log p` of every row (`None` where the row cannot be scored) and the
 /// reason for each failure.
 pub fn score_rows(model: &ModelFile, ds: &Dataset) -> Vec<std::result::Result<f64, String>> {
-    let flow = &model.flow;
+    let m = &model.model;
     ds.rows
         .par_iter()
         .zip(ds.row_errors.par_iter())
         .map_init(
-            || Workspace::new(flow),
+            || m.workspace(),
             |ws, (x, e)| {
                 if let Some(e) = e {
                     return Err(e.clone());
                 }
-                match flow.log_prob(x, ws) {
+                match m.log_prob(x, ws) {
                     Ok(lp) => Ok(-(lp as f64)),
                     Err(e) => Err(format!("cannot be scored: {e:?}")),
                 }
@@ -596,11 +635,11 @@ pub struct SampleArgs {
 /// Draw `n` samples with `Xoshiro128PlusPlus::seed_from_u64(seed)`, in order.
 pub fn draw_samples(model: &ModelFile, n: usize, seed: u64) -> Result<Vec<(Vec<f32>, f32)>> {
     let mut rng = rand_xoshiro::Xoshiro128PlusPlus::seed_from_u64(seed);
-    let mut ws = Workspace::new(&model.flow);
+    let mut ws = model.model.workspace();
     (0..n)
         .map(|i| {
             model
-                .flow
+                .model
                 .sample_with_log_prob(&mut rng, &mut ws)
                 .map_err(|e| anyhow::anyhow!("sample {i} overflowed ({e:?}); the model is unstable there"))
         })
@@ -722,15 +761,12 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
     let (model, s) = train::train(&ds, &cfg, !a.quiet)?;
     model.save(&model_json)?;
     println!(
-        "    {} {} layers × hidden {} , {} parameters, {} rows (+{} validation), {:.1} s; kept epoch {} (validation NLL {:.3} nats/row)",
-        model.kind,
-        model.provenance.settings["layers"],
-        model.provenance.settings["hidden"],
+        "    {}: {} parameters, {} rows (+{} validation), {:.1} s; validation NLL {:.3} nats/row",
+        describe_model(&model),
         s.parameters,
         s.train_rows,
         s.val_rows,
         s.seconds,
-        s.best_epoch,
         s.best_val_nll
     );
     let val_csv = dir.join("validation.csv");

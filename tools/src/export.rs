@@ -21,7 +21,7 @@
 //! is stable for a given configuration, so the same model gives the same
 //! bytes. Floats are printed with `{:?}`, Rust's shortest round-trip form,
 //! which is always a valid `f32` literal (`1.0`, `-0.0`, `1e-7`, `3.4028235e38`).
-use crate::model::{Act, DynFlow, Layer, ModelFile, Net, SolverKind, Workspace};
+use crate::model::{Act, DynMixture, Layer, ModelFile, Net, SolverKind};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use flowmote::MlpShape;
@@ -65,16 +65,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     println!(
         "wrote {} ({} parameters, {} golden inputs, {} golden samples)",
         args.out.display(),
-        model.flow.layers.iter().map(|l| l.params().len()).sum::<usize>()
-            + model
-                .flow
-                .layers
-                .iter()
-                .map(|l| match l {
-                    Layer::ActNorm { .. } => 2 * model.flow.dim,
-                    _ => 0,
-                })
-                .sum::<usize>(),
+        model.model.stored_floats(),
         out.golden_inputs,
         out.golden_samples
     );
@@ -602,9 +593,9 @@ fn nest<T: Clone>(items: Vec<T>, group: &dyn Fn(Vec<T>) -> T) -> T {
 /// the standardisation mean, mean ± 1 and ± 2.5 standard deviations (signs
 /// alternating over features), then model samples (seed 7) — at most 8.
 pub fn golden_inputs(model: &ModelFile) -> (Vec<Vec<f32>>, Vec<f32>) {
-    let flow = &model.flow;
-    let d = flow.dim;
-    let mut ws = Workspace::new(flow);
+    let flow = &model.model;
+    let d = flow.dim();
+    let mut ws = flow.workspace();
     let mut cands: Vec<Vec<f32>> = Vec::new();
     let alt = |i: usize| if i.is_multiple_of(2) { 1.0f32 } else { -1.0 };
     for k in [0.0f32, 1.0, -1.0, 2.5] {
@@ -632,13 +623,13 @@ pub fn golden_inputs(model: &ModelFile) -> (Vec<Vec<f32>>, Vec<f32>) {
 
 /// The first samples with `Xoshiro128PlusPlus::seed_from_u64(GOLDEN_SEED)`,
 /// stopping before the first that fails (the device would get the same error).
-pub fn golden_samples(flow: &DynFlow, n: usize) -> Vec<Vec<f32>> {
-    let mut ws = Workspace::new(flow);
+pub fn golden_samples(model: &DynMixture, n: usize) -> Vec<Vec<f32>> {
+    let mut ws = model.workspace();
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(GOLDEN_SEED);
     let mut out = Vec::new();
     while out.len() < n {
-        match flow.sample_with_log_prob(&mut rng, &mut ws) {
-            Ok((x, _)) => out.push(x),
+        match model.sample(&mut rng, &mut ws) {
+            Ok(x) => out.push(x),
             Err(_) => break,
         }
     }
@@ -670,37 +661,52 @@ fn header(m: &ModelFile) -> String {
         };
         format!("{name}{sha}, {} rows", p.train_rows + p.val_rows)
     };
-    let hidden: BTreeSet<usize> = m
-        .flow
-        .layers
-        .iter()
-        .filter_map(|l| net_shape(l, m.flow.dim))
-        .map(|s| s.hidden)
-        .collect();
-    let hidden = match hidden.len() {
-        0 => String::new(),
-        _ => format!(
-            ", hidden {}",
-            hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("/")
-        ),
-    };
-    let _ = writeln!(
-        h,
-        "// data: {data}; flow: {}, {} layers{hidden}",
-        m.kind,
-        m.flow.layers.len()
-    );
-    // Layer list, wrapped.
-    let mut line = String::from("// layers:");
-    for (i, l) in m.flow.layers.iter().enumerate() {
-        let part = format!("{} {}", if i == 0 { "" } else { " →" }, l.describe());
-        if line.len() + part.len() > WIDTH && line.len() > 12 {
-            let _ = writeln!(h, "{line}");
-            line = String::from("//  ");
-        }
-        line.push_str(&part);
+    let flows = &m.model.flows;
+    if flows.len() > 1 {
+        let weights: Vec<String> = m.model.log_weights.iter().map(|w| format!("{:.3}", w.exp())).collect();
+        let _ = writeln!(
+            h,
+            "// data: {data}; a mixture of {} flows, weights {}",
+            flows.len(),
+            weights.join(", ")
+        );
     }
-    let _ = writeln!(h, "{line}");
+    for (k, flow) in flows.iter().enumerate() {
+        let hidden: BTreeSet<usize> = flow
+            .layers
+            .iter()
+            .filter_map(|l| net_shape(l, flow.dim))
+            .map(|s| s.hidden)
+            .collect();
+        let hidden = match hidden.len() {
+            0 => String::new(),
+            _ => format!(
+                ", hidden {}",
+                hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("/")
+            ),
+        };
+        if flows.len() > 1 {
+            let _ = writeln!(h, "// member {k}: {} layers{hidden}", flow.layers.len());
+        } else {
+            let _ = writeln!(
+                h,
+                "// data: {data}; flow: {}, {} layers{hidden}",
+                m.kind,
+                flow.layers.len()
+            );
+        }
+        // Layer list, wrapped.
+        let mut line = String::from("// layers:");
+        for (i, l) in flow.layers.iter().enumerate() {
+            let part = format!("{} {}", if i == 0 { "" } else { " →" }, l.describe());
+            if line.len() + part.len() > WIDTH && line.len() > 12 {
+                let _ = writeln!(h, "{line}");
+                line = String::from("//  ");
+            }
+            line.push_str(&part);
+        }
+        let _ = writeln!(h, "{line}");
+    }
     let nll = if p.history.is_empty() && p.val_nll == 0.0 {
         "n/a".to_string()
     } else {
@@ -793,28 +799,50 @@ fn item(out: &mut String, doc: &str, kw: &str, name: &str, ty: &str, value: &Nod
 
 /// Render the file with the built-in layout; returns it and the golden counts.
 fn render(m: &ModelFile, name: &str) -> Result<(String, usize, usize)> {
-    let d = m.flow.dim;
-    let items = m
-        .flow
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| layer_item(l, d).with_context(|| format!("layer {i} ({})", l.describe())))
-        .collect::<Result<Vec<_>>>()?;
-    if items.is_empty() {
-        bail!("the model has no layers");
+    let d = m.model.dim();
+    let mixture = m.model.flows.len() > 1;
+    let mut uses: BTreeSet<&str> = BTreeSet::from(["Flow"]);
+    if mixture {
+        uses.insert("Mixture");
     }
-    let standardises = matches!(m.flow.layers.first(), Some(Layer::ActNorm { frozen: true, .. }));
-
-    let mut uses: BTreeSet<&str> = items.iter().flat_map(|i| i.uses.iter().copied()).collect();
-    uses.insert("Flow");
+    // One (type, value) pair per member flow.
+    let mut members = Vec::new();
+    for (k, flow) in m.model.flows.iter().enumerate() {
+        let items = flow
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                layer_item(l, d).with_context(|| {
+                    let member = if mixture {
+                        format!("member {k}, ")
+                    } else {
+                        String::new()
+                    };
+                    format!("{member}layer {i} ({})", l.describe())
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if items.is_empty() {
+            bail!("the model has no layers");
+        }
+        uses.extend(items.iter().flat_map(|i| i.uses.iter().copied()));
+        let ty = nest(items.iter().map(|i| atom(i.ty.clone())).collect(), &tuple);
+        let value = nest(items.iter().map(|i| i.value.clone()).collect(), &tuple);
+        members.push((
+            list("Flow<", ">", vec![atom("DIM"), ty]),
+            list("Flow::new(", ")", vec![value]),
+        ));
+    }
+    let standardises = m
+        .model
+        .flows
+        .iter()
+        .all(|f| matches!(f.layers.first(), Some(Layer::ActNorm { frozen: true, .. })));
     let uses: Vec<&str> = uses.into_iter().collect();
 
-    let ty = nest(items.iter().map(|i| atom(i.ty.clone())).collect(), &tuple);
-    let value = nest(items.iter().map(|i| i.value.clone()).collect(), &tuple);
-
     let (gx, glp) = golden_inputs(m);
-    let gs = golden_samples(&m.flow, N_GOLDEN_SAMPLES);
+    let gs = golden_samples(&m.model, N_GOLDEN_SAMPLES);
 
     let mut s = header(m);
     s.push('\n');
@@ -844,29 +872,44 @@ fn render(m: &ModelFile, name: &str) -> Result<(String, usize, usize)> {
     item(&mut s, &mean_doc, "static", "MEAN", "[f32; DIM]", &floats(&m.mean));
     item(&mut s, &std_doc, "static", "STD", "[f32; DIM]", &floats(&m.std));
 
+    let n = members.len();
+    let (ty, value) = if mixture {
+        for (k, (ty, _)) in members.iter().enumerate() {
+            let _ = writeln!(s, "/// Member {k} of the mixture `Model`.");
+            let head = format!("pub type Member{k} = ");
+            s.push_str(&head);
+            ty.write(&mut s, 0, head.len(), 1);
+            s.push_str(";\n");
+        }
+        let tys = (0..n).map(|k| atom(format!("Member{k}"))).collect();
+        let values = members.into_iter().map(|(_, v)| v).collect();
+        (
+            list("Mixture<", ">", vec![atom("DIM"), atom(n.to_string()), tuple(tys)]),
+            list("Mixture::new(", ")", vec![floats(&m.model.log_weights), tuple(values)]),
+        )
+    } else {
+        members.pop().ok_or_else(|| anyhow::anyhow!("the model has no flows"))?
+    };
     s.push_str("/// The concrete model type.\n");
     let head = "pub type Model = ";
     s.push_str(head);
-    let ty = list("Flow<", ">", vec![atom("DIM"), ty]);
     ty.write(&mut s, 0, head.len(), 1);
     s.push_str(";\n");
 
+    let what = if mixture {
+        format!("The trained mixture of {n} flows (weights `exp(log_weights)`)")
+    } else {
+        "The trained flow".to_string()
+    };
     let model_doc = if standardises {
         format!(
-            "The trained flow. Its first layer standardises, so `{name}.log_prob(&x)` takes raw readings\n\
+            "{what}. Its first layer standardises, so `{name}.log_prob(&x)` takes raw readings\n\
              and returns log p(x) in nats in the data's own units."
         )
     } else {
-        format!("The trained flow: `{name}.log_prob(&x)` returns log p(x) in nats.")
+        format!("{what}: `{name}.log_prob(&x)` returns log p(x) in nats.")
     };
-    item(
-        &mut s,
-        &model_doc,
-        "static",
-        name,
-        "Model",
-        &list("Flow::new(", ")", vec![value]),
-    );
+    item(&mut s, &model_doc, "static", name, "Model", &value);
 
     let thr = m.threshold.as_ref().map_or(f32::INFINITY, |t| t.score);
     item(
@@ -910,7 +953,7 @@ fn render(m: &ModelFile, name: &str) -> Result<(String, usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Provenance, FORMAT, VERSION};
+    use crate::model::{DynFlow, Provenance, FORMAT, VERSION};
 
     /// A daphnet-sized model: 9 features, 8 MAF layers of 64 hidden units.
     fn big_model() -> ModelFile {
@@ -956,7 +999,7 @@ mod tests {
             features: (0..d).map(|i| format!("f{i}")).collect(),
             mean: vec![100.0; d],
             std: vec![20.0; d],
-            flow: DynFlow { dim: d, layers },
+            model: DynMixture::single(DynFlow { dim: d, layers }),
             threshold: None,
             provenance: Provenance::default(),
         }

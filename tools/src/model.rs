@@ -6,6 +6,9 @@
 //! layer is evaluated through the core's slice-level views (`ActNormRef`,
 //! `AffineCouplingRef`, `MafRef`, …), the very code the firmware runs, so the
 //! exported const-generic model computes bit-for-bit the same numbers.
+//!
+//! A model file holds a [`DynMixture`]: one flow, or a weighted mixture of
+//! flows (the core's `Mixture`), scored with the core's `log_sum_exp`.
 
 use anyhow::{bail, ensure, Context, Result};
 use flowmote::cnf::{ContinuousFlowRef, Solver};
@@ -21,8 +24,9 @@ use serde::{Deserialize, Serialize};
 
 /// Identifies model files written by this tool.
 pub const FORMAT: &str = "flowmote-model";
-/// Version of the model file layout; files of another version are refused.
-pub const VERSION: u32 = 1;
+/// Version of the model file layout. Version 1 files (one `flow`) are read
+/// as a one-member mixture; other versions are refused.
+pub const VERSION: u32 = 2;
 
 /// Hidden nonlinearity, as stored in model files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -421,6 +425,18 @@ impl Layer {
 }
 
 impl DynFlow {
+    /// The f32 numbers an export stores: trainable parameters plus the
+    /// scales and shifts of ActNorm layers.
+    pub fn stored_floats(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| match l {
+                Layer::ActNorm { .. } => 2 * self.dim,
+                l => l.params().len(),
+            })
+            .sum()
+    }
+
     /// Check sizes, permutations and finiteness of every parameter.
     pub fn validate(&self) -> Result<()> {
         let d = self.dim;
@@ -728,6 +744,140 @@ pub struct Provenance {
     pub history: Vec<Epoch>,
 }
 
+/// A model's density: one flow (`log_weights == [0.0]`), or the mixture
+/// `p(x) = Σₖ exp(log_weights[k]) · pₖ(x)` of flows of the same dimension —
+/// the host side of the core's `Mixture` (one flow exports as a plain `Flow`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DynMixture {
+    /// `ln wₖ` of every member; `Σ exp = 1`.
+    pub log_weights: Vec<f32>,
+    /// The members.
+    pub flows: Vec<DynFlow>,
+}
+
+/// Reusable buffers for [`DynMixture`] evaluation: one [`Workspace`] per
+/// member and the members' log-densities.
+#[derive(Debug, Default, Clone)]
+pub struct MixWorkspace {
+    members: Vec<Workspace>,
+    lps: Vec<f32>,
+}
+
+impl DynMixture {
+    /// Most members a mixture may have (the core's `Components` tuples).
+    pub const MAX_MEMBERS: usize = 8;
+
+    /// A one-flow model.
+    pub fn single(flow: DynFlow) -> Self {
+        DynMixture {
+            log_weights: vec![0.0],
+            flows: vec![flow],
+        }
+    }
+
+    /// The only flow, when there is exactly one member.
+    pub fn as_single(&self) -> Option<&DynFlow> {
+        match self.flows.as_slice() {
+            [f] => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Dimension of the data.
+    pub fn dim(&self) -> usize {
+        self.flows.first().map_or(0, |f| f.dim)
+    }
+
+    /// The f32 numbers an export stores: every member's
+    /// [`DynFlow::stored_floats`] and, for a mixture, its weights.
+    pub fn stored_floats(&self) -> usize {
+        let w = if self.flows.len() > 1 { self.flows.len() } else { 0 };
+        self.flows.iter().map(DynFlow::stored_floats).sum::<usize>() + w
+    }
+
+    /// Buffers for [`DynMixture::log_prob`] and sampling.
+    pub fn workspace(&self) -> MixWorkspace {
+        MixWorkspace {
+            members: self.flows.iter().map(Workspace::new).collect(),
+            lps: vec![0.0; self.flows.len()],
+        }
+    }
+
+    /// Check every member, equal dimensions, and weights that are finite and
+    /// sum to 1.
+    pub fn validate(&self) -> Result<()> {
+        let n = self.flows.len();
+        ensure!(
+            (1..=Self::MAX_MEMBERS).contains(&n),
+            "a model holds 1 to {} flows, not {n}",
+            Self::MAX_MEMBERS
+        );
+        ensure!(
+            self.log_weights.len() == n,
+            "{} mixture weights for {n} flows",
+            self.log_weights.len()
+        );
+        ensure!(
+            self.log_weights.iter().all(|w| w.is_finite()),
+            "non-finite mixture weight"
+        );
+        let total: f64 = self.log_weights.iter().map(|w| (*w as f64).exp()).sum();
+        ensure!((total - 1.0).abs() < 1e-4, "mixture weights sum to {total}, not 1");
+        let d = self.dim();
+        for (k, f) in self.flows.iter().enumerate() {
+            ensure!(f.dim == d, "mixture member {k} has dimension {}, not {d}", f.dim);
+            f.validate().with_context(|| format!("mixture member {k}"))?;
+        }
+        Ok(())
+    }
+
+    /// Exact `log p(x)`, computed as the core's `Flow::log_prob` (one member)
+    /// or `Mixture::log_prob` does.
+    pub fn log_prob(&self, x: &[f32], ws: &mut MixWorkspace) -> Result<f32, Error> {
+        if let (Some(f), Some(w)) = (self.as_single(), ws.members.first_mut()) {
+            return f.log_prob(x, w);
+        }
+        flowmote::error::check_finite(x)?;
+        for ((f, w), lp) in self.flows.iter().zip(&mut ws.members).zip(&mut ws.lps) {
+            *lp = f.log_prob(x, w)?;
+        }
+        let lp = flowmote::mixture::log_sum_exp(&self.log_weights, &ws.lps);
+        if lp.is_finite() {
+            Ok(lp)
+        } else {
+            Err(Error::Overflow)
+        }
+    }
+
+    /// One sample, drawing exactly as the exported model's `sample` does
+    /// (one member: `Flow::sample`; more: `Mixture::sample`).
+    pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R, ws: &mut MixWorkspace) -> Result<Vec<f32>, Error> {
+        let k = if self.flows.len() > 1 {
+            flowmote::mixture::pick(&self.log_weights, rng.next_u32()).min(self.flows.len() - 1)
+        } else {
+            0
+        };
+        match (self.flows.get(k), ws.members.get_mut(k)) {
+            (Some(f), Some(w)) => f.sample_with_log_prob(rng, w).map(|(x, _)| x),
+            _ => Err(Error::OutOfDomain),
+        }
+    }
+
+    /// One sample and its `log p` under the whole model.
+    pub fn sample_with_log_prob<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        ws: &mut MixWorkspace,
+    ) -> Result<(Vec<f32>, f32), Error> {
+        if let (Some(f), Some(w)) = (self.as_single(), ws.members.first_mut()) {
+            return f.sample_with_log_prob(rng, w);
+        }
+        let x = self.sample(rng, ws)?;
+        let lp = self.log_prob(&x, ws)?;
+        Ok((x, lp))
+    }
+}
+
 /// Everything `model.json` holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelFile {
@@ -737,7 +887,7 @@ pub struct ModelFile {
     pub version: u32,
     /// Version of the tool that wrote it.
     pub tool_version: String,
-    /// Flow family (`maf`, `coupling`, `cnf`, …).
+    /// Flow family (`maf`, `coupling`, `cnf`, …; `mixture` for several flows).
     pub kind: String,
     /// Feature (column) names, in order.
     pub features: Vec<String>,
@@ -745,8 +895,9 @@ pub struct ModelFile {
     pub mean: Vec<f32>,
     /// Per-feature training standard deviation (folded into the first layer).
     pub std: Vec<f32>,
-    /// The flow, standardisation included: `log_prob` takes raw rows.
-    pub flow: DynFlow,
+    /// The density (each flow includes the standardisation, so `log_prob`
+    /// takes raw rows).
+    pub model: DynMixture,
     /// Anomaly threshold, once calibrated.
     pub threshold: Option<Threshold>,
     /// Provenance and training history.
@@ -767,12 +918,25 @@ impl ModelFile {
         );
         let version = head.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
         ensure!(
-            version == VERSION as u64,
-            "{} is model format version {version}; this build of flowmote reads version {VERSION} — re-train or use the matching tool",
+            version == 1 || version == VERSION as u64,
+            "{} is model format version {version}; this build of flowmote reads versions 1 and {VERSION} — re-train or use the matching tool",
             path.display()
         );
+        let mut head = head;
+        if version == 1 {
+            // Version 1 held one `flow`: it is a one-member mixture.
+            if let Some(obj) = head.as_object_mut() {
+                if let Some(flow) = obj.remove("flow") {
+                    obj.insert(
+                        "model".into(),
+                        serde_json::json!({ "log_weights": [0.0], "flows": [flow] }),
+                    );
+                }
+                obj.insert("version".into(), VERSION.into());
+            }
+        }
         let m: ModelFile =
-            serde_json::from_str(&text).with_context(|| format!("{}: malformed model file", path.display()))?;
+            serde_json::from_value(head).with_context(|| format!("{}: malformed model file", path.display()))?;
         m.validate()
             .with_context(|| format!("{}: invalid model", path.display()))?;
         Ok(m)
@@ -780,7 +944,8 @@ impl ModelFile {
 
     /// Consistency checks shared by `load` and `save`.
     pub fn validate(&self) -> Result<()> {
-        let d = self.flow.dim;
+        self.model.validate()?;
+        let d = self.model.dim();
         ensure!(
             self.features.len() == d && self.mean.len() == d && self.std.len() == d,
             "feature names, mean and std must all have {d} entries"
@@ -792,7 +957,7 @@ impl ModelFile {
         if let Some(t) = &self.threshold {
             ensure!(!t.score.is_nan(), "threshold is NaN");
         }
-        self.flow.validate()
+        Ok(())
     }
 
     /// Write atomically (temporary file + rename): a failure leaves no partial file.

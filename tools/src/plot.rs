@@ -15,7 +15,7 @@
 //! detector flags them.
 use crate::data::{load_for_model, Dataset};
 use crate::metrics::{auroc, quantile_sorted};
-use crate::model::{DynFlow, ModelFile, Workspace};
+use crate::model::{DynMixture, ModelFile};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args;
 use plotters::prelude::*;
@@ -100,13 +100,13 @@ pub fn plot_all(model: &ModelFile, data: Option<&Dataset>, out_dir: &Path, opts:
         plot_training(model, &p)?;
         written.push(p);
     }
-    if model.flow.dim == 2 {
+    if model.model.dim() == 2 {
         let p = out_dir.join("density.png");
         plot_density(model, data, &p, opts)?;
         written.push(p);
     }
     if let Some(t) = data {
-        let scores = scores(&model.flow, &t.rows);
+        let scores = scores(&model.model, &t.rows);
         let p = out_dir.join("scores.png");
         plot_scores(model, t, &scores, &p)?;
         written.push(p);
@@ -124,9 +124,9 @@ pub fn plot_all(model: &ModelFile, data: Option<&Dataset>, out_dir: &Path, opts:
 }
 
 /// `−log p(x)` per row; `None` where the model refuses the row.
-pub fn scores(flow: &DynFlow, rows: &[Vec<f32>]) -> Vec<Option<f32>> {
+pub fn scores(model: &DynMixture, rows: &[Vec<f32>]) -> Vec<Option<f32>> {
     rows.par_iter()
-        .map_init(|| Workspace::new(flow), |ws, x| flow.log_prob(x, ws).ok().map(|lp| -lp))
+        .map_init(|| model.workspace(), |ws, x| model.log_prob(x, ws).ok().map(|lp| -lp))
         .collect()
 }
 
@@ -340,9 +340,9 @@ pub fn plot_training(model: &ModelFile, path: &Path) -> Result<()> {
 
 /// Heat map of `log p(x)` of a 2-D model, model samples and data points.
 pub fn plot_density(model: &ModelFile, data: Option<&Dataset>, path: &Path, opts: &PlotOptions) -> Result<()> {
-    let flow = &model.flow;
-    ensure!(flow.dim == 2, "the density plot needs a 2-D model");
-    let mut ws = Workspace::new(flow);
+    let flow = &model.model;
+    ensure!(flow.dim() == 2, "the density plot needs a 2-D model");
+    let mut ws = flow.workspace();
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(42);
     let samples: Vec<(f64, f64)> = (0..opts.samples)
         .filter_map(|_| flow.sample_with_log_prob(&mut rng, &mut ws).ok())
@@ -378,7 +378,7 @@ pub fn plot_density(model: &ModelFile, data: Option<&Dataset>, path: &Path, opts
     let grid: Vec<Option<f64>> = (0..n * n)
         .into_par_iter()
         .map_init(
-            || Workspace::new(flow),
+            || flow.workspace(),
             |ws, k| {
                 let (i, j) = (k % n, k / n);
                 let x = [(x0 + (i as f64 + 0.5) * dx) as f32, (y0 + (j as f64 + 0.5) * dy) as f32];
@@ -734,7 +734,7 @@ mod tests {
             features: vec!["speed".into(), "tilt".into()],
             mean,
             std,
-            flow: DynFlow { dim: 2, layers },
+            model: DynMixture::single(crate::model::DynFlow { dim: 2, layers }),
             threshold: Some(Threshold {
                 score: 5.5,
                 false_alarm_rate: 0.01,
@@ -752,11 +752,11 @@ mod tests {
     /// Model samples (normal) and wide uniform rows (anomalous), labelled.
     fn table(m: &ModelFile) -> Dataset {
         let mut r = Xoshiro128PlusPlus::seed_from_u64(11);
-        let mut ws = Workspace::new(&m.flow);
+        let mut ws = m.model.workspace();
         let mut rows = Vec::new();
         let mut labels = Vec::new();
         for _ in 0..1500 {
-            rows.push(m.flow.sample_with_log_prob(&mut r, &mut ws).unwrap().0);
+            rows.push(m.model.sample(&mut r, &mut ws).unwrap());
             labels.push(false);
         }
         for _ in 0..150 {
@@ -844,7 +844,7 @@ mod tests {
         assert_eq!(t.labels, Some(vec![false, true]));
         // An unreadable cell makes the row unscorable, not the file unplottable.
         let m = model();
-        let sc = scores(&m.flow, &t.rows);
+        let sc = scores(&m.model, &t.rows);
         assert!(sc[0].is_some() && sc[1].is_none());
         std::fs::remove_dir_all(&dir).ok();
     }

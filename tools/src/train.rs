@@ -18,7 +18,9 @@
 //! summed in chunk order, so the result does not depend on the thread count.
 
 use crate::data::Dataset;
-use crate::model::{Act, DynFlow, Epoch, Layer, ModelFile, Net, Provenance, SolverKind, Workspace, FORMAT, VERSION};
+use crate::model::{
+    Act, DynFlow, DynMixture, Epoch, Layer, ModelFile, Net, Provenance, SolverKind, Workspace, FORMAT, VERSION,
+};
 use anyhow::{bail, ensure, Result};
 use flowmote::cnf::ContinuousFlowRef;
 use flowmote::maf::made_mask_params;
@@ -114,6 +116,9 @@ pub struct TrainConfig {
     pub val_split: ValSplit,
     /// Start with a trainable whitening LU layer after the standardisation.
     pub whiten: bool,
+    /// After a search, keep a weighted mixture of the candidates when it has
+    /// the lower validation NLL ([`stack`]).
+    pub mixture: bool,
     /// Largest model (trainable and fixed parameters, i.e. f32 weights in
     /// flash) the search may keep; `None`: no limit.
     pub max_params: Option<usize>,
@@ -153,6 +158,7 @@ impl Default for TrainConfig {
             seed: 0,
             val_split: ValSplit::Last,
             whiten: true,
+            mixture: true,
             max_params: None,
             dequantize: true,
             noise: None,
@@ -669,6 +675,8 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
     };
     let mut best: Option<(ModelFile, TrainSummary, TrainConfig)> = None;
     let mut tried = Vec::new();
+    // Every trained candidate: its number in `tried` (0-based) and model.
+    let mut trained: Vec<(usize, ModelFile)> = Vec::new();
     let mut run = |c: TrainConfig, best: &mut Option<(ModelFile, TrainSummary, TrainConfig)>| -> Result<bool> {
         if let Some(max) = cfg.max_params {
             let (layers, hidden, n) = candidate_size(ds, &c)?;
@@ -710,6 +718,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
                 if better { "  ← best so far" } else { "" }
             );
         }
+        trained.push((tried.len() - 1, m.clone()));
         if better {
             *best = Some((m, s, c));
         }
@@ -774,11 +783,153 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
         )?;
     }
     let (mut m, mut s, _) = best.expect("at least one candidate");
+    if cfg.mixture && trained.len() > 1 {
+        if let Some(st) = stack(&trained, &s.validation, s.best_val_nll, cfg.max_params) {
+            if progress {
+                eprintln!(
+                    "stacked: a mixture of {} candidates ({}) has validation NLL {:.3} (best single {:.3}); kept",
+                    st.members.len(),
+                    st.members
+                        .iter()
+                        .map(|(i, w)| format!("{} × {w:.2}", i + 1))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    st.val_nll,
+                    s.best_val_nll
+                );
+            }
+            let members: Vec<serde_json::Value> = st
+                .members
+                .iter()
+                .map(|&(i, w)| {
+                    let mut t = tried[i].clone();
+                    t["candidate"] = (i + 1).into();
+                    t["weight"] = w.into();
+                    t
+                })
+                .collect();
+            m.provenance.settings["mixture"] = serde_json::Value::Array(members);
+            m.provenance.val_nll = st.val_nll;
+            m.kind = "mixture".into();
+            s.best_val_nll = st.val_nll;
+            s.parameters = st.model.stored_floats();
+            m.model = st.model;
+        } else if progress {
+            eprintln!("stacked: no mixture of the candidates beats the best single one on validation");
+        }
+    }
     if tried.len() > 1 {
         m.provenance.settings["search"] = serde_json::Value::Array(tried);
         s.seconds = start.elapsed().as_secs_f64();
     }
     Ok((m, s))
+}
+
+/// The outcome of [`stack`].
+#[derive(Debug)]
+pub struct Stacked {
+    /// The mixture.
+    pub model: DynMixture,
+    /// `(candidate index, weight)` of every member, in model order.
+    pub members: Vec<(usize, f64)>,
+    /// Validation NLL of the mixture as stored (f32 weights), nats/row.
+    pub val_nll: f64,
+}
+
+/// Weights below this are dropped from a stacked mixture (the rest refitted).
+pub const MIN_MIXTURE_WEIGHT: f64 = 0.01;
+
+/// Stacking (Smyth & Wolpert, 1999): the mixture `Σₖ wₖ pₖ` of the trained
+/// `candidates` (`(index, model)`, each a single flow) whose weights maximise
+/// the likelihood of the `validation` rows (EM on the members' fixed
+/// densities). Members below [`MIN_MIXTURE_WEIGHT`], members that cannot
+/// score every validation row, and — smallest weight first — members that
+/// would take the mixture over `max_params` stored numbers are dropped, the
+/// rest refitted. Returns the mixture only if it has at least two members and
+/// its validation NLL plus an AIC-style penalty for the fitted weights,
+/// `(k − 1)/n` nats per row, is below `best_single` (the search's winner).
+pub fn stack(
+    candidates: &[(usize, ModelFile)],
+    validation: &[Vec<f32>],
+    best_single: f64,
+    max_params: Option<usize>,
+) -> Option<Stacked> {
+    let n = validation.len();
+    if n == 0 || !best_single.is_finite() {
+        return None;
+    }
+    // Members' log-densities on the validation rows; drop any that fail.
+    let mut pool: Vec<(usize, &DynFlow, Vec<f64>)> = candidates
+        .iter()
+        .filter_map(|(i, m)| {
+            let f = m.model.as_single()?;
+            let lps: Vec<Option<f64>> = validation
+                .par_iter()
+                .map_init(|| Workspace::new(f), |ws, x| f.log_prob(x, ws).ok().map(f64::from))
+                .collect();
+            let lps: Option<Vec<f64>> = lps.into_iter().collect();
+            Some((*i, f, lps?))
+        })
+        .collect();
+    let fit = |pool: &[(usize, &DynFlow, Vec<f64>)]| -> Vec<f64> {
+        let k = pool.len();
+        let mut w = vec![1.0 / k as f64; k];
+        let mut r = vec![0.0; k];
+        for _ in 0..1000 {
+            let mut next = vec![0.0; k];
+            for row in 0..n {
+                let mut top = f64::NEG_INFINITY;
+                for (j, (_, _, lp)) in pool.iter().enumerate() {
+                    r[j] = w[j].ln() + lp[row];
+                    top = top.max(r[j]);
+                }
+                let tot: f64 = r.iter().map(|v| (v - top).exp()).sum();
+                for j in 0..k {
+                    next[j] += (r[j] - top).exp() / tot / n as f64;
+                }
+            }
+            let change = next.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            w = next;
+            if change < 1e-9 {
+                break;
+            }
+        }
+        w
+    };
+    let size = |pool: &[(usize, &DynFlow, Vec<f64>)]| -> usize {
+        pool.iter().map(|(_, f, _)| f.stored_floats()).sum::<usize>() + pool.len()
+    };
+    let mut w = fit(&pool);
+    loop {
+        let (j, wmin) = w.iter().copied().enumerate().min_by(|a, b| a.1.total_cmp(&b.1))?;
+        let too_big = max_params.is_some_and(|max| size(&pool) > max);
+        if pool.len() > 1 && (wmin < MIN_MIXTURE_WEIGHT || too_big || pool.len() > DynMixture::MAX_MEMBERS) {
+            pool.remove(j);
+            w = fit(&pool);
+        } else {
+            break;
+        }
+    }
+    if pool.len() < 2 {
+        return None;
+    }
+    let total: f64 = w.iter().sum();
+    let model = DynMixture {
+        log_weights: w.iter().map(|v| (v / total).ln() as f32).collect(),
+        flows: pool.iter().map(|(_, f, _)| (*f).clone()).collect(),
+    };
+    // The validation NLL the stored (f32) mixture gives, as the device computes it.
+    let lps: Vec<Option<f64>> = validation
+        .par_iter()
+        .map_init(|| model.workspace(), |ws, x| model.log_prob(x, ws).ok().map(f64::from))
+        .collect();
+    let val_nll = -lps.iter().map(|v| v.unwrap_or(f64::NEG_INFINITY)).sum::<f64>() / n as f64;
+    let penalty = (pool.len() - 1) as f64 / n as f64;
+    (val_nll.is_finite() && val_nll + penalty < best_single).then(|| Stacked {
+        members: pool.iter().zip(&w).map(|((i, _, _), w)| (*i, w / total)).collect(),
+        model,
+        val_nll,
+    })
 }
 
 fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
@@ -1086,7 +1237,7 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
         features: ds.features.clone(),
         mean,
         std,
-        flow,
+        model: DynMixture::single(flow),
         threshold: None,
         provenance: Provenance {
             data_file: ds.path.clone(),

@@ -139,7 +139,10 @@ fn main() {
     let dynamic = get("--model").map(|p| {
         // A model file of `flowmote train`, or a bare `DynFlow` (flowmote-fit --save).
         let (flow, mean, std) = match ModelFile::load(p.as_ref()) {
-            Ok(m) => (m.flow, m.mean, m.std),
+            Ok(m) => match m.model.as_single() {
+                Some(f) => (f.clone(), m.mean, m.std),
+                None => panic!("{p}: timing a mixture of flows is not supported; time its members"),
+            },
             Err(e) => {
                 let text = std::fs::read_to_string(&p).unwrap_or_else(|_| panic!("loading {p}: {e:#}"));
                 let f: DynFlow = serde_json::from_str(&text).unwrap_or_else(|_| panic!("loading {p}: {e:#}"));

@@ -9,8 +9,9 @@
 //!    against `GOLDEN_LOG_PROBS`;
 //! 2. NaN/Inf input gives `Verdict::Invalid` and leaves later scores intact;
 //! 3. the first `GOLDEN_SAMPLES` drawn by `Synthetic` with `GOLDEN_SEED`;
-//!    the same two checks for `host-tests/tests/generated/extended.rs`, an
-//!    export with spline coupling, autoregressive spline and CNF layers;
+//!    the same two checks for `host-tests/tests/generated/extended.rs`, a
+//!    mixture of two flows (whitening LU, spline coupling, autoregressive
+//!    spline and CNF layers; a small MAF);
 //! 4. the whole monitor (emulated LIS3DH → windows → score → k-of-n → pin)
 //!    with a garbage frame and a bus error injected: both reported, the
 //!    monitor keeps running;
@@ -28,7 +29,7 @@ use core::hint::black_box;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
-use flowmote::{Bijector, Flow};
+use flowmote::Density;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
 use flowmote_firmware::sim::{EmulatedLis3dh, Fault, RecordingPin};
 use flowmote_firmware::{close, Alarm, AxisMeans, Detector, Event, KOfN, Lis3dh, Monitor, Synthetic, Verdict};
@@ -202,18 +203,19 @@ fn rel_err(got: f32, expected: f32) -> f32 {
     (got - expected).abs() / expected.abs().max(flowmote_firmware::GOLDEN_ABS_FLOOR)
 }
 
-/// Draw `expected.len()` samples of `flow` through the synthetic source seeded
-/// with `seed` and compare them with the host's; returns the number of
-/// mismatches and raises `worst` to the worst relative error seen.
-fn check_samples<const D: usize, L: Bijector<D>>(
-    flow: &Flow<D, L>,
+/// Draw `expected.len()` samples of `model` (a flow or a mixture) through the
+/// synthetic source seeded with `seed` and compare them with the host's;
+/// returns the number of mismatches and raises `worst` to the worst relative
+/// error seen.
+fn check_samples<const D: usize, M: Density<D>>(
+    model: &M,
     seed: u64,
     expected: &[[f32; D]],
     label: &str,
     worst: &mut f32,
 ) -> u32 {
     let mut failures = 0;
-    let mut synth = Synthetic::new(flow, seed);
+    let mut synth = Synthetic::new(model, seed);
     for (i, expected) in expected.iter().enumerate() {
         match synth.next_features() {
             Ok(x) => {

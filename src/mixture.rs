@@ -1,0 +1,215 @@
+//! Densities, and weighted mixtures of flows.
+//!
+//! [`Density`] is what scoring and sampling need from a model: `log p(x)` and
+//! a draw. A [`Flow`] is one; so is a [`Mixture`]
+//! `p(x) = Σₖ wₖ pₖ(x)` of up to eight densities (usually flows of different
+//! families or sizes), each statically dispatched and constructible in a
+//! `static`.
+//!
+//! A mixture of flows fitted to the same data is still an exact, normalised
+//! density (`Σₖ wₖ = 1`), and it is often better than its best member: the
+//! members make different errors, and the weights (fitted on held-out rows by
+//! the trainer, "stacking") trust each one where it is good. It costs the sum
+//! of the members' flash and cycles.
+//!
+//! ```
+//! use flowmote::mixture::{Density, Mixture};
+//! use flowmote::{ActNorm, Flow};
+//!
+//! // N(−2, 1) and N(2, 1), weights ¼ and ¾ (stored as natural logs).
+//! static MODEL: Mixture<1, 2, (Flow<1, (ActNorm<1>,)>, Flow<1, (ActNorm<1>,)>)> = Mixture::new(
+//!     [-core::f32::consts::LN_2 * 2.0, -0.287_682_08],
+//!     (Flow::new((ActNorm::new([0.0], [2.0]),)), Flow::new((ActNorm::new([0.0], [-2.0]),))),
+//! );
+//! let lp = MODEL.log_prob(&[2.0]).unwrap();
+//! let n = |d: f32| (-0.5 * d * d).exp() / (2.0 * core::f32::consts::PI).sqrt();
+//! assert!((lp - (0.25 * n(4.0) + 0.75 * n(0.0)).ln()).abs() < 1e-5);
+//! assert!(MODEL.log_prob(&[f32::NAN]).is_err());
+//! ```
+
+use crate::error::check_finite;
+use crate::{Bijector, Error, Flow};
+use rand_core::Rng;
+
+/// A probability density on `[f32; D]` that can be scored and sampled.
+///
+/// Implemented by [`Flow`] and [`Mixture`]; the anomaly
+/// [`Detector`](crate::Detector) takes any `Density`.
+pub trait Density<const D: usize> {
+    /// Exact `log p(x)` in nats. Never panics: NaN/Inf input, input outside
+    /// the model's domain and overflow come back as an [`Error`].
+    fn log_prob(&self, x: &[f32; D]) -> Result<f32, Error>;
+
+    /// Draw one sample together with its `log p(x)`.
+    fn sample_with_log_prob<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<([f32; D], f32), Error>;
+
+    /// Draw one sample.
+    fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<[f32; D], Error> {
+        self.sample_with_log_prob(rng).map(|(x, _)| x)
+    }
+}
+
+impl<const D: usize, L: Bijector<D>> Density<D> for Flow<D, L> {
+    #[inline(always)]
+    fn log_prob(&self, x: &[f32; D]) -> Result<f32, Error> {
+        Flow::log_prob(self, x)
+    }
+
+    fn sample_with_log_prob<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<([f32; D], f32), Error> {
+        Flow::sample_with_log_prob(self, rng)
+    }
+
+    fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<[f32; D], Error> {
+        Flow::sample(self, rng)
+    }
+}
+
+/// The members of a [`Mixture`] with `M` components: implemented for tuples
+/// of 1 to 8 [`Density`] types (so `M` is checked by the type system).
+pub trait Components<const D: usize, const M: usize> {
+    /// `log pₖ(x)` of every member, in order. The first error is returned.
+    fn log_probs(&self, x: &[f32; D], out: &mut [f32; M]) -> Result<(), Error>;
+
+    /// One sample of member `k` (the last member for `k ≥ M`).
+    fn sample_member<R: Rng + ?Sized>(&self, k: usize, rng: &mut R) -> Result<[f32; D], Error>;
+}
+
+macro_rules! tuple_components {
+    ($($m:literal: ($($name:ident $idx:tt),+) last $last:tt;)+) => {$(
+        impl<const D: usize, $($name: Density<D>),+> Components<D, $m> for ($($name,)+) {
+            #[inline(always)]
+            fn log_probs(&self, x: &[f32; D], out: &mut [f32; $m]) -> Result<(), Error> {
+                $( out[$idx] = self.$idx.log_prob(x)?; )+
+                Ok(())
+            }
+
+            fn sample_member<R: Rng + ?Sized>(&self, k: usize, rng: &mut R) -> Result<[f32; D], Error> {
+                $( if k == $idx { return self.$idx.sample(rng); } )+
+                self.$last.sample(rng)
+            }
+        }
+    )+};
+}
+
+tuple_components! {
+    1: (A 0) last 0;
+    2: (A 0, B 1) last 1;
+    3: (A 0, B 1, C 2) last 2;
+    4: (A 0, B 1, C 2, E 3) last 3;
+    5: (A 0, B 1, C 2, E 3, F 4) last 4;
+    6: (A 0, B 1, C 2, E 3, F 4, G 5) last 5;
+    7: (A 0, B 1, C 2, E 3, F 4, G 5, H 6) last 6;
+    8: (A 0, B 1, C 2, E 3, F 4, G 5, H 6, I 7) last 7;
+}
+
+/// `ln Σₖ exp(log_weights[k] + log_probs[k])`, computed stably (the largest
+/// term factored out). Pairs beyond the shorter slice are ignored; an empty
+/// input gives `−∞`. This is the one implementation the host tools use too.
+#[inline]
+pub fn log_sum_exp(log_weights: &[f32], log_probs: &[f32]) -> f32 {
+    let mut m = f32::NEG_INFINITY;
+    for (w, p) in log_weights.iter().zip(log_probs) {
+        let t = w + p;
+        if t > m {
+            m = t;
+        }
+    }
+    if !m.is_finite() {
+        return m;
+    }
+    let mut s = 0.0f32;
+    for (w, p) in log_weights.iter().zip(log_probs) {
+        s += libm::expf(w + p - m);
+    }
+    m + libm::logf(s)
+}
+
+/// The member a uniform 32-bit word `u` selects: the first `k` whose
+/// cumulative weight `Σ_{j≤k} exp(log_weights[j])` exceeds `u / 2³²`
+/// (the last member if rounding leaves `u` beyond the total).
+#[inline]
+pub fn pick(log_weights: &[f32], u: u32) -> usize {
+    let t = (u >> 8) as f32 * (1.0 / 16_777_216.0);
+    let mut cum = 0.0f32;
+    for (k, w) in log_weights.iter().enumerate() {
+        cum += libm::expf(*w);
+        if t < cum {
+            return k;
+        }
+    }
+    log_weights.len().saturating_sub(1)
+}
+
+/// A weighted mixture `p(x) = Σₖ exp(log_weights[k]) · pₖ(x)` of `M` densities.
+///
+/// The weights are stored as natural logs and must sum (after `exp`) to 1 for
+/// `p` to be normalised; the trainer writes them that way and
+/// [`Mixture::weights_sum`] checks it. Constructible in a `static`.
+#[derive(Clone, Debug)]
+pub struct Mixture<const D: usize, const M: usize, C> {
+    /// `ln wₖ` of every member.
+    pub log_weights: [f32; M],
+    /// The members, usually a tuple of [`Flow`]s.
+    pub components: C,
+}
+
+impl<const D: usize, const M: usize, C: Components<D, M>> Mixture<D, M, C> {
+    /// A mixture of `components` with weights `exp(log_weights)`.
+    pub const fn new(log_weights: [f32; M], components: C) -> Self {
+        Mixture {
+            log_weights,
+            components,
+        }
+    }
+
+    /// `Σₖ exp(log_weights[k])`: 1 up to rounding for a normalised mixture.
+    pub fn weights_sum(&self) -> f32 {
+        self.log_weights.iter().map(|w| libm::expf(*w)).sum()
+    }
+
+    /// Exact `log p(x)` in nats: every member is scored, and the first error
+    /// of any member is returned (a row one member cannot score is not
+    /// silently scored by the others). Never panics.
+    #[inline(always)]
+    pub fn log_prob(&self, x: &[f32; D]) -> Result<f32, Error> {
+        check_finite(x)?;
+        let mut lps = [0.0f32; M];
+        self.components.log_probs(x, &mut lps)?;
+        let lp = log_sum_exp(&self.log_weights, &lps);
+        if lp.is_finite() {
+            Ok(lp)
+        } else {
+            Err(Error::Overflow)
+        }
+    }
+
+    /// Draw one sample: one 32-bit word picks the member ([`pick`]), then
+    /// that member draws `x`.
+    pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<[f32; D], Error> {
+        let k = pick(&self.log_weights, rng.next_u32());
+        self.components.sample_member(k, rng)
+    }
+
+    /// Draw one sample as [`Mixture::sample`] does, and score it with the
+    /// mixture (every member evaluates `x`).
+    pub fn sample_with_log_prob<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<([f32; D], f32), Error> {
+        let x = self.sample(rng)?;
+        let lp = self.log_prob(&x)?;
+        Ok((x, lp))
+    }
+}
+
+impl<const D: usize, const M: usize, C: Components<D, M>> Density<D> for Mixture<D, M, C> {
+    #[inline(always)]
+    fn log_prob(&self, x: &[f32; D]) -> Result<f32, Error> {
+        Mixture::log_prob(self, x)
+    }
+
+    fn sample_with_log_prob<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<([f32; D], f32), Error> {
+        Mixture::sample_with_log_prob(self, rng)
+    }
+
+    fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<[f32; D], Error> {
+        Mixture::sample(self, rng)
+    }
+}
