@@ -67,7 +67,9 @@ impl<const D: usize, L: Bijector<D>> Density<D> for Flow<D, L> {
 /// The members of a [`Mixture`] with `M` components: implemented for tuples
 /// of 1 to 8 [`Density`] types (so `M` is checked by the type system).
 pub trait Components<const D: usize, const M: usize> {
-    /// `log pₖ(x)` of every member, in order. The first error is returned.
+    /// `log pₖ(x)` of every member, in order: `−∞` for a member whose
+    /// domain `x` is outside ([`Error::OutOfDomain`]: its density there is
+    /// 0); any other error is returned.
     fn log_probs(&self, x: &[f32; D], out: &mut [f32; M]) -> Result<(), Error>;
 
     /// One sample of member `k` (the last member for `k ≥ M`).
@@ -79,7 +81,13 @@ macro_rules! tuple_components {
         impl<const D: usize, $($name: Density<D>),+> Components<D, $m> for ($($name,)+) {
             #[inline(always)]
             fn log_probs(&self, x: &[f32; D], out: &mut [f32; $m]) -> Result<(), Error> {
-                $( out[$idx] = self.$idx.log_prob(x)?; )+
+                $(
+                    out[$idx] = match self.$idx.log_prob(x) {
+                        Ok(lp) => lp,
+                        Err(Error::OutOfDomain) => f32::NEG_INFINITY,
+                        Err(e) => return Err(e),
+                    };
+                )+
                 Ok(())
             }
 
@@ -167,9 +175,11 @@ impl<const D: usize, const M: usize, C: Components<D, M>> Mixture<D, M, C> {
         self.log_weights.iter().map(|w| libm::expf(*w)).sum()
     }
 
-    /// Exact `log p(x)` in nats: every member is scored, and the first error
-    /// of any member is returned (a row one member cannot score is not
-    /// silently scored by the others). Never panics.
+    /// Exact `log p(x)` in nats. Every member is scored; a member whose
+    /// domain excludes `x` contributes density 0, and if every member's does,
+    /// the result is [`Error::OutOfDomain`]. Any other member error
+    /// (overflow) is returned as is: a row one member cannot score is not
+    /// silently scored by the others. Never panics.
     #[inline(always)]
     pub fn log_prob(&self, x: &[f32; D]) -> Result<f32, Error> {
         check_finite(x)?;
@@ -178,6 +188,8 @@ impl<const D: usize, const M: usize, C: Components<D, M>> Mixture<D, M, C> {
         let lp = log_sum_exp(&self.log_weights, &lps);
         if lp.is_finite() {
             Ok(lp)
+        } else if lp == f32::NEG_INFINITY {
+            Err(Error::OutOfDomain)
         } else {
             Err(Error::Overflow)
         }

@@ -1,14 +1,18 @@
 //! Whole flows: densities that integrate to one, samples that follow the
 //! density, sampling determinism, and bad input (errors, never panics).
 
-use flowmote::{ActNorm, Activation, AffineCoupling, Bijector, Error, Flow, Logit, Maf, Permutation, Reverse, Sigmoid};
+use flowmote::mixture::{log_sum_exp, pick};
+use flowmote::{
+    ActNorm, Activation, AffineCoupling, Bijector, Density, Error, Flow, Logit, Maf, Mixture, Permutation, Reverse,
+    Sigmoid,
+};
 use flowmote_host_tests::*;
 
 // ---------------------------------------------------------------------------
 // Normalisation and sampling of 2-D models.
 
 /// Per-axis `[min, max]` and median of `n` samples.
-fn sample_box<L: Bijector<2>>(flow: &Flow<2, L>, n: usize, seed: u64) -> ([f64; 2], [f64; 2], [f64; 2]) {
+fn sample_box<M: Density<2>>(flow: &M, n: usize, seed: u64) -> ([f64; 2], [f64; 2], [f64; 2]) {
     let mut r = rng(seed);
     let xs: Vec<[f32; 2]> = (0..n).map(|_| flow.sample(&mut r).unwrap()).collect();
     let axis = |k: usize| {
@@ -26,7 +30,7 @@ fn sample_box<L: Bijector<2>>(flow: &Flow<2, L>, n: usize, seed: u64) -> ([f64; 
 /// `P(x₀ < m₀, x₁ < m₁)` (`m` = sample medians) by the same quadrature agrees with the fraction of
 /// samples in that quadrant (statistical tolerance `4σ` of a binomial), so
 /// `sample` draws from the density `log_prob` describes.
-fn check_density<L: Bijector<2>>(name: &str, flow: &Flow<2, L>, seed: u64) {
+fn check_density<M: Density<2>>(name: &str, flow: &M, seed: u64) {
     let (lo, hi, m) = sample_box(flow, 4000, seed);
     // Centred on the medians (so that, with an even `n`, the quadrant's edges
     // are grid lines) and widened by half the samples' range.
@@ -104,6 +108,107 @@ fn maf_flow_density_integrates_to_one() {
         random_maf::<2, 12, 0, _>(&mut r, Activation::Elu, 1.0, 1.5),
     ));
     check_density("MAF + reverse + MAF", &flow, 14);
+}
+
+#[test]
+fn mixture_density_integrates_to_one() {
+    let mut r = rng(15);
+    let mix = Mixture::<2, 3, _>::new(
+        [0.35f32.ln(), 0.5f32.ln(), 0.15f32.ln()],
+        (
+            Flow::<2, _>::new((
+                random_coupling::<1, 1, 16, 1, _>(&mut r, Activation::Tanh, 1.0, 1.5),
+                Reverse,
+                ActNorm::new([0.3, 0.1], [2.0, -1.0]),
+            )),
+            Flow::<2, _>::new((random_maf::<2, 12, 1, _>(&mut r, Activation::Elu, 1.0, 1.5),)),
+            Flow::<2, _>::new((ActNorm::new([1.0, 0.8], [-3.0, 4.0]),)),
+        ),
+    );
+    assert!((mix.weights_sum() - 1.0).abs() < 1e-6);
+    check_density("mixture of coupling, MAF and Gaussian flows", &mix, 16);
+}
+
+/// `Mixture::log_prob` against an f64 log-sum-exp of its members' own
+/// `log_prob`s; `sample_with_log_prob` reports the mixture's density of the
+/// sample; member errors and bad input come back as errors.
+#[test]
+fn mixture_log_prob_matches_an_f64_reference() {
+    let mut r = rng(17);
+    let a = Flow::<3, _>::new((random_maf::<3, 8, 1, _>(&mut r, Activation::Tanh, 1.0, 2.0), Reverse));
+    let b = Flow::<3, _>::new((ActNorm::new([0.5, -0.2, 0.1], [1.0, 0.0, -2.0]),));
+    let c = Flow::<3, _>::new((Logit,));
+    let w = [0.2f64, 0.7, 0.1];
+    let lw = w.map(|v| v.ln() as f32);
+    let mix = Mixture::<3, 3, _>::new(lw, (a.clone(), b.clone(), c));
+    for _ in 0..500 {
+        let x: [f32; 3] = random_array(&mut r, 0.01, 0.99);
+        let terms = [
+            w[0].ln() + a.log_prob(&x).unwrap() as f64,
+            w[1].ln() + b.log_prob(&x).unwrap() as f64,
+            w[2].ln() + mix.components.2.log_prob(&x).unwrap() as f64,
+        ];
+        let top = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let want = top + terms.iter().map(|t| (t - top).exp()).sum::<f64>().ln();
+        let got = mix.log_prob(&x).unwrap() as f64;
+        assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "{got} vs {want}");
+    }
+    let mut s = rng(18);
+    for _ in 0..200 {
+        let (x, lp) = mix.sample_with_log_prob(&mut s).unwrap();
+        assert_eq!(lp.to_bits(), mix.log_prob(&x).unwrap().to_bits());
+    }
+    // Outside the Logit member's domain (0, 1) its density is 0: the other
+    // members score the row.
+    let x = [2.0, 0.5, 0.5];
+    assert_eq!(mix.components.2.log_prob(&x), Err(Error::OutOfDomain));
+    let terms = [
+        w[0].ln() + a.log_prob(&x).unwrap() as f64,
+        w[1].ln() + b.log_prob(&x).unwrap() as f64,
+    ];
+    let top = terms[0].max(terms[1]);
+    let want = top + terms.iter().map(|t| (t - top).exp()).sum::<f64>().ln();
+    assert!((mix.log_prob(&x).unwrap() as f64 - want).abs() <= 1e-5 * want.abs().max(1.0));
+    // Outside every member's domain: OutOfDomain.
+    let only_logit = Mixture::<3, 2, _>::new(
+        [0.5f32.ln(); 2],
+        (Flow::<3, _>::new((Logit,)), Flow::<3, _>::new((Logit,))),
+    );
+    assert_eq!(only_logit.log_prob(&x), Err(Error::OutOfDomain));
+    // A member that overflows makes the row unscorable.
+    let big = Flow::<3, _>::new((ActNorm::new([80.0; 3], [0.0; 3]),));
+    let with_big = Mixture::<3, 2, _>::new([0.5f32.ln(); 2], (b.clone(), big));
+    assert_eq!(with_big.log_prob(&[1e30; 3]), Err(Error::Overflow));
+    assert_eq!(mix.log_prob(&[f32::NAN, 0.5, 0.5]), Err(Error::NonFiniteInput));
+    assert_eq!(mix.log_prob(&[f32::INFINITY; 3]), Err(Error::NonFiniteInput));
+}
+
+#[test]
+fn log_sum_exp_and_pick() {
+    assert_eq!(log_sum_exp(&[], &[]), f32::NEG_INFINITY);
+    // Huge terms do not overflow; −∞ terms drop out.
+    let v = log_sum_exp(&[0.0, 0.0], &[1e30, 1e30]);
+    assert_eq!(v, 1e30);
+    assert!((log_sum_exp(&[0.5f32.ln(), 0.5f32.ln()], &[-1000.0, -1000.0]) + 1000.0).abs() < 1e-3);
+    assert_eq!(log_sum_exp(&[0.0, 0.0], &[2.0, f32::NEG_INFINITY]), 2.0);
+    assert_eq!(log_sum_exp(&[0.0], &[f32::NEG_INFINITY]), f32::NEG_INFINITY);
+    let lw = [0.25f32.ln(), 0.5f32.ln(), 0.25f32.ln()];
+    assert_eq!(pick(&lw, 0), 0);
+    assert_eq!(pick(&lw, u32::MAX), 2);
+    assert_eq!(pick(&lw, 1 << 31), 1);
+    assert_eq!(pick(&[], 7), 0);
+    // Weights that sum to a little less than 1 by rounding: the last member.
+    assert_eq!(pick(&[0.3f32.ln(), 0.69f32.ln()], u32::MAX), 1);
+    let mut r = rng(19);
+    let mut counts = [0usize; 3];
+    let n = 30_000;
+    for _ in 0..n {
+        counts[pick(&lw, rand_core::Rng::next_u32(&mut r))] += 1;
+    }
+    for (c, p) in counts.iter().zip([0.25, 0.5, 0.25]) {
+        let sd = (p * (1.0 - p) * n as f64).sqrt();
+        assert!((*c as f64 - p * n as f64).abs() < 4.0 * sd, "{counts:?}");
+    }
 }
 
 /// Sample mean and covariance of `n` draws.

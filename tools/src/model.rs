@@ -839,11 +839,17 @@ impl DynMixture {
         }
         flowmote::error::check_finite(x)?;
         for ((f, w), lp) in self.flows.iter().zip(&mut ws.members).zip(&mut ws.lps) {
-            *lp = f.log_prob(x, w)?;
+            *lp = match f.log_prob(x, w) {
+                Ok(v) => v,
+                Err(Error::OutOfDomain) => f32::NEG_INFINITY,
+                Err(e) => return Err(e),
+            };
         }
         let lp = flowmote::mixture::log_sum_exp(&self.log_weights, &ws.lps);
         if lp.is_finite() {
             Ok(lp)
+        } else if lp == f32::NEG_INFINITY {
+            Err(Error::OutOfDomain)
         } else {
             Err(Error::Overflow)
         }

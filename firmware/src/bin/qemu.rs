@@ -264,7 +264,7 @@ fn check_extended() -> u32 {
         &mut worst,
     );
     defmt::info!(
-        "spline/CNF export: {=usize} golden inputs and {=usize} golden samples checked, worst relative error {=f32}",
+        "extended export (mixture; spline, LU, CNF, MAF members): {=usize} golden inputs and {=usize} golden samples checked, worst relative error {=f32}",
         extended::GOLDEN_INPUTS.len(),
         extended::GOLDEN_SAMPLES.len(),
         worst
