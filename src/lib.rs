@@ -10,6 +10,8 @@
 //! ## The contract
 //! * [`Bijector::forward`] maps data → latent and returns `log|det ∂forward/∂x|`;
 //!   [`Bijector::inverse`] maps latent → data and returns the log-det of *that* map.
+//! * A [`Mixture`] of flows, `p(x) = Σₖ wₖ pₖ(x)`, is a density too; both
+//!   implement [`Density`], which the anomaly [`Detector`] scores with.
 //! * [`Flow::log_prob`] never panics: NaN/Inf inputs, inputs outside a layer's
 //!   domain and results that overflow come back as an [`Error`].
 //! * Each layer's maths is written once, as a slice-level *view* (`…Ref` types)

@@ -35,10 +35,12 @@ pub struct TrainArgs {
     /// What the defaults do: every setting you leave open is chosen by the
     /// validation NLL, each candidate trained on the same split and seed —
     /// first the noise (--noise), then the family, then the size (one model
-    /// with two more layers and twice the hidden units). That is 4–7
-    /// trainings, so several times the time of one; give --flow, --noise,
-    /// --layers and --hidden to train exactly one model. Every candidate's
-    /// validation NLL is stored in the model file (provenance, `search`).
+    /// with two more layers and twice the hidden units) — and keeps the
+    /// candidates' validation-weighted mixture if that beats them all
+    /// (--no-mixture). That is 4–7 trainings, so several times the time of
+    /// one; give --flow, --noise, --layers and --hidden to train exactly one
+    /// model. Every candidate's validation NLL is stored in the model file
+    /// (provenance, `search`).
     #[arg(long, value_enum, default_value_t = FlowKind::Auto)]
     pub flow: FlowKind,
     /// Flow layers [default: 2 below 500 training rows, 3 below 2000, else 4,

@@ -45,8 +45,12 @@ each candidate trained on the same split and seed. (1) Noise: maf at --noise 0, 
 stopping at the first level that does worse. (2) Family: nsf (nsf-ar for one column) at that noise. \
 (3) Size: the winner with two more layers and twice the hidden units; the starting size follows the \
 number of training rows (2 layers × 16 hidden below 500 rows, 3 × 32 below 2000, else 4 × 32; 2 hidden \
-layers each). The lowest validation NLL is kept and every candidate's figure is stored in the model \
-file (provenance.settings.search); --max-params skips candidates too big for your flash. That is 4–7 \
+layers each). Every candidate's figure is stored in the model file (provenance.settings.search). \
+(4) Stacking: the candidates' weighted mixture Σ wₖ pₖ(x), weights fitted on the validation rows by EM \
+(members under 1 % dropped), is kept if its validation NLL plus (members − 1)/(validation rows) nats — \
+the price of the fitted weights — beats the best single candidate (--no-mixture keeps the best single \
+flow). A mixture is an exact density too; its flash and device cycles are the members' sum. \
+--max-params skips candidates, and mixture members, too big for your flash. That is 4–7 \
 trainings: pass --flow, --noise, --layers and --hidden to train exactly one model. Holding out the last rows makes the choices favour models that hold up on \
 later readings — on the bundled gait data (time-ordered test split) that picks noise 0.1–0.2, which a \
 random split would not. The same --seed and data give the same model, whatever \

@@ -21,7 +21,9 @@ use core::ptr::{addr_of_mut, write_volatile};
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
-use flowmote::{Activation, AffineCoupling, Bijector, Flow, LuLinear, Maf, Mlp, SplineAutoregressive, SplineCoupling};
+use flowmote::{
+    Activation, AffineCoupling, Density, Flow, LuLinear, Maf, Mixture, Mlp, SplineAutoregressive, SplineCoupling,
+};
 
 #[allow(dead_code)]
 #[path = "../model.rs"]
@@ -92,9 +94,10 @@ fn input<const D: usize>() -> [f32; D] {
     x
 }
 
-/// Count one `log_prob` of `flow` (the result goes through `black_box`).
+/// Count one `log_prob` of `flow` (a flow or a mixture; the result goes
+/// through `black_box`).
 #[inline(never)]
-fn bench_log_prob<const D: usize, L: Bijector<D>>(name: &str, macs: usize, flow: &Flow<D, L>) {
+fn bench_log_prob<const D: usize, M: Density<D>>(name: &str, macs: usize, flow: &M) {
     let x = input::<D>();
     let flow = black_box(flow);
     let x = black_box(&x);
@@ -112,6 +115,21 @@ fn maf<const D: usize, const H: usize, const L: usize>(name: &str) {
         net: random_mlp::<D, H, L, D, 2>(Activation::Tanh, 11),
     },));
     bench_log_prob(name, Mlp::<D, H, L, D, 2>::shape().macs(), &flow);
+}
+
+/// A mixture of two one-layer MAF flows (weights ½, ½): the members' cost
+/// plus one `expf` each and a `logf`.
+#[inline(never)]
+fn mixture_of_mafs<const D: usize, const H: usize>(name: &str) {
+    let member = |seed| {
+        Flow::<D, _>::new((Maf::<D, H, 0> {
+            clamp: 3.0,
+            net: random_mlp::<D, H, 0, D, 2>(Activation::Tanh, seed),
+        },))
+    };
+    let half = -core::f32::consts::LN_2;
+    let mix = Mixture::<D, 2, _>::new([half, half], (member(11), member(12)));
+    bench_log_prob(name, 2 * Mlp::<D, H, 0, D, 2>::shape().macs(), &mix);
 }
 
 #[inline(never)]
@@ -243,6 +261,7 @@ fn main() -> ! {
     maf::<3, 16, 0>("MAF D=3 H=16 depth 1");
     maf::<8, 32, 0>("MAF D=8 H=32 depth 1");
     maf::<8, 64, 1>("MAF D=8 H=64 depth 2");
+    mixture_of_mafs::<3, 16>("mixture of 2 × (MAF D=3 H=16 depth 1)");
     coupling::<4, 2, 2, 16>("coupling D=4 (2+2) H=16 depth 1");
     coupling::<8, 4, 4, 32>("coupling D=8 (4+4) H=32 depth 1");
     coupling::<16, 8, 8, 64>("coupling D=16 (8+8) H=64 depth 1");
