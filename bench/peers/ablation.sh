@@ -25,7 +25,8 @@ old defaults: maf, random split, no noise, no whitening|--flow maf $2 --val-spli
 + last-rows split|--flow maf $2 --noise 0 --no-whiten
 + noise $1 (the level the search picks)|--flow maf $2 --noise $1 --no-whiten
 + whitening layer|--flow maf $2 --noise $1
-+ family and size search = today's defaults|
++ family and size search|--no-mixture
++ stacking the candidates = today's defaults|
 today's defaults but --val-split random|--val-split random
 V
 }
@@ -59,8 +60,12 @@ mod, ev = json.load(open(m)), json.load(open(m + ".eval"))
 st = mod["provenance"]["settings"]
 nll = ev["nll_normal"] if ev.get("nll_normal") is not None else ev["nll"]
 au = "–" if ev.get("auroc") is None else f"{ev['auroc']:.3f}"
+if st.get("members"):
+    kept = "mixture of " + " + ".join(f"{c['flow']} {c['layers']}×{c['hidden']} ({c['noise']:.1f})" for c in st["members"])
+else:
+    kept = f"{mod['kind']} {st['layers']}×{st['hidden']} noise {st['noise']:.1f}"
 print(f"| {s} | {name} | `{flags or '(none)'}` | {mod['provenance']['val_nll']:.2f} | {nll:.2f} | {au} | "
-      f"{mod['kind']} {st['layers']}×{st['hidden']} noise {st['noise']:.1f} | {float(t1) - float(t0):.0f} |")
+      f"{kept} | {float(t1) - float(t0):.0f} |")
 P
     done < <(variants "$noise" "$size")
 done

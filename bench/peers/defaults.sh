@@ -69,7 +69,12 @@ for s in sets:
         t0, t1 = map(float, open(f"{out}/defaults.{tag}.flowmote.time").read().split())
         m = json.load(open(f"{out}/defaults.{tag}.model.json"))
         st = m["provenance"]["settings"]
-        note = f"{m['kind']} {st['layers']}×{st['hidden']} noise {st['noise']:.1f}"
+        if st.get("members"):
+            kinds = [c["flow"] for c in st["members"]]
+            kb = sum(c["parameters"] for c in st["members"]) * 4 / 1024
+            note = "mixture: " + " + ".join(f"{k} ×{kinds.count(k)}" for k in sorted(set(kinds))) + f", {kb:.0f} KB"
+        else:
+            note = f"{m['kind']} {st['layers']}×{st['hidden']} noise {st['noise']:.1f}"
         rows.setdefault("flowmote defaults", []).append((nll_of(ev), ev.get("auroc"), t1 - t0, note))
         p = json.load(open(f"{out}/defaults.{tag}.peers.json"))
         g = p["gmm"]

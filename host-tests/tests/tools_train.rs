@@ -275,7 +275,7 @@ fn search_stacks_the_candidates_into_a_mixture() {
         .iter()
         .filter_map(|t| t["val_nll"].as_f64())
         .fold(f64::INFINITY, f64::min);
-    let Some(members) = m.provenance.settings["mixture"].as_array() else {
+    let Some(members) = m.provenance.settings["members"].as_array() else {
         panic!("no mixture kept (best single {best_single}): {tried:?}");
     };
     assert_eq!(m.kind, "mixture");

@@ -223,7 +223,7 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
 /// 32×2)`, or `a mixture of 3 flows (maf 4×32 noise 0.1 × 0.40, …)`.
 pub fn describe_model(model: &ModelFile) -> String {
     let st = &model.provenance.settings;
-    match st["mixture"].as_array() {
+    match st["members"].as_array() {
         Some(members) => format!(
             "a mixture of {} flows ({})",
             members.len(),

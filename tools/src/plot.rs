@@ -277,12 +277,21 @@ pub fn plot_training(model: &ModelFile, path: &Path) -> Result<()> {
         .iter()
         .filter(|e| e.val_nll.is_finite())
         .min_by(|a, b| a.val_nll.total_cmp(&b.val_nll));
+    // A mixture's history is its best single candidate's (the members are
+    // trained one by one; the weights are fitted afterwards).
+    let who = match model.model.flows.len() {
+        1 => format!("{} flow", model.kind),
+        k => format!(
+            "the best of the {k} mixed flows ({})",
+            model.provenance.settings["flow"].as_str().unwrap_or("?")
+        ),
+    };
     let title = match best {
         Some(b) => format!(
-            "Training of {} flow: best validation NLL {:.3} nats/row (epoch {})",
-            model.kind, b.val_nll, b.epoch
+            "Training of {who}: best validation NLL {:.3} nats/row (epoch {})",
+            b.val_nll, b.epoch
         ),
-        None => format!("Training of {} flow", model.kind),
+        None => format!("Training of {who}"),
     };
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 26))
@@ -398,9 +407,13 @@ pub fn plot_density(model: &ModelFile, data: Option<&Dataset>, path: &Path, opts
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).fail()?;
     let (main, bar) = root.split_horizontally(SIZE.0 - 130);
+    let what = match model.model.flows.len() {
+        1 => format!("{} flow", model.kind),
+        k => format!("mixture of {k} flows"),
+    };
     let title = match data {
-        Some(t) => format!("Learned density log p(x) — {} flow, data: {}", model.kind, file_name(t)),
-        None => format!("Learned density log p(x) — {} flow", model.kind),
+        Some(t) => format!("Learned density log p(x) — {what}, data: {}", file_name(t)),
+        None => format!("Learned density log p(x) — {what}"),
     };
     let mut chart = ChartBuilder::on(&main)
         .caption(title, (FONT, 24))

@@ -808,7 +808,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
                     t
                 })
                 .collect();
-            m.provenance.settings["mixture"] = serde_json::Value::Array(members);
+            m.provenance.settings["members"] = serde_json::Value::Array(members);
             m.provenance.val_nll = st.val_nll;
             m.kind = "mixture".into();
             s.best_val_nll = st.val_nll;
