@@ -81,13 +81,7 @@ macro_rules! tuple_components {
         impl<const D: usize, $($name: Density<D>),+> Components<D, $m> for ($($name,)+) {
             #[inline(always)]
             fn log_probs(&self, x: &[f32; D], out: &mut [f32; $m]) -> Result<(), Error> {
-                $(
-                    out[$idx] = match self.$idx.log_prob(x) {
-                        Ok(lp) => lp,
-                        Err(Error::OutOfDomain) => f32::NEG_INFINITY,
-                        Err(e) => return Err(e),
-                    };
-                )+
+                $( out[$idx] = member_term(self.$idx.log_prob(x))?; )+
                 Ok(())
             }
 
@@ -130,6 +124,32 @@ pub fn log_sum_exp(log_weights: &[f32], log_probs: &[f32]) -> f32 {
         s += libm::expf(w + p - m);
     }
     m + libm::logf(s)
+}
+
+/// What one member's `log_prob` result contributes to a mixture: its
+/// log-density, `−∞` (density 0) outside its domain
+/// ([`Error::OutOfDomain`]), any other error as is.
+#[inline(always)]
+pub fn member_term(log_prob: Result<f32, Error>) -> Result<f32, Error> {
+    match log_prob {
+        Err(Error::OutOfDomain) => Ok(f32::NEG_INFINITY),
+        r => r,
+    }
+}
+
+/// A mixture's `log p` from its members' [`member_term`]s: the
+/// [`log_sum_exp`] with the weights; `−∞` (every member out of its domain)
+/// is [`Error::OutOfDomain`], a non-finite sum [`Error::Overflow`].
+#[inline]
+pub fn combine(log_weights: &[f32], terms: &[f32]) -> Result<f32, Error> {
+    let lp = log_sum_exp(log_weights, terms);
+    if lp.is_finite() {
+        Ok(lp)
+    } else if lp == f32::NEG_INFINITY {
+        Err(Error::OutOfDomain)
+    } else {
+        Err(Error::Overflow)
+    }
 }
 
 /// The member a uniform 32-bit word `u` selects: the first `k` whose
@@ -185,14 +205,7 @@ impl<const D: usize, const M: usize, C: Components<D, M>> Mixture<D, M, C> {
         check_finite(x)?;
         let mut lps = [0.0f32; M];
         self.components.log_probs(x, &mut lps)?;
-        let lp = log_sum_exp(&self.log_weights, &lps);
-        if lp.is_finite() {
-            Ok(lp)
-        } else if lp == f32::NEG_INFINITY {
-            Err(Error::OutOfDomain)
-        } else {
-            Err(Error::Overflow)
-        }
+        combine(&self.log_weights, &lps)
     }
 
     /// Draw one sample: one 32-bit word picks the member ([`pick`]), then

@@ -8,7 +8,8 @@
 //! exported const-generic model computes bit-for-bit the same numbers.
 //!
 //! A model file holds a [`DynMixture`]: one flow, or a weighted mixture of
-//! flows (the core's `Mixture`), scored with the core's `log_sum_exp`.
+//! flows (the core's `Mixture`), combined with the core's `member_term` and
+//! `combine`.
 
 use anyhow::{bail, ensure, Context, Result};
 use flowmote::cnf::{ContinuousFlowRef, Solver};
@@ -839,20 +840,9 @@ impl DynMixture {
         }
         flowmote::error::check_finite(x)?;
         for ((f, w), lp) in self.flows.iter().zip(&mut ws.members).zip(&mut ws.lps) {
-            *lp = match f.log_prob(x, w) {
-                Ok(v) => v,
-                Err(Error::OutOfDomain) => f32::NEG_INFINITY,
-                Err(e) => return Err(e),
-            };
+            *lp = flowmote::mixture::member_term(f.log_prob(x, w))?;
         }
-        let lp = flowmote::mixture::log_sum_exp(&self.log_weights, &ws.lps);
-        if lp.is_finite() {
-            Ok(lp)
-        } else if lp == f32::NEG_INFINITY {
-            Err(Error::OutOfDomain)
-        } else {
-            Err(Error::Overflow)
-        }
+        flowmote::mixture::combine(&self.log_weights, &ws.lps)
     }
 
     /// One sample, drawing exactly as the exported model's `sample` does
