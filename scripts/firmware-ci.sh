@@ -15,7 +15,9 @@
 #                           model's golden vectors in qemu-system-arm
 #                           (mps2-an386, Cortex-M4F), under `timeout`; the
 #                           image exits non-zero on a mismatch, panic or HardFault
-#   4. image sizes (arm-none-eabi-size when installed, informational)
+#   4. image sizes: flash and static RAM of both images (scripts/elf-size.py)
+#                           against firmware/sizes.txt; an image that grew
+#                           fails until the snapshot is updated on purpose
 # Ends with "firmware: N passed, 0 failed".
 set -euo pipefail
 cd "$(dirname "$0")/../firmware"
@@ -32,6 +34,7 @@ if ! have qemu-system-arm; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-arm >/dev/null
 fi
 have defmt-print || cargo install defmt-print --locked
+have python3 || { as_root apt-get update -qq; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null; }
 
 step "nRF52840-DK image (cargo build --release)"
 cargo build --release
@@ -54,14 +57,12 @@ timeout "$TIMEOUT" qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic
     -semihosting-config enable=on,target=native -kernel "$elf" | defmt-print -e "$elf"
 passed=$((passed + 1))
 
-if have arm-none-eabi-size; then
-    step "image sizes (flash = .vector_table + .text + .rodata, RAM = .data + .bss + .uninit)"
-    for b in nrf52840dk qemu; do
-        arm-none-eabi-size -A "target/thumbv7em-none-eabihf/release/$b" |
-            awk -v b="$b" '$1 ~ /^\.(vector_table|text|rodata)$/ { f += $2 } $1 ~ /^\.(data|bss|uninit)$/ { r += $2 }
-                 END { printf "%-12s flash %7d B   RAM %6d B (static, without stack)\n", b, f, r }'
-    done
-fi
+step "image sizes against the snapshot firmware/sizes.txt (fails if an image grew)"
+# flash = .vector_table + .text + .rodata, RAM = .data + .bss + .uninit.
+# Intended growth: ../scripts/elf-size.py --update sizes.txt <the two images>.
+python3 ../scripts/elf-size.py --check sizes.txt \
+    target/thumbv7em-none-eabihf/release/nrf52840dk target/thumbv7em-none-eabihf/release/qemu
+passed=$((passed + 1))
 
 echo
 echo "firmware: ${passed} passed, 0 failed"
