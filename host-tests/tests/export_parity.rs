@@ -392,6 +392,20 @@ fn header_and_items() {
     assert_eq!(maf_model::FEATURES, ["ax", "ay", "az"]);
     assert_eq!(extended_model::FEATURES, ["a", "b", "c"]);
     assert_eq!(extended_model::THRESHOLD, f32::INFINITY);
+    // MACS by hand: an MLP with h hidden units, depth L, `in` inputs and
+    // `out` outputs costs h·in + (L − 1)·h² + out·h.
+    // maf: 8 MAF(3) layers, hidden 6, depth 1 (54) and 2 (90) alternating.
+    assert_eq!(maf_model::MACS, 4 * (6 * 3 + 6 * 6) + 4 * (6 * 3 + 36 + 6 * 6));
+    // coupling: 2→2 h8 (48), 1→3 h5×2 (60), LU 4² (16), 3→1 h4 (20).
+    assert_eq!(
+        coupling_model::MACS,
+        (8 * 2 + 4 * 8) + (5 + 25 + 6 * 5) + 16 + (4 * 3 + 2 * 4)
+    );
+    // extended: LU 3², spline coupling 1→2·11 h6, AR spline 3→3·8 h5×2,
+    // CNF (3+1)→3 h4 × 6 RK4 steps × 4 stages; then MAF h5 and MAF h4.
+    let member0 = 9 + (6 + 22 * 6) + (5 * 3 + 25 + 24 * 5) + 6 * 4 * (4 * 4 + 3 * 4);
+    let member1 = (5 * 3 + 6 * 5) + (4 * 3 + 6 * 4);
+    assert_eq!(extended_model::MACS, member0 + member1);
 }
 
 /// `true` if `got` is within `RTOL` of `want` (absolute below |want| = 1).

@@ -2,7 +2,7 @@
 //!
 //! The output follows `docs/export-format.md` (the firmware relies on its item
 //! names): `DIM`, `FEATURES`, `MEAN`, `STD`, `Model`, `MODEL` (renamable with
-//! `--name`), `THRESHOLD`, `GOLDEN_INPUTS`, `GOLDEN_LOG_PROBS`, `GOLDEN_SEED`
+//! `--name`), `MACS`, `THRESHOLD`, `GOLDEN_INPUTS`, `GOLDEN_LOG_PROBS`, `GOLDEN_SEED`
 //! and `GOLDEN_SAMPLES`, as `static`/`const` items of the core's const-generic
 //! types, so the weights live in flash.
 //!
@@ -126,8 +126,9 @@ const WIDTH: usize = 100;
 /// to this size); longer flows are nested tuples of tuples.
 const MAX_TUPLE: usize = 16;
 /// Every other item name of the format, which `--name` must not take.
-const RESERVED: [&str; 10] = [
+const RESERVED: [&str; 11] = [
     "DIM",
+    "MACS",
     "FEATURES",
     "MEAN",
     "STD",
@@ -911,6 +912,11 @@ fn render(m: &ModelFile, name: &str) -> Result<(String, usize, usize)> {
     };
     item(&mut s, &model_doc, "static", name, "Model", &value);
 
+    s.push_str(
+        "/// Multiply–accumulates of the networks in one `log_prob` (conditioners, LU layers, CNF field\n\
+         /// evaluations; every member of a mixture): the floor of its cost on the device.\n",
+    );
+    let _ = writeln!(s, "pub const MACS: usize = {};", m.model.macs());
     let thr = m.threshold.as_ref().map_or(f32::INFINITY, |t| t.score);
     item(
         &mut s,

@@ -438,6 +438,31 @@ impl DynFlow {
             .sum()
     }
 
+    /// Multiply–accumulates of one `log_prob`'s networks (the floor of its
+    /// device cost, the "MACs" of BENCHMARKS.md): each conditioner's
+    /// [`MlpShape::macs`], `d²` for an LU layer, and for a continuous flow
+    /// the field's MACs times its evaluations (steps × 1, 2 or 4 stages for
+    /// Euler, Heun, RK4; the trace comes on top).
+    pub fn macs(&self) -> usize {
+        let d = self.dim;
+        self.layers
+            .iter()
+            .map(|l| match (l, l.mlp_shape(d)) {
+                (Layer::Cnf { solver, steps, .. }, Some(s)) => {
+                    let stages = match solver {
+                        SolverKind::Euler => 1,
+                        SolverKind::Heun => 2,
+                        SolverKind::Rk4 => 4,
+                    };
+                    steps * stages * s.macs()
+                }
+                (Layer::LuLinear { .. }, _) => d * d,
+                (_, Some(s)) => s.macs(),
+                (_, None) => 0,
+            })
+            .sum()
+    }
+
     /// Check sizes, permutations and finiteness of every parameter.
     pub fn validate(&self) -> Result<()> {
         let d = self.dim;
@@ -794,6 +819,11 @@ impl DynMixture {
     pub fn stored_floats(&self) -> usize {
         let w = if self.flows.len() > 1 { self.flows.len() } else { 0 };
         self.flows.iter().map(DynFlow::stored_floats).sum::<usize>() + w
+    }
+
+    /// [`DynFlow::macs`] of every member: a mixture evaluates them all.
+    pub fn macs(&self) -> usize {
+        self.flows.iter().map(DynFlow::macs).sum()
     }
 
     /// Buffers for [`DynMixture::log_prob`] and sampling.

@@ -257,7 +257,7 @@ fn main() -> ! {
     bench_end();
     defmt::info!("bench {=str} macs {=usize}", "empty (marker overhead)", 0usize);
 
-    bench_log_prob("bundled model (model.rs)", bundled_macs(), &model::MODEL);
+    bench_log_prob("bundled model (model.rs)", model::MACS, &model::MODEL);
     maf::<3, 16, 0>("MAF D=3 H=16 depth 1");
     maf::<8, 32, 0>("MAF D=8 H=32 depth 1");
     maf::<8, 64, 1>("MAF D=8 H=64 depth 2");
@@ -289,31 +289,6 @@ fn main() -> ! {
         cortex_m::asm::bkpt();
     }
 }
-
-/// MACs of the bundled model's conditioners, from its type's layer shapes.
-fn bundled_macs() -> usize {
-    // The bundled model (examples/firmware-model.sh) is ActNorm, then three MAF(3, hidden 16×2)
-    // layers joined by permutations. A replaced model reports 0 here until this list is updated.
-    if model::DIM == 3 && core::mem::size_of::<model::Model>() == BUNDLED_SIZE {
-        3 * Mlp::<3, 16, 1, 3, 2>::shape().macs()
-    } else {
-        0
-    }
-}
-
-const BUNDLED_SIZE: usize = core::mem::size_of::<
-    Flow<
-        3,
-        (
-            flowmote::ActNorm<3>,
-            Maf<3, 16, 1>,
-            flowmote::Permutation<3>,
-            Maf<3, 16, 1>,
-            flowmote::Permutation<3>,
-            Maf<3, 16, 1>,
-        ),
-    >,
->();
 
 #[exception]
 unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {

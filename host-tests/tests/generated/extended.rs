@@ -388,6 +388,9 @@ pub static MODEL: Model = Mixture::new(
         )),
     ),
 );
+/// Multiply–accumulates of the networks in one `log_prob` (conditioners, LU layers, CNF field
+/// evaluations; every member of a mixture): the floor of its cost on the device.
+pub const MACS: usize = 1060;
 /// Anomaly threshold on the score −log p(x) (nats): a reading is anomalous when its score
 /// exceeds it. `f32::INFINITY` if the model was never calibrated.
 pub const THRESHOLD: f32 = f32::INFINITY;
