@@ -252,7 +252,11 @@ pub fn plot_training(model: &ModelFile, path: &Path) -> Result<()> {
         .filter(|v| v.is_finite())
         .collect();
     ensure!(!vals.is_empty(), "training history holds no finite NLL");
+    // A kept mixture: its validation NLL, drawn as a line.
+    let mixture_val =
+        (model.model.flows.len() > 1 && model.provenance.val_nll.is_finite()).then_some(model.provenance.val_nll);
     let mut sorted = vals.clone();
+    sorted.extend(mixture_val);
     sorted.sort_by(f64::total_cmp);
     // The first epochs can be far above the rest: keep the y range readable.
     let lo = sorted[0];
@@ -339,8 +343,23 @@ pub fn plot_training(model: &ModelFile, path: &Path) -> Result<()> {
                 RED_.stroke_width(2),
             )))
             .fail()?
-            .label("best (kept) model")
+            .label(if mixture_val.is_some() {
+                "best epoch (kept as a member)"
+            } else {
+                "best (kept) model"
+            })
             .legend(|(x, y)| Circle::new((x + 12, y), 6, RED_.stroke_width(2)));
+    }
+    if let Some(v) = mixture_val {
+        let style = GREY_.stroke_width(2);
+        chart
+            .draw_series(DashedLineSeries::new([(x0, v), (x1, v)], 8, 6, style))
+            .fail()?
+            .label(format!(
+                "kept mixture of {} flows: validation {v:.3}",
+                model.model.flows.len()
+            ))
+            .legend(legend_line(GREY_.stroke_width(3)));
     }
     draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 18)?;
     root.present().fail()?;
