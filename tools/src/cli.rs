@@ -183,9 +183,10 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
     model.save(&a.out)?;
     let what = describe_model(&model);
     println!(
-        "trained {what}: {} parameters ≈ {:.0} KB of flash, on {} rows ({} validation{}) in {:.1} s",
+        "trained {what}: {} parameters ≈ {:.0} KB of flash, {} multiply-adds per score, on {} rows ({} validation{}) in {:.1} s",
         s.parameters,
         s.parameters as f64 * 4.0 / 1024.0,
+        model.model.macs(),
         s.train_rows,
         s.val_rows,
         if s.labelled_out > 0 {
@@ -763,9 +764,10 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
     let (model, s) = train::train(&ds, &cfg, !a.quiet)?;
     model.save(&model_json)?;
     println!(
-        "    {}: {} parameters, {} rows (+{} validation), {:.1} s; validation NLL {:.3} nats/row",
+        "    {}: {} parameters, {} multiply-adds per score, {} rows (+{} validation), {:.1} s; validation NLL {:.3} nats/row",
         describe_model(&model),
         s.parameters,
+        model.model.macs(),
         s.train_rows,
         s.val_rows,
         s.seconds,
