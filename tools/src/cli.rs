@@ -101,7 +101,7 @@ pub struct TrainArgs {
     /// skipped (and listed as skipped in the model file), and a mixture is
     /// kept only with the members that fit together. Without it the search
     /// keeps whatever wins on validation — on the 5 632 × 9 gait data that
-    /// is a mixture of five flows, 115 864 parameters (≈ 453 KB of flash).
+    /// is a mixture of five flows, 115 869 parameters (≈ 453 KB of flash).
     #[arg(long)]
     pub max_params: Option<usize>,
     /// Leave out the whitening layer: by default a trainable LU linear layer

@@ -63,9 +63,10 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     }
     crate::model::write_atomic(&args.out, out.source.as_bytes())?;
     println!(
-        "wrote {} ({} parameters, {} golden inputs, {} golden samples)",
+        "wrote {} ({} f32 weights ≈ {:.0} KB, standardisation included; {} golden inputs, {} golden samples)",
         args.out.display(),
         model.model.stored_floats(),
+        model.model.stored_floats() as f64 * 4.0 / 1024.0,
         out.golden_inputs,
         out.golden_samples
     );

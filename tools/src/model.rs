@@ -426,6 +426,12 @@ impl Layer {
 }
 
 impl DynFlow {
+    /// The trainable parameters of every layer (what `flowmote train`
+    /// reports; the frozen standardisation is not counted).
+    pub fn parameters(&self) -> usize {
+        self.layers.iter().map(|l| l.params().len()).sum()
+    }
+
     /// The f32 numbers an export stores: trainable parameters plus the
     /// scales and shifts of ActNorm layers.
     pub fn stored_floats(&self) -> usize {
@@ -817,8 +823,23 @@ impl DynMixture {
     /// The f32 numbers an export stores: every member's
     /// [`DynFlow::stored_floats`] and, for a mixture, its weights.
     pub fn stored_floats(&self) -> usize {
-        let w = if self.flows.len() > 1 { self.flows.len() } else { 0 };
-        self.flows.iter().map(DynFlow::stored_floats).sum::<usize>() + w
+        self.flows.iter().map(DynFlow::stored_floats).sum::<usize>() + self.weights()
+    }
+
+    /// Parameters as `flowmote train` counts them (and `--max-params`
+    /// bounds them): every member's [`DynFlow::parameters`] and, for a
+    /// mixture, its weights.
+    pub fn parameters(&self) -> usize {
+        self.flows.iter().map(DynFlow::parameters).sum::<usize>() + self.weights()
+    }
+
+    /// Number of stored mixture weights (0 for one flow).
+    fn weights(&self) -> usize {
+        if self.flows.len() > 1 {
+            self.flows.len()
+        } else {
+            0
+        }
     }
 
     /// [`DynFlow::macs`] of every member: a mixture evaluates them all.

@@ -812,7 +812,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
             m.provenance.val_nll = st.val_nll;
             m.kind = "mixture".into();
             s.best_val_nll = st.val_nll;
-            s.parameters = st.model.stored_floats();
+            s.parameters = st.model.parameters();
             m.model = st.model;
         } else if progress {
             eprintln!("stacked: no mixture of the candidates beats the best single one on validation");
@@ -844,7 +844,7 @@ pub const MIN_MIXTURE_WEIGHT: f64 = 0.01;
 /// the likelihood of the `validation` rows (EM on the members' fixed
 /// densities). Members below [`MIN_MIXTURE_WEIGHT`], members that cannot
 /// score every validation row, and — smallest weight first — members that
-/// would take the mixture over `max_params` stored numbers are dropped, the
+/// would take the mixture over `max_params` parameters are dropped, the
 /// rest refitted. Returns the mixture only if it has at least two members and
 /// its validation NLL plus an AIC-style penalty for the fitted weights,
 /// `(k − 1)/n` nats per row, is below `best_single` (the search's winner).
@@ -897,7 +897,7 @@ pub fn stack(
         w
     };
     let size = |pool: &[(usize, &DynFlow, Vec<f64>)]| -> usize {
-        pool.iter().map(|(_, f, _)| f.stored_floats()).sum::<usize>() + pool.len()
+        pool.iter().map(|(_, f, _)| f.parameters()).sum::<usize>() + pool.len()
     };
     let mut w = fit(&pool);
     loop {
@@ -1033,7 +1033,7 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
         let ridge = (noise as f64).powi(2) + 1e-3;
         flow.layers.insert(1, whitening_layer(&train_rows, &mean, &std, ridge)?);
     }
-    let parameters: usize = flow.layers.iter().map(|l| l.params().len()).sum();
+    let parameters = flow.parameters();
 
     let batch = cfg.batch.min(n);
     let batches_per_epoch = n / batch; // drop the short last batch
