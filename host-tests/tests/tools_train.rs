@@ -5,7 +5,7 @@ use flowmote::{ActNorm, Activation, AffineCoupling, Flow, Maf, Mlp, Reverse};
 use flowmote_tools::cli;
 use flowmote_tools::data;
 use flowmote_tools::model::{Act, DynFlow, DynMixture, Layer, ModelFile, Net, Workspace};
-use flowmote_tools::train::{self, init_params, FlowKind, Gaussian, TrainConfig, ValSplit};
+use flowmote_tools::train::{self, init_params, Budget, FlowKind, Gaussian, TrainConfig, ValSplit};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::{Xoshiro128PlusPlus, Xoshiro256PlusPlus};
 use std::path::PathBuf;
@@ -379,7 +379,11 @@ fn stacking_recovers_known_mixture_weights() {
         .enumerate()
         .map(|(i, &m)| (i, one_flow_file(gauss1(m))))
         .collect();
-    let st = train::stack(&cands, &rows, f64::MAX, None).unwrap();
+    let params = |n| Budget {
+        params: Some(n),
+        macs: None,
+    };
+    let st = train::stack(&cands, &rows, f64::MAX, Budget::default()).unwrap();
     let idx: Vec<usize> = st.members.iter().map(|m| m.0).collect();
     assert_eq!(idx, [0, 1], "the far-away member is dropped");
     let w0 = st.members[0].1;
@@ -397,15 +401,18 @@ fn stacking_recovers_known_mixture_weights() {
         / rows.len() as f64;
     assert!((st.val_nll - exact).abs() < 0.01, "{} vs {exact}", st.val_nll);
     // Not kept unless it beats the best single candidate by the penalty.
-    assert!(train::stack(&cands, &rows, st.val_nll, None).is_none());
+    assert!(train::stack(&cands, &rows, st.val_nll, Budget::default()).is_none());
     // The Gaussians have no trainable parameters, but a mixture's weights
     // count: a budget of 2 holds the two-member mixture, 1 holds none.
-    assert_eq!(train::stack(&cands, &rows, f64::MAX, Some(2)).unwrap().members.len(), 2);
-    assert!(train::stack(&cands, &rows, f64::MAX, Some(1)).is_none());
+    assert_eq!(
+        train::stack(&cands, &rows, f64::MAX, params(2)).unwrap().members.len(),
+        2
+    );
+    assert!(train::stack(&cands, &rows, f64::MAX, params(1)).is_none());
     // Rows a member cannot score leave that member out.
     let mut bad = rows.clone();
     bad.push(vec![1e30]);
-    assert!(train::stack(&cands, &bad, f64::MAX, None).is_none_or(|s| s.members.len() >= 2));
+    assert!(train::stack(&cands, &bad, f64::MAX, Budget::default()).is_none_or(|s| s.members.len() >= 2));
 }
 
 /// Mixture sampling draws each member as often as its weight says, with
@@ -682,6 +689,7 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
         no_whiten: false,
         no_mixture: false,
         max_params: None,
+        max_macs: None,
         clamp: 3.0,
         cnf_steps: 4,
         bins: 8,
@@ -760,6 +768,7 @@ fn train_err(csv: &str, label: Option<&str>, flow: FlowKind) -> String {
         no_whiten: false,
         no_mixture: false,
         max_params: None,
+        max_macs: None,
         clamp: 3.0,
         cnf_steps: 2,
         bins: 8,
@@ -1001,10 +1010,39 @@ fn max_params_bounds_the_search() {
         &ds,
         &TrainConfig {
             max_params: Some(10),
-            ..cfg
+            ..cfg.clone()
         },
         false,
     )
     .unwrap_err();
     assert!(e.to_string().contains("--max-params"), "{e}");
+
+    // The same with the cost per score: every trained candidate and the kept
+    // model (a mixture costs its members' sum) within --max-macs.
+    let macs = |t: &serde_json::Value| t["macs"].as_u64().unwrap() as usize;
+    let cheapest = macs(&tried[0]);
+    assert!(tried.iter().any(|t| macs(t) > cheapest));
+    let (m, _) = train::train(
+        &ds,
+        &TrainConfig {
+            max_macs: Some(cheapest),
+            ..cfg.clone()
+        },
+        false,
+    )
+    .unwrap();
+    assert!(m.model.macs() <= cheapest, "{} > {cheapest}", m.model.macs());
+    for t in m.provenance.settings["search"].as_array().unwrap() {
+        assert_eq!(t["skipped"].is_string(), macs(t) > cheapest, "{t}");
+    }
+    let e = train::train(
+        &ds,
+        &TrainConfig {
+            max_macs: Some(10),
+            ..cfg
+        },
+        false,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("--max-macs"), "{e}");
 }

@@ -104,6 +104,15 @@ pub struct TrainArgs {
     /// is a mixture of five flows, 115 869 parameters (≈ 453 KB of flash).
     #[arg(long)]
     pub max_params: Option<usize>,
+    /// Largest cost per score the search may keep, in multiply-adds of the
+    /// networks (`MACS` of the exported model; a mixture costs its members'
+    /// sum): candidates above it are skipped and mixture members dropped,
+    /// smallest weight first, until the mixture fits. On a Cortex-M4F one
+    /// score takes about 6–16 instructions per multiply-add (BENCHMARKS.md,
+    /// "Instructions per log_prob"), so at 64 MHz `--max-macs 10000` is
+    /// roughly a 1–2.5 ms score.
+    #[arg(long)]
+    pub max_macs: Option<usize>,
     /// Leave out the whitening layer: by default a trainable LU linear layer
     /// follows the standardisation, initialised to the full-covariance
     /// Gaussian fit of the training rows (d² multiply-adds on the device),
@@ -167,6 +176,7 @@ impl TrainArgs {
             whiten: !self.no_whiten,
             mixture: !self.no_mixture,
             max_params: self.max_params,
+            max_macs: self.max_macs,
             cnf_steps: self.cnf_steps,
             clamp: self.clamp,
             bins: self.bins,

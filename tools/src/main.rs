@@ -50,7 +50,8 @@ layers each). Every candidate's figure is stored in the model file (provenance.s
 (members under 1 % dropped), is kept if its validation NLL plus (members − 1)/(validation rows) nats — \
 the price of the fitted weights — beats the best single candidate (--no-mixture keeps the best single \
 flow). A mixture is an exact density too; its flash and device cycles are the members' sum. \
---max-params skips candidates, and mixture members, too big for your flash. That is 4–7 \
+--max-params and --max-macs skip candidates, and mixture members, too big for your flash or too \
+slow for your cycle budget. That is 4–7 \
 trainings: pass --flow, --noise, --layers and --hidden to train exactly one model. Holding out the last rows makes the choices favour models that hold up on \
 later readings — on the bundled gait data (time-ordered test split) that picks noise 0.1–0.2, which a \
 random split would not. The same --seed and data give the same model, whatever \

@@ -122,6 +122,9 @@ pub struct TrainConfig {
     /// Largest model (trainable and fixed parameters, i.e. f32 weights in
     /// flash) the search may keep; `None`: no limit.
     pub max_params: Option<usize>,
+    /// Largest cost per score ([`DynMixture::macs`], multiply-adds of the
+    /// networks) the search may keep; `None`: no limit.
+    pub max_macs: Option<usize>,
     /// Dequantise integer-valued columns.
     pub dequantize: bool,
     /// Standard deviation of Gaussian noise added to every training row, in
@@ -160,6 +163,7 @@ impl Default for TrainConfig {
             whiten: true,
             mixture: true,
             max_params: None,
+            max_macs: None,
             dequantize: true,
             noise: None,
             clip: 5.0,
@@ -622,9 +626,19 @@ fn split_sizes(total: usize, val_fraction: f64) -> (usize, usize) {
     (total - n_val, n_val)
 }
 
-/// `(layers, hidden, parameters)` of the model `c` would train on `ds`
-/// (parameters counted as [`TrainSummary::parameters`]).
-fn candidate_size(ds: &Dataset, c: &TrainConfig) -> Result<(usize, usize, usize)> {
+/// What a candidate would cost: its size before training.
+#[derive(Clone, Copy, Debug)]
+struct CandidateSize {
+    layers: usize,
+    hidden: usize,
+    /// As [`TrainSummary::parameters`] counts them.
+    parameters: usize,
+    /// [`DynFlow::macs`].
+    macs: usize,
+}
+
+/// The size of the model `c` would train on `ds`.
+fn candidate_size(ds: &Dataset, c: &TrainConfig) -> Result<CandidateSize> {
     let d = ds.dim();
     let (n, _) = split_sizes(ds.n_normal(), c.val_fraction);
     let (l, h) = default_size(c.flow, n, d);
@@ -636,16 +650,42 @@ fn candidate_size(ds: &Dataset, c: &TrainConfig) -> Result<(usize, usize, usize)
     };
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
     let f = build_flow(c.flow, &vec![0.0; d], &vec![1.0; d], layers, net, c, &mut rng)?;
-    let whiten = if c.whiten && c.flow != FlowKind::Cnf {
-        d * d + d
-    } else {
-        0
-    };
-    Ok((
+    let whiten = c.whiten && c.flow != FlowKind::Cnf;
+    Ok(CandidateSize {
         layers,
         hidden,
-        f.layers.iter().map(|l| l.params().len()).sum::<usize>() + whiten,
-    ))
+        parameters: f.parameters() + if whiten { d * d + d } else { 0 },
+        macs: f.macs() + if whiten { d * d } else { 0 },
+    })
+}
+
+/// The device budget of `--max-params` and `--max-macs`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Most parameters ([`DynMixture::parameters`]).
+    pub params: Option<usize>,
+    /// Most multiply-adds per score ([`DynMixture::macs`]).
+    pub macs: Option<usize>,
+}
+
+impl Budget {
+    /// The budget of a training configuration.
+    pub fn of(cfg: &TrainConfig) -> Self {
+        Budget {
+            params: cfg.max_params,
+            macs: cfg.max_macs,
+        }
+    }
+
+    /// Why a model of `params` parameters and `macs` multiply-adds does not
+    /// fit, or `None` if it does.
+    pub fn exceeded(&self, params: usize, macs: usize) -> Option<String> {
+        match (self.params, self.macs) {
+            (Some(max), _) if params > max => Some(format!("{params} parameters > --max-params {max}")),
+            (_, Some(max)) if macs > max => Some(format!("{macs} multiply-adds > --max-macs {max}")),
+            _ => None,
+        }
+    }
 }
 
 /// Noise levels (standard deviations per column) the search tries, in order.
@@ -673,23 +713,26 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
     } else {
         cfg.flow
     };
+    let budget = Budget::of(cfg);
     let mut best: Option<(ModelFile, TrainSummary, TrainConfig)> = None;
     let mut tried = Vec::new();
     // Every trained candidate: its number in `tried` (0-based) and model.
     let mut trained: Vec<(usize, ModelFile)> = Vec::new();
     let mut run = |c: TrainConfig, best: &mut Option<(ModelFile, TrainSummary, TrainConfig)>| -> Result<bool> {
-        if let Some(max) = cfg.max_params {
-            let (layers, hidden, n) = candidate_size(ds, &c)?;
-            if n > max {
+        if budget != Budget::default() {
+            let z = candidate_size(ds, &c)?;
+            if let Some(why) = budget.exceeded(z.parameters, z.macs) {
                 tried.push(serde_json::json!({
-                    "flow": c.flow.name(), "noise": c.noise, "layers": layers, "hidden": hidden,
-                    "parameters": n, "skipped": "more parameters than --max-params",
+                    "flow": c.flow.name(), "noise": c.noise, "layers": z.layers, "hidden": z.hidden,
+                    "parameters": z.parameters, "macs": z.macs, "skipped": why,
                 }));
                 if progress {
                     eprintln!(
-                        "candidate {}: {} {layers}×{hidden} skipped ({n} parameters > --max-params {max})",
+                        "candidate {}: {} {}×{} skipped ({why})",
                         tried.len(),
-                        c.flow.name()
+                        c.flow.name(),
+                        z.layers,
+                        z.hidden
                     );
                 }
                 return Ok(false);
@@ -699,7 +742,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
         let st = &m.provenance.settings;
         tried.push(serde_json::json!({
             "flow": c.flow.name(), "noise": c.noise, "layers": st["layers"], "hidden": st["hidden"],
-            "parameters": s.parameters, "val_nll": s.best_val_nll, "seconds": s.seconds,
+            "parameters": s.parameters, "macs": m.model.macs(), "val_nll": s.best_val_nll, "seconds": s.seconds,
         }));
         let better = match best {
             None => true,
@@ -739,19 +782,19 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
             break;
         }
     }
-    ensure!(
-        best.is_some(),
-        "the model ({} parameters) is larger than --max-params {}: give smaller --layers/--hidden",
-        candidate_size(
+    if best.is_none() {
+        let z = candidate_size(
             ds,
             &TrainConfig {
                 flow: first,
                 ..cfg.clone()
-            }
-        )?
-        .2,
-        cfg.max_params.unwrap_or(0)
-    );
+            },
+        )?;
+        bail!(
+            "the smallest model tried does not fit the budget ({}): give smaller --layers/--hidden",
+            budget.exceeded(z.parameters, z.macs).unwrap_or_default()
+        );
+    }
     // 2. family
     if cfg.flow == FlowKind::Auto {
         let noise = best.as_ref().expect("a candidate").2.noise;
@@ -784,7 +827,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
     }
     let (mut m, mut s, _) = best.expect("at least one candidate");
     if cfg.mixture && trained.len() > 1 {
-        if let Some(st) = stack(&trained, &s.validation, s.best_val_nll, cfg.max_params) {
+        if let Some(st) = stack(&trained, &s.validation, s.best_val_nll, budget) {
             if progress {
                 eprintln!(
                     "stacked: a mixture of {} candidates ({}) has validation NLL {:.3} (best single {:.3}); kept",
@@ -844,7 +887,7 @@ pub const MIN_MIXTURE_WEIGHT: f64 = 0.01;
 /// the likelihood of the `validation` rows (EM on the members' fixed
 /// densities). Members below [`MIN_MIXTURE_WEIGHT`], members that cannot
 /// score every validation row, and — smallest weight first — members that
-/// would take the mixture over `max_params` parameters are dropped, the
+/// would take the mixture over the `budget` are dropped, the
 /// rest refitted. Returns the mixture only if it has at least two members and
 /// its validation NLL plus an AIC-style penalty for the fitted weights,
 /// `(k − 1)/n` nats per row, is below `best_single` (the search's winner).
@@ -852,7 +895,7 @@ pub fn stack(
     candidates: &[(usize, ModelFile)],
     validation: &[Vec<f32>],
     best_single: f64,
-    max_params: Option<usize>,
+    budget: Budget,
 ) -> Option<Stacked> {
     let n = validation.len();
     if n == 0 || !best_single.is_finite() {
@@ -896,14 +939,15 @@ pub fn stack(
         }
         w
     };
-    let size = |pool: &[(usize, &DynFlow, Vec<f64>)]| -> usize {
-        pool.iter().map(|(_, f, _)| f.parameters()).sum::<usize>() + pool.len()
+    let too_big = |pool: &[(usize, &DynFlow, Vec<f64>)]| -> bool {
+        let params = pool.iter().map(|(_, f, _)| f.parameters()).sum::<usize>() + pool.len();
+        let macs = pool.iter().map(|(_, f, _)| f.macs()).sum::<usize>();
+        budget.exceeded(params, macs).is_some()
     };
     let mut w = fit(&pool);
     loop {
         let (j, wmin) = w.iter().copied().enumerate().min_by(|a, b| a.1.total_cmp(&b.1))?;
-        let too_big = max_params.is_some_and(|max| size(&pool) > max);
-        if pool.len() > 1 && (wmin < MIN_MIXTURE_WEIGHT || too_big || pool.len() > DynMixture::MAX_MEMBERS) {
+        if pool.len() > 1 && (wmin < MIN_MIXTURE_WEIGHT || too_big(&pool) || pool.len() > DynMixture::MAX_MEMBERS) {
             pool.remove(j);
             w = fit(&pool);
         } else {
