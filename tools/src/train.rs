@@ -858,7 +858,14 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
             s.parameters = st.model.parameters();
             m.model = st.model;
         } else if progress {
-            eprintln!("stacked: no mixture of the candidates beats the best single one on validation");
+            eprintln!(
+                "stacked: no mixture of the candidates{} beats the best single one on validation",
+                if budget == Budget::default() {
+                    ""
+                } else {
+                    " within the budget"
+                }
+            );
         }
     }
     if tried.len() > 1 {
