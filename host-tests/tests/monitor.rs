@@ -8,7 +8,7 @@ use embedded_hal::i2c::ErrorKind;
 use embedded_hal_mock::eh1::digital::{Mock as PinMock, State, Transaction as PinTx};
 use embedded_hal_mock::eh1::i2c::{Mock as I2cMock, Transaction as I2cTx};
 use embedded_hal_mock::eh1::MockError;
-use flowmote::{ActNorm, Detector, Error, Flow, KOfN, Verdict};
+use flowmote::{ActNorm, Detector, Error, Flow, KOfN, Mixture, Verdict};
 use flowmote_firmware::lis3dh::{
     decode_frame, encode_frame, ADDR_SA0_HIGH, AUTO_INCREMENT, CTRL_REG1, CTRL_REG1_VALUE, CTRL_REG4, CTRL_REG4_VALUE,
     OUT_X_L, WHO_AM_I, WHO_AM_I_VALUE,
@@ -79,6 +79,45 @@ fn detector_threshold_edge_cases() {
     // Exactly at the threshold is normal; just above is anomalous.
     assert!(!Detector::new(&FLOW3, s).score(&x).is_anomalous());
     assert!(Detector::new(&FLOW3, s - s.abs() * 1e-6).score(&x).is_anomalous());
+}
+
+/// The detector takes any `Density`: a mixture of two Gaussians at ±300 mg
+/// (weights ¼, ¾) scores −ln(¼ p₁ + ¾ p₂), between them it is anomalous, and
+/// bad input is still an error verdict.
+#[test]
+fn detector_scores_a_mixture_of_flows() {
+    type Gauss3 = Flow<3, (ActNorm<3>,)>;
+    static MIX: Mixture<3, 2, (Gauss3, Gauss3)> = Mixture::new(
+        [-1.386_294_4, -0.287_682_08],
+        (
+            Flow::new((ActNorm::new([-4.605_170_2; 3], [3.0; 3]),)),
+            Flow::new((ActNorm::new([-4.605_170_2; 3], [-3.0; 3]),)),
+        ),
+    );
+    let det = Detector::new(&MIX, T3);
+    let g = |x: &[f32; 3], m: f64| {
+        x.iter()
+            .map(|v| -0.5 * ((*v as f64 - m) / 100.0).powi(2) - 0.5 * (2.0 * std::f64::consts::PI).ln() - 100f64.ln())
+            .sum::<f64>()
+    };
+    for x in [
+        [-300.0, -300.0, -300.0],
+        [300.0, 300.0, 300.0],
+        [0.0, 0.0, 0.0],
+        [-290.0, -310.0, -250.0],
+    ] {
+        let want = -(0.25 * g(&x, -300.0).exp() + 0.75 * g(&x, 300.0).exp()).ln();
+        let v = det.score(&x);
+        let got = v.score().unwrap() as f64;
+        assert!((got - want).abs() < 1e-4 * want.abs(), "{x:?}: {got} vs {want}");
+        assert_eq!(v.is_anomalous(), got > T3 as f64);
+    }
+    assert!(!det.score(&[300.0; 3]).is_anomalous());
+    assert!(det.score(&[0.0; 3]).is_anomalous(), "the gap between the modes");
+    assert_eq!(
+        det.score(&[f32::NAN, 0.0, 0.0]),
+        Verdict::Invalid(Error::NonFiniteInput)
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -328,6 +328,65 @@ fn search_stacks_the_candidates_into_a_mixture() {
     m.save(&path).unwrap();
     let back = ModelFile::load(&path).unwrap();
     assert_eq!(back.model, m.model);
+
+    // Every command takes the mixture: calibrate, eval, score, sample, export.
+    let th = cli::run_calibrate(&cli::CalibrateArgs {
+        model: path.clone(),
+        data: p.clone(),
+        false_alarm_rate: 0.05,
+        label_column: None,
+        out: None,
+    })
+    .unwrap();
+    assert!(th.score.is_finite());
+    let ev = cli::run_eval(&cli::EvalArgs {
+        model: path.clone(),
+        data: p.clone(),
+        label_column: None,
+        json: true,
+        gaussian_baseline: None,
+    })
+    .unwrap();
+    let mut ws = m.model.workspace();
+    let want = -ds
+        .rows
+        .iter()
+        .map(|x| m.model.log_prob(x, &mut ws).unwrap() as f64)
+        .sum::<f64>()
+        / ds.len() as f64;
+    assert!((ev["nll"].as_f64().unwrap() - want).abs() < 1e-9 * want.abs().max(1.0));
+    let sc = cli::run_score(&cli::ScoreArgs {
+        model: path.clone(),
+        data: p.clone(),
+        out: Some(dir.join("scores.csv")),
+        label_column: None,
+    })
+    .unwrap();
+    assert_eq!(sc.lines().count(), ds.len() + 1);
+    let draws = cli::draw_samples(&ModelFile::load(&path).unwrap(), 20, 3).unwrap();
+    let mut r = Xoshiro128PlusPlus::seed_from_u64(3);
+    for (x, lp) in &draws {
+        assert_eq!(
+            x,
+            &m.model.sample(&mut r, &mut ws).unwrap(),
+            "same draws as the mixture's sample"
+        );
+        assert_eq!(*lp, m.model.log_prob(x, &mut ws).unwrap());
+    }
+    let rs = dir.join("model.rs");
+    flowmote_tools::export::run(&flowmote_tools::export::ExportArgs {
+        model: path,
+        out: rs.clone(),
+        name: None,
+    })
+    .unwrap();
+    let src = std::fs::read_to_string(rs).unwrap();
+    assert!(
+        src.contains(&format!("pub type Model = Mixture<DIM, {k}, (Member0, ")),
+        "{}",
+        &src[..2000]
+    );
+    assert!(src.contains(&format!("pub const MACS: usize = {};", m.model.macs())));
 }
 
 /// A flow that is the Gaussian `N(mean, 1)` in 1-D.
