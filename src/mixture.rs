@@ -18,7 +18,7 @@
 //!
 //! // N(−2, 1) and N(2, 1), weights ¼ and ¾ (stored as natural logs).
 //! static MODEL: Mixture<1, 2, (Flow<1, (ActNorm<1>,)>, Flow<1, (ActNorm<1>,)>)> = Mixture::new(
-//!     [-core::f32::consts::LN_2 * 2.0, -0.287_682_08],
+//!     [-core::f32::consts::LN_2 * 2.0, -0.287_682_1],
 //!     (Flow::new((ActNorm::new([0.0], [2.0]),)), Flow::new((ActNorm::new([0.0], [-2.0]),))),
 //! );
 //! let lp = MODEL.log_prob(&[2.0]).unwrap();

@@ -88,7 +88,7 @@ fn detector_threshold_edge_cases() {
 fn detector_scores_a_mixture_of_flows() {
     type Gauss3 = Flow<3, (ActNorm<3>,)>;
     static MIX: Mixture<3, 2, (Gauss3, Gauss3)> = Mixture::new(
-        [-1.386_294_4, -0.287_682_08],
+        [-1.386_294_4, -0.287_682_1],
         (
             Flow::new((ActNorm::new([-4.605_170_2; 3], [3.0; 3]),)),
             Flow::new((ActNorm::new([-4.605_170_2; 3], [-3.0; 3]),)),
