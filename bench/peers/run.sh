@@ -70,6 +70,8 @@ say "flowmote side: $FLOWMOTE"
 
 # The flowmote tool: train a model file, evaluate it on the test split.
 # Early stopping off on both sides (all epochs run, best validation epoch kept).
+# The architecture is the peers': one flow, no noise, no whitening layer, a
+# random validation split (the tool's defaults would search and stack).
 flowmote_tool() { # set flow json
     local set=$1 flow=$2 json=$3 model=$OUT/$1.$2.model.json
     local t0 t1 deq=() lab=()
@@ -79,6 +81,7 @@ flowmote_tool() { # set flow json
     "$tool" train --data "$DATA/$set.train.csv" --out "$model" \
         --flow "$flow" --layers "$LAYERS" --hidden "$HIDDEN" --depth "$DEPTH" \
         --epochs "$EPOCHS" --batch "$BATCH" --lr "$LR" --seed "$SEED" --patience 0 \
+        --noise 0 --no-whiten --val-split random --no-mixture \
         "${deq[@]}" --quiet >&2
     t1=$(date +%s.%N)
     "$tool" eval --model "$model" --data "$DATA/$set.test.csv" "${lab[@]}" --json >"$json.eval"
