@@ -216,11 +216,11 @@ pub struct TrainSummary {
     pub val_rows: usize,
     /// Rows left out because they were labelled anomalous.
     pub labelled_out: usize,
-    /// Epochs run.
+    /// Epochs run (for a mixture: by its best member).
     pub epochs_run: usize,
-    /// Epoch of the kept model (1-based).
+    /// Epoch of the kept model (1-based; for a mixture: of its best member).
     pub best_epoch: usize,
-    /// Validation NLL of the kept model (nats/row, data units).
+    /// Validation NLL of the kept model, mixture or flow (nats/row, data units).
     pub best_val_nll: f64,
     /// Columns dequantised (names) and their quantisation step.
     pub dequantized: Vec<(String, f32)>,
@@ -704,8 +704,10 @@ pub const NOISE_LEVELS: [f32; 4] = [0.0, 0.1, 0.2, 0.3];
 /// 3. size (not for cnf): the winner with two more layers and twice the
 ///    hidden units.
 ///
-/// The kept model is the candidate with the lowest validation NLL; every
-/// candidate's figures are stored in the provenance settings (`search`).
+/// The kept model is the candidate with the lowest validation NLL — or,
+/// unless `mixture` is off, the stacked mixture of the candidates when it
+/// beats that ([`stack`]); every candidate's figures are stored in the
+/// provenance settings (`search`), a mixture's members in `members`.
 pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
     let start = Instant::now();
     let first = if cfg.flow == FlowKind::Auto {
