@@ -787,6 +787,15 @@ pub struct DynMixture {
     pub flows: Vec<DynFlow>,
 }
 
+/// Number of stored weights of a model of `n` flows (none for one flow).
+fn weights(n: usize) -> usize {
+    if n > 1 {
+        n
+    } else {
+        0
+    }
+}
+
 /// Reusable buffers for [`DynMixture`] evaluation: one [`Workspace`] per
 /// member and the members' log-densities.
 #[derive(Debug, Default, Clone)]
@@ -823,28 +832,31 @@ impl DynMixture {
     /// The f32 numbers an export stores: every member's
     /// [`DynFlow::stored_floats`] and, for a mixture, its weights.
     pub fn stored_floats(&self) -> usize {
-        self.flows.iter().map(DynFlow::stored_floats).sum::<usize>() + self.weights()
+        self.flows.iter().map(DynFlow::stored_floats).sum::<usize>() + weights(self.flows.len())
     }
 
     /// Parameters as `flowmote train` counts them (and `--max-params`
-    /// bounds them): every member's [`DynFlow::parameters`] and, for a
-    /// mixture, its weights.
+    /// bounds them); see [`DynMixture::cost`].
     pub fn parameters(&self) -> usize {
-        self.flows.iter().map(DynFlow::parameters).sum::<usize>() + self.weights()
-    }
-
-    /// Number of stored mixture weights (0 for one flow).
-    fn weights(&self) -> usize {
-        if self.flows.len() > 1 {
-            self.flows.len()
-        } else {
-            0
-        }
+        Self::cost(&self.flows).0
     }
 
     /// [`DynFlow::macs`] of every member: a mixture evaluates them all.
     pub fn macs(&self) -> usize {
-        self.flows.iter().map(DynFlow::macs).sum()
+        Self::cost(&self.flows).1
+    }
+
+    /// `(parameters, multiply-adds per score)` of the model made of `flows`:
+    /// every member's [`DynFlow::parameters`] plus, from two members on, the
+    /// weights; every member's [`DynFlow::macs`].
+    pub fn cost<'a>(flows: impl IntoIterator<Item = &'a DynFlow>) -> (usize, usize) {
+        let (mut params, mut macs, mut n) = (0, 0, 0);
+        for f in flows {
+            params += f.parameters();
+            macs += f.macs();
+            n += 1;
+        }
+        (params + weights(n), macs)
     }
 
     /// Buffers for [`DynMixture::log_prob`] and sampling.
@@ -900,7 +912,7 @@ impl DynMixture {
     /// (one member: `Flow::sample`; more: `Mixture::sample`).
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R, ws: &mut MixWorkspace) -> Result<Vec<f32>, Error> {
         let k = if self.flows.len() > 1 {
-            flowmote::mixture::pick(&self.log_weights, rng.next_u32()).min(self.flows.len() - 1)
+            flowmote::mixture::pick(&self.log_weights, rng.next_u32())
         } else {
             0
         };

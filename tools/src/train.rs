@@ -649,13 +649,23 @@ fn candidate_size(ds: &Dataset, c: &TrainConfig) -> Result<CandidateSize> {
         act: Act::Tanh,
     };
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
-    let f = build_flow(c.flow, &vec![0.0; d], &vec![1.0; d], layers, net, c, &mut rng)?;
-    let whiten = c.whiten && c.flow != FlowKind::Cnf;
+    let mut f = build_flow(c.flow, &vec![0.0; d], &vec![1.0; d], layers, net, c, &mut rng)?;
+    if c.whiten && c.flow != FlowKind::Cnf {
+        // The whitening layer's shape (its values need the data).
+        f.layers.insert(
+            1,
+            Layer::LuLinear {
+                perm: (0..d).collect(),
+                sign: vec![1.0; d],
+                params: vec![0.0; d * d + d],
+            },
+        );
+    }
     Ok(CandidateSize {
         layers,
         hidden,
-        parameters: f.parameters() + if whiten { d * d + d } else { 0 },
-        macs: f.macs() + if whiten { d * d } else { 0 },
+        parameters: f.parameters(),
+        macs: f.macs(),
     })
 }
 
@@ -949,8 +959,7 @@ pub fn stack(
         w
     };
     let too_big = |pool: &[(usize, &DynFlow, Vec<f64>)]| -> bool {
-        let params = pool.iter().map(|(_, f, _)| f.parameters()).sum::<usize>() + pool.len();
-        let macs = pool.iter().map(|(_, f, _)| f.macs()).sum::<usize>();
+        let (params, macs) = DynMixture::cost(pool.iter().map(|(_, f, _)| *f));
         budget.exceeded(params, macs).is_some()
     };
     let mut w = fit(&pool);
