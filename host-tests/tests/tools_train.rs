@@ -54,6 +54,15 @@ fn blobs(n: usize, seed: u64) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// `rows` written to `<tmpdir(name)>/train.csv` (columns u, v) and loaded as
+/// `flowmote train` loads it; returns the file's path too.
+fn training_set(name: &str, rows: &[Vec<f32>]) -> (PathBuf, data::Dataset) {
+    let p = tmpdir(name).join("train.csv");
+    write_csv(&p, "u,v", rows);
+    let ds = data::load_training(&p, None).unwrap();
+    (p, ds)
+}
+
 fn write_csv(path: &std::path::Path, header: &str, rows: &[Vec<f32>]) {
     let mut s = format!("{header}\n");
     for r in rows {
@@ -162,10 +171,7 @@ fn nsf_ar_layers_stay_made_masked() {
 
 #[test]
 fn tiny_nsf_training_improves_validation_nll() {
-    let dir = tmpdir("nsf");
-    let p = dir.join("train.csv");
-    write_csv(&p, "u,v", &banana(400, 11));
-    let ds = data::load_training(&p, None).unwrap();
+    let (_, ds) = training_set("nsf", &banana(400, 11));
     for flow in [FlowKind::Nsf, FlowKind::NsfAr] {
         let cfg = TrainConfig {
             flow,
@@ -200,10 +206,7 @@ fn tiny_nsf_training_improves_validation_nll() {
 
 #[test]
 fn search_keeps_the_candidate_with_the_best_validation_nll() {
-    let dir = tmpdir("auto");
-    let p = dir.join("train.csv");
-    write_csv(&p, "u,v", &banana(300, 12));
-    let ds = data::load_training(&p, None).unwrap();
+    let (_, ds) = training_set("auto", &banana(300, 12));
     let cfg = TrainConfig {
         epochs: Some(5),
         ..TrainConfig::default()
@@ -261,10 +264,8 @@ fn search_keeps_the_candidate_with_the_best_validation_nll() {
 /// log-sum-exp of the members' own densities).
 #[test]
 fn search_stacks_the_candidates_into_a_mixture() {
-    let dir = tmpdir("stack");
-    let p = dir.join("train.csv");
-    write_csv(&p, "u,v", &blobs(1000, 2));
-    let ds = data::load_training(&p, None).unwrap();
+    let (p, ds) = training_set("stack", &blobs(1000, 2));
+    let dir = p.parent().unwrap();
     let cfg = TrainConfig {
         epochs: Some(20),
         ..TrainConfig::default()
@@ -661,11 +662,8 @@ fn small_cfg(seed: u64) -> TrainConfig {
 
 #[test]
 fn flow_beats_full_covariance_gaussian_on_banana() {
-    let dir = tmpdir("banana");
     let (tr, te) = (banana(1500, 1), banana(1000, 2));
-    let p = dir.join("train.csv");
-    write_csv(&p, "u,v", &tr);
-    let ds = data::load_training(&p, None).unwrap();
+    let (_, ds) = training_set("banana", &tr);
     let (m, s) = train::train(&ds, &small_cfg(0), false).unwrap();
     let (flow_nll, bad) = train::mean_nll(m.model.as_single().unwrap(), &te);
     assert_eq!(bad, 0);
@@ -680,15 +678,12 @@ fn flow_beats_full_covariance_gaussian_on_banana() {
 
 #[test]
 fn training_is_deterministic_for_a_seed() {
-    let dir = tmpdir("det");
-    let p = dir.join("train.csv");
     // Integer columns: exercises dequantisation noise too.
     let rows: Vec<Vec<f32>> = banana(300, 5)
         .iter()
         .map(|r| r.iter().map(|v| (v * 10.0).round()).collect())
         .collect();
-    write_csv(&p, "u,v", &rows);
-    let ds = data::load_training(&p, None).unwrap();
+    let (_, ds) = training_set("det", &rows);
     let cfg = TrainConfig {
         epochs: Some(5),
         ..small_cfg(9)
@@ -1003,11 +998,8 @@ fn untrained_whitened_flow_is_the_full_covariance_gaussian() {
 
 #[test]
 fn validation_rows_are_the_last_rows_of_the_file_by_default() {
-    let dir = tmpdir("valsplit");
-    let p = dir.join("train.csv");
     let rows = banana(200, 31);
-    write_csv(&p, "u,v", &rows);
-    let ds = data::load_training(&p, None).unwrap();
+    let (_, ds) = training_set("valsplit", &rows);
     let cfg = TrainConfig {
         epochs: Some(2),
         ..small_cfg(3)
@@ -1030,10 +1022,7 @@ fn validation_rows_are_the_last_rows_of_the_file_by_default() {
 
 #[test]
 fn max_params_bounds_the_search() {
-    let dir = tmpdir("maxparams");
-    let p = dir.join("train.csv");
-    write_csv(&p, "u,v", &banana(300, 41));
-    let ds = data::load_training(&p, None).unwrap();
+    let (_, ds) = training_set("maxparams", &banana(300, 41));
     let cfg = TrainConfig {
         epochs: Some(3),
         ..TrainConfig::default()
