@@ -980,12 +980,18 @@ pub fn stack(
         log_weights: w.iter().map(|v| (v / total).ln() as f32).collect(),
         flows: pool.iter().map(|(_, f, _)| (*f).clone()).collect(),
     };
-    // The validation NLL the stored (f32) mixture gives, as the device computes it.
-    let lps: Vec<Option<f64>> = validation
-        .par_iter()
-        .map_init(|| model.workspace(), |ws, x| model.log_prob(x, ws).ok().map(f64::from))
-        .collect();
-    let val_nll = -lps.iter().map(|v| v.unwrap_or(f64::NEG_INFINITY)).sum::<f64>() / n as f64;
+    // The validation NLL the stored (f32) mixture gives, as the device
+    // computes it: the members' log-densities (each exactly an f32) combined
+    // with the f32 weights.
+    let mut terms = vec![0.0f32; pool.len()];
+    let mut sum = 0.0f64;
+    for row in 0..n {
+        for (t, (_, _, lp)) in terms.iter_mut().zip(&pool) {
+            *t = lp[row] as f32;
+        }
+        sum += flowmote::mixture::combine(&model.log_weights, &terms).map_or(f64::NEG_INFINITY, f64::from);
+    }
+    let val_nll = -sum / n as f64;
     let penalty = (pool.len() - 1) as f64 / n as f64;
     (val_nll.is_finite() && val_nll + penalty < best_single).then(|| Stacked {
         members: pool.iter().zip(&w).map(|((i, _, _), w)| (*i, w / total)).collect(),
