@@ -2,7 +2,8 @@
 
 For one train/test CSV pair prints one JSON object with, per model, the test
 NLL in data units (normal rows only when the test file is labelled) and the
-AUROC of -log p(x) against `label` (anomaly = 1) when labelled:
+AUROC of -log p(x) against `label` (anomaly = 1) when labelled, with each
+row's log p(x) (`log_prob`, null when not finite) for a paired comparison:
 
 * scikit-learn GaussianMixture: n_components 1..8, 12, 16, 24, 32 x covariance type
   (full, tied, diag, spherical) chosen by mean log-likelihood on a random
@@ -53,6 +54,8 @@ def main():
             "auroc": auroc(np.where(finite, -lp, np.inf), lab) if lab is not None else None,
             "nonfinite": int((~finite).sum()),
         }
+        if lab is not None:  # per-row scores, for the paired bootstrap in defaults.sh
+            out["log_prob"] = [float(v) if np.isfinite(v) else None for v in lp]
         out.update(extra)
         return out
 
