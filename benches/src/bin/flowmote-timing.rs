@@ -11,9 +11,9 @@
 //!   comparison's default architecture; `null` if `--layers/--hidden/--depth`
 //!   ask for another), seeded random weights: single-sample
 //!   `log_prob` latency and batch throughput on 1 and 2 threads.
-//! * `dyn` (with `--model`, a `flowmote train` model file or a bare
-//!   `DynFlow` JSON): the same for the trained run-time-sized `DynFlow`
-//!   that `flowmote eval` scores with (one thread).
+//! * `dyn` (with `--model`, a `flowmote train` model file — one flow or a
+//!   mixture — or a bare `DynFlow` JSON): the same for the trained
+//!   run-time-sized model that `flowmote eval` scores with (one thread).
 //!
 //! Rows to score come from `--rows` (a CSV; a `label` column is dropped) or
 //! are 1024 standard-normal rows. Latency is the median over 31 blocks of
@@ -22,7 +22,7 @@
 use flowmote::{Bijector, Flow};
 use flowmote_benches::train::read_csv;
 use flowmote_benches::{coupling_flow, maf_flow, normal_rows, score_rows, score_rows_par};
-use flowmote_tools::model::{DynFlow, Layer, ModelFile, Workspace};
+use flowmote_tools::model::{DynFlow, DynMixture, Layer, ModelFile};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -93,18 +93,18 @@ fn time_static<const D: usize, L: Bijector<D> + Sync>(flow: &Flow<D, L>, rows: &
     })
 }
 
-fn time_dyn(flow: &DynFlow, rows: &[f32]) -> serde_json::Value {
-    let d = flow.dim;
+fn time_dyn(model: &DynMixture, rows: &[f32]) -> serde_json::Value {
+    let d = model.dim();
     let n = rows.len() / d;
-    let mut ws = Workspace::new(flow);
+    let mut ws = model.workspace();
     let x = rows[..d].to_vec();
     let single = latency_ns(|| {
-        black_box(flow.log_prob(black_box(&x), &mut ws).ok());
+        black_box(model.log_prob(black_box(&x), &mut ws).ok());
     });
     let t1 = throughput(n, || {
         let mut s = 0.0;
         for r in rows.chunks_exact(d) {
-            s += flow.log_prob(r, &mut ws).unwrap_or(0.0);
+            s += model.log_prob(r, &mut ws).unwrap_or(0.0);
         }
         black_box(s);
     });
@@ -112,15 +112,37 @@ fn time_dyn(flow: &DynFlow, rows: &[f32]) -> serde_json::Value {
 }
 
 fn main() {
+    if let Err(e) = run() {
+        eprintln!("flowmote-timing: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Load `--model`: a model file of `flowmote train`, or a bare `DynFlow`
+/// (flowmote-fit --save) with no mean/std of its own.
+fn load_model(p: &str) -> Result<(DynMixture, Vec<f32>, Vec<f32>), String> {
+    match ModelFile::load(p.as_ref()) {
+        Ok(m) => Ok((m.model, m.mean, m.std)),
+        Err(e) => {
+            let text = std::fs::read_to_string(p).map_err(|_| format!("loading {p}: {e:#}"))?;
+            let f: DynFlow = serde_json::from_str(&text).map_err(|_| format!("loading {p}: {e:#}"))?;
+            Ok((DynMixture::single(f), Vec::new(), Vec::new()))
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
     let flow = get("--flow").unwrap_or_else(|| "maf".into());
     let dim: usize = get("--dim").and_then(|s| s.parse().ok()).unwrap_or(9);
     let (rows, d) = match get("--rows") {
-        Some(p) => read_csv(p.as_ref()).unwrap_or_else(|e| panic!("reading {p}: {e}")),
+        Some(p) => read_csv(p.as_ref()).map_err(|e| format!("reading {p}: {e}"))?,
         None => (normal_rows(3, 1024, dim), dim),
     };
-    assert_eq!(d, dim, "--rows has {d} columns, --dim says {dim}");
+    if d != dim {
+        return Err(format!("--rows has {d} columns, --dim says {dim}"));
+    }
     // The static model is standardised-space; feed it standardised-looking rows.
     let mut srows = rows.clone();
     flowmote_benches::train::standardise(&mut srows, d);
@@ -136,23 +158,27 @@ fn main() {
         ("coupling", 30) => time_static(&*coupling_flow::<30, 15, 15, HIDDEN>(2), &srows),
         _ => serde_json::Value::Null,
     };
-    let dynamic = get("--model").map(|p| {
-        // A model file of `flowmote train`, or a bare `DynFlow` (flowmote-fit --save).
-        let (flow, mean, std) = match ModelFile::load(p.as_ref()) {
-            Ok(m) => match m.model.as_single() {
-                Some(f) => (f.clone(), m.mean, m.std),
-                None => panic!("{p}: timing a mixture of flows is not supported; time its members"),
-            },
-            Err(e) => {
-                let text = std::fs::read_to_string(&p).unwrap_or_else(|_| panic!("loading {p}: {e:#}"));
-                let f: DynFlow = serde_json::from_str(&text).unwrap_or_else(|_| panic!("loading {p}: {e:#}"));
-                (f, Vec::new(), Vec::new())
+    let dynamic = match get("--model") {
+        None => None,
+        Some(p) => {
+            let (model, mean, std) = load_model(&p)?;
+            if model.dim() != d {
+                return Err(format!(
+                    "{p} is a {}-dimensional model, the rows have {d} columns",
+                    model.dim()
+                ));
             }
-        };
-        // Rows go in as `flowmote eval` would pass them: raw if the flow
-        // standardises itself (a frozen ActNorm first), else standardised
+            Some((model, mean, std))
+        }
+    };
+    let dynamic = dynamic.map(|(model, mean, std)| {
+        // Rows go in as `flowmote eval` would pass them: raw if the flows
+        // standardise themselves (a frozen ActNorm first), else standardised
         // with the file's mean and std.
-        let own_std = matches!(flow.layers.first(), Some(Layer::ActNorm { frozen: true, .. }));
+        let own_std = model
+            .flows
+            .iter()
+            .all(|f| matches!(f.layers.first(), Some(Layer::ActNorm { frozen: true, .. })));
         let mut x = rows.clone();
         if !own_std && mean.len() == d && std.len() == d {
             for r in x.chunks_exact_mut(d) {
@@ -161,7 +187,7 @@ fn main() {
                 }
             }
         }
-        time_dyn(&flow, &x)
+        time_dyn(&model, &x)
     });
     let out = serde_json::json!({
         "flow": flow,
@@ -171,4 +197,5 @@ fn main() {
         "dyn": dynamic,
     });
     println!("{out}");
+    Ok(())
 }
