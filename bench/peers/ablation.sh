@@ -6,16 +6,10 @@
 #
 #   bench/peers/ablation.sh            # ≈ 15 min on 2 cores
 #   SEED=1 bench/peers/ablation.sh
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-cd "$root"
-DATA=${DATA:-$root/../shared/data}
-OUT=${OUT:-$here/results}
+source "$(dirname "$0")/common.sh"
 SEED=${SEED:-0}
 mkdir -p "$OUT/ablation"
-cargo build -q --release -p flowmote-tools
-tool=${CARGO_TARGET_DIR:-$root/target}/release/flowmote
+build_tool
 
 # name|flags ($1: the noise level the default search chose for maf on the set;
 # $2: the data-size default of layers and hidden units)

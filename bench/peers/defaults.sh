@@ -14,24 +14,12 @@
 #   MAX_EPOCHS=20 bench/peers/defaults.sh   # cap FlowJAX epochs (default: its own 100)
 #   SEEDS='0 1 2' bench/peers/defaults.sh  # seeds (default 0 1 2 3 4)
 #
-# Uses the venv of run.sh (bench/peers/.venv) plus scikit-learn
-# (installed into it on first use).
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-cd "$root"
-DATA=${DATA:-$root/../shared/data}
-OUT=${OUT:-$here/results}
+# Uses the venv of bench/peers/requirements.txt (bench/peers/.venv, created
+# on first use).
+source "$(dirname "$0")/common.sh"
 SETS=${SETS:-daphnet_gait breast_cancer}
-mkdir -p "$OUT"
-say() { printf '==> %s\n' "$*" >&2; }
-
-py=$here/.venv/bin/python
-[ -x "$py" ] || { echo "run bench/peers/run.sh once to create $here/.venv" >&2; exit 1; }
-"$py" -c 'import sklearn' 2>/dev/null || "$here/.venv/bin/pip" install -q scikit-learn
-say "building flowmote (release)"
-cargo build -q --release -p flowmote-tools
-tool=${CARGO_TARGET_DIR:-$root/target}/release/flowmote
+peer_python
+build_tool
 ep=(); [ -z "${MAX_EPOCHS:-}" ] || ep=(--max-epochs "$MAX_EPOCHS")
 
 SEEDS=${SEEDS:-0 1 2 3 4}

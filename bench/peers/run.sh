@@ -19,10 +19,7 @@
 #
 # Needs python3 (>= 3.10) with venv and pip access to PyPI; the virtual
 # environment is created in bench/peers/.venv (git-ignored) on first use.
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-cd "$root"
+source "$(dirname "$0")/common.sh"
 
 LAYERS=${LAYERS:-4}
 HIDDEN=${HIDDEN:-64}
@@ -32,37 +29,17 @@ BATCH=${BATCH:-64}
 LR=${LR:-1e-3}
 SEED=${SEED:-0}
 if [ -n "${QUICK:-}" ]; then EPOCHS=5; fi
-DATA=${DATA:-$root/../shared/data}
-OUT=${OUT:-$here/results}
 SETS=${SETS:-daphnet_gait breast_cancer}
 FLOWS=${FLOWS:-maf coupling}
 FLOWMOTE=${FLOWMOTE:-auto}
 DEQUANTIZE=${DEQUANTIZE:-0}
-mkdir -p "$OUT"
 
-say() { printf '==> %s\n' "$*" >&2; }
-
-# --- peer environment -------------------------------------------------------
-venv=$here/.venv
-stamp=$venv/.requirements.sha
-want=$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    say "creating $venv (FlowJAX + JAX CPU from PyPI)"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --upgrade pip
-    "$venv/bin/pip" install -q -r "$here/requirements.txt"
-    echo "$want" >"$stamp"
-fi
-py=$venv/bin/python
-
-# --- flowmote binaries ------------------------------------------------------
-say "building flowmote (release)"
+# --- peer environment and flowmote binaries ---------------------------------
+peer_python
+build_tool
 cargo build -q --release -p flowmote-benches --bins
-cargo build -q --release -p flowmote-tools
-tgt=${CARGO_TARGET_DIR:-$root/target}
 timing=$tgt/release/flowmote-timing
 fit=$tgt/release/flowmote-fit
-tool=$tgt/release/flowmote
 if [ "$FLOWMOTE" = auto ]; then
     if "$tool" train --help >/dev/null 2>&1; then FLOWMOTE=tool; else FLOWMOTE=fit; fi
 fi
