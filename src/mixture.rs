@@ -65,7 +65,8 @@ impl<const D: usize, L: Bijector<D>> Density<D> for Flow<D, L> {
 }
 
 /// The members of a [`Mixture`] with `M` components: implemented for tuples
-/// of 1 to 8 [`Density`] types (so `M` is checked by the type system).
+/// of 1 to [`MAX_MEMBERS`] [`Density`] types (so `M` is checked by the type
+/// system). A member may itself be a [`Mixture`].
 pub trait Components<const D: usize, const M: usize> {
     /// `log pₖ(x)` of every member, in order: `−∞` for a member whose
     /// domain `x` is outside ([`Error::OutOfDomain`]: its density there is
@@ -75,6 +76,10 @@ pub trait Components<const D: usize, const M: usize> {
     /// One sample of member `k` (the last member for `k ≥ M`).
     fn sample_member<R: Rng + ?Sized>(&self, k: usize, rng: &mut R) -> Result<[f32; D], Error>;
 }
+
+/// The most members a [`Mixture`] tuple may have (the tuple arities
+/// [`Components`] is implemented for).
+pub const MAX_MEMBERS: usize = 32;
 
 macro_rules! tuple_components {
     ($($m:literal: ($($name:ident $idx:tt),+) last $last:tt;)+) => {$(
@@ -94,14 +99,38 @@ macro_rules! tuple_components {
 }
 
 tuple_components! {
-    1: (A 0) last 0;
-    2: (A 0, B 1) last 1;
-    3: (A 0, B 1, C 2) last 2;
-    4: (A 0, B 1, C 2, E 3) last 3;
-    5: (A 0, B 1, C 2, E 3, F 4) last 4;
-    6: (A 0, B 1, C 2, E 3, F 4, G 5) last 5;
-    7: (A 0, B 1, C 2, E 3, F 4, G 5, H 6) last 6;
-    8: (A 0, B 1, C 2, E 3, F 4, G 5, H 6, I 7) last 7;
+    1: (T0 0) last 0;
+    2: (T0 0, T1 1) last 1;
+    3: (T0 0, T1 1, T2 2) last 2;
+    4: (T0 0, T1 1, T2 2, T3 3) last 3;
+    5: (T0 0, T1 1, T2 2, T3 3, T4 4) last 4;
+    6: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5) last 5;
+    7: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6) last 6;
+    8: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7) last 7;
+    9: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8) last 8;
+    10: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9) last 9;
+    11: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10) last 10;
+    12: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11) last 11;
+    13: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12) last 12;
+    14: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13) last 13;
+    15: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14) last 14;
+    16: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15) last 15;
+    17: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16) last 16;
+    18: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16, T17 17) last 17;
+    19: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16, T17 17, T18 18) last 18;
+    20: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16, T17 17, T18 18, T19 19) last 19;
+    21: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16, T17 17, T18 18, T19 19, T20 20) last 20;
+    22: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16, T17 17, T18 18, T19 19, T20 20, T21 21) last 21;
+    23: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16, T17 17, T18 18, T19 19, T20 20, T21 21, T22 22) last 22;
+    24: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16, T17 17, T18 18, T19 19, T20 20, T21 21, T22 22, T23 23) last 23;
+    25: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16, T17 17, T18 18, T19 19, T20 20, T21 21, T22 22, T23 23, T24 24) last 24;
+    26: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16, T17 17, T18 18, T19 19, T20 20, T21 21, T22 22, T23 23, T24 24, T25 25) last 25;
+    27: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16, T17 17, T18 18, T19 19, T20 20, T21 21, T22 22, T23 23, T24 24, T25 25, T26 26) last 26;
+    28: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16, T17 17, T18 18, T19 19, T20 20, T21 21, T22 22, T23 23, T24 24, T25 25, T26 26, T27 27) last 27;
+    29: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16, T17 17, T18 18, T19 19, T20 20, T21 21, T22 22, T23 23, T24 24, T25 25, T26 26, T27 27, T28 28) last 28;
+    30: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16, T17 17, T18 18, T19 19, T20 20, T21 21, T22 22, T23 23, T24 24, T25 25, T26 26, T27 27, T28 28, T29 29) last 29;
+    31: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16, T17 17, T18 18, T19 19, T20 20, T21 21, T22 22, T23 23, T24 24, T25 25, T26 26, T27 27, T28 28, T29 29, T30 30) last 30;
+    32: (T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7, T8 8, T9 9, T10 10, T11 11, T12 12, T13 13, T14 14, T15 15, T16 16, T17 17, T18 18, T19 19, T20 20, T21 21, T22 22, T23 23, T24 24, T25 25, T26 26, T27 27, T28 28, T29 29, T30 30, T31 31) last 31;
 }
 
 /// `ln Σₖ exp(log_weights[k] + log_probs[k])`, computed stably (the largest

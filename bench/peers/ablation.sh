@@ -20,7 +20,8 @@ old defaults: maf, random split, no noise, no whitening|--flow maf $2 --val-spli
 + noise $1 (the level the search picks)|--flow maf $2 --noise $1 --no-whiten
 + whitening layer|--flow maf $2 --noise $1
 + family and size search|--no-mixture
-+ stacking the candidates = today's defaults|
++ stacking the candidates|--folds 1
++ 5-fold cross-validation when under 100 validation rows = today's defaults|
 today's defaults but --val-split random|--val-split random
 V
 }

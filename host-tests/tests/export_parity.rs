@@ -21,6 +21,8 @@ use flowmote_tools::model::{
 use flowmote_tools::train::standardize_layer;
 use std::path::{Path, PathBuf};
 
+#[path = "generated/committee.rs"]
+mod committee_model;
 #[path = "generated/coupling.rs"]
 mod coupling_model;
 #[path = "generated/extended.rs"]
@@ -228,6 +230,33 @@ fn extended_model() -> ModelFile {
     m
 }
 
+/// A mixture of 12 small 2-D MAF flows with unequal weights: more members
+/// than a hand-written mixture would have, as `flowmote train --folds`
+/// makes (5 folds × up to 6 candidates).
+fn committee_model() -> ModelFile {
+    let mut r = rng(404);
+    let (mean, std) = (vec![-4.0, 250.0], vec![0.5, 40.0]);
+    let flows: Vec<DynFlow> = (0..12)
+        .map(|k| DynFlow {
+            dim: 2,
+            layers: vec![
+                standardize_layer(&mean, &std),
+                maf(&mut r, 2, net(3 + k % 3, 1, Act::Tanh)),
+                Layer::Reverse,
+                maf(&mut r, 2, net(3, 1, Act::Elu)),
+            ],
+        })
+        .collect();
+    let raw: Vec<f64> = (1..=12).map(|k| k as f64).collect();
+    let total: f64 = raw.iter().sum();
+    let mut m = model_file("mixture", &["t", "p"], mean, std, flows[0].layers.clone());
+    m.model = DynMixture {
+        log_weights: raw.iter().map(|w| (w / total).ln() as f32).collect(),
+        flows,
+    };
+    m
+}
+
 fn export_source(m: &ModelFile, name: Option<&str>) -> export::Exported {
     let out = export::export(
         m,
@@ -245,8 +274,12 @@ fn export_source(m: &ModelFile, name: Option<&str>) -> export::Exported {
     out
 }
 
-fn models() -> [(&'static str, ModelFile); 2] {
-    [("maf.rs", maf_model()), ("coupling.rs", coupling_model())]
+fn models() -> [(&'static str, ModelFile); 3] {
+    [
+        ("maf.rs", maf_model()),
+        ("coupling.rs", coupling_model()),
+        ("committee.rs", committee_model()),
+    ]
 }
 
 #[test]
@@ -406,6 +439,13 @@ fn header_and_items() {
     let member0 = 9 + (6 + 22 * 6) + (5 * 3 + 25 + 24 * 5) + 6 * 4 * (4 * 4 + 3 * 4);
     let member1 = (5 * 3 + 6 * 5) + (4 * 3 + 6 * 4);
     assert_eq!(extended_model::MACS, member0 + member1);
+    // committee: 12 members, MAF(2) h(3 + k mod 3) then MAF(2) h3, depth 1.
+    assert_eq!(
+        committee_model::MACS,
+        (0..12).map(|k| 6 * (3 + k % 3) + 6 * 3).sum::<usize>()
+    );
+    assert_eq!(committee_model::FEATURES, ["t", "p"]);
+    assert_eq!(committee_model::THRESHOLD, f32::INFINITY);
 }
 
 /// `true` if `got` is within `RTOL` of `want` (absolute below |want| = 1).
@@ -496,6 +536,7 @@ macro_rules! parity {
 parity!(maf_parity, maf_model, maf_model);
 parity!(coupling_parity, coupling_model, coupling_model);
 parity!(extended_parity, extended_model, extended_model);
+parity!(committee_parity, committee_model, committee_model);
 
 /// Spline coupling, autoregressive spline and continuous flow layers. Needs
 /// `Layer::mlp_shape` (tools/src/model.rs) to cover those layers: until then
@@ -569,7 +610,7 @@ fn generated_files_compile_no_std_with_warnings_denied() {
     let mut lib = String::from(
         "//! Exported models, compiled as firmware would.\n#![no_std]\n#![deny(warnings, missing_docs)]\n",
     );
-    for file in ["maf.rs", "coupling.rs", "extended.rs"] {
+    for file in ["maf.rs", "coupling.rs", "extended.rs", "committee.rs"] {
         std::fs::copy(generated_dir().join(file), src.join(file)).unwrap();
         lib.push_str(&format!(
             "/// Exported model.\npub mod {};\n",

@@ -78,6 +78,7 @@ fn random_flow(kind: FlowKind, d: usize, seed: u64) -> DynFlow {
     let std: Vec<f32> = (0..d).map(|i| 0.7 + 0.2 * i as f32).collect();
     let cfg = TrainConfig {
         init_scale: 1.0,
+        folds: Some(1),
         ..TrainConfig::default()
     };
     let net = Net {
@@ -180,6 +181,7 @@ fn tiny_nsf_training_improves_validation_nll() {
             epochs: Some(15),
             lr: 5e-3,
             noise: Some(0.0),
+            folds: Some(1),
             ..TrainConfig::default()
         };
         let (m, s) = train::train(&ds, &cfg, false).unwrap();
@@ -209,6 +211,7 @@ fn search_keeps_the_candidate_with_the_best_validation_nll() {
     let (_, ds) = training_set("auto", &banana(300, 12));
     let cfg = TrainConfig {
         epochs: Some(5),
+        folds: Some(1),
         ..TrainConfig::default()
     };
     assert_eq!(
@@ -268,6 +271,7 @@ fn search_stacks_the_candidates_into_a_mixture() {
     let dir = p.parent().unwrap();
     let cfg = TrainConfig {
         epochs: Some(20),
+        folds: Some(1),
         ..TrainConfig::default()
     };
     let (m, s) = train::train(&ds, &cfg, false).unwrap();
@@ -443,7 +447,7 @@ fn stacking_recovers_known_mixture_weights() {
         params: Some(n),
         macs: None,
     };
-    let st = train::stack(&cands, &rows, f64::MAX, Budget::default()).unwrap();
+    let st = train::stack(&cands, &rows, f64::MAX, Budget::default(), 8).unwrap();
     let idx: Vec<usize> = st.members.iter().map(|m| m.0).collect();
     assert_eq!(idx, [0, 1], "the far-away member is dropped");
     let w0 = st.members[0].1;
@@ -461,18 +465,23 @@ fn stacking_recovers_known_mixture_weights() {
         / rows.len() as f64;
     assert!((st.val_nll - exact).abs() < 0.01, "{} vs {exact}", st.val_nll);
     // Not kept unless it beats the best single candidate by the penalty.
-    assert!(train::stack(&cands, &rows, st.val_nll, Budget::default()).is_none());
+    assert!(train::stack(&cands, &rows, st.val_nll, Budget::default(), 8).is_none());
     // The Gaussians have no trainable parameters, but a mixture's weights
     // count: a budget of 2 holds the two-member mixture, 1 holds none.
     assert_eq!(
-        train::stack(&cands, &rows, f64::MAX, params(2)).unwrap().members.len(),
+        train::stack(&cands, &rows, f64::MAX, params(2), 8)
+            .unwrap()
+            .members
+            .len(),
         2
     );
-    assert!(train::stack(&cands, &rows, f64::MAX, params(1)).is_none());
+    assert!(train::stack(&cands, &rows, f64::MAX, params(1), 8).is_none());
+    // A cap of one member leaves no mixture.
+    assert!(train::stack(&cands, &rows, f64::MAX, Budget::default(), 1).is_none());
     // Rows a member cannot score leave that member out.
     let mut bad = rows.clone();
     bad.push(vec![1e30]);
-    assert!(train::stack(&cands, &bad, f64::MAX, Budget::default()).is_none_or(|s| s.members.len() >= 2));
+    assert!(train::stack(&cands, &bad, f64::MAX, Budget::default(), 8).is_none_or(|s| s.members.len() >= 2));
 }
 
 /// Mixture sampling draws each member as often as its weight says, with
@@ -656,6 +665,7 @@ fn small_cfg(seed: u64) -> TrainConfig {
         seed,
         flow: FlowKind::Maf,
         noise: Some(0.0),
+        folds: Some(1),
         ..TrainConfig::default()
     }
 }
@@ -740,6 +750,7 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
         no_dequantize: false,
         noise: Some(0.0),
         val_split: ValSplit::Last,
+        folds: Some(1),
         no_whiten: false,
         no_mixture: false,
         max_params: None,
@@ -819,6 +830,7 @@ fn train_err(csv: &str, label: Option<&str>, flow: FlowKind) -> String {
         no_dequantize: false,
         noise: Some(0.0),
         val_split: ValSplit::Last,
+        folds: Some(1),
         no_whiten: false,
         no_mixture: false,
         max_params: None,
@@ -1025,6 +1037,7 @@ fn max_params_bounds_the_search() {
     let (_, ds) = training_set("maxparams", &banana(300, 41));
     let cfg = TrainConfig {
         epochs: Some(3),
+        folds: Some(1),
         ..TrainConfig::default()
     };
     let (free, _) = train::train(&ds, &cfg, false).unwrap();
@@ -1093,4 +1106,133 @@ fn max_params_bounds_the_search() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("--max-macs"), "{e}");
+}
+
+/// Fold `k` of `n` holds out a contiguous block; the blocks cover every row
+/// exactly once and differ in size by at most one row.
+#[test]
+fn fold_blocks_partition_the_rows() {
+    for total in [10, 43, 214, 1000, 5632] {
+        for n in 2..=10 {
+            let blocks: Vec<(usize, usize)> = (0..n).map(|k| train::fold_block(total, k, n)).collect();
+            assert_eq!(blocks[0].0, 0);
+            assert_eq!(blocks[n - 1].1, total);
+            for w in blocks.windows(2) {
+                assert_eq!(w[0].1, w[1].0, "contiguous");
+            }
+            let sizes: Vec<usize> = blocks.iter().map(|(lo, hi)| hi - lo).collect();
+            let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            assert!(hi - lo <= 1, "{total} rows in {n} folds: {sizes:?}");
+        }
+    }
+}
+
+/// Cross-validation is the default exactly when one split would validate on
+/// fewer than `MIN_VALIDATION_ROWS` rows.
+#[test]
+fn small_data_is_cross_validated_by_default() {
+    assert_eq!(train::default_folds(214, 0.1), train::SMALL_DATA_FOLDS);
+    assert_eq!(train::default_folds(994, 0.1), train::SMALL_DATA_FOLDS);
+    assert_eq!(train::default_folds(995, 0.1), 1, "99.5 rounds to 100 validation rows");
+    assert_eq!(train::default_folds(5632, 0.1), 1);
+    assert_eq!(train::default_folds(400, 0.25), 1);
+    // And `train` follows it when --folds is not given.
+    let (_, ds) = training_set("auto-folds", &banana(150, 41));
+    let cfg = TrainConfig {
+        epochs: Some(2),
+        folds: None,
+        mixture: false,
+        ..small_cfg(3)
+    };
+    let (m, s) = train::train(&ds, &cfg, false).unwrap();
+    assert_eq!(m.provenance.settings["folds"], train::SMALL_DATA_FOLDS);
+    assert_eq!(m.model.flows.len(), train::SMALL_DATA_FOLDS);
+    assert_eq!((s.train_rows, s.val_rows), (150, 150), "every row validated once");
+    assert!(s.validation.is_empty(), "no row is unseen by the whole committee");
+}
+
+/// `--folds 3`: the committee is the equal-weight mixture of three searches,
+/// fold `k` exactly the model trained with block `k` held out; its
+/// cross-validated NLL is the row-weighted mean of the folds' validation
+/// NLLs; its density is the mean of the members' (f64 reference); it
+/// survives save/load; and the parameter budget is split over the folds.
+#[test]
+fn folds_train_an_equal_weight_committee() {
+    let (csv, ds) = training_set("folds", &banana(200, 42));
+    let cfg = TrainConfig {
+        epochs: Some(3),
+        folds: Some(3),
+        mixture: false,
+        ..small_cfg(5)
+    };
+    let (m, s) = train::train(&ds, &cfg, false).unwrap();
+    m.validate().unwrap();
+    assert_eq!(m.kind, "mixture");
+    assert_eq!(m.model.flows.len(), 3);
+    for lw in &m.model.log_weights {
+        assert!((lw.exp() - 1.0 / 3.0).abs() < 1e-6, "{lw}");
+    }
+    let results = m.provenance.settings["fold_results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 3);
+    let mut weighted = 0.0;
+    for (k, result) in results.iter().enumerate() {
+        let alone = TrainConfig {
+            folds: Some(1),
+            fold: Some((k, 3)),
+            ..cfg.clone()
+        };
+        let (f, fs) = train::train(&ds, &alone, false).unwrap();
+        assert_eq!(&m.model.flows[k], f.model.as_single().unwrap(), "fold {k}");
+        let (lo, hi) = train::fold_block(200, k, 3);
+        assert_eq!(fs.val_rows, hi - lo);
+        assert_eq!(result["val_nll"].as_f64().unwrap(), fs.best_val_nll);
+        weighted += fs.best_val_nll * fs.val_rows as f64;
+    }
+    assert!((s.best_val_nll - weighted / 200.0).abs() < 1e-9);
+    assert_eq!(m.provenance.val_nll, s.best_val_nll);
+    // log p of the committee = log of the members' mean density.
+    let mut ws = m.model.workspace();
+    let mut fws: Vec<Workspace> = m.model.flows.iter().map(Workspace::new).collect();
+    for x in banana(20, 43) {
+        let lp = m.model.log_prob(&x, &mut ws).unwrap() as f64;
+        let mean: f64 = m
+            .model
+            .flows
+            .iter()
+            .zip(&mut fws)
+            .map(|(f, w)| (f.log_prob(&x, w).unwrap() as f64).exp())
+            .sum::<f64>()
+            / 3.0;
+        assert!(
+            (lp - mean.ln()).abs() < 1e-4 * lp.abs().max(1.0),
+            "{lp} vs {}",
+            mean.ln()
+        );
+    }
+    let p = csv.with_file_name("committee.json");
+    m.save(&p).unwrap();
+    assert_eq!(ModelFile::load(&p).unwrap().model, m.model);
+    assert!(cli::describe_model(&m).starts_with("a 3-fold committee of 3 flows"));
+    // --max-params is the committee's, its three weights included: each
+    // fold gets a third of the rest.
+    let one = m.model.flows[0].parameters();
+    assert_eq!(m.model.parameters(), 3 * one + 3);
+    let budget = TrainConfig {
+        max_params: Some(3 * one + 3),
+        ..cfg.clone()
+    };
+    let (b, _) = train::train(&ds, &budget, false).unwrap();
+    assert_eq!(b.model.parameters(), 3 * one + 3);
+    let tight = TrainConfig {
+        max_params: Some(3 * one + 2),
+        ..cfg.clone()
+    };
+    let err = train::train(&ds, &tight, false).unwrap_err().to_string();
+    assert!(err.contains("does not fit the budget"), "{err}");
+    // Out of range.
+    let bad = TrainConfig { folds: Some(11), ..cfg };
+    assert!(train::train(&ds, &bad, false)
+        .unwrap_err()
+        .to_string()
+        .contains("--folds"));
 }

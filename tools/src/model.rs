@@ -806,7 +806,7 @@ pub struct MixWorkspace {
 
 impl DynMixture {
     /// Most members a mixture may have (the core's `Components` tuples).
-    pub const MAX_MEMBERS: usize = 8;
+    pub const MAX_MEMBERS: usize = flowmote::mixture::MAX_MEMBERS;
 
     /// A one-flow model.
     pub fn single(flow: DynFlow) -> Self {

@@ -114,6 +114,15 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Which rows are held out for validation.
     pub val_split: ValSplit,
+    /// Cross-validation folds: `Some(k ≥ 2)` runs the search `k` times, each
+    /// holding out one of `k` blocks of rows for validation, and keeps the
+    /// equal-weight mixture of the `k` results; `Some(1)`: one split of
+    /// `val_fraction`; `None`: [`default_folds`].
+    pub folds: Option<usize>,
+    /// Hold out block `k` of `n` (`Some((k, n))`) instead of `val_fraction`
+    /// of the rows: the blocks, contiguous in the split's row order, cover
+    /// every row once. Set by [`train`] for each fold.
+    pub fold: Option<(usize, usize)>,
     /// Start with a trainable whitening LU layer after the standardisation.
     pub whiten: bool,
     /// After a search, keep a weighted mixture of the candidates when it has
@@ -160,6 +169,8 @@ impl Default for TrainConfig {
             val_fraction: 0.1,
             seed: 0,
             val_split: ValSplit::Last,
+            folds: None,
+            fold: None,
             whiten: true,
             mixture: true,
             max_params: None,
@@ -620,6 +631,25 @@ fn batch_grad(
     (loss, used, bad)
 }
 
+/// Rows `lo..hi` of `total` that fold `k` of `n` holds out: `n` contiguous
+/// blocks, as equal as whole rows allow, covering every row once (the last
+/// block ends at the last row).
+pub fn fold_block(total: usize, k: usize, n: usize) -> (usize, usize) {
+    let edge = |i: usize| (total as u128 * i as u128 / n as u128) as usize;
+    (edge(k), edge(k + 1))
+}
+
+/// How many of `total` usable rows `c` trains on.
+fn train_rows(total: usize, c: &TrainConfig) -> usize {
+    match c.fold {
+        Some((k, n)) => {
+            let (lo, hi) = fold_block(total, k, n);
+            total - (hi - lo)
+        }
+        None => split_sizes(total, c.val_fraction).0,
+    }
+}
+
 /// Training and validation row counts for `total` usable rows.
 fn split_sizes(total: usize, val_fraction: f64) -> (usize, usize) {
     let n_val = ((total as f64) * val_fraction).round() as usize;
@@ -640,7 +670,7 @@ struct CandidateSize {
 /// The size of the model `c` would train on `ds`.
 fn candidate_size(ds: &Dataset, c: &TrainConfig) -> Result<CandidateSize> {
     let d = ds.dim();
-    let (n, _) = split_sizes(ds.n_normal(), c.val_fraction);
+    let n = train_rows(ds.n_normal(), c);
     let (l, h) = default_size(c.flow, n, d);
     let (layers, hidden) = (c.layers.unwrap_or(l), c.hidden.unwrap_or(h));
     let net = Net {
@@ -701,8 +731,39 @@ impl Budget {
 /// Noise levels (standard deviations per column) the search tries, in order.
 pub const NOISE_LEVELS: [f32; 4] = [0.0, 0.1, 0.2, 0.3];
 
+/// Folds [`default_folds`] chooses when a validation split would hold
+/// fewer rows than [`MIN_VALIDATION_ROWS`].
+pub const SMALL_DATA_FOLDS: usize = 5;
+
+/// Below this many validation rows one split is too small to choose and
+/// stack by: [`default_folds`] cross-validates instead.
+pub const MIN_VALIDATION_ROWS: usize = 100;
+
+/// Cross-validation folds when the user gives none: [`SMALL_DATA_FOLDS`]
+/// if `rows × val_fraction` (the rows one split would validate on) is below
+/// [`MIN_VALIDATION_ROWS`], else 1 (one split).
+pub fn default_folds(rows: usize, val_fraction: f64) -> usize {
+    let (_, n_val) = split_sizes(rows, val_fraction);
+    if n_val < MIN_VALIDATION_ROWS {
+        SMALL_DATA_FOLDS
+    } else {
+        1
+    }
+}
+
 /// Train a model on `ds` (rows labelled anomalous are left out). With
 /// `progress`, shows an indicatif bar with training and validation NLL.
+///
+/// With `k ≥ 2` folds ([`TrainConfig::folds`], by default [`default_folds`]:
+/// small data) the search below runs `k` times, fold `i` holding out block
+/// `i` of the rows ([`fold_block`]) for its validation, early stopping and
+/// stacking, and the model kept is the equal-weight mixture of the `k`
+/// results (weights `wᵢⱼ / k`): every row is validated on once, and the
+/// members' different errors average out (a cross-validation committee).
+/// `--max-params` (less one weight per fold) and `--max-macs` are split
+/// evenly over the folds. The
+/// validation NLL reported is the folds' mean on their own blocks, an
+/// estimate for one fold's model; no row is unseen by the whole mixture.
 ///
 /// Settings left open (`FlowKind::Auto`, `noise: None`, no `layers` and no
 /// `hidden`) are chosen by validation NLL, every candidate on the same split
@@ -719,6 +780,119 @@ pub const NOISE_LEVELS: [f32; 4] = [0.0, 0.1, 0.2, 0.3];
 /// beats that ([`stack`]); every candidate's figures are stored in the
 /// provenance settings (`search`), a mixture's members in `members`.
 pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
+    let folds = match (cfg.folds, cfg.fold) {
+        (Some(k), _) => k,
+        (None, Some(_)) => 1,
+        (None, None) => default_folds(ds.n_normal(), cfg.val_fraction),
+    };
+    ensure!((1..=10).contains(&folds), "--folds must be 1 to 10, not {folds}");
+    if folds == 1 {
+        let c = TrainConfig {
+            folds: Some(1),
+            ..cfg.clone()
+        };
+        return search(ds, &c, progress, DynMixture::MAX_MEMBERS);
+    }
+    ensure!(cfg.fold.is_none(), "a fold cannot be cross-validated again");
+    let start = Instant::now();
+    let budget = Budget::of(cfg);
+    let mut parts = Vec::with_capacity(folds);
+    for k in 0..folds {
+        let (lo, hi) = fold_block(ds.n_normal(), k, folds);
+        if progress {
+            eprintln!(
+                "fold {}/{folds}: validation on {} rows ({lo}..{hi} of the {} order)",
+                k + 1,
+                hi - lo,
+                match cfg.val_split {
+                    ValSplit::Last => "file's",
+                    ValSplit::Random => "shuffled",
+                }
+            );
+        }
+        let c = TrainConfig {
+            folds: Some(1),
+            fold: Some((k, folds)),
+            // The committee stores one weight per member, one per fold at least.
+            max_params: budget.params.map(|p| p.saturating_sub(folds) / folds),
+            max_macs: budget.macs.map(|m| m / folds),
+            ..cfg.clone()
+        };
+        parts.push(search(ds, &c, progress, DynMixture::MAX_MEMBERS / folds)?);
+    }
+    Ok(committee(ds, parts, start))
+}
+
+/// The equal-weight mixture of the folds' models (see [`train`]).
+fn committee(ds: &Dataset, parts: Vec<(ModelFile, TrainSummary)>, start: Instant) -> (ModelFile, TrainSummary) {
+    let k = parts.len();
+    let mut log_weights = Vec::new();
+    let mut flows = Vec::new();
+    let mut members = Vec::new();
+    let mut folds = Vec::new();
+    let (mut val_sum, mut val_rows, mut skipped) = (0.0, 0, 0);
+    for (i, (m, s)) in parts.iter().enumerate() {
+        for (j, (lw, f)) in m.model.log_weights.iter().zip(&m.model.flows).enumerate() {
+            log_weights.push(((*lw as f64).exp() / k as f64).ln() as f32);
+            flows.push(f.clone());
+            let st = &m.provenance.settings;
+            let mut t = match st.get("members") {
+                Some(serde_json::Value::Array(a)) => a[j].clone(),
+                _ => serde_json::json!({
+                    "flow": m.kind, "noise": st["noise"], "layers": st["layers"], "hidden": st["hidden"],
+                    "parameters": f.parameters(), "macs": f.macs(), "val_nll": s.best_val_nll,
+                }),
+            };
+            t["fold"] = (i + 1).into();
+            t["weight"] = ((*lw as f64).exp() / k as f64).into();
+            members.push(t);
+        }
+        folds.push(serde_json::json!({
+            "fold": i + 1, "kind": m.kind, "val_rows": s.val_rows, "val_nll": s.best_val_nll,
+            "search": m.provenance.settings.get("search").cloned().unwrap_or_default(),
+        }));
+        val_sum += s.best_val_nll * s.val_rows as f64;
+        val_rows += s.val_rows;
+        skipped += s.skipped_rows;
+    }
+    let (mut m, mut s) = parts.into_iter().next().expect("at least two folds");
+    let model = DynMixture { log_weights, flows };
+    // Mean and std of every usable row (each fold's flows carry their own).
+    let rows = ds.normal_rows();
+    let d = ds.dim();
+    for j in 0..d {
+        let mean = rows.iter().map(|r| r[j] as f64).sum::<f64>() / rows.len() as f64;
+        let var = rows.iter().map(|r| (r[j] as f64 - mean).powi(2)).sum::<f64>() / rows.len() as f64;
+        m.mean[j] = mean as f32;
+        m.std[j] = var.sqrt() as f32;
+    }
+    let val_nll = val_sum / val_rows as f64;
+    m.kind = "mixture".into();
+    m.provenance.train_rows = rows.len();
+    m.provenance.val_rows = val_rows;
+    m.provenance.val_nll = val_nll;
+    let st = &mut m.provenance.settings;
+    if let Some(o) = st.as_object_mut() {
+        o.remove("search");
+        o.remove("fold");
+    }
+    st["folds"] = k.into();
+    st["fold_results"] = serde_json::Value::Array(folds);
+    st["members"] = serde_json::Value::Array(members);
+    s.train_rows = rows.len();
+    s.val_rows = val_rows;
+    s.best_val_nll = val_nll;
+    s.skipped_rows = skipped;
+    s.parameters = model.parameters();
+    s.validation = Vec::new();
+    s.seconds = start.elapsed().as_secs_f64();
+    m.model = model;
+    (m, s)
+}
+
+/// One search on one split (see [`train`]); a stacked mixture holds at most
+/// `max_members` flows.
+fn search(ds: &Dataset, cfg: &TrainConfig, progress: bool, max_members: usize) -> Result<(ModelFile, TrainSummary)> {
     let start = Instant::now();
     let first = if cfg.flow == FlowKind::Auto {
         auto_candidates(ds.dim())[0]
@@ -839,7 +1013,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
     }
     let (mut m, mut s, _) = best.expect("at least one candidate");
     if cfg.mixture && trained.len() > 1 {
-        if let Some(st) = stack(&trained, &s.validation, s.best_val_nll, budget) {
+        if let Some(st) = stack(&trained, &s.validation, s.best_val_nll, budget, max_members) {
             if progress {
                 eprintln!(
                     "stacked: a mixture of {} candidates ({}) has validation NLL {:.3} (best single {:.3}); kept",
@@ -906,7 +1080,8 @@ pub const MIN_MIXTURE_WEIGHT: f64 = 0.01;
 /// the likelihood of the `validation` rows (EM on the members' fixed
 /// densities). Members below [`MIN_MIXTURE_WEIGHT`], members that cannot
 /// score every validation row, and — smallest weight first — members that
-/// would take the mixture over the `budget` are dropped, the
+/// would take the mixture over the `budget` or over `max_members` flows are
+/// dropped, the
 /// rest refitted. Returns the mixture only if it has at least two members and
 /// its validation NLL plus an AIC-style penalty for the fitted weights,
 /// `(k − 1)/n` nats per row, is below `best_single` (the search's winner).
@@ -915,6 +1090,7 @@ pub fn stack(
     validation: &[Vec<f32>],
     best_single: f64,
     budget: Budget,
+    max_members: usize,
 ) -> Option<Stacked> {
     let n = validation.len();
     if n == 0 || !best_single.is_finite() {
@@ -965,7 +1141,7 @@ pub fn stack(
     let mut w = fit(&pool);
     loop {
         let (j, wmin) = w.iter().copied().enumerate().min_by(|a, b| a.1.total_cmp(&b.1))?;
-        if pool.len() > 1 && (wmin < MIN_MIXTURE_WEIGHT || too_big(&pool) || pool.len() > DynMixture::MAX_MEMBERS) {
+        if pool.len() > 1 && (wmin < MIN_MIXTURE_WEIGHT || too_big(&pool) || pool.len() > max_members) {
             pool.remove(j);
             w = fit(&pool);
         } else {
@@ -1036,24 +1212,31 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
             String::new()
         }
     );
-    let (_, n_val) = split_sizes(rows.len(), cfg.val_fraction);
+    let n_rows = rows.len();
+    let (lo, hi) = match cfg.fold {
+        Some((k, n)) => {
+            ensure!(k < n, "fold {k} of {n} does not exist");
+            fold_block(n_rows, k, n)
+        }
+        None => (n_rows - split_sizes(n_rows, cfg.val_fraction).1, n_rows),
+    };
     let shuffle = |rows: &mut Vec<Vec<f32>>, rng: &mut Xoshiro256PlusPlus| {
         for i in (1..rows.len()).rev() {
             let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             rows.swap(i, j);
         }
     };
-    let val: Vec<Vec<f32>> = match cfg.val_split {
-        ValSplit::Random => {
-            shuffle(&mut rows, &mut rng);
-            rows.split_off(rows.len() - n_val)
-        }
-        ValSplit::Last => {
-            let v = rows.split_off(rows.len() - n_val);
-            shuffle(&mut rows, &mut rng);
-            v
-        }
-    };
+    // The validation rows are rows lo..hi of the file's order (`Last`) or of
+    // a seeded shuffle (`Random`); the training rows are the rest, shuffled.
+    if cfg.val_split == ValSplit::Random {
+        shuffle(&mut rows, &mut rng);
+    }
+    let after = rows.split_off(hi);
+    let val: Vec<Vec<f32>> = rows.split_off(lo);
+    rows.extend(after);
+    if cfg.val_split == ValSplit::Last {
+        shuffle(&mut rows, &mut rng);
+    }
     let train_rows = rows;
     let n = train_rows.len();
 

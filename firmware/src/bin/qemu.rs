@@ -11,7 +11,8 @@
 //! 3. the first `GOLDEN_SAMPLES` drawn by `Synthetic` with `GOLDEN_SEED`;
 //!    the same two checks for `host-tests/tests/generated/extended.rs`, a
 //!    mixture of two flows (whitening LU, spline coupling, autoregressive
-//!    spline and CNF layers; a small MAF);
+//!    spline and CNF layers; a small MAF), and for
+//!    `host-tests/tests/generated/committee.rs`, a mixture of 12 flows;
 //! 4. the whole monitor (emulated LIS3DH → windows → score → k-of-n → pin)
 //!    with a garbage frame and a bus error injected: both reported, the
 //!    monitor keeps running;
@@ -47,6 +48,12 @@ mod stack;
 #[allow(dead_code)]
 #[path = "../../../host-tests/tests/generated/extended.rs"]
 mod extended;
+
+/// A mixture of 12 small flows, more than eight members (the export parity
+/// test generates it).
+#[allow(dead_code)]
+#[path = "../../../host-tests/tests/generated/committee.rs"]
+mod committee;
 
 use model::{DIM, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_SAMPLES, GOLDEN_SEED, MODEL, THRESHOLD};
 
@@ -114,8 +121,24 @@ fn main() -> ! {
         worst
     );
 
-    // 3b. Spline and continuous-flow layers: the extended export's golden vectors.
-    failures += check_extended();
+    // 3b. Spline and continuous-flow layers: the extended export's golden
+    //     vectors; 3c. a mixture of 12 flows (as `flowmote train --folds` makes).
+    failures += check_export(
+        "extended export (mixture; spline, LU, CNF, MAF members)",
+        &extended::MODEL,
+        &extended::GOLDEN_INPUTS,
+        &extended::GOLDEN_LOG_PROBS,
+        extended::GOLDEN_SEED,
+        &extended::GOLDEN_SAMPLES,
+    );
+    failures += check_export(
+        "committee export (mixture of 12 MAF flows)",
+        &committee::MODEL,
+        &committee::GOLDEN_INPUTS,
+        &committee::GOLDEN_LOG_PROBS,
+        committee::GOLDEN_SEED,
+        &committee::GOLDEN_SAMPLES,
+    );
 
     // 4. The monitor on an emulated sensor: each flow sample is held for one
     //    window (so the window mean is the sample, to 1 mg), every 4th window
@@ -237,18 +260,26 @@ fn check_samples<const D: usize, M: Density<D>>(
     failures
 }
 
-/// Golden log-densities and samples of `extended.rs`; returns the number of mismatches.
-fn check_extended() -> u32 {
+/// Golden log-densities and samples of a second exported model (`what`
+/// names it in the log); returns the number of mismatches.
+fn check_export<const D: usize, M: Density<D>>(
+    what: &str,
+    model: &M,
+    inputs: &[[f32; D]],
+    log_probs: &[f32],
+    seed: u64,
+    samples: &[[f32; D]],
+) -> u32 {
     let mut failures = 0;
     let mut worst = 0.0f32;
-    let pairs = extended::GOLDEN_INPUTS.iter().zip(extended::GOLDEN_LOG_PROBS.iter());
-    for (i, (x, &expected)) in pairs.enumerate() {
-        match extended::MODEL.log_prob(x) {
+    for (i, (x, &expected)) in inputs.iter().zip(log_probs).enumerate() {
+        match model.log_prob(x) {
             Ok(lp) if close(lp, expected) => worst = worst.max(rel_err(lp, expected)),
             got => {
                 failures += 1;
                 defmt::error!(
-                    "extended golden log_prob {=usize}: got {}, host {=f32}",
+                    "{=str} golden log_prob {=usize}: got {}, host {=f32}",
+                    what,
                     i,
                     got.ok(),
                     expected
@@ -256,17 +287,12 @@ fn check_extended() -> u32 {
             }
         }
     }
-    failures += check_samples(
-        &extended::MODEL,
-        extended::GOLDEN_SEED,
-        &extended::GOLDEN_SAMPLES,
-        "extended golden sample",
-        &mut worst,
-    );
+    failures += check_samples(model, seed, samples, what, &mut worst);
     defmt::info!(
-        "extended export (mixture; spline, LU, CNF, MAF members): {=usize} golden inputs and {=usize} golden samples checked, worst relative error {=f32}",
-        extended::GOLDEN_INPUTS.len(),
-        extended::GOLDEN_SAMPLES.len(),
+        "{=str}: {=usize} golden inputs and {=usize} golden samples checked, worst relative error {=f32}",
+        what,
+        inputs.len(),
+        samples.len(),
         worst
     );
     failures
