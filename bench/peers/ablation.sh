@@ -55,7 +55,11 @@ mod, ev = json.load(open(m)), json.load(open(m + ".eval"))
 st = mod["provenance"]["settings"]
 nll = ev["nll_normal"] if ev.get("nll_normal") is not None else ev["nll"]
 au = "–" if ev.get("auroc") is None else f"{ev['auroc']:.3f}"
-if st.get("members"):
+if (st.get("folds") or 1) > 1:
+    kinds = [c["flow"] for c in st["members"]]
+    kept = f"{st['folds']}-fold committee of {len(kinds)} flows (" + ", ".join(
+        f"{k} ×{kinds.count(k)}" for k in sorted(set(kinds))) + ")"
+elif st.get("members"):
     kept = "mixture of " + " + ".join(f"{c['flow']} {c['layers']}×{c['hidden']} ({c['noise']:.1f})" for c in st["members"])
 else:
     kept = f"{mod['kind']} {st['layers']}×{st['hidden']} noise {st['noise']:.1f}"

@@ -67,7 +67,8 @@ for s in sets:
         if st.get("members"):
             kinds = [c["flow"] for c in st["members"]]
             kb = sum(c["parameters"] for c in st["members"]) * 4 / 1024
-            note = "mixture: " + " + ".join(f"{k} ×{kinds.count(k)}" for k in sorted(set(kinds))) + f", {kb:.0f} KB"
+            note = ("mixture: " if (st.get("folds") or 1) == 1 else f"{st['folds']}-fold committee: ") + \
+                " + ".join(f"{k} ×{kinds.count(k)}" for k in sorted(set(kinds))) + f", {kb:.0f} KB"
         else:
             note = f"{m['kind']} {st['layers']}×{st['hidden']} noise {st['noise']:.1f}"
         rows.setdefault("flowmote defaults", []).append((nll_of(ev), ev.get("auroc"), t1 - t0, note))
