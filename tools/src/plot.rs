@@ -282,20 +282,19 @@ pub fn plot_training(model: &ModelFile, path: &Path) -> Result<()> {
         .filter(|e| e.val_nll.is_finite())
         .min_by(|a, b| a.val_nll.total_cmp(&b.val_nll));
     // A mixture's history is its best single candidate's (the members are
-    // trained one by one; the weights are fitted afterwards).
-    let who = match model.model.flows.len() {
-        1 => format!("{} flow", model.kind),
-        k => format!(
-            "the best of the {k} mixed flows ({})",
-            model.provenance.settings["flow"].as_str().unwrap_or("?")
-        ),
+    // trained one by one; the weights are fitted afterwards); a k-fold
+    // committee's is the first fold's.
+    let st = &model.provenance.settings;
+    let flow = st["flow"].as_str().unwrap_or("?");
+    let folds = st["folds"].as_u64().filter(|k| *k > 1);
+    let who = match (model.model.flows.len(), folds) {
+        (1, _) => format!("Training of the {} flow", model.kind),
+        (_, Some(k)) => format!("Fold 1 of {k}, its best flow ({flow})"),
+        (k, None) => format!("Best of {k} mixed flows ({flow})"),
     };
     let title = match best {
-        Some(b) => format!(
-            "Training of {who}: best validation NLL {:.3} nats/row (epoch {})",
-            b.val_nll, b.epoch
-        ),
-        None => format!("Training of {who}"),
+        Some(b) => format!("{who}: validation NLL {:.3} nats/row (epoch {})", b.val_nll, b.epoch),
+        None => who,
     };
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 26))
@@ -355,10 +354,13 @@ pub fn plot_training(model: &ModelFile, path: &Path) -> Result<()> {
         chart
             .draw_series(DashedLineSeries::new([(x0, v), (x1, v)], 8, 6, style))
             .fail()?
-            .label(format!(
-                "kept mixture of {} flows: validation {v:.3}",
-                model.model.flows.len()
-            ))
+            .label(match folds {
+                Some(k) => format!(
+                    "kept {k}-fold committee of {} flows: cross-validated {v:.3}",
+                    model.model.flows.len()
+                ),
+                None => format!("kept mixture of {} flows: validation {v:.3}", model.model.flows.len()),
+            })
             .legend(legend_line(GREY_.stroke_width(3)));
     }
     draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 18)?;

@@ -10,7 +10,9 @@
 //! schedule, global-norm gradient clipping and MAF gradients masked;
 //! validation NLL after every epoch, early stopping that keeps the best
 //! model. [`train`] chooses the settings left open (noise, family, size) by
-//! validation NLL.
+//! validation NLL, stacks the candidates ([`stack`]), and on small data runs
+//! all of it once per fold of a k-fold cross-validation and averages the
+//! folds' models ([`default_folds`]).
 //!
 //! Determinism: every random draw comes from one seeded
 //! `Xoshiro256PlusPlus`, drawn sequentially; a mini-batch is split into
