@@ -92,7 +92,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = ValSplit::Last)]
     pub val_split: ValSplit,
     /// Cross-validation folds. With K ≥ 2 the rows (in --val-split order)
-    /// are cut into K blocks; the whole search runs K times, each time
+    /// are cut into K contiguous blocks (so a time series is validated on
+    /// stretches of time); the whole search runs K times, each time
     /// validating on one block and training on the rest, and the model kept
     /// is the equal-weight mixture of the K results. Every row is validated
     /// on once, and the K models' different errors average out — what a

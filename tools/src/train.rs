@@ -763,9 +763,9 @@ pub fn default_folds(rows: usize, val_fraction: f64) -> usize {
 /// results (weights `wᵢⱼ / k`): every row is validated on once, and the
 /// members' different errors average out (a cross-validation committee).
 /// `--max-params` (less one weight per fold) and `--max-macs` are split
-/// evenly over the folds. The
-/// validation NLL reported is the folds' mean on their own blocks, an
-/// estimate for one fold's model; no row is unseen by the whole mixture.
+/// evenly over the folds. The validation NLL reported is the folds' mean on
+/// their own blocks, an estimate for one fold's model; no row is unseen by
+/// the whole mixture.
 ///
 /// Settings left open (`FlowKind::Auto`, `noise: None`, no `layers` and no
 /// `hidden`) are chosen by validation NLL, every candidate on the same split
