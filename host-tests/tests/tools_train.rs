@@ -1136,6 +1136,7 @@ fn small_data_is_cross_validated_by_default() {
     assert_eq!(train::default_folds(995, 0.1), 1, "99.5 rounds to 100 validation rows");
     assert_eq!(train::default_folds(5632, 0.1), 1);
     assert_eq!(train::default_folds(400, 0.25), 1);
+    assert_eq!(train::default_folds(214, 0.0), 1, "no validation asked for");
     // And `train` follows it when --folds is not given.
     let (_, ds) = training_set("auto-folds", &banana(150, 41));
     let cfg = TrainConfig {

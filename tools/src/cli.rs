@@ -79,7 +79,9 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Fraction of the rows held out (see --val-split) for validation,
-    /// early stopping and choosing the kept model. 0 = select on training NLL.
+    /// early stopping and choosing the kept model. 0 = select on training
+    /// NLL (and no cross-validation). With --folds K ≥ 2 each fold holds out
+    /// 1/K of the rows instead.
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
     /// Which rows to hold out (--val-fraction of them) for validation, early

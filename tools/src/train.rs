@@ -743,10 +743,11 @@ pub const MIN_VALIDATION_ROWS: usize = 100;
 
 /// Cross-validation folds when the user gives none: [`SMALL_DATA_FOLDS`]
 /// if `rows × val_fraction` (the rows one split would validate on) is below
-/// [`MIN_VALIDATION_ROWS`], else 1 (one split).
+/// [`MIN_VALIDATION_ROWS`], else 1 (one split); 1 when `val_fraction` is 0
+/// (no validation asked for).
 pub fn default_folds(rows: usize, val_fraction: f64) -> usize {
     let (_, n_val) = split_sizes(rows, val_fraction);
-    if n_val < MIN_VALIDATION_ROWS {
+    if val_fraction > 0.0 && n_val < MIN_VALIDATION_ROWS {
         SMALL_DATA_FOLDS
     } else {
         1
