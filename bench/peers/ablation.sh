@@ -15,13 +15,14 @@ build_tool
 # $2: the data-size default of layers and hidden units)
 variants() {
     cat <<V
-old defaults: maf, random split, no noise, no whitening|--flow maf $2 --val-split random --noise 0 --no-whiten
-+ last-rows split|--flow maf $2 --noise 0 --no-whiten
-+ noise $1 (the level the search picks)|--flow maf $2 --noise $1 --no-whiten
-+ whitening layer|--flow maf $2 --noise $1
-+ family and size search|--no-mixture
+old defaults: maf, random split, no noise, no whitening|--flow maf $2 --val-split random --noise 0 --no-whiten --folds 1
++ last-rows split|--flow maf $2 --noise 0 --no-whiten --folds 1
++ noise $1 (the level the search picks)|--flow maf $2 --noise $1 --no-whiten --folds 1
++ whitening layer|--flow maf $2 --noise $1 --folds 1
++ family and size search|--no-mixture --folds 1
 + stacking the candidates|--folds 1
 + 5-fold cross-validation when under 100 validation rows = today's defaults|
+the whitening-layer model, 5-fold cross-validated|--flow maf $2 --noise $1
 today's defaults but --val-split random|--val-split random
 V
 }
