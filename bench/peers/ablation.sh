@@ -4,7 +4,7 @@
 # maf) one ingredient at a time to today's defaults, one seed, same data as
 # bench/peers/defaults.sh. Writes bench/peers/results/ablation.md.
 #
-#   bench/peers/ablation.sh            # ≈ 15 min on 2 cores
+#   bench/peers/ablation.sh            # ≈ 17 min on 2 cores
 #   SEED=1 bench/peers/ablation.sh
 source "$(dirname "$0")/common.sh"
 SEED=${SEED:-0}
