@@ -2,13 +2,20 @@
 """Flash and static RAM of firmware images, and the size snapshot CI keeps.
 
     scripts/elf-size.py ELF...                      # print "name flash ram" per image
-    scripts/elf-size.py --check SNAPSHOT ELF...     # and fail if an image outgrew SNAPSHOT
+    scripts/elf-size.py --check SNAPSHOT ELF...     # and fail if an image outgrew SNAPSHOT (+ slack)
     scripts/elf-size.py --update SNAPSHOT ELF...    # rewrite SNAPSHOT with today's sizes
 
 flash = .vector_table + .text + .rodata, RAM = .data + .bss + .uninit (static,
 without the stack) — the definitions BENCHMARKS.md uses. Reads the ELF32
 section headers with the standard library only, so a fresh machine needs no
 binutils. SNAPSHOT lines are `image flash_bytes ram_bytes` (`#` comments).
+
+--check allows `slack()` of layout noise: the same sources built from clones
+at different paths differ by a few bytes (cargo's metadata hashes include a
+path dependency's location, and the symbol names they make change the
+function order and so the alignment padding; measured: 110 900 and 110 956 B
+for one qemu image). Real growth — a formatting routine pulled in, a bigger
+model — is kilobytes.
 """
 import struct
 import sys
@@ -16,6 +23,11 @@ from pathlib import Path
 
 FLASH = {".vector_table", ".text", ".rodata"}
 RAM = {".data", ".bss", ".uninit"}
+
+
+def slack(size, floor):
+    """Growth --check tolerates: 1 % of the snapshot, at least `floor` bytes."""
+    return max(floor, size // 100)
 
 
 def sizes(path):
@@ -68,8 +80,11 @@ def main(argv):
                 grew.append(f"{image}: not in {snapshot}")
                 continue
             f0, r0 = snap[image]
-            if flash > f0 or ram > r0:
+            if flash > f0 + slack(f0, 512) or ram > r0 + slack(r0, 64):
                 grew.append(f"{image}: flash {f0} → {flash} B ({flash - f0:+d}), RAM {r0} → {ram} B ({ram - r0:+d})")
+            elif flash > f0 or ram > r0:
+                print(f"note: {image} flash {flash - f0:+d} B, RAM {ram - r0:+d} B against the snapshot: "
+                      "within layout noise")
             elif (flash, ram) != (f0, r0):
                 print(f"note: {image} shrank (flash {flash - f0:+d} B, RAM {ram - r0:+d} B); "
                       f"tighten the snapshot with scripts/elf-size.py --update {snapshot} …")
