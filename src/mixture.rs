@@ -2,9 +2,9 @@
 //!
 //! [`Density`] is what scoring and sampling need from a model: `log p(x)` and
 //! a draw. A [`Flow`] is one; so is a [`Mixture`]
-//! `p(x) = Σₖ wₖ pₖ(x)` of up to eight densities (usually flows of different
-//! families or sizes), each statically dispatched and constructible in a
-//! `static`.
+//! `p(x) = Σₖ wₖ pₖ(x)` of up to [`MAX_MEMBERS`] densities (usually flows of
+//! different families or sizes, or the folds of a cross-validation
+//! committee), each statically dispatched and constructible in a `static`.
 //!
 //! A mixture of flows fitted to the same data is still an exact, normalised
 //! density (`Σₖ wₖ = 1`), and it is often better than its best member: the

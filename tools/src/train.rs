@@ -641,15 +641,27 @@ pub fn fold_block(total: usize, k: usize, n: usize) -> (usize, usize) {
     (edge(k), edge(k + 1))
 }
 
+/// Rows `lo..hi` of `total` usable rows (in the split's order) that `c`
+/// validates on: its fold's block, or the last `val_fraction` of them.
+fn val_block(total: usize, c: &TrainConfig) -> (usize, usize) {
+    match c.fold {
+        Some((k, n)) => fold_block(total, k, n),
+        None => (split_sizes(total, c.val_fraction).0, total),
+    }
+}
+
 /// How many of `total` usable rows `c` trains on.
 fn train_rows(total: usize, c: &TrainConfig) -> usize {
-    match c.fold {
-        Some((k, n)) => {
-            let (lo, hi) = fold_block(total, k, n);
-            total - (hi - lo)
-        }
-        None => split_sizes(total, c.val_fraction).0,
-    }
+    let (lo, hi) = val_block(total, c);
+    total - (hi - lo)
+}
+
+/// Mean and variance (divided by the row count) of column `j` of `rows`.
+fn column_moments(rows: &[Vec<f32>], j: usize) -> (f64, f64) {
+    let n = rows.len() as f64;
+    let mean = rows.iter().map(|r| r[j] as f64).sum::<f64>() / n;
+    let var = rows.iter().map(|r| (r[j] as f64 - mean).powi(2)).sum::<f64>() / n;
+    (mean, var)
 }
 
 /// Training and validation row counts for `total` usable rows.
@@ -836,7 +848,8 @@ fn committee(ds: &Dataset, parts: Vec<(ModelFile, TrainSummary)>, start: Instant
     let (mut val_sum, mut val_rows, mut skipped) = (0.0, 0, 0);
     for (i, (m, s)) in parts.iter().enumerate() {
         for (j, (lw, f)) in m.model.log_weights.iter().zip(&m.model.flows).enumerate() {
-            log_weights.push(((*lw as f64).exp() / k as f64).ln() as f32);
+            let weight = (*lw as f64).exp() / k as f64;
+            log_weights.push(weight.ln() as f32);
             flows.push(f.clone());
             let st = &m.provenance.settings;
             let mut t = match st.get("members") {
@@ -847,7 +860,7 @@ fn committee(ds: &Dataset, parts: Vec<(ModelFile, TrainSummary)>, start: Instant
                 }),
             };
             t["fold"] = (i + 1).into();
-            t["weight"] = ((*lw as f64).exp() / k as f64).into();
+            t["weight"] = weight.into();
             members.push(t);
         }
         folds.push(serde_json::json!({
@@ -864,8 +877,7 @@ fn committee(ds: &Dataset, parts: Vec<(ModelFile, TrainSummary)>, start: Instant
     let rows = ds.normal_rows();
     let d = ds.dim();
     for j in 0..d {
-        let mean = rows.iter().map(|r| r[j] as f64).sum::<f64>() / rows.len() as f64;
-        let var = rows.iter().map(|r| (r[j] as f64 - mean).powi(2)).sum::<f64>() / rows.len() as f64;
+        let (mean, var) = column_moments(&rows, j);
         m.mean[j] = mean as f32;
         m.std[j] = var.sqrt() as f32;
     }
@@ -1084,8 +1096,7 @@ pub const MIN_MIXTURE_WEIGHT: f64 = 0.01;
 /// densities). Members below [`MIN_MIXTURE_WEIGHT`], members that cannot
 /// score every validation row, and — smallest weight first — members that
 /// would take the mixture over the `budget` or over `max_members` flows are
-/// dropped, the
-/// rest refitted. Returns the mixture only if it has at least two members and
+/// dropped, the rest refitted. Returns the mixture only if it has at least two members and
 /// its validation NLL plus an AIC-style penalty for the fitted weights,
 /// `(k − 1)/n` nats per row, is below `best_single` (the search's winner).
 pub fn stack(
@@ -1215,14 +1226,10 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
             String::new()
         }
     );
-    let n_rows = rows.len();
-    let (lo, hi) = match cfg.fold {
-        Some((k, n)) => {
-            ensure!(k < n, "fold {k} of {n} does not exist");
-            fold_block(n_rows, k, n)
-        }
-        None => (n_rows - split_sizes(n_rows, cfg.val_fraction).1, n_rows),
-    };
+    if let Some((k, n)) = cfg.fold {
+        ensure!(k < n, "fold {k} of {n} does not exist");
+    }
+    let (lo, hi) = val_block(rows.len(), cfg);
     let shuffle = |rows: &mut Vec<Vec<f32>>, rng: &mut Xoshiro256PlusPlus| {
         for i in (1..rows.len()).rev() {
             let j = (rng.next_u64() % (i as u64 + 1)) as usize;
@@ -1258,8 +1265,7 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
     let mut mean = vec![0.0f32; d];
     let mut std = vec![0.0f32; d];
     for j in 0..d {
-        let m = train_rows.iter().map(|r| r[j] as f64).sum::<f64>() / n as f64;
-        let mut var = train_rows.iter().map(|r| (r[j] as f64 - m).powi(2)).sum::<f64>() / n as f64;
+        let (m, mut var) = column_moments(&train_rows, j);
         if let Some(s) = steps[j] {
             var += (s as f64).powi(2) / 12.0;
         }
