@@ -258,7 +258,8 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
 }
 
 /// What a trained model is, from its provenance: `maf (4 layers, hidden
-/// 32×2)`, or `a mixture of 3 flows (maf 4×32 noise 0.1 × 0.40, …)`.
+/// 32×2)`, `a mixture of 3 flows (maf 4×32 noise 0.1 × 0.40, …)`, or
+/// `a 5-fold committee of 22 flows (maf ×18, nsf ×4)`.
 pub fn describe_model(model: &ModelFile) -> String {
     let st = &model.provenance.settings;
     if let (Some(k), Some(members)) = (st["folds"].as_u64().filter(|k| *k > 1), st["members"].as_array()) {
