@@ -1,7 +1,7 @@
 //! `flowmote export` parity: models built here (random weights, a frozen
 //! standardisation first) are exported by the library function into
-//! `tests/generated/*.rs`, checked into git and compiled into this test as
-//! modules. The tests check that
+//! `fixtures/src/*.rs` (the `flowmote-fixtures` crate, which the firmware
+//! images read too), checked into git and compiled into this test. The tests check that
 //! * the checked-in files are exactly what the exporter writes today (same
 //!   model ⇒ same bytes; regenerate with `FLOWMOTE_BLESS=1 cargo test -p
 //!   flowmote-host-tests --test export_parity`);
@@ -21,21 +21,18 @@ use flowmote_tools::model::{
 use flowmote_tools::train::standardize_layer;
 use std::path::{Path, PathBuf};
 
-#[path = "generated/committee.rs"]
-mod committee_model;
-#[path = "generated/coupling.rs"]
-mod coupling_model;
-#[path = "generated/extended.rs"]
-mod extended_model;
-#[path = "generated/maf.rs"]
-mod maf_model;
+use flowmote_fixtures::{
+    committee as committee_model, coupling as coupling_model, extended as extended_model, maf as maf_model,
+};
 
 /// Relative tolerance of the parity checks (with an absolute floor of 1e-6
 /// below |value| = 1, as the firmware's golden checks).
 const RTOL: f64 = 1e-6;
 
+/// Where the exported files live: the fixtures crate, which the firmware
+/// images read too (`fixtures/src/`).
 fn generated_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("generated")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/src")
 }
 
 fn net(hidden: usize, depth: usize, act: Act) -> Net {

@@ -1,5 +1,5 @@
 //! Anomaly scoring (`flowmote::anomaly`) and the firmware's monitor logic
-//! (`firmware/src/lib.rs`) on the host: scripted I²C transactions in
+//! (`firmware/app`) on the host: scripted I²C transactions in
 //! (`embedded-hal-mock`), alarm-pin writes and verdicts out — including a
 //! sensor that returns garbage and one that returns bus errors — plus the
 //! bundled model's golden values recomputed by the core.
@@ -17,9 +17,7 @@ use flowmote_firmware::sim::RecordingPin;
 use flowmote_firmware::{close, Alarm, AxisMeans, Event, FeatureMap, Lis3dh, Monitor, SensorError, Synthetic};
 use flowmote_host_tests::{rng, Rng, SeedableRng, Xoshiro128PlusPlus};
 
-#[allow(dead_code)]
-#[path = "../../firmware/src/model.rs"]
-mod model;
+use flowmote_fixtures::model;
 
 /// Standard normal on 3 axes after standardising with mean 0, std 100 mg
 /// per axis: `−log p(0) = 3·(½ ln 2π + ln 100) ≈ 16.57`.

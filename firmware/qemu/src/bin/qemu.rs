@@ -9,10 +9,10 @@
 //!    against `GOLDEN_LOG_PROBS`;
 //! 2. NaN/Inf input gives `Verdict::Invalid` and leaves later scores intact;
 //! 3. the first `GOLDEN_SAMPLES` drawn by `Synthetic` with `GOLDEN_SEED`;
-//!    the same two checks for `host-tests/tests/generated/extended.rs`, a
+//!    the same two checks for `fixtures/src/extended.rs`, a
 //!    mixture of two flows (whitening LU, spline coupling, autoregressive
 //!    spline and CNF layers; a small MAF), and for
-//!    `host-tests/tests/generated/committee.rs`, a mixture of 12 flows;
+//!    `fixtures/src/committee.rs`, a mixture of 12 flows;
 //! 4. the whole monitor (emulated LIS3DH → windows → score → k-of-n → pin)
 //!    with a garbage frame and a bus error injected: both reported, the
 //!    monitor keeps running;
@@ -20,8 +20,8 @@
 //!    run, of one `score` and of one `sample`.
 //!
 //! Exit 0 = all checks passed; a failed check, a panic or a HardFault exits 1.
-//! Run it with `scripts/firmware-ci.sh` (or see that script for the QEMU
-//! command line).
+//! Run it with `cargo run --release --bin qemu` in `firmware/qemu` (the
+//! runner is `qemu-run.sh`); `scripts/firmware-ci.sh` does so in CI.
 #![no_std]
 #![no_main]
 
@@ -35,27 +35,16 @@ use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
 use flowmote_firmware::sim::{EmulatedLis3dh, Fault, RecordingPin};
 use flowmote_firmware::{close, Alarm, AxisMeans, Detector, Event, KOfN, Lis3dh, Monitor, Synthetic, Verdict};
 
-#[allow(dead_code)]
-#[path = "../model.rs"]
-mod model;
-
 #[path = "../stack.rs"]
 mod stack;
 
-/// A second exported model with spline coupling, autoregressive spline and
-/// continuous-flow layers (the host's export parity test generates it), so the
-/// emulated core checks those layers against the host too.
-#[allow(dead_code)]
-#[path = "../../../host-tests/tests/generated/extended.rs"]
-mod extended;
+// `extended`: a second exported model with spline coupling, autoregressive
+// spline and continuous-flow layers, so the emulated core checks those layers
+// against the host too; `committee`: a mixture of 12 small flows. The host's
+// export parity test generates both.
+use flowmote_fixtures::{committee, extended};
 
-/// A mixture of 12 small flows, more than eight members (the export parity
-/// test generates it).
-#[allow(dead_code)]
-#[path = "../../../host-tests/tests/generated/committee.rs"]
-mod committee;
-
-use model::{DIM, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_SAMPLES, GOLDEN_SEED, MODEL, THRESHOLD};
+use flowmote_fixtures::model::{DIM, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_SAMPLES, GOLDEN_SEED, MODEL, THRESHOLD};
 
 /// Readings per window in the monitor demo.
 const WINDOW: usize = 4;

@@ -2,7 +2,7 @@
 //!
 //! Each benchmark runs its work once between two `#[inline(never)]` marker
 //! functions with different bodies (so LTO cannot merge them).
-//! `scripts/firmware-bench.sh` runs this image under
+//! `benches/firmware-bench.sh` runs this image under
 //! `qemu-system-arm -singlestep -d exec,nochain` and counts the instructions
 //! executed between each `bench_start` and the following `bench_end`; this
 //! image logs, in the same order, each benchmark's name and its
@@ -25,9 +25,7 @@ use flowmote::{
     Activation, AffineCoupling, Density, Flow, LuLinear, Maf, Mixture, Mlp, SplineAutoregressive, SplineCoupling,
 };
 
-#[allow(dead_code)]
-#[path = "../model.rs"]
-mod model;
+use flowmote_fixtures::model;
 
 static mut MARK: u32 = 0;
 

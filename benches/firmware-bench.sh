@@ -2,7 +2,7 @@
 # Instruction counts per log_prob on the emulated Cortex-M4F (QEMU mps2-an386),
 # for BENCHMARKS.md. Not part of CI (the trace is ~70 MB; the run takes seconds).
 #
-# Builds firmware/src/bin/qemu-bench.rs, runs it under
+# Builds firmware/qemu/src/bin/qemu-bench.rs, runs it under
 #   qemu-system-arm -singlestep -d exec,nochain -D trace.log
 # (one trace line per executed instruction), counts the lines between each
 # return from `bench_start` and the following entry to `bench_end`, and prints
@@ -13,12 +13,12 @@
 # (scripts/firmware-ci.sh installs them). Extra cargo arguments are passed on,
 # e.g. `--config profile.release.opt-level="s"`.
 set -euo pipefail
-cd "$(dirname "$0")/../firmware"
+cd "$(dirname "$0")/../firmware/qemu"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-cargo build --release --no-default-features --features qemu --bin qemu-bench "$@" >&2
-elf=${CARGO_TARGET_DIR:-target}/thumbv7em-none-eabihf/release/qemu-bench
+cargo build --release --bin qemu-bench "$@" >&2
+elf=${CARGO_TARGET_DIR:-../target}/thumbv7em-none-eabihf/release/qemu-bench
 timeout 300 qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic \
     -semihosting-config enable=on,target=native -singlestep -d exec,nochain -D "$tmp/trace.log" \
     -kernel "$elf" | defmt-print -e "$elf" >"$tmp/log.txt"

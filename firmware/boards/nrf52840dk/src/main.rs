@@ -23,11 +23,7 @@ use nrf52840_hal::twim::{self, Twim};
 use nrf52840_hal::{pac, Delay, Rng};
 use panic_probe as _;
 
-#[allow(dead_code)]
-#[path = "../model.rs"]
-mod model;
-
-use model::{DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, MODEL, THRESHOLD};
+use flowmote_fixtures::model::{DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, MODEL, THRESHOLD};
 
 /// Readings per window (100 Hz sensor → one verdict every 0.25 s).
 const WINDOW: usize = 25;

@@ -1,0 +1,65 @@
+//! Link-time proof that the scoring path cannot panic.
+//!
+//! [`prove`] runs only the monitor's per-vector path — `Detector::score`
+//! (the whole flow's `log_prob`), the k-of-n debouncer and the alarm pin
+//! (`Alarm::assess`) — and the synthetic sampler `Synthetic::next_features`,
+//! on inputs read with volatile loads (so nothing is constant-folded away).
+//! The panic handler calls a function that exists nowhere. If the optimised,
+//! LTO'd image contains any reachable panic (a bounds check, an `unwrap`, an
+//! overflow check, a division by zero…), the handler is referenced and the
+//! link fails with
+//! `undefined symbol: flowmote_scoring_path_can_panic_see_firmware_nopanic`.
+//!
+//! Two images, one per exported model: `nopanic` (the bundled model,
+//! `fixtures/src/model.rs`) and `nopanic-extended` (`fixtures/src/extended.rs`:
+//! LU linear, spline coupling, autoregressive spline and RK4 continuous-flow
+//! layers), so every layer kind the trainer makes is covered. Built by
+//! `scripts/firmware-ci.sh` for each instruction set the boards use (the code
+//! generated for soft-float Cortex-M0+ differs from Cortex-M4F's):
+//! `cargo build --release` (thumbv7em-none-eabihf) and
+//! `cargo build --release --target thumbv6m-none-eabi`. They are never run.
+#![no_std]
+#![deny(missing_docs)]
+
+use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
+
+use cortex_m as _;
+use flowmote::Density;
+use flowmote_firmware::sim::RecordingPin;
+use flowmote_firmware::{Alarm, Detector, KOfN, Synthetic};
+
+/// Largest model dimension [`prove`] takes (the size of its input buffers).
+pub const MAX_DIM: usize = 64;
+
+static mut INPUT: [f32; MAX_DIM] = [0.0; MAX_DIM];
+static mut SEED: u64 = 0;
+static mut OUTPUT: [f32; MAX_DIM] = [0.0; MAX_DIM];
+static mut ALARM: bool = false;
+
+/// Score, debounce and sample with `model` forever, on volatile inputs.
+pub fn prove<const D: usize, M: Density<D>>(model: &M, threshold: f32) -> ! {
+    const { assert!(D <= MAX_DIM) };
+    let detector = Detector::new(model, threshold);
+    let mut alarm = Alarm::new(detector, const { KOfN::<5>::new(3) }, RecordingPin::default());
+    // SAFETY: single-threaded, no interrupts use these statics; D ≤ MAX_DIM.
+    let mut synth = Synthetic::new(model, unsafe { read_volatile(addr_of!(SEED)) });
+    loop {
+        let x = unsafe { read_volatile(addr_of!(INPUT).cast::<[f32; D]>()) };
+        let report = alarm.assess(&x);
+        let sample = synth.next_features().unwrap_or([f32::NAN; D]);
+        unsafe {
+            write_volatile(addr_of_mut!(ALARM), report.alarm);
+            write_volatile(addr_of_mut!(OUTPUT).cast::<[f32; D]>(), sample);
+            write_volatile(addr_of_mut!(OUTPUT[0]), report.verdict.score().unwrap_or(f32::NAN));
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    extern "Rust" {
+        fn flowmote_scoring_path_can_panic_see_firmware_nopanic() -> !;
+    }
+    // SAFETY: the symbol does not exist: this only links if it is unreachable.
+    unsafe { flowmote_scoring_path_can_panic_see_firmware_nopanic() }
+}
