@@ -6,8 +6,8 @@
 //!
 //! Everything here is generic over [`embedded_hal`] 1.0 traits, over the
 //! model's dimension `D` and over its layer type, and free of target-specific
-//! crates: the binaries in `src/bin/` (nRF52840-DK, emulated Cortex-M4F) wire
-//! it to real or emulated peripherals, and the host tests
+//! crates: the board crates (`firmware/boards/*`) and the emulated Cortex-M4F
+//! (`firmware/qemu`) wire it to real or emulated peripherals, and the host tests
 //! (`host-tests/tests/monitor.rs`) drive it with `embedded-hal-mock`.
 //!
 //! * [`lis3dh`]: a small driver for the LIS3DH register map (WHO_AM_I,
@@ -54,6 +54,22 @@ pub const GOLDEN_RTOL: f32 = 1e-6;
 /// held to an absolute `1e-6 · GOLDEN_ABS_FLOOR` rather than a vanishing
 /// relative bound.
 pub const GOLDEN_ABS_FLOOR: f32 = 1.0;
+
+/// How many of `inputs` score differently on this core than on the host:
+/// `−log p` through `detector` against the host's `log_probs` (the exported
+/// `GOLDEN_INPUTS` / `GOLDEN_LOG_PROBS`), compared with [`close`]. The boards
+/// run it at boot; 0 means the chip computes what the host computed.
+pub fn golden_mismatches<const D: usize, M: flowmote::Density<D>>(
+    detector: &Detector<'_, D, M>,
+    inputs: &[[f32; D]],
+    log_probs: &[f32],
+) -> usize {
+    inputs
+        .iter()
+        .zip(log_probs)
+        .filter(|(x, &e)| !detector.score(x).score().is_some_and(|s| close(-s, e)))
+        .count()
+}
 
 /// `true` if `got` matches `expected` within [`GOLDEN_RTOL`] (relative, with
 /// the [`GOLDEN_ABS_FLOOR`] floor). NaN never matches.

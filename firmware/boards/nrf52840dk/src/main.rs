@@ -17,7 +17,7 @@ use defmt_rtt as _;
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::InputPin;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
-use flowmote_firmware::{close, Alarm, AxisMeans, Detector, Inverted, KOfN, Lis3dh, Monitor, Synthetic};
+use flowmote_firmware::{golden_mismatches, Alarm, AxisMeans, Detector, Inverted, KOfN, Lis3dh, Monitor, Synthetic};
 use nrf52840_hal::gpio::{p0, Level};
 use nrf52840_hal::twim::{self, Twim};
 use nrf52840_hal::{pac, Delay, Rng};
@@ -88,12 +88,7 @@ fn main() -> ! {
 
 /// Score the golden vectors on the chip and log whether they match the host.
 fn self_test() {
-    let det = Detector::new(&MODEL, THRESHOLD);
-    let bad = GOLDEN_INPUTS
-        .iter()
-        .zip(GOLDEN_LOG_PROBS.iter())
-        .filter(|(x, &e)| !det.score(x).score().is_some_and(|s| close(-s, e)))
-        .count();
+    let bad = golden_mismatches(&Detector::new(&MODEL, THRESHOLD), &GOLDEN_INPUTS, &GOLDEN_LOG_PROBS);
     if bad == 0 {
         defmt::info!(
             "self-test: {=usize} golden log-densities match the host",
