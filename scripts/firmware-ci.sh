@@ -34,7 +34,7 @@ cd "$(dirname "$0")/../firmware"
 fw=$(pwd)
 elf_size="$fw/../scripts/elf-size.py"
 passed=0
-step() { printf '\n--> firmware: %s\n' "$*"; }
+step() { printf '\n--> firmware [%ss]: %s\n' "$SECONDS" "$*"; }
 have() { command -v "$1" >/dev/null 2>&1; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # The target a crate's .cargo/config.toml builds for.
@@ -94,4 +94,5 @@ check_sizes qemu
 passed=$((passed + 1))
 
 echo
+echo "firmware: every step took ${SECONDS} s"
 echo "firmware: ${passed} passed, 0 failed"

@@ -18,8 +18,8 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flowmote::mlp::MlpRef;
 use flowmote::Activation;
-use flowmote_benches::train::random_params;
 use flowmote_benches::{normal_rows, rng};
+use flowmote_tools::train::init_params;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -109,7 +109,7 @@ fn bench(c: &mut Criterion) {
         depth: 2,
         output: 18,
     };
-    let params = random_params(&mut rng(4), shape, true, 1.0);
+    let params = init_params(&mut rng(4), shape, 2, 1.0); // 2 MADE heads: a MAF conditioner
     let net = MlpRef::from_flat(shape, Activation::Tanh, &params).unwrap();
     let rows = normal_rows(8, N, shape.input);
     let mut a = vec![0.0; N * shape.output];

@@ -1,30 +1,23 @@
 //! One training epoch through the tools library, on the Daphnet gait training
-//! split (5632 × 9; the bundled `examples/data` copy, else `../shared/data`,
-//! else 5632 × 9 standard-normal rows).
+//! split (5632 × 9; the bundled `examples/data` copy, else `../shared/data`;
+//! without either it times nothing).
 //!
 //! * `train_epoch_tool/…`: `flowmote_tools::train::train` with one epoch
 //!   (what `flowmote train --epochs 1 --patience 0 --no-dequantize` does:
 //!   split, standardise, build, one epoch of its parallel mini-batch AdamW,
 //!   validation pass) — 4 layers, hidden 64 × depth 2; CNF 1 field, hidden 64.
-//! * `train_epoch_loop/…`: the minimal loop of `flowmote_benches::train`
-//!   (mean-NLL gradients by `DynFlow::nll_backward` over mini-batches of 64
-//!   rows on 1 or 2 threads, an Adam step per batch; CNF: flow matching), on
-//!   pre-standardised rows: the floor the trainer's overhead is measured
-//!   against.
+//!   Each on 1 and 2 threads (`flowmote_tools::train::with_threads`; the
+//!   tool itself takes `RAYON_NUM_THREADS`). Results do not depend on the
+//!   thread count.
 //!
 //! `cargo bench -p flowmote-benches --bench train`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use flowmote_benches::train::{dyn_flow, read_csv, standardise, FmTrainer, Kind, NllTrainer};
-use flowmote_benches::{normal_rows, rng};
 use flowmote_tools::data::load_training;
-use flowmote_tools::train::{train, FlowKind, TrainConfig};
+use flowmote_tools::train::{train, with_threads, FlowKind, TrainConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Mini-batch size and learning rate of the timed epochs.
-const BATCH: usize = 64;
-const LR: f32 = 1e-3;
 /// Hidden width of the timed conditioners and fields.
 const HIDDEN: usize = 64;
 
@@ -38,17 +31,6 @@ fn daphnet() -> Option<PathBuf> {
     .into_iter()
     .map(|p| here.join(p))
     .find(|p| p.exists())
-}
-
-/// Daphnet gait training rows (standardised), or a normal stand-in.
-fn rows() -> (Vec<f32>, usize, &'static str) {
-    match daphnet().ok_or(()).and_then(|p| read_csv(&p).map_err(|_| ())) {
-        Ok((mut v, d)) => {
-            standardise(&mut v, d);
-            (v, d, "daphnet")
-        }
-        Err(_) => (normal_rows(5, 5632, 9), 9, "normal"),
-    }
 }
 
 fn tool_epochs(c: &mut Criterion) {
@@ -75,32 +57,12 @@ fn tool_epochs(c: &mut Criterion) {
             noise: Some(0.0),
             ..TrainConfig::default()
         };
-        g.bench_function(BenchmarkId::new(label, format!("L{layers}_H64")), |b| {
-            b.iter(|| train(&ds, &cfg, false).expect("one epoch"))
-        });
-    }
-    g.finish();
-}
-
-fn epochs(c: &mut Criterion) {
-    let (data, d, name) = rows();
-    let n = data.len() / d;
-    let mut g = c.benchmark_group(format!("train_epoch_loop/{name}{n}x{d}"));
-    g.throughput(Throughput::Elements(n as u64));
-    for (kind, label) in [(Kind::Maf, "maf"), (Kind::Coupling, "coupling")] {
         for threads in [1, 2] {
-            let mut flow = dyn_flow(kind, d, 4, HIDDEN, 2, 9);
-            let mut t = NllTrainer::new(&flow, BATCH, LR, threads);
-            g.bench_function(BenchmarkId::new(label, format!("L4_H{HIDDEN}x2_{threads}thr")), |b| {
-                b.iter(|| t.epoch(&mut flow, &data))
+            g.bench_function(BenchmarkId::new(label, format!("L{layers}_H64_{threads}thr")), |b| {
+                b.iter(|| with_threads(threads, || train(&ds, &cfg, false).expect("one epoch")))
             });
         }
     }
-    let mut t = FmTrainer::new(d, HIDDEN, BATCH, LR, 9);
-    let mut r = rng(13);
-    g.bench_function(BenchmarkId::new("cnf_flow_matching", format!("H{HIDDEN}x1")), |b| {
-        b.iter(|| t.epoch(&data, &mut r))
-    });
     g.finish();
 }
 
@@ -110,6 +72,6 @@ criterion_group! {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = tool_epochs, epochs
+    targets = tool_epochs
 }
 criterion_main!(benches);

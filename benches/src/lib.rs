@@ -1,6 +1,6 @@
 //! Shared pieces of the flowmote benchmarks: seeded random models of the
 //! const-generic (`static`-style) types, the benchmark architectures, input
-//! data, and a fallback training epoch over the run-time-sized `DynFlow`.
+//! data (read with the tools' CSV loader).
 //!
 //! Every model here is built from a seeded generator, so two runs time the
 //! same numbers. Weights are drawn like a usual initialisation (uniform in
@@ -289,4 +289,36 @@ pub fn score_rows_par<const D: usize, L: flowmote::Bijector<D> + Sync>(
     })
 }
 
-pub mod train;
+/// Rows of a CSV file, read with the tool's own loader
+/// (`flowmote_tools::data::load_training`; a `label` column is dropped), as
+/// `(rows flat, columns)`.
+pub fn read_rows(path: &std::path::Path) -> Result<(Vec<f32>, usize), String> {
+    let label = flowmote_tools::data::header(path)
+        .map_err(|e| format!("reading {}: {e:#}", path.display()))?
+        .iter()
+        .any(|h| h == "label")
+        .then_some("label");
+    let ds =
+        flowmote_tools::data::load_training(path, label).map_err(|e| format!("reading {}: {e:#}", path.display()))?;
+    Ok((ds.rows.concat(), ds.dim()))
+}
+
+/// Standardise flat rows of `d` columns in place with their own per-column
+/// mean and standard deviation.
+pub fn standardise(rows: &mut [f32], d: usize) {
+    let n = (rows.len() / d).max(1) as f64;
+    for j in 0..d {
+        let mean = rows.iter().skip(j).step_by(d).map(|&v| v as f64).sum::<f64>() / n;
+        let var = rows
+            .iter()
+            .skip(j)
+            .step_by(d)
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let sd = if var > 0.0 { var.sqrt() } else { 1.0 };
+        for v in rows.iter_mut().skip(j).step_by(d) {
+            *v = ((*v as f64 - mean) / sd) as f32;
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! `flowmote-timing`: the flowmote side of the peer comparison's speed
-//! columns (`bench/peers/run.sh`), printed as one JSON object.
+//! columns (`benches/peers/run.sh`), printed as one JSON object.
 //!
 //! ```text
 //! flowmote-timing --flow maf|coupling --dim 9|30 [--rows FILE.csv] [--model model.json]
@@ -12,7 +12,7 @@
 //!   ask for another), seeded random weights: single-sample
 //!   `log_prob` latency and batch throughput on 1 and 2 threads.
 //! * `dyn` (with `--model`, a `flowmote train` model file — one flow or a
-//!   mixture — or a bare `DynFlow` JSON): the same for the trained
+//!   mixture): the same for the trained
 //!   run-time-sized model that `flowmote eval` scores with (one thread).
 //!
 //! Rows to score come from `--rows` (a CSV; a `label` column is dropped) or
@@ -20,9 +20,8 @@
 //! calls (each block ≥ 20 ms); throughput the best of 5 passes over all rows.
 
 use flowmote::{Bijector, Flow};
-use flowmote_benches::train::read_csv;
-use flowmote_benches::{coupling_flow, maf_flow, normal_rows, score_rows, score_rows_par};
-use flowmote_tools::model::{DynFlow, DynMixture, Layer, ModelFile};
+use flowmote_benches::{coupling_flow, maf_flow, normal_rows, read_rows, score_rows, score_rows_par, standardise};
+use flowmote_tools::model::{DynMixture, Layer, ModelFile};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -118,17 +117,10 @@ fn main() {
     }
 }
 
-/// Load `--model`: a model file of `flowmote train`, or a bare `DynFlow`
-/// (flowmote-fit --save) with no mean/std of its own.
+/// Load `--model`: a model file of `flowmote train`.
 fn load_model(p: &str) -> Result<(DynMixture, Vec<f32>, Vec<f32>), String> {
-    match ModelFile::load(p.as_ref()) {
-        Ok(m) => Ok((m.model, m.mean, m.std)),
-        Err(e) => {
-            let text = std::fs::read_to_string(p).map_err(|_| format!("loading {p}: {e:#}"))?;
-            let f: DynFlow = serde_json::from_str(&text).map_err(|_| format!("loading {p}: {e:#}"))?;
-            Ok((DynMixture::single(f), Vec::new(), Vec::new()))
-        }
-    }
+    let m = ModelFile::load(p.as_ref()).map_err(|e| format!("loading {p}: {e:#}"))?;
+    Ok((m.model, m.mean, m.std))
 }
 
 fn run() -> Result<(), String> {
@@ -137,7 +129,7 @@ fn run() -> Result<(), String> {
     let flow = get("--flow").unwrap_or_else(|| "maf".into());
     let dim: usize = get("--dim").and_then(|s| s.parse().ok()).unwrap_or(9);
     let (rows, d) = match get("--rows") {
-        Some(p) => read_csv(p.as_ref()).map_err(|e| format!("reading {p}: {e}"))?,
+        Some(p) => read_rows(p.as_ref())?,
         None => (normal_rows(3, 1024, dim), dim),
     };
     if d != dim {
@@ -145,7 +137,7 @@ fn run() -> Result<(), String> {
     }
     // The static model is standardised-space; feed it standardised-looking rows.
     let mut srows = rows.clone();
-    flowmote_benches::train::standardise(&mut srows, d);
+    standardise(&mut srows, d);
     // The static types are compiled for one architecture: time them only if
     // the caller asks for that one (`--layers/--hidden/--depth`, defaults match).
     let arch = |k: &str, v: usize| get(k).and_then(|s| s.parse().ok()).unwrap_or(v) == v;

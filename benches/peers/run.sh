@@ -2,23 +2,21 @@
 # Peer comparison: flowmote vs FlowJAX (JAX, CPU) on the same data split, the
 # same architecture (flow type, layer count, hidden width, conditioner depth)
 # and the same training budget (epochs, batch, learning rate, 10 % validation
-# split with best-epoch selection). Writes bench/peers/results/*.json and a
-# markdown table bench/peers/results/results.md (ratios included).
+# split with best-epoch selection). Writes benches/peers/results/*.json and a
+# markdown table benches/peers/results/results.md (ratios included).
 #
-#   bench/peers/run.sh                 # everything (~10 min on 2 cores)
-#   QUICK=1 bench/peers/run.sh         # 5 epochs, a smoke test
-#   EPOCHS=200 HIDDEN=32 bench/peers/run.sh
+#   benches/peers/run.sh                 # everything (~10 min on 2 cores)
+#   QUICK=1 benches/peers/run.sh         # 5 epochs, a smoke test
+#   EPOCHS=200 HIDDEN=32 benches/peers/run.sh
 #
 # Knobs (env): LAYERS=4 HIDDEN=64 DEPTH=2 EPOCHS=100 BATCH=64 LR=1e-3 SEED=0
-#              DATA=<repo>/../shared/data  OUT=bench/peers/results
+#              DATA=<repo>/../shared/data  OUT=benches/peers/results
 #              SETS="daphnet_gait breast_cancer"  FLOWS="maf coupling"
-#              FLOWMOTE=tool|fit|auto (auto: the `flowmote` tool if its
-#              `train` subcommand works, else the benches' flowmote-fit)
 #              DEQUANTIZE=0|1 (flowmote tool: dequantise integer columns as
 #              `flowmote train` does by default; 0 = off, like the peer)
 #
 # Needs python3 (>= 3.10) with venv and pip access to PyPI; the virtual
-# environment is created in bench/peers/.venv (git-ignored) on first use.
+# environment is created in benches/peers/.venv (git-ignored) on first use.
 source "$(dirname "$0")/common.sh"
 
 LAYERS=${LAYERS:-4}
@@ -31,7 +29,6 @@ SEED=${SEED:-0}
 if [ -n "${QUICK:-}" ]; then EPOCHS=5; fi
 SETS=${SETS:-daphnet_gait breast_cancer}
 FLOWS=${FLOWS:-maf coupling}
-FLOWMOTE=${FLOWMOTE:-auto}
 DEQUANTIZE=${DEQUANTIZE:-0}
 
 # --- peer environment and flowmote binaries ---------------------------------
@@ -39,16 +36,12 @@ peer_python
 build_tool
 cargo build -q --release -p flowmote-benches --bins
 timing=$tgt/release/flowmote-timing
-fit=$tgt/release/flowmote-fit
-if [ "$FLOWMOTE" = auto ]; then
-    if "$tool" train --help >/dev/null 2>&1; then FLOWMOTE=tool; else FLOWMOTE=fit; fi
-fi
-say "flowmote side: $FLOWMOTE"
 
 # The flowmote tool: train a model file, evaluate it on the test split.
 # Early stopping off on both sides (all epochs run, best validation epoch kept).
-# The architecture is the peers': one flow, no noise, no whitening layer, a
-# random validation split (the tool's defaults would search and stack).
+# The architecture is the peers': one flow (one split, no committee: --folds 1),
+# no noise, no whitening layer, a random validation split (the tool's defaults
+# would search, stack and cross-validate small files).
 flowmote_tool() { # set flow json
     local set=$1 flow=$2 json=$3 model=$OUT/$1.$2.model.json
     local t0 t1 deq=() lab=()
@@ -58,7 +51,7 @@ flowmote_tool() { # set flow json
     "$tool" train --data "$DATA/$set.train.csv" --out "$model" \
         --flow "$flow" --layers "$LAYERS" --hidden "$HIDDEN" --depth "$DEPTH" \
         --epochs "$EPOCHS" --batch "$BATCH" --lr "$LR" --seed "$SEED" --patience 0 \
-        --noise 0 --no-whiten --val-split random --no-mixture \
+        --noise 0 --no-whiten --val-split random --no-mixture --folds 1 \
         "${deq[@]}" --quiet >&2
     t1=$(date +%s.%N)
     "$tool" eval --model "$model" --data "$DATA/$set.test.csv" "${lab[@]}" --json >"$json.eval"
@@ -91,13 +84,8 @@ for set in $SETS; do
         base=$OUT/$set.$flow
         common=(--flow "$flow" --layers "$LAYERS" --hidden "$HIDDEN" --depth "$DEPTH"
             --epochs "$EPOCHS" --batch "$BATCH" --lr "$LR" --seed "$SEED")
-        say "$set / $flow: flowmote ($FLOWMOTE)"
-        if [ "$FLOWMOTE" = tool ]; then
-            model=$(flowmote_tool "$set" "$flow" "$base.flowmote.json")
-        else
-            model=$base.model.json
-            "$fit" --train "$train" --test "$test" "${common[@]}" --save "$model" >"$base.flowmote.json"
-        fi
+        say "$set / $flow: flowmote"
+        model=$(flowmote_tool "$set" "$flow" "$base.flowmote.json")
         say "$set / $flow: flowmote timing"
         "$timing" --flow "$flow" --dim "$dim" --rows "$test" --model "$model" \
             --layers "$LAYERS" --hidden "$HIDDEN" --depth "$DEPTH" >"$base.timing.json"
@@ -108,7 +96,7 @@ done
 
 {
     echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
-    echo "Settings: LAYERS=$LAYERS HIDDEN=$HIDDEN DEPTH=$DEPTH EPOCHS=$EPOCHS BATCH=$BATCH LR=$LR SEED=$SEED DEQUANTIZE=$DEQUANTIZE; flowmote side: $FLOWMOTE."
+    echo "Settings: LAYERS=$LAYERS HIDDEN=$HIDDEN DEPTH=$DEPTH EPOCHS=$EPOCHS BATCH=$BATCH LR=$LR SEED=$SEED DEQUANTIZE=$DEQUANTIZE."
     echo
     "$py" "$here/report.py" "$OUT" $SETS -- $FLOWS
 } >"$OUT/results.md"

@@ -2,10 +2,10 @@
 # What each ingredient of `flowmote train`'s defaults does to the test NLL
 # (issue 6): from the old defaults (random split, no noise, no whitening,
 # maf) one ingredient at a time to today's defaults, one seed, same data as
-# bench/peers/defaults.sh. Writes bench/peers/results/ablation.md.
+# benches/peers/defaults.sh. Writes benches/peers/results/ablation.md.
 #
-#   bench/peers/ablation.sh            # ≈ 17 min on 2 cores
-#   SEED=1 bench/peers/ablation.sh
+#   benches/peers/ablation.sh            # ≈ 17 min on 2 cores
+#   SEED=1 benches/peers/ablation.sh
 source "$(dirname "$0")/common.sh"
 SEED=${SEED:-0}
 mkdir -p "$OUT/ablation"

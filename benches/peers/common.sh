@@ -1,8 +1,8 @@
-# Sourced by the bench/peers scripts: paths, `say`, the release build of the
+# Sourced by the benches/peers scripts: paths, `say`, the release build of the
 # flowmote tool and the peers' Python venv. Run from anywhere; it cd's to the
 # repository root.
 #   DATA  the shared data directory (default ../shared/data beside the repo)
-#   OUT   where results go (default bench/peers/results)
+#   OUT   where results go (default benches/peers/results)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)

@@ -4,17 +4,17 @@
 #   peers:     scikit-learn GaussianMixture (components/covariance chosen on a
 #              validation split of train, 1–8, 12, 16, 24 or 32 components), FlowJAX MAF and coupling flows with
 #              a RationalQuadraticSpline transformer at FlowJAX's defaults
-#              (bench/peers/peer_defaults.py).
-# Writes bench/peers/results/defaults.*.json and defaults.md. On a labelled
+#              (benches/peers/peer_defaults.py).
+# Writes benches/peers/results/defaults.*.json and defaults.md. On a labelled
 # test set it also keeps every model's per-row scores and reports the AUROC
 # difference flowmote − peer with a paired bootstrap interval over the test
 # rows: is the difference larger than the test set can resolve?
 #
-#   bench/peers/defaults.sh
-#   MAX_EPOCHS=20 bench/peers/defaults.sh   # cap FlowJAX epochs (default: its own 100)
-#   SEEDS='0 1 2' bench/peers/defaults.sh  # seeds (default 0 1 2 3 4)
+#   benches/peers/defaults.sh
+#   MAX_EPOCHS=20 benches/peers/defaults.sh   # cap FlowJAX epochs (default: its own 100)
+#   SEEDS='0 1 2' benches/peers/defaults.sh  # seeds (default 0 1 2 3 4)
 #
-# Uses the venv of bench/peers/requirements.txt (bench/peers/.venv, created
+# Uses the venv of benches/peers/requirements.txt (benches/peers/.venv, created
 # on first use).
 source "$(dirname "$0")/common.sh"
 SETS=${SETS:-daphnet_gait breast_cancer}
