@@ -20,7 +20,8 @@
 #      `cargo run --release` flashes; no board can be flashed here)
 #   3. no-panic proof: images whose panic handler calls an undefined symbol
 #      link only if the scoring path cannot panic, for each instruction set
-#      the boards use (thumbv7em-none-eabihf; thumbv6m-none-eabi, soft float)
+#      the boards use (thumbv7em-none-eabihf; thumbv6m-none-eabi and
+#      riscv32imc-unknown-none-elf, soft float)
 #   4. QEMU golden run: `cargo run --release --bin qemu` in firmware/qemu (the
 #      runner is qemu-system-arm mps2-an386 under `timeout`); the image exits
 #      non-zero on a mismatch, panic or HardFault
@@ -79,7 +80,8 @@ step "no-panic proof: link the scoring path with an undefined panic handler"
 (
     cd nopanic
     cargo clippy --release -- -D warnings
-    for target in thumbv7em-none-eabihf thumbv6m-none-eabi; do
+    cargo clippy --release --target riscv32imc-unknown-none-elf -- -D warnings
+    for target in thumbv7em-none-eabihf thumbv6m-none-eabi riscv32imc-unknown-none-elf; do
         if ! cargo build --release --target "$target"; then
             echo "the scoring path can panic on $target: see firmware/nopanic/src/lib.rs" >&2
             exit 1

@@ -16,13 +16,16 @@
 //! layers), so every layer kind the trainer makes is covered. Built by
 //! `scripts/firmware-ci.sh` for each instruction set the boards use (the code
 //! generated for soft-float Cortex-M0+ differs from Cortex-M4F's):
-//! `cargo build --release` (thumbv7em-none-eabihf) and
-//! `cargo build --release --target thumbv6m-none-eabi`. They are never run.
+//! `cargo build --release` (thumbv7em-none-eabihf: nRF52840, STM32F411),
+//! `--target thumbv6m-none-eabi` (RP2040) and `--target
+//! riscv32imc-unknown-none-elf` (ESP32-C3; riscv-rt instead of cortex-m-rt).
+//! They are never run.
 #![no_std]
 #![deny(missing_docs)]
 
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
+#[cfg(target_arch = "arm")]
 use cortex_m as _;
 use flowmote::Density;
 use flowmote_firmware::sim::RecordingPin;

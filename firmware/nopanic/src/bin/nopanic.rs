@@ -4,7 +4,8 @@
 
 use flowmote_fixtures::model::{MODEL, THRESHOLD};
 
-#[cortex_m_rt::entry]
+#[cfg_attr(target_arch = "arm", cortex_m_rt::entry)]
+#[cfg_attr(target_arch = "riscv32", riscv_rt::entry)]
 fn main() -> ! {
     flowmote_nopanic::prove(&MODEL, THRESHOLD)
 }
