@@ -14,7 +14,9 @@ use flowmote_firmware::lis3dh::{
     OUT_X_L, WHO_AM_I, WHO_AM_I_VALUE,
 };
 use flowmote_firmware::sim::RecordingPin;
-use flowmote_firmware::{close, Alarm, AxisMeans, Event, FeatureMap, Lis3dh, Monitor, SensorError, Synthetic};
+use flowmote_firmware::{
+    close, golden_mismatches, Alarm, AxisMeans, Event, FeatureMap, Lis3dh, Monitor, SensorError, Synthetic,
+};
 use flowmote_host_tests::{rng, Rng, SeedableRng, Xoshiro128PlusPlus};
 
 use flowmote_fixtures::model;
@@ -495,6 +497,19 @@ fn bundled_model_golden_values_are_the_hosts() {
         .filter(|_| det.score(&s.next_features().unwrap()).is_anomalous())
         .count();
     assert!(flagged < n / 5, "{flagged} of {n} model samples flagged");
+}
+
+/// The boards' boot self-test (`golden_mismatches`) passes on the host's own
+/// numbers and counts every golden value that moved.
+#[test]
+fn boards_self_test_counts_golden_mismatches() {
+    use model::*;
+    let det = Detector::new(&MODEL, THRESHOLD);
+    assert_eq!(golden_mismatches(&det, &GOLDEN_INPUTS, &GOLDEN_LOG_PROBS), 0);
+    let mut moved = GOLDEN_LOG_PROBS;
+    moved[1] += 1e-3 * moved[1].abs().max(1.0);
+    moved[3] = f32::NAN;
+    assert_eq!(golden_mismatches(&det, &GOLDEN_INPUTS, &moved), 2);
 }
 
 #[test]
