@@ -126,6 +126,10 @@ fn main() {
         Cmd::Demo(a) => cli::run_demo(a),
     };
     if let Err(e) = r {
+        if e.downcast_ref::<flowmote_tools::output::ClosedStdout>().is_some() {
+            // The reader went away (`| head`): end quietly, as SIGPIPE would.
+            std::process::exit(141);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
