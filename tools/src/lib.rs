@@ -10,4 +10,5 @@ pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod plot;
+pub mod target;
 pub mod train;
