@@ -50,6 +50,7 @@ pub mod bijector;
 pub mod cnf;
 pub mod coupling;
 pub mod error;
+pub mod features;
 pub mod flow;
 pub mod linear;
 pub mod maf;
