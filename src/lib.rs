@@ -58,6 +58,7 @@ pub mod mixture;
 pub mod mlp;
 pub mod normal;
 pub mod permutation;
+pub mod quantile;
 pub mod sigmoid;
 pub mod spline;
 
