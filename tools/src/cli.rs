@@ -551,6 +551,14 @@ pub fn run_calibrate(a: &CalibrateArgs) -> Result<Threshold> {
         ds.row_errors = keep.iter().map(|&i| ds.row_errors[i].clone()).collect();
         ds.lines = keep.iter().map(|&i| ds.lines[i]).collect();
     }
+    if !ds.sha256.is_empty() && ds.sha256 == model.provenance.data_sha256 {
+        eprintln!(
+            "warning: {} is the file the model was trained on (same SHA-256): a threshold calibrated on \
+             training rows is too low and flags more than the target rate of new normal rows — calibrate \
+             on held-out rows (`flowmote train` holds out the last rows of the file)",
+            a.data.display()
+        );
+    }
     let r = score_rows(&model, &ds);
     let finite: Vec<f64> = r.iter().filter_map(|s| s.as_ref().ok().copied()).collect();
     let bad = r.len() - finite.len();
