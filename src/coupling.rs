@@ -4,6 +4,7 @@
 //! `y_A = x_A`, `y_B = x_B ⊙ e^{s(x_A)} + t(x_A)`, `s = c·tanh(raw/c)`,
 //! so `|s| < c` and `exp` cannot overflow. Log-det `Σ s`.
 
+use crate::layer::{take, SliceBackward, SliceBijector};
 use crate::mlp::{Mlp, MlpGrad, MlpRef};
 use crate::{Bijector, Error};
 
@@ -116,6 +117,39 @@ impl AffineCouplingRef<'_> {
         let (ga, gb) = g.split_at_mut(self.a);
         affine_backward(xb, &out[self.b..], self.clamp, gb, g_ld, g_shift, g_raw);
         self.net.backward(xa, 0.0, acts, g_out, Some(ga), t0, t1, grad);
+    }
+}
+
+/// Scratch: `h0`, `h1` (`hidden` each), `out` (`2b`).
+impl SliceBijector for AffineCouplingRef<'_> {
+    fn scratch_len(&self) -> usize {
+        2 * self.net.shape.hidden + 2 * self.b
+    }
+    fn forward_flat(&self, x: &mut [f32], mut s: &mut [f32]) -> f32 {
+        let h = self.net.shape.hidden;
+        let (h0, h1, out) = (take(&mut s, h), take(&mut s, h), take(&mut s, 2 * self.b));
+        self.forward(x, h0, h1, out)
+    }
+    fn inverse_flat(&self, z: &mut [f32], mut s: &mut [f32]) -> f32 {
+        let h = self.net.shape.hidden;
+        let (h0, h1, out) = (take(&mut s, h), take(&mut s, h), take(&mut s, 2 * self.b));
+        self.inverse(z, h0, h1, out)
+    }
+}
+
+impl SliceBackward for AffineCouplingRef<'_> {
+    fn param_len(&self) -> usize {
+        self.net.shape.n_params()
+    }
+    fn train_scratch_len(&self) -> usize {
+        AffineCouplingRef::train_scratch_len(self)
+    }
+    fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]) {
+        let mut grad = MlpGrad::from_flat(self.net.shape, grad).expect("gradient sized like the parameters");
+        self.backward(x, g, g_ld, &mut grad, scratch)
+    }
+    fn as_bijector(&self) -> &dyn SliceBijector {
+        self
     }
 }
 
