@@ -16,10 +16,10 @@ use flowmote::cnf::{ContinuousFlowRef, Solver};
 use flowmote::coupling::AffineCouplingRef;
 use flowmote::linear::LuLinearRef;
 use flowmote::maf::MafRef;
-use flowmote::mlp::{MlpGrad, MlpRef, MlpShape};
-use flowmote::permutation::{permute_forward, permute_inverse};
+use flowmote::mlp::{MlpRef, MlpShape};
+use flowmote::permutation::PermutationRef;
 use flowmote::spline::{SplineAutoregressiveRef, SplineCouplingRef};
-use flowmote::{normal, ActNormRef, Activation, Error};
+use flowmote::{normal, ActNormRef, Activation, Error, Frozen, Reverse, SliceBackward, SliceBijector};
 use rand_core::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -280,111 +280,96 @@ pub struct DynFlow {
     pub layers: Vec<Layer>,
 }
 
-/// Reusable buffers for [`DynFlow`] evaluation (no allocation per row).
+/// Reusable buffers for [`DynFlow`] evaluation (no allocation per row),
+/// sized by [`FlowView::workspace`].
 #[derive(Debug, Default, Clone)]
 pub struct Workspace {
-    h0: Vec<f32>,
-    h1: Vec<f32>,
-    out: Vec<f32>,
-    tmp: Vec<f32>,
+    /// The flat scratch of every layer's forward/inverse.
+    scratch: Vec<f32>,
     /// Input of every layer, saved by the training forward pass.
     inputs: Vec<f32>,
+    /// The scratch of every layer's backward pass.
     train: Vec<f32>,
-    cnf: Vec<f32>,
 }
 
 impl Workspace {
-    /// Buffers large enough for `flow`.
+    /// Buffers large enough for `flow` (empty if it does not compile into
+    /// views: then every evaluation fails anyway).
     pub fn new(flow: &DynFlow) -> Self {
-        let d = flow.dim;
-        let hidden = flow
-            .layers
-            .iter()
-            .filter_map(|l| l.mlp_shape(d))
-            .map(|s| s.hidden)
-            .max()
-            .unwrap_or(0);
-        let out = flow
-            .layers
-            .iter()
-            .filter_map(|l| l.mlp_shape(d))
-            .map(|s| s.output)
-            .max()
-            .unwrap_or(0);
-        let train = flow
-            .layers
-            .iter()
-            .filter_map(|l| l.mlp_shape(d))
-            .map(|s| s.n_activations() + 2 * s.output + 2 * s.hidden + 3 * d)
-            .max()
-            .unwrap_or(0);
-        let cnf = flow
-            .layers
-            .iter()
-            .filter(|l| matches!(l, Layer::Cnf { .. }))
-            .filter_map(|l| l.mlp_shape(d))
-            .map(|s| 3 * d + 3 * s.hidden + (s.depth - 1) * s.hidden)
-            .max()
-            .unwrap_or(0);
-        Workspace {
-            cnf: vec![0.0; cnf],
-            h0: vec![0.0; hidden],
-            h1: vec![0.0; hidden],
-            out: vec![0.0; out],
-            tmp: vec![0.0; d],
-            inputs: vec![0.0; d * flow.layers.len()],
-            train: vec![0.0; train.max(2 * d)],
+        flow.view().map(|v| v.workspace()).unwrap_or_default()
+    }
+}
+
+/// A layer's core view: the one place that maps each [`Layer`] kind onto
+/// the core's maths ([`Layer::view`]). How it is trained is in its type.
+pub enum View<'a> {
+    /// Trained by maximum likelihood through its backward pass.
+    Likelihood(Box<dyn SliceBackward + 'a>),
+    /// The continuous flow, trained by flow matching.
+    FlowMatching(ContinuousFlowRef<'a>),
+}
+
+impl View<'_> {
+    /// The layer's forward/inverse.
+    pub fn bijector(&self) -> &dyn SliceBijector {
+        match self {
+            View::Likelihood(l) => l.as_bijector(),
+            View::FlowMatching(c) => c,
+        }
+    }
+
+    /// Floats of the layer's backward (or flow-matching) scratch.
+    fn train_scratch_len(&self) -> usize {
+        match self {
+            View::Likelihood(l) => l.train_scratch_len(),
+            View::FlowMatching(c) => c.train_scratch_len(),
         }
     }
 }
 
-fn mlp<'a>(shape: MlpShape, net: &Net, params: &'a [f32]) -> MlpRef<'a> {
-    MlpRef::from_flat(shape, net.act.into(), params).expect("validated model")
-}
-
-/// A layer's core view, built once per call from its stored parameters:
-/// the one place that maps each [`Layer`] kind onto the core's maths.
-enum View<'a> {
-    /// ActNorm and whether it is frozen.
-    ActNorm(ActNormRef<'a>, bool),
-    Permutation(&'a [usize]),
-    Reverse,
-    AffineCoupling(AffineCouplingRef<'a>),
-    Maf(MafRef<'a>),
-    SplineCoupling(SplineCouplingRef<'a>),
-    SplineAutoregressive(SplineAutoregressiveRef<'a>),
-    LuLinear(LuLinearRef<'a>),
-    Cnf(ContinuousFlowRef<'a>),
-}
-
 impl Layer {
-    /// The core view of this layer in a flow of dimension `d` (the model
-    /// must have passed [`DynFlow::validate`]).
-    fn view(&self, d: usize) -> Result<View<'_>, Error> {
-        let shape = || self.mlp_shape(d).expect("conditioned layer");
-        Ok(match self {
+    /// The core view of this layer in a flow of dimension `d`; fails on sizes
+    /// the core's checked constructors refuse (see [`DynFlow::validate`]).
+    pub fn view(&self, d: usize) -> Result<View<'_>, Error> {
+        let net = |n: &Net, params| match self.mlp_shape(d) {
+            Some(shape) => MlpRef::from_flat(shape, n.act.into(), params),
+            None => Err(Error::ShapeMismatch),
+        };
+        fn ml<'a>(l: impl SliceBackward + 'a) -> Result<View<'a>, Error> {
+            Ok(View::Likelihood(Box::new(l)))
+        }
+        match self {
             Layer::ActNorm {
                 log_scale,
                 shift,
                 frozen,
-            } => View::ActNorm(ActNormRef { log_scale, shift }, *frozen),
-            Layer::Permutation { perm } => View::Permutation(perm),
-            Layer::Reverse => View::Reverse,
+            } => {
+                let r = ActNormRef { log_scale, shift };
+                if log_scale.len() != d || shift.len() != d {
+                    Err(Error::ShapeMismatch)
+                } else if *frozen {
+                    ml(Frozen(r))
+                } else {
+                    ml(r)
+                }
+            }
+            Layer::Permutation { perm } => ml(PermutationRef { perm }),
+            Layer::Reverse => ml(Reverse),
             Layer::AffineCoupling {
                 a,
                 b,
                 net: n,
                 clamp,
                 params,
-            } => View::AffineCoupling(AffineCouplingRef {
+            } => ml(AffineCouplingRef {
                 a: *a,
                 b: *b,
                 clamp: *clamp,
-                net: mlp(shape(), n, params),
+                net: net(n, params)?,
             }),
-            Layer::Maf { net: n, clamp, params } => View::Maf(MafRef {
+            Layer::Maf { net: n, clamp, params } => ml(MafRef {
                 clamp: *clamp,
-                net: mlp(shape(), n, params),
+                net: net(n, params)?,
             }),
             Layer::SplineCoupling {
                 a,
@@ -393,35 +378,129 @@ impl Layer {
                 tail_bound,
                 net: n,
                 params,
-            } => View::SplineCoupling(SplineCouplingRef::new(
-                *a,
-                *b,
-                *bins,
-                *tail_bound,
-                mlp(shape(), n, params),
-            )?),
+            } => ml(SplineCouplingRef::new(*a, *b, *bins, *tail_bound, net(n, params)?)?),
             Layer::SplineAutoregressive {
                 bins,
                 tail_bound,
                 net: n,
                 params,
-            } => View::SplineAutoregressive(SplineAutoregressiveRef::new(
-                *bins,
-                *tail_bound,
-                mlp(shape(), n, params),
-            )?),
-            Layer::LuLinear { perm, sign, params } => View::LuLinear(LuLinearRef::from_flat(perm, sign, params)?),
+            } => ml(SplineAutoregressiveRef::new(*bins, *tail_bound, net(n, params)?)?),
+            Layer::LuLinear { perm, sign, params } => ml(LuLinearRef::from_flat(perm, sign, params)?),
             Layer::Cnf {
                 net: n,
                 solver,
                 steps,
                 params,
-            } => View::Cnf(ContinuousFlowRef::new(
-                mlp(shape(), n, params),
+            } => Ok(View::FlowMatching(ContinuousFlowRef::new(
+                net(n, params)?,
                 (*solver).into(),
                 *steps,
-            )),
-        })
+            ))),
+        }
+    }
+}
+
+/// A [`DynFlow`] compiled into its layers' views, once; evaluation loops
+/// over them.
+pub struct FlowView<'a> {
+    /// Dimension.
+    pub dim: usize,
+    /// The views, in the data → latent order.
+    pub layers: Vec<View<'a>>,
+}
+
+impl FlowView<'_> {
+    /// Buffers for every method of this view.
+    pub fn workspace(&self) -> Workspace {
+        let max = |f: &dyn Fn(&View) -> usize| self.layers.iter().map(f).max().unwrap_or(0);
+        Workspace {
+            scratch: vec![0.0; max(&|v| v.bijector().scratch_len())],
+            inputs: vec![0.0; self.dim * self.layers.len()],
+            train: vec![0.0; max(&|v| v.train_scratch_len())],
+        }
+    }
+
+    /// Data → latent in place; returns the log-det. With `save`, keeps every
+    /// layer's input in the workspace for [`FlowView::nll_backward`].
+    pub fn forward(&self, x: &mut [f32], ws: &mut Workspace, save: bool) -> f32 {
+        let d = self.dim;
+        let mut ld = 0.0;
+        for (i, layer) in self.layers.iter().enumerate() {
+            if save {
+                ws.inputs[i * d..(i + 1) * d].copy_from_slice(x);
+            }
+            ld += layer.bijector().forward_flat(x, &mut ws.scratch);
+        }
+        ld
+    }
+
+    /// Latent → data in place; returns the log-det of the inverse map.
+    pub fn inverse(&self, z: &mut [f32], ws: &mut Workspace) -> f32 {
+        let mut ld = 0.0;
+        for layer in self.layers.iter().rev() {
+            ld += layer.bijector().inverse_flat(z, &mut ws.scratch);
+        }
+        ld
+    }
+
+    /// Exact `log p(x)`, with the same checks as the core's `Flow::log_prob`.
+    pub fn log_prob(&self, x: &[f32], ws: &mut Workspace) -> Result<f32, Error> {
+        flowmote::error::check_finite(x)?;
+        let mut z = x.to_vec();
+        let ld = self.forward(&mut z, ws, false);
+        if !ld.is_finite() || flowmote::error::check_finite(&z).is_err() {
+            return Err(Error::Overflow);
+        }
+        let lp = normal::log_pdf(&z) + ld;
+        if lp.is_finite() {
+            Ok(lp)
+        } else {
+            Err(Error::Overflow)
+        }
+    }
+
+    /// One sample and its `log p`, drawing exactly as the core's
+    /// `Flow::sample_with_log_prob` does (same generator ⇒ same numbers).
+    pub fn sample_with_log_prob<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        ws: &mut Workspace,
+    ) -> Result<(Vec<f32>, f32), Error> {
+        let mut z = vec![0.0; self.dim];
+        normal::fill_standard_normal(rng, &mut z);
+        let lpz = normal::log_pdf(&z);
+        let ld = self.inverse(&mut z, ws);
+        if !ld.is_finite() || flowmote::error::check_finite(&z).is_err() {
+            return Err(Error::Overflow);
+        }
+        Ok((z, lpz - ld))
+    }
+
+    /// Negative log-likelihood of one row and its gradient: *adds*
+    /// `∂(−log p)/∂θ` of every trainable layer into `grads[i]` (same length as
+    /// that layer's `params`; frozen/fixed layers get nothing). Returns
+    /// `−log p(x)`. A continuous flow is trained by flow matching instead
+    /// ([`View::FlowMatching`]): a flow holding one fails with
+    /// [`Error::ShapeMismatch`].
+    pub fn nll_backward(&self, x: &[f32], grads: &mut [Vec<f32>], ws: &mut Workspace) -> Result<f32, Error> {
+        let d = self.dim;
+        let mut z = x.to_vec();
+        let ld = self.forward(&mut z, ws, true);
+        let nll = -(normal::log_pdf(&z) + ld);
+        if !nll.is_finite() {
+            return Err(Error::Overflow);
+        }
+        // ∂(−log N(z))/∂z = z; ∂(−log-det) = −1.
+        let mut g = z;
+        let g_ld = -1.0;
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            let View::Likelihood(l) = layer else {
+                return Err(Error::ShapeMismatch);
+            };
+            let xin = &ws.inputs[i * d..(i + 1) * d];
+            l.backward_flat(xin, &mut g, g_ld, &mut grads[i], &mut ws.train);
+        }
+        Ok(nll)
     }
 }
 
@@ -568,144 +647,40 @@ impl DynFlow {
         Ok(())
     }
 
-    /// Data → latent in place; returns the log-det. With `save`, keeps every
-    /// layer's input in the workspace for [`DynFlow::nll_backward`].
+    /// The flow compiled into its layers' views (once per use, not per row).
+    pub fn view(&self) -> Result<FlowView<'_>, Error> {
+        let layers = self.layers.iter().map(|l| l.view(self.dim)).collect::<Result<_, _>>()?;
+        Ok(FlowView { dim: self.dim, layers })
+    }
+
+    /// [`FlowView::forward`] of [`DynFlow::view`].
     pub fn forward(&self, x: &mut [f32], ws: &mut Workspace, save: bool) -> Result<f32, Error> {
-        let d = self.dim;
-        let mut ld = 0.0;
-        for (i, layer) in self.layers.iter().enumerate() {
-            if save {
-                ws.inputs[i * d..(i + 1) * d].copy_from_slice(x);
-            }
-            ld += match layer.view(d)? {
-                View::ActNorm(r, _) => r.forward(x),
-                View::Permutation(perm) => {
-                    permute_forward(perm, x, &mut ws.tmp);
-                    0.0
-                }
-                View::Reverse => {
-                    x.reverse();
-                    0.0
-                }
-                View::AffineCoupling(r) => r.forward(x, &mut ws.h0, &mut ws.h1, &mut ws.out),
-                View::Maf(r) => r.forward(x, &mut ws.h0, &mut ws.h1, &mut ws.out),
-                View::SplineCoupling(r) => r.forward(x, &mut ws.h0, &mut ws.h1, &mut ws.out),
-                View::SplineAutoregressive(r) => r.forward(x, &mut ws.h0, &mut ws.h1, &mut ws.out),
-                View::LuLinear(r) => r.forward(x, &mut ws.tmp),
-                View::Cnf(r) => r.forward_flat(x, &mut ws.cnf),
-            };
-        }
-        Ok(ld)
+        Ok(self.view()?.forward(x, ws, save))
     }
 
-    /// Latent → data in place; returns the log-det of the inverse map.
+    /// [`FlowView::inverse`] of [`DynFlow::view`].
     pub fn inverse(&self, z: &mut [f32], ws: &mut Workspace) -> Result<f32, Error> {
-        let d = self.dim;
-        let mut ld = 0.0;
-        for layer in self.layers.iter().rev() {
-            let view = layer.view(d)?;
-            // The autoregressive inverses need a d-float buffer: borrow the
-            // (unused while sampling) saved-inputs buffer.
-            let mut xbuf = std::mem::take(&mut ws.inputs);
-            let r = match view {
-                View::ActNorm(r, _) => r.inverse(z),
-                View::Permutation(perm) => {
-                    permute_inverse(perm, z, &mut ws.tmp);
-                    0.0
-                }
-                View::Reverse => {
-                    z.reverse();
-                    0.0
-                }
-                View::AffineCoupling(r) => r.inverse(z, &mut ws.h0, &mut ws.h1, &mut ws.out),
-                View::Maf(r) => r.inverse(z, &mut xbuf[..d], &mut ws.h0, &mut ws.h1, &mut ws.out),
-                View::SplineCoupling(r) => r.inverse(z, &mut ws.h0, &mut ws.h1, &mut ws.out),
-                View::SplineAutoregressive(r) => r.inverse(z, &mut xbuf[..d], &mut ws.h0, &mut ws.h1, &mut ws.out),
-                View::LuLinear(r) => r.inverse(z, &mut ws.tmp),
-                View::Cnf(r) => r.inverse_flat(z, &mut ws.cnf),
-            };
-            ws.inputs = xbuf;
-            ld += r;
-        }
-        Ok(ld)
+        Ok(self.view()?.inverse(z, ws))
     }
 
-    /// Exact `log p(x)`, with the same checks as the core's `Flow::log_prob`.
+    /// [`FlowView::log_prob`] of [`DynFlow::view`] (compile once with
+    /// [`DynFlow::view`] to score many rows).
     pub fn log_prob(&self, x: &[f32], ws: &mut Workspace) -> Result<f32, Error> {
-        flowmote::error::check_finite(x)?;
-        let mut z = x.to_vec();
-        let ld = self.forward(&mut z, ws, false)?;
-        if !ld.is_finite() || flowmote::error::check_finite(&z).is_err() {
-            return Err(Error::Overflow);
-        }
-        let lp = normal::log_pdf(&z) + ld;
-        if lp.is_finite() {
-            Ok(lp)
-        } else {
-            Err(Error::Overflow)
-        }
+        self.view()?.log_prob(x, ws)
     }
 
-    /// One sample and its `log p`, drawing exactly as the core's
-    /// `Flow::sample_with_log_prob` does (same generator ⇒ same numbers).
+    /// [`FlowView::sample_with_log_prob`] of [`DynFlow::view`].
     pub fn sample_with_log_prob<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
         ws: &mut Workspace,
     ) -> Result<(Vec<f32>, f32), Error> {
-        let mut z = vec![0.0; self.dim];
-        normal::fill_standard_normal(rng, &mut z);
-        let lpz = normal::log_pdf(&z);
-        let ld = self.inverse(&mut z, ws)?;
-        if !ld.is_finite() || flowmote::error::check_finite(&z).is_err() {
-            return Err(Error::Overflow);
-        }
-        Ok((z, lpz - ld))
+        self.view()?.sample_with_log_prob(rng, ws)
     }
 
-    /// Negative log-likelihood of one row and its gradient: *adds*
-    /// `∂(−log p)/∂θ` of every trainable layer into `grads[i]` (same length as
-    /// that layer's `params`; frozen/fixed layers get nothing). Returns `−log p(x)`.
+    /// [`FlowView::nll_backward`] of [`DynFlow::view`].
     pub fn nll_backward(&self, x: &[f32], grads: &mut [Vec<f32>], ws: &mut Workspace) -> Result<f32, Error> {
-        let d = self.dim;
-        let mut z = x.to_vec();
-        let ld = self.forward(&mut z, ws, true)?;
-        let nll = -(normal::log_pdf(&z) + ld);
-        if !nll.is_finite() {
-            return Err(Error::Overflow);
-        }
-        // ∂(−log N(z))/∂z = z; ∂(−log-det) = −1.
-        let mut g = z;
-        let g_ld = -1.0;
-        for (i, layer) in self.layers.iter().enumerate().rev() {
-            let xin = &ws.inputs[i * d..(i + 1) * d];
-            let shape = layer.mlp_shape(d);
-            let grad = |gr| MlpGrad::from_flat(shape.expect("conditioned layer"), gr).expect("grad sized like params");
-            match layer.view(d)? {
-                View::ActNorm(r, frozen) => {
-                    if frozen {
-                        for (gi, s) in g.iter_mut().zip(r.log_scale.iter()) {
-                            *gi *= s.exp();
-                        }
-                    } else {
-                        r.backward(xin, &mut g, g_ld, &mut grads[i]);
-                    }
-                }
-                // y = P x  ⇒  ∂L/∂x = Pᵀ ∂L/∂y
-                View::Permutation(perm) => permute_inverse(perm, &mut g, &mut ws.tmp),
-                View::Reverse => g.reverse(),
-                View::AffineCoupling(r) => r.backward(xin, &mut g, g_ld, &mut grad(&mut grads[i]), &mut ws.train),
-                View::Maf(r) => r.backward(xin, &mut g, g_ld, &mut grad(&mut grads[i]), &mut ws.train),
-                View::SplineCoupling(r) => r.backward(xin, &mut g, g_ld, &mut grad(&mut grads[i]), &mut ws.train),
-                View::SplineAutoregressive(r) => r.backward(xin, &mut g, g_ld, &mut grad(&mut grads[i]), &mut ws.train),
-                View::LuLinear(r) => r.backward(xin, &mut g, g_ld, &mut grads[i], &mut ws.train),
-                // Continuous flows are trained by flow matching
-                // (`ContinuousFlowRef::flow_matching_backward`), not by
-                // back-propagating through the solver.
-                View::Cnf(_) => return Err(Error::ShapeMismatch),
-            }
-        }
-        Ok(nll)
+        self.view()?.nll_backward(x, grads, ws)
     }
 }
 
