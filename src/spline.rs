@@ -83,6 +83,7 @@
 use crate::layer::{take, SliceBackward, SliceBijector};
 pub use crate::maf::{is_made_masked, made_mask_heads};
 use crate::mlp::{Mlp, MlpGrad, MlpRef};
+use crate::sigmoid::softplus;
 use crate::{Bijector, Error};
 
 /// Default tail bound `B`: the spline acts on `[−3, 3]` (standardised data).
@@ -132,15 +133,6 @@ fn clamp_raw(r: f32) -> (f32, f32) {
         (r, 1.0)
     } else {
         (0.0, 0.0)
-    }
-}
-
-#[inline(always)]
-fn softplus(x: f32) -> f32 {
-    if x > 0.0 {
-        x + libm::log1pf(libm::expf(-x))
-    } else {
-        libm::log1pf(libm::expf(x))
     }
 }
 

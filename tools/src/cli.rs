@@ -9,7 +9,6 @@ use crate::train::{self, FlowKind, Gaussian, TrainConfig, ValSplit};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use rand_core::SeedableRng;
-use rayon::prelude::*;
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -304,22 +303,16 @@ pub fn describe_model(model: &ModelFile) -> String {
 /// `−log p` of every row (`None` where the row cannot be scored) and the
 /// reason for each failure.
 pub fn score_rows(model: &ModelFile, ds: &Dataset) -> Vec<std::result::Result<f64, String>> {
-    let m = &model.model;
-    ds.rows
-        .par_iter()
-        .zip(ds.row_errors.par_iter())
-        .map_init(
-            || m.workspace(),
-            |ws, (x, e)| {
-                if let Some(e) = e {
-                    return Err(e.clone());
-                }
-                match m.log_prob(x, ws) {
-                    Ok(lp) => Ok(-(lp as f64)),
-                    Err(e) => Err(format!("cannot be scored: {e:?}")),
-                }
-            },
-        )
+    model
+        .model
+        .log_probs(&ds.rows)
+        .into_iter()
+        .zip(&ds.row_errors)
+        .map(|(lp, e)| match (e, lp) {
+            (Some(e), _) => Err(e.clone()),
+            (None, Ok(lp)) => Ok(-(lp as f64)),
+            (None, Err(e)) => Err(format!("cannot be scored: {e:?}")),
+        })
         .collect()
 }
 
@@ -692,11 +685,13 @@ pub struct SampleArgs {
 pub fn draw_samples(model: &ModelFile, n: usize, seed: u64) -> Result<Vec<(Vec<f32>, f32)>> {
     let mut rng = rand_xoshiro::Xoshiro128PlusPlus::seed_from_u64(seed);
     let mut ws = model.model.workspace();
+    let view = model
+        .model
+        .view()
+        .map_err(|e| anyhow::anyhow!("the model does not compile into its layers ({e:?})"))?;
     (0..n)
         .map(|i| {
-            model
-                .model
-                .sample_with_log_prob(&mut rng, &mut ws)
+            view.sample_with_log_prob(&mut rng, &mut ws)
                 .map_err(|e| anyhow::anyhow!("sample {i} overflowed ({e:?}); the model is unstable there"))
         })
         .collect()

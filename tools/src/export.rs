@@ -21,7 +21,7 @@
 //! is stable for a given configuration, so the same model gives the same
 //! bytes. Floats are printed with `{:?}`, Rust's shortest round-trip form,
 //! which is always a valid `f32` literal (`1.0`, `-0.0`, `1e-7`, `3.4028235e38`).
-use crate::model::{Act, DynMixture, Layer, ModelFile, Net, SolverKind};
+use crate::model::{Act, DynMixture, Layer, ModelFile, Net};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use flowmote::MlpShape;
@@ -388,32 +388,9 @@ pub struct Item {
     pub uses: &'static [&'static str],
 }
 
-/// Shape of a layer's network (also for the spline and continuous layers).
-pub fn net_shape(layer: &Layer, dim: usize) -> Option<MlpShape> {
-    let (input, cond, net, output) = match layer {
-        Layer::AffineCoupling { a, b, net, .. } => (*a, 0, net, 2 * b),
-        Layer::Maf { net, .. } => (dim, 0, net, 2 * dim),
-        Layer::SplineCoupling { a, b, bins, net, .. } => (*a, 0, net, b * (3 * bins - 1)),
-        Layer::SplineAutoregressive { bins, net, .. } => (dim, 0, net, dim * (3 * bins - 1)),
-        Layer::Cnf { net, .. } => (dim, 1, net, dim),
-        Layer::ActNorm { .. } | Layer::Permutation { .. } | Layer::Reverse | Layer::LuLinear { .. } => return None,
-    };
-    Some(MlpShape {
-        input,
-        cond,
-        hidden: net.hidden,
-        depth: net.depth,
-        output,
-    })
-}
-
-fn act_path(a: Act) -> &'static str {
-    match a {
-        Act::Tanh => "Activation::Tanh",
-        Act::Relu => "Activation::Relu",
-        Act::LeakyRelu => "Activation::LeakyRelu",
-        Act::Elu => "Activation::Elu",
-    }
+/// `Activation::Tanh` etc.: the core's variant names, never listed again.
+fn act_path(a: Act) -> String {
+    format!("Activation::{:?}", flowmote::Activation::from(a))
 }
 
 /// An `Mlp { … }` literal from flat parameters (`MlpRef::from_flat` order),
@@ -455,7 +432,7 @@ fn usizes(v: &[usize]) -> Node {
 /// Type, value and imports of one layer — the one place that knows how a
 /// [`Layer`] maps onto the core's const-generic types.
 pub fn layer_item(layer: &Layer, dim: usize) -> Result<Item> {
-    let shape = net_shape(layer, dim);
+    let shape = layer.mlp_shape(dim);
     let l = |s: &MlpShape| s.depth - 1;
     Ok(match layer {
         Layer::ActNorm { log_scale, shift, .. } => Item {
@@ -561,11 +538,7 @@ pub fn layer_item(layer: &Layer, dim: usize) -> Result<Item> {
         } => {
             let s = shape.expect("has a net");
             let (mlp, w_t) = mlp_node(s, net, dim, params)?;
-            let solver = match solver {
-                SolverKind::Euler => "Solver::Euler",
-                SolverKind::Heun => "Solver::Heun",
-                SolverKind::Rk4 => "Solver::Rk4",
-            };
+            let solver = format!("Solver::{:?}", flowmote::Solver::from(*solver));
             Item {
                 ty: format!("Cnf<DIM, {}, {}>", s.hidden, l(&s)),
                 value: list(
@@ -677,7 +650,7 @@ fn header(m: &ModelFile) -> String {
         let hidden: BTreeSet<usize> = flow
             .layers
             .iter()
-            .filter_map(|l| net_shape(l, flow.dim))
+            .filter_map(|l| l.mlp_shape(flow.dim))
             .map(|s| s.hidden)
             .collect();
         let hidden = match hidden.len() {

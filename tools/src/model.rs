@@ -21,6 +21,7 @@ use flowmote::permutation::PermutationRef;
 use flowmote::spline::{SplineAutoregressiveRef, SplineCouplingRef};
 use flowmote::{normal, ActNormRef, Activation, Error, Frozen, Reverse, SliceBackward, SliceBijector};
 use rand_core::Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Identifies model files written by this tool.
@@ -237,6 +238,30 @@ impl Layer {
         }
     }
 
+    /// The trainable parameters, mutably (`None` for fixed layers).
+    pub fn params_mut(&mut self) -> Option<&mut Vec<f32>> {
+        match self {
+            Layer::AffineCoupling { params, .. }
+            | Layer::Maf { params, .. }
+            | Layer::SplineCoupling { params, .. }
+            | Layer::SplineAutoregressive { params, .. }
+            | Layer::LuLinear { params, .. }
+            | Layer::Cnf { params, .. } => Some(params),
+            Layer::ActNorm { .. } | Layer::Permutation { .. } | Layer::Reverse => None,
+        }
+    }
+
+    /// MADE heads of the conditioner of an autoregressive layer (its
+    /// parameters and gradients are masked with
+    /// [`flowmote::maf::made_mask_heads`]); 0 for the others.
+    pub fn made_heads(&self) -> usize {
+        match self {
+            Layer::Maf { .. } => 2,
+            Layer::SplineAutoregressive { bins, .. } => flowmote::spline::spline_params(*bins),
+            _ => 0,
+        }
+    }
+
     /// Short human-readable description.
     pub fn describe(&self) -> String {
         match self {
@@ -285,7 +310,7 @@ pub struct DynFlow {
 #[derive(Debug, Default, Clone)]
 pub struct Workspace {
     /// The flat scratch of every layer's forward/inverse.
-    scratch: Vec<f32>,
+    pub(crate) scratch: Vec<f32>,
     /// Input of every layer, saved by the training forward pass.
     inputs: Vec<f32>,
     /// The scratch of every layer's backward pass.
@@ -533,14 +558,7 @@ impl DynFlow {
         self.layers
             .iter()
             .map(|l| match (l, l.mlp_shape(d)) {
-                (Layer::Cnf { solver, steps, .. }, Some(s)) => {
-                    let stages = match solver {
-                        SolverKind::Euler => 1,
-                        SolverKind::Heun => 2,
-                        SolverKind::Rk4 => 4,
-                    };
-                    steps * stages * s.macs()
-                }
+                (Layer::Cnf { solver, steps, .. }, Some(s)) => steps * Solver::from(*solver).stages() * s.macs(),
                 (Layer::LuLinear { .. }, _) => d * d,
                 (_, Some(s)) => s.macs(),
                 (_, None) => 0,
@@ -678,10 +696,32 @@ impl DynFlow {
         self.view()?.sample_with_log_prob(rng, ws)
     }
 
+    /// `log p` of every row, in parallel (the views compiled once per worker).
+    pub fn log_probs(&self, rows: &[Vec<f32>]) -> Vec<Result<f32, Error>> {
+        par_rows(
+            rows,
+            || self.view().map(|v| (v.workspace(), v)),
+            |view, x| {
+                let (ws, v) = view.as_mut().map_err(|e| *e)?;
+                v.log_prob(x, ws)
+            },
+        )
+    }
+
     /// [`FlowView::nll_backward`] of [`DynFlow::view`].
     pub fn nll_backward(&self, x: &[f32], grads: &mut [Vec<f32>], ws: &mut Workspace) -> Result<f32, Error> {
         self.view()?.nll_backward(x, grads, ws)
     }
+}
+
+/// `score` of every row in parallel, with the state `init` makes (views and
+/// buffers) built once per worker: the one "score every row" loop.
+fn par_rows<T>(
+    rows: &[Vec<f32>],
+    init: impl Fn() -> T + Sync + Send,
+    score: impl Fn(&mut T, &[f32]) -> Result<f32, Error> + Sync + Send,
+) -> Vec<Result<f32, Error>> {
+    rows.par_iter().map_init(init, |t, x| score(t, x)).collect()
 }
 
 fn check_net(l: &Layer, d: usize, net: &Net, clamp: f32, params: &[f32]) -> Result<()> {
@@ -870,24 +910,72 @@ impl DynMixture {
         Ok(())
     }
 
+    /// Every member compiled into its views, once.
+    pub fn view(&self) -> Result<MixView<'_>, Error> {
+        let flows = self.flows.iter().map(DynFlow::view).collect::<Result<_, _>>()?;
+        Ok(MixView {
+            log_weights: &self.log_weights,
+            flows,
+        })
+    }
+
+    /// [`MixView::log_prob`] of [`DynMixture::view`] (compile once with
+    /// [`DynMixture::view`], or use [`DynMixture::log_probs`], for many rows).
+    pub fn log_prob(&self, x: &[f32], ws: &mut MixWorkspace) -> Result<f32, Error> {
+        self.view()?.log_prob(x, ws)
+    }
+
+    /// [`MixView::sample`] of [`DynMixture::view`].
+    pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R, ws: &mut MixWorkspace) -> Result<Vec<f32>, Error> {
+        self.view()?.sample(rng, ws)
+    }
+
+    /// [`MixView::sample_with_log_prob`] of [`DynMixture::view`].
+    pub fn sample_with_log_prob<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        ws: &mut MixWorkspace,
+    ) -> Result<(Vec<f32>, f32), Error> {
+        self.view()?.sample_with_log_prob(rng, ws)
+    }
+
+    /// `log p` of every row, in parallel (the views compiled once per worker).
+    pub fn log_probs(&self, rows: &[Vec<f32>]) -> Vec<Result<f32, Error>> {
+        par_rows(
+            rows,
+            || (self.view(), self.workspace()),
+            |(view, ws), x| view.as_ref().map_err(|e| *e)?.log_prob(x, ws),
+        )
+    }
+}
+
+/// A [`DynMixture`] compiled into its members' views.
+pub struct MixView<'a> {
+    /// `ln wₖ` of every member.
+    pub log_weights: &'a [f32],
+    /// The members' views.
+    pub flows: Vec<FlowView<'a>>,
+}
+
+impl MixView<'_> {
     /// Exact `log p(x)`, computed as the core's `Flow::log_prob` (one member)
     /// or `Mixture::log_prob` does.
     pub fn log_prob(&self, x: &[f32], ws: &mut MixWorkspace) -> Result<f32, Error> {
-        if let (Some(f), Some(w)) = (self.as_single(), ws.members.first_mut()) {
+        if let ([f], Some(w)) = (self.flows.as_slice(), ws.members.first_mut()) {
             return f.log_prob(x, w);
         }
         flowmote::error::check_finite(x)?;
         for ((f, w), lp) in self.flows.iter().zip(&mut ws.members).zip(&mut ws.lps) {
             *lp = flowmote::mixture::member_term(f.log_prob(x, w))?;
         }
-        flowmote::mixture::combine(&self.log_weights, &ws.lps)
+        flowmote::mixture::combine(self.log_weights, &ws.lps)
     }
 
     /// One sample, drawing exactly as the exported model's `sample` does
     /// (one member: `Flow::sample`; more: `Mixture::sample`).
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R, ws: &mut MixWorkspace) -> Result<Vec<f32>, Error> {
         let k = if self.flows.len() > 1 {
-            flowmote::mixture::pick(&self.log_weights, rng.next_u32())
+            flowmote::mixture::pick(self.log_weights, rng.next_u32())
         } else {
             0
         };
@@ -903,7 +991,7 @@ impl DynMixture {
         rng: &mut R,
         ws: &mut MixWorkspace,
     ) -> Result<(Vec<f32>, f32), Error> {
-        if let (Some(f), Some(w)) = (self.as_single(), ws.members.first_mut()) {
+        if let ([f], Some(w)) = (self.flows.as_slice(), ws.members.first_mut()) {
             return f.sample_with_log_prob(rng, w);
         }
         let x = self.sample(rng, ws)?;

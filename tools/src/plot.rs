@@ -21,7 +21,6 @@ use clap::Args;
 use plotters::prelude::*;
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro128PlusPlus;
-use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `flowmote plot`.
@@ -125,15 +124,18 @@ pub fn plot_all(model: &ModelFile, data: Option<&Dataset>, out_dir: &Path, opts:
 
 /// `−log p(x)` per row; `None` where the model refuses the row.
 pub fn scores(model: &DynMixture, rows: &[Vec<f32>]) -> Vec<Option<f32>> {
-    rows.par_iter()
-        .map_init(|| model.workspace(), |ws, x| model.log_prob(x, ws).ok().map(|lp| -lp))
+    model
+        .log_probs(rows)
+        .into_iter()
+        .map(|lp| lp.ok().map(|lp| -lp))
         .collect()
 }
 
 /// ROC curve `(false-positive rate, true-positive rate)` of `scores` (higher
 /// = more anomalous; `None` ranks as `+∞`) against `labels` (`true` =
-/// anomaly), and the area under it (ties count one half).
-pub fn roc(scores: &[Option<f32>], labels: &[bool]) -> (Vec<(f64, f64)>, f64) {
+/// anomaly), one step per group of tied scores. The area under it is
+/// [`auroc`], the number `flowmote eval` reports.
+pub fn roc(scores: &[Option<f32>], labels: &[bool]) -> Vec<(f64, f64)> {
     let key = |s: Option<f32>| s.map_or(f64::INFINITY, |v| v as f64);
     let mut idx: Vec<usize> = (0..scores.len()).collect();
     idx.sort_by(|&a, &b| key(scores[b]).total_cmp(&key(scores[a])));
@@ -141,12 +143,9 @@ pub fn roc(scores: &[Option<f32>], labels: &[bool]) -> (Vec<(f64, f64)>, f64) {
     let neg = labels.len() as f64 - pos;
     let (mut tp, mut fp) = (0.0, 0.0);
     let mut pts = vec![(0.0, 0.0)];
-    let mut auc = 0.0;
     let mut i = 0;
     while i < idx.len() {
-        // One step per group of tied scores.
         let k = key(scores[idx[i]]);
-        let (tp0, fp0) = (tp, fp);
         while i < idx.len() && key(scores[idx[i]]) == k {
             if labels[idx[i]] {
                 tp += 1.0;
@@ -155,10 +154,9 @@ pub fn roc(scores: &[Option<f32>], labels: &[bool]) -> (Vec<(f64, f64)>, f64) {
             }
             i += 1;
         }
-        auc += (fp - fp0) * (tp + tp0) / 2.0;
         pts.push((fp / neg.max(1.0), tp / pos.max(1.0)));
     }
-    (pts, auc / (pos * neg).max(1.0))
+    pts
 }
 
 // ---------------------------------------------------------------------------
@@ -405,16 +403,16 @@ pub fn plot_density(model: &ModelFile, data: Option<&Dataset>, path: &Path, opts
 
     let n = opts.grid;
     let (dx, dy) = ((x1 - x0) / n as f64, (y1 - y0) / n as f64);
-    let grid: Vec<Option<f64>> = (0..n * n)
-        .into_par_iter()
-        .map_init(
-            || flow.workspace(),
-            |ws, k| {
-                let (i, j) = (k % n, k / n);
-                let x = [(x0 + (i as f64 + 0.5) * dx) as f32, (y0 + (j as f64 + 0.5) * dy) as f32];
-                flow.log_prob(&x, ws).ok().map(f64::from)
-            },
-        )
+    let cells: Vec<Vec<f32>> = (0..n * n)
+        .map(|k| {
+            let (i, j) = (k % n, k / n);
+            vec![(x0 + (i as f64 + 0.5) * dx) as f32, (y0 + (j as f64 + 0.5) * dy) as f32]
+        })
+        .collect();
+    let grid: Vec<Option<f64>> = flow
+        .log_probs(&cells)
+        .into_iter()
+        .map(|lp| lp.ok().map(f64::from))
         .collect();
     let mut finite: Vec<f64> = grid.iter().flatten().copied().collect();
     ensure!(!finite.is_empty(), "log p is not finite anywhere on the plot's grid");
@@ -665,7 +663,7 @@ pub fn plot_scores(model: &ModelFile, t: &Dataset, scores: &[Option<f32>], path:
 
 /// ROC curve of the score with AUROC in the title.
 pub fn plot_roc(t: &Dataset, scores: &[Option<f32>], labels: &[bool], path: &Path) -> Result<()> {
-    let (pts, _) = roc(scores, labels);
+    let pts = roc(scores, labels);
     // The number `flowmote eval` reports.
     let wide: Vec<Option<f64>> = scores.iter().map(|s| s.map(f64::from)).collect();
     let auc = auroc(&wide, labels).context("the ROC curve needs both classes")?;
@@ -812,16 +810,23 @@ mod tests {
     #[test]
     fn roc_and_auc() {
         let s = |v: &[f32]| v.iter().map(|&x| Some(x)).collect::<Vec<_>>();
+        // Trapezoids under the drawn curve.
+        let area = |sc: &[Option<f32>], lab: &[bool]| {
+            let p = roc(sc, lab);
+            p.windows(2)
+                .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
+                .sum::<f64>()
+        };
         // Perfect ranking.
-        let (pts, auc) = roc(&s(&[5.0, 4.0, 1.0, 0.0]), &[true, true, false, false]);
-        assert_eq!(auc, 1.0);
+        let pts = roc(&s(&[5.0, 4.0, 1.0, 0.0]), &[true, true, false, false]);
         assert_eq!(pts.last(), Some(&(1.0, 1.0)));
+        assert_eq!(area(&s(&[5.0, 4.0, 1.0, 0.0]), &[true, true, false, false]), 1.0);
         // Reversed, and all tied (one diagonal step: AUC ½).
-        assert_eq!(roc(&s(&[0.0, 1.0, 4.0, 5.0]), &[true, true, false, false]).1, 0.0);
-        assert_eq!(roc(&s(&[1.0; 4]), &[true, false, true, false]).1, 0.5);
+        assert_eq!(area(&s(&[0.0, 1.0, 4.0, 5.0]), &[true, true, false, false]), 0.0);
+        assert_eq!(area(&s(&[1.0; 4]), &[true, false, true, false]), 0.5);
         // One inversion out of four pairs; unscorable rows rank highest.
-        assert_eq!(roc(&s(&[3.0, 1.0, 2.0, 0.0]), &[true, true, false, false]).1, 0.75);
-        assert_eq!(roc(&[None, Some(0.0)], &[true, false]).1, 1.0);
+        assert_eq!(area(&s(&[3.0, 1.0, 2.0, 0.0]), &[true, true, false, false]), 0.75);
+        assert_eq!(area(&[None, Some(0.0)], &[true, false]), 1.0);
         // The area under the drawn curve is the AUROC `eval` reports.
         let mut r = Xoshiro128PlusPlus::seed_from_u64(8);
         let sc: Vec<Option<f32>> = (0..300)
@@ -830,11 +835,7 @@ mod tests {
         let lab: Vec<bool> = (0..300).map(|i| i % 3 == 0).collect();
         let wide: Vec<Option<f64>> = sc.iter().map(|s| s.map(f64::from)).collect();
         let want = auroc(&wide, &lab).unwrap();
-        assert!(
-            (roc(&sc, &lab).1 - want).abs() < 1e-12,
-            "{} vs {want}",
-            roc(&sc, &lab).1
-        );
+        assert!((area(&sc, &lab) - want).abs() < 1e-12, "{} vs {want}", area(&sc, &lab));
     }
 
     #[test]

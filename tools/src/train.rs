@@ -21,12 +21,10 @@
 
 use crate::data::Dataset;
 use crate::model::{
-    Act, DynFlow, DynMixture, Epoch, Layer, ModelFile, Net, Provenance, SolverKind, Workspace, FORMAT, VERSION,
+    Act, DynFlow, DynMixture, Epoch, Layer, ModelFile, Net, Provenance, SolverKind, View, FORMAT, VERSION,
 };
 use anyhow::{bail, ensure, Result};
-use flowmote::cnf::ContinuousFlowRef;
-use flowmote::maf::made_mask_params;
-use flowmote::mlp::{MlpGrad, MlpRef, MlpShape};
+use flowmote::mlp::{MlpGrad, MlpShape};
 use flowmote::ActNormRef;
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -213,11 +211,16 @@ pub fn auto_candidates(d: usize) -> Vec<FlowKind> {
 /// A seeded uniformly random permutation of `0..d`.
 pub fn random_permutation<R: Rng + ?Sized>(rng: &mut R, d: usize) -> Vec<usize> {
     let mut p: Vec<usize> = (0..d).collect();
-    for i in (1..d).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        p.swap(i, j);
-    }
+    shuffle(&mut p, rng);
     p
+}
+
+/// Seeded Fisher–Yates shuffle in place (the one every draw of the trainer uses).
+pub fn shuffle<T, R: Rng + ?Sized>(v: &mut [T], rng: &mut R) {
+    for i in (1..v.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
 }
 
 /// What happened during training.
@@ -284,31 +287,8 @@ pub fn init_params<R: Rng + ?Sized>(rng: &mut R, shape: MlpShape, made_heads: us
 }
 
 fn mask(shape: MlpShape, heads: usize, p: &mut [f32]) {
-    match heads {
-        0 => {}
-        2 => made_mask_params(shape, p).expect("MADE shape"),
-        h => flowmote::spline::made_mask_heads(shape, h, p).expect("MADE shape"),
-    }
-}
-
-/// MADE heads of a layer's conditioner (0 = not autoregressive).
-fn made_heads(l: &Layer) -> usize {
-    match l {
-        Layer::Maf { .. } => 2,
-        Layer::SplineAutoregressive { bins, .. } => flowmote::spline::spline_params(*bins),
-        _ => 0,
-    }
-}
-
-fn params_mut(l: &mut Layer) -> Option<&mut Vec<f32>> {
-    match l {
-        Layer::AffineCoupling { params, .. }
-        | Layer::Maf { params, .. }
-        | Layer::SplineCoupling { params, .. }
-        | Layer::SplineAutoregressive { params, .. }
-        | Layer::LuLinear { params, .. }
-        | Layer::Cnf { params, .. } => Some(params),
-        _ => None,
+    if heads > 0 {
+        flowmote::maf::made_mask_heads(shape, heads, p).expect("MADE shape");
     }
 }
 
@@ -394,7 +374,7 @@ pub fn build_flow<R: Rng + ?Sized>(
                     params: vec![],
                 };
                 let p = init_params(rng, l.mlp_shape(d).unwrap(), 2, cfg.init_scale);
-                *params_mut(&mut l).unwrap() = p;
+                *l.params_mut().unwrap() = p;
                 ls.push(l);
             }
         }
@@ -421,7 +401,7 @@ pub fn build_flow<R: Rng + ?Sized>(
                     params: vec![],
                 };
                 let p = init_params(rng, l.mlp_shape(d).unwrap(), 0, cfg.init_scale);
-                *params_mut(&mut l).unwrap() = p;
+                *l.params_mut().unwrap() = p;
                 ls.push(l);
                 a = b;
             }
@@ -463,9 +443,9 @@ pub fn build_flow<R: Rng + ?Sized>(
                         params: vec![],
                     }
                 };
-                let heads = made_heads(&l);
+                let heads = l.made_heads();
                 let p = init_params(rng, l.mlp_shape(d).unwrap(), heads, cfg.init_scale);
-                *params_mut(&mut l).unwrap() = p;
+                *l.params_mut().unwrap() = p;
                 ls.push(l);
             }
         }
@@ -477,7 +457,7 @@ pub fn build_flow<R: Rng + ?Sized>(
                 params: vec![],
             };
             let p = init_params(rng, l.mlp_shape(d).unwrap(), 0, cfg.init_scale);
-            *params_mut(&mut l).unwrap() = p;
+            *l.params_mut().unwrap() = p;
             ls.push(l);
         }
     }
@@ -527,24 +507,24 @@ const CHUNK: usize = 16;
 /// Mean NLL (nats/row) of `rows` and the number of rows that could not be
 /// scored (non-finite log p), in parallel.
 pub fn mean_nll(flow: &DynFlow, rows: &[Vec<f32>]) -> (f64, usize) {
-    let parts: Vec<(f64, usize, usize)> = rows
-        .par_chunks(64)
-        .map_init(
-            || Workspace::new(flow),
-            |ws, ch| {
-                let (mut s, mut n, mut bad) = (0.0f64, 0usize, 0usize);
-                for x in ch {
-                    match flow.log_prob(x, ws) {
-                        Ok(lp) => {
-                            s -= lp as f64;
-                            n += 1;
-                        }
-                        Err(_) => bad += 1,
+    // Summed per chunk of 64 rows, then over chunks: the order the numbers
+    // have always been added in.
+    let lps = flow.log_probs(rows);
+    let parts: Vec<(f64, usize, usize)> = lps
+        .chunks(64)
+        .map(|ch| {
+            let (mut s, mut n, mut bad) = (0.0f64, 0usize, 0usize);
+            for lp in ch {
+                match lp {
+                    Ok(lp) => {
+                        s -= *lp as f64;
+                        n += 1;
                     }
+                    Err(_) => bad += 1,
                 }
-                (s, n, bad)
-            },
-        )
+            }
+            (s, n, bad)
+        })
         .collect();
     let s: f64 = parts.iter().map(|p| p.0).sum();
     let n: usize = parts.iter().map(|p| p.1).sum();
@@ -559,39 +539,29 @@ fn batch_grad(
     noise: &[(Vec<f32>, f32)],
     grads: &mut [Vec<f32>],
 ) -> (f64, usize, usize) {
-    let d = flow.dim;
     let parts: Vec<(Vec<Vec<f32>>, f64, usize, usize)> = batch
         .par_chunks(CHUNK)
         .enumerate()
         .map(|(ci, ch)| {
-            let mut ws = Workspace::new(flow);
             let mut g: Vec<Vec<f32>> = flow.layers.iter().map(|l| vec![0.0; l.params().len()]).collect();
             let (mut loss, mut used, mut bad) = (0.0f64, 0usize, 0usize);
-            if let Some(ci_layer) = flow.layers.iter().position(|l| matches!(l, Layer::Cnf { .. })) {
-                // Flow matching on the standardised rows.
-                let Layer::Cnf {
-                    net,
-                    solver,
-                    steps,
-                    params,
-                } = &flow.layers[ci_layer]
-                else {
-                    unreachable!()
-                };
-                let shape = flow.layers[ci_layer].mlp_shape(d).unwrap();
-                let v = ContinuousFlowRef::new(
-                    MlpRef::from_flat(shape, net.act.into(), params).expect("valid"),
-                    (*solver).into(),
-                    *steps,
-                );
+            let Ok(view) = flow.view() else {
+                return (g, loss, used, ch.len());
+            };
+            let mut ws = view.workspace();
+            let fm = view.layers.iter().enumerate().find_map(|(i, v)| match v {
+                View::FlowMatching(c) => Some((i, c)),
+                View::Likelihood(_) => None,
+            });
+            if let Some((ci_layer, v)) = fm {
+                // Flow matching on the rows as the continuous flow sees them
+                // (after the standardisation).
                 let mut scratch = vec![0.0; v.train_scratch_len()];
-                let mut gr = MlpGrad::from_flat(shape, &mut g[ci_layer]).expect("shape");
+                let mut gr = MlpGrad::from_flat(v.net.shape, &mut g[ci_layer]).expect("shape");
                 for (k, x) in ch.iter().enumerate() {
                     let mut xs = x.clone();
-                    for l in &flow.layers[..ci_layer] {
-                        if let Layer::ActNorm { log_scale, shift, .. } = l {
-                            ActNormRef { log_scale, shift }.forward(&mut xs);
-                        }
+                    for l in &view.layers[..ci_layer] {
+                        l.bijector().forward_flat(&mut xs, &mut ws.scratch);
                     }
                     let (z, t) = &noise[ci * CHUNK + k];
                     let l = v.flow_matching_backward(&xs, z, *t, &mut gr, &mut scratch);
@@ -604,7 +574,7 @@ fn batch_grad(
                 }
             } else {
                 for x in ch {
-                    match flow.nll_backward(x, &mut g, &mut ws) {
+                    match view.nll_backward(x, &mut g, &mut ws) {
                         Ok(nll) => {
                             loss += nll as f64;
                             used += 1;
@@ -1115,11 +1085,11 @@ pub fn stack(
         .iter()
         .filter_map(|(i, m)| {
             let f = m.model.as_single()?;
-            let lps: Vec<Option<f64>> = validation
-                .par_iter()
-                .map_init(|| Workspace::new(f), |ws, x| f.log_prob(x, ws).ok().map(f64::from))
+            let lps: Option<Vec<f64>> = f
+                .log_probs(validation)
+                .into_iter()
+                .map(|lp| lp.ok().map(f64::from))
                 .collect();
-            let lps: Option<Vec<f64>> = lps.into_iter().collect();
             Some((*i, f, lps?))
         })
         .collect();
@@ -1230,12 +1200,6 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
         ensure!(k < n, "fold {k} of {n} does not exist");
     }
     let (lo, hi) = val_block(rows.len(), cfg);
-    let shuffle = |rows: &mut Vec<Vec<f32>>, rng: &mut Xoshiro256PlusPlus| {
-        for i in (1..rows.len()).rev() {
-            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-            rows.swap(i, j);
-        }
-    };
     // The validation rows are rows lo..hi of the file's order (`Last`) or of
     // a seeded shuffle (`Random`); the training rows are the rest, shuffled.
     if cfg.val_split == ValSplit::Random {
@@ -1343,10 +1307,7 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
     let mut epoch = 0usize;
     while epoch < epochs {
         epoch += 1;
-        for i in (1..n).rev() {
-            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-            order.swap(i, j);
-        }
+        shuffle(&mut order, &mut rng);
         for (k, &i) in order.iter().enumerate() {
             let r = &mut epoch_rows[k];
             r.copy_from_slice(&train_rows[i]);
@@ -1387,7 +1348,7 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
             let scale = 1.0 / used as f32;
             for (i, l) in flow.layers.iter().enumerate() {
                 if let Some(s) = l.mlp_shape(d) {
-                    mask(s, made_heads(l), &mut grads[i]);
+                    mask(s, l.made_heads(), &mut grads[i]);
                 }
             }
             let norm = grads
@@ -1408,7 +1369,7 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
             lr = lr_at(step);
             step += 1;
             for (i, l) in flow.layers.iter_mut().enumerate() {
-                if let Some(p) = params_mut(l) {
+                if let Some(p) = l.params_mut() {
                     adam[i].step(p, &grads[i], scale * clip, lr, cfg.weight_decay as f32);
                 }
             }
