@@ -5,7 +5,7 @@
 use crate::data::{self, Dataset};
 use crate::metrics;
 use crate::model::{write_atomic, ModelFile, Threshold};
-use crate::train::{self, FlowKind, Gaussian, TrainConfig, ValSplit};
+use crate::train::{self, FlowKind, Gaussian, TrainConfig};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use rand_core::SeedableRng;
@@ -13,7 +13,8 @@ use serde_json::json;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Arguments of `flowmote train`.
+/// Arguments of `flowmote train`: the files, and the training settings
+/// ([`TrainConfig`], written once there).
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
     /// Training CSV: a header row naming the columns, then one row per
@@ -23,189 +24,22 @@ pub struct TrainArgs {
     /// Model file to write (JSON; written atomically).
     #[arg(long)]
     pub out: PathBuf,
-    /// Flow family. The default, `auto`, chooses by validation NLL: `maf`
-    /// first, then `nsf` (neural spline coupling; `nsf-ar` for one column)
-    /// at the noise level `maf` chose. `maf` (masked autoregressive: fast
-    /// scoring, slow sampling), `coupling` (RealNVP affine: fastest sampling,
-    /// ≥ 2 columns), `nsf` / `nsf-ar` (rational-quadratic spline coupling /
-    /// autoregressive: bounded, identity tails), `cnf` (continuous flow,
-    /// flow matching).
-    ///
-    /// What the defaults do: every setting you leave open is chosen by the
-    /// validation NLL, each candidate trained on the same split and seed —
-    /// first the noise (--noise), then the family, then the size (one model
-    /// with two more layers and twice the hidden units) — and keeps the
-    /// candidates' validation-weighted mixture if that beats them all
-    /// (--no-mixture). That is 4–7 trainings, so several times the time of
-    /// one; give --flow, --noise, --layers and --hidden to train exactly one
-    /// model. Every candidate's validation NLL is stored in the model file
-    /// (provenance, `search`). On small files (a validation split under 100
-    /// rows, i.e. fewer than 1 000 rows) all of this runs once per fold of a
-    /// 5-fold cross-validation and the folds' models are averaged (--folds).
-    #[arg(long, value_enum, default_value_t = FlowKind::Auto)]
-    pub flow: FlowKind,
-    /// Flow layers [default: 2 below 500 training rows, 3 below 2000, else 4,
-    /// or two more if that wins on validation; 1 for cnf].
-    #[arg(long)]
-    pub layers: Option<usize>,
-    /// Hidden units per conditioner layer [default: 16 below 500 training
-    /// rows, else 32, or twice that if it wins on validation].
-    #[arg(long)]
-    pub hidden: Option<usize>,
-    /// Hidden layers per conditioner network.
-    #[arg(long, default_value_t = 2)]
-    pub depth: usize,
-    /// Maximum epochs; early stopping usually ends sooner [default: 200, more
-    /// for small files so that ~4000 optimiser steps are possible, ≤ 2000].
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Mini-batch size (a short last batch is dropped each epoch).
-    #[arg(long, default_value_t = 64)]
-    pub batch: usize,
-    /// Peak learning rate of Adam (linear warm-up, then cosine decay to 1 %).
-    #[arg(long, default_value_t = 2e-3)]
-    pub lr: f64,
-    /// Decoupled (AdamW) weight decay.
-    #[arg(long, default_value_t = 1e-4)]
-    pub weight_decay: f64,
-    /// Early stopping: stop after this many epochs without a better
-    /// validation NLL (the best model is kept); 0 = run all epochs
-    /// [default: 20, or as many epochs as ~400 optimiser steps for small files, ≤ 200].
-    #[arg(long)]
-    pub patience: Option<usize>,
-    /// Seed of every random choice (split, initial weights, batches,
-    /// dequantisation noise): the same seed and data give the same model.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Fraction of the rows held out (see --val-split) for validation,
-    /// early stopping and choosing the kept model. 0 = select on training
-    /// NLL (and no cross-validation). With --folds K ≥ 2 each fold holds out
-    /// 1/K of the rows instead.
-    #[arg(long, default_value_t = 0.1)]
-    pub val_fraction: f64,
-    /// Which rows to hold out (--val-fraction of them) for validation, early
-    /// stopping and the choices above. `last` (default): the last rows of
-    /// the file — sensor logs are time series, neighbouring rows are near
-    /// copies, and a random split would reward memorising them; holding out
-    /// the most recent rows judges the model on later readings, as the
-    /// detector will be. `random`: a seeded random sample, for files whose
-    /// row order means nothing.
-    #[arg(long, value_enum, default_value_t = ValSplit::Last)]
-    pub val_split: ValSplit,
-    /// Cross-validation folds. With K ≥ 2 the rows (in --val-split order)
-    /// are cut into K contiguous blocks (so a time series is validated on
-    /// stretches of time); the whole search runs K times, each time
-    /// validating on one block and training on the rest, and the model kept
-    /// is the equal-weight mixture of the K results. Every row is validated
-    /// on once, and the K models' different errors average out — what a
-    /// 20-row validation split cannot do — at K times the training time,
-    /// flash and cycles (--max-params and --max-macs are split over the
-    /// folds). 1 = one split of --val-fraction [default: 5 when that split
-    /// would hold fewer than 100 rows, else 1].
-    #[arg(long)]
-    pub folds: Option<usize>,
+    /// Training settings.
+    #[command(flatten)]
+    pub config: TrainConfig,
     /// Column holding labels (0 = normal, anything else = anomaly); rows
     /// labelled anomalous are left out of training.
     #[arg(long)]
     pub label_column: Option<String>,
-    /// Do not dequantise integer-valued columns.
-    #[arg(long)]
-    pub no_dequantize: bool,
-    /// Largest model the search may keep, in parameters (4 bytes of flash
-    /// each in the exported firmware model): candidates above it are
-    /// skipped (and listed as skipped in the model file), and a mixture is
-    /// kept only with the members that fit together. Without it the search
-    /// keeps whatever wins on validation — on the 5 632 × 9 gait data that
-    /// is a mixture of five flows, 115 869 parameters (≈ 453 KB of flash).
-    #[arg(long)]
-    pub max_params: Option<usize>,
-    /// Largest cost per score the search may keep, in multiply-adds of the
-    /// networks (`MACS` of the exported model; a mixture costs its members'
-    /// sum): candidates above it are skipped and mixture members dropped,
-    /// smallest weight first, until the mixture fits. On a Cortex-M4F one
-    /// score takes about 6–16 instructions per multiply-add (BENCHMARKS.md,
-    /// "Instructions per log_prob"), so at 64 MHz `--max-macs 10000` is
-    /// roughly a 1–2.5 ms score.
-    #[arg(long)]
-    pub max_macs: Option<usize>,
-    /// Leave out the whitening layer: by default a trainable LU linear layer
-    /// follows the standardisation, initialised to the full-covariance
-    /// Gaussian fit of the training rows (d² multiply-adds on the device),
-    /// so training starts from that Gaussian and only has to add what it
-    /// misses.
-    #[arg(long)]
-    pub no_whiten: bool,
-    /// Keep the search's best single flow, never a mixture. By default, when
-    /// the search trained several candidates, their weighted mixture
-    /// `Σ wₖ pₖ(x)` (weights fitted on the validation rows, members under 1 %
-    /// dropped) is kept if its validation NLL, plus (members − 1)/rows nats
-    /// for the fitted weights, beats the best single flow. A mixture is still
-    /// an exact density, but the device evaluates every member: its flash
-    /// and cycles are the members' sum.
-    #[arg(long)]
-    pub no_mixture: bool,
-    /// Gaussian noise added to the training rows, in standard deviations of
-    /// each column: a regulariser that smooths the density, so readings a
-    /// little outside the training data are not scored as impossible
-    /// [default: chosen by validation among 0, 0.1, 0.2, 0.3, stopping at
-    /// the first level that does worse].
-    #[arg(long)]
-    pub noise: Option<f32>,
-    /// Soft clamp of the affine log-scales (|log-scale| < clamp): smaller
-    /// values give gentler tails, i.e. less extreme scores far from the data.
-    #[arg(long, default_value_t = flowmote::coupling::DEFAULT_CLAMP)]
-    pub clamp: f32,
-    /// Solver steps of a continuous flow (RK4).
-    #[arg(long, default_value_t = 8)]
-    pub cnf_steps: usize,
-    /// Spline bins K of `nsf` / `nsf-ar` layers.
-    #[arg(long, default_value_t = 8)]
-    pub bins: usize,
-    /// Spline layers act on [−B, B] of the standardised data (identity
-    /// outside, so far-out readings keep bounded, honest scores).
-    #[arg(long, default_value_t = flowmote::spline::DEFAULT_TAIL_BOUND)]
-    pub tail_bound: f32,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
 }
 
-impl TrainArgs {
-    /// The training configuration these flags ask for.
-    pub fn config(&self) -> TrainConfig {
-        TrainConfig {
-            flow: self.flow,
-            layers: self.layers,
-            hidden: self.hidden,
-            depth: self.depth,
-            epochs: self.epochs,
-            batch: self.batch,
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            patience: self.patience,
-            val_fraction: self.val_fraction,
-            seed: self.seed,
-            dequantize: !self.no_dequantize,
-            noise: self.noise,
-            val_split: self.val_split,
-            folds: self.folds,
-            whiten: !self.no_whiten,
-            mixture: !self.no_mixture,
-            max_params: self.max_params,
-            max_macs: self.max_macs,
-            cnf_steps: self.cnf_steps,
-            clamp: self.clamp,
-            bins: self.bins,
-            tail_bound: self.tail_bound,
-            ..TrainConfig::default()
-        }
-    }
-}
-
 /// Run `flowmote train`; returns the trained model (also written to `--out`).
 pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
     let ds = data::load_training(&a.data, a.label_column.as_deref())?;
-    let (model, s) = train::train(&ds, &a.config(), !a.quiet)?;
+    let (model, s) = train::train(&ds, &a.config, !a.quiet)?;
     model.save(&a.out)?;
     let what = describe_model(&model);
     let folds = model.provenance.settings["folds"].as_u64().unwrap_or(1);

@@ -6,7 +6,7 @@ use super::config::{default_size, FlowKind, TrainConfig};
 use super::fit::train_rows;
 use crate::data::Dataset;
 use crate::model::{Act, DynFlow, Layer, Net, SolverKind};
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, Result};
 use flowmote::mlp::{MlpGrad, MlpShape};
 use flowmote::ActNormRef;
 use rand_core::{Rng, SeedableRng};
@@ -129,11 +129,6 @@ pub fn build_flow<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<DynFlow> {
     let d = mean.len();
-    ensure!(layers >= 1, "--layers must be at least 1");
-    ensure!(
-        net.hidden >= 1 && net.depth >= 1,
-        "--hidden and --depth must be at least 1"
-    );
     let mut ls = vec![standardize_layer(mean, std)];
     match kind {
         FlowKind::Auto => bail!("build_flow needs a concrete flow family (auto is resolved by train)"),
@@ -155,10 +150,6 @@ pub fn build_flow<R: Rng + ?Sized>(
             }
         }
         FlowKind::Coupling => {
-            ensure!(
-                d >= 2,
-                "a coupling flow needs at least 2 columns (the data has {d}): one half conditions the other — use --flow maf or --flow cnf for 1-D data"
-            );
             let mut a = d / 2;
             for i in 0..layers {
                 let b = d - a;
@@ -183,19 +174,6 @@ pub fn build_flow<R: Rng + ?Sized>(
             }
         }
         FlowKind::Nsf | FlowKind::NsfAr => {
-            ensure!(
-                (1..=flowmote::spline::MAX_BINS).contains(&cfg.bins),
-                "--bins must be 1..={}",
-                flowmote::spline::MAX_BINS
-            );
-            ensure!(
-                cfg.tail_bound.is_finite() && cfg.tail_bound > 0.0,
-                "--tail-bound must be a positive number"
-            );
-            ensure!(
-                kind == FlowKind::NsfAr || d >= 2,
-                "a spline coupling flow needs at least 2 columns (the data has {d}) — use --flow nsf-ar for 1-D data"
-            );
             for i in 0..layers {
                 if i > 0 {
                     ls.push(Layer::Permutation {

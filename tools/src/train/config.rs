@@ -1,7 +1,9 @@
 //! The training settings, written once: one clap-derived struct the CLI
 //! flattens, its defaults, and the choices left open to the data.
 
-use super::fit::split_sizes;
+use super::fit::{check_data, split_sizes};
+use crate::data::Dataset;
+use anyhow::{ensure, Result};
 use serde::Serialize;
 
 /// Flow family. The layer lists below are [`build_flow`]'s; [`train`] also
@@ -56,106 +58,232 @@ pub enum ValSplit {
     Random,
 }
 
-/// Training settings; `None` fields are chosen from the data (see [`train`] and [`default_size`]).
-#[derive(Clone, Debug, Serialize)]
+/// Training settings, written once: the flags of `flowmote train` (the CLI
+/// flattens this struct), their defaults, and what the model file's
+/// provenance stores. `None` fields are chosen from the data (see
+/// [`train`](super::train) and [`default_size`]). [`TrainConfig::check`]
+/// validates them, once, before any training.
+#[derive(Clone, Debug, Serialize, clap::Args)]
 pub struct TrainConfig {
-    /// Flow family.
+    /// Flow family. The default, `auto`, chooses by validation NLL: `maf`
+    /// first, then `nsf` (neural spline coupling; `nsf-ar` for one column)
+    /// at the noise level `maf` chose. `maf` (masked autoregressive: fast
+    /// scoring, slow sampling), `coupling` (RealNVP affine: fastest sampling,
+    /// ≥ 2 columns), `nsf` / `nsf-ar` (rational-quadratic spline coupling /
+    /// autoregressive: bounded, identity tails), `cnf` (continuous flow,
+    /// flow matching).
+    ///
+    /// What the defaults do: every setting you leave open is chosen by the
+    /// validation NLL, each candidate trained on the same split and seed —
+    /// first the noise (--noise), then the family, then the size (one model
+    /// with two more layers and twice the hidden units) — and keeps the
+    /// candidates' validation-weighted mixture if that beats them all
+    /// (--no-mixture). That is 4–7 trainings, so several times the time of
+    /// one; give --flow, --noise, --layers and --hidden to train exactly one
+    /// model. Every candidate's validation NLL is stored in the model file
+    /// (provenance, `search`). On small files (a validation split under 100
+    /// rows, i.e. fewer than 1 000 rows) all of this runs once per fold of a
+    /// 5-fold cross-validation and the folds' models are averaged (--folds).
+    #[arg(long, value_enum, default_value_t = FlowKind::Auto)]
     pub flow: FlowKind,
-    /// Number of flow layers (MAF/coupling blocks).
+    /// Flow layers [default: 2 below 500 training rows, 3 below 2000, else 4,
+    /// or two more if that wins on validation; 1 for cnf].
+    #[arg(long)]
     pub layers: Option<usize>,
-    /// Hidden units per conditioner layer.
+    /// Hidden units per conditioner layer [default: 16 below 500 training
+    /// rows, else 32, or twice that if it wins on validation].
+    #[arg(long)]
     pub hidden: Option<usize>,
-    /// Hidden layers per conditioner.
+    /// Hidden layers per conditioner network.
+    #[arg(long, default_value_t = 2)]
     pub depth: usize,
-    /// Maximum epochs (`None`: 200, or more for small data so that at
-    /// least ~4000 optimiser steps are taken, at most 2000 epochs).
+    /// Maximum epochs; early stopping usually ends sooner [default: 200, more
+    /// for small files so that ~4000 optimiser steps are possible, ≤ 2000].
+    #[arg(long)]
     pub epochs: Option<usize>,
-    /// Mini-batch size.
+    /// Mini-batch size (a short last batch is dropped each epoch).
+    #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// Peak learning rate.
+    /// Peak learning rate of Adam (linear warm-up, then cosine decay to 1 %).
+    #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
     /// Decoupled (AdamW) weight decay.
+    #[arg(long, default_value_t = 1e-4)]
     pub weight_decay: f64,
-    /// Stop when validation NLL has not improved for this many epochs
-    /// (`None`: 20, or the epochs of ~400 steps for small data, at most 200;
-    /// `Some(0)`: never).
+    /// Early stopping: stop after this many epochs without a better
+    /// validation NLL (the best model is kept); 0 = run all epochs
+    /// [default: 20, or as many epochs as ~400 optimiser steps for small files, ≤ 200].
+    #[arg(long)]
     pub patience: Option<usize>,
-    /// Fraction of rows held out for validation / early stopping.
-    pub val_fraction: f64,
-    /// Seed of every random draw.
+    /// Seed of every random choice (split, initial weights, batches,
+    /// dequantisation noise): the same seed and data give the same model.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Which rows are held out for validation.
+    /// Fraction of the rows held out (see --val-split) for validation,
+    /// early stopping and choosing the kept model. 0 = select on training
+    /// NLL (and no cross-validation). With --folds K ≥ 2 each fold holds out
+    /// 1/K of the rows instead.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Which rows to hold out (--val-fraction of them) for validation, early
+    /// stopping and the choices above. `last` (default): the last rows of
+    /// the file — sensor logs are time series, neighbouring rows are near
+    /// copies, and a random split would reward memorising them; holding out
+    /// the most recent rows judges the model on later readings, as the
+    /// detector will be. `random`: a seeded random sample, for files whose
+    /// row order means nothing.
+    #[arg(long, value_enum, default_value_t = ValSplit::Last)]
     pub val_split: ValSplit,
-    /// Cross-validation folds: `Some(k ≥ 2)` runs the search `k` times, each
-    /// holding out one of `k` blocks of rows for validation, and keeps the
-    /// equal-weight mixture of the `k` results; `Some(1)`: one split of
-    /// `val_fraction`; `None`: [`default_folds`].
+    /// Cross-validation folds. With K ≥ 2 the rows (in --val-split order)
+    /// are cut into K contiguous blocks (so a time series is validated on
+    /// stretches of time); the whole search runs K times, each time
+    /// validating on one block and training on the rest, and the model kept
+    /// is the equal-weight mixture of the K results. Every row is validated
+    /// on once, and the K models' different errors average out — what a
+    /// 20-row validation split cannot do — at K times the training time,
+    /// flash and cycles (--max-params and --max-macs are split over the
+    /// folds). 1 = one split of --val-fraction [default: 5 when that split
+    /// would hold fewer than 100 rows, else 1].
+    #[arg(long)]
     pub folds: Option<usize>,
+    // The field: dequantise integer-valued columns (the flag turns it off).
+    /// Do not dequantise integer-valued columns.
+    #[arg(long = "no-dequantize", action = clap::ArgAction::SetFalse)]
+    pub dequantize: bool,
+    /// Largest model the search may keep, in parameters (4 bytes of flash
+    /// each in the exported firmware model): candidates above it are
+    /// skipped (and listed as skipped in the model file), and a mixture is
+    /// kept only with the members that fit together. Without it the search
+    /// keeps whatever wins on validation — on the 5 632 × 9 gait data that
+    /// is a mixture of five flows, 115 869 parameters (≈ 453 KB of flash).
+    #[arg(long)]
+    pub max_params: Option<usize>,
+    /// Largest cost per score the search may keep, in multiply-adds of the
+    /// networks (`MACS` of the exported model; a mixture costs its members'
+    /// sum): candidates above it are skipped and mixture members dropped,
+    /// smallest weight first, until the mixture fits. On a Cortex-M4F one
+    /// score takes about 6–16 instructions per multiply-add (BENCHMARKS.md,
+    /// "Instructions per log_prob"), so at 64 MHz `--max-macs 10000` is
+    /// roughly a 1–2.5 ms score.
+    #[arg(long)]
+    pub max_macs: Option<usize>,
+    // The field: start with the whitening layer (the flag leaves it out).
+    /// Leave out the whitening layer: by default a trainable LU linear layer
+    /// follows the standardisation, initialised to the full-covariance
+    /// Gaussian fit of the training rows (d² multiply-adds on the device),
+    /// so training starts from that Gaussian and only has to add what it
+    /// misses.
+    #[arg(long = "no-whiten", action = clap::ArgAction::SetFalse)]
+    pub whiten: bool,
+    // The field: allow a stacked mixture (the flag forbids it).
+    /// Keep the search's best single flow, never a mixture. By default, when
+    /// the search trained several candidates, their weighted mixture
+    /// `Σ wₖ pₖ(x)` (weights fitted on the validation rows, members under 1 %
+    /// dropped) is kept if its validation NLL, plus (members − 1)/rows nats
+    /// for the fitted weights, beats the best single flow. A mixture is still
+    /// an exact density, but the device evaluates every member: its flash
+    /// and cycles are the members' sum.
+    #[arg(long = "no-mixture", action = clap::ArgAction::SetFalse)]
+    pub mixture: bool,
+    /// Gaussian noise added to the training rows, in standard deviations of
+    /// each column: a regulariser that smooths the density, so readings a
+    /// little outside the training data are not scored as impossible
+    /// [default: chosen by validation among 0, 0.1, 0.2, 0.3, stopping at
+    /// the first level that does worse].
+    #[arg(long)]
+    pub noise: Option<f32>,
+    /// Soft clamp of the affine log-scales (|log-scale| < clamp): smaller
+    /// values give gentler tails, i.e. less extreme scores far from the data.
+    #[arg(long, default_value_t = flowmote::coupling::DEFAULT_CLAMP)]
+    pub clamp: f32,
+    /// Solver steps of a continuous flow (RK4).
+    #[arg(long, default_value_t = 8)]
+    pub cnf_steps: usize,
+    /// Spline bins K of `nsf` / `nsf-ar` layers.
+    #[arg(long, default_value_t = 8)]
+    pub bins: usize,
+    /// Spline layers act on [−B, B] of the standardised data (identity
+    /// outside, so far-out readings keep bounded, honest scores).
+    #[arg(long, default_value_t = flowmote::spline::DEFAULT_TAIL_BOUND)]
+    pub tail_bound: f32,
     /// Hold out block `k` of `n` (`Some((k, n))`) instead of `val_fraction`
     /// of the rows: the blocks, contiguous in the split's row order, cover
-    /// every row once. Set by [`train`] for each fold.
+    /// every row once. Set by [`train`](super::train) for each fold; not a flag.
+    #[arg(skip)]
     pub fold: Option<(usize, usize)>,
-    /// Start with a trainable whitening LU layer after the standardisation.
-    pub whiten: bool,
-    /// After a search, keep a weighted mixture of the candidates when it has
-    /// the lower validation NLL ([`stack`]).
-    pub mixture: bool,
-    /// Largest model (trainable and fixed parameters, i.e. f32 weights in
-    /// flash) the search may keep; `None`: no limit.
-    pub max_params: Option<usize>,
-    /// Largest cost per score ([`DynMixture::macs`], multiply-adds of the
-    /// networks) the search may keep; `None`: no limit.
-    pub max_macs: Option<usize>,
-    /// Dequantise integer-valued columns.
-    pub dequantize: bool,
-    /// Standard deviation of Gaussian noise added to every training row, in
-    /// standard deviations of each column (`None`: chosen by validation).
-    pub noise: Option<f32>,
-    /// Global gradient-norm clip (per mini-batch mean gradient).
+    /// Global gradient-norm clip (per mini-batch mean gradient); not a flag.
+    #[arg(skip = 5.0)]
     pub clip: f64,
     /// Scale of the conditioners' output layer at initialisation (small =
-    /// near identity).
+    /// near identity); not a flag.
+    #[arg(skip = 0.1)]
     pub init_scale: f32,
-    /// Soft clamp of the affine log-scales.
-    pub clamp: f32,
-    /// Solver steps of a continuous flow.
-    pub cnf_steps: usize,
-    /// Spline bins `K` of nsf / nsf-ar layers.
-    pub bins: usize,
-    /// Splines act on `[−B, B]` of the standardised data (identity outside).
-    pub tail_bound: f32,
+}
+
+impl TrainConfig {
+    /// Validate the settings and the data ([`check_data`]), once, before any
+    /// training; returns the number of folds to run (see [`default_folds`]).
+    pub fn check(&self, ds: &Dataset) -> Result<usize> {
+        let (d, rows) = (ds.dim(), ds.n_normal());
+        let folds = match (self.folds, self.fold) {
+            (Some(k), _) => k,
+            (None, Some(_)) => 1,
+            (None, None) => default_folds(rows, self.val_fraction),
+        };
+        ensure!((1..=10).contains(&folds), "--folds must be 1 to 10, not {folds}");
+        ensure!(
+            folds == 1 || self.fold.is_none(),
+            "a fold cannot be cross-validated again"
+        );
+        if let Some((k, n)) = self.fold {
+            ensure!(k < n, "fold {k} of {n} does not exist");
+        }
+        ensure!(
+            (0.0..0.9).contains(&self.val_fraction),
+            "--val-fraction must be in [0, 0.9)"
+        );
+        ensure!(self.batch >= 1, "--batch must be at least 1");
+        ensure!(self.epochs != Some(0), "--epochs must be at least 1");
+        ensure!(self.lr.is_finite() && self.lr > 0.0, "--lr must be a positive number");
+        check_data(ds)?;
+        ensure!(self.layers != Some(0), "--layers must be at least 1");
+        ensure!(
+            self.hidden != Some(0) && self.depth >= 1,
+            "--hidden and --depth must be at least 1"
+        );
+        ensure!(
+            self.flow != FlowKind::Coupling || d >= 2,
+            "a coupling flow needs at least 2 columns (the data has {d}): one half conditions the other — use --flow maf or --flow cnf for 1-D data"
+        );
+        if matches!(self.flow, FlowKind::Auto | FlowKind::Nsf | FlowKind::NsfAr) {
+            ensure!(
+                (1..=flowmote::spline::MAX_BINS).contains(&self.bins),
+                "--bins must be 1..={}",
+                flowmote::spline::MAX_BINS
+            );
+            ensure!(
+                self.tail_bound.is_finite() && self.tail_bound > 0.0,
+                "--tail-bound must be a positive number"
+            );
+        }
+        ensure!(
+            self.flow != FlowKind::Nsf || d >= 2,
+            "a spline coupling flow needs at least 2 columns (the data has {d}) — use --flow nsf-ar for 1-D data"
+        );
+        Ok(folds)
+    }
+}
+
+/// The defaults, as the flags give them.
+#[derive(clap::Parser)]
+struct Defaults {
+    #[command(flatten)]
+    config: TrainConfig,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig {
-            flow: FlowKind::Auto,
-            layers: None,
-            hidden: None,
-            depth: 2,
-            epochs: None,
-            batch: 64,
-            lr: 2e-3,
-            weight_decay: 1e-4,
-            patience: None,
-            val_fraction: 0.1,
-            seed: 0,
-            val_split: ValSplit::Last,
-            folds: None,
-            fold: None,
-            whiten: true,
-            mixture: true,
-            max_params: None,
-            max_macs: None,
-            dequantize: true,
-            noise: None,
-            clip: 5.0,
-            init_scale: 0.1,
-            clamp: flowmote::coupling::DEFAULT_CLAMP,
-            cnf_steps: 8,
-            bins: 8,
-            tail_bound: flowmote::spline::DEFAULT_TAIL_BOUND,
-        }
+        <Defaults as clap::Parser>::parse_from(["flowmote"]).config
     }
 }
 

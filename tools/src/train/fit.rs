@@ -50,17 +50,10 @@ pub(super) fn split_sizes(total: usize, val_fraction: f64) -> (usize, usize) {
     (total - n_val, n_val)
 }
 
-pub(super) fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
-    let start = Instant::now();
+/// The data checks training needs, run once before any training: finite
+/// values, and at least 10 usable rows and 2 per column.
+pub(super) fn check_data(ds: &Dataset) -> Result<()> {
     let d = ds.dim();
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
-    ensure!(
-        (0.0..0.9).contains(&cfg.val_fraction),
-        "--val-fraction must be in [0, 0.9)"
-    );
-    ensure!(cfg.batch >= 1, "--batch must be at least 1");
-    ensure!(cfg.epochs != Some(0), "--epochs must be at least 1");
-    ensure!(cfg.lr.is_finite() && cfg.lr > 0.0, "--lr must be a positive number");
     for (i, r) in ds.rows.iter().enumerate() {
         if let Some(j) = r.iter().position(|v| !v.is_finite()) {
             bail!(
@@ -72,23 +65,31 @@ pub(super) fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Resu
             );
         }
     }
-    let mut rows = ds.normal_rows();
-    let labelled_out = ds.len() - rows.len();
+    let rows = ds.n_normal();
+    let labelled_out = ds.len() - rows;
     let min_rows = 10.max(2 * d);
     ensure!(
-        rows.len() >= min_rows,
+        rows >= min_rows,
         "{}: {} usable rows{}; training needs at least {min_rows} (10, and 2 per column)",
         ds.path,
-        rows.len(),
+        rows,
         if labelled_out > 0 {
             format!(" ({labelled_out} labelled anomalous were left out)")
         } else {
             String::new()
         }
     );
-    if let Some((k, n)) = cfg.fold {
-        ensure!(k < n, "fold {k} of {n} does not exist");
-    }
+    Ok(())
+}
+
+/// Train one flow on one split: `cfg` has passed [`TrainConfig::check`] and
+/// the data [`check_data`].
+pub(super) fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
+    let start = Instant::now();
+    let d = ds.dim();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+    let mut rows = ds.normal_rows();
+    let labelled_out = ds.len() - rows.len();
     let (lo, hi) = val_block(rows.len(), cfg);
     // The validation rows are rows lo..hi of the file's order (`Last`) or of
     // a seeded shuffle (`Random`); the training rows are the rest, shuffled.

@@ -40,7 +40,7 @@ pub use stack::{stack, Stacked, MIN_MIXTURE_WEIGHT};
 
 use crate::data::Dataset;
 use crate::model::{DynMixture, ModelFile};
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use committee::committee;
 use search::search;
 use serde::Serialize;
@@ -103,12 +103,7 @@ pub struct TrainSummary {
 /// beats that ([`stack`]); every candidate's figures are stored in the
 /// provenance settings (`search`), a mixture's members in `members`.
 pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
-    let folds = match (cfg.folds, cfg.fold) {
-        (Some(k), _) => k,
-        (None, Some(_)) => 1,
-        (None, None) => default_folds(ds.n_normal(), cfg.val_fraction),
-    };
-    ensure!((1..=10).contains(&folds), "--folds must be 1 to 10, not {folds}");
+    let folds = cfg.check(ds)?;
     if folds == 1 {
         let c = TrainConfig {
             folds: Some(1),
@@ -116,7 +111,6 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
         };
         return search(ds, &c, progress, DynMixture::MAX_MEMBERS);
     }
-    ensure!(cfg.fold.is_none(), "a fold cannot be cross-validated again");
     let start = Instant::now();
     let budget = Budget::of(cfg);
     let mut parts = Vec::with_capacity(folds);
