@@ -222,7 +222,10 @@ fn search_keeps_the_candidate_with_the_best_validation_nll() {
     // The single best candidate (the stacking step is tested below).
     let cfg = TrainConfig { mixture: false, ..cfg };
     let (m, s) = train::train(&ds, &cfg, false).unwrap();
-    let tried = m.provenance.settings["search"].as_array().unwrap().clone();
+    let tried = serde_json::to_value(&m.provenance.settings).unwrap()["search"]
+        .as_array()
+        .unwrap()
+        .clone();
     let val = |t: &serde_json::Value| t["val_nll"].as_f64().unwrap();
     // 1. noise levels in order, stopping after the first that did worse.
     let noise: Vec<f64> = tried
@@ -275,12 +278,16 @@ fn search_stacks_the_candidates_into_a_mixture() {
         ..TrainConfig::default()
     };
     let (m, s) = train::train(&ds, &cfg, false).unwrap();
-    let tried = m.provenance.settings["search"].as_array().unwrap().clone();
+    let tried = serde_json::to_value(&m.provenance.settings).unwrap()["search"]
+        .as_array()
+        .unwrap()
+        .clone();
     let best_single = tried
         .iter()
         .filter_map(|t| t["val_nll"].as_f64())
         .fold(f64::INFINITY, f64::min);
-    let Some(members) = m.provenance.settings["members"].as_array() else {
+    let settings = serde_json::to_value(&m.provenance.settings).unwrap();
+    let Some(members) = settings["members"].as_array() else {
         panic!("no mixture kept (best single {best_single}): {tried:?}");
     };
     assert_eq!(m.kind, "mixture");
@@ -1047,7 +1054,10 @@ fn max_params_bounds_the_search() {
         ..TrainConfig::default()
     };
     let (free, _) = train::train(&ds, &cfg, false).unwrap();
-    let tried = free.provenance.settings["search"].as_array().unwrap().clone();
+    let tried = serde_json::to_value(&free.provenance.settings).unwrap()["search"]
+        .as_array()
+        .unwrap()
+        .clone();
     let params = |t: &serde_json::Value| t["parameters"].as_u64().unwrap() as usize;
     let smallest = params(&tried[0]);
     assert!(
@@ -1065,7 +1075,10 @@ fn max_params_bounds_the_search() {
     )
     .unwrap();
     assert!(s.parameters <= smallest, "{} > {smallest}", s.parameters);
-    for t in m.provenance.settings["search"].as_array().unwrap() {
+    for t in serde_json::to_value(&m.provenance.settings).unwrap()["search"]
+        .as_array()
+        .unwrap()
+    {
         if params(t) > smallest {
             assert!(t["skipped"].is_string() && t["val_nll"].is_null(), "{t}");
         } else {
@@ -1099,7 +1112,10 @@ fn max_params_bounds_the_search() {
     )
     .unwrap();
     assert!(m.model.macs() <= cheapest, "{} > {cheapest}", m.model.macs());
-    for t in m.provenance.settings["search"].as_array().unwrap() {
+    for t in serde_json::to_value(&m.provenance.settings).unwrap()["search"]
+        .as_array()
+        .unwrap()
+    {
         assert_eq!(t["skipped"].is_string(), macs(t) > cheapest, "{t}");
     }
     let e = train::train(
@@ -1152,7 +1168,10 @@ fn small_data_is_cross_validated_by_default() {
         ..small_cfg(3)
     };
     let (m, s) = train::train(&ds, &cfg, false).unwrap();
-    assert_eq!(m.provenance.settings["folds"], train::SMALL_DATA_FOLDS);
+    assert_eq!(
+        serde_json::to_value(&m.provenance.settings).unwrap()["folds"],
+        train::SMALL_DATA_FOLDS
+    );
     assert_eq!(m.model.flows.len(), train::SMALL_DATA_FOLDS);
     assert_eq!((s.train_rows, s.val_rows), (150, 150), "every row validated once");
     assert!(s.validation.is_empty(), "no row is unseen by the whole committee");
@@ -1179,7 +1198,10 @@ fn folds_train_an_equal_weight_committee() {
     for lw in &m.model.log_weights {
         assert!((lw.exp() - 1.0 / 3.0).abs() < 1e-6, "{lw}");
     }
-    let results = m.provenance.settings["fold_results"].as_array().unwrap().clone();
+    let results = serde_json::to_value(&m.provenance.settings).unwrap()["fold_results"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(results.len(), 3);
     let mut weighted = 0.0;
     for (k, result) in results.iter().enumerate() {

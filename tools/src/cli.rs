@@ -42,7 +42,7 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
     let (model, s) = train::train(&ds, &a.config, !a.quiet)?;
     model.save(&a.out)?;
     let what = describe_model(&model);
-    let folds = model.provenance.settings["folds"].as_u64().unwrap_or(1);
+    let folds = model.provenance.settings.folds();
     println!(
         "trained {what}: {} parameters ≈ {:.0} KB of flash, {} multiply-adds per score, on {} rows ({}{}) in {:.1} s",
         s.parameters,
@@ -95,8 +95,9 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
 /// `a 5-fold committee of 22 flows (maf ×18, nsf ×4)`.
 pub fn describe_model(model: &ModelFile) -> String {
     let st = &model.provenance.settings;
-    if let (Some(k), Some(members)) = (st["folds"].as_u64().filter(|k| *k > 1), st["members"].as_array()) {
-        let kinds: Vec<&str> = members.iter().map(|m| m["flow"].as_str().unwrap_or("?")).collect();
+    let k = st.folds();
+    if let (true, Some(members)) = (k > 1, &st.members) {
+        let kinds: Vec<&str> = members.iter().map(|m| m.flow.as_str()).collect();
         let mut names = kinds.clone();
         names.sort_unstable();
         names.dedup();
@@ -110,7 +111,8 @@ pub fn describe_model(model: &ModelFile) -> String {
                 .join(", ")
         );
     }
-    match st["members"].as_array() {
+    let n = |v: Option<usize>| v.map_or("?".to_string(), |v| v.to_string());
+    match &st.members {
         Some(members) => format!(
             "a mixture of {} flows ({})",
             members.len(),
@@ -118,18 +120,21 @@ pub fn describe_model(model: &ModelFile) -> String {
                 .iter()
                 .map(|m| format!(
                     "{} {}×{} noise {} × {:.2}",
-                    m["flow"].as_str().unwrap_or("?"),
-                    m["layers"],
-                    m["hidden"],
-                    m["noise"].as_f64().map_or("?".into(), |v| format!("{v:.1}")),
-                    m["weight"].as_f64().unwrap_or(f64::NAN)
+                    m.flow,
+                    m.layers,
+                    m.hidden,
+                    m.noise.map_or("?".into(), |v| format!("{:.1}", v as f64)),
+                    m.weight.unwrap_or(f64::NAN)
                 ))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
         None => format!(
             "{} ({} layers, hidden {}×{})",
-            model.kind, st["layers"], st["hidden"], st["depth"]
+            model.kind,
+            n(st.config.layers),
+            n(st.config.hidden),
+            st.config.depth
         ),
     }
 }

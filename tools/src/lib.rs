@@ -9,4 +9,5 @@ pub mod export;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod provenance;
 pub mod train;

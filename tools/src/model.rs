@@ -24,6 +24,8 @@ use rand_core::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+pub use crate::provenance::{Epoch, Provenance};
+
 /// Identifies model files written by this tool.
 pub const FORMAT: &str = "flowmote-model";
 /// Version of the model file layout. Version 1 files (one `flow`) are read
@@ -757,38 +759,6 @@ pub struct Threshold {
     pub rows: usize,
     /// SHA-256 of the calibration file.
     pub data_sha256: String,
-}
-
-/// One epoch of the training history.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Epoch {
-    /// Epoch number (1-based).
-    pub epoch: usize,
-    /// Mean training NLL (nats/row, data units).
-    pub train_nll: f64,
-    /// Mean validation NLL (nats/row, data units).
-    pub val_nll: f64,
-    /// Learning rate used.
-    pub lr: f64,
-}
-
-/// Where a model came from and how it trained.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-pub struct Provenance {
-    /// Training data file, as given.
-    pub data_file: String,
-    /// SHA-256 of the training data file.
-    pub data_sha256: String,
-    /// Rows used for training.
-    pub train_rows: usize,
-    /// Rows held out for validation.
-    pub val_rows: usize,
-    /// Best validation NLL (nats/row, data units) — the kept model's.
-    pub val_nll: f64,
-    /// Training settings, as resolved (flags and chosen defaults).
-    pub settings: serde_json::Value,
-    /// Per-epoch history.
-    pub history: Vec<Epoch>,
 }
 
 /// A model's density: one flow (`log_weights == [0.0]`), or the mixture

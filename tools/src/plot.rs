@@ -283,8 +283,8 @@ pub fn plot_training(model: &ModelFile, path: &Path) -> Result<()> {
     // trained one by one; the weights are fitted afterwards); a k-fold
     // committee's is the first fold's.
     let st = &model.provenance.settings;
-    let flow = st["flow"].as_str().unwrap_or("?");
-    let folds = st["folds"].as_u64().filter(|k| *k > 1);
+    let flow = st.config.flow.name();
+    let folds = Some(st.folds()).filter(|k| *k > 1);
     let who = match (model.model.flows.len(), folds) {
         (1, _) => format!("Training of the {} flow", model.kind),
         (_, Some(k)) => format!("Fold 1 of {k}, its best flow ({flow})"),

@@ -5,6 +5,7 @@ use super::fit::column_moments;
 use super::TrainSummary;
 use crate::data::Dataset;
 use crate::model::{DynMixture, ModelFile};
+use crate::provenance::{Candidate, FoldResult};
 use std::time::Instant;
 
 /// The equal-weight mixture of the folds' models (see [`train`]).
@@ -25,21 +26,32 @@ pub(super) fn committee(
             log_weights.push(weight.ln() as f32);
             flows.push(f.clone());
             let st = &m.provenance.settings;
-            let mut t = match st.get("members") {
-                Some(serde_json::Value::Array(a)) => a[j].clone(),
-                _ => serde_json::json!({
-                    "flow": m.kind, "noise": st["noise"], "layers": st["layers"], "hidden": st["hidden"],
-                    "parameters": f.parameters(), "macs": f.macs(), "val_nll": s.best_val_nll,
-                }),
+            let t = match &st.members {
+                Some(a) => a[j].clone(),
+                None => Candidate {
+                    flow: m.kind.clone(),
+                    noise: st.config.noise,
+                    layers: st.config.layers.unwrap_or(0),
+                    hidden: st.config.hidden.unwrap_or(0),
+                    parameters: f.parameters(),
+                    macs: f.macs(),
+                    val_nll: Some(s.best_val_nll),
+                    ..Candidate::default()
+                },
             };
-            t["fold"] = (i + 1).into();
-            t["weight"] = weight.into();
-            members.push(t);
+            members.push(Candidate {
+                fold: Some(i + 1),
+                weight: Some(weight),
+                ..t
+            });
         }
-        folds.push(serde_json::json!({
-            "fold": i + 1, "kind": m.kind, "val_rows": s.val_rows, "val_nll": s.best_val_nll,
-            "search": m.provenance.settings.get("search").cloned().unwrap_or_default(),
-        }));
+        folds.push(FoldResult {
+            fold: i + 1,
+            kind: m.kind.clone(),
+            val_rows: s.val_rows,
+            val_nll: s.best_val_nll,
+            search: m.provenance.settings.search.clone(),
+        });
         val_sum += s.best_val_nll * s.val_rows as f64;
         val_rows += s.val_rows;
         skipped += s.skipped_rows;
@@ -60,13 +72,11 @@ pub(super) fn committee(
     m.provenance.val_rows = val_rows;
     m.provenance.val_nll = val_nll;
     let st = &mut m.provenance.settings;
-    if let Some(o) = st.as_object_mut() {
-        o.remove("search");
-        o.remove("fold");
-    }
-    st["folds"] = k.into();
-    st["fold_results"] = serde_json::Value::Array(folds);
-    st["members"] = serde_json::Value::Array(members);
+    st.search = None;
+    st.config.fold = None;
+    st.config.folds = Some(k);
+    st.fold_results = Some(folds);
+    st.members = Some(members);
     s.train_rows = rows.len();
     s.val_rows = val_rows;
     s.best_val_nll = val_nll;

@@ -4,12 +4,12 @@
 use super::fit::{check_data, split_sizes};
 use crate::data::Dataset;
 use anyhow::{ensure, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Flow family. The layer lists below are [`build_flow`]'s; [`train`] also
 /// puts a [`whitening_layer`] right after the standardisation (all families
 /// but cnf) unless [`TrainConfig::whiten`] is off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum FlowKind {
     /// Choose by validation NLL among maf and nsf (nsf-ar for 1-D data),
@@ -47,7 +47,7 @@ impl FlowKind {
 }
 
 /// Which rows are held out for validation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ValSplit {
     /// The last rows of the file: the model is judged on readings later than
@@ -63,7 +63,8 @@ pub enum ValSplit {
 /// provenance stores. `None` fields are chosen from the data (see
 /// [`train`](super::train) and [`default_size`]). [`TrainConfig::check`]
 /// validates them, once, before any training.
-#[derive(Clone, Debug, Serialize, clap::Args)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(default)]
 pub struct TrainConfig {
     /// Flow family. The default, `auto`, chooses by validation NLL: `maf`
     /// first, then `nsf` (neural spline coupling; `nsf-ar` for one column)
@@ -210,6 +211,7 @@ pub struct TrainConfig {
     /// of the rows: the blocks, contiguous in the split's row order, cover
     /// every row once. Set by [`train`](super::train) for each fold; not a flag.
     #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fold: Option<(usize, usize)>,
     /// Global gradient-norm clip (per mini-batch mean gradient); not a flag.
     #[arg(skip = 5.0)]

@@ -8,6 +8,7 @@ use super::optim::{batch_grad, mean_nll, Adam};
 use super::TrainSummary;
 use crate::data::Dataset;
 use crate::model::{Act, DynFlow, DynMixture, Epoch, ModelFile, Net, Provenance, FORMAT, VERSION};
+use crate::provenance::Settings;
 use anyhow::{bail, ensure, Result};
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -514,13 +515,18 @@ pub(super) fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Resu
         parameters,
         validation: val.clone(),
     };
-    let mut settings = serde_json::to_value(cfg)?;
-    settings["layers"] = layers.into();
-    settings["hidden"] = hidden.into();
-    settings["batch"] = batch.into();
-    settings["epochs"] = epochs.into();
-    settings["patience"] = patience.into();
-    settings["dequantized"] = serde_json::to_value(&summary.dequantized)?;
+    let settings = Settings {
+        config: TrainConfig {
+            layers: Some(layers),
+            hidden: Some(hidden),
+            batch,
+            epochs: Some(epochs),
+            patience: Some(patience),
+            ..cfg.clone()
+        },
+        dequantized: summary.dequantized.clone(),
+        ..Settings::default()
+    };
     let model = ModelFile {
         format: FORMAT.into(),
         version: VERSION,

@@ -8,6 +8,7 @@ use super::stack::stack;
 use super::TrainSummary;
 use crate::data::Dataset;
 use crate::model::ModelFile;
+use crate::provenance::Candidate;
 use anyhow::{bail, Result};
 use std::time::Instant;
 
@@ -20,7 +21,7 @@ struct Search<'a> {
     ds: &'a Dataset,
     progress: bool,
     budget: Budget,
-    tried: Vec<serde_json::Value>,
+    tried: Vec<Candidate>,
     /// Every trained candidate: its number in `tried` (0-based) and model.
     trained: Vec<(usize, ModelFile)>,
     best: Best,
@@ -33,10 +34,16 @@ impl Search<'_> {
         if self.budget != Budget::default() {
             let z = candidate_size(self.ds, &c)?;
             if let Some(why) = self.budget.exceeded(z.parameters, z.macs) {
-                self.tried.push(serde_json::json!({
-                    "flow": c.flow.name(), "noise": c.noise, "layers": z.layers, "hidden": z.hidden,
-                    "parameters": z.parameters, "macs": z.macs, "skipped": why,
-                }));
+                self.tried.push(Candidate {
+                    flow: c.flow.name().into(),
+                    noise: c.noise,
+                    layers: z.layers,
+                    hidden: z.hidden,
+                    parameters: z.parameters,
+                    macs: z.macs,
+                    skipped: Some(why.clone()),
+                    ..Candidate::default()
+                });
                 if self.progress {
                     eprintln!(
                         "candidate {}: {} {}×{} skipped ({why})",
@@ -50,11 +57,21 @@ impl Search<'_> {
             }
         }
         let (m, s) = train_one(self.ds, &c, self.progress)?;
-        let st = &m.provenance.settings;
-        self.tried.push(serde_json::json!({
-            "flow": c.flow.name(), "noise": c.noise, "layers": st["layers"], "hidden": st["hidden"],
-            "parameters": s.parameters, "macs": m.model.macs(), "val_nll": s.best_val_nll, "seconds": s.seconds,
-        }));
+        let (layers, hidden) = (
+            m.provenance.settings.config.layers.unwrap_or(0),
+            m.provenance.settings.config.hidden.unwrap_or(0),
+        );
+        self.tried.push(Candidate {
+            flow: c.flow.name().into(),
+            noise: c.noise,
+            layers,
+            hidden,
+            parameters: s.parameters,
+            macs: m.model.macs(),
+            val_nll: Some(s.best_val_nll),
+            seconds: Some(s.seconds),
+            ..Candidate::default()
+        });
         let better = match &self.best {
             None => true,
             Some((_, b, _)) => s.best_val_nll < b.best_val_nll || !b.best_val_nll.is_finite(),
@@ -64,8 +81,8 @@ impl Search<'_> {
                 "candidate {}: {} {}×{} noise {:.1}: validation NLL {:.3} ({:.0} s){}",
                 self.tried.len(),
                 c.flow.name(),
-                st["layers"],
-                st["hidden"],
+                layers,
+                hidden,
                 c.noise.unwrap_or(0.0),
                 s.best_val_nll,
                 s.seconds,
@@ -174,17 +191,16 @@ impl Search<'_> {
                 s.best_val_nll
             );
         }
-        let members: Vec<serde_json::Value> = st
+        let members: Vec<Candidate> = st
             .members
             .iter()
-            .map(|&(i, w)| {
-                let mut t = self.tried[i].clone();
-                t["candidate"] = (i + 1).into();
-                t["weight"] = w.into();
-                t
+            .map(|&(i, w)| Candidate {
+                candidate: Some(i + 1),
+                weight: Some(w),
+                ..self.tried[i].clone()
             })
             .collect();
-        m.provenance.settings["members"] = serde_json::Value::Array(members);
+        m.provenance.settings.members = Some(members);
         m.provenance.val_nll = st.val_nll;
         m.kind = "mixture".into();
         s.best_val_nll = st.val_nll;
@@ -223,7 +239,7 @@ pub(super) fn search(
         search.stack_into(&mut m, &mut s, max_members);
     }
     if search.tried.len() > 1 {
-        m.provenance.settings["search"] = serde_json::Value::Array(search.tried);
+        m.provenance.settings.search = Some(search.tried);
         s.seconds = start.elapsed().as_secs_f64();
     }
     Ok((m, s))
