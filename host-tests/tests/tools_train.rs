@@ -359,6 +359,7 @@ fn search_stacks_the_candidates_into_a_mixture() {
         gaussian_baseline: None,
     })
     .unwrap();
+    let ev = serde_json::to_value(&ev).unwrap();
     let mut ws = m.model.workspace();
     let want = -ds
         .rows
@@ -789,6 +790,7 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
         gaussian_baseline: None,
     })
     .unwrap();
+    let ev = serde_json::to_value(&ev).unwrap();
     assert_eq!(ev["rows"], 221);
     assert_eq!(ev["n"], 220);
     assert_eq!(ev["unscorable"], 1);

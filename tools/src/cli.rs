@@ -3,13 +3,13 @@
 //! these directly.
 
 use crate::data::{self, Dataset};
+use crate::eval::{self, EvalReport};
 use crate::metrics;
 use crate::model::{write_atomic, ModelFile, Threshold};
 use crate::train::{self, FlowKind, Gaussian, TrainConfig};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use rand_core::SeedableRng;
-use serde_json::json;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -177,49 +177,15 @@ pub struct EvalArgs {
     pub gaussian_baseline: Option<PathBuf>,
 }
 
-/// Run `flowmote eval`; returns the JSON object it prints with `--json`.
-pub fn run_eval(a: &EvalArgs) -> Result<serde_json::Value> {
+/// Run `flowmote eval`; returns the report (printed as JSON with `--json`,
+/// else as text).
+pub fn run_eval(a: &EvalArgs) -> Result<EvalReport> {
     let model = ModelFile::load(&a.model)?;
     let ds = data::load_for_model(&a.data, &model.features, a.label_column.as_deref())?;
     let r = score_rows(&model, &ds);
     let scores: Vec<Option<f64>> = r.iter().map(|s| s.as_ref().ok().copied()).collect();
     let bad: Vec<usize> = (0..r.len()).filter(|&i| scores[i].is_none()).collect();
     let finite: Vec<f64> = scores.iter().flatten().copied().collect();
-    let mean = |v: &[f64]| {
-        if v.is_empty() {
-            f64::NAN
-        } else {
-            v.iter().sum::<f64>() / v.len() as f64
-        }
-    };
-    let mut out = json!({
-        "model": a.model.display().to_string(),
-        "data": a.data.display().to_string(),
-        "rows": ds.len(),
-        "n": finite.len(),
-        "nll": mean(&finite),
-        "unscorable": bad.len(),
-        "unscorable_lines": bad.iter().take(20).map(|&i| ds.lines[i]).collect::<Vec<_>>(),
-        "score_quantiles": metrics::summarize(&finite),
-    });
-    let mut text = String::new();
-    writeln!(
-        text,
-        "{}: {} rows, mean NLL {:.4} nats/row over {} scorable rows",
-        a.data.display(),
-        ds.len(),
-        mean(&finite),
-        finite.len()
-    )?;
-    if !bad.is_empty() {
-        writeln!(
-            text,
-            "warning: {} row(s) could not be scored (e.g. line {}: {}) — excluded from the NLL, flagged as anomalous in rates and AUROC",
-            bad.len(),
-            ds.lines[bad[0]],
-            r[bad[0]].as_ref().unwrap_err()
-        )?;
-    }
     let gauss = match &a.gaussian_baseline {
         Some(p) => {
             let lab = a
@@ -249,97 +215,39 @@ pub fn run_eval(a: &EvalArgs) -> Result<serde_json::Value> {
             })
             .collect()
     });
-    if let Some(gs) = &gscores {
-        let f: Vec<f64> = gs.iter().flatten().copied().collect();
-        out["gaussian_nll"] = json!(mean(&f));
-        writeln!(
-            text,
-            "full-covariance Gaussian baseline: mean NLL {:.4} nats/row",
-            mean(&f)
-        )?;
-    }
-    if let Some(labels) = &ds.labels {
-        let normal: Vec<f64> = scores
-            .iter()
-            .zip(labels)
-            .filter(|(_, &l)| !l)
-            .filter_map(|(s, _)| *s)
-            .collect();
-        let auroc = metrics::auroc(&scores, labels);
-        let n_anom = labels.iter().filter(|&&l| l).count();
-        out["n_normal"] = json!(normal.len());
-        out["n_anomalies"] = json!(n_anom);
-        out["nll_normal"] = json!(mean(&normal));
-        out["auroc"] = json!(auroc);
-        writeln!(
-            text,
-            "normal rows: mean NLL {:.4} nats/row ({} rows); anomalies: {} rows",
-            mean(&normal),
-            normal.len(),
-            n_anom
-        )?;
-        match auroc {
-            Some(v) => writeln!(text, "AUROC (score = −log p): {v:.4}")?,
-            None => writeln!(text, "AUROC: undefined (needs both normal and anomalous rows)")?,
-        }
-        if let Some(gs) = &gscores {
-            let ga = metrics::auroc(gs, labels);
-            let gn: Vec<f64> = gs
-                .iter()
-                .zip(labels)
-                .filter(|(_, &l)| !l)
-                .filter_map(|(s, _)| *s)
-                .collect();
-            out["gaussian_auroc"] = json!(ga);
-            out["gaussian_nll_normal"] = json!(mean(&gn));
-            writeln!(
-                text,
-                "Gaussian baseline: AUROC {}, normal-row NLL {:.4}",
-                ga.map_or("undefined".into(), |v| format!("{v:.4}")),
-                mean(&gn)
-            )?;
-        }
-        if let Some(t) = &model.threshold {
-            let rt = metrics::rates(&scores, labels, t.score as f64);
-            out["threshold"] = json!(t.score);
-            out["false_alarm_rate"] = json!(rt.false_alarm_rate);
-            out["detection_rate"] = json!(rt.detection_rate);
-            out["rates"] = serde_json::to_value(rt)?;
-            writeln!(
-                text,
-                "at the calibrated threshold {:.4} (for {:.2} % false alarms): false-alarm rate {:.2} % ({}/{}), detection rate {:.2} % ({}/{})",
-                t.score,
-                100.0 * t.false_alarm_rate,
-                100.0 * rt.false_alarm_rate,
-                rt.false_alarms,
-                rt.normal,
-                100.0 * rt.detection_rate,
-                rt.detections,
-                rt.anomalies
-            )?;
-        } else {
-            writeln!(
-                text,
-                "no threshold in the model: run `flowmote calibrate` for alarm rates"
-            )?;
-        }
-    } else if let Some(t) = &model.threshold {
-        let rate = metrics::flag_rate(&scores, t.score as f64);
-        out["threshold"] = json!(t.score);
-        out["flag_rate"] = json!(rate);
-        writeln!(
-            text,
-            "flagged at the calibrated threshold {:.4}: {:.2} % of rows",
-            t.score,
-            100.0 * rate
-        )?;
-    }
+    let threshold = model.threshold.as_ref().map(|t| (t.score, t.false_alarm_rate));
+    let report = EvalReport {
+        model: a.model.display().to_string(),
+        data: a.data.display().to_string(),
+        rows: ds.len(),
+        n: finite.len(),
+        nll: eval::mean(&finite),
+        unscorable: bad.len(),
+        unscorable_lines: bad.iter().take(20).map(|&i| ds.lines[i]).collect(),
+        score_quantiles: metrics::summarize(&finite),
+        gaussian_nll: gscores
+            .as_ref()
+            .map(|gs| eval::mean(&gs.iter().flatten().copied().collect::<Vec<_>>())),
+        labelled: ds
+            .labels
+            .as_ref()
+            .map(|labels| eval::Labelled::new(&scores, gscores.as_deref(), labels, threshold)),
+        flagged: match (&ds.labels, threshold) {
+            (None, Some((t, _))) => Some(eval::Flagged {
+                threshold: t,
+                flag_rate: metrics::flag_rate(&scores, t as f64),
+            }),
+            _ => None,
+        },
+        first_unscorable: bad.first().map(|&i| (ds.lines[i], r[i].as_ref().unwrap_err().clone())),
+    };
     if a.json {
-        println!("{}", serde_json::to_string(&out)?);
+        // Through a JSON value, so the keys print sorted as they always have.
+        println!("{}", serde_json::to_string(&serde_json::to_value(&report)?)?);
     } else {
-        print!("{text}");
+        print!("{report}");
     }
-    Ok(out)
+    Ok(report)
 }
 
 /// Arguments of `flowmote calibrate`.

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod export;
 pub mod metrics;
 pub mod model;
