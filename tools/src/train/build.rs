@@ -225,9 +225,9 @@ pub fn build_flow<R: Rng + ?Sized>(
 pub(super) struct CandidateSize {
     pub(super) layers: usize,
     pub(super) hidden: usize,
-    /// As [`TrainSummary::parameters`] counts them.
+    /// As [`TrainSummary::parameters`](super::TrainSummary::parameters) counts them.
     pub(super) parameters: usize,
-    /// [`DynFlow::macs`].
+    /// [`DynFlow::macs`](crate::model::DynFlow::macs).
     pub(super) macs: usize,
 }
 

@@ -8,7 +8,7 @@ use crate::model::{DynMixture, ModelFile};
 use crate::provenance::{Candidate, FoldResult};
 use std::time::Instant;
 
-/// The equal-weight mixture of the folds' models (see [`train`]).
+/// The equal-weight mixture of the folds' models (see [`train`](super::train)).
 pub(super) fn committee(
     ds: &Dataset,
     parts: Vec<(ModelFile, TrainSummary)>,

@@ -6,9 +6,9 @@ use crate::data::Dataset;
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
-/// Flow family. The layer lists below are [`build_flow`]'s; [`train`] also
-/// puts a [`whitening_layer`] right after the standardisation (all families
-/// but cnf) unless [`TrainConfig::whiten`] is off.
+/// Flow family. The layer lists below are [`build_flow`](super::build_flow)'s; [`train`](super::train) also
+/// puts a [`whitening_layer`](super::whitening_layer) right after the standardisation (all families
+/// but cnf) unless [`TrainConfig::whiten`](super::TrainConfig::whiten) is off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum FlowKind {
@@ -61,7 +61,7 @@ pub enum ValSplit {
 /// Training settings, written once: the flags of `flowmote train` (the CLI
 /// flattens this struct), their defaults, and what the model file's
 /// provenance stores. `None` fields are chosen from the data (see
-/// [`train`](super::train) and [`default_size`]). [`TrainConfig::check`]
+/// [`train`](super::train) and [`default_size`](super::default_size)). [`TrainConfig::check`](super::TrainConfig::check)
 /// validates them, once, before any training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default)]
@@ -223,8 +223,8 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// Validate the settings and the data ([`check_data`]), once, before any
-    /// training; returns the number of folds to run (see [`default_folds`]).
+    /// Validate the settings and the data (`check_data`), once, before any
+    /// training; returns the number of folds to run (see [`default_folds`](super::default_folds)).
     pub fn check(&self, ds: &Dataset) -> Result<usize> {
         let (d, rows) = (ds.dim(), ds.n_normal());
         let folds = match (self.folds, self.fold) {
@@ -313,9 +313,9 @@ pub fn auto_candidates(d: usize) -> Vec<FlowKind> {
 /// The device budget of `--max-params` and `--max-macs`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Budget {
-    /// Most parameters ([`DynMixture::parameters`]).
+    /// Most parameters ([`DynMixture::parameters`](crate::model::DynMixture::parameters)).
     pub params: Option<usize>,
-    /// Most multiply-adds per score ([`DynMixture::macs`]).
+    /// Most multiply-adds per score ([`DynMixture::macs`](crate::model::DynMixture::macs)).
     pub macs: Option<usize>,
 }
 
@@ -342,17 +342,17 @@ impl Budget {
 /// Noise levels (standard deviations per column) the search tries, in order.
 pub const NOISE_LEVELS: [f32; 4] = [0.0, 0.1, 0.2, 0.3];
 
-/// Folds [`default_folds`] chooses when a validation split would hold
-/// fewer rows than [`MIN_VALIDATION_ROWS`].
+/// Folds [`default_folds`](super::default_folds) chooses when a validation split would hold
+/// fewer rows than [`MIN_VALIDATION_ROWS`](super::MIN_VALIDATION_ROWS).
 pub const SMALL_DATA_FOLDS: usize = 5;
 
 /// Below this many validation rows one split is too small to choose and
-/// stack by: [`default_folds`] cross-validates instead.
+/// stack by: [`default_folds`](super::default_folds) cross-validates instead.
 pub const MIN_VALIDATION_ROWS: usize = 100;
 
-/// Cross-validation folds when the user gives none: [`SMALL_DATA_FOLDS`]
+/// Cross-validation folds when the user gives none: [`SMALL_DATA_FOLDS`](super::SMALL_DATA_FOLDS)
 /// if `rows × val_fraction` (the rows one split would validate on) is below
-/// [`MIN_VALIDATION_ROWS`], else 1 (one split); 1 when `val_fraction` is 0
+/// [`MIN_VALIDATION_ROWS`](super::MIN_VALIDATION_ROWS), else 1 (one split); 1 when `val_fraction` is 0
 /// (no validation asked for).
 pub fn default_folds(rows: usize, val_fraction: f64) -> usize {
     let (_, n_val) = split_sizes(rows, val_fraction);

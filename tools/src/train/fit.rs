@@ -91,7 +91,7 @@ struct Split {
     labelled_out: usize,
 }
 
-/// The validation rows are rows `lo..hi` (see [`val_block`]) of the file's
+/// The validation rows are rows `lo..hi` (see `val_block`) of the file's
 /// order (`Last`) or of a seeded shuffle (`Random`); the training rows are
 /// the rest, shuffled.
 fn split_rows(ds: &Dataset, cfg: &TrainConfig, rng: &mut Xoshiro256PlusPlus) -> Split {
@@ -445,7 +445,7 @@ fn fit(
     })
 }
 
-/// Train one flow on one split: `cfg` has passed [`TrainConfig::check`]
+/// Train one flow on one split: `cfg` has passed [`TrainConfig::check`](super::TrainConfig::check)
 /// (data included).
 pub(super) fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
     let start = Instant::now();

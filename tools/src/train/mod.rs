@@ -1,4 +1,4 @@
-//! Maximum-likelihood training of a [`DynFlow`] (and flow matching for
+//! Maximum-likelihood training of a [`DynFlow`](crate::model::DynFlow) (and flow matching for
 //! continuous flows) with the core's own backward passes.
 //!
 //! Pipeline: split the rows into training and validation parts (by default

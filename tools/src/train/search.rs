@@ -163,7 +163,7 @@ impl Search<'_> {
     }
 
     /// 4. stacking: replace the best single flow by the candidates' stacked
-    ///    mixture when that wins ([`stack`]).
+    ///    mixture when that wins ([`stack`](super::stack)).
     fn stack_into(&self, m: &mut ModelFile, s: &mut TrainSummary, max_members: usize) {
         let Some(st) = stack(&self.trained, &s.validation, s.best_val_nll, self.budget, max_members) else {
             if self.progress {

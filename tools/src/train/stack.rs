@@ -3,7 +3,7 @@
 use super::config::Budget;
 use crate::model::{DynFlow, DynMixture, ModelFile};
 
-/// The outcome of [`stack`].
+/// The outcome of [`stack`](super::stack).
 #[derive(Debug)]
 pub struct Stacked {
     /// The mixture.
@@ -20,7 +20,7 @@ pub const MIN_MIXTURE_WEIGHT: f64 = 0.01;
 /// Stacking (Smyth & Wolpert, 1999): the mixture `Σₖ wₖ pₖ` of the trained
 /// `candidates` (`(index, model)`, each a single flow) whose weights maximise
 /// the likelihood of the `validation` rows (EM on the members' fixed
-/// densities). Members below [`MIN_MIXTURE_WEIGHT`], members that cannot
+/// densities). Members below [`MIN_MIXTURE_WEIGHT`](super::MIN_MIXTURE_WEIGHT), members that cannot
 /// score every validation row, and — smallest weight first — members that
 /// would take the mixture over the `budget` or over `max_members` flows are
 /// dropped, the rest refitted. Returns the mixture only if it has at least two members and

@@ -1,0 +1,136 @@
+//! The model file: what it holds, loading (older versions included),
+//! checking and atomic saving.
+
+use super::{DynMixture, Provenance, FORMAT, VERSION};
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Anomaly threshold stored by `flowmote calibrate`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    /// Threshold on the score `−log p(x)` (nats): above it, a row is anomalous.
+    pub score: f32,
+    /// The false-alarm rate it was calibrated for.
+    pub false_alarm_rate: f64,
+    /// Rows of normal data it was calibrated on.
+    pub rows: usize,
+    /// SHA-256 of the calibration file.
+    pub data_sha256: String,
+}
+
+/// Everything `model.json` holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelFile {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Always [`VERSION`] for files this build reads.
+    pub version: u32,
+    /// Version of the tool that wrote it.
+    pub tool_version: String,
+    /// Flow family (`maf`, `coupling`, `cnf`, …; `mixture` for several flows).
+    pub kind: String,
+    /// Feature (column) names, in order.
+    pub features: Vec<String>,
+    /// Per-feature training mean (folded into the first, frozen layer).
+    pub mean: Vec<f32>,
+    /// Per-feature training standard deviation (folded into the first layer).
+    pub std: Vec<f32>,
+    /// The density (each flow includes the standardisation, so `log_prob`
+    /// takes raw rows).
+    pub model: DynMixture,
+    /// Anomaly threshold, once calibrated.
+    pub threshold: Option<Threshold>,
+    /// Provenance and training history.
+    pub provenance: Provenance,
+}
+
+impl ModelFile {
+    /// Read and check a model file: format, version, sizes, finite weights.
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read model file {}", path.display()))?;
+        let head: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a flowmote model file (not valid JSON)", path.display()))?;
+        ensure!(
+            head.get("format").and_then(|f| f.as_str()) == Some(FORMAT),
+            "{} is not a flowmote model file (missing \"format\": \"{FORMAT}\")",
+            path.display()
+        );
+        let version = head.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        ensure!(
+            version == 1 || version == VERSION as u64,
+            "{} is model format version {version}; this build of flowmote reads versions 1 and {VERSION} — re-train or use the matching tool",
+            path.display()
+        );
+        let mut head = head;
+        if version == 1 {
+            // Version 1 held one `flow`: it is a one-member mixture.
+            if let Some(obj) = head.as_object_mut() {
+                if let Some(flow) = obj.remove("flow") {
+                    obj.insert(
+                        "model".into(),
+                        serde_json::json!({ "log_weights": [0.0], "flows": [flow] }),
+                    );
+                }
+                obj.insert("version".into(), VERSION.into());
+            }
+        }
+        let m: ModelFile =
+            serde_json::from_value(head).with_context(|| format!("{}: malformed model file", path.display()))?;
+        m.validate()
+            .with_context(|| format!("{}: invalid model", path.display()))?;
+        Ok(m)
+    }
+
+    /// Consistency checks shared by `load` and `save`.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        let d = self.model.dim();
+        ensure!(
+            self.features.len() == d && self.mean.len() == d && self.std.len() == d,
+            "feature names, mean and std must all have {d} entries"
+        );
+        ensure!(
+            self.mean.iter().chain(&self.std).all(|v| v.is_finite()),
+            "non-finite standardisation"
+        );
+        if let Some(t) = &self.threshold {
+            ensure!(!t.score.is_nan(), "threshold is NaN");
+        }
+        Ok(())
+    }
+
+    /// Write atomically (temporary file + rename): a failure leaves no partial file.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        self.validate()?;
+        let text = serde_json::to_string_pretty(self)?;
+        write_atomic(path, text.as_bytes())
+    }
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory and
+/// a rename, so readers never see a partial file and errors leave nothing behind.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let res = (|| -> Result<()> {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
