@@ -187,60 +187,107 @@ impl From<SolverKind> for Solver {
     }
 }
 
+/// What the host knows of a layer kind besides its maths (that is in
+/// [`Layer::view`]): written once per kind, in [`Layer::spec`].
+#[derive(Clone, Copy, Debug)]
+pub struct Spec<'a> {
+    /// Shape of the conditioner network, for layers that have one.
+    pub net: Option<MlpShape>,
+    /// The trainable parameters (empty for fixed layers).
+    pub params: &'a [f32],
+    /// Further f32 numbers an export stores (an ActNorm's scales and shifts).
+    pub fixed_floats: usize,
+    /// MADE heads of an autoregressive conditioner (0 for the others).
+    pub made_heads: usize,
+    /// Network evaluations per score (a continuous flow's steps × stages).
+    pub evaluations: usize,
+    /// Multiply-adds outside a network (an LU layer's `d²`).
+    pub extra_macs: usize,
+}
+
 impl Layer {
+    /// The layer's [`Spec`] in a flow of dimension `dim`.
+    pub fn spec(&self, dim: usize) -> Spec<'_> {
+        let shape = |input, cond, net: &Net, output| {
+            Some(MlpShape {
+                input,
+                cond,
+                hidden: net.hidden,
+                depth: net.depth,
+                output,
+            })
+        };
+        let fixed = Spec {
+            net: None,
+            params: &[],
+            fixed_floats: 0,
+            made_heads: 0,
+            evaluations: 1,
+            extra_macs: 0,
+        };
+        let k = flowmote::spline::spline_params;
+        match self {
+            Layer::ActNorm { log_scale, shift, .. } => Spec {
+                fixed_floats: log_scale.len() + shift.len(),
+                ..fixed
+            },
+            Layer::Permutation { .. } | Layer::Reverse => fixed,
+            Layer::AffineCoupling { a, b, net, params, .. } => Spec {
+                net: shape(*a, 0, net, 2 * b),
+                params,
+                ..fixed
+            },
+            Layer::Maf { net, params, .. } => Spec {
+                net: shape(dim, 0, net, 2 * dim),
+                params,
+                made_heads: 2,
+                ..fixed
+            },
+            Layer::SplineCoupling {
+                a,
+                b,
+                bins,
+                net,
+                params,
+                ..
+            } => Spec {
+                net: shape(*a, 0, net, b * k(*bins)),
+                params,
+                ..fixed
+            },
+            Layer::SplineAutoregressive { bins, net, params, .. } => Spec {
+                net: shape(dim, 0, net, dim * k(*bins)),
+                params,
+                made_heads: k(*bins),
+                ..fixed
+            },
+            Layer::LuLinear { params, .. } => Spec {
+                params,
+                extra_macs: dim * dim,
+                ..fixed
+            },
+            Layer::Cnf {
+                net,
+                solver,
+                steps,
+                params,
+            } => Spec {
+                net: shape(dim, 1, net, dim),
+                params,
+                evaluations: steps * Solver::from(*solver).stages(),
+                ..fixed
+            },
+        }
+    }
+
     /// Shape of the conditioner network, for layers that have one.
     pub fn mlp_shape(&self, dim: usize) -> Option<MlpShape> {
-        match self {
-            Layer::AffineCoupling { a, b, net, .. } => Some(MlpShape {
-                input: *a,
-                cond: 0,
-                hidden: net.hidden,
-                depth: net.depth,
-                output: 2 * b,
-            }),
-            Layer::Maf { net, .. } => Some(MlpShape {
-                input: dim,
-                cond: 0,
-                hidden: net.hidden,
-                depth: net.depth,
-                output: 2 * dim,
-            }),
-            Layer::SplineCoupling { a, b, bins, net, .. } => Some(MlpShape {
-                input: *a,
-                cond: 0,
-                hidden: net.hidden,
-                depth: net.depth,
-                output: b * flowmote::spline::spline_params(*bins),
-            }),
-            Layer::SplineAutoregressive { bins, net, .. } => Some(MlpShape {
-                input: dim,
-                cond: 0,
-                hidden: net.hidden,
-                depth: net.depth,
-                output: dim * flowmote::spline::spline_params(*bins),
-            }),
-            Layer::Cnf { net, .. } => Some(MlpShape {
-                input: dim,
-                cond: 1,
-                hidden: net.hidden,
-                depth: net.depth,
-                output: dim,
-            }),
-            Layer::ActNorm { .. } | Layer::Permutation { .. } | Layer::Reverse | Layer::LuLinear { .. } => None,
-        }
+        self.spec(dim).net
     }
 
     /// The trainable parameters (empty for fixed layers).
     pub fn params(&self) -> &[f32] {
-        match self {
-            Layer::AffineCoupling { params, .. }
-            | Layer::Maf { params, .. }
-            | Layer::SplineCoupling { params, .. }
-            | Layer::SplineAutoregressive { params, .. }
-            | Layer::LuLinear { params, .. }
-            | Layer::Cnf { params, .. } => params,
-            Layer::ActNorm { .. } | Layer::Permutation { .. } | Layer::Reverse => &[],
-        }
+        self.spec(0).params
     }
 
     /// The trainable parameters, mutably (`None` for fixed layers).
@@ -260,11 +307,7 @@ impl Layer {
     /// parameters and gradients are masked with
     /// [`flowmote::maf::made_mask_heads`]); 0 for the others.
     pub fn made_heads(&self) -> usize {
-        match self {
-            Layer::Maf { .. } => 2,
-            Layer::SplineAutoregressive { bins, .. } => flowmote::spline::spline_params(*bins),
-            _ => 0,
-        }
+        self.spec(0).made_heads
     }
 
     /// Short human-readable description.
@@ -322,10 +365,8 @@ impl DynFlow {
     pub fn stored_floats(&self) -> usize {
         self.layers
             .iter()
-            .map(|l| match l {
-                Layer::ActNorm { .. } => 2 * self.dim,
-                l => l.params().len(),
-            })
+            .map(|l| l.spec(self.dim))
+            .map(|s| s.params.len() + s.fixed_floats)
             .sum()
     }
 
@@ -335,15 +376,10 @@ impl DynFlow {
     /// the field's MACs times its evaluations (steps × 1, 2 or 4 stages for
     /// Euler, Heun, RK4; the trace comes on top).
     pub fn macs(&self) -> usize {
-        let d = self.dim;
         self.layers
             .iter()
-            .map(|l| match (l, l.mlp_shape(d)) {
-                (Layer::Cnf { solver, steps, .. }, Some(s)) => steps * Solver::from(*solver).stages() * s.macs(),
-                (Layer::LuLinear { .. }, _) => d * d,
-                (_, Some(s)) => s.macs(),
-                (_, None) => 0,
-            })
+            .map(|l| l.spec(self.dim))
+            .map(|s| s.evaluations * s.net.map_or(0, |n| n.macs()) + s.extra_macs)
             .sum()
     }
 
