@@ -4,7 +4,7 @@
 //! `y_A = x_A`, `y_B = x_B ⊙ e^{s(x_A)} + t(x_A)`, `s = c·tanh(raw/c)`,
 //! so `|s| < c` and `exp` cannot overflow. Log-det `Σ s`.
 
-use crate::layer::{take, SliceBackward, SliceBijector};
+use crate::layer::{mlp_backward, net_scratch, SliceBijector};
 use crate::mlp::{Mlp, MlpGrad, MlpRef};
 use crate::{Bijector, Error};
 
@@ -125,33 +125,17 @@ impl SliceBijector for AffineCouplingRef<'_> {
     fn scratch_len(&self) -> usize {
         2 * self.net.shape.hidden + 2 * self.b
     }
-    fn forward_flat(&self, x: &mut [f32], mut s: &mut [f32]) -> f32 {
-        let h = self.net.shape.hidden;
-        let (h0, h1, out) = (take(&mut s, h), take(&mut s, h), take(&mut s, 2 * self.b));
+    fn forward_flat(&self, x: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, _) = net_scratch(s, self.net.shape.hidden, 2 * self.b);
         self.forward(x, h0, h1, out)
     }
-    fn inverse_flat(&self, z: &mut [f32], mut s: &mut [f32]) -> f32 {
-        let h = self.net.shape.hidden;
-        let (h0, h1, out) = (take(&mut s, h), take(&mut s, h), take(&mut s, 2 * self.b));
+    fn inverse_flat(&self, z: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, _) = net_scratch(s, self.net.shape.hidden, 2 * self.b);
         self.inverse(z, h0, h1, out)
     }
 }
 
-impl SliceBackward for AffineCouplingRef<'_> {
-    fn param_len(&self) -> usize {
-        self.net.shape.n_params()
-    }
-    fn train_scratch_len(&self) -> usize {
-        AffineCouplingRef::train_scratch_len(self)
-    }
-    fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]) {
-        let mut grad = MlpGrad::from_flat(self.net.shape, grad).expect("gradient sized like the parameters");
-        self.backward(x, g, g_ld, &mut grad, scratch)
-    }
-    fn as_bijector(&self) -> &dyn SliceBijector {
-        self
-    }
-}
+mlp_backward!(AffineCouplingRef);
 
 /// Const-generic affine coupling for `static` models: `A` conditioning and
 /// `B` transformed coordinates (`A + B = D`, checked at compile time), a

@@ -85,6 +85,44 @@ impl<T: SliceBackward> SliceBackward for Frozen<T> {
     }
 }
 
+/// [`SliceBackward`] for views with an MLP conditioner `net` and the
+/// inherent `backward(x, g, g_ld, &mut MlpGrad, scratch)` and
+/// `train_scratch_len()` of the coupling and autoregressive layers.
+macro_rules! mlp_backward {
+    ($view:ident) => {
+        impl $crate::layer::SliceBackward for $view<'_> {
+            fn param_len(&self) -> usize {
+                self.net.shape.n_params()
+            }
+            fn train_scratch_len(&self) -> usize {
+                $view::train_scratch_len(self)
+            }
+            fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]) {
+                let mut grad =
+                    $crate::mlp::MlpGrad::from_flat(self.net.shape, grad).expect("gradient sized like the parameters");
+                self.backward(x, g, g_ld, &mut grad, scratch)
+            }
+            fn as_bijector(&self) -> &dyn $crate::layer::SliceBijector {
+                self
+            }
+        }
+    };
+}
+pub(crate) use mlp_backward;
+
+/// The scratch of a conditioned layer: `h0`, `h1` (`hidden` each), `out`
+/// (`n_out`) and the rest.
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+pub(crate) fn net_scratch(
+    mut s: &mut [f32],
+    hidden: usize,
+    n_out: usize,
+) -> (&mut [f32], &mut [f32], &mut [f32], &mut [f32]) {
+    let (h0, h1, out) = (take(&mut s, hidden), take(&mut s, hidden), take(&mut s, n_out));
+    (h0, h1, out, s)
+}
+
 /// Split the first `n` floats off `s` (the views' scratch layouts).
 #[inline(always)]
 pub(crate) fn take<'s>(s: &mut &'s mut [f32], n: usize) -> &'s mut [f32] {

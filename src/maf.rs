@@ -6,7 +6,7 @@
 //! trainer keeps them zero with [`made_mask_params`].
 
 use crate::coupling::{affine_backward, affine_forward, affine_inverse_one};
-use crate::layer::{take, SliceBackward, SliceBijector};
+use crate::layer::{mlp_backward, net_scratch, SliceBijector};
 use crate::mlp::{Mlp, MlpGrad, MlpRef, MlpShape};
 use crate::{Bijector, Error};
 
@@ -148,33 +148,17 @@ impl SliceBijector for MafRef<'_> {
     fn scratch_len(&self) -> usize {
         2 * self.net.shape.hidden + 3 * self.dim()
     }
-    fn forward_flat(&self, x: &mut [f32], mut s: &mut [f32]) -> f32 {
-        let (h, d) = (self.net.shape.hidden, self.dim());
-        let (h0, h1, out) = (take(&mut s, h), take(&mut s, h), take(&mut s, 2 * d));
+    fn forward_flat(&self, x: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, _) = net_scratch(s, self.net.shape.hidden, 2 * self.dim());
         self.forward(x, h0, h1, out)
     }
-    fn inverse_flat(&self, z: &mut [f32], mut s: &mut [f32]) -> f32 {
-        let (h, d) = (self.net.shape.hidden, self.dim());
-        let (h0, h1, out, xbuf) = (take(&mut s, h), take(&mut s, h), take(&mut s, 2 * d), take(&mut s, d));
+    fn inverse_flat(&self, z: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, xbuf) = net_scratch(s, self.net.shape.hidden, 2 * self.dim());
         self.inverse(z, xbuf, h0, h1, out)
     }
 }
 
-impl SliceBackward for MafRef<'_> {
-    fn param_len(&self) -> usize {
-        self.net.shape.n_params()
-    }
-    fn train_scratch_len(&self) -> usize {
-        MafRef::train_scratch_len(self)
-    }
-    fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]) {
-        let mut grad = MlpGrad::from_flat(self.net.shape, grad).expect("gradient sized like the parameters");
-        self.backward(x, g, g_ld, &mut grad, scratch)
-    }
-    fn as_bijector(&self) -> &dyn SliceBijector {
-        self
-    }
-}
+mlp_backward!(MafRef);
 
 /// Const-generic MAF layer for `static` models: dimension `D`, `H` hidden
 /// units, `L + 1` hidden layers. Masked weights must be zero (exported models

@@ -80,7 +80,7 @@
 //! coordinates for the coupling, `n = D` for the autoregressive layer). The
 //! scalar functions therefore read parameter `p` at `raw[p·stride]`.
 
-use crate::layer::{take, SliceBackward, SliceBijector};
+use crate::layer::{mlp_backward, net_scratch, SliceBijector};
 pub use crate::maf::{is_made_masked, made_mask_heads};
 use crate::mlp::{Mlp, MlpGrad, MlpRef};
 use crate::sigmoid::softplus;
@@ -578,33 +578,17 @@ impl SliceBijector for SplineCouplingRef<'_> {
     fn scratch_len(&self) -> usize {
         2 * self.net.shape.hidden + self.n_out()
     }
-    fn forward_flat(&self, x: &mut [f32], mut s: &mut [f32]) -> f32 {
-        let h = self.net.shape.hidden;
-        let (h0, h1, out) = (take(&mut s, h), take(&mut s, h), take(&mut s, self.n_out()));
+    fn forward_flat(&self, x: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, _) = net_scratch(s, self.net.shape.hidden, self.n_out());
         self.forward(x, h0, h1, out)
     }
-    fn inverse_flat(&self, z: &mut [f32], mut s: &mut [f32]) -> f32 {
-        let h = self.net.shape.hidden;
-        let (h0, h1, out) = (take(&mut s, h), take(&mut s, h), take(&mut s, self.n_out()));
+    fn inverse_flat(&self, z: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, _) = net_scratch(s, self.net.shape.hidden, self.n_out());
         self.inverse(z, h0, h1, out)
     }
 }
 
-impl SliceBackward for SplineCouplingRef<'_> {
-    fn param_len(&self) -> usize {
-        self.net.shape.n_params()
-    }
-    fn train_scratch_len(&self) -> usize {
-        SplineCouplingRef::train_scratch_len(self)
-    }
-    fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]) {
-        let mut grad = MlpGrad::from_flat(self.net.shape, grad).expect("gradient sized like the parameters");
-        self.backward(x, g, g_ld, &mut grad, scratch)
-    }
-    fn as_bijector(&self) -> &dyn SliceBijector {
-        self
-    }
-}
+mlp_backward!(SplineCouplingRef);
 
 /// Const-generic spline coupling for `static` models: `A` conditioning and
 /// `B` transformed coordinates (`A + B = D`), a conditioner with `H` hidden
@@ -798,34 +782,17 @@ impl SliceBijector for SplineAutoregressiveRef<'_> {
     fn scratch_len(&self) -> usize {
         2 * self.net.shape.hidden + self.n_out() + self.dim()
     }
-    fn forward_flat(&self, x: &mut [f32], mut s: &mut [f32]) -> f32 {
-        let h = self.net.shape.hidden;
-        let (h0, h1, out) = (take(&mut s, h), take(&mut s, h), take(&mut s, self.n_out()));
+    fn forward_flat(&self, x: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, _) = net_scratch(s, self.net.shape.hidden, self.n_out());
         self.forward(x, h0, h1, out)
     }
-    fn inverse_flat(&self, z: &mut [f32], mut s: &mut [f32]) -> f32 {
-        let h = self.net.shape.hidden;
-        let (h0, h1, out) = (take(&mut s, h), take(&mut s, h), take(&mut s, self.n_out()));
-        let xbuf = take(&mut s, self.dim());
+    fn inverse_flat(&self, z: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, xbuf) = net_scratch(s, self.net.shape.hidden, self.n_out());
         self.inverse(z, xbuf, h0, h1, out)
     }
 }
 
-impl SliceBackward for SplineAutoregressiveRef<'_> {
-    fn param_len(&self) -> usize {
-        self.net.shape.n_params()
-    }
-    fn train_scratch_len(&self) -> usize {
-        SplineAutoregressiveRef::train_scratch_len(self)
-    }
-    fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]) {
-        let mut grad = MlpGrad::from_flat(self.net.shape, grad).expect("gradient sized like the parameters");
-        self.backward(x, g, g_ld, &mut grad, scratch)
-    }
-    fn as_bijector(&self) -> &dyn SliceBijector {
-        self
-    }
-}
+mlp_backward!(SplineAutoregressiveRef);
 
 /// Const-generic autoregressive spline layer for `static` models: dimension
 /// `D`, `H` hidden units, `L + 1` hidden layers, `K` bins, `P = 3K − 1`
