@@ -4,7 +4,7 @@
 //! `search`, `members`, `fold_results`), so older files load.
 
 use crate::train::TrainConfig;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// One epoch of the training history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,6 +48,7 @@ pub struct Settings {
     #[serde(flatten)]
     pub config: TrainConfig,
     /// Columns dequantised (names) and their quantisation step.
+    #[serde(serialize_with = "steps_wide")]
     pub dequantized: Vec<(String, f32)>,
     /// Every candidate of the search, in order (when it tried several).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,6 +75,7 @@ pub struct Candidate {
     /// Flow family (`maf`, `nsf`, …).
     pub flow: String,
     /// Noise level it was trained with.
+    #[serde(serialize_with = "opt_f32_wide")]
     pub noise: Option<f32>,
     /// Flow layers.
     pub layers: usize,
@@ -117,6 +119,23 @@ pub struct FoldResult {
     pub val_nll: f64,
     /// Its search's candidates (`null` when it trained one).
     pub search: Option<Vec<Candidate>>,
+}
+
+/// An `f32` written as the `f64` it widens to, as the provenance has always
+/// been written (through `serde_json::Value`): `0.1f32` is
+/// `0.10000000149011612`, and reads back as the same `f32`.
+pub(crate) fn f32_wide<S: Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(*v as f64)
+}
+
+/// [`f32_wide`] for an optional value.
+pub(crate) fn opt_f32_wide<S: Serializer>(v: &Option<f32>, s: S) -> Result<S::Ok, S::Error> {
+    v.map(f64::from).serialize(s)
+}
+
+/// [`f32_wide`] for the dequantisation steps.
+fn steps_wide<S: Serializer>(v: &[(String, f32)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|(n, x)| (n, f64::from(*x))))
 }
 
 /// `null` reads as the default.

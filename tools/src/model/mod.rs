@@ -389,6 +389,23 @@ impl DynFlow {
         ensure!(d >= 1, "model dimension must be at least 1");
         for (i, l) in self.layers.iter().enumerate() {
             let ctx = || format!("layer {i} ({})", l.describe());
+            let split = |a: usize, b: usize| -> Result<()> {
+                ensure!(
+                    a + b == d && a >= 1 && b >= 1,
+                    "{}: split {a}+{b} does not fit dimension {d}",
+                    ctx()
+                );
+                Ok(())
+            };
+            let bins_ok = |bins: usize| -> Result<()> {
+                ensure!(
+                    (1..=flowmote::spline::MAX_BINS).contains(&bins),
+                    "{}: bins must be 1..={}",
+                    ctx(),
+                    flowmote::spline::MAX_BINS
+                );
+                Ok(())
+            };
             match l {
                 Layer::ActNorm { log_scale, shift, .. } => {
                     ensure!(
@@ -417,11 +434,7 @@ impl DynFlow {
                     clamp,
                     params,
                 } => {
-                    ensure!(
-                        a + b == d && *a >= 1 && *b >= 1,
-                        "{}: split {a}+{b} does not fit dimension {d}",
-                        ctx()
-                    );
+                    split(*a, *b)?;
                     check_net(l, d, net, *clamp, params).with_context(ctx)?;
                 }
                 Layer::Maf { net, clamp, params } => check_net(l, d, net, *clamp, params).with_context(ctx)?,
@@ -433,17 +446,8 @@ impl DynFlow {
                     net,
                     params,
                 } => {
-                    ensure!(
-                        a + b == d && *a >= 1 && *b >= 1,
-                        "{}: split {a}+{b} does not fit dimension {d}",
-                        ctx()
-                    );
-                    ensure!(
-                        (1..=flowmote::spline::MAX_BINS).contains(bins),
-                        "{}: bins must be 1..={}",
-                        ctx(),
-                        flowmote::spline::MAX_BINS
-                    );
+                    split(*a, *b)?;
+                    bins_ok(*bins)?;
                     check_net(l, d, net, *tail_bound, params).with_context(ctx)?;
                 }
                 Layer::SplineAutoregressive {
@@ -452,12 +456,7 @@ impl DynFlow {
                     net,
                     params,
                 } => {
-                    ensure!(
-                        (1..=flowmote::spline::MAX_BINS).contains(bins),
-                        "{}: bins must be 1..={}",
-                        ctx(),
-                        flowmote::spline::MAX_BINS
-                    );
+                    bins_ok(*bins)?;
                     check_net(l, d, net, *tail_bound, params).with_context(ctx)?;
                 }
                 Layer::LuLinear { perm, sign, params } => {

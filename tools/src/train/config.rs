@@ -192,10 +192,12 @@ pub struct TrainConfig {
     /// [default: chosen by validation among 0, 0.1, 0.2, 0.3, stopping at
     /// the first level that does worse].
     #[arg(long)]
+    #[serde(serialize_with = "crate::provenance::opt_f32_wide")]
     pub noise: Option<f32>,
     /// Soft clamp of the affine log-scales (|log-scale| < clamp): smaller
     /// values give gentler tails, i.e. less extreme scores far from the data.
     #[arg(long, default_value_t = flowmote::coupling::DEFAULT_CLAMP)]
+    #[serde(serialize_with = "crate::provenance::f32_wide")]
     pub clamp: f32,
     /// Solver steps of a continuous flow (RK4).
     #[arg(long, default_value_t = 8)]
@@ -206,6 +208,7 @@ pub struct TrainConfig {
     /// Spline layers act on [−B, B] of the standardised data (identity
     /// outside, so far-out readings keep bounded, honest scores).
     #[arg(long, default_value_t = flowmote::spline::DEFAULT_TAIL_BOUND)]
+    #[serde(serialize_with = "crate::provenance::f32_wide")]
     pub tail_bound: f32,
     /// Hold out block `k` of `n` (`Some((k, n))`) instead of `val_fraction`
     /// of the rows: the blocks, contiguous in the split's row order, cover
@@ -219,6 +222,7 @@ pub struct TrainConfig {
     /// Scale of the conditioners' output layer at initialisation (small =
     /// near identity); not a flag.
     #[arg(skip = 0.1)]
+    #[serde(serialize_with = "crate::provenance::f32_wide")]
     pub init_scale: f32,
 }
 

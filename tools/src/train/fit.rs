@@ -488,14 +488,7 @@ pub(super) fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Resu
     };
     let fitted = fit(flow, &rows, &sched, cfg, &mut rng, &bar)?;
     let Standardisation { steps, mean, std } = st;
-    let Fitted {
-        best_val,
-        best_epoch,
-        flow,
-        history,
-        epochs_run,
-        skipped,
-    } = fitted;
+    let best_val = fitted.best_val;
     let (batch, epochs, patience) = (sched.batch, sched.epochs, sched.patience);
     let steps_used: Vec<(String, f32)> = steps
         .iter()
@@ -506,11 +499,11 @@ pub(super) fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Resu
         train_rows: n,
         val_rows: val.len(),
         labelled_out,
-        epochs_run,
-        best_epoch,
+        epochs_run: fitted.epochs_run,
+        best_epoch: fitted.best_epoch,
         best_val_nll: best_val,
         dequantized: steps_used,
-        skipped_rows: skipped,
+        skipped_rows: fitted.skipped,
         seconds: start.elapsed().as_secs_f64(),
         parameters,
         validation: val.clone(),
@@ -535,7 +528,7 @@ pub(super) fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Resu
         features: ds.features.clone(),
         mean,
         std,
-        model: DynMixture::single(flow),
+        model: DynMixture::single(fitted.flow),
         threshold: None,
         provenance: Provenance {
             data_file: ds.path.clone(),
@@ -544,7 +537,7 @@ pub(super) fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Resu
             val_rows: val.len(),
             val_nll: best_val,
             settings,
-            history,
+            history: fitted.history,
         },
     };
     model.validate()?;
