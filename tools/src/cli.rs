@@ -5,7 +5,9 @@
 use crate::data::{self, Dataset};
 use crate::eval::{self, EvalReport};
 use crate::metrics;
-use crate::model::{write_atomic, ModelFile, Threshold};
+use crate::model::{ModelFile, Threshold};
+use crate::output;
+use crate::say;
 use crate::train::{self, FlowKind, Gaussian, TrainConfig};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
@@ -38,12 +40,13 @@ pub struct TrainArgs {
 
 /// Run `flowmote train`; returns the trained model (also written to `--out`).
 pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
+    output::refuse_inputs(&a.out, &[&a.data])?;
     let ds = data::load_training(&a.data, a.label_column.as_deref())?;
     let (model, s) = train::train(&ds, &a.config, !a.quiet)?;
     model.save(&a.out)?;
     let what = describe_model(&model);
     let folds = model.provenance.settings.folds();
-    println!(
+    say!(
         "trained {what}: {} parameters ≈ {:.0} KB of flash, {} multiply-adds per score, on {} rows ({}{}) in {:.1} s",
         s.parameters,
         s.parameters as f64 * 4.0 / 1024.0,
@@ -62,31 +65,33 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
         s.seconds
     );
     if !s.dequantized.is_empty() {
-        println!(
+        say!(
             "dequantised {} integer column(s) with U(-0.5, 0.5)·step noise each epoch",
             s.dequantized.len()
         );
     }
     if s.skipped_rows > 0 {
-        println!(
+        say!(
             "warning: {} row-evaluations overflowed during training and were skipped",
             s.skipped_rows
         );
     }
     if folds > 1 {
-        println!(
+        say!(
             "cross-validated NLL {:.4} nats/row (each fold's model on the block it held out)",
             s.best_val_nll
         );
     } else if model.model.as_single().is_some() {
-        println!(
+        say!(
             "kept epoch {} of {}: validation NLL {:.4} nats/row",
-            s.best_epoch, s.epochs_run, s.best_val_nll
+            s.best_epoch,
+            s.epochs_run,
+            s.best_val_nll
         );
     } else {
-        println!("validation NLL of the mixture {:.4} nats/row", s.best_val_nll);
+        say!("validation NLL of the mixture {:.4} nats/row", s.best_val_nll);
     }
-    println!("wrote {}", a.out.display());
+    say!("wrote {}", a.out.display());
     Ok(model)
 }
 
@@ -243,9 +248,10 @@ pub fn run_eval(a: &EvalArgs) -> Result<EvalReport> {
     };
     if a.json {
         // Through a JSON value, so the keys print sorted as they always have.
-        println!("{}", serde_json::to_string(&serde_json::to_value(&report)?)?);
+        let json = serde_json::to_string(&serde_json::to_value(&report)?)?;
+        output::to_stdout(format!("{json}\n").as_bytes())?;
     } else {
-        print!("{report}");
+        output::to_stdout(report.to_string().as_bytes())?;
     }
     Ok(report)
 }
@@ -277,6 +283,7 @@ pub fn run_calibrate(a: &CalibrateArgs) -> Result<Threshold> {
         a.false_alarm_rate > 0.0 && a.false_alarm_rate < 1.0,
         "--false-alarm-rate must be in (0, 1), e.g. 0.01 for 1 %"
     );
+    output::refuse_inputs(a.out.as_ref().unwrap_or(&a.model), &[&a.data])?;
     let mut model = ModelFile::load(&a.model)?;
     let mut ds = data::load_for_model(&a.data, &model.features, a.label_column.as_deref())?;
     if let Some(l) = ds.labels.take() {
@@ -318,7 +325,7 @@ pub fn run_calibrate(a: &CalibrateArgs) -> Result<Threshold> {
     let out = a.out.as_ref().unwrap_or(&a.model);
     model.save(out)?;
     let achieved = metrics::flag_rate(&finite.iter().map(|&v| Some(v)).collect::<Vec<_>>(), th.score as f64);
-    println!(
+    say!(
         "threshold −log p > {:.4} nats (target {:.2} % false alarms; {:.2} % of the {} calibration rows are above it); wrote {}",
         th.score,
         100.0 * a.false_alarm_rate,
@@ -348,6 +355,9 @@ pub struct ScoreArgs {
 
 /// Run `flowmote score`; returns the CSV text written.
 pub fn run_score(a: &ScoreArgs) -> Result<String> {
+    if let Some(out) = &a.out {
+        output::refuse_inputs(out, &[&a.model, &a.data])?;
+    }
     let model = ModelFile::load(&a.model)?;
     let ds = data::load_for_model(&a.data, &model.features, a.label_column.as_deref())?;
     let r = score_rows(&model, &ds);
@@ -388,7 +398,7 @@ pub fn run_score(a: &ScoreArgs) -> Result<String> {
     }
     match &a.out {
         Some(p) => {
-            write_atomic(p, s.as_bytes())?;
+            output::write(p, s.as_bytes())?;
             eprintln!(
                 "scored {} rows ({} flagged, {} could not be scored{}) → {}",
                 r.len(),
@@ -402,7 +412,7 @@ pub fn run_score(a: &ScoreArgs) -> Result<String> {
                 p.display()
             );
         }
-        None => print!("{s}"),
+        None => output::to_stdout(s.as_bytes())?,
     }
     Ok(s)
 }
@@ -446,6 +456,9 @@ pub fn draw_samples(model: &ModelFile, n: usize, seed: u64) -> Result<Vec<(Vec<f
 
 /// Run `flowmote sample`; returns the CSV text.
 pub fn run_sample(a: &SampleArgs) -> Result<String> {
+    if let Some(out) = &a.out {
+        output::refuse_inputs(out, &[&a.model])?;
+    }
     let model = ModelFile::load(&a.model)?;
     let draws = draw_samples(&model, a.n, a.seed)?;
     let mut s = model.features.join(",");
@@ -469,10 +482,10 @@ pub fn run_sample(a: &SampleArgs) -> Result<String> {
     }
     match &a.out {
         Some(p) => {
-            write_atomic(p, s.as_bytes())?;
+            output::write(p, s.as_bytes())?;
             eprintln!("wrote {} samples (seed {}) to {}", a.n, a.seed, p.display());
         }
-        None => print!("{s}"),
+        None => output::to_stdout(s.as_bytes())?,
     }
     Ok(s)
 }
@@ -543,22 +556,28 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
         }
     }
     let dir = &a.out_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let model_json = dir.join("model.json");
-    println!("1/5 train: {} → {}", train_csv.display(), model_json.display());
+    for out in ["model.json", "validation.csv", "model.rs", "scores.csv"] {
+        output::refuse_inputs(&dir.join(out), &[&train_csv, &test_csv])?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    say!("1/5 train: {} → {}", train_csv.display(), model_json.display());
     let ds = data::load_training(&train_csv, None)?;
     // maf at a fixed noise (the size step only), not the whole default
     // search (4–7 trainings, minutes).
+    // One validation split (no committee), whatever the file's size: the
+    // demo calibrates on the rows no flow trained on.
     let cfg = TrainConfig {
         flow: FlowKind::Maf,
         noise: Some(DEMO_NOISE),
         epochs: Some(a.epochs),
         seed: a.seed,
+        folds: Some(1),
         ..TrainConfig::default()
     };
     let (model, s) = train::train(&ds, &cfg, !a.quiet)?;
     model.save(&model_json)?;
-    println!(
+    say!(
         "    {}: {} parameters, {} multiply-adds per score, {} rows (+{} validation), {:.1} s; validation NLL {:.3} nats/row",
         describe_model(&model),
         s.parameters,
@@ -569,8 +588,8 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
         s.best_val_nll
     );
     let val_csv = dir.join("validation.csv");
-    write_atomic(&val_csv, rows_csv(&model.features, &s.validation).as_bytes())?;
-    println!(
+    output::write(&val_csv, rows_csv(&model.features, &s.validation).as_bytes())?;
+    say!(
         "2/5 calibrate at 1 % false alarms on the held-out validation rows ({})",
         val_csv.display()
     );
@@ -582,21 +601,21 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
         out: None,
     })?;
     let model_rs = dir.join("model.rs");
-    println!("3/5 export → {}", model_rs.display());
+    say!("3/5 export → {}", model_rs.display());
     crate::export::run(&crate::export::ExportArgs {
         model: model_json.clone(),
         out: model_rs,
         name: None,
     })?;
     let scores = dir.join("scores.csv");
-    println!("4/5 score {} → {}", test_csv.display(), scores.display());
+    say!("4/5 score {} → {}", test_csv.display(), scores.display());
     run_score(&ScoreArgs {
         model: model_json.clone(),
         data: test_csv.clone(),
         out: Some(scores),
         label_column: None,
     })?;
-    println!("5/5 eval on {}", test_csv.display());
+    say!("5/5 eval on {}", test_csv.display());
     run_eval(&EvalArgs {
         model: model_json,
         data: test_csv,

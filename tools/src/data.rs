@@ -151,9 +151,49 @@ struct Raw {
     sha256: String,
 }
 
+/// Line numbers (1-based) of byte offsets, counting `\n`, `\r\n` and a lone
+/// `\r` each as one line break. The csv crate's own `Position::line` is one
+/// too low after CRLF and always 1 in CR-only files.
+pub struct LineIndex {
+    /// Byte offset where each line starts.
+    starts: Vec<u64>,
+}
+
+impl LineIndex {
+    /// Index the line starts of `bytes`.
+    pub fn new(bytes: &[u8]) -> Self {
+        let mut starts = vec![0];
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\n' => starts.push(i as u64 + 1),
+                b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                    starts.push(i as u64 + 2);
+                    i += 1;
+                }
+                b'\r' => starts.push(i as u64 + 1),
+                _ => {}
+            }
+            i += 1;
+        }
+        LineIndex { starts }
+    }
+
+    /// The line where a record that the csv reader reports at byte `offset`
+    /// starts: blank lines the reader skipped before it are passed over.
+    pub fn line(&self, bytes: &[u8], offset: u64) -> usize {
+        let mut o = offset as usize;
+        while matches!(bytes.get(o), Some(b'\r' | b'\n')) {
+            o += 1;
+        }
+        self.starts.partition_point(|&s| s <= o as u64).max(1)
+    }
+}
+
 fn read_raw(path: &Path) -> Result<Raw> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let sha256 = sha256_hex(&bytes);
+    let lines = LineIndex::new(&bytes);
     let p = path.display();
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -162,7 +202,7 @@ fn read_raw(path: &Path) -> Result<Raw> {
         .from_reader(&bytes[..]);
     let header: Vec<String> = rdr
         .headers()
-        .map_err(|e| csv_error(&p.to_string(), e))?
+        .map_err(|e| csv_error(&p.to_string(), &lines, &bytes, e))?
         .iter()
         .map(String::from)
         .collect();
@@ -188,8 +228,8 @@ fn read_raw(path: &Path) -> Result<Raw> {
     }
     let mut records = Vec::new();
     for rec in rdr.records() {
-        let rec = rec.map_err(|e| csv_error(&p.to_string(), e))?;
-        let line = rec.position().map(|q| q.line() as usize).unwrap_or(0);
+        let rec = rec.map_err(|e| csv_error(&p.to_string(), &lines, &bytes, e))?;
+        let line = rec.position().map_or(0, |q| lines.line(&bytes, q.byte()));
         // A blank line is skipped by the csv crate; a line of only commas is a record of empty cells.
         records.push((line, rec));
     }
@@ -200,8 +240,8 @@ fn read_raw(path: &Path) -> Result<Raw> {
     })
 }
 
-fn csv_error(p: &str, e: csv::Error) -> anyhow::Error {
-    let line = e.position().map(|q| q.line());
+fn csv_error(p: &str, lines: &LineIndex, bytes: &[u8], e: csv::Error) -> anyhow::Error {
+    let line = e.position().map(|q| lines.line(bytes, q.byte()));
     match (e.kind(), line) {
         (csv::ErrorKind::UnequalLengths { expected_len, len, .. }, Some(l)) => {
             anyhow!("{p} line {l}: malformed CSV: {len} fields, but the header has {expected_len} columns")
@@ -398,6 +438,27 @@ mod tests {
         assert!(e.contains("header"), "{e}");
         let p = tmp("e.csv", "x,y\n");
         assert!(format!("{:#}", load_training(&p, None).unwrap_err()).contains("no data rows"));
+    }
+
+    #[test]
+    fn line_numbers_are_right_for_lf_crlf_and_cr_files() {
+        for (name, nl) in [("lf.csv", "\n"), ("crlf.csv", "\r\n"), ("cr.csv", "\r")] {
+            let text = ["x,y", "1,2", "3,4", "", "5,6", "7,abc", ""].join(nl);
+            let p = tmp(name, &text);
+            let e = format!("{:#}", load_training(&p, None).unwrap_err());
+            assert!(e.contains("line 6, column 2"), "{name}: {e}");
+            let text = ["x,y", "1,2", "3,4", "5", ""].join(nl);
+            let p = tmp(name, &text);
+            let e = format!("{:#}", load_training(&p, None).unwrap_err());
+            assert!(e.contains("line 4") && e.contains("malformed"), "{name}: {e}");
+            let text = ["x,y", "1,2", "", "3,4", ""].join(nl);
+            let p = tmp(name, &text);
+            assert_eq!(load_training(&p, None).unwrap().lines, vec![2, 4], "{name}");
+        }
+        // A quoted field spanning lines: the next record's line counts both.
+        let p = tmp("q.csv", "x,y\r\n\"1\r\n\",2\r\n3,abc\r\n");
+        let e = format!("{:#}", load_training(&p, None).unwrap_err());
+        assert!(e.contains("line 4, column 2"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub mod eval;
 pub mod export;
 pub mod metrics;
 pub mod model;
+pub mod output;
 pub mod plot;
 pub mod provenance;
+pub mod target;
 pub mod train;

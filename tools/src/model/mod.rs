@@ -16,7 +16,7 @@ mod mixture;
 mod view;
 
 pub use crate::provenance::{Epoch, Provenance};
-pub use file::{write_atomic, ModelFile, Threshold};
+pub use file::{ModelFile, Threshold};
 pub use mixture::{DynMixture, MixView, MixWorkspace};
 pub use view::{FlowView, View, Workspace};
 

@@ -2,11 +2,11 @@
 //! standardisation, the whitening layer and the layer lists of each family.
 
 use super::baseline::{cholesky, covariance};
-use super::config::{default_size, FlowKind, TrainConfig};
+use super::config::{default_size, FlowKind, TrainConfig, MAX_DEPTH, MAX_HIDDEN, MAX_LAYERS, MAX_WEIGHTS};
 use super::fit::train_rows;
 use crate::data::Dataset;
 use crate::model::{Act, DynFlow, Layer, Net, SolverKind};
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 use flowmote::mlp::{MlpGrad, MlpShape};
 use flowmote::ActNormRef;
 use rand_core::{Rng, SeedableRng};
@@ -129,6 +129,34 @@ pub fn build_flow<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<DynFlow> {
     let d = mean.len();
+    ensure!(
+        (1..=MAX_LAYERS).contains(&layers),
+        "--layers must be 1..={MAX_LAYERS} (got {layers})"
+    );
+    ensure!(
+        (1..=MAX_HIDDEN).contains(&net.hidden) && (1..=MAX_DEPTH).contains(&net.depth),
+        "--hidden must be 1..={MAX_HIDDEN} and --depth 1..={MAX_DEPTH} (got {} and {})",
+        net.hidden,
+        net.depth
+    );
+    // A bound on the weights (generous: spline conditioners have up to 3·K
+    // outputs per column) checked before anything is allocated.
+    let per_layer = net
+        .hidden
+        .saturating_mul(
+            net.hidden
+                .saturating_add(d.saturating_mul(3 * flowmote::spline::MAX_BINS + 2)),
+        )
+        .saturating_mul(net.depth);
+    ensure!(
+        layers.saturating_mul(per_layer) <= MAX_WEIGHTS,
+        "{layers} layers of {}×{} hidden units on {d} columns would need about {} weights, over the {} this tool \
+         allocates — choose a smaller --layers/--hidden/--depth",
+        net.hidden,
+        net.depth,
+        layers.saturating_mul(per_layer),
+        MAX_WEIGHTS
+    );
     let mut ls = vec![standardize_layer(mean, std)];
     match kind {
         FlowKind::Auto => bail!("build_flow needs a concrete flow family (auto is resolved by train)"),

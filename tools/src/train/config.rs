@@ -252,11 +252,6 @@ impl TrainConfig {
         ensure!(self.epochs != Some(0), "--epochs must be at least 1");
         ensure!(self.lr.is_finite() && self.lr > 0.0, "--lr must be a positive number");
         check_data(ds)?;
-        ensure!(self.layers != Some(0), "--layers must be at least 1");
-        ensure!(
-            self.hidden != Some(0) && self.depth >= 1,
-            "--hidden and --depth must be at least 1"
-        );
         ensure!(
             self.flow != FlowKind::Coupling || d >= 2,
             "a coupling flow needs at least 2 columns (the data has {d}): one half conditions the other — use --flow maf or --flow cnf for 1-D data"
@@ -342,6 +337,16 @@ impl Budget {
         }
     }
 }
+
+/// Most hidden units per layer `--hidden` accepts: far beyond any model a
+/// microcontroller can hold, small enough to be refused before allocating.
+pub const MAX_HIDDEN: usize = 4096;
+/// Most flow layers `--layers` accepts.
+pub const MAX_LAYERS: usize = 256;
+/// Most hidden layers per conditioner `--depth` accepts.
+pub const MAX_DEPTH: usize = 16;
+/// Most weights a model may have (2²⁷ f32 = 512 MiB during training).
+pub const MAX_WEIGHTS: usize = 1 << 27;
 
 /// Noise levels (standard deviations per column) the search tries, in order.
 pub const NOISE_LEVELS: [f32; 4] = [0.0, 0.1, 0.2, 0.3];

@@ -83,6 +83,39 @@ pub(super) fn check_data(ds: &Dataset) -> Result<()> {
     Ok(())
 }
 
+/// Why `bad` rows of `rows` cannot be scored even by the starting model
+/// (the standardisation and a Gaussian): names the file, the column whose
+/// standardised value is furthest out, and the reason.
+fn unscorable_rows(ds: &Dataset, mean: &[f32], std: &[f32], rows: &[Vec<f32>], bad: usize, validation: bool) -> String {
+    let mut worst = (0usize, 0.0f64, 0.0f32);
+    for r in rows {
+        for (j, &v) in r.iter().enumerate() {
+            // NaN (an overflowed scale) ranks above every number.
+            let z = ((v as f64 - mean[j] as f64) / std[j] as f64).abs();
+            if z.total_cmp(&worst.1).is_gt() || z.is_nan() {
+                worst = (j, z, v);
+            }
+        }
+    }
+    let (j, z, v) = worst;
+    format!(
+        "{}: {bad} of the {} {} rows cannot be scored, so no model can be trained or selected on them: \
+         column {:?} holds {v:e}, {z:.1e} standard deviations from the training rows' mean {} \
+         (the log-density overflows f32){}",
+        ds.path,
+        rows.len(),
+        if validation { "validation" } else { "training" },
+        ds.features[j],
+        mean[j],
+        if validation {
+            "; the held-out rows (a block of the file, see --val-split) differ wildly from the training rows — \
+             check those rows, or hold out a random sample with --val-split random"
+        } else {
+            ""
+        }
+    )
+}
+
 /// The rows of one split: training rows (shuffled) and validation rows.
 struct Split {
     train: Vec<Vec<f32>>,
@@ -148,8 +181,17 @@ fn standardisation(ds: &Dataset, train: &[Vec<f32>], cfg: &TrainConfig) -> Resul
             ds.path,
             ds.features[j]
         );
+        let sd = var.sqrt() as f32;
+        ensure!(
+            sd.is_normal() && (1.0 / sd).is_normal() && (m as f32).is_finite(),
+            "{}: column {:?} cannot be standardised in f32: its training rows' standard deviation is {:e} \
+             (f32 scales from about 1e-37 to 1e37; the device computes in f32) — rescale the column, e.g. to other units",
+            ds.path,
+            ds.features[j],
+            var.sqrt()
+        );
         mean[j] = m as f32;
-        std[j] = var.sqrt() as f32;
+        std[j] = sd;
     }
     Ok(Standardisation { steps, mean, std })
 }
@@ -325,6 +367,7 @@ impl Step<'_> {
 /// diverges; keeps the best epoch's model.
 fn fit(
     mut flow: DynFlow,
+    init_val: f64,
     rows: &Rows,
     sched: &Schedule,
     cfg: &TrainConfig,
@@ -340,7 +383,6 @@ fn fit(
         grads,
     };
     let is_cnf = cfg.flow == FlowKind::Cnf;
-    let (init_val, _) = mean_nll(&flow, rows.sel);
     let mut best = (init_val, 0usize, flow.clone());
     let mut history = Vec::new();
     let (mut step, mut skipped, mut since_best, mut epochs_run, mut blowups) = (0usize, 0usize, 0usize, 0, 0);
@@ -486,7 +528,21 @@ pub(super) fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Resu
         std: &st,
         noise,
     };
-    let fitted = fit(flow, &rows, &sched, cfg, &mut rng, &bar)?;
+    let (init_val, init_bad) = mean_nll(&flow, rows.sel);
+    // Rows even the starting model (standardisation, whitening, near-identity
+    // layers) cannot score are a property of the data, not of training: more
+    // than 1 in 20 would otherwise count as a divergence at every epoch.
+    if init_bad > 0 && init_bad * 20 > rows.sel.len() {
+        bail!(unscorable_rows(
+            ds,
+            &st.mean,
+            &st.std,
+            rows.sel,
+            init_bad,
+            !val.is_empty()
+        ));
+    }
+    let fitted = fit(flow, init_val, &rows, &sched, cfg, &mut rng, &bar)?;
     let Standardisation { steps, mean, std } = st;
     let best_val = fitted.best_val;
     let (batch, epochs, patience) = (sched.batch, sched.epochs, sched.patience);
