@@ -369,3 +369,52 @@ fn exported_source_escapes_what_it_embeds() {
     assert!(!src.lines().any(|l| l.trim_start().starts_with("fn injected")), "{src}");
     assert!(src.contains("evil\\nfn injected() {}\\n.csv"));
 }
+
+#[test]
+fn standard_input_is_dash_and_other_delimiters_load() {
+    use std::io::Write;
+    let dir = tmpdir();
+    let out = dir.path().join("m.json");
+    let mut args = vec!["train", "--data", "-", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(TINY);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowmote"))
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Semicolon-separated, with a time column the trainer leaves out.
+    let mut text = String::from("time_ms;a;b\n");
+    for (i, l) in csv_text(200, "\n").lines().skip(1).enumerate() {
+        text.push_str(&format!("{};{}\n", 1000 + 10 * i, l.replace(',', ";")));
+    }
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains("\"time_ms\" left out"), "{e}");
+    let m: serde_json::Value = serde_json::from_str(&fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(m["features"], serde_json::json!(["a", "b"]));
+}
+
+#[test]
+fn calibrating_on_the_training_file_warns() {
+    let dir = tmpdir();
+    let m = dir.path().join("m.json");
+    let o = flowmote(&[
+        "calibrate",
+        "--model",
+        &model(),
+        "--data",
+        &data(),
+        "--out",
+        m.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is the file the model was trained on"),
+        "{}",
+        stderr(&o)
+    );
+}
