@@ -13,7 +13,7 @@ pub const DEFAULT_CLAMP: f32 = 3.0;
 /// `(s, ds/draw)` for `s = c·tanh(raw/c)`.
 #[inline(always)]
 pub fn soft_clamp(raw: f32, c: f32) -> (f32, f32) {
-    let t = libm::tanhf(raw / c);
+    let t = crate::activation::tanh(raw / c);
     (c * t, 1.0 - t * t)
 }
 
