@@ -187,6 +187,7 @@ fn lu_linear<const D: usize>(name: &str) {
 /// The same MLP computed by the core's slice-level view (`Mlp::view().forward`,
 /// what every const-generic layer calls) and by a hand-written loop over the
 /// fixed-size arrays: if the view cost anything on the device, it shows here.
+#[cfg(target_abi = "eabihf")]
 #[inline(never)]
 fn view_vs_fixed<const IN: usize, const H: usize, const OUT: usize>(
     act: Activation,
@@ -220,6 +221,7 @@ fn view_vs_fixed<const IN: usize, const H: usize, const OUT: usize>(
 
 /// Hand-written fixed-size dense forward pass (one extra hidden layer), indexed
 /// loops over the arrays as one would write them by hand.
+#[cfg(target_abi = "eabihf")]
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn fixed_forward<const IN: usize, const H: usize, const OUT: usize>(
