@@ -144,7 +144,8 @@ impl<'a> MlpRef<'a> {
             }
         } else {
             let h = h.get_mut(..self.shape.hidden).unwrap_or_default();
-            dense(self.w_in, n, self.b_in, x, h, |a| act.apply(a));
+            dense(self.w_in, n, self.b_in, x, h);
+            act.apply_slice(h);
         }
     }
 
@@ -155,14 +156,15 @@ impl<'a> MlpRef<'a> {
         let w = self.w_hid.get(l * h * h..(l + 1) * h * h).unwrap_or_default();
         let b = self.b_hid.get(l * h..(l + 1) * h).unwrap_or_default();
         let y = y.get_mut(..h).unwrap_or_default();
-        dense(w, h, b, x, y, |a| act.apply(a));
+        dense(w, h, b, x, y);
+        act.apply_slice(y);
     }
 
     #[inline(always)]
     fn output_layer(&self, x: &[f32], out: &mut [f32]) {
         let h = self.shape.hidden;
         let out = out.get_mut(..self.shape.output).unwrap_or_default();
-        dense(self.w_out, h, self.b_out, x, out, |a| a);
+        dense(self.w_out, h, self.b_out, x, out);
     }
 
     /// Inference forward pass: `out = mlp(x, c)`, using two `hidden`-sized
@@ -305,7 +307,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// Dense layer kernel: `out[k] = f(b[k] + Σᵢ w[k·n + i]·x[i])` for each
+/// Dense layer kernel: `out[k] = b[k] + Σᵢ w[k·n + i]·x[i]` for each
 /// output `k` (row-major `w`, rows of length `n`; the sum runs over
 /// `min(n, x.len())` inputs). Stops at the shortest of `out`, `b` and the
 /// rows of `w`.
@@ -317,11 +319,13 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// value is loaded once per four multiply–adds, the four running sums stay in
 /// registers, and the pass is unrolled by four inputs. Iterators only, no
 /// indexing: nothing here can panic.
+/// The activation is applied afterwards by [`Activation::apply_slice`]
+/// (one out-of-line copy of it per image, whatever the number of layers).
 #[inline(always)]
-pub fn dense(w: &[f32], n: usize, b: &[f32], x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+pub fn dense(w: &[f32], n: usize, b: &[f32], x: &[f32], out: &mut [f32]) {
     if n == 0 {
         for (o, bk) in out.iter_mut().zip(b) {
-            *o = f(bk + 0.0);
+            *o = bk + 0.0;
         }
         return;
     }
@@ -333,14 +337,14 @@ pub fn dense(w: &[f32], n: usize, b: &[f32], x: &[f32], out: &mut [f32], f: impl
             return;
         };
         let s = dot4(x, w4, n);
-        *o0 = f(b0 + s[0]);
-        *o1 = f(b1 + s[1]);
-        *o2 = f(b2 + s[2]);
-        *o3 = f(b3 + s[3]);
+        *o0 = b0 + s[0];
+        *o1 = b1 + s[1];
+        *o2 = b2 + s[2];
+        *o3 = b3 + s[3];
     }
     let rows = blocks.remainder().chunks_exact(n);
     for ((o, bk), row) in outs.into_remainder().iter_mut().zip(bs.remainder()).zip(rows) {
-        *o = f(bk + dot(row, x));
+        *o = bk + dot(row, x);
     }
 }
 
