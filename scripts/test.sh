@@ -29,8 +29,16 @@ cargo build -p flowmote --release --target thumbv7em-none-eabihf
 cargo build -p flowmote --release --target thumbv6m-none-eabi
 cargo build -p flowmote --release --target thumbv7em-none-eabihf --features defmt
 
-step "host tests (cargo test --workspace)"
-cargo test --workspace 2>&1 | tee -a "$log"
+step "MSRV: the core builds with the rust-version in Cargo.toml"
+msrv=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' Cargo.toml | head -1)
+case "$msrv" in *.*.*) ;; *) msrv="$msrv.0" ;; esac
+rustup toolchain install "$msrv" --profile minimal --target thumbv7em-none-eabihf >/dev/null 2>&1 \
+    || rustup toolchain install "$msrv" --profile minimal --target thumbv7em-none-eabihf
+cargo "+$msrv" build -p flowmote --release --target thumbv7em-none-eabihf
+cargo "+$msrv" build -p flowmote --release
+
+step "host tests (cargo test: every workspace member, see default-members)"
+cargo test 2>&1 | tee -a "$log"
 
 step "benches compile"
 cargo bench --workspace --no-run

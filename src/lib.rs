@@ -50,6 +50,7 @@ pub mod bijector;
 pub mod cnf;
 pub mod coupling;
 pub mod error;
+pub mod features;
 pub mod flow;
 pub mod linear;
 pub mod maf;
@@ -57,6 +58,7 @@ pub mod mixture;
 pub mod mlp;
 pub mod normal;
 pub mod permutation;
+pub mod quantile;
 pub mod sigmoid;
 pub mod spline;
 

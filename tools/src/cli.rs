@@ -4,7 +4,9 @@
 
 use crate::data::{self, Dataset};
 use crate::metrics;
-use crate::model::{write_atomic, ModelFile, Threshold};
+use crate::model::{ModelFile, Threshold};
+use crate::output;
+use crate::say;
 use crate::train::{self, FlowKind, Gaussian, TrainConfig, ValSplit};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
@@ -205,12 +207,13 @@ impl TrainArgs {
 
 /// Run `flowmote train`; returns the trained model (also written to `--out`).
 pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
+    output::refuse_inputs(&a.out, &[&a.data])?;
     let ds = data::load_training(&a.data, a.label_column.as_deref())?;
     let (model, s) = train::train(&ds, &a.config(), !a.quiet)?;
     model.save(&a.out)?;
     let what = describe_model(&model);
     let folds = model.provenance.settings["folds"].as_u64().unwrap_or(1);
-    println!(
+    say!(
         "trained {what}: {} parameters ≈ {:.0} KB of flash, {} multiply-adds per score, on {} rows ({}{}) in {:.1} s",
         s.parameters,
         s.parameters as f64 * 4.0 / 1024.0,
@@ -229,31 +232,33 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
         s.seconds
     );
     if !s.dequantized.is_empty() {
-        println!(
+        say!(
             "dequantised {} integer column(s) with U(-0.5, 0.5)·step noise each epoch",
             s.dequantized.len()
         );
     }
     if s.skipped_rows > 0 {
-        println!(
+        say!(
             "warning: {} row-evaluations overflowed during training and were skipped",
             s.skipped_rows
         );
     }
     if folds > 1 {
-        println!(
+        say!(
             "cross-validated NLL {:.4} nats/row (each fold's model on the block it held out)",
             s.best_val_nll
         );
     } else if model.model.as_single().is_some() {
-        println!(
+        say!(
             "kept epoch {} of {}: validation NLL {:.4} nats/row",
-            s.best_epoch, s.epochs_run, s.best_val_nll
+            s.best_epoch,
+            s.epochs_run,
+            s.best_val_nll
         );
     } else {
-        println!("validation NLL of the mixture {:.4} nats/row", s.best_val_nll);
+        say!("validation NLL of the mixture {:.4} nats/row", s.best_val_nll);
     }
-    println!("wrote {}", a.out.display());
+    say!("wrote {}", a.out.display());
     Ok(model)
 }
 
@@ -503,9 +508,9 @@ pub fn run_eval(a: &EvalArgs) -> Result<serde_json::Value> {
         )?;
     }
     if a.json {
-        println!("{}", serde_json::to_string(&out)?);
+        output::to_stdout(format!("{}\n", serde_json::to_string(&out)?).as_bytes())?;
     } else {
-        print!("{text}");
+        output::to_stdout(text.as_bytes())?;
     }
     Ok(out)
 }
@@ -537,6 +542,7 @@ pub fn run_calibrate(a: &CalibrateArgs) -> Result<Threshold> {
         a.false_alarm_rate > 0.0 && a.false_alarm_rate < 1.0,
         "--false-alarm-rate must be in (0, 1), e.g. 0.01 for 1 %"
     );
+    output::refuse_inputs(a.out.as_ref().unwrap_or(&a.model), &[&a.data])?;
     let mut model = ModelFile::load(&a.model)?;
     let mut ds = data::load_for_model(&a.data, &model.features, a.label_column.as_deref())?;
     if let Some(l) = ds.labels.take() {
@@ -544,6 +550,14 @@ pub fn run_calibrate(a: &CalibrateArgs) -> Result<Threshold> {
         ds.rows = keep.iter().map(|&i| ds.rows[i].clone()).collect();
         ds.row_errors = keep.iter().map(|&i| ds.row_errors[i].clone()).collect();
         ds.lines = keep.iter().map(|&i| ds.lines[i]).collect();
+    }
+    if !ds.sha256.is_empty() && ds.sha256 == model.provenance.data_sha256 {
+        eprintln!(
+            "warning: {} is the file the model was trained on (same SHA-256): a threshold calibrated on \
+             training rows is too low and flags more than the target rate of new normal rows — calibrate \
+             on held-out rows (`flowmote train` holds out the last rows of the file)",
+            a.data.display()
+        );
     }
     let r = score_rows(&model, &ds);
     let finite: Vec<f64> = r.iter().filter_map(|s| s.as_ref().ok().copied()).collect();
@@ -578,7 +592,7 @@ pub fn run_calibrate(a: &CalibrateArgs) -> Result<Threshold> {
     let out = a.out.as_ref().unwrap_or(&a.model);
     model.save(out)?;
     let achieved = metrics::flag_rate(&finite.iter().map(|&v| Some(v)).collect::<Vec<_>>(), th.score as f64);
-    println!(
+    say!(
         "threshold −log p > {:.4} nats (target {:.2} % false alarms; {:.2} % of the {} calibration rows are above it); wrote {}",
         th.score,
         100.0 * a.false_alarm_rate,
@@ -608,6 +622,9 @@ pub struct ScoreArgs {
 
 /// Run `flowmote score`; returns the CSV text written.
 pub fn run_score(a: &ScoreArgs) -> Result<String> {
+    if let Some(out) = &a.out {
+        output::refuse_inputs(out, &[&a.model, &a.data])?;
+    }
     let model = ModelFile::load(&a.model)?;
     let ds = data::load_for_model(&a.data, &model.features, a.label_column.as_deref())?;
     let r = score_rows(&model, &ds);
@@ -648,7 +665,7 @@ pub fn run_score(a: &ScoreArgs) -> Result<String> {
     }
     match &a.out {
         Some(p) => {
-            write_atomic(p, s.as_bytes())?;
+            output::write(p, s.as_bytes())?;
             eprintln!(
                 "scored {} rows ({} flagged, {} could not be scored{}) → {}",
                 r.len(),
@@ -662,7 +679,7 @@ pub fn run_score(a: &ScoreArgs) -> Result<String> {
                 p.display()
             );
         }
-        None => print!("{s}"),
+        None => output::to_stdout(s.as_bytes())?,
     }
     Ok(s)
 }
@@ -704,6 +721,9 @@ pub fn draw_samples(model: &ModelFile, n: usize, seed: u64) -> Result<Vec<(Vec<f
 
 /// Run `flowmote sample`; returns the CSV text.
 pub fn run_sample(a: &SampleArgs) -> Result<String> {
+    if let Some(out) = &a.out {
+        output::refuse_inputs(out, &[&a.model])?;
+    }
     let model = ModelFile::load(&a.model)?;
     let draws = draw_samples(&model, a.n, a.seed)?;
     let mut s = model.features.join(",");
@@ -727,10 +747,10 @@ pub fn run_sample(a: &SampleArgs) -> Result<String> {
     }
     match &a.out {
         Some(p) => {
-            write_atomic(p, s.as_bytes())?;
+            output::write(p, s.as_bytes())?;
             eprintln!("wrote {} samples (seed {}) to {}", a.n, a.seed, p.display());
         }
-        None => print!("{s}"),
+        None => output::to_stdout(s.as_bytes())?,
     }
     Ok(s)
 }
@@ -801,22 +821,28 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
         }
     }
     let dir = &a.out_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let model_json = dir.join("model.json");
-    println!("1/5 train: {} → {}", train_csv.display(), model_json.display());
+    for out in ["model.json", "validation.csv", "model.rs", "scores.csv"] {
+        output::refuse_inputs(&dir.join(out), &[&train_csv, &test_csv])?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    say!("1/5 train: {} → {}", train_csv.display(), model_json.display());
     let ds = data::load_training(&train_csv, None)?;
     // maf at a fixed noise (the size step only), not the whole default
     // search (4–7 trainings, minutes).
+    // One validation split (no committee), whatever the file's size: the
+    // demo calibrates on the rows no flow trained on.
     let cfg = TrainConfig {
         flow: FlowKind::Maf,
         noise: Some(DEMO_NOISE),
         epochs: Some(a.epochs),
         seed: a.seed,
+        folds: Some(1),
         ..TrainConfig::default()
     };
     let (model, s) = train::train(&ds, &cfg, !a.quiet)?;
     model.save(&model_json)?;
-    println!(
+    say!(
         "    {}: {} parameters, {} multiply-adds per score, {} rows (+{} validation), {:.1} s; validation NLL {:.3} nats/row",
         describe_model(&model),
         s.parameters,
@@ -827,8 +853,8 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
         s.best_val_nll
     );
     let val_csv = dir.join("validation.csv");
-    write_atomic(&val_csv, rows_csv(&model.features, &s.validation).as_bytes())?;
-    println!(
+    output::write(&val_csv, rows_csv(&model.features, &s.validation).as_bytes())?;
+    say!(
         "2/5 calibrate at 1 % false alarms on the held-out validation rows ({})",
         val_csv.display()
     );
@@ -840,21 +866,21 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
         out: None,
     })?;
     let model_rs = dir.join("model.rs");
-    println!("3/5 export → {}", model_rs.display());
+    say!("3/5 export → {}", model_rs.display());
     crate::export::run(&crate::export::ExportArgs {
         model: model_json.clone(),
         out: model_rs,
         name: None,
     })?;
     let scores = dir.join("scores.csv");
-    println!("4/5 score {} → {}", test_csv.display(), scores.display());
+    say!("4/5 score {} → {}", test_csv.display(), scores.display());
     run_score(&ScoreArgs {
         model: model_json.clone(),
         data: test_csv.clone(),
         out: Some(scores),
         label_column: None,
     })?;
-    println!("5/5 eval on {}", test_csv.display());
+    say!("5/5 eval on {}", test_csv.display());
     run_eval(&EvalArgs {
         model: model_json,
         data: test_csv,

@@ -35,6 +35,28 @@ pub struct Dataset {
     pub label_column: Option<String>,
     /// SHA-256 of the file's bytes (hex).
     pub sha256: String,
+    /// Columns of the file left out of the features, and why
+    /// ([`load_training_columns`]).
+    pub dropped: Vec<Dropped>,
+}
+
+/// A column of a training file that is not a feature.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dropped {
+    /// Column name.
+    pub name: String,
+    /// Why it was left out (`"constant (0)"`, `"not numeric"`, …).
+    pub reason: String,
+}
+
+/// Which columns of a training file are features.
+#[derive(Clone, Debug, Default)]
+pub struct Columns {
+    /// Exactly these columns, in this order (`--columns`); nothing is left
+    /// out automatically.
+    pub only: Option<Vec<String>>,
+    /// Columns never to use (`--exclude`).
+    pub exclude: Vec<String>,
 }
 
 impl Dataset {
@@ -151,18 +173,96 @@ struct Raw {
     sha256: String,
 }
 
+/// Line numbers (1-based) of byte offsets, counting `\n`, `\r\n` and a lone
+/// `\r` each as one line break. The csv crate's own `Position::line` is one
+/// too low after CRLF and always 1 in CR-only files.
+pub struct LineIndex {
+    /// Byte offset where each line starts.
+    starts: Vec<u64>,
+}
+
+impl LineIndex {
+    /// Index the line starts of `bytes`.
+    pub fn new(bytes: &[u8]) -> Self {
+        let mut starts = vec![0];
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\n' => starts.push(i as u64 + 1),
+                b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                    starts.push(i as u64 + 2);
+                    i += 1;
+                }
+                b'\r' => starts.push(i as u64 + 1),
+                _ => {}
+            }
+            i += 1;
+        }
+        LineIndex { starts }
+    }
+
+    /// The line where a record that the csv reader reports at byte `offset`
+    /// starts: blank lines the reader skipped before it are passed over.
+    pub fn line(&self, bytes: &[u8], offset: u64) -> usize {
+        let mut o = offset as usize;
+        while matches!(bytes.get(o), Some(b'\r' | b'\n')) {
+            o += 1;
+        }
+        self.starts.partition_point(|&s| s <= o as u64).max(1)
+    }
+}
+
+/// The bytes of `path`; `-` is standard input.
+pub fn read_input(path: &Path) -> Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut b).context("cannot read standard input")?;
+        Ok(b)
+    } else {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+}
+
+/// The field delimiter of a CSV file: whichever of `,` `;` and tab occurs
+/// most often (outside quotes) in its header line; `,` when none does.
+pub fn detect_delimiter(bytes: &[u8]) -> u8 {
+    let mut counts = [0usize; 3];
+    let mut quoted = false;
+    for &b in bytes.iter().take_while(|&&b| b != b'\n' && b != b'\r') {
+        match b {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => counts[0] += 1,
+            b';' if !quoted => counts[1] += 1,
+            b'\t' if !quoted => counts[2] += 1,
+            _ => {}
+        }
+    }
+    let best = (0..3).max_by_key(|&i| (counts[i], std::cmp::Reverse(i))).unwrap_or(0);
+    if counts[best] == 0 {
+        b','
+    } else {
+        [b',', b';', b'\t'][best]
+    }
+}
+
 fn read_raw(path: &Path) -> Result<Raw> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = read_input(path)?;
     let sha256 = sha256_hex(&bytes);
-    let p = path.display();
+    let lines = LineIndex::new(&bytes);
+    let p = if path.as_os_str() == "-" {
+        "standard input".to_string()
+    } else {
+        path.display().to_string()
+    };
     let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(detect_delimiter(&bytes))
         .has_headers(true)
         .flexible(false)
         .trim(csv::Trim::All)
         .from_reader(&bytes[..]);
     let header: Vec<String> = rdr
         .headers()
-        .map_err(|e| csv_error(&p.to_string(), e))?
+        .map_err(|e| csv_error(&p.to_string(), &lines, &bytes, e))?
         .iter()
         .map(String::from)
         .collect();
@@ -188,8 +288,8 @@ fn read_raw(path: &Path) -> Result<Raw> {
     }
     let mut records = Vec::new();
     for rec in rdr.records() {
-        let rec = rec.map_err(|e| csv_error(&p.to_string(), e))?;
-        let line = rec.position().map(|q| q.line() as usize).unwrap_or(0);
+        let rec = rec.map_err(|e| csv_error(&p, &lines, &bytes, e))?;
+        let line = rec.position().map_or(0, |q| lines.line(&bytes, q.byte()));
         // A blank line is skipped by the csv crate; a line of only commas is a record of empty cells.
         records.push((line, rec));
     }
@@ -200,8 +300,8 @@ fn read_raw(path: &Path) -> Result<Raw> {
     })
 }
 
-fn csv_error(p: &str, e: csv::Error) -> anyhow::Error {
-    let line = e.position().map(|q| q.line());
+fn csv_error(p: &str, lines: &LineIndex, bytes: &[u8], e: csv::Error) -> anyhow::Error {
+    let line = e.position().map(|q| lines.line(bytes, q.byte()));
     match (e.kind(), line) {
         (csv::ErrorKind::UnequalLengths { expected_len, len, .. }, Some(l)) => {
             anyhow!("{p} line {l}: malformed CSV: {len} fields, but the header has {expected_len} columns")
@@ -245,21 +345,112 @@ pub fn header(path: &Path) -> Result<Vec<String>> {
 /// cell; an empty file, a file with no feature columns or no rows is an
 /// error too.
 pub fn load_training(path: &Path, label_column: Option<&str>) -> Result<Dataset> {
+    load_training_columns(path, label_column, &Columns::default())
+}
+
+/// Rows a column must have before it can look like time (a column that
+/// increases on every one of a few rows may just be data).
+const MIN_ROWS_FOR_TIME: usize = 20;
+
+/// Why a column should not be a feature of a model, judged from all its
+/// cells: not numeric in any row (a timestamp, a name), increasing on every
+/// row (a time or index column), or constant (a density over it is
+/// degenerate). `None` keeps it.
+fn not_a_feature(cells: &[&str]) -> Option<String> {
+    let nums: Vec<Option<f64>> = cells.iter().map(|c| c.trim().parse::<f64>().ok()).collect();
+    if cells.iter().any(|c| !c.trim().is_empty()) && nums.iter().all(Option::is_none) {
+        return Some("not numeric (a timestamp or a name?)".into());
+    }
+    let vals: Vec<f64> = nums.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+    if vals.iter().any(|v| !v.is_finite()) {
+        return None; // the parser reports the bad cell with its line
+    }
+    if vals.len() >= MIN_ROWS_FOR_TIME && vals.windows(2).all(|w| w[1] > w[0]) {
+        return Some("it increases on every row (a time or index column)".into());
+    }
+    if vals.len() >= 2 && vals.iter().all(|&v| v == vals[0]) {
+        return Some(format!("constant ({})", vals[0]));
+    }
+    None
+}
+
+/// [`load_training`] with a choice of columns: `cols.only` names the
+/// features exactly; otherwise every column but the label and
+/// `cols.exclude`, less the ones [`not_a_feature`] finds, which are listed
+/// in [`Dataset::dropped`] with a note on standard error.
+pub fn load_training_columns(path: &Path, label_column: Option<&str>, choice: &Columns) -> Result<Dataset> {
     let raw = read_raw(path)?;
     let p = path.display().to_string();
     let lab = find_label(&p, &raw.header, label_column)?;
-    let cols: Vec<usize> = (0..raw.header.len()).filter(|&j| Some(j) != lab).collect();
+    let find = |name: &str, flag: &str| {
+        raw.header.iter().position(|h| h == name).ok_or_else(|| {
+            anyhow!(
+                "{p}: {flag} names {name:?}, which is not a column (columns: {})",
+                raw.header.join(", ")
+            )
+        })
+    };
+    ensure!(!raw.records.is_empty(), "{p}: no data rows after the header");
+    let mut dropped = Vec::new();
+    let cols: Vec<usize> = match &choice.only {
+        Some(names) => {
+            let cols = names.iter().map(|n| find(n, "--columns")).collect::<Result<Vec<_>>>()?;
+            if let Some(&j) = cols.iter().find(|&&j| Some(j) == lab) {
+                bail!(
+                    "{p}: column {:?} is the label column; it cannot be a feature",
+                    raw.header[j]
+                );
+            }
+            cols
+        }
+        None => {
+            let excluded = choice
+                .exclude
+                .iter()
+                .map(|n| find(n, "--exclude"))
+                .collect::<Result<Vec<_>>>()?;
+            let mut cols = Vec::new();
+            for j in (0..raw.header.len()).filter(|&j| Some(j) != lab && !excluded.contains(&j)) {
+                let cells: Vec<&str> = raw.records.iter().map(|(_, r)| r.get(j).unwrap_or("")).collect();
+                match not_a_feature(&cells) {
+                    Some(reason) => {
+                        eprintln!(
+                            "note: {p}: column {:?} left out: {reason} (--columns chooses the features yourself)",
+                            raw.header[j]
+                        );
+                        dropped.push(Dropped {
+                            name: raw.header[j].clone(),
+                            reason,
+                        });
+                    }
+                    None => cols.push(j),
+                }
+            }
+            cols
+        }
+    };
     ensure!(
         !cols.is_empty(),
-        "{p}: no feature columns (only the label column {:?})",
-        label_column.unwrap_or("")
+        "{p}: no feature columns{}",
+        if dropped.is_empty() {
+            format!(" (only the label column {:?})", label_column.unwrap_or(""))
+        } else {
+            format!(
+                " (left out: {})",
+                dropped
+                    .iter()
+                    .map(|d| format!("{:?} {}", d.name, d.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        }
     );
-    ensure!(!raw.records.is_empty(), "{p}: no data rows after the header");
     let mut ds = Dataset {
         path: p.clone(),
         features: cols.iter().map(|&j| raw.header[j].clone()).collect(),
         label_column: label_column.map(String::from),
         sha256: raw.sha256,
+        dropped,
         ..Default::default()
     };
     let mut labels = Vec::new();
@@ -398,6 +589,89 @@ mod tests {
         assert!(e.contains("header"), "{e}");
         let p = tmp("e.csv", "x,y\n");
         assert!(format!("{:#}", load_training(&p, None).unwrap_err()).contains("no data rows"));
+    }
+
+    #[test]
+    fn line_numbers_are_right_for_lf_crlf_and_cr_files() {
+        for (name, nl) in [("lf.csv", "\n"), ("crlf.csv", "\r\n"), ("cr.csv", "\r")] {
+            let text = ["x,y", "1,2", "3,4", "", "5,6", "7,abc", ""].join(nl);
+            let p = tmp(name, &text);
+            let e = format!("{:#}", load_training(&p, None).unwrap_err());
+            assert!(e.contains("line 6, column 2"), "{name}: {e}");
+            let text = ["x,y", "1,2", "3,4", "5", ""].join(nl);
+            let p = tmp(name, &text);
+            let e = format!("{:#}", load_training(&p, None).unwrap_err());
+            assert!(e.contains("line 4") && e.contains("malformed"), "{name}: {e}");
+            let text = ["x,y", "1,2", "", "3,4", ""].join(nl);
+            let p = tmp(name, &text);
+            assert_eq!(load_training(&p, None).unwrap().lines, vec![2, 4], "{name}");
+        }
+        // A quoted field spanning lines: the next record's line counts both.
+        let p = tmp("q.csv", "x,y\r\n\"1\r\n\",2\r\n3,abc\r\n");
+        let e = format!("{:#}", load_training(&p, None).unwrap_err());
+        assert!(e.contains("line 4, column 2"), "{e}");
+    }
+
+    #[test]
+    fn delimiters_are_detected() {
+        for (name, d) in [("semi.csv", ";"), ("tab.csv", "\t"), ("comma.csv", ",")] {
+            let text = format!("x{d}y\n1{d}2\n3{d}4.5\n");
+            let ds = load_training(&tmp(name, &text), None).unwrap();
+            assert_eq!(ds.features, ["x", "y"], "{name}");
+            assert_eq!(ds.rows, vec![vec![1.0, 2.0], vec![3.0, 4.5]], "{name}");
+        }
+        // A quoted comma in a `;` file is not a delimiter.
+        assert_eq!(detect_delimiter(b"\"a,b\";c;d\n"), b';');
+        assert_eq!(detect_delimiter(b"single\n1\n"), b',');
+    }
+
+    #[test]
+    fn time_constant_and_text_columns_are_left_out() {
+        let mut text = String::from("time_ms,stamp,x,flat,y\n");
+        for i in 0..30 {
+            text.push_str(&format!(
+                "{},2026-11-29T10:{:02}:00,{},7,{}\n",
+                1000 + 20 * i,
+                i,
+                (i * 7) % 5,
+                (i * 3) % 4
+            ));
+        }
+        let p = tmp("time.csv", &text);
+        let ds = load_training(&p, None).unwrap();
+        assert_eq!(ds.features, ["x", "y"]);
+        let names: Vec<&str> = ds.dropped.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["time_ms", "stamp", "flat"]);
+        assert!(ds.dropped[0].reason.contains("increases"));
+        assert!(ds.dropped[1].reason.contains("not numeric"));
+        assert!(ds.dropped[2].reason.contains("constant (7)"));
+        // --columns keeps exactly what it names; --exclude removes.
+        let only = Columns {
+            only: Some(vec!["time_ms".into(), "y".into()]),
+            exclude: vec![],
+        };
+        let ds = load_training_columns(&p, None, &only).unwrap();
+        assert_eq!(ds.features, ["time_ms", "y"]);
+        assert!(ds.dropped.is_empty());
+        let ex = Columns {
+            only: None,
+            exclude: vec!["y".into()],
+        };
+        assert_eq!(load_training_columns(&p, None, &ex).unwrap().features, ["x"]);
+        let bad = Columns {
+            only: Some(vec!["nope".into()]),
+            exclude: vec![],
+        };
+        let e = format!("{:#}", load_training_columns(&p, None, &bad).unwrap_err());
+        assert!(e.contains("--columns names \"nope\""), "{e}");
+        // A column with one bad cell among numbers is an error with its line, not left out.
+        let p = tmp("onebad.csv", "x,y\n1,2\n3,abc\n5,6\n");
+        let e = format!("{:#}", load_training(&p, None).unwrap_err());
+        assert!(e.contains("line 3, column 2"), "{e}");
+        // Nothing left: the message says what was left out.
+        let p = tmp("allflat.csv", "x,y\n1,2\n1,2\n");
+        let e = format!("{:#}", load_training(&p, None).unwrap_err());
+        assert!(e.contains("left out") && e.contains("constant"), "{e}");
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub struct ExportArgs {
 
 /// Run `flowmote export`.
 pub fn run(args: &ExportArgs) -> Result<()> {
+    crate::output::refuse_inputs(&args.out, &[&args.model])?;
     let model = ModelFile::load(&args.model)?;
     let opts = ExportOptions {
         name: args.name.clone(),
@@ -61,8 +62,8 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             args.out.display()
         );
     }
-    crate::model::write_atomic(&args.out, out.source.as_bytes())?;
-    println!(
+    crate::output::write(&args.out, out.source.as_bytes())?;
+    crate::say!(
         "wrote {} ({} f32 weights ≈ {:.0} KB, standardisation included; {} golden inputs, {} golden samples)",
         args.out.display(),
         model.model.stored_floats(),
@@ -641,6 +642,22 @@ pub fn golden_samples(model: &DynMixture, n: usize) -> Vec<Vec<f32>> {
 // ---------------------------------------------------------------------------
 // The file.
 
+/// `s` made safe inside a `//` comment of the generated source: control
+/// characters (a newline in a file name would end the comment and turn the
+/// rest into code) are written as escapes.
+fn comment_safe(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let e: Vec<char> = if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            e
+        })
+        .collect()
+}
+
 fn header(m: &ModelFile) -> String {
     let p = &m.provenance;
     let mut h = String::new();
@@ -661,7 +678,12 @@ fn header(m: &ModelFile) -> String {
         } else {
             format!(" (sha256 {})", p.data_sha256)
         };
-        format!("{name}{sha}, {} rows", p.train_rows + p.val_rows)
+        format!(
+            "{}{}, {} rows",
+            comment_safe(&name),
+            comment_safe(&sha),
+            p.train_rows + p.val_rows
+        )
     };
     let flows = &m.model.flows;
     if flows.len() > 1 {
@@ -693,7 +715,7 @@ fn header(m: &ModelFile) -> String {
             let _ = writeln!(
                 h,
                 "// data: {data}; flow: {}, {} layers{hidden}",
-                m.kind,
+                comment_safe(&m.kind),
                 flow.layers.len()
             );
         }
@@ -717,7 +739,7 @@ fn header(m: &ModelFile) -> String {
     let _ = writeln!(
         h,
         "// validation NLL: {nll}; model file written by flowmote-tools {}",
-        m.tool_version
+        comment_safe(&m.tool_version)
     );
     match &m.threshold {
         Some(t) => {
@@ -727,7 +749,7 @@ fn header(m: &ModelFile) -> String {
                 f32_lit(t.score),
                 t.false_alarm_rate,
                 t.rows,
-                t.data_sha256
+                comment_safe(&t.data_sha256)
             );
         }
         None => h.push_str("// threshold: not calibrated (`flowmote calibrate`)\n"),

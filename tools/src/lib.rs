@@ -8,5 +8,7 @@ pub mod data;
 pub mod export;
 pub mod metrics;
 pub mod model;
+pub mod output;
 pub mod plot;
+pub mod target;
 pub mod train;

@@ -111,6 +111,13 @@ the same numbers as the core's Flow::sample (and the exported firmware model) wi
 calibrate at 1 % false alarms on the held-out validation rows, export Rust source, score the test file and \
 evaluate it next to a full-covariance Gaussian. Everything goes to --out-dir (out/demo).")]
     Demo(cli::DemoArgs),
+    /// The device targets a model can be trained for, with their budgets.
+    #[command(
+        long_about = "List the built-in device targets: each part's clock, FPU, flash and RAM, the \
+instruction costs per multiply-add and per activation that estimate a score's time on it (and how they \
+were measured), and the default budget of a kept model: 64 KB of weights and 2 ms per score."
+    )]
+    ListTargets,
 }
 
 fn main() {
@@ -124,8 +131,13 @@ fn main() {
         Cmd::Export(a) => flowmote_tools::export::run(a),
         Cmd::Plot(a) => flowmote_tools::plot::run(a),
         Cmd::Demo(a) => cli::run_demo(a),
+        Cmd::ListTargets => flowmote_tools::output::to_stdout(flowmote_tools::target::describe_all().as_bytes()),
     };
     if let Err(e) = r {
+        if e.downcast_ref::<flowmote_tools::output::ClosedStdout>().is_some() {
+            // The reader went away (`| head`): end quietly, as SIGPIPE would.
+            std::process::exit(141);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -1019,37 +1019,22 @@ impl ModelFile {
         Ok(())
     }
 
-    /// Write atomically (temporary file + rename): a failure leaves no partial file.
+    /// Validate, then write through [`crate::output::write`] (atomic for
+    /// regular files): a failure leaves no partial file.
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
         self.validate()?;
+        ensure!(
+            self.provenance.val_nll.is_finite(),
+            "refusing to write {}: the model's validation NLL is {} (no held-out row could be scored)",
+            path.display(),
+            self.provenance.val_nll
+        );
         let text = serde_json::to_string_pretty(self)?;
-        write_atomic(path, text.as_bytes())
+        // What is written must load: read it back the way `load` does.
+        let back: ModelFile = serde_json::from_str(&text)
+            .with_context(|| format!("refusing to write {}: the model would not load back", path.display()))?;
+        back.validate()
+            .with_context(|| format!("refusing to write {}: the model would not load back", path.display()))?;
+        crate::output::write(path, text.as_bytes())
     }
-}
-
-/// Write `bytes` to `path` through a temporary file in the same directory and
-/// a rename, so readers never see a partial file and errors leave nothing behind.
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let res = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(())
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
 }

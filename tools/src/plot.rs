@@ -65,7 +65,7 @@ pub fn run(args: &PlotArgs) -> Result<()> {
         grid: args.grid.max(2),
     };
     for p in plot_all(&model, data.as_ref(), &args.out_dir, &opts)? {
-        println!("{}", p.display());
+        crate::say!("{}", p.display());
     }
     Ok(())
 }
@@ -89,37 +89,41 @@ impl Default for PlotOptions {
 }
 
 /// Write every figure that the model and data allow into `out_dir`; returns
-/// the paths written.
+/// the paths written. Every figure is rendered to a temporary file first and
+/// all are put in place together at the end, so a failed run (a full disk, a
+/// figure that cannot be drawn) leaves the old figures as they were.
 pub fn plot_all(model: &ModelFile, data: Option<&Dataset>, out_dir: &Path, opts: &PlotOptions) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut written = Vec::new();
+    let mut staged = crate::output::Staged::new();
     if model.provenance.history.is_empty() {
         eprintln!("note: the model file holds no training history; skipping training.png");
     } else {
         let p = out_dir.join("training.png");
-        plot_training(model, &p)?;
+        staged.add(&p, |t| plot_training(model, t))?;
         written.push(p);
     }
     if model.model.dim() == 2 {
         let p = out_dir.join("density.png");
-        plot_density(model, data, &p, opts)?;
+        staged.add(&p, |t| plot_density(model, data, t, opts))?;
         written.push(p);
     }
     if let Some(t) = data {
         let scores = scores(&model.model, &t.rows);
         let p = out_dir.join("scores.png");
-        plot_scores(model, t, &scores, &p)?;
+        staged.add(&p, |tmp| plot_scores(model, t, &scores, tmp))?;
         written.push(p);
         if let Some(labels) = &t.labels {
             if labels.iter().any(|&l| l) && labels.iter().any(|&l| !l) {
                 let p = out_dir.join("roc.png");
-                plot_roc(t, &scores, labels, &p)?;
+                staged.add(&p, |tmp| plot_roc(t, &scores, labels, tmp))?;
                 written.push(p);
             } else {
                 eprintln!("note: the labels hold only one class; skipping roc.png");
             }
         }
     }
+    staged.commit()?;
     Ok(written)
 }
 

@@ -361,6 +361,49 @@ pub fn whitening_layer(rows: &[Vec<f32>], mean: &[f32], std: &[f32], ridge: f64)
     Ok(Layer::LuLinear { perm, sign, params: w })
 }
 
+/// Why `bad` rows of `rows` cannot be scored even by the starting model
+/// (the standardisation and a Gaussian): names the file, the column whose
+/// standardised value is furthest out, and the reason.
+fn unscorable_rows(ds: &Dataset, mean: &[f32], std: &[f32], rows: &[Vec<f32>], bad: usize, validation: bool) -> String {
+    let mut worst = (0usize, 0.0f64, 0.0f32);
+    for r in rows {
+        for (j, &v) in r.iter().enumerate() {
+            // NaN (an overflowed scale) ranks above every number.
+            let z = ((v as f64 - mean[j] as f64) / std[j] as f64).abs();
+            if z.total_cmp(&worst.1).is_gt() || z.is_nan() {
+                worst = (j, z, v);
+            }
+        }
+    }
+    let (j, z, v) = worst;
+    format!(
+        "{}: {bad} of the {} {} rows cannot be scored, so no model can be trained or selected on them: \
+         column {:?} holds {v:e}, {z:.1e} standard deviations from the training rows' mean {} \
+         (the log-density overflows f32){}",
+        ds.path,
+        rows.len(),
+        if validation { "validation" } else { "training" },
+        ds.features[j],
+        mean[j],
+        if validation {
+            "; the held-out rows (a block of the file, see --val-split) differ wildly from the training rows — \
+             check those rows, or hold out a random sample with --val-split random"
+        } else {
+            ""
+        }
+    )
+}
+
+/// Most hidden units per layer `--hidden` accepts: far beyond any model a
+/// microcontroller can hold, small enough to be refused before allocating.
+pub const MAX_HIDDEN: usize = 4096;
+/// Most flow layers `--layers` accepts.
+pub const MAX_LAYERS: usize = 256;
+/// Most hidden layers per conditioner `--depth` accepts.
+pub const MAX_DEPTH: usize = 16;
+/// Most weights a model may have (2²⁷ f32 = 512 MiB during training).
+pub const MAX_WEIGHTS: usize = 1 << 27;
+
 /// An untrained flow: `[standardise, blocks…]` with seeded near-identity
 /// conditioners (see the module docs for the layer lists).
 pub fn build_flow<R: Rng + ?Sized>(
@@ -373,10 +416,33 @@ pub fn build_flow<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<DynFlow> {
     let d = mean.len();
-    ensure!(layers >= 1, "--layers must be at least 1");
     ensure!(
-        net.hidden >= 1 && net.depth >= 1,
-        "--hidden and --depth must be at least 1"
+        (1..=MAX_LAYERS).contains(&layers),
+        "--layers must be 1..={MAX_LAYERS} (got {layers})"
+    );
+    ensure!(
+        (1..=MAX_HIDDEN).contains(&net.hidden) && (1..=MAX_DEPTH).contains(&net.depth),
+        "--hidden must be 1..={MAX_HIDDEN} and --depth 1..={MAX_DEPTH} (got {} and {})",
+        net.hidden,
+        net.depth
+    );
+    // A bound on the weights (generous: spline conditioners have up to 3·K
+    // outputs per column) checked before anything is allocated.
+    let per_layer = net
+        .hidden
+        .saturating_mul(
+            net.hidden
+                .saturating_add(d.saturating_mul(3 * flowmote::spline::MAX_BINS + 2)),
+        )
+        .saturating_mul(net.depth);
+    ensure!(
+        layers.saturating_mul(per_layer) <= MAX_WEIGHTS,
+        "{layers} layers of {}×{} hidden units on {d} columns would need about {} weights, over the {} this tool \
+         allocates — choose a smaller --layers/--hidden/--depth",
+        net.hidden,
+        net.depth,
+        layers.saturating_mul(per_layer),
+        MAX_WEIGHTS
     );
     let mut ls = vec![standardize_layer(mean, std)];
     match kind {
@@ -1275,8 +1341,17 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
             ds.path,
             ds.features[j]
         );
+        let sd = var.sqrt() as f32;
+        ensure!(
+            sd.is_normal() && (1.0 / sd).is_normal() && (m as f32).is_finite(),
+            "{}: column {:?} cannot be standardised in f32: its training rows' standard deviation is {:e} \
+             (f32 scales from about 1e-37 to 1e37; the device computes in f32) — rescale the column, e.g. to other units",
+            ds.path,
+            ds.features[j],
+            var.sqrt()
+        );
         mean[j] = m as f32;
-        std[j] = var.sqrt() as f32;
+        std[j] = sd;
     }
 
     let noise = cfg.noise.unwrap_or(0.0);
@@ -1330,7 +1405,13 @@ fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
         indicatif::ProgressBar::hidden()
     };
 
-    let (init_val, _) = mean_nll(&flow, sel_rows);
+    let (init_val, init_bad) = mean_nll(&flow, sel_rows);
+    // Rows even the starting model (standardisation, whitening, near-identity
+    // layers) cannot score are a property of the data, not of training: more
+    // than 1 in 20 would otherwise count as a divergence at every epoch.
+    if init_bad > 0 && init_bad * 20 > sel_rows.len() {
+        bail!(unscorable_rows(ds, &mean, &std, sel_rows, init_bad, !val.is_empty()));
+    }
     let mut best = (init_val, 0usize, flow.clone());
     let mut history = Vec::new();
     let mut step = 0usize;

@@ -1,0 +1,219 @@
+//! Device targets: the parts a model is trained for, what they hold and what
+//! a score costs on them.
+//!
+//! A model is trained *for a target* (`flowmote train --target NAME`): the
+//! kept model must fit the target's budget, by default at most
+//! [`DEFAULT_MAX_WEIGHT_BYTES`] of weights in flash and [`DEFAULT_MAX_MS`] per
+//! score at the part's clock. The time of a score is estimated from the
+//! model's multiply-adds and activations with the instruction costs measured
+//! on an emulated core of the part's class (`benches/firmware`, see each
+//! profile's [`Target::measured`]), at one cycle per instruction; real parts
+//! add flash wait states, so the estimate is a floor to keep a margin above.
+//! `host` has no limits: the search keeps whatever validates best.
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+/// Default flash budget of a target's kept model (weights only).
+pub const DEFAULT_MAX_WEIGHT_BYTES: u64 = 64 * 1024;
+/// Default time budget of one score, in milliseconds at the part's clock.
+pub const DEFAULT_MAX_MS: f64 = 2.0;
+
+/// A part a model can be trained for.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Target {
+    /// Name given to `--target`.
+    pub name: &'static str,
+    /// The part, its core and its board.
+    pub part: &'static str,
+    /// Core clock, Hz (0 for the host).
+    pub clock_hz: u64,
+    /// Whether the core has a single-precision FPU.
+    pub fpu: bool,
+    /// Flash, bytes (0 for the host: no limit).
+    pub flash_bytes: u64,
+    /// RAM, bytes (0 for the host: no limit).
+    pub ram_bytes: u64,
+    /// Instructions per multiply-add of a network layer.
+    pub instr_per_mac: f64,
+    /// Instructions per hidden-unit activation (tanh).
+    pub instr_per_activation: f64,
+    /// How the two instruction costs were obtained.
+    pub measured: &'static str,
+}
+
+/// The budget a kept model must meet: `None` = no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct DeviceBudget {
+    /// Most bytes of weights in flash.
+    pub max_weight_bytes: Option<u64>,
+    /// Most milliseconds per score (estimated, see [`Target::estimated_ms`]).
+    pub max_ms: Option<f64>,
+}
+
+impl Target {
+    /// Whether this is the host profile (no device limits).
+    pub fn is_host(&self) -> bool {
+        self.clock_hz == 0
+    }
+
+    /// The default budget: 64 KB of weights and 2 ms per score on a device,
+    /// nothing on the host.
+    pub fn default_budget(&self) -> DeviceBudget {
+        if self.is_host() {
+            DeviceBudget::default()
+        } else {
+            DeviceBudget {
+                max_weight_bytes: Some(DEFAULT_MAX_WEIGHT_BYTES.min(self.flash_bytes)),
+                max_ms: Some(DEFAULT_MAX_MS),
+            }
+        }
+    }
+
+    /// Estimated instructions of one score: `macs` multiply-adds and
+    /// `activations` hidden-unit activations.
+    pub fn estimated_instructions(&self, macs: u64, activations: u64) -> f64 {
+        macs as f64 * self.instr_per_mac + activations as f64 * self.instr_per_activation
+    }
+
+    /// Estimated milliseconds of one score at the part's clock, one cycle per
+    /// instruction (`None` on the host).
+    pub fn estimated_ms(&self, macs: u64, activations: u64) -> Option<f64> {
+        (!self.is_host()).then(|| 1e3 * self.estimated_instructions(macs, activations) / self.clock_hz as f64)
+    }
+}
+
+/// The built-in targets; the first is the default (the firmware's board).
+pub const TARGETS: &[Target] = &[
+    Target {
+        name: "nrf52840",
+        part: "Nordic nRF52840 (Cortex-M4F, nRF52840-DK)",
+        clock_hz: 64_000_000,
+        fpu: true,
+        flash_bytes: 1024 * 1024,
+        ram_bytes: 256 * 1024,
+        instr_per_mac: 6.0,
+        instr_per_activation: 60.0,
+        measured: "emulated Cortex-M4F (QEMU mps2-an386), MAF D=8 H=64 and MLP 8-64-64-16 rows of benches/firmware",
+    },
+    Target {
+        name: "stm32f411",
+        part: "ST STM32F411CE (Cortex-M4F, Black Pill)",
+        clock_hz: 100_000_000,
+        fpu: true,
+        flash_bytes: 512 * 1024,
+        ram_bytes: 128 * 1024,
+        instr_per_mac: 6.0,
+        instr_per_activation: 60.0,
+        measured: "same core as nrf52840: emulated Cortex-M4F (QEMU mps2-an386)",
+    },
+    Target {
+        name: "rp2040",
+        part: "Raspberry Pi RP2040 (dual Cortex-M0+, no FPU, Pico)",
+        clock_hz: 133_000_000,
+        fpu: false,
+        flash_bytes: 2 * 1024 * 1024,
+        ram_bytes: 264 * 1024,
+        instr_per_mac: 222.0,
+        instr_per_activation: 1500.0,
+        measured: "soft-float f32 dot product on an emulated Cortex-M0 (QEMU microbit); activation estimated",
+    },
+    Target {
+        name: "esp32c3",
+        part: "Espressif ESP32-C3 (RV32IMC, no FPU)",
+        clock_hz: 160_000_000,
+        fpu: false,
+        flash_bytes: 4 * 1024 * 1024,
+        ram_bytes: 400 * 1024,
+        instr_per_mac: 150.0,
+        instr_per_activation: 1000.0,
+        measured: "estimated: soft-float RV32IMC, between the M0 figure and the M4F's; not emulated yet",
+    },
+    Target {
+        name: "host",
+        part: "the machine running flowmote (no device limits)",
+        clock_hz: 0,
+        fpu: true,
+        flash_bytes: 0,
+        ram_bytes: 0,
+        instr_per_mac: 0.0,
+        instr_per_activation: 0.0,
+        measured: "not a device",
+    },
+];
+
+/// The target named `name`; an unknown name is an error listing the known ones.
+pub fn find(name: &str) -> Result<&'static Target> {
+    match TARGETS.iter().find(|t| t.name.eq_ignore_ascii_case(name)) {
+        Some(t) => Ok(t),
+        None => bail!(
+            "unknown target {name:?}; the known targets are {} (`flowmote list-targets` describes them)",
+            TARGETS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// The default target: the firmware's board.
+pub fn default_target() -> &'static Target {
+    &TARGETS[0]
+}
+
+/// A table of the targets for `flowmote list-targets`.
+pub fn describe_all() -> String {
+    let mut s = String::new();
+    for t in TARGETS {
+        if t.is_host() {
+            s.push_str(&format!("{:<10} {} — trains without a budget\n", t.name, t.part));
+            continue;
+        }
+        let b = t.default_budget();
+        s.push_str(&format!(
+            "{:<10} {}: {} MHz, {}, {} KB flash, {} KB RAM\n{:<10} {:.1} instructions per multiply-add, {:.0} per activation ({})\n{:<10} default budget: {} KB of weights, {} ms per score (≈ {:.0} multiply-adds)\n",
+            t.name,
+            t.part,
+            t.clock_hz / 1_000_000,
+            if t.fpu { "FPU" } else { "soft float" },
+            t.flash_bytes / 1024,
+            t.ram_bytes / 1024,
+            "",
+            t.instr_per_mac,
+            t.instr_per_activation,
+            t.measured,
+            "",
+            b.max_weight_bytes.unwrap_or(0) / 1024,
+            b.max_ms.unwrap_or(0.0),
+            b.max_ms.unwrap_or(0.0) * 1e-3 * t.clock_hz as f64 / t.instr_per_mac,
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_targets_list_the_known_ones() {
+        let e = find("atmega328").unwrap_err().to_string();
+        for t in TARGETS {
+            assert!(e.contains(t.name), "{e}");
+        }
+        assert_eq!(find("NRF52840").unwrap().name, "nrf52840");
+        assert_eq!(default_target().name, "nrf52840");
+    }
+
+    #[test]
+    fn estimates_scale_with_work_and_clock() {
+        let t = find("nrf52840").unwrap();
+        // 64 MHz, 6 instructions per MAC: 10 667 MACs ≈ 1 ms.
+        let ms = t.estimated_ms(10_667, 0).unwrap();
+        assert!((ms - 1.0).abs() < 1e-3, "{ms}");
+        assert!(t.estimated_ms(10_667, 100).unwrap() > ms);
+        assert_eq!(find("host").unwrap().estimated_ms(1 << 20, 0), None);
+        assert_eq!(find("host").unwrap().default_budget(), DeviceBudget::default());
+        let b = t.default_budget();
+        assert_eq!(b.max_weight_bytes, Some(64 * 1024));
+        assert_eq!(b.max_ms, Some(2.0));
+        assert!(describe_all().contains("rp2040"));
+    }
+}
