@@ -1,5 +1,6 @@
 //! Elementwise affine layer / ActNorm: `y = e^s ⊙ x + b`.
 
+use crate::layer::{SliceBackward, SliceBijector};
 use crate::{Bijector, Error};
 
 /// Borrowed parameters of an elementwise affine layer; the one implementation
@@ -68,6 +69,33 @@ impl<'a> ActNormRef<'a> {
             log_scale[i] = -libm::logf(sd);
             shift[i] = -mean[i] / sd;
         }
+    }
+}
+
+impl SliceBijector for ActNormRef<'_> {
+    fn scratch_len(&self) -> usize {
+        0
+    }
+    fn forward_flat(&self, x: &mut [f32], _: &mut [f32]) -> f32 {
+        self.forward(x)
+    }
+    fn inverse_flat(&self, z: &mut [f32], _: &mut [f32]) -> f32 {
+        self.inverse(z)
+    }
+}
+
+impl SliceBackward for ActNormRef<'_> {
+    fn param_len(&self) -> usize {
+        2 * self.log_scale.len()
+    }
+    fn train_scratch_len(&self) -> usize {
+        0
+    }
+    fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], _: &mut [f32]) {
+        self.backward(x, g, g_ld, grad)
+    }
+    fn as_bijector(&self) -> &dyn SliceBijector {
+        self
     }
 }
 

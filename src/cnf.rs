@@ -54,6 +54,7 @@
 //! depth 1). [`ContinuousFlowRef::scratch_len`] and the `…_flat` methods split
 //! one slice instead, for run-time-sized host models.
 
+use crate::layer::SliceBijector;
 use crate::mlp::{dot, Mlp, MlpGrad, MlpRef};
 use crate::{Bijector, Error};
 
@@ -456,6 +457,20 @@ impl<'a> ContinuousFlowRef<'a> {
         }
         self.net.backward(xt, t, acts, out, None, t0, t1, grad);
         loss
+    }
+}
+
+/// Trained by flow matching, not by maximum likelihood: no
+/// [`SliceBackward`](crate::layer::SliceBackward).
+impl SliceBijector for ContinuousFlowRef<'_> {
+    fn scratch_len(&self) -> usize {
+        ContinuousFlowRef::scratch_len(self)
+    }
+    fn forward_flat(&self, x: &mut [f32], scratch: &mut [f32]) -> f32 {
+        ContinuousFlowRef::forward_flat(self, x, scratch)
+    }
+    fn inverse_flat(&self, z: &mut [f32], scratch: &mut [f32]) -> f32 {
+        ContinuousFlowRef::inverse_flat(self, z, scratch)
     }
 }
 

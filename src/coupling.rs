@@ -4,6 +4,7 @@
 //! `y_A = x_A`, `y_B = x_B ⊙ e^{s(x_A)} + t(x_A)`, `s = c·tanh(raw/c)`,
 //! so `|s| < c` and `exp` cannot overflow. Log-det `Σ s`.
 
+use crate::layer::{mlp_backward, net_scratch, SliceBijector};
 use crate::mlp::{Mlp, MlpGrad, MlpRef};
 use crate::{Bijector, Error};
 
@@ -118,6 +119,23 @@ impl AffineCouplingRef<'_> {
         self.net.backward(xa, 0.0, acts, g_out, Some(ga), t0, t1, grad);
     }
 }
+
+/// Scratch: `h0`, `h1` (`hidden` each), `out` (`2b`).
+impl SliceBijector for AffineCouplingRef<'_> {
+    fn scratch_len(&self) -> usize {
+        2 * self.net.shape.hidden + 2 * self.b
+    }
+    fn forward_flat(&self, x: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, _) = net_scratch(s, self.net.shape.hidden, 2 * self.b);
+        self.forward(x, h0, h1, out)
+    }
+    fn inverse_flat(&self, z: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, _) = net_scratch(s, self.net.shape.hidden, 2 * self.b);
+        self.inverse(z, h0, h1, out)
+    }
+}
+
+mlp_backward!(AffineCouplingRef);
 
 /// Const-generic affine coupling for `static` models: `A` conditioning and
 /// `B` transformed coordinates (`A + B = D`, checked at compile time), a

@@ -19,6 +19,10 @@
 //!   only hold the weights and call their view, so with inlining the device gets
 //!   fixed-size loops and the host trainer differentiates the very same code
 //!   (every trainable view has an allocation-free `backward`).
+//! * Every view also implements one object-safe slice interface,
+//!   [`SliceBijector`] (one flat scratch slice), and the layers trained by
+//!   maximum likelihood [`SliceBackward`]: run-time-sized code loops over
+//!   layers without knowing their kinds.
 //!
 //! ## Example: score a point with a tiny hand-built flow
 //! ```
@@ -52,6 +56,7 @@ pub mod coupling;
 pub mod error;
 pub mod features;
 pub mod flow;
+pub mod layer;
 pub mod linear;
 pub mod maf;
 pub mod mixture;
@@ -70,11 +75,12 @@ pub use cnf::{Cnf, ContinuousFlowRef, Solver};
 pub use coupling::{AffineCoupling, AffineCouplingRef};
 pub use error::Error;
 pub use flow::Flow;
+pub use layer::{Frozen, SliceBackward, SliceBijector};
 pub use linear::{LuLinear, LuLinearRef};
 pub use maf::{Maf, MafRef};
 pub use mixture::{Density, Mixture};
 pub use mlp::{Mlp, MlpGrad, MlpRef, MlpShape};
-pub use permutation::{Permutation, Reverse};
+pub use permutation::{Permutation, PermutationRef, Reverse};
 pub use sigmoid::{Logit, Sigmoid};
 pub use spline::{SplineAutoregressive, SplineAutoregressiveRef, SplineCoupling, SplineCouplingRef};
 

@@ -31,6 +31,7 @@
 //!   whenever the row sums of `|L|` and `|U|` stay below `1.8e4`; NaN never
 //!   arises from finite inputs except through such an overflow.
 
+use crate::layer::{SliceBackward, SliceBijector};
 use crate::permutation::{is_permutation, permute_forward};
 use crate::{Bijector, Error};
 
@@ -414,5 +415,33 @@ impl<const D: usize> Bijector<D> for LuLinear<D> {
         } else {
             Err(Error::Overflow)
         }
+    }
+}
+
+/// Scratch: `tmp` (`d`).
+impl SliceBijector for LuLinearRef<'_> {
+    fn scratch_len(&self) -> usize {
+        self.dim()
+    }
+    fn forward_flat(&self, x: &mut [f32], scratch: &mut [f32]) -> f32 {
+        self.forward(x, scratch)
+    }
+    fn inverse_flat(&self, z: &mut [f32], scratch: &mut [f32]) -> f32 {
+        self.inverse(z, scratch)
+    }
+}
+
+impl SliceBackward for LuLinearRef<'_> {
+    fn param_len(&self) -> usize {
+        Self::n_params(self.dim())
+    }
+    fn train_scratch_len(&self) -> usize {
+        LuLinearRef::train_scratch_len(self)
+    }
+    fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]) {
+        self.backward(x, g, g_ld, grad, scratch)
+    }
+    fn as_bijector(&self) -> &dyn SliceBijector {
+        self
     }
 }

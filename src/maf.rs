@@ -6,6 +6,7 @@
 //! trainer keeps them zero with [`made_mask_params`].
 
 use crate::coupling::{affine_backward, affine_forward, affine_inverse_one};
+use crate::layer::{mlp_backward, net_scratch, SliceBijector};
 use crate::mlp::{Mlp, MlpGrad, MlpRef, MlpShape};
 use crate::{Bijector, Error};
 
@@ -20,11 +21,11 @@ pub const fn hidden_degree(k: usize, d: usize) -> usize {
 }
 
 /// Zero every entry of a flat MLP parameter (or gradient) vector that the
-/// MADE masks forbid, for `shape.input = d`, `shape.output = 2d` (two heads;
-/// output `head·d + j` has degree `j + 1`).
-pub fn made_mask_params(shape: MlpShape, p: &mut [f32]) -> Result<(), Error> {
+/// MADE masks forbid, for `shape.input = d` and `shape.output = heads·d`
+/// (output `head·d + j` has degree `j + 1`, so it sees only inputs `< j`).
+pub fn made_mask_heads(shape: MlpShape, heads: usize, p: &mut [f32]) -> Result<(), Error> {
     let d = shape.input;
-    if shape.output != 2 * d || shape.cond != 0 {
+    if heads == 0 || shape.output != heads * d || shape.cond != 0 {
         return Err(Error::ShapeMismatch);
     }
     let h = shape.hidden;
@@ -45,16 +46,38 @@ pub fn made_mask_params(shape: MlpShape, p: &mut [f32]) -> Result<(), Error> {
             }
         }
     }
-    for o in 0..2 * d {
-        let j = o % d;
+    for o in 0..heads * d {
         for k in 0..h {
-            if j < hidden_degree(k, d) {
-                // output degree j + 1 must exceed the hidden degree
+            if o % d < hidden_degree(k, d) {
                 g.w_out[o * h + k] = 0.0;
             }
         }
     }
     Ok(())
+}
+
+/// `true` if every weight of `net` (input `d`, output `heads·d`) that the MADE
+/// masks forbid is zero.
+pub fn is_made_masked(net: &MlpRef<'_>, heads: usize) -> bool {
+    let s = net.shape;
+    let (d, h) = (s.input, s.hidden);
+    if s.output != heads * d || s.cond != 0 {
+        return false;
+    }
+    let ok_in = (0..h).all(|k| (0..d).all(|i| hidden_degree(k, d) > i || net.w_in[k * d + i] == 0.0));
+    let ok_hid = (0..s.depth - 1).all(|l| {
+        (0..h).all(|k| {
+            (0..h).all(|m| hidden_degree(k, d) >= hidden_degree(m, d) || net.w_hid[l * h * h + k * h + m] == 0.0)
+        })
+    });
+    let ok_out = (0..heads * d).all(|o| (0..h).all(|k| o % d >= hidden_degree(k, d) || net.w_out[o * h + k] == 0.0));
+    ok_in && ok_hid && ok_out
+}
+
+/// [`made_mask_heads`] with two heads (shifts and raw log-scales), the
+/// MAF conditioner's shape (`shape.output = 2d`).
+pub fn made_mask_params(shape: MlpShape, p: &mut [f32]) -> Result<(), Error> {
+    made_mask_heads(shape, 2, p)
 }
 
 /// Borrowed MAF layer on run-time sizes: the one implementation.
@@ -119,6 +142,24 @@ impl MafRef<'_> {
     }
 }
 
+/// Scratch: `h0`, `h1` (`hidden` each), `out` (`2d`), then `xbuf` (`d`,
+/// for the inverse).
+impl SliceBijector for MafRef<'_> {
+    fn scratch_len(&self) -> usize {
+        2 * self.net.shape.hidden + 3 * self.dim()
+    }
+    fn forward_flat(&self, x: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, _) = net_scratch(s, self.net.shape.hidden, 2 * self.dim());
+        self.forward(x, h0, h1, out)
+    }
+    fn inverse_flat(&self, z: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, xbuf) = net_scratch(s, self.net.shape.hidden, 2 * self.dim());
+        self.inverse(z, xbuf, h0, h1, out)
+    }
+}
+
+mlp_backward!(MafRef);
+
 /// Const-generic MAF layer for `static` models: dimension `D`, `H` hidden
 /// units, `L + 1` hidden layers. Masked weights must be zero (exported models
 /// are); [`Maf::is_masked`] checks it.
@@ -143,16 +184,7 @@ impl<const D: usize, const H: usize, const L: usize> Maf<D, H, L> {
     /// `true` if every weight the MADE masks forbid is zero (the layer is
     /// really autoregressive, so its log-det is exact).
     pub fn is_masked(&self) -> bool {
-        let v = self.net.view();
-        let d = D;
-        let ok_in = (0..H).all(|k| (0..d).all(|i| hidden_degree(k, d) > i || v.w_in[k * d + i] == 0.0));
-        let ok_hid = (0..L).all(|l| {
-            (0..H).all(|k| {
-                (0..H).all(|m| hidden_degree(k, d) >= hidden_degree(m, d) || v.w_hid[l * H * H + k * H + m] == 0.0)
-            })
-        });
-        let ok_out = (0..2 * d).all(|o| (0..H).all(|k| o % d >= hidden_degree(k, d) || v.w_out[o * H + k] == 0.0));
-        ok_in && ok_hid && ok_out
+        is_made_masked(&self.net.view(), 2)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Fixed permutations of the coordinates (log-det 0).
 
+use crate::layer::{SliceBackward, SliceBijector};
 use crate::{Bijector, Error};
 
 /// `y[i] = x[perm[i]]` for a permutation given as a slice; the one
@@ -47,6 +48,44 @@ pub const fn is_permutation(perm: &[usize]) -> bool {
         i += 1;
     }
     true
+}
+
+/// A permutation given as a slice, `y[i] = x[perm[i]]`: the slice-level view
+/// of [`Permutation`]. Scratch: `d` floats.
+#[derive(Clone, Copy, Debug)]
+pub struct PermutationRef<'a> {
+    /// The permutation of `0..d`.
+    pub perm: &'a [usize],
+}
+
+impl SliceBijector for PermutationRef<'_> {
+    fn scratch_len(&self) -> usize {
+        self.perm.len()
+    }
+    fn forward_flat(&self, x: &mut [f32], scratch: &mut [f32]) -> f32 {
+        permute_forward(self.perm, x, scratch);
+        0.0
+    }
+    fn inverse_flat(&self, z: &mut [f32], scratch: &mut [f32]) -> f32 {
+        permute_inverse(self.perm, z, scratch);
+        0.0
+    }
+}
+
+/// `y = P x`, so `∂L/∂x = Pᵀ ∂L/∂y`; no parameters.
+impl SliceBackward for PermutationRef<'_> {
+    fn param_len(&self) -> usize {
+        0
+    }
+    fn train_scratch_len(&self) -> usize {
+        self.perm.len()
+    }
+    fn backward_flat(&self, _: &[f32], g: &mut [f32], _: f32, _: &mut [f32], scratch: &mut [f32]) {
+        permute_inverse(self.perm, g, scratch);
+    }
+    fn as_bijector(&self) -> &dyn SliceBijector {
+        self
+    }
 }
 
 /// A fixed permutation: `y[i] = x[perm[i]]`. Orthogonal, log-det 0.
@@ -107,5 +146,35 @@ impl<const D: usize> Bijector<D> for Reverse {
     fn inverse(&self, z: &mut [f32; D]) -> Result<f32, Error> {
         z.reverse();
         Ok(0.0)
+    }
+}
+
+impl SliceBijector for Reverse {
+    fn scratch_len(&self) -> usize {
+        0
+    }
+    fn forward_flat(&self, x: &mut [f32], _: &mut [f32]) -> f32 {
+        x.reverse();
+        0.0
+    }
+    fn inverse_flat(&self, z: &mut [f32], _: &mut [f32]) -> f32 {
+        z.reverse();
+        0.0
+    }
+}
+
+/// Its own transpose; no parameters.
+impl SliceBackward for Reverse {
+    fn param_len(&self) -> usize {
+        0
+    }
+    fn train_scratch_len(&self) -> usize {
+        0
+    }
+    fn backward_flat(&self, _: &[f32], g: &mut [f32], _: f32, _: &mut [f32], _: &mut [f32]) {
+        g.reverse();
+    }
+    fn as_bijector(&self) -> &dyn SliceBijector {
+        self
     }
 }

@@ -2,8 +2,10 @@
 
 use crate::{Bijector, Error};
 
+/// `softplus(x) = log(1 + eˣ)`, without overflow; the one implementation
+/// (the spline's knot derivatives use it too).
 #[inline(always)]
-fn softplus(x: f32) -> f32 {
+pub fn softplus(x: f32) -> f32 {
     // log(1 + e^x) without overflow.
     if x > 0.0 {
         x + libm::log1pf(crate::activation::exp(-x))

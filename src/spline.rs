@@ -80,8 +80,10 @@
 //! coordinates for the coupling, `n = D` for the autoregressive layer). The
 //! scalar functions therefore read parameter `p` at `raw[p·stride]`.
 
-use crate::maf::hidden_degree;
-use crate::mlp::{Mlp, MlpGrad, MlpRef, MlpShape};
+use crate::layer::{mlp_backward, net_scratch, SliceBijector};
+pub use crate::maf::{is_made_masked, made_mask_heads};
+use crate::mlp::{Mlp, MlpGrad, MlpRef};
+use crate::sigmoid::softplus;
 use crate::{Bijector, Error};
 
 /// Default tail bound `B`: the spline acts on `[−3, 3]` (standardised data).
@@ -131,15 +133,6 @@ fn clamp_raw(r: f32) -> (f32, f32) {
         (r, 1.0)
     } else {
         (0.0, 0.0)
-    }
-}
-
-#[inline(always)]
-fn softplus(x: f32) -> f32 {
-    if x > 0.0 {
-        x + libm::log1pf(crate::activation::exp(-x))
-    } else {
-        libm::log1pf(crate::activation::exp(x))
     }
 }
 
@@ -580,6 +573,23 @@ impl<'a> SplineCouplingRef<'a> {
     }
 }
 
+/// Scratch: `h0`, `h1` (`hidden` each), `out` ([`SplineCouplingRef::n_out`]).
+impl SliceBijector for SplineCouplingRef<'_> {
+    fn scratch_len(&self) -> usize {
+        2 * self.net.shape.hidden + self.n_out()
+    }
+    fn forward_flat(&self, x: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, _) = net_scratch(s, self.net.shape.hidden, self.n_out());
+        self.forward(x, h0, h1, out)
+    }
+    fn inverse_flat(&self, z: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, _) = net_scratch(s, self.net.shape.hidden, self.n_out());
+        self.inverse(z, h0, h1, out)
+    }
+}
+
+mlp_backward!(SplineCouplingRef);
+
 /// Const-generic spline coupling for `static` models: `A` conditioning and
 /// `B` transformed coordinates (`A + B = D`), a conditioner with `H` hidden
 /// units and `L + 1` hidden layers, `K` bins and `P = 3K − 1` raw parameters
@@ -664,61 +674,6 @@ impl<
         let (mut h0, mut h1, mut out) = ([0.0; H], [0.0; H], [[0.0; B]; P]);
         Ok(self.view().inverse(z, &mut h0, &mut h1, out.as_flattened_mut()))
     }
-}
-
-/// Zero every entry of a flat MLP parameter (or gradient) vector that the
-/// MADE masks forbid, for `shape.input = d` and `shape.output = heads·d`
-/// (output `head·d + j` has degree `j + 1`, so it sees only inputs `< j`).
-/// With `heads = 2` this is [`crate::maf::made_mask_params`].
-pub fn made_mask_heads(shape: MlpShape, heads: usize, p: &mut [f32]) -> Result<(), Error> {
-    let d = shape.input;
-    if heads == 0 || shape.output != heads * d || shape.cond != 0 {
-        return Err(Error::ShapeMismatch);
-    }
-    let h = shape.hidden;
-    let g = MlpGrad::from_flat(shape, p)?;
-    for k in 0..h {
-        for i in 0..d {
-            if hidden_degree(k, d) < i + 1 {
-                g.w_in[k * d + i] = 0.0;
-            }
-        }
-    }
-    for l in 0..shape.depth - 1 {
-        for k in 0..h {
-            for m in 0..h {
-                if hidden_degree(k, d) < hidden_degree(m, d) {
-                    g.w_hid[l * h * h + k * h + m] = 0.0;
-                }
-            }
-        }
-    }
-    for o in 0..heads * d {
-        for k in 0..h {
-            if o % d < hidden_degree(k, d) {
-                g.w_out[o * h + k] = 0.0;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `true` if every weight of `net` (input `d`, output `heads·d`) that the MADE
-/// masks forbid is zero.
-pub fn is_made_masked(net: &MlpRef<'_>, heads: usize) -> bool {
-    let s = net.shape;
-    let (d, h) = (s.input, s.hidden);
-    if s.output != heads * d || s.cond != 0 {
-        return false;
-    }
-    let ok_in = (0..h).all(|k| (0..d).all(|i| hidden_degree(k, d) > i || net.w_in[k * d + i] == 0.0));
-    let ok_hid = (0..s.depth - 1).all(|l| {
-        (0..h).all(|k| {
-            (0..h).all(|m| hidden_degree(k, d) >= hidden_degree(m, d) || net.w_hid[l * h * h + k * h + m] == 0.0)
-        })
-    });
-    let ok_out = (0..heads * d).all(|o| (0..h).all(|k| o % d >= hidden_degree(k, d) || net.w_out[o * h + k] == 0.0));
-    ok_in && ok_hid && ok_out
 }
 
 /// Borrowed autoregressive spline layer (MADE conditioner) on run-time sizes:
@@ -820,6 +775,24 @@ impl<'a> SplineAutoregressiveRef<'a> {
         self.net.backward(x, 0.0, acts, g_out, Some(g), t0, t1, grad);
     }
 }
+
+/// Scratch: `h0`, `h1` (`hidden` each), `out`
+/// ([`SplineAutoregressiveRef::n_out`]), then `xbuf` (`d`, for the inverse).
+impl SliceBijector for SplineAutoregressiveRef<'_> {
+    fn scratch_len(&self) -> usize {
+        2 * self.net.shape.hidden + self.n_out() + self.dim()
+    }
+    fn forward_flat(&self, x: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, _) = net_scratch(s, self.net.shape.hidden, self.n_out());
+        self.forward(x, h0, h1, out)
+    }
+    fn inverse_flat(&self, z: &mut [f32], s: &mut [f32]) -> f32 {
+        let (h0, h1, out, xbuf) = net_scratch(s, self.net.shape.hidden, self.n_out());
+        self.inverse(z, xbuf, h0, h1, out)
+    }
+}
+
+mlp_backward!(SplineAutoregressiveRef);
 
 /// Const-generic autoregressive spline layer for `static` models: dimension
 /// `D`, `H` hidden units, `L + 1` hidden layers, `K` bins, `P = 3K − 1`

@@ -222,7 +222,10 @@ fn search_keeps_the_candidate_with_the_best_validation_nll() {
     // The single best candidate (the stacking step is tested below).
     let cfg = TrainConfig { mixture: false, ..cfg };
     let (m, s) = train::train(&ds, &cfg, false).unwrap();
-    let tried = m.provenance.settings["search"].as_array().unwrap().clone();
+    let tried = serde_json::to_value(&m.provenance.settings).unwrap()["search"]
+        .as_array()
+        .unwrap()
+        .clone();
     let val = |t: &serde_json::Value| t["val_nll"].as_f64().unwrap();
     // 1. noise levels in order, stopping after the first that did worse.
     let noise: Vec<f64> = tried
@@ -275,12 +278,16 @@ fn search_stacks_the_candidates_into_a_mixture() {
         ..TrainConfig::default()
     };
     let (m, s) = train::train(&ds, &cfg, false).unwrap();
-    let tried = m.provenance.settings["search"].as_array().unwrap().clone();
+    let tried = serde_json::to_value(&m.provenance.settings).unwrap()["search"]
+        .as_array()
+        .unwrap()
+        .clone();
     let best_single = tried
         .iter()
         .filter_map(|t| t["val_nll"].as_f64())
         .fold(f64::INFINITY, f64::min);
-    let Some(members) = m.provenance.settings["members"].as_array() else {
+    let settings = serde_json::to_value(&m.provenance.settings).unwrap();
+    let Some(members) = settings["members"].as_array() else {
         panic!("no mixture kept (best single {best_single}): {tried:?}");
     };
     assert_eq!(m.kind, "mixture");
@@ -352,6 +359,7 @@ fn search_stacks_the_candidates_into_a_mixture() {
         gaussian_baseline: None,
     })
     .unwrap();
+    let ev = serde_json::to_value(&ev).unwrap();
     let mut ws = m.model.workspace();
     let want = -ds
         .rows
@@ -735,31 +743,34 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
     let targs = cli::TrainArgs {
         data: ptr.clone(),
         out: model.clone(),
-        flow: FlowKind::Maf,
-        layers: Some(2),
-        hidden: Some(8),
-        depth: 1,
-        epochs: Some(5),
-        batch: 64,
-        lr: 5e-3,
-        weight_decay: 1e-4,
-        patience: None,
-        seed: 0,
-        val_fraction: 0.2,
         label_column: None,
-        no_dequantize: false,
-        noise: Some(0.0),
-        val_split: ValSplit::Last,
-        folds: Some(1),
-        no_whiten: false,
-        no_mixture: false,
-        max_params: None,
-        max_macs: None,
-        clamp: 3.0,
-        cnf_steps: 4,
-        bins: 8,
-        tail_bound: 3.0,
         quiet: true,
+        config: TrainConfig {
+            flow: FlowKind::Maf,
+            layers: Some(2),
+            hidden: Some(8),
+            depth: 1,
+            epochs: Some(5),
+            batch: 64,
+            lr: 5e-3,
+            weight_decay: 1e-4,
+            patience: None,
+            seed: 0,
+            val_fraction: 0.2,
+            dequantize: true,
+            noise: Some(0.0),
+            val_split: ValSplit::Last,
+            folds: Some(1),
+            whiten: true,
+            mixture: true,
+            max_params: None,
+            max_macs: None,
+            clamp: 3.0,
+            cnf_steps: 4,
+            bins: 8,
+            tail_bound: 3.0,
+            ..TrainConfig::default()
+        },
     };
     cli::run_train(&targs).unwrap();
     let th = cli::run_calibrate(&cli::CalibrateArgs {
@@ -779,6 +790,7 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
         gaussian_baseline: None,
     })
     .unwrap();
+    let ev = serde_json::to_value(&ev).unwrap();
     assert_eq!(ev["rows"], 221);
     assert_eq!(ev["n"], 220);
     assert_eq!(ev["unscorable"], 1);
@@ -815,31 +827,34 @@ fn train_err(csv: &str, label: Option<&str>, flow: FlowKind) -> String {
     let a = cli::TrainArgs {
         data: p,
         out: dir.join("never.json"),
-        flow,
-        layers: Some(1),
-        hidden: Some(4),
-        depth: 1,
-        epochs: Some(1),
-        batch: 8,
-        lr: 1e-3,
-        weight_decay: 0.0,
-        patience: None,
-        seed: 0,
-        val_fraction: 0.1,
         label_column: label.map(String::from),
-        no_dequantize: false,
-        noise: Some(0.0),
-        val_split: ValSplit::Last,
-        folds: Some(1),
-        no_whiten: false,
-        no_mixture: false,
-        max_params: None,
-        max_macs: None,
-        clamp: 3.0,
-        cnf_steps: 2,
-        bins: 8,
-        tail_bound: 3.0,
         quiet: true,
+        config: TrainConfig {
+            flow,
+            layers: Some(1),
+            hidden: Some(4),
+            depth: 1,
+            epochs: Some(1),
+            batch: 8,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            patience: None,
+            seed: 0,
+            val_fraction: 0.1,
+            dequantize: true,
+            noise: Some(0.0),
+            val_split: ValSplit::Last,
+            folds: Some(1),
+            whiten: true,
+            mixture: true,
+            max_params: None,
+            max_macs: None,
+            clamp: 3.0,
+            cnf_steps: 2,
+            bins: 8,
+            tail_bound: 3.0,
+            ..TrainConfig::default()
+        },
     };
     let e = format!("{:#}", cli::run_train(&a).unwrap_err());
     assert!(!dir.join("never.json").exists(), "no output on error");
@@ -1043,7 +1058,10 @@ fn max_params_bounds_the_search() {
         ..TrainConfig::default()
     };
     let (free, _) = train::train(&ds, &cfg, false).unwrap();
-    let tried = free.provenance.settings["search"].as_array().unwrap().clone();
+    let tried = serde_json::to_value(&free.provenance.settings).unwrap()["search"]
+        .as_array()
+        .unwrap()
+        .clone();
     let params = |t: &serde_json::Value| t["parameters"].as_u64().unwrap() as usize;
     let smallest = params(&tried[0]);
     assert!(
@@ -1061,7 +1079,10 @@ fn max_params_bounds_the_search() {
     )
     .unwrap();
     assert!(s.parameters <= smallest, "{} > {smallest}", s.parameters);
-    for t in m.provenance.settings["search"].as_array().unwrap() {
+    for t in serde_json::to_value(&m.provenance.settings).unwrap()["search"]
+        .as_array()
+        .unwrap()
+    {
         if params(t) > smallest {
             assert!(t["skipped"].is_string() && t["val_nll"].is_null(), "{t}");
         } else {
@@ -1095,7 +1116,10 @@ fn max_params_bounds_the_search() {
     )
     .unwrap();
     assert!(m.model.macs() <= cheapest, "{} > {cheapest}", m.model.macs());
-    for t in m.provenance.settings["search"].as_array().unwrap() {
+    for t in serde_json::to_value(&m.provenance.settings).unwrap()["search"]
+        .as_array()
+        .unwrap()
+    {
         assert_eq!(t["skipped"].is_string(), macs(t) > cheapest, "{t}");
     }
     let e = train::train(
@@ -1148,7 +1172,10 @@ fn small_data_is_cross_validated_by_default() {
         ..small_cfg(3)
     };
     let (m, s) = train::train(&ds, &cfg, false).unwrap();
-    assert_eq!(m.provenance.settings["folds"], train::SMALL_DATA_FOLDS);
+    assert_eq!(
+        serde_json::to_value(&m.provenance.settings).unwrap()["folds"],
+        train::SMALL_DATA_FOLDS
+    );
     assert_eq!(m.model.flows.len(), train::SMALL_DATA_FOLDS);
     assert_eq!((s.train_rows, s.val_rows), (150, 150), "every row validated once");
     assert!(s.validation.is_empty(), "no row is unseen by the whole committee");
@@ -1175,7 +1202,10 @@ fn folds_train_an_equal_weight_committee() {
     for lw in &m.model.log_weights {
         assert!((lw.exp() - 1.0 / 3.0).abs() < 1e-6, "{lw}");
     }
-    let results = m.provenance.settings["fold_results"].as_array().unwrap().clone();
+    let results = serde_json::to_value(&m.provenance.settings).unwrap()["fold_results"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(results.len(), 3);
     let mut weighted = 0.0;
     for (k, result) in results.iter().enumerate() {

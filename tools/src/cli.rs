@@ -3,20 +3,20 @@
 //! these directly.
 
 use crate::data::{self, Dataset};
+use crate::eval::{self, EvalReport};
 use crate::metrics;
 use crate::model::{ModelFile, Threshold};
 use crate::output;
 use crate::say;
-use crate::train::{self, FlowKind, Gaussian, TrainConfig, ValSplit};
+use crate::train::{self, FlowKind, Gaussian, TrainConfig};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use rand_core::SeedableRng;
-use rayon::prelude::*;
-use serde_json::json;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Arguments of `flowmote train`.
+/// Arguments of `flowmote train`: the files, and the training settings
+/// ([`TrainConfig`], written once there).
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
     /// Training CSV: a header row naming the columns, then one row per
@@ -26,193 +26,26 @@ pub struct TrainArgs {
     /// Model file to write (JSON; written atomically).
     #[arg(long)]
     pub out: PathBuf,
-    /// Flow family. The default, `auto`, chooses by validation NLL: `maf`
-    /// first, then `nsf` (neural spline coupling; `nsf-ar` for one column)
-    /// at the noise level `maf` chose. `maf` (masked autoregressive: fast
-    /// scoring, slow sampling), `coupling` (RealNVP affine: fastest sampling,
-    /// ≥ 2 columns), `nsf` / `nsf-ar` (rational-quadratic spline coupling /
-    /// autoregressive: bounded, identity tails), `cnf` (continuous flow,
-    /// flow matching).
-    ///
-    /// What the defaults do: every setting you leave open is chosen by the
-    /// validation NLL, each candidate trained on the same split and seed —
-    /// first the noise (--noise), then the family, then the size (one model
-    /// with two more layers and twice the hidden units) — and keeps the
-    /// candidates' validation-weighted mixture if that beats them all
-    /// (--no-mixture). That is 4–7 trainings, so several times the time of
-    /// one; give --flow, --noise, --layers and --hidden to train exactly one
-    /// model. Every candidate's validation NLL is stored in the model file
-    /// (provenance, `search`). On small files (a validation split under 100
-    /// rows, i.e. fewer than 1 000 rows) all of this runs once per fold of a
-    /// 5-fold cross-validation and the folds' models are averaged (--folds).
-    #[arg(long, value_enum, default_value_t = FlowKind::Auto)]
-    pub flow: FlowKind,
-    /// Flow layers [default: 2 below 500 training rows, 3 below 2000, else 4,
-    /// or two more if that wins on validation; 1 for cnf].
-    #[arg(long)]
-    pub layers: Option<usize>,
-    /// Hidden units per conditioner layer [default: 16 below 500 training
-    /// rows, else 32, or twice that if it wins on validation].
-    #[arg(long)]
-    pub hidden: Option<usize>,
-    /// Hidden layers per conditioner network.
-    #[arg(long, default_value_t = 2)]
-    pub depth: usize,
-    /// Maximum epochs; early stopping usually ends sooner [default: 200, more
-    /// for small files so that ~4000 optimiser steps are possible, ≤ 2000].
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Mini-batch size (a short last batch is dropped each epoch).
-    #[arg(long, default_value_t = 64)]
-    pub batch: usize,
-    /// Peak learning rate of Adam (linear warm-up, then cosine decay to 1 %).
-    #[arg(long, default_value_t = 2e-3)]
-    pub lr: f64,
-    /// Decoupled (AdamW) weight decay.
-    #[arg(long, default_value_t = 1e-4)]
-    pub weight_decay: f64,
-    /// Early stopping: stop after this many epochs without a better
-    /// validation NLL (the best model is kept); 0 = run all epochs
-    /// [default: 20, or as many epochs as ~400 optimiser steps for small files, ≤ 200].
-    #[arg(long)]
-    pub patience: Option<usize>,
-    /// Seed of every random choice (split, initial weights, batches,
-    /// dequantisation noise): the same seed and data give the same model.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Fraction of the rows held out (see --val-split) for validation,
-    /// early stopping and choosing the kept model. 0 = select on training
-    /// NLL (and no cross-validation). With --folds K ≥ 2 each fold holds out
-    /// 1/K of the rows instead.
-    #[arg(long, default_value_t = 0.1)]
-    pub val_fraction: f64,
-    /// Which rows to hold out (--val-fraction of them) for validation, early
-    /// stopping and the choices above. `last` (default): the last rows of
-    /// the file — sensor logs are time series, neighbouring rows are near
-    /// copies, and a random split would reward memorising them; holding out
-    /// the most recent rows judges the model on later readings, as the
-    /// detector will be. `random`: a seeded random sample, for files whose
-    /// row order means nothing.
-    #[arg(long, value_enum, default_value_t = ValSplit::Last)]
-    pub val_split: ValSplit,
-    /// Cross-validation folds. With K ≥ 2 the rows (in --val-split order)
-    /// are cut into K contiguous blocks (so a time series is validated on
-    /// stretches of time); the whole search runs K times, each time
-    /// validating on one block and training on the rest, and the model kept
-    /// is the equal-weight mixture of the K results. Every row is validated
-    /// on once, and the K models' different errors average out — what a
-    /// 20-row validation split cannot do — at K times the training time,
-    /// flash and cycles (--max-params and --max-macs are split over the
-    /// folds). 1 = one split of --val-fraction [default: 5 when that split
-    /// would hold fewer than 100 rows, else 1].
-    #[arg(long)]
-    pub folds: Option<usize>,
+    /// Training settings.
+    #[command(flatten)]
+    pub config: TrainConfig,
     /// Column holding labels (0 = normal, anything else = anomaly); rows
     /// labelled anomalous are left out of training.
     #[arg(long)]
     pub label_column: Option<String>,
-    /// Do not dequantise integer-valued columns.
-    #[arg(long)]
-    pub no_dequantize: bool,
-    /// Largest model the search may keep, in parameters (4 bytes of flash
-    /// each in the exported firmware model): candidates above it are
-    /// skipped (and listed as skipped in the model file), and a mixture is
-    /// kept only with the members that fit together. Without it the search
-    /// keeps whatever wins on validation — on the 5 632 × 9 gait data that
-    /// is a mixture of five flows, 115 869 parameters (≈ 453 KB of flash).
-    #[arg(long)]
-    pub max_params: Option<usize>,
-    /// Largest cost per score the search may keep, in multiply-adds of the
-    /// networks (`MACS` of the exported model; a mixture costs its members'
-    /// sum): candidates above it are skipped and mixture members dropped,
-    /// smallest weight first, until the mixture fits. On a Cortex-M4F one
-    /// score takes about 6–16 instructions per multiply-add (BENCHMARKS.md,
-    /// "Instructions per log_prob"), so at 64 MHz `--max-macs 10000` is
-    /// roughly a 1–2.5 ms score.
-    #[arg(long)]
-    pub max_macs: Option<usize>,
-    /// Leave out the whitening layer: by default a trainable LU linear layer
-    /// follows the standardisation, initialised to the full-covariance
-    /// Gaussian fit of the training rows (d² multiply-adds on the device),
-    /// so training starts from that Gaussian and only has to add what it
-    /// misses.
-    #[arg(long)]
-    pub no_whiten: bool,
-    /// Keep the search's best single flow, never a mixture. By default, when
-    /// the search trained several candidates, their weighted mixture
-    /// `Σ wₖ pₖ(x)` (weights fitted on the validation rows, members under 1 %
-    /// dropped) is kept if its validation NLL, plus (members − 1)/rows nats
-    /// for the fitted weights, beats the best single flow. A mixture is still
-    /// an exact density, but the device evaluates every member: its flash
-    /// and cycles are the members' sum.
-    #[arg(long)]
-    pub no_mixture: bool,
-    /// Gaussian noise added to the training rows, in standard deviations of
-    /// each column: a regulariser that smooths the density, so readings a
-    /// little outside the training data are not scored as impossible
-    /// [default: chosen by validation among 0, 0.1, 0.2, 0.3, stopping at
-    /// the first level that does worse].
-    #[arg(long)]
-    pub noise: Option<f32>,
-    /// Soft clamp of the affine log-scales (|log-scale| < clamp): smaller
-    /// values give gentler tails, i.e. less extreme scores far from the data.
-    #[arg(long, default_value_t = flowmote::coupling::DEFAULT_CLAMP)]
-    pub clamp: f32,
-    /// Solver steps of a continuous flow (RK4).
-    #[arg(long, default_value_t = 8)]
-    pub cnf_steps: usize,
-    /// Spline bins K of `nsf` / `nsf-ar` layers.
-    #[arg(long, default_value_t = 8)]
-    pub bins: usize,
-    /// Spline layers act on [−B, B] of the standardised data (identity
-    /// outside, so far-out readings keep bounded, honest scores).
-    #[arg(long, default_value_t = flowmote::spline::DEFAULT_TAIL_BOUND)]
-    pub tail_bound: f32,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
-}
-
-impl TrainArgs {
-    /// The training configuration these flags ask for.
-    pub fn config(&self) -> TrainConfig {
-        TrainConfig {
-            flow: self.flow,
-            layers: self.layers,
-            hidden: self.hidden,
-            depth: self.depth,
-            epochs: self.epochs,
-            batch: self.batch,
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            patience: self.patience,
-            val_fraction: self.val_fraction,
-            seed: self.seed,
-            dequantize: !self.no_dequantize,
-            noise: self.noise,
-            val_split: self.val_split,
-            folds: self.folds,
-            whiten: !self.no_whiten,
-            mixture: !self.no_mixture,
-            max_params: self.max_params,
-            max_macs: self.max_macs,
-            cnf_steps: self.cnf_steps,
-            clamp: self.clamp,
-            bins: self.bins,
-            tail_bound: self.tail_bound,
-            ..TrainConfig::default()
-        }
-    }
 }
 
 /// Run `flowmote train`; returns the trained model (also written to `--out`).
 pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
     output::refuse_inputs(&a.out, &[&a.data])?;
     let ds = data::load_training(&a.data, a.label_column.as_deref())?;
-    let (model, s) = train::train(&ds, &a.config(), !a.quiet)?;
+    let (model, s) = train::train(&ds, &a.config, !a.quiet)?;
     model.save(&a.out)?;
     let what = describe_model(&model);
-    let folds = model.provenance.settings["folds"].as_u64().unwrap_or(1);
+    let folds = model.provenance.settings.folds();
     say!(
         "trained {what}: {} parameters ≈ {:.0} KB of flash, {} multiply-adds per score, on {} rows ({}{}) in {:.1} s",
         s.parameters,
@@ -267,8 +100,9 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
 /// `a 5-fold committee of 22 flows (maf ×18, nsf ×4)`.
 pub fn describe_model(model: &ModelFile) -> String {
     let st = &model.provenance.settings;
-    if let (Some(k), Some(members)) = (st["folds"].as_u64().filter(|k| *k > 1), st["members"].as_array()) {
-        let kinds: Vec<&str> = members.iter().map(|m| m["flow"].as_str().unwrap_or("?")).collect();
+    let k = st.folds();
+    if let (true, Some(members)) = (k > 1, &st.members) {
+        let kinds: Vec<&str> = members.iter().map(|m| m.flow.as_str()).collect();
         let mut names = kinds.clone();
         names.sort_unstable();
         names.dedup();
@@ -282,7 +116,8 @@ pub fn describe_model(model: &ModelFile) -> String {
                 .join(", ")
         );
     }
-    match st["members"].as_array() {
+    let n = |v: Option<usize>| v.map_or("?".to_string(), |v| v.to_string());
+    match &st.members {
         Some(members) => format!(
             "a mixture of {} flows ({})",
             members.len(),
@@ -290,18 +125,21 @@ pub fn describe_model(model: &ModelFile) -> String {
                 .iter()
                 .map(|m| format!(
                     "{} {}×{} noise {} × {:.2}",
-                    m["flow"].as_str().unwrap_or("?"),
-                    m["layers"],
-                    m["hidden"],
-                    m["noise"].as_f64().map_or("?".into(), |v| format!("{v:.1}")),
-                    m["weight"].as_f64().unwrap_or(f64::NAN)
+                    m.flow,
+                    m.layers,
+                    m.hidden,
+                    m.noise.map_or("?".into(), |v| format!("{:.1}", v as f64)),
+                    m.weight.unwrap_or(f64::NAN)
                 ))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
         None => format!(
             "{} ({} layers, hidden {}×{})",
-            model.kind, st["layers"], st["hidden"], st["depth"]
+            model.kind,
+            n(st.config.layers),
+            n(st.config.hidden),
+            st.config.depth
         ),
     }
 }
@@ -309,22 +147,16 @@ pub fn describe_model(model: &ModelFile) -> String {
 /// `−log p` of every row (`None` where the row cannot be scored) and the
 /// reason for each failure.
 pub fn score_rows(model: &ModelFile, ds: &Dataset) -> Vec<std::result::Result<f64, String>> {
-    let m = &model.model;
-    ds.rows
-        .par_iter()
-        .zip(ds.row_errors.par_iter())
-        .map_init(
-            || m.workspace(),
-            |ws, (x, e)| {
-                if let Some(e) = e {
-                    return Err(e.clone());
-                }
-                match m.log_prob(x, ws) {
-                    Ok(lp) => Ok(-(lp as f64)),
-                    Err(e) => Err(format!("cannot be scored: {e:?}")),
-                }
-            },
-        )
+    model
+        .model
+        .log_probs(&ds.rows)
+        .into_iter()
+        .zip(&ds.row_errors)
+        .map(|(lp, e)| match (e, lp) {
+            (Some(e), _) => Err(e.clone()),
+            (None, Ok(lp)) => Ok(-(lp as f64)),
+            (None, Err(e)) => Err(format!("cannot be scored: {e:?}")),
+        })
         .collect()
 }
 
@@ -350,49 +182,15 @@ pub struct EvalArgs {
     pub gaussian_baseline: Option<PathBuf>,
 }
 
-/// Run `flowmote eval`; returns the JSON object it prints with `--json`.
-pub fn run_eval(a: &EvalArgs) -> Result<serde_json::Value> {
+/// Run `flowmote eval`; returns the report (printed as JSON with `--json`,
+/// else as text).
+pub fn run_eval(a: &EvalArgs) -> Result<EvalReport> {
     let model = ModelFile::load(&a.model)?;
     let ds = data::load_for_model(&a.data, &model.features, a.label_column.as_deref())?;
     let r = score_rows(&model, &ds);
     let scores: Vec<Option<f64>> = r.iter().map(|s| s.as_ref().ok().copied()).collect();
     let bad: Vec<usize> = (0..r.len()).filter(|&i| scores[i].is_none()).collect();
     let finite: Vec<f64> = scores.iter().flatten().copied().collect();
-    let mean = |v: &[f64]| {
-        if v.is_empty() {
-            f64::NAN
-        } else {
-            v.iter().sum::<f64>() / v.len() as f64
-        }
-    };
-    let mut out = json!({
-        "model": a.model.display().to_string(),
-        "data": a.data.display().to_string(),
-        "rows": ds.len(),
-        "n": finite.len(),
-        "nll": mean(&finite),
-        "unscorable": bad.len(),
-        "unscorable_lines": bad.iter().take(20).map(|&i| ds.lines[i]).collect::<Vec<_>>(),
-        "score_quantiles": metrics::summarize(&finite),
-    });
-    let mut text = String::new();
-    writeln!(
-        text,
-        "{}: {} rows, mean NLL {:.4} nats/row over {} scorable rows",
-        a.data.display(),
-        ds.len(),
-        mean(&finite),
-        finite.len()
-    )?;
-    if !bad.is_empty() {
-        writeln!(
-            text,
-            "warning: {} row(s) could not be scored (e.g. line {}: {}) — excluded from the NLL, flagged as anomalous in rates and AUROC",
-            bad.len(),
-            ds.lines[bad[0]],
-            r[bad[0]].as_ref().unwrap_err()
-        )?;
-    }
     let gauss = match &a.gaussian_baseline {
         Some(p) => {
             let lab = a
@@ -422,97 +220,40 @@ pub fn run_eval(a: &EvalArgs) -> Result<serde_json::Value> {
             })
             .collect()
     });
-    if let Some(gs) = &gscores {
-        let f: Vec<f64> = gs.iter().flatten().copied().collect();
-        out["gaussian_nll"] = json!(mean(&f));
-        writeln!(
-            text,
-            "full-covariance Gaussian baseline: mean NLL {:.4} nats/row",
-            mean(&f)
-        )?;
-    }
-    if let Some(labels) = &ds.labels {
-        let normal: Vec<f64> = scores
-            .iter()
-            .zip(labels)
-            .filter(|(_, &l)| !l)
-            .filter_map(|(s, _)| *s)
-            .collect();
-        let auroc = metrics::auroc(&scores, labels);
-        let n_anom = labels.iter().filter(|&&l| l).count();
-        out["n_normal"] = json!(normal.len());
-        out["n_anomalies"] = json!(n_anom);
-        out["nll_normal"] = json!(mean(&normal));
-        out["auroc"] = json!(auroc);
-        writeln!(
-            text,
-            "normal rows: mean NLL {:.4} nats/row ({} rows); anomalies: {} rows",
-            mean(&normal),
-            normal.len(),
-            n_anom
-        )?;
-        match auroc {
-            Some(v) => writeln!(text, "AUROC (score = −log p): {v:.4}")?,
-            None => writeln!(text, "AUROC: undefined (needs both normal and anomalous rows)")?,
-        }
-        if let Some(gs) = &gscores {
-            let ga = metrics::auroc(gs, labels);
-            let gn: Vec<f64> = gs
-                .iter()
-                .zip(labels)
-                .filter(|(_, &l)| !l)
-                .filter_map(|(s, _)| *s)
-                .collect();
-            out["gaussian_auroc"] = json!(ga);
-            out["gaussian_nll_normal"] = json!(mean(&gn));
-            writeln!(
-                text,
-                "Gaussian baseline: AUROC {}, normal-row NLL {:.4}",
-                ga.map_or("undefined".into(), |v| format!("{v:.4}")),
-                mean(&gn)
-            )?;
-        }
-        if let Some(t) = &model.threshold {
-            let rt = metrics::rates(&scores, labels, t.score as f64);
-            out["threshold"] = json!(t.score);
-            out["false_alarm_rate"] = json!(rt.false_alarm_rate);
-            out["detection_rate"] = json!(rt.detection_rate);
-            out["rates"] = serde_json::to_value(rt)?;
-            writeln!(
-                text,
-                "at the calibrated threshold {:.4} (for {:.2} % false alarms): false-alarm rate {:.2} % ({}/{}), detection rate {:.2} % ({}/{})",
-                t.score,
-                100.0 * t.false_alarm_rate,
-                100.0 * rt.false_alarm_rate,
-                rt.false_alarms,
-                rt.normal,
-                100.0 * rt.detection_rate,
-                rt.detections,
-                rt.anomalies
-            )?;
-        } else {
-            writeln!(
-                text,
-                "no threshold in the model: run `flowmote calibrate` for alarm rates"
-            )?;
-        }
-    } else if let Some(t) = &model.threshold {
-        let rate = metrics::flag_rate(&scores, t.score as f64);
-        out["threshold"] = json!(t.score);
-        out["flag_rate"] = json!(rate);
-        writeln!(
-            text,
-            "flagged at the calibrated threshold {:.4}: {:.2} % of rows",
-            t.score,
-            100.0 * rate
-        )?;
-    }
+    let threshold = model.threshold.as_ref().map(|t| (t.score, t.false_alarm_rate));
+    let report = EvalReport {
+        model: a.model.display().to_string(),
+        data: a.data.display().to_string(),
+        rows: ds.len(),
+        n: finite.len(),
+        nll: eval::mean(&finite),
+        unscorable: bad.len(),
+        unscorable_lines: bad.iter().take(20).map(|&i| ds.lines[i]).collect(),
+        score_quantiles: metrics::summarize(&finite),
+        gaussian_nll: gscores
+            .as_ref()
+            .map(|gs| eval::mean(&gs.iter().flatten().copied().collect::<Vec<_>>())),
+        labelled: ds
+            .labels
+            .as_ref()
+            .map(|labels| eval::Labelled::new(&scores, gscores.as_deref(), labels, threshold)),
+        flagged: match (&ds.labels, threshold) {
+            (None, Some((t, _))) => Some(eval::Flagged {
+                threshold: t,
+                flag_rate: metrics::flag_rate(&scores, t as f64),
+            }),
+            _ => None,
+        },
+        first_unscorable: bad.first().map(|&i| (ds.lines[i], r[i].as_ref().unwrap_err().clone())),
+    };
     if a.json {
-        output::to_stdout(format!("{}\n", serde_json::to_string(&out)?).as_bytes())?;
+        // Through a JSON value, so the keys print sorted as they always have.
+        let json = serde_json::to_string(&serde_json::to_value(&report)?)?;
+        output::to_stdout(format!("{json}\n").as_bytes())?;
     } else {
-        output::to_stdout(text.as_bytes())?;
+        output::to_stdout(report.to_string().as_bytes())?;
     }
-    Ok(out)
+    Ok(report)
 }
 
 /// Arguments of `flowmote calibrate`.
@@ -709,11 +450,13 @@ pub struct SampleArgs {
 pub fn draw_samples(model: &ModelFile, n: usize, seed: u64) -> Result<Vec<(Vec<f32>, f32)>> {
     let mut rng = rand_xoshiro::Xoshiro128PlusPlus::seed_from_u64(seed);
     let mut ws = model.model.workspace();
+    let view = model
+        .model
+        .view()
+        .map_err(|e| anyhow::anyhow!("the model does not compile into its layers ({e:?})"))?;
     (0..n)
         .map(|i| {
-            model
-                .model
-                .sample_with_log_prob(&mut rng, &mut ws)
+            view.sample_with_log_prob(&mut rng, &mut ws)
                 .map_err(|e| anyhow::anyhow!("sample {i} overflowed ({e:?}); the model is unstable there"))
         })
         .collect()

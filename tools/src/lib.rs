@@ -5,10 +5,12 @@
 
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod export;
 pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod plot;
+pub mod provenance;
 pub mod target;
 pub mod train;

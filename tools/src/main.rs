@@ -70,7 +70,7 @@ nsf-ar   autoregressive neural spline flow: every coordinate's spline conditione
 cnf      continuous flow (one vector field, RK4), trained by flow matching.\n  \
 auto     the default: see above."
     )]
-    Train(cli::TrainArgs),
+    Train(Box<cli::TrainArgs>),
     /// Mean NLL of a CSV under a model; with labels, AUROC and alarm rates.
     #[command(
         long_about = "Evaluate a model on a CSV file: mean negative log-likelihood (nats per row, data units) \

@@ -1,5 +1,5 @@
 //! The one way the tool writes files: every command's output goes through
-//! [`write`] (or [`Staged`] for files rendered by a library that needs a path).
+//! [`write()`] (or [`Staged`] for files rendered by a library that needs a path).
 //!
 //! * `-` is standard output.
 //! * A regular file (or a new path) is written atomically: a temporary file

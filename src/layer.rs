@@ -1,0 +1,132 @@
+//! One slice-level interface for every layer view, sized at run time.
+//!
+//! The const-generic layers ([`crate::Bijector`]) are what a device runs;
+//! each of them calls a borrowed *view* (`…Ref`), the one implementation of
+//! its maths. This module gives those views one object-safe shape, so that
+//! code holding layers chosen at run time (the host tool) never has to ask
+//! what a layer is:
+//!
+//! * [`SliceBijector`]: `forward` / `inverse` in place with one flat scratch
+//!   slice of [`SliceBijector::scratch_len`] floats;
+//! * [`SliceBackward`]: the vector–Jacobian product of `forward` for the
+//!   layers trained by maximum likelihood, with the gradient of its
+//!   parameters in their flat order. The continuous flow is trained by flow
+//!   matching ([`crate::ContinuousFlowRef::flow_matching_backward`]), so it
+//!   implements [`SliceBijector`] only.
+//!
+//! Every implementation splits the scratch slice and calls the view's own
+//! methods, so the numbers are those of the const-generic layers, bit for
+//! bit. [`Frozen`] turns a trainable view into one whose parameters are
+//! fixed (the standardisation).
+
+/// A layer on slices: data → latent and back, with one flat scratch slice.
+pub trait SliceBijector {
+    /// Floats of the `scratch` slice of [`SliceBijector::forward_flat`] and
+    /// [`SliceBijector::inverse_flat`].
+    fn scratch_len(&self) -> usize;
+    /// Data → latent in place; returns `log|det ∂forward/∂x|`. `scratch` has
+    /// at least [`SliceBijector::scratch_len`] floats (else it panics).
+    fn forward_flat(&self, x: &mut [f32], scratch: &mut [f32]) -> f32;
+    /// Latent → data in place; returns the log-det of this map. Scratch as
+    /// in [`SliceBijector::forward_flat`].
+    fn inverse_flat(&self, z: &mut [f32], scratch: &mut [f32]) -> f32;
+}
+
+/// A layer trained by maximum likelihood: the backward pass of
+/// [`SliceBijector::forward_flat`].
+pub trait SliceBackward: SliceBijector {
+    /// Length of the flat parameter gradient of
+    /// [`SliceBackward::backward_flat`] (0 for layers without parameters).
+    fn param_len(&self) -> usize;
+    /// Floats of the `scratch` slice of [`SliceBackward::backward_flat`].
+    fn train_scratch_len(&self) -> usize;
+    /// Backward pass of the forward map at input `x`: `g` holds `∂L/∂y` on
+    /// entry and `∂L/∂x` on return, `g_ld = ∂L/∂(log-det)`; *adds* the
+    /// parameter gradient to `grad` ([`SliceBackward::param_len`] floats, the
+    /// layer's flat parameter order). Panics on wrong lengths.
+    fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]);
+    /// The same layer as a [`SliceBijector`] (for `dyn` holders).
+    fn as_bijector(&self) -> &dyn SliceBijector;
+}
+
+/// A trainable view with its parameters held fixed: the same forward,
+/// inverse and input gradient, no parameter gradient.
+#[derive(Clone, Copy, Debug)]
+pub struct Frozen<T>(pub T);
+
+impl<T: SliceBijector> SliceBijector for Frozen<T> {
+    fn scratch_len(&self) -> usize {
+        self.0.scratch_len()
+    }
+    fn forward_flat(&self, x: &mut [f32], scratch: &mut [f32]) -> f32 {
+        self.0.forward_flat(x, scratch)
+    }
+    fn inverse_flat(&self, z: &mut [f32], scratch: &mut [f32]) -> f32 {
+        self.0.inverse_flat(z, scratch)
+    }
+}
+
+impl<T: SliceBackward> SliceBackward for Frozen<T> {
+    fn param_len(&self) -> usize {
+        0
+    }
+    /// The inner layer's scratch, then room for its (discarded) gradient.
+    fn train_scratch_len(&self) -> usize {
+        self.0.train_scratch_len() + self.0.param_len()
+    }
+    fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, _grad: &mut [f32], scratch: &mut [f32]) {
+        let (inner, discard) = scratch.split_at_mut(self.0.train_scratch_len());
+        let discard = &mut discard[..self.0.param_len()];
+        discard.fill(0.0);
+        self.0.backward_flat(x, g, g_ld, discard, inner);
+    }
+    fn as_bijector(&self) -> &dyn SliceBijector {
+        self
+    }
+}
+
+/// [`SliceBackward`] for views with an MLP conditioner `net` and the
+/// inherent `backward(x, g, g_ld, &mut MlpGrad, scratch)` and
+/// `train_scratch_len()` of the coupling and autoregressive layers.
+macro_rules! mlp_backward {
+    ($view:ident) => {
+        impl $crate::layer::SliceBackward for $view<'_> {
+            fn param_len(&self) -> usize {
+                self.net.shape.n_params()
+            }
+            fn train_scratch_len(&self) -> usize {
+                $view::train_scratch_len(self)
+            }
+            fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]) {
+                let mut grad =
+                    $crate::mlp::MlpGrad::from_flat(self.net.shape, grad).expect("gradient sized like the parameters");
+                self.backward(x, g, g_ld, &mut grad, scratch)
+            }
+            fn as_bijector(&self) -> &dyn $crate::layer::SliceBijector {
+                self
+            }
+        }
+    };
+}
+pub(crate) use mlp_backward;
+
+/// The scratch of a conditioned layer: `h0`, `h1` (`hidden` each), `out`
+/// (`n_out`) and the rest.
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+pub(crate) fn net_scratch(
+    mut s: &mut [f32],
+    hidden: usize,
+    n_out: usize,
+) -> (&mut [f32], &mut [f32], &mut [f32], &mut [f32]) {
+    let (h0, h1, out) = (take(&mut s, hidden), take(&mut s, hidden), take(&mut s, n_out));
+    (h0, h1, out, s)
+}
+
+/// Split the first `n` floats off `s` (the views' scratch layouts).
+#[inline(always)]
+pub(crate) fn take<'s>(s: &mut &'s mut [f32], n: usize) -> &'s mut [f32] {
+    let (head, tail) = core::mem::take(s).split_at_mut(n);
+    *s = tail;
+    head
+}

@@ -1,0 +1,216 @@
+//! A weighted mixture of flows: the host side of the core's `Mixture`.
+
+use super::{par_rows, DynFlow, FlowView, Workspace};
+use anyhow::{ensure, Context, Result};
+use flowmote::Error;
+use rand_core::Rng;
+use serde::{Deserialize, Serialize};
+
+/// A model's density: one flow (`log_weights == [0.0]`), or the mixture
+/// `p(x) = Σₖ exp(log_weights[k]) · pₖ(x)` of flows of the same dimension —
+/// the host side of the core's `Mixture` (one flow exports as a plain `Flow`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DynMixture {
+    /// `ln wₖ` of every member; `Σ exp = 1`.
+    pub log_weights: Vec<f32>,
+    /// The members.
+    pub flows: Vec<DynFlow>,
+}
+
+/// Number of stored weights of a model of `n` flows (none for one flow).
+fn weights(n: usize) -> usize {
+    if n > 1 {
+        n
+    } else {
+        0
+    }
+}
+
+/// Reusable buffers for [`DynMixture`] evaluation: one [`Workspace`] per
+/// member and the members' log-densities.
+#[derive(Debug, Default, Clone)]
+pub struct MixWorkspace {
+    members: Vec<Workspace>,
+    lps: Vec<f32>,
+}
+
+impl DynMixture {
+    /// Most members a mixture may have (the core's `Components` tuples).
+    pub const MAX_MEMBERS: usize = flowmote::mixture::MAX_MEMBERS;
+
+    /// A one-flow model.
+    pub fn single(flow: DynFlow) -> Self {
+        DynMixture {
+            log_weights: vec![0.0],
+            flows: vec![flow],
+        }
+    }
+
+    /// The only flow, when there is exactly one member.
+    pub fn as_single(&self) -> Option<&DynFlow> {
+        match self.flows.as_slice() {
+            [f] => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Dimension of the data.
+    pub fn dim(&self) -> usize {
+        self.flows.first().map_or(0, |f| f.dim)
+    }
+
+    /// The f32 numbers an export stores: every member's
+    /// [`DynFlow::stored_floats`] and, for a mixture, its weights.
+    pub fn stored_floats(&self) -> usize {
+        self.flows.iter().map(DynFlow::stored_floats).sum::<usize>() + weights(self.flows.len())
+    }
+
+    /// Parameters as `flowmote train` counts them (and `--max-params`
+    /// bounds them); see [`DynMixture::cost`].
+    pub fn parameters(&self) -> usize {
+        Self::cost(&self.flows).0
+    }
+
+    /// [`DynFlow::macs`] of every member: a mixture evaluates them all.
+    pub fn macs(&self) -> usize {
+        Self::cost(&self.flows).1
+    }
+
+    /// `(parameters, multiply-adds per score)` of the model made of `flows`:
+    /// every member's [`DynFlow::parameters`] plus, from two members on, the
+    /// weights; every member's [`DynFlow::macs`].
+    pub fn cost<'a>(flows: impl IntoIterator<Item = &'a DynFlow>) -> (usize, usize) {
+        let (mut params, mut macs, mut n) = (0, 0, 0);
+        for f in flows {
+            params += f.parameters();
+            macs += f.macs();
+            n += 1;
+        }
+        (params + weights(n), macs)
+    }
+
+    /// Buffers for [`DynMixture::log_prob`] and sampling.
+    pub fn workspace(&self) -> MixWorkspace {
+        MixWorkspace {
+            members: self.flows.iter().map(Workspace::new).collect(),
+            lps: vec![0.0; self.flows.len()],
+        }
+    }
+
+    /// Check every member, equal dimensions, and weights that are finite and
+    /// sum to 1.
+    pub fn validate(&self) -> Result<()> {
+        let n = self.flows.len();
+        ensure!(
+            (1..=Self::MAX_MEMBERS).contains(&n),
+            "a model holds 1 to {} flows, not {n}",
+            Self::MAX_MEMBERS
+        );
+        ensure!(
+            self.log_weights.len() == n,
+            "{} mixture weights for {n} flows",
+            self.log_weights.len()
+        );
+        ensure!(
+            self.log_weights.iter().all(|w| w.is_finite()),
+            "non-finite mixture weight"
+        );
+        let total: f64 = self.log_weights.iter().map(|w| (*w as f64).exp()).sum();
+        ensure!((total - 1.0).abs() < 1e-4, "mixture weights sum to {total}, not 1");
+        let d = self.dim();
+        for (k, f) in self.flows.iter().enumerate() {
+            ensure!(f.dim == d, "mixture member {k} has dimension {}, not {d}", f.dim);
+            f.validate().with_context(|| format!("mixture member {k}"))?;
+        }
+        Ok(())
+    }
+
+    /// Every member compiled into its views, once.
+    pub fn view(&self) -> Result<MixView<'_>, Error> {
+        let flows = self.flows.iter().map(DynFlow::view).collect::<Result<_, _>>()?;
+        Ok(MixView {
+            log_weights: &self.log_weights,
+            flows,
+        })
+    }
+
+    /// [`MixView::log_prob`] of [`DynMixture::view`] (compile once with
+    /// [`DynMixture::view`], or use [`DynMixture::log_probs`], for many rows).
+    pub fn log_prob(&self, x: &[f32], ws: &mut MixWorkspace) -> Result<f32, Error> {
+        self.view()?.log_prob(x, ws)
+    }
+
+    /// [`MixView::sample`] of [`DynMixture::view`].
+    pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R, ws: &mut MixWorkspace) -> Result<Vec<f32>, Error> {
+        self.view()?.sample(rng, ws)
+    }
+
+    /// [`MixView::sample_with_log_prob`] of [`DynMixture::view`].
+    pub fn sample_with_log_prob<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        ws: &mut MixWorkspace,
+    ) -> Result<(Vec<f32>, f32), Error> {
+        self.view()?.sample_with_log_prob(rng, ws)
+    }
+
+    /// `log p` of every row, in parallel (the views compiled once per worker).
+    pub fn log_probs(&self, rows: &[Vec<f32>]) -> Vec<Result<f32, Error>> {
+        par_rows(
+            rows,
+            || (self.view(), self.workspace()),
+            |(view, ws), x| view.as_ref().map_err(|e| *e)?.log_prob(x, ws),
+        )
+    }
+}
+
+/// A [`DynMixture`] compiled into its members' views.
+pub struct MixView<'a> {
+    /// `ln wₖ` of every member.
+    pub log_weights: &'a [f32],
+    /// The members' views.
+    pub flows: Vec<FlowView<'a>>,
+}
+
+impl MixView<'_> {
+    /// Exact `log p(x)`, computed as the core's `Flow::log_prob` (one member)
+    /// or `Mixture::log_prob` does.
+    pub fn log_prob(&self, x: &[f32], ws: &mut MixWorkspace) -> Result<f32, Error> {
+        if let ([f], Some(w)) = (self.flows.as_slice(), ws.members.first_mut()) {
+            return f.log_prob(x, w);
+        }
+        flowmote::error::check_finite(x)?;
+        for ((f, w), lp) in self.flows.iter().zip(&mut ws.members).zip(&mut ws.lps) {
+            *lp = flowmote::mixture::member_term(f.log_prob(x, w))?;
+        }
+        flowmote::mixture::combine(self.log_weights, &ws.lps)
+    }
+
+    /// One sample, drawing exactly as the exported model's `sample` does
+    /// (one member: `Flow::sample`; more: `Mixture::sample`).
+    pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R, ws: &mut MixWorkspace) -> Result<Vec<f32>, Error> {
+        let k = if self.flows.len() > 1 {
+            flowmote::mixture::pick(self.log_weights, rng.next_u32())
+        } else {
+            0
+        };
+        match (self.flows.get(k), ws.members.get_mut(k)) {
+            (Some(f), Some(w)) => f.sample_with_log_prob(rng, w).map(|(x, _)| x),
+            _ => Err(Error::OutOfDomain),
+        }
+    }
+
+    /// One sample and its `log p` under the whole model.
+    pub fn sample_with_log_prob<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        ws: &mut MixWorkspace,
+    ) -> Result<(Vec<f32>, f32), Error> {
+        if let ([f], Some(w)) = (self.flows.as_slice(), ws.members.first_mut()) {
+            return f.sample_with_log_prob(rng, w);
+        }
+        let x = self.sample(rng, ws)?;
+        let lp = self.log_prob(&x, ws)?;
+        Ok((x, lp))
+    }
+}

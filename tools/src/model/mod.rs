@@ -1,0 +1,563 @@
+//! The model file (`model.json`) and the run-time-sized flow the host tool
+//! trains, scores and samples with.
+//!
+//! A [`DynFlow`] is a list of [`Layer`]s whose dimension and sizes are chosen
+//! at run time (from the user's CSV). It holds no maths of its own: every
+//! layer is evaluated through the core's slice-level views (`ActNormRef`,
+//! `AffineCouplingRef`, `MafRef`, …), the very code the firmware runs, so the
+//! exported const-generic model computes bit-for-bit the same numbers.
+//!
+//! A model file holds a [`DynMixture`]: one flow, or a weighted mixture of
+//! flows (the core's `Mixture`), combined with the core's `member_term` and
+//! `combine`.
+
+mod file;
+mod mixture;
+mod view;
+
+pub use crate::provenance::{Epoch, Provenance};
+pub use file::{ModelFile, Threshold};
+pub use mixture::{DynMixture, MixView, MixWorkspace};
+pub use view::{FlowView, View, Workspace};
+
+use anyhow::{bail, ensure, Context, Result};
+use flowmote::cnf::Solver;
+use flowmote::linear::LuLinearRef;
+use flowmote::mlp::MlpShape;
+use flowmote::{Activation, Error};
+use rand_core::Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Identifies model files written by this tool.
+pub const FORMAT: &str = "flowmote-model";
+/// Version of the model file layout. Version 1 files (one `flow`) are read
+/// as a one-member mixture; other versions are refused.
+pub const VERSION: u32 = 2;
+
+/// Hidden nonlinearity, as stored in model files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Act {
+    /// tanh
+    #[default]
+    Tanh,
+    /// ReLU
+    Relu,
+    /// leaky ReLU (slope 0.01)
+    LeakyRelu,
+    /// ELU
+    Elu,
+}
+
+impl From<Act> for Activation {
+    fn from(a: Act) -> Self {
+        match a {
+            Act::Tanh => Activation::Tanh,
+            Act::Relu => Activation::Relu,
+            Act::LeakyRelu => Activation::LeakyRelu,
+            Act::Elu => Activation::Elu,
+        }
+    }
+}
+
+/// Conditioner network sizes of a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Net {
+    /// Hidden width.
+    pub hidden: usize,
+    /// Number of hidden layers (≥ 1).
+    pub depth: usize,
+    /// Hidden nonlinearity.
+    pub act: Act,
+}
+
+/// One layer of a run-time-sized flow. `params` are flat, in the order the
+/// core's `…Ref::from_flat` constructors read them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Layer {
+    /// `y = e^s ⊙ x + b`. `frozen` layers (the standardisation) are not trained.
+    ActNorm {
+        /// Log-scales.
+        log_scale: Vec<f32>,
+        /// Shifts.
+        shift: Vec<f32>,
+        /// Excluded from training.
+        #[serde(default)]
+        frozen: bool,
+    },
+    /// `y[i] = x[perm[i]]`.
+    Permutation {
+        /// The permutation.
+        perm: Vec<usize>,
+    },
+    /// Reverse the coordinates.
+    Reverse,
+    /// RealNVP affine coupling: first `a` coordinates condition the last `b`.
+    AffineCoupling {
+        /// Conditioning coordinates.
+        a: usize,
+        /// Transformed coordinates.
+        b: usize,
+        /// Conditioner sizes.
+        net: Net,
+        /// Soft-clamp bound on log-scales.
+        clamp: f32,
+        /// Conditioner parameters (`MlpRef::from_flat` order, `2b` outputs).
+        params: Vec<f32>,
+    },
+    /// Masked autoregressive flow layer (MADE conditioner).
+    Maf {
+        /// Conditioner sizes.
+        net: Net,
+        /// Soft-clamp bound on log-scales.
+        clamp: f32,
+        /// Masked conditioner parameters (`2·dim` outputs).
+        params: Vec<f32>,
+    },
+    /// Rational-quadratic spline coupling (neural spline flow).
+    SplineCoupling {
+        /// Conditioning coordinates.
+        a: usize,
+        /// Transformed coordinates.
+        b: usize,
+        /// Number of spline bins `K`.
+        bins: usize,
+        /// Splines act on `[−B, B]`, identity outside.
+        tail_bound: f32,
+        /// Conditioner sizes.
+        net: Net,
+        /// Conditioner parameters (`b·(3K − 1)` outputs, head-major).
+        params: Vec<f32>,
+    },
+    /// Autoregressive rational-quadratic spline (MADE conditioner).
+    SplineAutoregressive {
+        /// Number of spline bins `K`.
+        bins: usize,
+        /// Splines act on `[−B, B]`, identity outside.
+        tail_bound: f32,
+        /// Conditioner sizes.
+        net: Net,
+        /// Masked conditioner parameters (`dim·(3K − 1)` outputs).
+        params: Vec<f32>,
+    },
+    /// Glow-style LU-parametrised invertible linear map.
+    LuLinear {
+        /// Fixed permutation `P`.
+        perm: Vec<usize>,
+        /// Fixed signs of `U`'s diagonal.
+        sign: Vec<f32>,
+        /// `[lu (d·d), bias (d)]` (`log|U_ii|` on the diagonal).
+        params: Vec<f32>,
+    },
+    /// Continuous flow: vector field `f(x, t)` integrated by a fixed-step solver.
+    Cnf {
+        /// Field network sizes (`dim` inputs + time, `dim` outputs).
+        net: Net,
+        /// Solver.
+        solver: SolverKind,
+        /// Steps over the unit time interval.
+        steps: usize,
+        /// Field parameters (`MlpRef::from_flat` order, `cond = 1`).
+        params: Vec<f32>,
+    },
+}
+
+/// Fixed-step ODE solver, as stored in model files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SolverKind {
+    /// Explicit Euler (order 1).
+    Euler,
+    /// Heun (order 2).
+    Heun,
+    /// Classical Runge–Kutta (order 4).
+    #[default]
+    Rk4,
+}
+
+impl From<SolverKind> for Solver {
+    fn from(s: SolverKind) -> Self {
+        match s {
+            SolverKind::Euler => Solver::Euler,
+            SolverKind::Heun => Solver::Heun,
+            SolverKind::Rk4 => Solver::Rk4,
+        }
+    }
+}
+
+/// What the host knows of a layer kind besides its maths (that is in
+/// [`Layer::view`]): written once per kind, in [`Layer::spec`].
+#[derive(Clone, Copy, Debug)]
+pub struct Spec<'a> {
+    /// Shape of the conditioner network, for layers that have one.
+    pub net: Option<MlpShape>,
+    /// The trainable parameters (empty for fixed layers).
+    pub params: &'a [f32],
+    /// Further f32 numbers an export stores (an ActNorm's scales and shifts).
+    pub fixed_floats: usize,
+    /// MADE heads of an autoregressive conditioner (0 for the others).
+    pub made_heads: usize,
+    /// Network evaluations per score (a continuous flow's steps × stages).
+    pub evaluations: usize,
+    /// Multiply-adds outside a network (an LU layer's `d²`).
+    pub extra_macs: usize,
+}
+
+impl Layer {
+    /// The layer's [`Spec`] in a flow of dimension `dim`.
+    pub fn spec(&self, dim: usize) -> Spec<'_> {
+        let shape = |input, cond, net: &Net, output| {
+            Some(MlpShape {
+                input,
+                cond,
+                hidden: net.hidden,
+                depth: net.depth,
+                output,
+            })
+        };
+        let fixed = Spec {
+            net: None,
+            params: &[],
+            fixed_floats: 0,
+            made_heads: 0,
+            evaluations: 1,
+            extra_macs: 0,
+        };
+        let k = flowmote::spline::spline_params;
+        match self {
+            Layer::ActNorm { log_scale, shift, .. } => Spec {
+                fixed_floats: log_scale.len() + shift.len(),
+                ..fixed
+            },
+            Layer::Permutation { .. } | Layer::Reverse => fixed,
+            Layer::AffineCoupling { a, b, net, params, .. } => Spec {
+                net: shape(*a, 0, net, 2 * b),
+                params,
+                ..fixed
+            },
+            Layer::Maf { net, params, .. } => Spec {
+                net: shape(dim, 0, net, 2 * dim),
+                params,
+                made_heads: 2,
+                ..fixed
+            },
+            Layer::SplineCoupling {
+                a,
+                b,
+                bins,
+                net,
+                params,
+                ..
+            } => Spec {
+                net: shape(*a, 0, net, b * k(*bins)),
+                params,
+                ..fixed
+            },
+            Layer::SplineAutoregressive { bins, net, params, .. } => Spec {
+                net: shape(dim, 0, net, dim * k(*bins)),
+                params,
+                made_heads: k(*bins),
+                ..fixed
+            },
+            Layer::LuLinear { params, .. } => Spec {
+                params,
+                extra_macs: dim * dim,
+                ..fixed
+            },
+            Layer::Cnf {
+                net,
+                solver,
+                steps,
+                params,
+            } => Spec {
+                net: shape(dim, 1, net, dim),
+                params,
+                evaluations: steps * Solver::from(*solver).stages(),
+                ..fixed
+            },
+        }
+    }
+
+    /// Shape of the conditioner network, for layers that have one.
+    pub fn mlp_shape(&self, dim: usize) -> Option<MlpShape> {
+        self.spec(dim).net
+    }
+
+    /// The trainable parameters (empty for fixed layers).
+    pub fn params(&self) -> &[f32] {
+        self.spec(0).params
+    }
+
+    /// The trainable parameters, mutably (`None` for fixed layers).
+    pub fn params_mut(&mut self) -> Option<&mut Vec<f32>> {
+        match self {
+            Layer::AffineCoupling { params, .. }
+            | Layer::Maf { params, .. }
+            | Layer::SplineCoupling { params, .. }
+            | Layer::SplineAutoregressive { params, .. }
+            | Layer::LuLinear { params, .. }
+            | Layer::Cnf { params, .. } => Some(params),
+            Layer::ActNorm { .. } | Layer::Permutation { .. } | Layer::Reverse => None,
+        }
+    }
+
+    /// MADE heads of the conditioner of an autoregressive layer (its
+    /// parameters and gradients are masked with
+    /// [`flowmote::maf::made_mask_heads`]); 0 for the others.
+    pub fn made_heads(&self) -> usize {
+        self.spec(0).made_heads
+    }
+
+    /// Short human-readable description.
+    pub fn describe(&self) -> String {
+        match self {
+            Layer::ActNorm { frozen: true, .. } => "standardise".into(),
+            Layer::ActNorm { .. } => "actnorm".into(),
+            Layer::Permutation { .. } => "permutation".into(),
+            Layer::Reverse => "reverse".into(),
+            Layer::AffineCoupling { a, b, net, .. } => {
+                format!("affine coupling {a}+{b}, hidden {}×{}", net.hidden, net.depth)
+            }
+            Layer::Maf { net, .. } => format!("MAF, hidden {}×{}", net.hidden, net.depth),
+            Layer::SplineCoupling { a, b, bins, net, .. } => {
+                format!(
+                    "spline coupling {a}+{b}, {bins} bins, hidden {}×{}",
+                    net.hidden, net.depth
+                )
+            }
+            Layer::SplineAutoregressive { bins, net, .. } => {
+                format!(
+                    "autoregressive spline, {bins} bins, hidden {}×{}",
+                    net.hidden, net.depth
+                )
+            }
+            Layer::LuLinear { .. } => "LU linear".into(),
+            Layer::Cnf { net, solver, steps, .. } => {
+                format!(
+                    "continuous flow, field {}×{}, {solver:?} × {steps} steps",
+                    net.hidden, net.depth
+                )
+            }
+        }
+    }
+}
+
+/// A flow whose sizes are chosen at run time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DynFlow {
+    /// Dimension.
+    pub dim: usize,
+    /// Layers, applied in order in the data → latent direction.
+    pub layers: Vec<Layer>,
+}
+
+impl DynFlow {
+    /// The trainable parameters of every layer (what `flowmote train`
+    /// reports; the frozen standardisation is not counted).
+    pub fn parameters(&self) -> usize {
+        self.layers.iter().map(|l| l.params().len()).sum()
+    }
+
+    /// The f32 numbers an export stores: trainable parameters plus the
+    /// scales and shifts of ActNorm layers.
+    pub fn stored_floats(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.spec(self.dim))
+            .map(|s| s.params.len() + s.fixed_floats)
+            .sum()
+    }
+
+    /// Multiply–accumulates of one `log_prob`'s networks (the floor of its
+    /// device cost, the "MACs" of BENCHMARKS.md): each conditioner's
+    /// [`MlpShape::macs`], `d²` for an LU layer, and for a continuous flow
+    /// the field's MACs times its evaluations (steps × 1, 2 or 4 stages for
+    /// Euler, Heun, RK4; the trace comes on top).
+    pub fn macs(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.spec(self.dim))
+            .map(|s| s.evaluations * s.net.map_or(0, |n| n.macs()) + s.extra_macs)
+            .sum()
+    }
+
+    /// Check sizes, permutations and finiteness of every parameter.
+    pub fn validate(&self) -> Result<()> {
+        let d = self.dim;
+        ensure!(d >= 1, "model dimension must be at least 1");
+        for (i, l) in self.layers.iter().enumerate() {
+            let ctx = || format!("layer {i} ({})", l.describe());
+            let split = |a: usize, b: usize| -> Result<()> {
+                ensure!(
+                    a + b == d && a >= 1 && b >= 1,
+                    "{}: split {a}+{b} does not fit dimension {d}",
+                    ctx()
+                );
+                Ok(())
+            };
+            let bins_ok = |bins: usize| -> Result<()> {
+                ensure!(
+                    (1..=flowmote::spline::MAX_BINS).contains(&bins),
+                    "{}: bins must be 1..={}",
+                    ctx(),
+                    flowmote::spline::MAX_BINS
+                );
+                Ok(())
+            };
+            match l {
+                Layer::ActNorm { log_scale, shift, .. } => {
+                    ensure!(
+                        log_scale.len() == d && shift.len() == d,
+                        "{}: expected {d} scales and shifts",
+                        ctx()
+                    );
+                    ensure!(
+                        log_scale.iter().chain(shift).all(|v| v.is_finite()),
+                        "{}: non-finite parameter",
+                        ctx()
+                    );
+                }
+                Layer::Permutation { perm } => {
+                    ensure!(
+                        perm.len() == d && flowmote::permutation::is_permutation(perm),
+                        "{}: not a permutation of 0..{d}",
+                        ctx()
+                    );
+                }
+                Layer::Reverse => {}
+                Layer::AffineCoupling {
+                    a,
+                    b,
+                    net,
+                    clamp,
+                    params,
+                } => {
+                    split(*a, *b)?;
+                    check_net(l, d, net, *clamp, params).with_context(ctx)?;
+                }
+                Layer::Maf { net, clamp, params } => check_net(l, d, net, *clamp, params).with_context(ctx)?,
+                Layer::SplineCoupling {
+                    a,
+                    b,
+                    bins,
+                    tail_bound,
+                    net,
+                    params,
+                } => {
+                    split(*a, *b)?;
+                    bins_ok(*bins)?;
+                    check_net(l, d, net, *tail_bound, params).with_context(ctx)?;
+                }
+                Layer::SplineAutoregressive {
+                    bins,
+                    tail_bound,
+                    net,
+                    params,
+                } => {
+                    bins_ok(*bins)?;
+                    check_net(l, d, net, *tail_bound, params).with_context(ctx)?;
+                }
+                Layer::LuLinear { perm, sign, params } => {
+                    ensure!(
+                        LuLinearRef::from_flat(perm, sign, params).is_ok() && perm.len() == d,
+                        "{}: expected a permutation of 0..{d}, {d} signs and {} parameters",
+                        ctx(),
+                        LuLinearRef::n_params(d)
+                    );
+                    ensure!(
+                        params.iter().chain(sign).all(|v| v.is_finite()),
+                        "{}: non-finite weight",
+                        ctx()
+                    );
+                }
+                Layer::Cnf { net, steps, params, .. } => {
+                    ensure!(*steps >= 1, "{}: needs at least one solver step", ctx());
+                    check_net(l, d, net, 1.0, params).with_context(ctx)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The flow compiled into its layers' views (once per use, not per row).
+    pub fn view(&self) -> Result<FlowView<'_>, Error> {
+        let layers = self.layers.iter().map(|l| l.view(self.dim)).collect::<Result<_, _>>()?;
+        Ok(FlowView { dim: self.dim, layers })
+    }
+
+    /// [`FlowView::forward`] of [`DynFlow::view`].
+    pub fn forward(&self, x: &mut [f32], ws: &mut Workspace, save: bool) -> Result<f32, Error> {
+        Ok(self.view()?.forward(x, ws, save))
+    }
+
+    /// [`FlowView::inverse`] of [`DynFlow::view`].
+    pub fn inverse(&self, z: &mut [f32], ws: &mut Workspace) -> Result<f32, Error> {
+        Ok(self.view()?.inverse(z, ws))
+    }
+
+    /// [`FlowView::log_prob`] of [`DynFlow::view`] (compile once with
+    /// [`DynFlow::view`] to score many rows).
+    pub fn log_prob(&self, x: &[f32], ws: &mut Workspace) -> Result<f32, Error> {
+        self.view()?.log_prob(x, ws)
+    }
+
+    /// [`FlowView::sample_with_log_prob`] of [`DynFlow::view`].
+    pub fn sample_with_log_prob<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        ws: &mut Workspace,
+    ) -> Result<(Vec<f32>, f32), Error> {
+        self.view()?.sample_with_log_prob(rng, ws)
+    }
+
+    /// `log p` of every row, in parallel (the views compiled once per worker).
+    pub fn log_probs(&self, rows: &[Vec<f32>]) -> Vec<Result<f32, Error>> {
+        par_rows(
+            rows,
+            || self.view().map(|v| (v.workspace(), v)),
+            |view, x| {
+                let (ws, v) = view.as_mut().map_err(|e| *e)?;
+                v.log_prob(x, ws)
+            },
+        )
+    }
+
+    /// [`FlowView::nll_backward`] of [`DynFlow::view`].
+    pub fn nll_backward(&self, x: &[f32], grads: &mut [Vec<f32>], ws: &mut Workspace) -> Result<f32, Error> {
+        self.view()?.nll_backward(x, grads, ws)
+    }
+}
+
+/// `score` of every row in parallel, with the state `init` makes (views and
+/// buffers) built once per worker: the one "score every row" loop.
+fn par_rows<T>(
+    rows: &[Vec<f32>],
+    init: impl Fn() -> T + Sync + Send,
+    score: impl Fn(&mut T, &[f32]) -> Result<f32, Error> + Sync + Send,
+) -> Vec<Result<f32, Error>> {
+    rows.par_iter().map_init(init, |t, x| score(t, x)).collect()
+}
+
+fn check_net(l: &Layer, d: usize, net: &Net, clamp: f32, params: &[f32]) -> Result<()> {
+    let shape = l.mlp_shape(d).unwrap();
+    ensure!(
+        net.depth >= 1 && net.hidden >= 1,
+        "conditioner needs hidden ≥ 1 and depth ≥ 1"
+    );
+    ensure!(
+        clamp.is_finite() && clamp > 0.0,
+        "clamp / tail bound must be a positive number"
+    );
+    ensure!(
+        params.len() == shape.n_params(),
+        "expected {} parameters, found {}",
+        shape.n_params(),
+        params.len()
+    );
+    if !params.iter().all(|v| v.is_finite()) {
+        bail!("non-finite weight");
+    }
+    Ok(())
+}

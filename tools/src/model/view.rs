@@ -1,0 +1,236 @@
+//! A flow compiled into its layers' core views, and the loops over them.
+
+use super::{DynFlow, Layer, Net};
+use flowmote::cnf::ContinuousFlowRef;
+use flowmote::coupling::AffineCouplingRef;
+use flowmote::linear::LuLinearRef;
+use flowmote::maf::MafRef;
+use flowmote::mlp::MlpRef;
+use flowmote::permutation::PermutationRef;
+use flowmote::spline::{SplineAutoregressiveRef, SplineCouplingRef};
+use flowmote::{normal, ActNormRef, Error, Frozen, Reverse, SliceBackward, SliceBijector};
+use rand_core::Rng;
+
+/// Reusable buffers for [`DynFlow`] evaluation (no allocation per row),
+/// sized by [`FlowView::workspace`].
+#[derive(Debug, Default, Clone)]
+pub struct Workspace {
+    /// The flat scratch of every layer's forward/inverse.
+    pub(crate) scratch: Vec<f32>,
+    /// Input of every layer, saved by the training forward pass.
+    inputs: Vec<f32>,
+    /// The scratch of every layer's backward pass.
+    train: Vec<f32>,
+}
+
+impl Workspace {
+    /// Buffers large enough for `flow` (empty if it does not compile into
+    /// views: then every evaluation fails anyway).
+    pub fn new(flow: &DynFlow) -> Self {
+        flow.view().map(|v| v.workspace()).unwrap_or_default()
+    }
+}
+
+/// A layer's core view: the one place that maps each [`Layer`] kind onto
+/// the core's maths ([`Layer::view`]). How it is trained is in its type.
+pub enum View<'a> {
+    /// Trained by maximum likelihood through its backward pass.
+    Likelihood(Box<dyn SliceBackward + 'a>),
+    /// The continuous flow, trained by flow matching.
+    FlowMatching(ContinuousFlowRef<'a>),
+}
+
+impl View<'_> {
+    /// The layer's forward/inverse.
+    pub fn bijector(&self) -> &dyn SliceBijector {
+        match self {
+            View::Likelihood(l) => l.as_bijector(),
+            View::FlowMatching(c) => c,
+        }
+    }
+
+    /// Floats of the layer's backward (or flow-matching) scratch.
+    fn train_scratch_len(&self) -> usize {
+        match self {
+            View::Likelihood(l) => l.train_scratch_len(),
+            View::FlowMatching(c) => c.train_scratch_len(),
+        }
+    }
+}
+
+impl Layer {
+    /// The core view of this layer in a flow of dimension `d`; fails on sizes
+    /// the core's checked constructors refuse (see [`DynFlow::validate`]).
+    pub fn view(&self, d: usize) -> Result<View<'_>, Error> {
+        let net = |n: &Net, params| match self.mlp_shape(d) {
+            Some(shape) => MlpRef::from_flat(shape, n.act.into(), params),
+            None => Err(Error::ShapeMismatch),
+        };
+        fn ml<'a>(l: impl SliceBackward + 'a) -> Result<View<'a>, Error> {
+            Ok(View::Likelihood(Box::new(l)))
+        }
+        match self {
+            Layer::ActNorm {
+                log_scale,
+                shift,
+                frozen,
+            } => {
+                let r = ActNormRef { log_scale, shift };
+                if log_scale.len() != d || shift.len() != d {
+                    Err(Error::ShapeMismatch)
+                } else if *frozen {
+                    ml(Frozen(r))
+                } else {
+                    ml(r)
+                }
+            }
+            Layer::Permutation { perm } => ml(PermutationRef { perm }),
+            Layer::Reverse => ml(Reverse),
+            Layer::AffineCoupling {
+                a,
+                b,
+                net: n,
+                clamp,
+                params,
+            } => ml(AffineCouplingRef {
+                a: *a,
+                b: *b,
+                clamp: *clamp,
+                net: net(n, params)?,
+            }),
+            Layer::Maf { net: n, clamp, params } => ml(MafRef {
+                clamp: *clamp,
+                net: net(n, params)?,
+            }),
+            Layer::SplineCoupling {
+                a,
+                b,
+                bins,
+                tail_bound,
+                net: n,
+                params,
+            } => ml(SplineCouplingRef::new(*a, *b, *bins, *tail_bound, net(n, params)?)?),
+            Layer::SplineAutoregressive {
+                bins,
+                tail_bound,
+                net: n,
+                params,
+            } => ml(SplineAutoregressiveRef::new(*bins, *tail_bound, net(n, params)?)?),
+            Layer::LuLinear { perm, sign, params } => ml(LuLinearRef::from_flat(perm, sign, params)?),
+            Layer::Cnf {
+                net: n,
+                solver,
+                steps,
+                params,
+            } => Ok(View::FlowMatching(ContinuousFlowRef::new(
+                net(n, params)?,
+                (*solver).into(),
+                *steps,
+            ))),
+        }
+    }
+}
+
+/// A [`DynFlow`] compiled into its layers' views, once; evaluation loops
+/// over them.
+pub struct FlowView<'a> {
+    /// Dimension.
+    pub dim: usize,
+    /// The views, in the data → latent order.
+    pub layers: Vec<View<'a>>,
+}
+
+impl FlowView<'_> {
+    /// Buffers for every method of this view.
+    pub fn workspace(&self) -> Workspace {
+        let max = |f: &dyn Fn(&View) -> usize| self.layers.iter().map(f).max().unwrap_or(0);
+        Workspace {
+            scratch: vec![0.0; max(&|v| v.bijector().scratch_len())],
+            inputs: vec![0.0; self.dim * self.layers.len()],
+            train: vec![0.0; max(&|v| v.train_scratch_len())],
+        }
+    }
+
+    /// Data → latent in place; returns the log-det. With `save`, keeps every
+    /// layer's input in the workspace for [`FlowView::nll_backward`].
+    pub fn forward(&self, x: &mut [f32], ws: &mut Workspace, save: bool) -> f32 {
+        let d = self.dim;
+        let mut ld = 0.0;
+        for (i, layer) in self.layers.iter().enumerate() {
+            if save {
+                ws.inputs[i * d..(i + 1) * d].copy_from_slice(x);
+            }
+            ld += layer.bijector().forward_flat(x, &mut ws.scratch);
+        }
+        ld
+    }
+
+    /// Latent → data in place; returns the log-det of the inverse map.
+    pub fn inverse(&self, z: &mut [f32], ws: &mut Workspace) -> f32 {
+        let mut ld = 0.0;
+        for layer in self.layers.iter().rev() {
+            ld += layer.bijector().inverse_flat(z, &mut ws.scratch);
+        }
+        ld
+    }
+
+    /// Exact `log p(x)`, with the same checks as the core's `Flow::log_prob`.
+    pub fn log_prob(&self, x: &[f32], ws: &mut Workspace) -> Result<f32, Error> {
+        flowmote::error::check_finite(x)?;
+        let mut z = x.to_vec();
+        let ld = self.forward(&mut z, ws, false);
+        if !ld.is_finite() || flowmote::error::check_finite(&z).is_err() {
+            return Err(Error::Overflow);
+        }
+        let lp = normal::log_pdf(&z) + ld;
+        if lp.is_finite() {
+            Ok(lp)
+        } else {
+            Err(Error::Overflow)
+        }
+    }
+
+    /// One sample and its `log p`, drawing exactly as the core's
+    /// `Flow::sample_with_log_prob` does (same generator ⇒ same numbers).
+    pub fn sample_with_log_prob<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        ws: &mut Workspace,
+    ) -> Result<(Vec<f32>, f32), Error> {
+        let mut z = vec![0.0; self.dim];
+        normal::fill_standard_normal(rng, &mut z);
+        let lpz = normal::log_pdf(&z);
+        let ld = self.inverse(&mut z, ws);
+        if !ld.is_finite() || flowmote::error::check_finite(&z).is_err() {
+            return Err(Error::Overflow);
+        }
+        Ok((z, lpz - ld))
+    }
+
+    /// Negative log-likelihood of one row and its gradient: *adds*
+    /// `∂(−log p)/∂θ` of every trainable layer into `grads[i]` (same length as
+    /// that layer's `params`; frozen/fixed layers get nothing). Returns
+    /// `−log p(x)`. A continuous flow is trained by flow matching instead
+    /// ([`View::FlowMatching`]): a flow holding one fails with
+    /// [`Error::ShapeMismatch`].
+    pub fn nll_backward(&self, x: &[f32], grads: &mut [Vec<f32>], ws: &mut Workspace) -> Result<f32, Error> {
+        let d = self.dim;
+        let mut z = x.to_vec();
+        let ld = self.forward(&mut z, ws, true);
+        let nll = -(normal::log_pdf(&z) + ld);
+        if !nll.is_finite() {
+            return Err(Error::Overflow);
+        }
+        // ∂(−log N(z))/∂z = z; ∂(−log-det) = −1.
+        let mut g = z;
+        let g_ld = -1.0;
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            let View::Likelihood(l) = layer else {
+                return Err(Error::ShapeMismatch);
+            };
+            let xin = &ws.inputs[i * d..(i + 1) * d];
+            l.backward_flat(xin, &mut g, g_ld, &mut grads[i], &mut ws.train);
+        }
+        Ok(nll)
+    }
+}

@@ -1,0 +1,144 @@
+//! Where a model came from: the provenance stored in the model file,
+//! typed. The JSON keys are those the trainer has always written (the
+//! resolved [`TrainConfig`] flattened, `dequantized`, and after a search
+//! `search`, `members`, `fold_results`), so older files load.
+
+use crate::train::TrainConfig;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// One epoch of the training history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Epoch {
+    /// Epoch number (1-based).
+    pub epoch: usize,
+    /// Mean training NLL (nats/row, data units).
+    pub train_nll: f64,
+    /// Mean validation NLL (nats/row, data units).
+    pub val_nll: f64,
+    /// Learning rate used.
+    pub lr: f64,
+}
+
+/// Where a model came from and how it trained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Provenance {
+    /// Training data file, as given.
+    pub data_file: String,
+    /// SHA-256 of the training data file.
+    pub data_sha256: String,
+    /// Rows used for training.
+    pub train_rows: usize,
+    /// Rows held out for validation.
+    pub val_rows: usize,
+    /// Best validation NLL (nats/row, data units) — the kept model's.
+    pub val_nll: f64,
+    /// Training settings, as resolved (flags and chosen defaults), and what
+    /// the search tried. `null` in a file reads as the defaults.
+    #[serde(deserialize_with = "null_default")]
+    pub settings: Settings,
+    /// Per-epoch history.
+    pub history: Vec<Epoch>,
+}
+
+/// Training settings as resolved, and what the search did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Settings {
+    /// The settings, with the sizes, batch, epochs and patience as used.
+    #[serde(flatten)]
+    pub config: TrainConfig,
+    /// Columns dequantised (names) and their quantisation step.
+    #[serde(serialize_with = "steps_wide")]
+    pub dequantized: Vec<(String, f32)>,
+    /// Every candidate of the search, in order (when it tried several).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<Vec<Candidate>>,
+    /// The members of a kept mixture, in model order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<Candidate>>,
+    /// Each fold's result, for a cross-validation committee.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fold_results: Option<Vec<FoldResult>>,
+}
+
+impl Settings {
+    /// Folds of the cross-validation committee (1 for one split).
+    pub fn folds(&self) -> usize {
+        self.config.folds.unwrap_or(1)
+    }
+}
+
+/// One candidate of a search, or one member of a mixture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Candidate {
+    /// Flow family (`maf`, `nsf`, …).
+    pub flow: String,
+    /// Noise level it was trained with.
+    #[serde(serialize_with = "opt_f32_wide")]
+    pub noise: Option<f32>,
+    /// Flow layers.
+    pub layers: usize,
+    /// Hidden units per conditioner layer.
+    pub hidden: usize,
+    /// Parameters ([`crate::model::DynMixture::parameters`]).
+    pub parameters: usize,
+    /// Multiply-adds per score.
+    pub macs: usize,
+    /// Why it was not trained (over the budget).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// Its validation NLL (nats/row).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_nll: Option<f64>,
+    /// Training time (s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// As a mixture member: its number in the search (1-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<usize>,
+    /// As a committee member: its fold (1-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fold: Option<usize>,
+    /// As a mixture member: its weight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+}
+
+/// One fold of a cross-validation committee.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct FoldResult {
+    /// Fold number (1-based).
+    pub fold: usize,
+    /// Kind of the fold's model (`maf`, …, `mixture`).
+    pub kind: String,
+    /// Rows it validated on.
+    pub val_rows: usize,
+    /// Its validation NLL (nats/row).
+    pub val_nll: f64,
+    /// Its search's candidates (`null` when it trained one).
+    pub search: Option<Vec<Candidate>>,
+}
+
+/// An `f32` written as the `f64` it widens to, as the provenance has always
+/// been written (through `serde_json::Value`): `0.1f32` is
+/// `0.10000000149011612`, and reads back as the same `f32`.
+pub(crate) fn f32_wide<S: Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(*v as f64)
+}
+
+/// [`f32_wide`] for an optional value.
+pub(crate) fn opt_f32_wide<S: Serializer>(v: &Option<f32>, s: S) -> Result<S::Ok, S::Error> {
+    v.map(f64::from).serialize(s)
+}
+
+/// [`f32_wide`] for the dequantisation steps.
+fn steps_wide<S: Serializer>(v: &[(String, f32)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|(n, x)| (n, f64::from(*x))))
+}
+
+/// `null` reads as the default.
+fn null_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}

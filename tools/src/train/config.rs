@@ -1,0 +1,373 @@
+//! The training settings, written once: one clap-derived struct the CLI
+//! flattens, its defaults, and the choices left open to the data.
+
+use super::fit::{check_data, split_sizes};
+use crate::data::Dataset;
+use anyhow::{ensure, Result};
+use serde::{Deserialize, Serialize};
+
+/// Flow family. The layer lists below are [`build_flow`](super::build_flow)'s; [`train`](super::train) also
+/// puts a [`whitening_layer`](super::whitening_layer) right after the standardisation (all families
+/// but cnf) unless [`TrainConfig::whiten`](super::TrainConfig::whiten) is off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowKind {
+    /// Choose by validation NLL among maf and nsf (nsf-ar for 1-D data),
+    /// after the noise level (the default; see the search above).
+    Auto,
+    /// Masked autoregressive flow: [standardise, (MAF, Permutation)×N]
+    /// (affine autoregressive layers, seeded random permutations between).
+    Maf,
+    /// RealNVP affine coupling: [standardise, (AffineCoupling, Permutation)×N].
+    Coupling,
+    /// Neural spline flow, coupling: [standardise, (SplineCoupling,
+    /// Permutation)×N] — rational-quadratic splines (K bins on ±tail bound)
+    /// of half the coordinates conditioned on the other half.
+    Nsf,
+    /// Neural spline flow, autoregressive: [standardise,
+    /// (SplineAutoregressive, Permutation)×N] — every coordinate's spline
+    /// conditioned on the earlier ones (MADE conditioner).
+    NsfAr,
+    /// Continuous flow (one vector field, RK4), trained by flow matching.
+    Cnf,
+}
+
+impl FlowKind {
+    /// Name stored in model files.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowKind::Auto => "auto",
+            FlowKind::Maf => "maf",
+            FlowKind::Coupling => "coupling",
+            FlowKind::Nsf => "nsf",
+            FlowKind::NsfAr => "nsf_ar",
+            FlowKind::Cnf => "cnf",
+        }
+    }
+}
+
+/// Which rows are held out for validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ValSplit {
+    /// The last rows of the file: the model is judged on readings later than
+    /// those it learnt from, as the detector will be.
+    Last,
+    /// A seeded random sample of the rows (for files whose row order means
+    /// nothing).
+    Random,
+}
+
+/// Training settings, written once: the flags of `flowmote train` (the CLI
+/// flattens this struct), their defaults, and what the model file's
+/// provenance stores. `None` fields are chosen from the data (see
+/// [`train`](super::train) and [`default_size`](super::default_size)). [`TrainConfig::check`](super::TrainConfig::check)
+/// validates them, once, before any training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// Flow family. The default, `auto`, chooses by validation NLL: `maf`
+    /// first, then `nsf` (neural spline coupling; `nsf-ar` for one column)
+    /// at the noise level `maf` chose. `maf` (masked autoregressive: fast
+    /// scoring, slow sampling), `coupling` (RealNVP affine: fastest sampling,
+    /// ≥ 2 columns), `nsf` / `nsf-ar` (rational-quadratic spline coupling /
+    /// autoregressive: bounded, identity tails), `cnf` (continuous flow,
+    /// flow matching).
+    ///
+    /// What the defaults do: every setting you leave open is chosen by the
+    /// validation NLL, each candidate trained on the same split and seed —
+    /// first the noise (--noise), then the family, then the size (one model
+    /// with two more layers and twice the hidden units) — and keeps the
+    /// candidates' validation-weighted mixture if that beats them all
+    /// (--no-mixture). That is 4–7 trainings, so several times the time of
+    /// one; give --flow, --noise, --layers and --hidden to train exactly one
+    /// model. Every candidate's validation NLL is stored in the model file
+    /// (provenance, `search`). On small files (a validation split under 100
+    /// rows, i.e. fewer than 1 000 rows) all of this runs once per fold of a
+    /// 5-fold cross-validation and the folds' models are averaged (--folds).
+    #[arg(long, value_enum, default_value_t = FlowKind::Auto)]
+    pub flow: FlowKind,
+    /// Flow layers [default: 2 below 500 training rows, 3 below 2000, else 4,
+    /// or two more if that wins on validation; 1 for cnf].
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Hidden units per conditioner layer [default: 16 below 500 training
+    /// rows, else 32, or twice that if it wins on validation].
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Hidden layers per conditioner network.
+    #[arg(long, default_value_t = 2)]
+    pub depth: usize,
+    /// Maximum epochs; early stopping usually ends sooner [default: 200, more
+    /// for small files so that ~4000 optimiser steps are possible, ≤ 2000].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Mini-batch size (a short last batch is dropped each epoch).
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Peak learning rate of Adam (linear warm-up, then cosine decay to 1 %).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    /// Decoupled (AdamW) weight decay.
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// Early stopping: stop after this many epochs without a better
+    /// validation NLL (the best model is kept); 0 = run all epochs
+    /// [default: 20, or as many epochs as ~400 optimiser steps for small files, ≤ 200].
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Seed of every random choice (split, initial weights, batches,
+    /// dequantisation noise): the same seed and data give the same model.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fraction of the rows held out (see --val-split) for validation,
+    /// early stopping and choosing the kept model. 0 = select on training
+    /// NLL (and no cross-validation). With --folds K ≥ 2 each fold holds out
+    /// 1/K of the rows instead.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Which rows to hold out (--val-fraction of them) for validation, early
+    /// stopping and the choices above. `last` (default): the last rows of
+    /// the file — sensor logs are time series, neighbouring rows are near
+    /// copies, and a random split would reward memorising them; holding out
+    /// the most recent rows judges the model on later readings, as the
+    /// detector will be. `random`: a seeded random sample, for files whose
+    /// row order means nothing.
+    #[arg(long, value_enum, default_value_t = ValSplit::Last)]
+    pub val_split: ValSplit,
+    /// Cross-validation folds. With K ≥ 2 the rows (in --val-split order)
+    /// are cut into K contiguous blocks (so a time series is validated on
+    /// stretches of time); the whole search runs K times, each time
+    /// validating on one block and training on the rest, and the model kept
+    /// is the equal-weight mixture of the K results. Every row is validated
+    /// on once, and the K models' different errors average out — what a
+    /// 20-row validation split cannot do — at K times the training time,
+    /// flash and cycles (--max-params and --max-macs are split over the
+    /// folds). 1 = one split of --val-fraction [default: 5 when that split
+    /// would hold fewer than 100 rows, else 1].
+    #[arg(long)]
+    pub folds: Option<usize>,
+    // The field: dequantise integer-valued columns (the flag turns it off).
+    /// Do not dequantise integer-valued columns.
+    #[arg(long = "no-dequantize", action = clap::ArgAction::SetFalse)]
+    pub dequantize: bool,
+    /// Largest model the search may keep, in parameters (4 bytes of flash
+    /// each in the exported firmware model): candidates above it are
+    /// skipped (and listed as skipped in the model file), and a mixture is
+    /// kept only with the members that fit together. Without it the search
+    /// keeps whatever wins on validation — on the 5 632 × 9 gait data that
+    /// is a mixture of five flows, 115 869 parameters (≈ 453 KB of flash).
+    #[arg(long)]
+    pub max_params: Option<usize>,
+    /// Largest cost per score the search may keep, in multiply-adds of the
+    /// networks (`MACS` of the exported model; a mixture costs its members'
+    /// sum): candidates above it are skipped and mixture members dropped,
+    /// smallest weight first, until the mixture fits. On a Cortex-M4F one
+    /// score takes about 6–16 instructions per multiply-add (BENCHMARKS.md,
+    /// "Instructions per log_prob"), so at 64 MHz `--max-macs 10000` is
+    /// roughly a 1–2.5 ms score.
+    #[arg(long)]
+    pub max_macs: Option<usize>,
+    // The field: start with the whitening layer (the flag leaves it out).
+    /// Leave out the whitening layer: by default a trainable LU linear layer
+    /// follows the standardisation, initialised to the full-covariance
+    /// Gaussian fit of the training rows (d² multiply-adds on the device),
+    /// so training starts from that Gaussian and only has to add what it
+    /// misses.
+    #[arg(long = "no-whiten", action = clap::ArgAction::SetFalse)]
+    pub whiten: bool,
+    // The field: allow a stacked mixture (the flag forbids it).
+    /// Keep the search's best single flow, never a mixture. By default, when
+    /// the search trained several candidates, their weighted mixture
+    /// `Σ wₖ pₖ(x)` (weights fitted on the validation rows, members under 1 %
+    /// dropped) is kept if its validation NLL, plus (members − 1)/rows nats
+    /// for the fitted weights, beats the best single flow. A mixture is still
+    /// an exact density, but the device evaluates every member: its flash
+    /// and cycles are the members' sum.
+    #[arg(long = "no-mixture", action = clap::ArgAction::SetFalse)]
+    pub mixture: bool,
+    /// Gaussian noise added to the training rows, in standard deviations of
+    /// each column: a regulariser that smooths the density, so readings a
+    /// little outside the training data are not scored as impossible
+    /// [default: chosen by validation among 0, 0.1, 0.2, 0.3, stopping at
+    /// the first level that does worse].
+    #[arg(long)]
+    #[serde(serialize_with = "crate::provenance::opt_f32_wide")]
+    pub noise: Option<f32>,
+    /// Soft clamp of the affine log-scales (|log-scale| < clamp): smaller
+    /// values give gentler tails, i.e. less extreme scores far from the data.
+    #[arg(long, default_value_t = flowmote::coupling::DEFAULT_CLAMP)]
+    #[serde(serialize_with = "crate::provenance::f32_wide")]
+    pub clamp: f32,
+    /// Solver steps of a continuous flow (RK4).
+    #[arg(long, default_value_t = 8)]
+    pub cnf_steps: usize,
+    /// Spline bins K of `nsf` / `nsf-ar` layers.
+    #[arg(long, default_value_t = 8)]
+    pub bins: usize,
+    /// Spline layers act on [−B, B] of the standardised data (identity
+    /// outside, so far-out readings keep bounded, honest scores).
+    #[arg(long, default_value_t = flowmote::spline::DEFAULT_TAIL_BOUND)]
+    #[serde(serialize_with = "crate::provenance::f32_wide")]
+    pub tail_bound: f32,
+    /// Hold out block `k` of `n` (`Some((k, n))`) instead of `val_fraction`
+    /// of the rows: the blocks, contiguous in the split's row order, cover
+    /// every row once. Set by [`train`](super::train) for each fold; not a flag.
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fold: Option<(usize, usize)>,
+    /// Global gradient-norm clip (per mini-batch mean gradient); not a flag.
+    #[arg(skip = 5.0)]
+    pub clip: f64,
+    /// Scale of the conditioners' output layer at initialisation (small =
+    /// near identity); not a flag.
+    #[arg(skip = 0.1)]
+    #[serde(serialize_with = "crate::provenance::f32_wide")]
+    pub init_scale: f32,
+}
+
+impl TrainConfig {
+    /// Validate the settings and the data (`check_data`), once, before any
+    /// training; returns the number of folds to run (see [`default_folds`](super::default_folds)).
+    pub fn check(&self, ds: &Dataset) -> Result<usize> {
+        let (d, rows) = (ds.dim(), ds.n_normal());
+        let folds = match (self.folds, self.fold) {
+            (Some(k), _) => k,
+            (None, Some(_)) => 1,
+            (None, None) => default_folds(rows, self.val_fraction),
+        };
+        ensure!((1..=10).contains(&folds), "--folds must be 1 to 10, not {folds}");
+        ensure!(
+            folds == 1 || self.fold.is_none(),
+            "a fold cannot be cross-validated again"
+        );
+        if let Some((k, n)) = self.fold {
+            ensure!(k < n, "fold {k} of {n} does not exist");
+        }
+        ensure!(
+            (0.0..0.9).contains(&self.val_fraction),
+            "--val-fraction must be in [0, 0.9)"
+        );
+        ensure!(self.batch >= 1, "--batch must be at least 1");
+        ensure!(self.epochs != Some(0), "--epochs must be at least 1");
+        ensure!(self.lr.is_finite() && self.lr > 0.0, "--lr must be a positive number");
+        check_data(ds)?;
+        ensure!(
+            self.flow != FlowKind::Coupling || d >= 2,
+            "a coupling flow needs at least 2 columns (the data has {d}): one half conditions the other — use --flow maf or --flow cnf for 1-D data"
+        );
+        if matches!(self.flow, FlowKind::Auto | FlowKind::Nsf | FlowKind::NsfAr) {
+            ensure!(
+                (1..=flowmote::spline::MAX_BINS).contains(&self.bins),
+                "--bins must be 1..={}",
+                flowmote::spline::MAX_BINS
+            );
+            ensure!(
+                self.tail_bound.is_finite() && self.tail_bound > 0.0,
+                "--tail-bound must be a positive number"
+            );
+        }
+        ensure!(
+            self.flow != FlowKind::Nsf || d >= 2,
+            "a spline coupling flow needs at least 2 columns (the data has {d}) — use --flow nsf-ar for 1-D data"
+        );
+        Ok(folds)
+    }
+}
+
+/// The defaults, as the flags give them.
+#[derive(clap::Parser)]
+struct Defaults {
+    #[command(flatten)]
+    config: TrainConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        <Defaults as clap::Parser>::parse_from(["flowmote"]).config
+    }
+}
+
+/// Default number of layers and hidden width for `n` training rows of
+/// dimension `d`: small models for few rows (they generalise better).
+pub fn default_size(flow: FlowKind, n: usize, d: usize) -> (usize, usize) {
+    let _ = d;
+    match flow {
+        FlowKind::Cnf => (1, if n < 1000 { 32 } else { 64 }),
+        _ if n < 500 => (2, 16),
+        _ if n < 2000 => (3, 32),
+        _ => (4, 32),
+    }
+}
+
+/// The flow families `FlowKind::Auto` tries for `d` columns.
+pub fn auto_candidates(d: usize) -> Vec<FlowKind> {
+    if d >= 2 {
+        vec![FlowKind::Maf, FlowKind::Nsf]
+    } else {
+        vec![FlowKind::Maf, FlowKind::NsfAr]
+    }
+}
+
+/// The device budget of `--max-params` and `--max-macs`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Most parameters ([`DynMixture::parameters`](crate::model::DynMixture::parameters)).
+    pub params: Option<usize>,
+    /// Most multiply-adds per score ([`DynMixture::macs`](crate::model::DynMixture::macs)).
+    pub macs: Option<usize>,
+}
+
+impl Budget {
+    /// The budget of a training configuration.
+    pub fn of(cfg: &TrainConfig) -> Self {
+        Budget {
+            params: cfg.max_params,
+            macs: cfg.max_macs,
+        }
+    }
+
+    /// Why a model of `params` parameters and `macs` multiply-adds does not
+    /// fit, or `None` if it does.
+    pub fn exceeded(&self, params: usize, macs: usize) -> Option<String> {
+        match (self.params, self.macs) {
+            (Some(max), _) if params > max => Some(format!("{params} parameters > --max-params {max}")),
+            (_, Some(max)) if macs > max => Some(format!("{macs} multiply-adds > --max-macs {max}")),
+            _ => None,
+        }
+    }
+}
+
+/// Most hidden units per layer `--hidden` accepts: far beyond any model a
+/// microcontroller can hold, small enough to be refused before allocating.
+pub const MAX_HIDDEN: usize = 4096;
+/// Most flow layers `--layers` accepts.
+pub const MAX_LAYERS: usize = 256;
+/// Most hidden layers per conditioner `--depth` accepts.
+pub const MAX_DEPTH: usize = 16;
+/// Most weights a model may have (2²⁷ f32 = 512 MiB during training).
+pub const MAX_WEIGHTS: usize = 1 << 27;
+
+/// Noise levels (standard deviations per column) the search tries, in order.
+pub const NOISE_LEVELS: [f32; 4] = [0.0, 0.1, 0.2, 0.3];
+
+/// Folds [`default_folds`](super::default_folds) chooses when a validation split would hold
+/// fewer rows than [`MIN_VALIDATION_ROWS`](super::MIN_VALIDATION_ROWS).
+pub const SMALL_DATA_FOLDS: usize = 5;
+
+/// Below this many validation rows one split is too small to choose and
+/// stack by: [`default_folds`](super::default_folds) cross-validates instead.
+pub const MIN_VALIDATION_ROWS: usize = 100;
+
+/// Cross-validation folds when the user gives none: [`SMALL_DATA_FOLDS`](super::SMALL_DATA_FOLDS)
+/// if `rows × val_fraction` (the rows one split would validate on) is below
+/// [`MIN_VALIDATION_ROWS`](super::MIN_VALIDATION_ROWS), else 1 (one split); 1 when `val_fraction` is 0
+/// (no validation asked for).
+pub fn default_folds(rows: usize, val_fraction: f64) -> usize {
+    let (_, n_val) = split_sizes(rows, val_fraction);
+    if val_fraction > 0.0 && n_val < MIN_VALIDATION_ROWS {
+        SMALL_DATA_FOLDS
+    } else {
+        1
+    }
+}

@@ -1,0 +1,151 @@
+//! Maximum-likelihood training of a [`DynFlow`](crate::model::DynFlow) (and flow matching for
+//! continuous flows) with the core's own backward passes.
+//!
+//! Pipeline: split the rows into training and validation parts (by default
+//! the last rows of the file are the validation part, see [`ValSplit`]); fit
+//! the standardisation on the training part and freeze it as the first
+//! layer; start with a whitening LU layer (the full-covariance Gaussian fit,
+//! [`whitening_layer`]); dequantise integer-valued columns and add Gaussian
+//! noise each epoch; mini-batch Adam(W) with a cosine learning-rate
+//! schedule, global-norm gradient clipping and MAF gradients masked;
+//! validation NLL after every epoch, early stopping that keeps the best
+//! model. [`train`] chooses the settings left open (noise, family, size) by
+//! validation NLL, stacks the candidates ([`stack`]), and on small data runs
+//! all of it once per fold of a k-fold cross-validation and averages the
+//! folds' models ([`default_folds`]).
+//!
+//! Determinism: every random draw comes from one seeded
+//! `Xoshiro256PlusPlus`, drawn sequentially; a mini-batch is split into
+//! chunks of fixed size whose gradients are computed in parallel (rayon) and
+//! summed in chunk order, so the result does not depend on the thread count.
+
+mod baseline;
+mod build;
+mod committee;
+mod config;
+mod fit;
+mod optim;
+mod search;
+mod stack;
+
+pub use baseline::Gaussian;
+pub use build::{build_flow, init_params, random_permutation, shuffle, standardize_layer, whitening_layer};
+pub use config::{
+    auto_candidates, default_folds, default_size, Budget, FlowKind, TrainConfig, ValSplit, MAX_DEPTH, MAX_HIDDEN,
+    MAX_LAYERS, MAX_WEIGHTS, MIN_VALIDATION_ROWS, NOISE_LEVELS, SMALL_DATA_FOLDS,
+};
+pub use fit::fold_block;
+pub use optim::{mean_nll, Adam};
+pub use stack::{stack, Stacked, MIN_MIXTURE_WEIGHT};
+
+use crate::data::Dataset;
+use crate::model::{DynMixture, ModelFile};
+use anyhow::Result;
+use committee::committee;
+use search::search;
+use serde::Serialize;
+use std::time::Instant;
+
+/// What happened during training.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainSummary {
+    /// Rows used for training.
+    pub train_rows: usize,
+    /// Rows held out.
+    pub val_rows: usize,
+    /// Rows left out because they were labelled anomalous.
+    pub labelled_out: usize,
+    /// Epochs run (for a mixture: by its best member).
+    pub epochs_run: usize,
+    /// Epoch of the kept model (1-based; for a mixture: of its best member).
+    pub best_epoch: usize,
+    /// Validation NLL of the kept model, mixture or flow (nats/row, data units).
+    pub best_val_nll: f64,
+    /// Columns dequantised (names) and their quantisation step.
+    pub dequantized: Vec<(String, f32)>,
+    /// Rows skipped while training because their NLL overflowed.
+    pub skipped_rows: usize,
+    /// Wall time (s).
+    pub seconds: f64,
+    /// Parameters trained.
+    pub parameters: usize,
+    /// The held-out validation rows (for calibration on unseen data).
+    #[serde(skip)]
+    pub validation: Vec<Vec<f32>>,
+}
+
+/// Train a model on `ds` (rows labelled anomalous are left out). With
+/// `progress`, shows an indicatif bar with training and validation NLL.
+///
+/// With `k ≥ 2` folds ([`TrainConfig::folds`], by default [`default_folds`]:
+/// small data) the search below runs `k` times, fold `i` holding out block
+/// `i` of the rows ([`fold_block`]) for its validation, early stopping and
+/// stacking, and the model kept is the equal-weight mixture of the `k`
+/// results (weights `wᵢⱼ / k`): every row is validated on once, and the
+/// members' different errors average out (a cross-validation committee).
+/// `--max-params` (less one weight per fold) and `--max-macs` are split
+/// evenly over the folds. The validation NLL reported is the folds' mean on
+/// their own blocks, an estimate for one fold's model; no row is unseen by
+/// the whole mixture.
+///
+/// Settings left open (`FlowKind::Auto`, `noise: None`, no `layers` and no
+/// `hidden`) are chosen by validation NLL, every candidate on the same split
+/// and seed, in three steps:
+/// 1. noise: the first family of [`auto_candidates`] (or the requested one)
+///    at each of [`NOISE_LEVELS`] in turn, stopping at the first level that
+///    does worse than the one before;
+/// 2. family: the other candidates at the chosen noise;
+/// 3. size (not for cnf): the winner with two more layers and twice the
+///    hidden units.
+///
+/// The kept model is the candidate with the lowest validation NLL — or,
+/// unless `mixture` is off, the stacked mixture of the candidates when it
+/// beats that ([`stack`]); every candidate's figures are stored in the
+/// provenance settings (`search`), a mixture's members in `members`.
+pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
+    let folds = cfg.check(ds)?;
+    if folds == 1 {
+        let c = TrainConfig {
+            folds: Some(1),
+            ..cfg.clone()
+        };
+        return search(ds, &c, progress, DynMixture::MAX_MEMBERS);
+    }
+    let start = Instant::now();
+    let budget = Budget::of(cfg);
+    let mut parts = Vec::with_capacity(folds);
+    for k in 0..folds {
+        let (lo, hi) = fold_block(ds.n_normal(), k, folds);
+        if progress {
+            eprintln!(
+                "fold {}/{folds}: validation on {} rows ({lo}..{hi} of the {} order)",
+                k + 1,
+                hi - lo,
+                match cfg.val_split {
+                    ValSplit::Last => "file's",
+                    ValSplit::Random => "shuffled",
+                }
+            );
+        }
+        let c = TrainConfig {
+            folds: Some(1),
+            fold: Some((k, folds)),
+            // The committee stores one weight per member, one per fold at least.
+            max_params: budget.params.map(|p| p.saturating_sub(folds) / folds),
+            max_macs: budget.macs.map(|m| m / folds),
+            ..cfg.clone()
+        };
+        parts.push(search(ds, &c, progress, DynMixture::MAX_MEMBERS / folds)?);
+    }
+    Ok(committee(ds, parts, start))
+}
+
+/// Run `f` on a rayon pool of `n` threads (training results do not depend
+/// on `n`; tests check it).
+pub fn with_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .expect("thread pool")
+        .install(f)
+}
