@@ -348,6 +348,7 @@ fn search_stacks_the_candidates_into_a_mixture() {
         false_alarm_rate: 0.05,
         label_column: None,
         out: None,
+        json: false,
     })
     .unwrap();
     assert!(th.score.is_finite());
@@ -391,6 +392,8 @@ fn search_stacks_the_candidates_into_a_mixture() {
         model: path,
         out: rs.clone(),
         name: None,
+        no_threshold: true,
+        json: false,
     })
     .unwrap();
     let src = std::fs::read_to_string(rs).unwrap();
@@ -744,6 +747,10 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
         data: ptr.clone(),
         out: model.clone(),
         label_column: None,
+        columns: None,
+        exclude: vec![],
+        val_out: None,
+        json: false,
         quiet: true,
         config: TrainConfig {
             flow: FlowKind::Maf,
@@ -779,6 +786,7 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
         false_alarm_rate: 0.05,
         label_column: None,
         out: None,
+        json: false,
     })
     .unwrap();
     assert_eq!(ModelFile::load(&model).unwrap().threshold.unwrap(), th);
@@ -828,6 +836,10 @@ fn train_err(csv: &str, label: Option<&str>, flow: FlowKind) -> String {
         data: p,
         out: dir.join("never.json"),
         label_column: label.map(String::from),
+        columns: None,
+        exclude: vec![],
+        val_out: None,
+        json: false,
         quiet: true,
         config: TrainConfig {
             flow,
@@ -962,6 +974,7 @@ fn bad_input_is_a_clear_error() {
         false_alarm_rate: 1.5,
         label_column: None,
         out: None,
+        json: false,
     })
     .is_err());
     assert_eq!(before, std::fs::read(&model).unwrap());

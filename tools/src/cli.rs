@@ -33,6 +33,23 @@ pub struct TrainArgs {
     /// labelled anomalous are left out of training.
     #[arg(long)]
     pub label_column: Option<String>,
+    /// The feature columns, exactly (comma-separated names, in this order).
+    /// Without it every column but the label is a feature, less those that
+    /// are constant, not numeric, or increase on every row (time or index
+    /// columns): each is named in a note and recorded in the model.
+    #[arg(long, value_delimiter = ',', conflicts_with = "exclude")]
+    pub columns: Option<Vec<String>>,
+    /// Columns that are not features (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Also write the held-out validation rows, which no flow trained on, as
+    /// CSV: calibrate the threshold on them (`flowmote calibrate --data`).
+    /// Implies one validation split (`--folds 1`) unless --folds is given.
+    #[arg(long, value_name = "FILE")]
+    pub val_out: Option<PathBuf>,
+    /// Print one JSON object describing the kept model instead of text.
+    #[arg(long)]
+    pub json: bool,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -41,11 +58,57 @@ pub struct TrainArgs {
 /// Run `flowmote train`; returns the trained model (also written to `--out`).
 pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
     output::refuse_inputs(&a.out, &[&a.data])?;
-    let ds = data::load_training(&a.data, a.label_column.as_deref())?;
-    let (model, s) = train::train(&ds, &a.config, !a.quiet)?;
+    if let Some(v) = &a.val_out {
+        output::refuse_inputs(v, &[&a.data])?;
+        ensure!(
+            v != &a.out,
+            "--val-out and --out are the same file; the model and the validation rows need two"
+        );
+    }
+    let mut cfg = a.config.clone();
+    if a.val_out.is_some() {
+        match cfg.folds {
+            None => cfg.folds = Some(1),
+            Some(k) if k > 1 => bail!(
+                "--val-out needs one validation split: in a {k}-fold committee every row trained some member \
+                 (drop --folds or pass --folds 1)"
+            ),
+            Some(_) => {}
+        }
+    }
+    let cols = data::Columns {
+        only: a.columns.clone(),
+        exclude: a.exclude.clone(),
+    };
+    let ds = data::load_training_columns(&a.data, a.label_column.as_deref(), &cols)?;
+    let (model, s) = train::train(&ds, &cfg, !a.quiet && !a.json)?;
     model.save(&a.out)?;
+    if let Some(v) = &a.val_out {
+        output::write(v, rows_csv(&model.features, &s.validation).as_bytes())?;
+    }
     let what = describe_model(&model);
     let folds = model.provenance.settings.folds();
+    if a.json {
+        let weight_bytes = 4 * model.model.stored_floats();
+        let j = serde_json::json!({
+            "model": a.out,
+            "kept": what,
+            "features": model.features,
+            "dropped_columns": model.provenance.settings.dropped_columns,
+            "parameters": s.parameters,
+            "weight_bytes": weight_bytes,
+            "macs": model.model.macs(),
+            "validation_nll": s.best_val_nll,
+            "folds": folds,
+            "train_rows": s.train_rows,
+            "val_rows": s.val_rows,
+            "labelled_out": s.labelled_out,
+            "seconds": s.seconds,
+            "val_out": a.val_out,
+        });
+        output::to_stdout(format!("{j}\n").as_bytes())?;
+        return Ok(model);
+    }
     say!(
         "trained {what}: {} parameters ≈ {:.0} KB of flash, {} multiply-adds per score, on {} rows ({}{}) in {:.1} s",
         s.parameters,
@@ -91,7 +154,15 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
     } else {
         say!("validation NLL of the mixture {:.4} nats/row", s.best_val_nll);
     }
-    say!("wrote {}", a.out.display());
+    match &a.val_out {
+        Some(v) => say!(
+            "wrote {} and its {} validation rows to {} (calibrate on those)",
+            a.out.display(),
+            s.validation.len(),
+            v.display()
+        ),
+        None => say!("wrote {}", a.out.display()),
+    }
     Ok(model)
 }
 
@@ -275,6 +346,9 @@ pub struct CalibrateArgs {
     /// Write the calibrated model here instead of overwriting --model.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Print one JSON object (threshold, rates, rows) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Run `flowmote calibrate`; returns the threshold stored.
@@ -333,6 +407,18 @@ pub fn run_calibrate(a: &CalibrateArgs) -> Result<Threshold> {
     let out = a.out.as_ref().unwrap_or(&a.model);
     model.save(out)?;
     let achieved = metrics::flag_rate(&finite.iter().map(|&v| Some(v)).collect::<Vec<_>>(), th.score as f64);
+    if a.json {
+        let j = serde_json::json!({
+            "threshold": th.score,
+            "false_alarm_rate": a.false_alarm_rate,
+            "achieved_rate": achieved,
+            "rows": finite.len(),
+            "unscorable": bad,
+            "out": out,
+        });
+        output::to_stdout(format!("{j}\n").as_bytes())?;
+        return Ok(th);
+    }
     say!(
         "threshold −log p > {:.4} nats (target {:.2} % false alarms; {:.2} % of the {} calibration rows are above it); wrote {}",
         th.score,
@@ -607,6 +693,7 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
         false_alarm_rate: 0.01,
         label_column: None,
         out: None,
+        json: false,
     })?;
     let model_rs = dir.join("model.rs");
     say!("3/5 export → {}", model_rs.display());
@@ -614,6 +701,8 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
         model: model_json.clone(),
         out: model_rs,
         name: None,
+        no_threshold: false,
+        json: false,
     })?;
     let scores = dir.join("scores.csv");
     say!("4/5 score {} → {}", test_csv.display(), scores.display());

@@ -12,13 +12,19 @@ use flowmote_tools::cli;
     long_about = "Normalizing flows for microcontrollers.\n\n\
 Typical use:\n  \
 flowmote demo                                   # everything below on the bundled accelerometer data\n  \
-flowmote train --data train.csv --out model.json\n  \
-flowmote calibrate --model model.json --data normal.csv --false-alarm-rate 0.01\n  \
+flowmote train --data train.csv --out model.json --val-out held_out.csv\n  \
+flowmote calibrate --model model.json --data held_out.csv --false-alarm-rate 0.01\n  \
 flowmote eval --model model.json --data test.csv [--label-column label]\n  \
 flowmote score --model model.json --data new.csv --out scores.csv\n  \
 flowmote export --model model.json --out firmware/src/model.rs\n\n\
-CSV files need a header row; feature columns must be numeric. Scores are −log p(x) in nats \
-(higher = more anomalous), in the units of the data (the standardisation is part of the model)."
+CSV files need a header row; the delimiter (comma, semicolon or tab) is detected; `-` as a file \
+is standard input (--data) or output (--out). Feature columns must be numeric; `train` leaves out, \
+with a note, columns that are constant, not numeric, or increase on every row (time stamps, indices). \
+Scores are −log p(x) in nats (higher = more anomalous), in the units of the data (the standardisation \
+is part of the model).\n\n\
+Exit status: 0 success; 1 an error (the message names the file, line and column where there is one; \
+nothing is half-written); 2 a usage error (unknown flag, bad value); 141 standard output was closed \
+early (e.g. `| head`)."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -59,6 +59,19 @@ pub struct Settings {
     /// Each fold's result, for a cross-validation committee.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fold_results: Option<Vec<FoldResult>>,
+    /// Columns of the training file that are not features, and why
+    /// (constant, not numeric, a time or index column).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped_columns: Vec<DroppedColumn>,
+}
+
+/// A column of the training file left out of the features.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DroppedColumn {
+    /// Column name.
+    pub name: String,
+    /// Why it was left out.
+    pub reason: String,
 }
 
 impl Settings {

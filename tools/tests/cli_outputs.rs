@@ -363,7 +363,14 @@ fn exported_source_escapes_what_it_embeds() {
     let o = flowmote(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let rs = dir.path().join("m.rs");
-    let o = flowmote(&["export", "--model", m.to_str().unwrap(), "--out", rs.to_str().unwrap()]);
+    let o = flowmote(&[
+        "export",
+        "--model",
+        m.to_str().unwrap(),
+        "--out",
+        rs.to_str().unwrap(),
+        "--no-threshold",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let src = fs::read_to_string(&rs).unwrap();
     assert!(!src.lines().any(|l| l.trim_start().starts_with("fn injected")), "{src}");
@@ -417,4 +424,70 @@ fn calibrating_on_the_training_file_warns() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn export_refuses_an_uncalibrated_model() {
+    let dir = tmpdir();
+    let m = dir.path().join("m.json");
+    let d = data();
+    let mut args = vec!["train", "--data", &d, "--out", m.to_str().unwrap()];
+    args.extend_from_slice(TINY);
+    assert!(flowmote(&args).status.success());
+    let rs = dir.path().join("m.rs");
+    let o = flowmote(&["export", "--model", m.to_str().unwrap(), "--out", rs.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no anomaly threshold"), "{}", stderr(&o));
+    assert!(!rs.exists());
+}
+
+#[test]
+fn train_writes_validation_rows_and_json() {
+    let dir = tmpdir();
+    let (m, v) = (dir.path().join("m.json"), dir.path().join("val.csv"));
+    let d = data();
+    let mut args = vec![
+        "train",
+        "--data",
+        &d,
+        "--out",
+        m.to_str().unwrap(),
+        "--val-out",
+        v.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(TINY);
+    let o = flowmote(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in ["kept", "weight_bytes", "macs", "validation_nll", "parameters"] {
+        assert!(!j[key].is_null(), "{key} missing: {j}");
+    }
+    // 200 rows, the last 10 % held out: 20 rows and the header.
+    assert_eq!(fs::read_to_string(&v).unwrap().lines().count(), 21);
+    let o = flowmote(&[
+        "calibrate",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        v.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success() && !stderr(&o).contains("trained on"),
+        "{}",
+        stderr(&o)
+    );
+    let rs = dir.path().join("m.rs");
+    let o = flowmote(&[
+        "export",
+        "--model",
+        m.to_str().unwrap(),
+        "--out",
+        rs.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["weight_bytes"].as_u64().unwrap() % 4, 0);
+    assert!(j["threshold"].is_number());
 }

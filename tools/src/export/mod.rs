@@ -52,12 +52,27 @@ pub struct ExportArgs {
     /// e.g. `GAIT_MODEL`). Every other item keeps its documented name.
     #[arg(long)]
     pub name: Option<String>,
+    /// Export a model that was never calibrated: `THRESHOLD` is then
+    /// `f32::INFINITY` and the device never raises an alarm (without this
+    /// flag an uncalibrated model is refused: run `flowmote calibrate`).
+    #[arg(long)]
+    pub no_threshold: bool,
+    /// Print one JSON object describing what was written instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Run `flowmote export`.
 pub fn run(args: &ExportArgs) -> Result<()> {
     crate::output::refuse_inputs(&args.out, &[&args.model])?;
     let model = ModelFile::load(&args.model)?;
+    ensure!(
+        model.threshold.is_some() || args.no_threshold,
+        "{} has no anomaly threshold: the exported detector would never raise an alarm. Run \
+         `flowmote calibrate --model {} --data held_out.csv` first (or pass --no-threshold to export it anyway)",
+        args.model.display(),
+        args.model.display()
+    );
     let opts = ExportOptions {
         name: args.name.clone(),
         rustfmt_dir: Some(existing_dir(&args.out)),
@@ -71,6 +86,20 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         );
     }
     crate::output::write(&args.out, out.source.as_bytes())?;
+    if args.json {
+        let j = serde_json::json!({
+            "out": args.out,
+            "model": args.model,
+            "kept": crate::cli::describe_model(&model),
+            "weight_bytes": 4 * model.model.stored_floats(),
+            "macs": model.model.macs(),
+            "validation_nll": model.provenance.val_nll,
+            "threshold": model.threshold.as_ref().map(|t| t.score),
+            "golden_inputs": out.golden_inputs,
+            "golden_samples": out.golden_samples,
+        });
+        return crate::output::to_stdout(format!("{j}\n").as_bytes());
+    }
     crate::say!(
         "wrote {} ({} f32 weights ≈ {:.0} KB, standardisation included; {} golden inputs, {} golden samples)",
         args.out.display(),

@@ -103,6 +103,20 @@ pub struct TrainSummary {
 /// beats that ([`stack`]); every candidate's figures are stored in the
 /// provenance settings (`search`), a mixture's members in `members`.
 pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
+    let (mut model, summary) = train_search(ds, cfg, progress)?;
+    model.provenance.settings.dropped_columns = ds
+        .dropped
+        .iter()
+        .map(|d| crate::provenance::DroppedColumn {
+            name: d.name.clone(),
+            reason: d.reason.clone(),
+        })
+        .collect();
+    Ok((model, summary))
+}
+
+/// [`train`] without the bookkeeping of the file's columns.
+fn train_search(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
     let folds = cfg.check(ds)?;
     if folds == 1 {
         let c = TrainConfig {
