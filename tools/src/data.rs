@@ -376,7 +376,7 @@ fn not_a_feature(cells: &[&str]) -> Option<String> {
 
 /// [`load_training`] with a choice of columns: `cols.only` names the
 /// features exactly; otherwise every column but the label and
-/// `cols.exclude`, less the ones `not_a_feature` finds, which are listed
+/// `cols.exclude`, less those that are constant, not numeric, or increase on every row, which are listed
 /// in [`Dataset::dropped`] with a note on standard error.
 pub fn load_training_columns(path: &Path, label_column: Option<&str>, choice: &Columns) -> Result<Dataset> {
     let raw = read_raw(path)?;
