@@ -12,14 +12,26 @@
 # Needs: rustup target thumbv7em-none-eabihf, qemu-system-arm, defmt-print
 # (scripts/firmware-ci.sh installs them). Extra cargo arguments are passed on,
 # e.g. `--config profile.release.opt-level="s"`.
+#
+# `--m0` (first argument): the same image built for thumbv6m-none-eabi
+# (Cortex-M0, soft float: the RP2040 class) and run on QEMU's `microbit`
+# machine (nRF51, 16 KiB RAM: rows whose weights do not fit are left out, see
+# qemu-bench.rs). Needs `rustup target add thumbv6m-none-eabi`.
 set -euo pipefail
 cd "$(dirname "$0")/../firmware/qemu"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-cargo build --release --bin qemu-bench "$@" >&2
-elf=${CARGO_TARGET_DIR:-../target}/thumbv7em-none-eabihf/release/qemu-bench
-timeout 300 qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic \
+target=thumbv7em-none-eabihf
+qemu=(-cpu cortex-m4 -machine mps2-an386)
+if [ "${1:-}" = "--m0" ]; then
+    shift
+    target=thumbv6m-none-eabi
+    qemu=(-machine microbit)
+fi
+cargo build --release --target "$target" --bin qemu-bench "$@" >&2
+elf=${CARGO_TARGET_DIR:-../target}/$target/release/qemu-bench
+timeout 600 qemu-system-arm "${qemu[@]}" -nographic \
     -semihosting-config enable=on,target=native -singlestep -d exec,nochain -D "$tmp/trace.log" \
     -kernel "$elf" | defmt-print -e "$elf" >"$tmp/log.txt"
 awk '{ sym = $NF }

@@ -25,7 +25,7 @@ impl<'a> ActNormRef<'a> {
     pub fn forward(&self, x: &mut [f32]) -> f32 {
         let mut ld = 0.0;
         for ((v, s), b) in x.iter_mut().zip(self.log_scale).zip(self.shift) {
-            *v = libm::expf(*s) * *v + b;
+            *v = crate::activation::exp(*s) * *v + b;
             ld += s;
         }
         ld
@@ -36,7 +36,7 @@ impl<'a> ActNormRef<'a> {
     pub fn inverse(&self, y: &mut [f32]) -> f32 {
         let mut ld = 0.0;
         for ((v, s), b) in y.iter_mut().zip(self.log_scale).zip(self.shift) {
-            *v = (*v - b) * libm::expf(-*s);
+            *v = (*v - b) * crate::activation::exp(-*s);
             ld -= s;
         }
         ld
@@ -49,7 +49,7 @@ impl<'a> ActNormRef<'a> {
         let d = self.log_scale.len();
         let (gs, gb) = grad.split_at_mut(d);
         for i in 0..d {
-            let e = libm::expf(self.log_scale[i]);
+            let e = crate::activation::exp(self.log_scale[i]);
             gb[i] += g[i];
             gs[i] += g[i] * x[i] * e + g_ld;
             g[i] *= e;

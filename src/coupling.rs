@@ -14,7 +14,7 @@ pub const DEFAULT_CLAMP: f32 = 3.0;
 /// `(s, ds/draw)` for `s = c·tanh(raw/c)`.
 #[inline(always)]
 pub fn soft_clamp(raw: f32, c: f32) -> (f32, f32) {
-    let t = libm::tanhf(raw / c);
+    let t = crate::activation::tanh(raw / c);
     (c * t, 1.0 - t * t)
 }
 
@@ -24,7 +24,7 @@ pub fn affine_forward(x: &mut [f32], shift: &[f32], raw: &[f32], c: f32) -> f32 
     let mut ld = 0.0;
     for ((v, t), r) in x.iter_mut().zip(shift).zip(raw) {
         let (s, _) = soft_clamp(*r, c);
-        *v = *v * libm::expf(s) + t;
+        *v = *v * crate::activation::exp(s) + t;
         ld += s;
     }
     ld
@@ -34,7 +34,7 @@ pub fn affine_forward(x: &mut [f32], shift: &[f32], raw: &[f32], c: f32) -> f32 
 #[inline(always)]
 pub fn affine_inverse_one(y: f32, shift: f32, raw: f32, c: f32) -> (f32, f32) {
     let (s, _) = soft_clamp(raw, c);
-    ((y - shift) * libm::expf(-s), -s)
+    ((y - shift) * crate::activation::exp(-s), -s)
 }
 
 /// Backward of [`affine_forward`] at input `x`: `g` holds `∂L/∂y` on entry and
@@ -51,7 +51,7 @@ pub fn affine_backward(
 ) {
     for j in 0..x.len() {
         let (s, ds) = soft_clamp(raw[j], c);
-        let e = libm::expf(s);
+        let e = crate::activation::exp(s);
         g_shift[j] = g[j];
         g_raw[j] = (g[j] * x[j] * e + g_ld) * ds;
         g[j] *= e;

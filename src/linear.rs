@@ -112,7 +112,7 @@ impl<'a> LuLinearRef<'a> {
     fn diag(&self, i: usize) -> (f32, f32, f32) {
         let d = self.dim();
         let (ls, m) = clamp_log_scale(self.lu.get(i * d + i).copied().unwrap_or(0.0));
-        let u = self.sign_at(i) * libm::expf(ls);
+        let u = self.sign_at(i) * crate::activation::exp(ls);
         (u, u * m, ls)
     }
 
@@ -128,38 +128,55 @@ impl<'a> LuLinearRef<'a> {
     /// The log-det `Σ log_s` (clamped), the same for every input.
     #[inline(always)]
     pub fn log_det(&self) -> f32 {
-        (0..self.dim()).map(|i| self.diag(i).2).sum()
+        let d = self.dim();
+        (0..d).fold(0.0, |ld, i| {
+            ld + clamp_log_scale(self.lu.get(i * d + i).copied().unwrap_or(0.0)).0
+        })
     }
 
     /// `x ← P·L·U·x + bias` in place; `tmp` holds `d` floats. Returns the
     /// log-det `Σ log_s`.
+    ///
+    /// Each row's sum runs in column order from the diagonal term (`U`) or
+    /// from `u_i` (`L`), as [`LuLinearRef::backward`] recomputes it; the
+    /// loops walk the rows with iterators (no indexing, nothing can panic).
     #[inline(always)]
     pub fn forward(&self, x: &mut [f32], tmp: &mut [f32]) -> f32 {
         let d = self.dim();
         let (Some(x), Some(lu)) = (x.get_mut(..d), self.lu.get(..d * d)) else {
             return f32::NAN;
         };
-        // u = U·x (row i uses x_j, j ≥ i, not yet overwritten).
+        // u = U·x (row i uses x_j, j ≥ i, not yet overwritten); the log-det
+        // summed on the way, in the order of `log_det`.
+        let mut ld = 0.0;
         for (i, row) in lu.chunks_exact(d).enumerate() {
-            let mut u = self.diag(i).0 * x[i];
-            for j in i + 1..d {
-                u += row[j] * x[j];
+            let Some((xi, rest)) = x.get_mut(i..).and_then(|v| v.split_first_mut()) else {
+                break;
+            };
+            let (ls, _) = clamp_log_scale(row.get(i).copied().unwrap_or(0.0));
+            ld += ls;
+            let mut u = self.sign_at(i) * crate::activation::exp(ls) * *xi;
+            for (w, v) in row.get(i + 1..).unwrap_or_default().iter().zip(rest.iter()) {
+                u += w * v;
             }
-            x[i] = u;
+            *xi = u;
         }
         // v = L·u (row i uses u_j, j < i, not yet overwritten).
         for (i, row) in lu.chunks_exact(d).enumerate().rev() {
-            let mut v = x[i];
-            for j in 0..i {
-                v += row[j] * x[j];
+            let Some((xi, head)) = x.get_mut(..=i).and_then(|v| v.split_last_mut()) else {
+                continue;
+            };
+            let mut v = *xi;
+            for (w, u) in row.iter().zip(head.iter()) {
+                v += w * u;
             }
-            x[i] = v;
+            *xi = v;
         }
         permute_forward(self.perm, x, tmp);
         for (v, b) in x.iter_mut().zip(self.bias) {
             *v += b;
         }
-        self.log_det()
+        ld
     }
 
     /// `y ← U⁻¹·L⁻¹·P⁻¹·(y − bias)` in place by triangular solves; `tmp` holds
@@ -190,7 +207,7 @@ impl<'a> LuLinearRef<'a> {
                 v -= row[j] * y[j];
             }
             let (_, _, ls) = self.diag(i);
-            y[i] = v * self.sign_at(i) * libm::expf(-ls);
+            y[i] = v * self.sign_at(i) * crate::activation::exp(-ls);
         }
         -self.log_det()
     }

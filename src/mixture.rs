@@ -150,7 +150,7 @@ pub fn log_sum_exp(log_weights: &[f32], log_probs: &[f32]) -> f32 {
     }
     let mut s = 0.0f32;
     for (w, p) in log_weights.iter().zip(log_probs) {
-        s += libm::expf(w + p - m);
+        s += crate::activation::exp(w + p - m);
     }
     m + libm::logf(s)
 }
@@ -189,7 +189,7 @@ pub fn pick(log_weights: &[f32], u: u32) -> usize {
     let t = (u >> 8) as f32 * (1.0 / 16_777_216.0);
     let mut cum = 0.0f32;
     for (k, w) in log_weights.iter().enumerate() {
-        cum += libm::expf(*w);
+        cum += crate::activation::exp(*w);
         if t < cum {
             return k;
         }
@@ -221,7 +221,7 @@ impl<const D: usize, const M: usize, C: Components<D, M>> Mixture<D, M, C> {
 
     /// `Σₖ exp(log_weights[k])`: 1 up to rounding for a normalised mixture.
     pub fn weights_sum(&self) -> f32 {
-        self.log_weights.iter().map(|w| libm::expf(*w)).sum()
+        self.log_weights.iter().map(|w| crate::activation::exp(*w)).sum()
     }
 
     /// Exact `log p(x)` in nats. Every member is scored; a member whose

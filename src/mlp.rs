@@ -134,36 +134,37 @@ impl<'a> MlpRef<'a> {
     #[inline(always)]
     fn first_layer(&self, x: &[f32], c: f32, h: &mut [f32]) {
         let n = self.shape.input;
-        for (k, hk) in h.iter_mut().enumerate().take(self.shape.hidden) {
-            let row = &self.w_in[k * n..(k + 1) * n];
-            let mut a = self.b_in[k] + dot(row, x);
-            if self.shape.cond == 1 {
+        let act = self.act;
+        if self.shape.cond == 1 {
+            for (k, hk) in h.iter_mut().enumerate().take(self.shape.hidden) {
+                let row = &self.w_in[k * n..(k + 1) * n];
+                let mut a = self.b_in[k] + dot(row, x);
                 a += self.w_cond[k] * c;
+                *hk = act.apply(a);
             }
-            *hk = self.act.apply(a);
+        } else {
+            let h = h.get_mut(..self.shape.hidden).unwrap_or_default();
+            dense(self.w_in, n, self.b_in, x, h);
+            act.apply_slice(h);
         }
     }
 
     #[inline(always)]
     fn hidden_layer(&self, l: usize, x: &[f32], y: &mut [f32]) {
         let h = self.shape.hidden;
-        let w = &self.w_hid[l * h * h..(l + 1) * h * h];
-        let b = &self.b_hid[l * h..(l + 1) * h];
-        for ((yk, row), bk) in y[..h].iter_mut().zip(w.chunks_exact(h)).zip(b) {
-            *yk = self.act.apply(bk + dot(row, &x[..h]));
-        }
+        let act = self.act;
+        let w = self.w_hid.get(l * h * h..(l + 1) * h * h).unwrap_or_default();
+        let b = self.b_hid.get(l * h..(l + 1) * h).unwrap_or_default();
+        let y = y.get_mut(..h).unwrap_or_default();
+        dense(w, h, b, x, y);
+        act.apply_slice(y);
     }
 
     #[inline(always)]
     fn output_layer(&self, x: &[f32], out: &mut [f32]) {
         let h = self.shape.hidden;
-        for ((o, row), b) in out[..self.shape.output]
-            .iter_mut()
-            .zip(self.w_out.chunks_exact(h))
-            .zip(self.b_out)
-        {
-            *o = b + dot(row, &x[..h]);
-        }
+        let out = out.get_mut(..self.shape.output).unwrap_or_default();
+        dense(self.w_out, h, self.b_out, x, out);
     }
 
     /// Inference forward pass: `out = mlp(x, c)`, using two `hidden`-sized
@@ -294,7 +295,9 @@ impl<'a> MlpGrad<'a> {
     }
 }
 
-/// Dot product over the common length.
+/// Dot product over the common length, summed in index order from `0.0`
+/// (`((0 + a₀b₀) + a₁b₁) + …`): the summation order of every matrix–vector
+/// product in the crate ([`dense`] reproduces it bit for bit).
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut s = 0.0;
@@ -302,6 +305,97 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         s += x * y;
     }
     s
+}
+
+/// Dense layer kernel: `out[k] = b[k] + Σᵢ w[k·n + i]·x[i]` for each
+/// output `k` (row-major `w`, rows of length `n`; the sum runs over
+/// `min(n, x.len())` inputs). Stops at the shortest of `out`, `b` and the
+/// rows of `w`.
+///
+/// Each row's sum is taken exactly as [`dot`] takes it (from `0.0`, in input
+/// order, then `b[k] +`), so the result does not depend on how the kernel
+/// walks the matrix; the walk is shaped for in-order cores without caches
+/// (Cortex-M4F): four output rows per pass over the input, so each input
+/// value is loaded once per four multiply–adds, the four running sums stay in
+/// registers, and the pass is unrolled by four inputs. Iterators and slice
+/// patterns only, no indexing: nothing here can panic.
+///
+/// The activation is applied afterwards by [`Activation::apply_slice`]
+/// (one out-of-line copy of it per image, whatever the number of layers).
+#[inline(always)]
+pub fn dense(w: &[f32], n: usize, b: &[f32], x: &[f32], out: &mut [f32]) {
+    if n == 0 {
+        for (o, bk) in out.iter_mut().zip(b) {
+            *o = bk + 0.0;
+        }
+        return;
+    }
+    let mut blocks = w.chunks_exact(4 * n);
+    let mut outs = out.chunks_exact_mut(4);
+    let mut bs = b.chunks_exact(4);
+    for ((o4, b4), w4) in (&mut outs).zip(&mut bs).zip(&mut blocks) {
+        let ([o0, o1, o2, o3], [b0, b1, b2, b3]) = (o4, b4) else {
+            return;
+        };
+        let s = dot4(x, w4, n);
+        *o0 = b0 + s[0];
+        *o1 = b1 + s[1];
+        *o2 = b2 + s[2];
+        *o3 = b3 + s[3];
+    }
+    let rows = blocks.remainder().chunks_exact(n);
+    for ((o, bk), row) in outs.into_remainder().iter_mut().zip(bs.remainder()).zip(rows) {
+        *o = bk + dot(row, x);
+    }
+}
+
+/// The four dot products of `x` with the rows `w4[k·n..(k + 1)·n]`,
+/// `k < 4`, each summed as [`dot`] sums (over `min(n, x.len())` inputs).
+/// The five slices advance by four elements per step (slice patterns, so
+/// LLVM sees post-incremented pointers and no bounds checks); each input is
+/// loaded once per four multiply–adds.
+#[inline(always)]
+fn dot4(x: &[f32], w4: &[f32], n: usize) -> [f32; 4] {
+    let (mut s0, mut s1, mut s2, mut s3) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
+    let mut rows = w4.chunks_exact(n);
+    let (Some(mut a), Some(mut b), Some(mut c), Some(mut d)) = (rows.next(), rows.next(), rows.next(), rows.next())
+    else {
+        return [s0, s1, s2, s3];
+    };
+    let mut x = x;
+    while let (
+        [x0, x1, x2, x3, xr @ ..],
+        [a0, a1, a2, a3, ar @ ..],
+        [b0, b1, b2, b3, br @ ..],
+        [c0, c1, c2, c3, cr @ ..],
+        [d0, d1, d2, d3, dr @ ..],
+    ) = (x, a, b, c, d)
+    {
+        s0 += a0 * x0;
+        s1 += b0 * x0;
+        s2 += c0 * x0;
+        s3 += d0 * x0;
+        s0 += a1 * x1;
+        s1 += b1 * x1;
+        s2 += c1 * x1;
+        s3 += d1 * x1;
+        s0 += a2 * x2;
+        s1 += b2 * x2;
+        s2 += c2 * x2;
+        s3 += d2 * x2;
+        s0 += a3 * x3;
+        s1 += b3 * x3;
+        s2 += c3 * x3;
+        s3 += d3 * x3;
+        (x, a, b, c, d) = (xr, ar, br, cr, dr);
+    }
+    for ((((xv, a), b), c), d) in x.iter().zip(a).zip(b).zip(c).zip(d) {
+        s0 += a * xv;
+        s1 += b * xv;
+        s2 += c * xv;
+        s3 += d * xv;
+    }
+    [s0, s1, s2, s3]
 }
 
 /// Const-generic owner of an MLP's weights, for `static` models.
@@ -366,6 +460,39 @@ impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HE
             b_hid: self.b_hid.as_flattened(),
             w_out: self.w_out.as_flattened().as_flattened(),
             b_out: self.b_out.as_flattened(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `dense` gives exactly `b + dot(row, x)` for every shape: rows and
+    /// inputs not multiples of four, `x` longer or shorter than a row.
+    #[test]
+    fn dense_is_dot_bit_for_bit() {
+        let mut st = 1u32;
+        let mut next = || {
+            st = st.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (st >> 8) as f32 / 8_388_608.0 - 1.0
+        };
+        for n in 0..11 {
+            for rows in 0..11 {
+                for extra in [0usize, 3] {
+                    let w: std::vec::Vec<f32> = (0..rows * n).map(|_| next()).collect();
+                    let b: std::vec::Vec<f32> = (0..rows).map(|_| next()).collect();
+                    let x: std::vec::Vec<f32> = (0..n + extra).map(|_| next() * 3.0).collect();
+                    for xs in [&x[..], &x[..n.saturating_sub(1)]] {
+                        let mut out = std::vec![f32::NAN; rows];
+                        dense(&w, n, &b, xs, &mut out);
+                        for (k, o) in out.iter().enumerate() {
+                            let row = &w[k * n..(k + 1) * n];
+                            assert_eq!(o.to_bits(), (b[k] + dot(row, xs)).to_bits(), "n {n} rows {rows} k {k}");
+                        }
+                    }
+                }
+            }
         }
     }
 }

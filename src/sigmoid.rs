@@ -8,9 +8,9 @@ use crate::{Bijector, Error};
 pub fn softplus(x: f32) -> f32 {
     // log(1 + e^x) without overflow.
     if x > 0.0 {
-        x + libm::log1pf(libm::expf(-x))
+        x + libm::log1pf(crate::activation::exp(-x))
     } else {
-        libm::log1pf(libm::expf(x))
+        libm::log1pf(crate::activation::exp(x))
     }
 }
 
@@ -21,7 +21,7 @@ pub fn sigmoid_forward(x: &mut [f32]) -> f32 {
     let mut ld = 0.0;
     for v in x.iter_mut() {
         ld -= softplus(*v) + softplus(-*v);
-        *v = 1.0 / (1.0 + libm::expf(-*v));
+        *v = 1.0 / (1.0 + crate::activation::exp(-*v));
     }
     ld
 }

@@ -138,7 +138,7 @@ fn clamp_raw(r: f32) -> (f32, f32) {
 
 #[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + libm::expf(-x))
+    1.0 / (1.0 + crate::activation::exp(-x))
 }
 
 /// One bin located by [`Spline::locate`].
@@ -176,8 +176,8 @@ impl<'a> Spline<'a> {
         };
         let (mut sw, mut sh) = (0.0, 0.0);
         for i in 0..bins {
-            sw += libm::expf(sp.raw(i));
-            sh += libm::expf(sp.raw(bins + i));
+            sw += crate::activation::exp(sp.raw(i));
+            sh += crate::activation::exp(sp.raw(bins + i));
         }
         sp.sw = sw;
         sp.sh = sh;
@@ -202,8 +202,8 @@ impl<'a> Spline<'a> {
     #[inline(always)]
     fn probs(&self, i: usize) -> (f32, f32) {
         (
-            libm::expf(self.raw(i)) / self.sw,
-            libm::expf(self.raw(self.k + i)) / self.sh,
+            crate::activation::exp(self.raw(i)) / self.sw,
+            crate::activation::exp(self.raw(self.k + i)) / self.sh,
         )
     }
 

@@ -2,15 +2,15 @@
 //! comparison's MAF (9 → 64 → 64 → 18, tanh) over 1024 rows, three ways:
 //!
 //! * `rowwise`: `MlpRef::forward` per row — what `log_prob` does today;
-//! * `blocked8_libm`: 8 rows at a time, weights read once per block, the
+//! * `blocked8_core_tanh`: 8 rows at a time, weights read once per block, the
 //!   inner loop over the 8 rows (vectorisable). Each row's sums are taken in
-//!   the same order as `rowwise`, and `tanhf` is the same libm call, so the
-//!   outputs are **bit-identical** (checked before timing);
+//!   the same order as `rowwise`, and `tanh` is the core's
+//!   (`flowmote::activation::tanh`, what `rowwise` applies), so the outputs
+//!   are **bit-identical** (checked before timing);
 //! * `blocked8_fast_tanh`: the same with a vectorisable tanh approximation
 //!   (`tanh(x) = 1 − 2/(e^{2x} + 1)` with a polynomial `exp2`); not
-//!   bit-identical to libm (max abs. error checked < 1e-6 against `tanhf`
-//!   on [−9, 9]) — it
-//!   would have to replace `tanhf` in the core for host–device parity.
+//!   bit-identical to the core's `tanh` (max abs. error checked < 1e-6
+//!   against libm's `tanhf` on [−9, 9]).
 //!
 //! A prototype for BENCHMARKS.md ("what would close the gap"), not an API.
 //! `cargo bench -p flowmote-benches --bench mlp_batch`
@@ -64,8 +64,8 @@ fn dense_block<F: Fn(f32) -> f32>(w: &[f32], b: &[f32], x: &[[f32; R]], out: &mu
     }
 }
 
-fn libm_tanh(x: f32) -> f32 {
-    libm::tanhf(x)
+fn core_tanh(x: f32) -> f32 {
+    flowmote::activation::tanh(x)
 }
 
 /// The whole MLP (depth 2) for `N` rows, `R` at a time; `out` is row-major.
@@ -116,7 +116,7 @@ fn bench(c: &mut Criterion) {
     let mut b = a.clone();
     let mut f = a.clone();
     rowwise(&net, &rows, &mut a);
-    blocked(&net, &rows, &mut b, libm_tanh);
+    blocked(&net, &rows, &mut b, core_tanh);
     blocked(&net, &rows, &mut f, fast_tanh);
     assert!(
         a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
@@ -133,8 +133,8 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("mlp_batch/maf_conditioner_9-64-64-18_1024rows");
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("rowwise", |bch| bch.iter(|| rowwise(&net, black_box(&rows), &mut a)));
-    g.bench_function("blocked8_libm", |bch| {
-        bch.iter(|| blocked(&net, black_box(&rows), &mut b, libm_tanh))
+    g.bench_function("blocked8_core_tanh", |bch| {
+        bch.iter(|| blocked(&net, black_box(&rows), &mut b, core_tanh))
     });
     g.bench_function("blocked8_fast_tanh", |bch| {
         bch.iter(|| blocked(&net, black_box(&rows), &mut f, fast_tanh))
