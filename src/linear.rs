@@ -119,7 +119,7 @@ impl<'a> LuLinearRef<'a> {
     /// `sign_i` as ±1. The views check every length, so the `get`s below
     /// always succeed; they keep the device's scoring path free of panic
     /// branches whatever the compiler manages to inline (the no-panic link
-    /// proof, `firmware/src/bin/nopanic.rs`).
+    /// proof, `firmware/nopanic/src/lib.rs`).
     #[inline(always)]
     fn sign_at(&self, i: usize) -> f32 {
         sign_of(self.sign.get(i).copied().unwrap_or(1.0))

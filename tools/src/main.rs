@@ -16,7 +16,7 @@ flowmote train --data train.csv --out model.json --val-out held_out.csv\n  \
 flowmote calibrate --model model.json --data held_out.csv --false-alarm-rate 0.01\n  \
 flowmote eval --model model.json --data test.csv [--label-column label]\n  \
 flowmote score --model model.json --data new.csv --out scores.csv\n  \
-flowmote export --model model.json --out firmware/src/model.rs\n\n\
+flowmote export --model model.json --out fixtures/src/model.rs   # the model the board images build\n\n\
 CSV files need a header row; the delimiter (comma, semicolon or tab) is detected; `-` as a file \
 is standard input (--data) or output (--out). Feature columns must be numeric; `train` leaves out, \
 with a note, columns that are constant, not numeric, or increase on every row (time stamps, indices). \

@@ -94,7 +94,7 @@ pub const TARGETS: &[Target] = &[
         ram_bytes: 256 * 1024,
         instr_per_mac: 2.9,
         instr_per_activation: 30.0,
-        measured: "emulated Cortex-M4F (QEMU mps2-an386): MLP 8-64-64-16 relu row and the tanh row's extra of scripts/firmware-bench.sh; soft clamps and exp add ≈ 20 % (bundled model: 6 360 estimated, 8 040 counted)",
+        measured: "emulated Cortex-M4F (QEMU mps2-an386): MLP 8-64-64-16 relu row and the tanh row's extra of benches/firmware-bench.sh; soft clamps and exp add ≈ 20 % (bundled model: 6 360 estimated, 8 040 counted)",
     },
     Target {
         name: "stm32f411",
@@ -116,7 +116,7 @@ pub const TARGETS: &[Target] = &[
         ram_bytes: 264 * 1024,
         instr_per_mac: 186.0,
         instr_per_activation: 3460.0,
-        measured: "emulated Cortex-M0, soft float (QEMU microbit): MLP 8-32-32-16 relu and tanh rows of scripts/firmware-bench.sh --m0",
+        measured: "emulated Cortex-M0, soft float (QEMU microbit): MLP 8-32-32-16 relu and tanh rows of benches/firmware-bench.sh --m0",
     },
     Target {
         name: "esp32c3",
