@@ -81,6 +81,7 @@ fn model_file(kind: &str, features: &[&str], mean: Vec<f32>, std: Vec<f32>, laye
         tool_version: "0.1.0".into(),
         kind: kind.into(),
         features: features.iter().map(|s| s.to_string()).collect(),
+        features_pipeline: None,
         mean,
         std,
         model: DynMixture::single(DynFlow { dim, layers }),

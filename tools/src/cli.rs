@@ -4,6 +4,7 @@
 
 use crate::data::{self, Dataset};
 use crate::eval::{self, EvalReport};
+use crate::features::FeatureSpec;
 use crate::metrics;
 use crate::model::{ModelFile, Threshold};
 use crate::output;
@@ -45,8 +46,30 @@ pub struct TrainArgs {
     /// Also write the held-out validation rows, which no flow trained on, as
     /// CSV: calibrate the threshold on them (`flowmote calibrate --data`).
     /// Implies one validation split (`--folds 1`) unless --folds is given.
+    /// With --window the file holds the *raw* readings of the held-out
+    /// windows (the channels, and the label column if any), from the first
+    /// reading of the first held-out window to the last reading of the last:
+    /// `calibrate` re-applies the model's feature pipeline to them and gets
+    /// exactly the held-out windows back (with a label column, pass it to
+    /// `calibrate --label-column` too).
     #[arg(long, value_name = "FILE")]
     pub val_out: Option<PathBuf>,
+    /// Train on windows of N raw readings instead of single rows: the
+    /// feature columns (or --columns) are the sensor's channels, and each
+    /// window of N readings (in file order) becomes one row of --features
+    /// per channel. The pipeline is stored in the model; eval, calibrate,
+    /// score, plot and export apply it.
+    #[arg(long, value_name = "N", requires = "features")]
+    pub window: Option<usize>,
+    /// Readings between windows (1..=N) [default: N, windows that do not overlap].
+    #[arg(long, value_name = "M", requires = "window")]
+    pub hop: Option<usize>,
+    /// Statistics per channel and window, comma-separated: mean, std, rms,
+    /// min, max, ptp (peak-to-peak), band<k> (energy of DFT bin k, frequency
+    /// k·fs/N) or band<lo>-<hi> (bins lo to hi; bins up to N/2). Feature
+    /// columns are named <channel>_<stat>, e.g. x_mean, x_band1-4.
+    #[arg(long, value_name = "LIST", requires = "window")]
+    pub features: Option<String>,
     /// Print one JSON object describing the kept model instead of text.
     #[arg(long)]
     pub json: bool,
@@ -80,11 +103,40 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
         only: a.columns.clone(),
         exclude: a.exclude.clone(),
     };
-    let ds = data::load_training_columns(&a.data, a.label_column.as_deref(), &cols)?;
-    let (model, s) = train::train(&ds, &cfg, !a.quiet && !a.json)?;
+    let raw = data::load_training_columns(&a.data, a.label_column.as_deref(), &cols)?;
+    let spec = match (a.window, &a.features) {
+        (Some(n), Some(f)) => Some(FeatureSpec::from_flags(raw.features.clone(), n, a.hop, f)?),
+        _ => None,
+    };
+    if spec.is_some() && a.val_out.is_some() && cfg.val_split != train::ValSplit::Last {
+        bail!("--val-out with --window needs --val-split last: the held-out windows must be one run of the file");
+    }
+    let ds = match &spec {
+        Some(spec) => {
+            let ds = spec.apply(&raw)?;
+            if let Some(i) = ds.row_errors.iter().position(Option::is_some) {
+                bail!(
+                    "{}: {} — training needs every window's features finite",
+                    ds.path,
+                    ds.row_errors[i].as_deref().unwrap_or("")
+                );
+            }
+            ds
+        }
+        None => raw.clone(),
+    };
+    let (mut model, s) = train::train(&ds, &cfg, !a.quiet && !a.json)?;
+    if let Some(spec) = &spec {
+        model.features_pipeline = Some(spec.clone());
+        model.version = crate::model::VERSION_WITH_FEATURES;
+    }
     model.save(&a.out)?;
     if let Some(v) = &a.val_out {
-        output::write(v, rows_csv(&model.features, &s.validation).as_bytes())?;
+        let text = match &spec {
+            Some(spec) => held_out_readings(spec, &raw, &ds, &s.validation)?,
+            None => rows_csv(&model.features, &s.validation),
+        };
+        output::write(v, text.as_bytes())?;
     }
     let what = describe_model(&model);
     let folds = model.provenance.settings.folds();
@@ -164,6 +216,54 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
         None => say!("wrote {}", a.out.display()),
     }
     Ok(model)
+}
+
+/// The raw readings (CSV) of the held-out windows: `validation` are the
+/// last normal rows of the windowed `ds` (`--val-split last`); the readings
+/// from the first one's first reading to the last window's last reading, so
+/// that re-applying `spec` gives those windows again (and, with a label
+/// column, anomalous windows in between, which `calibrate --label-column`
+/// leaves out as training did).
+fn held_out_readings(spec: &FeatureSpec, raw: &Dataset, ds: &Dataset, validation: &[Vec<f32>]) -> Result<String> {
+    let normal: Vec<usize> = match &ds.labels {
+        Some(l) => (0..ds.len()).filter(|&i| !l[i]).collect(),
+        None => (0..ds.len()).collect(),
+    };
+    let k = validation.len();
+    ensure!(k > 0 && k <= normal.len(), "no held-out windows to write to --val-out");
+    let first = normal[normal.len() - k];
+    let held: Vec<&Vec<f32>> = normal[normal.len() - k..].iter().map(|&i| &ds.rows[i]).collect();
+    ensure!(
+        held.iter().zip(validation).all(|(a, b)| *a == b),
+        "internal error: the held-out windows are not the last windows of the file"
+    );
+    let starts: Vec<usize> = spec.window_starts(raw.len()).collect();
+    let (lo, hi) = (starts[first], starts[starts.len() - 1] + spec.window);
+    let mut header = raw.features.clone();
+    if let Some(l) = &raw.label_column {
+        header.push(l.clone());
+    }
+    let mut s = header.join(",");
+    s.push('\n');
+    for i in lo..hi {
+        let mut cells: Vec<String> = raw.rows[i].iter().map(|v| v.to_string()).collect();
+        if let Some(l) = &raw.labels {
+            cells.push(if l[i] { "1" } else { "0" }.to_string());
+        }
+        s.push_str(&cells.join(","));
+        s.push('\n');
+    }
+    Ok(s)
+}
+
+/// Read `path` for scoring with `model`: its feature columns by name, or,
+/// when the model has a feature pipeline, the raw channel columns windowed
+/// by it ([`FeatureSpec::apply`]).
+pub fn load_scoring(path: &Path, model: &ModelFile, label_column: Option<&str>) -> Result<Dataset> {
+    match &model.features_pipeline {
+        None => data::load_for_model(path, &model.features, label_column),
+        Some(spec) => spec.apply(&data::load_for_model(path, &spec.channels, label_column)?),
+    }
 }
 
 /// What a trained model is, from its provenance: `maf (4 layers, hidden
@@ -257,7 +357,7 @@ pub struct EvalArgs {
 /// else as text).
 pub fn run_eval(a: &EvalArgs) -> Result<EvalReport> {
     let model = ModelFile::load(&a.model)?;
-    let ds = data::load_for_model(&a.data, &model.features, a.label_column.as_deref())?;
+    let ds = load_scoring(&a.data, &model, a.label_column.as_deref())?;
     let r = score_rows(&model, &ds);
     let scores: Vec<Option<f64>> = r.iter().map(|s| s.as_ref().ok().copied()).collect();
     let bad: Vec<usize> = (0..r.len()).filter(|&i| scores[i].is_none()).collect();
@@ -268,7 +368,7 @@ pub fn run_eval(a: &EvalArgs) -> Result<EvalReport> {
                 .label_column
                 .as_deref()
                 .filter(|l| data::header(p).map(|h| h.iter().any(|c| c == l)).unwrap_or(false));
-            let tr = data::load_for_model(p, &model.features, lab)?;
+            let tr = load_scoring(p, &model, lab)?;
             ensure!(
                 tr.row_errors.iter().all(|e| e.is_none()),
                 "{}: baseline training rows must all be finite numbers",
@@ -359,7 +459,7 @@ pub fn run_calibrate(a: &CalibrateArgs) -> Result<Threshold> {
     );
     output::refuse_inputs(a.out.as_ref().unwrap_or(&a.model), &[&a.data])?;
     let mut model = ModelFile::load(&a.model)?;
-    let mut ds = data::load_for_model(&a.data, &model.features, a.label_column.as_deref())?;
+    let mut ds = load_scoring(&a.data, &model, a.label_column.as_deref())?;
     if let Some(l) = ds.labels.take() {
         let keep: Vec<usize> = (0..l.len()).filter(|&i| !l[i]).collect();
         ds.rows = keep.iter().map(|&i| ds.rows[i].clone()).collect();
@@ -453,7 +553,7 @@ pub fn run_score(a: &ScoreArgs) -> Result<String> {
         output::refuse_inputs(out, &[&a.model, &a.data])?;
     }
     let model = ModelFile::load(&a.model)?;
-    let ds = data::load_for_model(&a.data, &model.features, a.label_column.as_deref())?;
+    let ds = load_scoring(&a.data, &model, a.label_column.as_deref())?;
     let r = score_rows(&model, &ds);
     let th = model.threshold.as_ref().map(|t| t.score as f64);
     let mut s = String::from("line,log_prob,score,anomaly,error\n");

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod export;
+pub mod features;
 pub mod metrics;
 pub mod model;
 pub mod output;

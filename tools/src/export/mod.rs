@@ -586,6 +586,7 @@ mod tests {
             tool_version: "0.1.0".into(),
             kind: "maf".into(),
             features: (0..d).map(|i| format!("f{i}")).collect(),
+            features_pipeline: None,
             mean: vec![100.0; d],
             std: vec![20.0; d],
             model: DynMixture::single(DynFlow { dim: d, layers }),

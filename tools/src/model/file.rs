@@ -1,7 +1,8 @@
 //! The model file: what it holds, loading (older versions included),
 //! checking and atomic saving.
 
-use super::{DynMixture, Provenance, FORMAT, VERSION};
+use super::{DynMixture, Provenance, FORMAT, VERSION, VERSION_WITH_FEATURES};
+use crate::features::FeatureSpec;
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +24,8 @@ pub struct Threshold {
 pub struct ModelFile {
     /// Always [`FORMAT`].
     pub format: String,
-    /// Always [`VERSION`] for files this build reads.
+    /// [`VERSION`], or [`VERSION_WITH_FEATURES`] when the file holds a
+    /// feature pipeline (version 1 files are converted on loading).
     pub version: u32,
     /// Version of the tool that wrote it.
     pub tool_version: String,
@@ -31,6 +33,12 @@ pub struct ModelFile {
     pub kind: String,
     /// Feature (column) names, in order.
     pub features: Vec<String>,
+    /// The feature pipeline applied to raw sensor CSVs (`--window`, `--hop`,
+    /// `--features`), when the model was trained on windowed features; then
+    /// `features` are its `<channel>_<stat>` names. Absent in files of
+    /// version 1 and 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features_pipeline: Option<FeatureSpec>,
     /// Per-feature training mean (folded into the first, frozen layer).
     pub mean: Vec<f32>,
     /// Per-feature training standard deviation (folded into the first layer).
@@ -58,8 +66,8 @@ impl ModelFile {
         );
         let version = head.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
         ensure!(
-            version == 1 || version == VERSION as u64,
-            "{} is model format version {version}; this build of flowmote reads versions 1 and {VERSION} — re-train or use the matching tool",
+            (1..=VERSION_WITH_FEATURES as u64).contains(&version),
+            "{} is model format version {version}; this build of flowmote reads versions 1 to {VERSION_WITH_FEATURES} — re-train or use the matching tool",
             path.display()
         );
         let mut head = head;
@@ -85,6 +93,27 @@ impl ModelFile {
     /// Consistency checks shared by `load` and `save`.
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
+        match &self.features_pipeline {
+            Some(spec) => {
+                ensure!(
+                    self.version == VERSION_WITH_FEATURES,
+                    "a model with a feature pipeline is format version {VERSION_WITH_FEATURES}, not {}",
+                    self.version
+                );
+                spec.check().context("features_pipeline")?;
+                ensure!(
+                    spec.feature_names() == self.features,
+                    "the feature names ({}) are not those of the feature pipeline ({})",
+                    self.features.join(", "),
+                    spec.feature_names().join(", ")
+                );
+            }
+            None => ensure!(
+                self.version <= VERSION,
+                "format version {} needs a feature pipeline (features_pipeline)",
+                self.version
+            ),
+        }
         let d = self.model.dim();
         ensure!(
             self.features.len() == d && self.mean.len() == d && self.std.len() == d,

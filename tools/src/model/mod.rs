@@ -31,9 +31,14 @@ use serde::{Deserialize, Serialize};
 
 /// Identifies model files written by this tool.
 pub const FORMAT: &str = "flowmote-model";
-/// Version of the model file layout. Version 1 files (one `flow`) are read
-/// as a one-member mixture; other versions are refused.
+/// Version of the model file layout for a model that scores the CSV's
+/// columns as they are. Version 1 files (one `flow`) are read as a
+/// one-member mixture; versions above [`VERSION_WITH_FEATURES`] are refused.
 pub const VERSION: u32 = 2;
+/// Version of a model file that holds a feature pipeline
+/// (`features_pipeline`): an older tool, which would score raw rows with a
+/// windowed model, refuses it. Files without a pipeline stay [`VERSION`].
+pub const VERSION_WITH_FEATURES: u32 = 3;
 
 /// Hidden nonlinearity, as stored in model files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -13,7 +13,7 @@
 //! Rows the model cannot score (NaN, overflow) are counted in the captions and
 //! ranked as anomalous (score `+∞`) for the ROC curve, as the device's
 //! detector flags them.
-use crate::data::{load_for_model, Dataset};
+use crate::data::Dataset;
 use crate::metrics::{auroc, quantile_sorted};
 use crate::model::{DynMixture, ModelFile};
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -50,7 +50,7 @@ pub struct PlotArgs {
 pub fn run(args: &PlotArgs) -> Result<()> {
     let model = ModelFile::load(&args.model)?;
     let data = match &args.data {
-        Some(p) => Some(load_for_model(p, &model.features, args.label_column.as_deref())?),
+        Some(p) => Some(crate::cli::load_scoring(p, &model, args.label_column.as_deref())?),
         None => {
             ensure!(
                 args.label_column.is_none(),
@@ -302,6 +302,7 @@ mod tests {
             tool_version: "0.1.0".into(),
             kind: "maf".into(),
             features: vec!["speed".into(), "tilt".into()],
+            features_pipeline: None,
             mean,
             std,
             model: DynMixture::single(crate::model::DynFlow { dim: 2, layers }),
@@ -411,7 +412,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("d.csv");
         std::fs::write(&p, "label,tilt,x,speed\n0,1.5,9,2\n1,,9,3\n").unwrap();
-        let t = load_for_model(&p, &["speed".into(), "tilt".into()], Some("label")).unwrap();
+        let t = crate::data::load_for_model(&p, &["speed".into(), "tilt".into()], Some("label")).unwrap();
         assert_eq!(t.rows[0], vec![2.0, 1.5]);
         assert!(t.rows[1][1].is_nan());
         assert_eq!(t.labels, Some(vec![false, true]));

@@ -582,6 +582,7 @@ pub(super) fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Resu
         tool_version: env!("CARGO_PKG_VERSION").into(),
         kind: cfg.flow.name().into(),
         features: ds.features.clone(),
+        features_pipeline: None,
         mean,
         std,
         model: DynMixture::single(fitted.flow),
