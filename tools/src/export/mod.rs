@@ -165,7 +165,12 @@ const WIDTH: usize = 100;
 /// to this size); longer flows are nested tuples of tuples.
 const MAX_TUPLE: usize = 16;
 /// Every other item name of the format, which `--name` must not take.
-const RESERVED: [&str; 11] = [
+const RESERVED: [&str; 16] = [
+    "CHANNELS",
+    "CHANNEL_NAMES",
+    "WINDOW",
+    "HOP",
+    "STATS",
     "DIM",
     "MACS",
     "FEATURES",
@@ -379,6 +384,57 @@ fn item(out: &mut String, doc: &str, kw: &str, name: &str, ty: &str, value: &Nod
     out.push_str(";\n");
 }
 
+/// The feature pipeline's items (only for a model that has one):
+/// `CHANNELS`, `CHANNEL_NAMES`, `WINDOW`, `HOP`, `STATS`, the compile-time
+/// checks, `Pipeline` and `pipeline()`.
+fn pipeline_items(s: &mut String, spec: &crate::features::FeatureSpec) {
+    let stat = |st: &flowmote::features::Stat| match *st {
+        flowmote::features::Stat::Band { lo, hi } => format!("flowmote::features::Stat::Band {{ lo: {lo}, hi: {hi} }}"),
+        other => format!("flowmote::features::Stat::{other:?}"),
+    };
+    let k = spec.stats.len();
+    s.push_str("/// Sensor channels the feature pipeline reads per reading (`[f32; CHANNELS]`).\n");
+    let _ = writeln!(s, "pub const CHANNELS: usize = {};", spec.channels.len());
+    item(
+        s,
+        "Channel names, as in the raw CSV header the model was trained on.",
+        "static",
+        "CHANNEL_NAMES",
+        "[&str; CHANNELS]",
+        &list("[", "]", spec.channels.iter().map(|c| atom(format!("{c:?}"))).collect()),
+    );
+    s.push_str("/// Readings per window.\n");
+    let _ = writeln!(s, "pub const WINDOW: usize = {};", spec.window);
+    s.push_str("/// Readings between windows (a window of features every `HOP` readings once `WINDOW` are in).\n");
+    let _ = writeln!(s, "pub const HOP: usize = {};", spec.hop);
+    item(
+        s,
+        "Statistics per channel, in feature order: `FEATURES` are channel by channel, each\n\
+         channel's `STATS` in this order.",
+        "const",
+        "STATS",
+        &format!("[flowmote::features::Stat; {k}]"),
+        &list("[", "]", spec.stats.iter().map(|st| atom(stat(st))).collect()),
+    );
+    s.push_str(
+        "const _: () = assert!(flowmote::features::all_fit(&STATS, WINDOW), \"a band does not fit the window\");\n",
+    );
+    s.push_str(
+        "const _: () = assert!(CHANNELS * STATS.len() == DIM, \"the model's input is channels × statistics\");\n",
+    );
+    s.push_str(
+        "/// The sensor's feature pipeline: push `[f32; CHANNELS]` readings, score the `[f32; DIM]`\n\
+         /// features it returns. A sensor with another channel count, or a model of another `DIM`,\n\
+         /// does not compile.\n",
+    );
+    let _ = writeln!(
+        s,
+        "pub type Pipeline = flowmote::features::Pipeline<CHANNELS, WINDOW, {k}, DIM>;"
+    );
+    s.push_str("/// A new, empty pipeline computing exactly the features the model was trained on.\n");
+    s.push_str("pub const fn pipeline() -> Pipeline {\n    Pipeline::new(STATS, HOP)\n}\n");
+}
+
 /// Render the file with the built-in layout; returns it and the golden counts.
 fn render(m: &ModelFile, name: &str) -> Result<(String, usize, usize)> {
     let d = m.model.dim();
@@ -451,6 +507,9 @@ fn render(m: &ModelFile, name: &str) -> Result<(String, usize, usize)> {
             "Per-feature standard deviation of the training data.".to_string(),
         )
     };
+    if let Some(spec) = &m.features_pipeline {
+        pipeline_items(&mut s, spec);
+    }
     item(&mut s, &mean_doc, "static", "MEAN", "[f32; DIM]", &floats(&m.mean));
     item(&mut s, &std_doc, "static", "STD", "[f32; DIM]", &floats(&m.std));
 
