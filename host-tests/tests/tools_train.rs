@@ -752,6 +752,9 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
         columns: None,
         exclude: vec![],
         val_out: None,
+        window: None,
+        hop: None,
+        features: None,
         json: false,
         quiet: true,
         config: TrainConfig {
@@ -841,6 +844,9 @@ fn train_err(csv: &str, label: Option<&str>, flow: FlowKind) -> String {
         columns: None,
         exclude: vec![],
         val_out: None,
+        window: None,
+        hop: None,
+        features: None,
         json: false,
         quiet: true,
         config: TrainConfig {

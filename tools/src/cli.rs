@@ -65,9 +65,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "M", requires = "window")]
     pub hop: Option<usize>,
     /// Statistics per channel and window, comma-separated: mean, std, rms,
-    /// min, max, ptp (peak-to-peak), band<k> (energy of DFT bin k, frequency
-    /// k·fs/N) or band<lo>-<hi> (bins lo to hi; bins up to N/2). Feature
-    /// columns are named <channel>_<stat>, e.g. x_mean, x_band1-4.
+    /// min, max, ptp (peak-to-peak), `band<k>` (energy of DFT bin k,
+    /// frequency k·fs/N) or `band<lo>-<hi>` (bins lo to hi; bins up to N/2).
+    /// Feature columns are named `<channel>_<stat>`, e.g. x_mean, x_band1-4.
     #[arg(long, value_name = "LIST", requires = "window")]
     pub features: Option<String>,
     /// Print one JSON object describing the kept model instead of text.
