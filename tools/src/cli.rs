@@ -337,7 +337,8 @@ pub struct EvalArgs {
     /// Trained model file.
     #[arg(long)]
     pub model: PathBuf,
-    /// CSV to evaluate (the model's feature columns by name; other columns ignored).
+    /// CSV to evaluate (the model's feature columns by name; other columns ignored). With a model trained with --window: the raw
+    /// sensor CSV (its channel columns by name), windowed by the model's pipeline.
     #[arg(long)]
     pub data: PathBuf,
     /// Column holding labels (0 = normal, anything else = anomaly): adds the
@@ -433,7 +434,9 @@ pub struct CalibrateArgs {
     /// Model file to calibrate (rewritten atomically unless --out is given).
     #[arg(long)]
     pub model: PathBuf,
-    /// CSV of normal data the model was NOT trained on, ideally (held-out rows).
+    /// CSV of normal data the model was NOT trained on, ideally (held-out rows). With a model trained with --window: the raw
+    /// sensor CSV (its channel columns by name), windowed by the model's pipeline.
+    /// (`train --val-out` writes the held-out windows' raw readings for this).
     #[arg(long)]
     pub data: PathBuf,
     /// Target fraction of normal rows flagged: the threshold is the
@@ -536,7 +539,9 @@ pub struct ScoreArgs {
     /// Trained model file.
     #[arg(long)]
     pub model: PathBuf,
-    /// CSV to score (the model's feature columns by name; other columns ignored).
+    /// CSV to score (the model's feature columns by name; other columns ignored). With a model trained with --window: the raw
+    /// sensor CSV (its channel columns by name), windowed by the model's pipeline.
+    /// A window's line is its last reading's.
     #[arg(long)]
     pub data: PathBuf,
     /// Output CSV (`line,log_prob,score,anomaly,error`); standard output if omitted.

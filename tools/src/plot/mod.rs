@@ -30,6 +30,7 @@ pub struct PlotArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// CSV file to score (columns named as the model's features; extra columns are ignored).
+    /// With a model trained with --window: the raw sensor CSV, windowed by the model's pipeline.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Column of `--data` holding labels: 0 = normal, anything else = anomaly.
