@@ -51,14 +51,16 @@ pub struct TrainArgs {
     /// reading of the first held-out window to the last reading of the last:
     /// `calibrate` re-applies the model's feature pipeline to them and gets
     /// exactly the held-out windows back (with a label column, pass it to
-    /// `calibrate --label-column` too).
+    /// `calibrate --label-column` too). With --hop below --window the first
+    /// held-out windows share readings with the last training windows.
     #[arg(long, value_name = "FILE")]
     pub val_out: Option<PathBuf>,
     /// Train on windows of N raw readings instead of single rows: the
     /// feature columns (or --columns) are the sensor's channels, and each
     /// window of N readings (in file order) becomes one row of --features
-    /// per channel. The pipeline is stored in the model; eval, calibrate,
-    /// score, plot and export apply it.
+    /// per channel (a window is labelled anomalous when any of its readings
+    /// is). The pipeline is stored in the model; eval, calibrate, score, plot
+    /// and export apply it.
     #[arg(long, value_name = "N", requires = "features")]
     pub window: Option<usize>,
     /// Readings between windows (1..=N) [default: N, windows that do not overlap].
@@ -146,6 +148,7 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
             "model": a.out,
             "kept": what,
             "features": model.features,
+            "features_pipeline": model.features_pipeline,
             "dropped_columns": model.provenance.settings.dropped_columns,
             "parameters": s.parameters,
             "weight_bytes": weight_bytes,
@@ -179,6 +182,15 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
         },
         s.seconds
     );
+    if let Some(spec) = &model.features_pipeline {
+        say!(
+            "rows are windows of {} readings every {} of the channels {}: {} per channel",
+            spec.window,
+            spec.hop,
+            spec.channels.join(", "),
+            spec.stats.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
     if !s.dequantized.is_empty() {
         say!(
             "dequantised {} integer column(s) with U(-0.5, 0.5)·step noise each epoch",
@@ -207,6 +219,16 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
         say!("validation NLL of the mixture {:.4} nats/row", s.best_val_nll);
     }
     match &a.val_out {
+        Some(v) if spec.is_some() => say!(
+            "wrote {} and the raw readings of its {} validation windows to {} (calibrate on those{})",
+            a.out.display(),
+            s.validation.len(),
+            v.display(),
+            match &a.label_column {
+                Some(l) => format!(" with --label-column {l}, which leaves out the windows labelled anomalous"),
+                None => String::new(),
+            }
+        ),
         Some(v) => say!(
             "wrote {} and its {} validation rows to {} (calibrate on those)",
             a.out.display(),

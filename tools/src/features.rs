@@ -233,7 +233,7 @@ impl FeatureSpec {
         );
         ensure!(
             raw.len() >= n,
-            "{}: {} readings, fewer than one window of {n} (--window)",
+            "{}: {} readings, fewer than one window of {n} readings (--window)",
             raw.path,
             raw.len()
         );
