@@ -327,6 +327,28 @@ fn train_calibrate_score_round_trip_with_a_feature_pipeline() {
     let o = flowmote(&["eval", "--model", s(&model), "--data", s(&data), "--json"]);
     let e: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
     assert_eq!(e["n"], windows);
+    // plot scores the windows too.
+    let plots = dir.path().join("plots");
+    let o = flowmote(&[
+        "plot",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out-dir",
+        s(&plots),
+        "--grid",
+        "10",
+        "--samples",
+        "20",
+    ]);
+    ok(&o);
+    assert!(plots.join("scores.png").exists());
+    // A raw file shorter than one window is an error saying so.
+    let short = dir.path().join("short.csv");
+    fs::write(&short, raw_csv(5)).unwrap();
+    let o = flowmote(&["score", "--model", s(&model), "--data", s(&short)]);
+    assert!(err(&o).contains("5 readings, fewer than one window of 8"));
 }
 
 #[test]
