@@ -113,7 +113,7 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
     if spec.is_some() && a.val_out.is_some() && cfg.val_split != train::ValSplit::Last {
         bail!("--val-out with --window needs --val-split last: the held-out windows must be one run of the file");
     }
-    let ds = match &spec {
+    let ds: std::borrow::Cow<Dataset> = match &spec {
         Some(spec) => {
             let ds = spec.apply(&raw)?;
             if let Some(i) = ds.row_errors.iter().position(Option::is_some) {
@@ -123,9 +123,9 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
                     ds.row_errors[i].as_deref().unwrap_or("")
                 );
             }
-            ds
+            std::borrow::Cow::Owned(ds)
         }
-        None => raw.clone(),
+        None => std::borrow::Cow::Borrowed(&raw),
     };
     let (mut model, s) = train::train(&ds, &cfg, !a.quiet && !a.json)?;
     if let Some(spec) = &spec {
