@@ -18,11 +18,17 @@
 //! * [`monitor`]: [`Alarm`] (detector + k-of-n debouncer + pin) and
 //!   [`Monitor`] (sensor + window + alarm), which never panic on sensor
 //!   garbage or bus errors: they report them and keep running.
+//! * [`threshold`]: [`Calibrator`], commissioning — the threshold at a
+//!   target false-alarm rate from the scores of the first windows after
+//!   installation (the core's streaming P² quantile).
+//! * [`persist`]: [`Store`], that threshold in two pages of NOR flash
+//!   (`embedded-storage` traits), CRC-checked, A/B slots so a power cut
+//!   mid-write loses nothing, with a lifetime write cap.
 //! * [`synthetic`]: feature vectors sampled from the flow with a seeded
 //!   `Xoshiro128PlusPlus`, for the self-test / demo mode and the golden
 //!   sample check.
 //! * [`sim`]: an emulated LIS3DH (an [`embedded_hal::i2c::I2c`] device in
-//!   software) and a recording pin, so the emulated Cortex-M4F runs the whole
+//!   software), a recording pin and a RAM-backed NOR flash, so the emulated Cortex-M4F runs the whole
 //!   pipeline without hardware.
 //!
 //! With the `defmt` feature the library logs through `defmt`; without it the
@@ -36,14 +42,18 @@ mod log;
 
 pub mod lis3dh;
 pub mod monitor;
+pub mod persist;
 pub mod sim;
 pub mod synthetic;
+pub mod threshold;
 pub mod window;
 
 pub use flowmote::anomaly::{Detector, KOfN, Verdict};
 pub use lis3dh::{Lis3dh, SensorError};
 pub use monitor::{Alarm, Event, Inverted, Monitor, Report, Stats};
+pub use persist::{PersistError, Record, Store};
 pub use synthetic::Synthetic;
+pub use threshold::Calibrator;
 pub use window::{AxisMeans, FeatureMap, Reading, Window};
 
 /// Relative tolerance of the on-device golden checks (`GOLDEN_LOG_PROBS`,

@@ -135,6 +135,12 @@ impl<'a, const D: usize, M: Density<D>, P: OutputPin, const N: usize> Alarm<'a, 
         r
     }
 
+    /// Compare later scores with `threshold` (nats), e.g. once commissioning
+    /// has calibrated one; the debouncer keeps its history.
+    pub fn set_threshold(&mut self, threshold: f32) {
+        self.detector = Detector::new(self.detector.model(), threshold);
+    }
+
     /// Whether the debounced alarm is on.
     pub fn is_on(&self) -> bool {
         self.debounce.is_alarm()
@@ -257,6 +263,11 @@ where
     /// The alarm stage.
     pub fn alarm(&self) -> &Alarm<'a, D, M, P, N> {
         &self.alarm
+    }
+
+    /// Compare later scores with `threshold` ([`Alarm::set_threshold`]).
+    pub fn set_threshold(&mut self, threshold: f32) {
+        self.alarm.set_threshold(threshold);
     }
 
     /// Readings in the current (not yet full) window.

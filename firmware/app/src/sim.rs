@@ -1,12 +1,16 @@
 //! Software stand-ins for peripherals, so the emulated Cortex-M4F (which has
 //! no accelerometer) runs the same monitor code as a board: an emulated
-//! LIS3DH answering the driver's transactions, and a pin that records its
-//! level.
+//! LIS3DH answering the driver's transactions, a pin that records its
+//! level, and a NOR flash in RAM.
 
 use core::convert::Infallible;
 
 use embedded_hal::digital::{ErrorType as PinErrorType, OutputPin};
 use embedded_hal::i2c::{ErrorKind, ErrorType, I2c, NoAcknowledgeSource, Operation, SevenBitAddress};
+
+use embedded_storage::nor_flash::{
+    check_erase, check_read, check_write, ErrorType as FlashErrorType, NorFlash, NorFlashErrorKind, ReadNorFlash,
+};
 
 use crate::lis3dh::{encode_frame, OUT_X_L, WHO_AM_I, WHO_AM_I_VALUE};
 use crate::window::Reading;
@@ -121,6 +125,90 @@ impl OutputPin for RecordingPin {
     fn set_high(&mut self) -> Result<(), Self::Error> {
         self.high = true;
         self.writes = self.writes.wrapping_add(1);
+        Ok(())
+    }
+}
+
+/// A NOR flash of `N` bytes in RAM: erase pages of [`RamFlash::PAGE`] bytes
+/// set every bit (`0xFF`), writes of whole 4-byte words can only clear bits
+/// (the new content is the old AND the written), out-of-bounds and
+/// misaligned operations are errors. For the emulated Cortex-M4F, which has
+/// no flash controller to program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RamFlash<const N: usize> {
+    /// The contents.
+    pub bytes: [u8; N],
+    /// Pages erased so far.
+    pub erases: u32,
+}
+
+impl<const N: usize> RamFlash<N> {
+    /// Erase-page size, bytes.
+    pub const PAGE: usize = 256;
+
+    /// An erased flash.
+    pub const fn new() -> Self {
+        RamFlash {
+            bytes: [0xFF; N],
+            erases: 0,
+        }
+    }
+}
+
+impl<const N: usize> Default for RamFlash<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> FlashErrorType for RamFlash<N> {
+    type Error = NorFlashErrorKind;
+}
+
+impl<const N: usize> ReadNorFlash for RamFlash<N> {
+    const READ_SIZE: usize = 1;
+
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+        check_read(self, offset, bytes.len())?;
+        let src = self
+            .bytes
+            .get(offset as usize..)
+            .and_then(|s| s.get(..bytes.len()))
+            .ok_or(NorFlashErrorKind::OutOfBounds)?;
+        bytes.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn capacity(&self) -> usize {
+        N
+    }
+}
+
+impl<const N: usize> NorFlash for RamFlash<N> {
+    const WRITE_SIZE: usize = 4;
+    const ERASE_SIZE: usize = Self::PAGE;
+
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+        check_erase(self, from, to)?;
+        let dst = self
+            .bytes
+            .get_mut(from as usize..to as usize)
+            .ok_or(NorFlashErrorKind::OutOfBounds)?;
+        dst.fill(0xFF);
+        self.erases = self.erases.wrapping_add(((to - from) as usize / Self::PAGE) as u32);
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+        check_write(self, offset, bytes.len())?;
+        let dst = self
+            .bytes
+            .get_mut(offset as usize..)
+            .and_then(|s| s.get_mut(..bytes.len()))
+            .ok_or(NorFlashErrorKind::OutOfBounds)?;
+        for (d, s) in dst.iter_mut().zip(bytes) {
+            *d &= *s;
+        }
         Ok(())
     }
 }

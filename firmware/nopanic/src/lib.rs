@@ -2,8 +2,10 @@
 //!
 //! [`prove`] runs only the monitor's per-vector path — `Detector::score`
 //! (the whole flow's `log_prob`), the k-of-n debouncer and the alarm pin
-//! (`Alarm::assess`) — and the synthetic sampler `Synthetic::next_features`,
-//! on inputs read with volatile loads (so nothing is constant-folded away).
+//! (`Alarm::assess`) — the synthetic sampler `Synthetic::next_features`, and
+//! threshold commissioning and persistence (`Calibrator::observe`,
+//! `Store::{new, load, save}` over a RAM-backed NOR flash at a volatile
+//! offset), on inputs read with volatile loads (so nothing is constant-folded away).
 //! The panic handler calls a function that exists nowhere. If the optimised,
 //! LTO'd image contains any reachable panic (a bounds check, an `unwrap`, an
 //! overflow check, a division by zero…), the handler is referenced and the
@@ -28,8 +30,8 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 #[cfg(target_arch = "arm")]
 use cortex_m as _;
 use flowmote::Density;
-use flowmote_firmware::sim::RecordingPin;
-use flowmote_firmware::{Alarm, Detector, KOfN, Synthetic};
+use flowmote_firmware::sim::{RamFlash, RecordingPin};
+use flowmote_firmware::{Alarm, Calibrator, Detector, KOfN, Store, Synthetic};
 
 /// Largest model dimension [`prove`] takes (the size of its input buffers).
 pub const MAX_DIM: usize = 64;
@@ -38,6 +40,8 @@ static mut INPUT: [f32; MAX_DIM] = [0.0; MAX_DIM];
 static mut SEED: u64 = 0;
 static mut OUTPUT: [f32; MAX_DIM] = [0.0; MAX_DIM];
 static mut ALARM: bool = false;
+static mut STORE_BASE: u32 = 0;
+static mut SAVED: u32 = 0;
 
 /// Score, debounce and sample with `model` forever, on volatile inputs.
 pub fn prove<const D: usize, M: Density<D>>(model: &M, threshold: f32) -> ! {
@@ -46,9 +50,17 @@ pub fn prove<const D: usize, M: Density<D>>(model: &M, threshold: f32) -> ! {
     let mut alarm = Alarm::new(detector, const { KOfN::<5>::new(3) }, RecordingPin::default());
     // SAFETY: single-threaded, no interrupts use these statics; D ≤ MAX_DIM.
     let mut synth = Synthetic::new(model, unsafe { read_volatile(addr_of!(SEED)) });
+    let mut calibrator = Calibrator::new(0.01, 100);
+    let mut store = Store::new(RamFlash::<1024>::new(), unsafe { read_volatile(addr_of!(STORE_BASE)) }).ok();
     loop {
         let x = unsafe { read_volatile(addr_of!(INPUT).cast::<[f32; D]>()) };
         let report = alarm.assess(&x);
+        if let (Some(t), Some(s)) = (calibrator.observe(&report.verdict), store.as_mut()) {
+            let seq = s.save(t, 100, 0.01).map_or(0, |r| r.seq);
+            let loaded = s.load().ok().flatten().map_or(0, |r| r.seq);
+            calibrator = Calibrator::new(0.01, 100);
+            unsafe { write_volatile(addr_of_mut!(SAVED), seq ^ loaded) };
+        }
         let sample = synth.next_features().unwrap_or([f32::NAN; D]);
         unsafe {
             write_volatile(addr_of_mut!(ALARM), report.alarm);

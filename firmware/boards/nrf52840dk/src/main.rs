@@ -7,6 +7,14 @@
 //! instead: feature vectors sampled from the model (seeded from the hardware
 //! RNG), with bursts of injected anomalies so the alarm visibly goes on and off.
 //!
+//! **Threshold.** At boot the image loads the threshold commissioned on this
+//! device from the last two flash pages (see `memory.x`) and, if there is
+//! none, uses the exported `THRESHOLD` while it commissions one from the
+//! first [`COMMISSION_WINDOWS`] windows (10 min) at the exported false-alarm
+//! rate, then switches to it and saves it. Holding button 2 (P0.12) during
+//! reset ignores the saved threshold and commissions again (the new record
+//! supersedes the old one; at most 4 000 records per device).
+//!
 //! At boot the image checks the bundled model's golden vectors on the chip
 //! and logs the result (the same check CI runs in QEMU).
 #![no_std]
@@ -17,8 +25,11 @@ use defmt_rtt as _;
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::InputPin;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
-use flowmote_firmware::{golden_mismatches, Alarm, AxisMeans, Detector, Inverted, KOfN, Lis3dh, Monitor, Synthetic};
+use flowmote_firmware::{
+    golden_mismatches, Alarm, AxisMeans, Calibrator, Detector, Event, Inverted, KOfN, Lis3dh, Monitor, Store, Synthetic,
+};
 use nrf52840_hal::gpio::{p0, Level};
+use nrf52840_hal::nvmc::Nvmc;
 use nrf52840_hal::twim::{self, Twim};
 use nrf52840_hal::{pac, Delay, Rng};
 use panic_probe as _;
@@ -30,6 +41,15 @@ const WINDOW: usize = 25;
 /// Alarm when 3 of the last 5 windows are anomalous.
 const DEBOUNCE_N: usize = 5;
 const DEBOUNCE_K: usize = 3;
+/// Commissioning: windows calibrated on (10 min at 4 windows/s).
+const COMMISSION_WINDOWS: u32 = 2400;
+/// Target false-alarm rate of commissioning (the rate `THRESHOLD` was
+/// exported at).
+const FALSE_ALARM_RATE: f32 = 0.01;
+/// The threshold's two flash pages (kept out of `FLASH` in `memory.x`).
+const PERSIST_START: usize = 0x000F_E000;
+/// Two 4 KiB erase pages: slots A and B.
+const PERSIST_LEN: usize = 2 * 4096;
 
 #[entry]
 fn main() -> ! {
@@ -40,6 +60,7 @@ fn main() -> ! {
     let port0 = p0::Parts::new(p.P0);
     let led1 = port0.p0_13.into_push_pull_output(Level::High).degrade();
     let mut button1 = port0.p0_11.into_pullup_input();
+    let mut button2 = port0.p0_12.into_pullup_input();
     let scl = port0.p0_27.into_floating_input().degrade();
     let sda = port0.p0_26.into_floating_input().degrade();
     let mut delay = Delay::new(core.SYST);
@@ -53,7 +74,7 @@ fn main() -> ! {
     self_test();
 
     let detector = Detector::new(&MODEL, THRESHOLD);
-    let alarm = Alarm::new(detector, const { KOfN::<DEBOUNCE_N>::new(DEBOUNCE_K) }, Inverted(led1));
+    let mut alarm = Alarm::new(detector, const { KOfN::<DEBOUNCE_N>::new(DEBOUNCE_K) }, Inverted(led1));
 
     if button1.is_low().unwrap_or(false) {
         let seed = Rng::new(p.RNG).random_u64();
@@ -71,13 +92,66 @@ fn main() -> ! {
         }
     }
 
+    // SAFETY: the two pages are outside every linker region (memory.x), so
+    // nothing else aliases them; this is the only reference made to them.
+    let pages = unsafe { core::slice::from_raw_parts_mut(PERSIST_START as *mut u8, PERSIST_LEN) };
+    let mut store = Store::new(Nvmc::new(p.NVMC, pages), 0)
+        .map_err(|e| defmt::error!("threshold store: {=str}", e.as_str()))
+        .ok();
+    let recommission = button2.is_low().unwrap_or(false);
+    let saved = match store.as_mut().map(|s| s.load()) {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            defmt::error!("threshold store: {=str}", e.as_str());
+            None
+        }
+        None => None,
+    };
+    let mut calibrator = match saved {
+        Some(r) if !recommission => {
+            defmt::info!(
+                "threshold {=f32} nats: commissioned on this device ({=u32} windows, rate {=f32}, record {=u32})",
+                r.threshold,
+                r.windows,
+                r.false_alarm_rate,
+                r.seq
+            );
+            alarm.set_threshold(r.threshold);
+            None
+        }
+        _ => {
+            defmt::info!(
+                "threshold {=f32} nats: exported; commissioning from the first {=u32} windows{=str}",
+                THRESHOLD,
+                COMMISSION_WINDOWS,
+                if recommission {
+                    " (button 2 held)"
+                } else {
+                    " (none saved)"
+                }
+            );
+            Some(Calibrator::new(FALSE_ALARM_RATE, COMMISSION_WINDOWS))
+        }
+    };
+
     let i2c = Twim::new(p.TWIM0, twim::Pins { scl, sda }, twim::Frequency::K400);
     let mut monitor: Monitor<_, _, _, DIM, _, WINDOW, DEBOUNCE_N> =
         Monitor::new(Lis3dh::new(i2c, ADDR_SA0_HIGH), AxisMeans, alarm);
     let mut windows = 0u32;
     loop {
-        if let flowmote_firmware::Event::Scored(_) = monitor.step() {
+        if let Event::Scored(report) = monitor.step() {
             windows = windows.wrapping_add(1);
+            if let Some(t) = calibrator.as_mut().and_then(|c| c.observe(&report.verdict)) {
+                monitor.set_threshold(t);
+                match store.as_mut().map(|s| s.save(t, COMMISSION_WINDOWS, FALSE_ALARM_RATE)) {
+                    Some(Ok(r)) => defmt::info!("commissioned: threshold {=f32} nats saved (record {=u32})", t, r.seq),
+                    Some(Err(e)) => {
+                        defmt::error!("commissioned: threshold {=f32} nats, not saved: {=str}", t, e.as_str())
+                    }
+                    None => defmt::warn!("commissioned: threshold {=f32} nats, not saved (no store)", t),
+                }
+                calibrator = None;
+            }
             if windows % 240 == 0 {
                 defmt::info!("{}", monitor.stats());
             }

@@ -16,7 +16,12 @@
 //! 4. the whole monitor (emulated LIS3DH → windows → score → k-of-n → pin)
 //!    with a garbage frame and a bus error injected: both reported, the
 //!    monitor keeps running;
-//! 5. stack high-water marks (cortex-m-rt `paint-stack` + scan) of the whole
+//! 5. commissioning and persistence: a `Calibrator` on 500 windows drawn
+//!    from the model, the threshold saved with `Store` to a RAM-backed NOR
+//!    flash (`sim::RamFlash`), loaded back as after a reset, a second record
+//!    to the other slot, and a corrupted newest record falling back to the
+//!    older one;
+//! 6. stack high-water marks (cortex-m-rt `paint-stack` + scan) of the whole
 //!    run, of one `score` and of one `sample`.
 //!
 //! Exit 0 = all checks passed; a failed check, a panic or a HardFault exits 1.
@@ -32,8 +37,10 @@ use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
 use flowmote::Density;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
-use flowmote_firmware::sim::{EmulatedLis3dh, Fault, RecordingPin};
-use flowmote_firmware::{close, Alarm, AxisMeans, Detector, Event, KOfN, Lis3dh, Monitor, Synthetic, Verdict};
+use flowmote_firmware::sim::{EmulatedLis3dh, Fault, RamFlash, RecordingPin};
+use flowmote_firmware::{
+    close, Alarm, AxisMeans, Calibrator, Detector, Event, KOfN, Lis3dh, Monitor, Store, Synthetic, Verdict,
+};
 
 #[path = "../stack.rs"]
 mod stack;
@@ -182,7 +189,10 @@ fn main() -> ! {
     let pin = alarm.release();
     defmt::info!("alarm pin: high = {=bool}, {=u32} level changes", pin.high, pin.writes);
 
-    // 5. Stack: the whole run so far, then one score and one sample alone.
+    // 5. Commissioning and persistence.
+    failures += commission(&det);
+
+    // 6. Stack: the whole run so far, then one score and one sample alone.
     let whole = stack::high_water();
     let x = GOLDEN_INPUTS[0];
     let score_stack = stack::measure(|| {
@@ -209,6 +219,76 @@ fn main() -> ! {
     loop {
         cortex_m::asm::bkpt();
     }
+}
+
+/// Commission a threshold on 500 synthetic windows at a 5 % false-alarm
+/// rate, persist it in a RAM-backed flash and read it back; returns the
+/// number of failed checks.
+fn commission<M: Density<DIM>>(det: &Detector<'_, DIM, M>) -> u32 {
+    const WINDOWS: u32 = 500;
+    const RATE: f32 = 0.05;
+    let mut failures = 0;
+    let seed = GOLDEN_SEED ^ 0xca1;
+    let score = |synth: &mut Synthetic<'_, DIM, _>| match synth.next_features() {
+        Ok(x) => det.score(&x),
+        Err(e) => Verdict::Invalid(e),
+    };
+    let mut cal = Calibrator::new(RATE, WINDOWS);
+    let mut threshold = None;
+    let mut synth = Synthetic::new(&MODEL, seed);
+    for _ in 0..WINDOWS {
+        threshold = threshold.or(cal.observe(&score(&mut synth)));
+    }
+    let Some(t) = threshold else {
+        defmt::error!("commissioning: no threshold after {=u32} windows", WINDOWS);
+        return 1;
+    };
+    // The same windows again (same seed): how many score above the threshold.
+    let mut synth = Synthetic::new(&MODEL, seed);
+    let above = (0..WINDOWS)
+        .filter(|_| score(&mut synth).score().is_some_and(|s| s > t))
+        .count() as u32;
+    // 5 % of 500 is 25; the P² estimate is within a few ranks of it.
+    if !(10..=40).contains(&above) {
+        failures += 1;
+        defmt::error!(
+            "commissioning: {=u32} of {=u32} windows above {=f32}",
+            above,
+            WINDOWS,
+            t
+        );
+    }
+    let Ok(mut store) = Store::new(RamFlash::<1024>::new(), 512) else {
+        defmt::error!("persist: store layout refused");
+        return failures + 1;
+    };
+    let first = store.save(t, WINDOWS, RATE);
+    let second = store.save(t + 1.0, WINDOWS, RATE);
+    let mut flash = store.release();
+    let loaded = Store::new(flash.clone(), 512)
+        .ok()
+        .and_then(|mut s| s.load().ok().flatten());
+    // Corrupt the newest record (slot B, at 768): the first one is loaded.
+    if let Some(b) = flash.bytes.get_mut(768 + 12) {
+        *b ^= 1;
+    }
+    let fallback = Store::new(flash, 512).ok().and_then(|mut s| s.load().ok().flatten());
+    match (first, second, loaded, fallback) {
+        (Ok(a), Ok(b), Some(l), Some(f)) if l == b && f == a && a.seq == 1 && b.seq == 2 && a.threshold == t => {
+            defmt::info!(
+                "commissioning: threshold {=f32} nats at rate {=f32} from {=u32} windows ({=u32} above it); saved, reloaded, corrupt record skipped",
+                t,
+                RATE,
+                WINDOWS,
+                above
+            );
+        }
+        _ => {
+            failures += 1;
+            defmt::error!("persist: records not saved and reloaded as written");
+        }
+    }
+    failures
 }
 
 fn rel_err(got: f32, expected: f32) -> f32 {
