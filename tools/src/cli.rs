@@ -9,10 +9,9 @@ use crate::metrics;
 use crate::model::{ModelFile, Threshold};
 use crate::output;
 use crate::say;
-use crate::train::{self, FlowKind, Gaussian, TrainConfig};
-use anyhow::{bail, ensure, Context, Result};
+use crate::train::{self, Gaussian, TrainConfig};
+use anyhow::{bail, ensure, Result};
 use clap::Args;
-use rand_core::SeedableRng;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -638,79 +637,6 @@ pub fn run_score(a: &ScoreArgs) -> Result<String> {
     Ok(s)
 }
 
-/// Arguments of `flowmote sample`.
-#[derive(Args, Debug, Clone)]
-pub struct SampleArgs {
-    /// Trained model file.
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Number of samples.
-    #[arg(short = 'n', long = "n", default_value_t = 1000)]
-    pub n: usize,
-    /// Seed of `Xoshiro128PlusPlus::seed_from_u64`: the same draws as the
-    /// core's `Flow::sample` with that generator (and the exported model).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Output CSV (header = the model's features); standard output if omitted.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Add a `log_prob` column (the model's log-density of each sample).
-    #[arg(long)]
-    pub log_prob: bool,
-}
-
-/// Draw `n` samples with `Xoshiro128PlusPlus::seed_from_u64(seed)`, in order.
-pub fn draw_samples(model: &ModelFile, n: usize, seed: u64) -> Result<Vec<(Vec<f32>, f32)>> {
-    let mut rng = rand_xoshiro::Xoshiro128PlusPlus::seed_from_u64(seed);
-    let mut ws = model.model.workspace();
-    let view = model
-        .model
-        .view()
-        .map_err(|e| anyhow::anyhow!("the model does not compile into its layers ({e:?})"))?;
-    (0..n)
-        .map(|i| {
-            view.sample_with_log_prob(&mut rng, &mut ws)
-                .map_err(|e| anyhow::anyhow!("sample {i} overflowed ({e:?}); the model is unstable there"))
-        })
-        .collect()
-}
-
-/// Run `flowmote sample`; returns the CSV text.
-pub fn run_sample(a: &SampleArgs) -> Result<String> {
-    if let Some(out) = &a.out {
-        output::refuse_inputs(out, &[&a.model])?;
-    }
-    let model = ModelFile::load(&a.model)?;
-    let draws = draw_samples(&model, a.n, a.seed)?;
-    let mut s = model.features.join(",");
-    if a.log_prob {
-        s.push_str(",log_prob");
-    }
-    s.push('\n');
-    for (x, lp) in &draws {
-        let mut first = true;
-        for v in x {
-            if !first {
-                s.push(',');
-            }
-            first = false;
-            write!(s, "{v}")?;
-        }
-        if a.log_prob {
-            write!(s, ",{lp}")?;
-        }
-        s.push('\n');
-    }
-    match &a.out {
-        Some(p) => {
-            output::write(p, s.as_bytes())?;
-            eprintln!("wrote {} samples (seed {}) to {}", a.n, a.seed, p.display());
-        }
-        None => output::to_stdout(s.as_bytes())?,
-    }
-    Ok(s)
-}
-
 /// Write rows as CSV (header = `features`).
 pub fn rows_csv(features: &[String], rows: &[Vec<f32>]) -> String {
     let mut s = features.join(",");
@@ -723,129 +649,5 @@ pub fn rows_csv(features: &[String], rows: &[Vec<f32>]) -> String {
     s
 }
 
-fn repo_file(rel: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    root.canonicalize().unwrap_or(root).join(rel)
-}
-
-/// Training noise of the demo's single model: the level `flowmote train`'s
-/// search chose on the bundled recording with the default seed.
-pub const DEMO_NOISE: f32 = 0.2;
-
-/// Arguments of `flowmote demo`.
-#[derive(Args, Debug, Clone)]
-pub struct DemoArgs {
-    /// Training CSV [default: the bundled examples/data/daphnet_gait.train.csv].
-    #[arg(long)]
-    pub train: Option<PathBuf>,
-    /// Test CSV [default: the bundled examples/data/daphnet_gait.test.csv].
-    #[arg(long)]
-    pub test: Option<PathBuf>,
-    /// Directory for everything the demo writes.
-    #[arg(long, default_value = "out/demo")]
-    pub out_dir: PathBuf,
-    /// Maximum training epochs (the demo trains maf at noise 0.2 in two
-    /// sizes, keeping the better on validation, for fewer epochs than
-    /// `train` may, to finish in well under a minute; `flowmote train` with
-    /// no flags also searches the noise and the family).
-    #[arg(long, default_value_t = 100)]
-    pub epochs: usize,
-    /// Seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// No progress bar.
-    #[arg(long, short)]
-    pub quiet: bool,
-}
-
-/// Run `flowmote demo`: train → calibrate → export → score → eval.
-pub fn run_demo(a: &DemoArgs) -> Result<()> {
-    let train_csv = a
-        .train
-        .clone()
-        .unwrap_or_else(|| repo_file("examples/data/daphnet_gait.train.csv"));
-    let test_csv = a
-        .test
-        .clone()
-        .unwrap_or_else(|| repo_file("examples/data/daphnet_gait.test.csv"));
-    for p in [&train_csv, &test_csv] {
-        if !p.exists() {
-            bail!(
-                "{} not found — run from a flowmote checkout or pass --train/--test",
-                p.display()
-            );
-        }
-    }
-    let dir = &a.out_dir;
-    let model_json = dir.join("model.json");
-    for out in ["model.json", "validation.csv", "model.rs", "scores.csv"] {
-        output::refuse_inputs(&dir.join(out), &[&train_csv, &test_csv])?;
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    say!("1/5 train: {} → {}", train_csv.display(), model_json.display());
-    let ds = data::load_training(&train_csv, None)?;
-    // maf at a fixed noise (the size step only), not the whole default
-    // search (4–7 trainings, minutes).
-    // One validation split (no committee), whatever the file's size: the
-    // demo calibrates on the rows no flow trained on.
-    let cfg = TrainConfig {
-        flow: FlowKind::Maf,
-        noise: Some(DEMO_NOISE),
-        epochs: Some(a.epochs),
-        seed: a.seed,
-        folds: Some(1),
-        ..TrainConfig::default()
-    };
-    let (model, s) = train::train(&ds, &cfg, !a.quiet)?;
-    model.save(&model_json)?;
-    say!(
-        "    {}: {} parameters, {} multiply-adds per score, {} rows (+{} validation), {:.1} s; validation NLL {:.3} nats/row",
-        describe_model(&model),
-        s.parameters,
-        model.model.macs(),
-        s.train_rows,
-        s.val_rows,
-        s.seconds,
-        s.best_val_nll
-    );
-    let val_csv = dir.join("validation.csv");
-    output::write(&val_csv, rows_csv(&model.features, &s.validation).as_bytes())?;
-    say!(
-        "2/5 calibrate at 1 % false alarms on the held-out validation rows ({})",
-        val_csv.display()
-    );
-    run_calibrate(&CalibrateArgs {
-        model: model_json.clone(),
-        data: val_csv,
-        false_alarm_rate: 0.01,
-        label_column: None,
-        out: None,
-        json: false,
-    })?;
-    let model_rs = dir.join("model.rs");
-    say!("3/5 export → {}", model_rs.display());
-    crate::export::run(&crate::export::ExportArgs {
-        model: model_json.clone(),
-        out: model_rs,
-        name: None,
-        no_threshold: false,
-        json: false,
-    })?;
-    let scores = dir.join("scores.csv");
-    say!("4/5 score {} → {}", test_csv.display(), scores.display());
-    run_score(&ScoreArgs {
-        model: model_json.clone(),
-        data: test_csv.clone(),
-        out: Some(scores),
-        label_column: None,
-    })?;
-    say!("5/5 eval on {}", test_csv.display());
-    run_eval(&EvalArgs {
-        model: model_json,
-        data: test_csv,
-        label_column: None,
-        json: false,
-        gaussian_baseline: Some(train_csv),
-    })?;
-    Ok(())
-}
+pub use crate::demo::{run_demo, DemoArgs, DEMO_NOISE};
+pub use crate::sample::{draw_samples, run_sample, SampleArgs};

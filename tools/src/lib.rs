@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod demo;
 pub mod eval;
 pub mod export;
 pub mod features;
@@ -13,5 +14,6 @@ pub mod model;
 pub mod output;
 pub mod plot;
 pub mod provenance;
+pub mod sample;
 pub mod target;
 pub mod train;
