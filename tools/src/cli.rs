@@ -142,7 +142,6 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
     let what = describe_model(&model);
     let folds = model.provenance.settings.folds();
     if a.json {
-        let weight_bytes = 4 * model.model.stored_floats();
         let j = serde_json::json!({
             "model": a.out,
             "kept": what,
@@ -150,7 +149,7 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
             "features_pipeline": model.features_pipeline,
             "dropped_columns": model.provenance.settings.dropped_columns,
             "parameters": s.parameters,
-            "weight_bytes": weight_bytes,
+            "weight_bytes": model.model.weight_bytes(),
             "macs": model.model.macs(),
             "validation_nll": s.best_val_nll,
             "folds": folds,

@@ -91,7 +91,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             "out": args.out,
             "model": args.model,
             "kept": crate::cli::describe_model(&model),
-            "weight_bytes": 4 * model.model.stored_floats(),
+            "weight_bytes": model.model.weight_bytes(),
             "macs": model.model.macs(),
             "validation_nll": model.provenance.val_nll,
             "threshold": model.threshold.as_ref().map(|t| t.score),
@@ -104,7 +104,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         "wrote {} ({} f32 weights ≈ {:.0} KB, standardisation included; {} golden inputs, {} golden samples)",
         args.out.display(),
         model.model.stored_floats(),
-        model.model.stored_floats() as f64 * 4.0 / 1024.0,
+        model.model.weight_bytes() as f64 / 1024.0,
         out.golden_inputs,
         out.golden_samples
     );

@@ -65,6 +65,12 @@ impl DynMixture {
         self.flows.iter().map(DynFlow::stored_floats).sum::<usize>() + weights(self.flows.len())
     }
 
+    /// Bytes of flash the export's weights take: [`DynMixture::stored_floats`]
+    /// as f32.
+    pub fn weight_bytes(&self) -> usize {
+        4 * self.stored_floats()
+    }
+
     /// Parameters as `flowmote train` counts them (and `--max-params`
     /// bounds them); see [`DynMixture::cost`].
     pub fn parameters(&self) -> usize {
