@@ -5,7 +5,6 @@
 
 pub mod cli;
 pub mod data;
-pub mod demo;
 pub mod eval;
 pub mod export;
 pub mod features;
@@ -14,6 +13,9 @@ pub mod model;
 pub mod output;
 pub mod plot;
 pub mod provenance;
-pub mod sample;
 pub mod target;
 pub mod train;
+
+// The demo and sample commands live in `cli` with the others; their old
+// paths (`flowmote_tools::demo`, `flowmote_tools::sample`) still resolve.
+pub use cli::{demo, sample};
