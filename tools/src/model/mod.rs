@@ -28,6 +28,7 @@ use flowmote::{Activation, Error};
 use rand_core::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
 
 /// Identifies model files written by this tool.
 pub const FORMAT: &str = "flowmote-model";
@@ -193,11 +194,25 @@ impl From<SolverKind> for Solver {
 }
 
 /// What the host knows of a layer kind besides its maths (that is in
-/// [`Layer::view`]): written once per kind, in [`Layer::spec`].
+/// [`Layer::view`]): written once per kind, in [`Layer::spec`]. Its
+/// description ([`Layer::describe`]), its sizes and costs, and the checks
+/// [`DynFlow::validate`] makes of its split, bins, steps and conditioner
+/// all read it.
 #[derive(Clone, Copy, Debug)]
 pub struct Spec<'a> {
+    /// What [`Layer::describe`] calls the kind (`"MAF"`, `"spline coupling"`, …).
+    pub name: &'static str,
+    /// A coupling's split: `a` conditioning coordinates, `b` transformed.
+    pub split: Option<(usize, usize)>,
+    /// A spline's number of bins.
+    pub bins: Option<usize>,
     /// Shape of the conditioner network, for layers that have one.
     pub net: Option<MlpShape>,
+    /// The bound of a conditioner's outputs, which must be a positive number:
+    /// the soft clamp of log-scales, or a spline's tail bound.
+    pub bound: Option<f32>,
+    /// A continuous flow's solver and steps (its network is the field).
+    pub ode: Option<(SolverKind, usize)>,
     /// The trainable parameters (empty for fixed layers).
     pub params: &'a [f32],
     /// Further f32 numbers an export stores (an ActNorm's scales and shifts).
@@ -210,8 +225,26 @@ pub struct Spec<'a> {
     pub extra_macs: usize,
 }
 
+/// The `params` field of the kinds that train (`None` for the fixed ones),
+/// borrowed as `$layer` is: the one list behind [`Layer::params`] and
+/// [`Layer::params_mut`].
+macro_rules! params_field {
+    ($layer:expr) => {
+        match $layer {
+            Layer::AffineCoupling { params, .. }
+            | Layer::Maf { params, .. }
+            | Layer::SplineCoupling { params, .. }
+            | Layer::SplineAutoregressive { params, .. }
+            | Layer::LuLinear { params, .. }
+            | Layer::Cnf { params, .. } => Some(params),
+            Layer::ActNorm { .. } | Layer::Permutation { .. } | Layer::Reverse => None,
+        }
+    };
+}
+
 impl Layer {
-    /// The layer's [`Spec`] in a flow of dimension `dim`.
+    /// The layer's [`Spec`] in a flow of dimension `dim`. Defined for any
+    /// stored sizes (validation reads it before it has checked them).
     pub fn spec(&self, dim: usize) -> Spec<'_> {
         let shape = |input, cond, net: &Net, output| {
             Some(MlpShape {
@@ -223,28 +256,49 @@ impl Layer {
             })
         };
         let fixed = Spec {
+            name: "",
+            split: None,
+            bins: None,
             net: None,
-            params: &[],
+            bound: None,
+            ode: None,
+            params: self.params(),
             fixed_floats: 0,
             made_heads: 0,
             evaluations: 1,
             extra_macs: 0,
         };
-        let k = flowmote::spline::spline_params;
+        // Bins outside 1..=MAX_BINS (refused by validation) must not overflow.
+        let k = |bins: usize| flowmote::spline::spline_params(bins.clamp(1, flowmote::spline::MAX_BINS));
         match self {
-            Layer::ActNorm { log_scale, shift, .. } => Spec {
+            Layer::ActNorm {
+                log_scale,
+                shift,
+                frozen,
+            } => Spec {
+                name: if *frozen { "standardise" } else { "actnorm" },
                 fixed_floats: log_scale.len() + shift.len(),
                 ..fixed
             },
-            Layer::Permutation { .. } | Layer::Reverse => fixed,
-            Layer::AffineCoupling { a, b, net, params, .. } => Spec {
-                net: shape(*a, 0, net, 2 * b),
-                params,
+            Layer::Permutation { .. } => Spec {
+                name: "permutation",
                 ..fixed
             },
-            Layer::Maf { net, params, .. } => Spec {
+            Layer::Reverse => Spec {
+                name: "reverse",
+                ..fixed
+            },
+            Layer::AffineCoupling { a, b, net, clamp, .. } => Spec {
+                name: "affine coupling",
+                split: Some((*a, *b)),
+                net: shape(*a, 0, net, 2 * b),
+                bound: Some(*clamp),
+                ..fixed
+            },
+            Layer::Maf { net, clamp, .. } => Spec {
+                name: "MAF",
                 net: shape(dim, 0, net, 2 * dim),
-                params,
+                bound: Some(*clamp),
                 made_heads: 2,
                 ..fixed
             },
@@ -252,33 +306,36 @@ impl Layer {
                 a,
                 b,
                 bins,
+                tail_bound,
                 net,
-                params,
                 ..
             } => Spec {
+                name: "spline coupling",
+                split: Some((*a, *b)),
+                bins: Some(*bins),
                 net: shape(*a, 0, net, b * k(*bins)),
-                params,
+                bound: Some(*tail_bound),
                 ..fixed
             },
-            Layer::SplineAutoregressive { bins, net, params, .. } => Spec {
+            Layer::SplineAutoregressive {
+                bins, tail_bound, net, ..
+            } => Spec {
+                name: "autoregressive spline",
+                bins: Some(*bins),
                 net: shape(dim, 0, net, dim * k(*bins)),
-                params,
+                bound: Some(*tail_bound),
                 made_heads: k(*bins),
                 ..fixed
             },
-            Layer::LuLinear { params, .. } => Spec {
-                params,
+            Layer::LuLinear { .. } => Spec {
+                name: "LU linear",
                 extra_macs: dim * dim,
                 ..fixed
             },
-            Layer::Cnf {
-                net,
-                solver,
-                steps,
-                params,
-            } => Spec {
+            Layer::Cnf { net, solver, steps, .. } => Spec {
+                name: "continuous flow",
                 net: shape(dim, 1, net, dim),
-                params,
+                ode: Some((*solver, *steps)),
                 evaluations: steps * Solver::from(*solver).stages(),
                 ..fixed
             },
@@ -292,20 +349,12 @@ impl Layer {
 
     /// The trainable parameters (empty for fixed layers).
     pub fn params(&self) -> &[f32] {
-        self.spec(0).params
+        params_field!(self).map_or(&[], Vec::as_slice)
     }
 
     /// The trainable parameters, mutably (`None` for fixed layers).
     pub fn params_mut(&mut self) -> Option<&mut Vec<f32>> {
-        match self {
-            Layer::AffineCoupling { params, .. }
-            | Layer::Maf { params, .. }
-            | Layer::SplineCoupling { params, .. }
-            | Layer::SplineAutoregressive { params, .. }
-            | Layer::LuLinear { params, .. }
-            | Layer::Cnf { params, .. } => Some(params),
-            Layer::ActNorm { .. } | Layer::Permutation { .. } | Layer::Reverse => None,
-        }
+        params_field!(self)
     }
 
     /// MADE heads of the conditioner of an autoregressive layer (its
@@ -315,37 +364,26 @@ impl Layer {
         self.spec(0).made_heads
     }
 
-    /// Short human-readable description.
+    /// Short human-readable description, from the layer's [`Spec`]:
+    /// `spline coupling 2+2, 8 bins, hidden 32×2`.
     pub fn describe(&self) -> String {
-        match self {
-            Layer::ActNorm { frozen: true, .. } => "standardise".into(),
-            Layer::ActNorm { .. } => "actnorm".into(),
-            Layer::Permutation { .. } => "permutation".into(),
-            Layer::Reverse => "reverse".into(),
-            Layer::AffineCoupling { a, b, net, .. } => {
-                format!("affine coupling {a}+{b}, hidden {}×{}", net.hidden, net.depth)
-            }
-            Layer::Maf { net, .. } => format!("MAF, hidden {}×{}", net.hidden, net.depth),
-            Layer::SplineCoupling { a, b, bins, net, .. } => {
-                format!(
-                    "spline coupling {a}+{b}, {bins} bins, hidden {}×{}",
-                    net.hidden, net.depth
-                )
-            }
-            Layer::SplineAutoregressive { bins, net, .. } => {
-                format!(
-                    "autoregressive spline, {bins} bins, hidden {}×{}",
-                    net.hidden, net.depth
-                )
-            }
-            Layer::LuLinear { .. } => "LU linear".into(),
-            Layer::Cnf { net, solver, steps, .. } => {
-                format!(
-                    "continuous flow, field {}×{}, {solver:?} × {steps} steps",
-                    net.hidden, net.depth
-                )
-            }
+        let s = self.spec(0);
+        let mut out = s.name.to_string();
+        if let Some((a, b)) = s.split {
+            let _ = write!(out, " {a}+{b}");
         }
+        if let Some(bins) = s.bins {
+            let _ = write!(out, ", {bins} bins");
+        }
+        if let Some(n) = s.net {
+            // A continuous flow's network is its vector field.
+            let what = if s.ode.is_some() { "field" } else { "hidden" };
+            let _ = write!(out, ", {what} {}×{}", n.hidden, n.depth);
+        }
+        if let Some((solver, steps)) = s.ode {
+            let _ = write!(out, ", {solver:?} × {steps} steps");
+        }
+        out
     }
 }
 
@@ -394,23 +432,9 @@ impl DynFlow {
         ensure!(d >= 1, "model dimension must be at least 1");
         for (i, l) in self.layers.iter().enumerate() {
             let ctx = || format!("layer {i} ({})", l.describe());
-            let split = |a: usize, b: usize| -> Result<()> {
-                ensure!(
-                    a + b == d && a >= 1 && b >= 1,
-                    "{}: split {a}+{b} does not fit dimension {d}",
-                    ctx()
-                );
-                Ok(())
-            };
-            let bins_ok = |bins: usize| -> Result<()> {
-                ensure!(
-                    (1..=flowmote::spline::MAX_BINS).contains(&bins),
-                    "{}: bins must be 1..={}",
-                    ctx(),
-                    flowmote::spline::MAX_BINS
-                );
-                Ok(())
-            };
+            // The kinds that store numbers of their own besides a
+            // conditioner; the other checks are the same for every kind
+            // and read its spec, below.
             match l {
                 Layer::ActNorm { log_scale, shift, .. } => {
                     ensure!(
@@ -431,39 +455,6 @@ impl DynFlow {
                         ctx()
                     );
                 }
-                Layer::Reverse => {}
-                Layer::AffineCoupling {
-                    a,
-                    b,
-                    net,
-                    clamp,
-                    params,
-                } => {
-                    split(*a, *b)?;
-                    check_net(l, d, net, *clamp, params).with_context(ctx)?;
-                }
-                Layer::Maf { net, clamp, params } => check_net(l, d, net, *clamp, params).with_context(ctx)?,
-                Layer::SplineCoupling {
-                    a,
-                    b,
-                    bins,
-                    tail_bound,
-                    net,
-                    params,
-                } => {
-                    split(*a, *b)?;
-                    bins_ok(*bins)?;
-                    check_net(l, d, net, *tail_bound, params).with_context(ctx)?;
-                }
-                Layer::SplineAutoregressive {
-                    bins,
-                    tail_bound,
-                    net,
-                    params,
-                } => {
-                    bins_ok(*bins)?;
-                    check_net(l, d, net, *tail_bound, params).with_context(ctx)?;
-                }
                 Layer::LuLinear { perm, sign, params } => {
                     ensure!(
                         LuLinearRef::from_flat(perm, sign, params).is_ok() && perm.len() == d,
@@ -477,10 +468,29 @@ impl DynFlow {
                         ctx()
                     );
                 }
-                Layer::Cnf { net, steps, params, .. } => {
-                    ensure!(*steps >= 1, "{}: needs at least one solver step", ctx());
-                    check_net(l, d, net, 1.0, params).with_context(ctx)?;
-                }
+                _ => {}
+            }
+            let s = l.spec(d);
+            if let Some((a, b)) = s.split {
+                ensure!(
+                    a + b == d && a >= 1 && b >= 1,
+                    "{}: split {a}+{b} does not fit dimension {d}",
+                    ctx()
+                );
+            }
+            if let Some(bins) = s.bins {
+                ensure!(
+                    (1..=flowmote::spline::MAX_BINS).contains(&bins),
+                    "{}: bins must be 1..={}",
+                    ctx(),
+                    flowmote::spline::MAX_BINS
+                );
+            }
+            if let Some((_, steps)) = s.ode {
+                ensure!(steps >= 1, "{}: needs at least one solver step", ctx());
+            }
+            if let Some(shape) = s.net {
+                check_net(shape, s.bound, s.params).with_context(ctx)?;
             }
         }
         Ok(())
@@ -545,16 +555,17 @@ fn par_rows<T>(
     rows.par_iter().map_init(init, |t, x| score(t, x)).collect()
 }
 
-fn check_net(l: &Layer, d: usize, net: &Net, clamp: f32, params: &[f32]) -> Result<()> {
-    let shape = l.mlp_shape(d).unwrap();
+fn check_net(shape: MlpShape, bound: Option<f32>, params: &[f32]) -> Result<()> {
     ensure!(
-        net.depth >= 1 && net.hidden >= 1,
+        shape.depth >= 1 && shape.hidden >= 1,
         "conditioner needs hidden ≥ 1 and depth ≥ 1"
     );
-    ensure!(
-        clamp.is_finite() && clamp > 0.0,
-        "clamp / tail bound must be a positive number"
-    );
+    if let Some(bound) = bound {
+        ensure!(
+            bound.is_finite() && bound > 0.0,
+            "clamp / tail bound must be a positive number"
+        );
+    }
     ensure!(
         params.len() == shape.n_params(),
         "expected {} parameters, found {}",
