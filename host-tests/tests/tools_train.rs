@@ -5,7 +5,7 @@ use flowmote::{ActNorm, Activation, AffineCoupling, Flow, Maf, Mlp, Reverse};
 use flowmote_tools::cli;
 use flowmote_tools::data;
 use flowmote_tools::model::{Act, DynFlow, DynMixture, Layer, ModelFile, Net, Workspace};
-use flowmote_tools::train::{self, init_params, Budget, FlowKind, Gaussian, TrainConfig, ValSplit};
+use flowmote_tools::train::{self, init_params, FlowKind, Gaussian, TrainConfig, ValSplit};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::{Xoshiro128PlusPlus, Xoshiro256PlusPlus};
 use std::path::PathBuf;
@@ -212,6 +212,7 @@ fn search_keeps_the_candidate_with_the_best_validation_nll() {
     let cfg = TrainConfig {
         epochs: Some(5),
         folds: Some(1),
+        target: Some("host".into()),
         ..TrainConfig::default()
     };
     assert_eq!(
@@ -275,6 +276,7 @@ fn search_stacks_the_candidates_into_a_mixture() {
     let cfg = TrainConfig {
         epochs: Some(20),
         folds: Some(1),
+        target: Some("host".into()),
         ..TrainConfig::default()
     };
     let (m, s) = train::train(&ds, &cfg, false).unwrap();
@@ -455,11 +457,7 @@ fn stacking_recovers_known_mixture_weights() {
         .enumerate()
         .map(|(i, &m)| (i, one_flow_file(gauss1(m))))
         .collect();
-    let params = |n| Budget {
-        params: Some(n),
-        macs: None,
-    };
-    let st = train::stack(&cands, &rows, f64::MAX, Budget::default(), 8).unwrap();
+    let st = train::stack(&cands, &rows, f64::MAX, 8).unwrap();
     let idx: Vec<usize> = st.members.iter().map(|m| m.0).collect();
     assert_eq!(idx, [0, 1], "the far-away member is dropped");
     let w0 = st.members[0].1;
@@ -477,23 +475,13 @@ fn stacking_recovers_known_mixture_weights() {
         / rows.len() as f64;
     assert!((st.val_nll - exact).abs() < 0.01, "{} vs {exact}", st.val_nll);
     // Not kept unless it beats the best single candidate by the penalty.
-    assert!(train::stack(&cands, &rows, st.val_nll, Budget::default(), 8).is_none());
-    // The Gaussians have no trainable parameters, but a mixture's weights
-    // count: a budget of 2 holds the two-member mixture, 1 holds none.
-    assert_eq!(
-        train::stack(&cands, &rows, f64::MAX, params(2), 8)
-            .unwrap()
-            .members
-            .len(),
-        2
-    );
-    assert!(train::stack(&cands, &rows, f64::MAX, params(1), 8).is_none());
+    assert!(train::stack(&cands, &rows, st.val_nll, 8).is_none());
     // A cap of one member leaves no mixture.
-    assert!(train::stack(&cands, &rows, f64::MAX, Budget::default(), 1).is_none());
+    assert!(train::stack(&cands, &rows, f64::MAX, 1).is_none());
     // Rows a member cannot score leave that member out.
     let mut bad = rows.clone();
     bad.push(vec![1e30]);
-    assert!(train::stack(&cands, &bad, f64::MAX, Budget::default(), 8).is_none_or(|s| s.members.len() >= 2));
+    assert!(train::stack(&cands, &bad, f64::MAX, 8).is_none_or(|s| s.members.len() >= 2));
 }
 
 /// Mixture sampling draws each member as often as its weight says, with
@@ -679,6 +667,8 @@ fn small_cfg(seed: u64) -> TrainConfig {
         flow: FlowKind::Maf,
         noise: Some(0.0),
         folds: Some(1),
+        // The search and committee as they are, without a device budget.
+        target: Some("host".into()),
         ..TrainConfig::default()
     }
 }
@@ -1070,89 +1060,131 @@ fn validation_rows_are_the_last_rows_of_the_file_by_default() {
     assert!(r.validation.iter().all(|v| rows.contains(v)));
 }
 
+/// A budget bounds the kept model, not the search: the search's best model
+/// (unbounded) is the teacher, and the kept student fits every limit; a
+/// budget nothing meets is an error naming the smallest model tried.
 #[test]
-fn max_params_bounds_the_search() {
-    let (_, ds) = training_set("maxparams", &banana(300, 41));
+fn budgets_bound_the_kept_model() {
+    let (_, ds) = training_set("budget", &banana(300, 41));
     let cfg = TrainConfig {
         epochs: Some(3),
         folds: Some(1),
+        target: Some("host".into()),
         ..TrainConfig::default()
     };
     let (free, _) = train::train(&ds, &cfg, false).unwrap();
-    let tried = serde_json::to_value(&free.provenance.settings).unwrap()["search"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let params = |t: &serde_json::Value| t["parameters"].as_u64().unwrap() as usize;
-    let smallest = params(&tried[0]);
     assert!(
-        tried.iter().any(|t| params(t) > smallest),
-        "the search tries bigger models"
+        free.provenance.settings.distillation.is_none(),
+        "host: no budget, no student"
     );
-    // Cap at the first candidate's size: everything bigger is skipped, untrained.
+    let big = free.model.parameters();
+    let limit = big / 2;
     let (m, s) = train::train(
         &ds,
         &TrainConfig {
-            max_params: Some(smallest),
+            max_params: Some(limit),
             ..cfg.clone()
         },
         false,
     )
     .unwrap();
-    assert!(s.parameters <= smallest, "{} > {smallest}", s.parameters);
-    for t in serde_json::to_value(&m.provenance.settings).unwrap()["search"]
-        .as_array()
-        .unwrap()
-    {
-        if params(t) > smallest {
-            assert!(t["skipped"].is_string() && t["val_nll"].is_null(), "{t}");
-        } else {
-            assert!(t["val_nll"].is_number(), "{t}");
-        }
+    assert!(
+        s.parameters <= limit && m.model.parameters() <= limit,
+        "{} > {limit}",
+        s.parameters
+    );
+    let d = m.provenance.settings.distillation.as_ref().expect("distilled");
+    assert!(d.teacher.parameters > limit, "the teacher is over the budget");
+    assert!(!d.students.is_empty());
+    for c in &d.students {
+        assert!(c.parameters <= limit && c.val_nll.is_some(), "{c:?}");
     }
-    // Nothing fits: a clear error.
+    // Students are trained both on the real rows alone and with teacher samples.
+    assert!(d.students.iter().any(|c| c.teacher_samples == Some(0)));
+    assert!(d.students.iter().any(|c| c.teacher_samples.unwrap_or(0) > 0));
+    // The kept student is the best on validation.
+    let best = d
+        .students
+        .iter()
+        .filter_map(|c| c.val_nll)
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(s.best_val_nll, best);
+    // Nothing fits: a clear error, before any training.
+    for (flag, c) in [
+        (
+            "--max-params",
+            TrainConfig {
+                max_params: Some(10),
+                ..cfg.clone()
+            },
+        ),
+        (
+            "--max-macs",
+            TrainConfig {
+                max_macs: Some(10),
+                ..cfg.clone()
+            },
+        ),
+        (
+            "--max-flash",
+            TrainConfig {
+                target: None,
+                max_flash: Some(100),
+                ..cfg.clone()
+            },
+        ),
+        (
+            "--max-ms",
+            TrainConfig {
+                target: Some("rp2040".into()),
+                max_ms: Some(0.001),
+                ..cfg.clone()
+            },
+        ),
+    ] {
+        let e = train::train(&ds, &c, false).unwrap_err().to_string();
+        assert!(e.contains(flag) && e.contains("smallest tried"), "{flag}: {e}");
+    }
     let e = train::train(
         &ds,
         &TrainConfig {
-            max_params: Some(10),
+            target: Some("atmega".into()),
             ..cfg.clone()
         },
         false,
     )
-    .unwrap_err();
-    assert!(e.to_string().contains("--max-params"), "{e}");
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("nrf52840") && e.contains("rp2040"), "{e}");
+}
 
-    // The same with the cost per score: every trained candidate and the kept
-    // model (a mixture costs its members' sum) within --max-macs.
-    let macs = |t: &serde_json::Value| t["macs"].as_u64().unwrap() as usize;
-    let cheapest = macs(&tried[0]);
-    assert!(tried.iter().any(|t| macs(t) > cheapest));
-    let (m, _) = train::train(
-        &ds,
-        &TrainConfig {
-            max_macs: Some(cheapest),
-            ..cfg.clone()
-        },
-        false,
-    )
-    .unwrap();
-    assert!(m.model.macs() <= cheapest, "{} > {cheapest}", m.model.macs());
-    for t in serde_json::to_value(&m.provenance.settings).unwrap()["search"]
-        .as_array()
-        .unwrap()
-    {
-        assert_eq!(t["skipped"].is_string(), macs(t) > cheapest, "{t}");
+/// The default target is the nRF52840: the kept model fits 64 KB of weights
+/// and 2 ms per score there, and no student trained on the rows that chose it.
+#[test]
+fn the_default_target_keeps_a_model_within_its_budget() {
+    let (_, ds) = training_set("default-target", &banana(400, 43));
+    let cfg = TrainConfig {
+        epochs: Some(3),
+        ..TrainConfig::default()
+    };
+    let (m, s) = train::train(&ds, &cfg, false).unwrap();
+    let cost = flowmote_tools::target::ModelCost::of(&m.model);
+    let t = flowmote_tools::target::find("nrf52840").unwrap();
+    assert!(cost.weight_bytes <= 64 * 1024, "{cost:?}");
+    assert!(t.estimated_ms_of(&cost).unwrap() <= 2.0, "{cost:?}");
+    assert_eq!(m.provenance.settings.config.target.as_deref(), Some("nrf52840"));
+    let d = m
+        .provenance
+        .settings
+        .distillation
+        .as_ref()
+        .expect("a device target distils or keeps its teacher");
+    // The student's validation rows are held out from the teacher too.
+    assert_eq!(s.val_rows, 40);
+    assert!(d.teacher.val_nll.is_some_and(f64::is_finite));
+    for v in &s.validation {
+        assert!(ds.rows[360..].contains(v), "validation rows are the file's last 10 %");
     }
-    let e = train::train(
-        &ds,
-        &TrainConfig {
-            max_macs: Some(10),
-            ..cfg
-        },
-        false,
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("--max-macs"), "{e}");
 }
 
 /// Fold `k` of `n` holds out a contiguous block; the blocks cover every row
@@ -1267,8 +1299,9 @@ fn folds_train_an_equal_weight_committee() {
     m.save(&p).unwrap();
     assert_eq!(ModelFile::load(&p).unwrap().model, m.model);
     assert!(cli::describe_model(&m).starts_with("a 3-fold committee of 3 flows"));
-    // --max-params is the committee's, its three weights included: each
-    // fold gets a third of the rest.
+    // --max-params bounds the kept model, its three weights included: a
+    // budget the committee fits keeps it (trained without the rows that
+    // judge it); one weight less distils it into one flow.
     let one = m.model.flows[0].parameters();
     assert_eq!(m.model.parameters(), 3 * one + 3);
     let budget = TrainConfig {
@@ -1277,12 +1310,15 @@ fn folds_train_an_equal_weight_committee() {
     };
     let (b, _) = train::train(&ds, &budget, false).unwrap();
     assert_eq!(b.model.parameters(), 3 * one + 3);
+    assert!(b.provenance.settings.distillation.as_ref().unwrap().students.is_empty());
     let tight = TrainConfig {
         max_params: Some(3 * one + 2),
         ..cfg.clone()
     };
-    let err = train::train(&ds, &tight, false).unwrap_err().to_string();
-    assert!(err.contains("does not fit the budget"), "{err}");
+    let (t, _) = train::train(&ds, &tight, false).unwrap();
+    assert_eq!(t.model.flows.len(), 1);
+    assert!(t.model.parameters() <= 3 * one + 2);
+    assert!(!t.provenance.settings.distillation.as_ref().unwrap().students.is_empty());
     // Out of range.
     let bad = TrainConfig { folds: Some(11), ..cfg };
     assert!(train::train(&ds, &bad, false)

@@ -63,6 +63,53 @@ pub struct Settings {
     /// (constant, not numeric, a time or index column).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dropped_columns: Vec<DroppedColumn>,
+    /// How a model for a device target was made: the teacher, the students
+    /// tried and which was kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distillation: Option<Distillation>,
+}
+
+/// Teacher → student distillation for a device budget.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Distillation {
+    /// The budget, e.g. "nrf52840: ≤ 64.0 KB of weights, ≤ 2 ms per score".
+    pub budget: String,
+    /// The teacher.
+    pub teacher: TeacherRecord,
+    /// Every student trained, in order (empty when the teacher fits).
+    pub students: Vec<Candidate>,
+    /// Teacher samples in each epoch of a student's training.
+    pub samples_per_epoch: usize,
+    /// Teacher samples drawn.
+    pub pool: usize,
+    /// What was kept and why, in one line.
+    pub kept: String,
+}
+
+/// The teacher of a distillation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct TeacherRecord {
+    /// What it is ("a 5-fold committee of 22 flows (maf ×18, nsf ×4)").
+    pub kept: String,
+    /// Flows in it.
+    pub flows: usize,
+    /// Parameters.
+    pub parameters: usize,
+    /// Bytes of weights as f32.
+    pub weight_bytes: u64,
+    /// Multiply-adds per score.
+    pub macs: u64,
+    /// Estimated milliseconds per score on the target.
+    pub estimated_ms: Option<f64>,
+    /// Its validation NLL on its own search's rows (folds).
+    pub own_val_nll: Option<f64>,
+    /// Its NLL on the students' validation rows, which it never trained on
+    /// (`None` without validation rows).
+    pub val_nll: Option<f64>,
+    /// Training time (s).
+    pub seconds: f64,
 }
 
 /// A column of the training file left out of the features.
@@ -101,6 +148,15 @@ pub struct Candidate {
     /// Why it was not trained (over the budget).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// Bytes of weights in flash (students).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_bytes: Option<u64>,
+    /// Teacher samples per epoch it trained with (students; 0 = real rows only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teacher_samples: Option<usize>,
+    /// Estimated milliseconds per score on the target (students).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_ms: Option<f64>,
     /// Its validation NLL (nats/row).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_nll: Option<f64>,

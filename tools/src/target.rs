@@ -51,6 +51,31 @@ pub struct DeviceBudget {
     pub max_ms: Option<f64>,
 }
 
+/// What a model costs on a device: the figures a [`DeviceBudget`] bounds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ModelCost {
+    /// Trained parameters.
+    pub parameters: usize,
+    /// Bytes of weights in flash.
+    pub weight_bytes: u64,
+    /// Multiply-adds per score.
+    pub macs: u64,
+    /// Hidden-unit activations per score.
+    pub activations: u64,
+}
+
+impl ModelCost {
+    /// The cost of `m` as exported.
+    pub fn of(m: &crate::model::DynMixture) -> Self {
+        ModelCost {
+            parameters: m.parameters(),
+            weight_bytes: m.weight_bytes() as u64,
+            macs: m.macs() as u64,
+            activations: m.activations() as u64,
+        }
+    }
+}
+
 impl Target {
     /// Whether this is the host profile (no device limits).
     pub fn is_host(&self) -> bool {
@@ -74,6 +99,11 @@ impl Target {
     /// `activations` hidden-unit activations.
     pub fn estimated_instructions(&self, macs: u64, activations: u64) -> f64 {
         macs as f64 * self.instr_per_mac + activations as f64 * self.instr_per_activation
+    }
+
+    /// [`Target::estimated_ms`] of a model's cost.
+    pub fn estimated_ms_of(&self, c: &ModelCost) -> Option<f64> {
+        self.estimated_ms(c.macs, c.activations)
     }
 
     /// Estimated milliseconds of one score at the part's clock, one cycle per

@@ -6,6 +6,7 @@ use crate::features::FeatureSpec;
 use crate::model::ModelFile;
 use crate::output;
 use crate::say;
+use crate::target::ModelCost;
 use crate::train::{self, TrainConfig};
 use anyhow::{bail, ensure, Result};
 use clap::Args;
@@ -137,10 +138,21 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
     }
     let what = describe_model(&model);
     let folds = model.provenance.settings.folds();
+    let budget = train::Budget::of(&cfg)?;
+    let cost = ModelCost::of(&model.model);
+    let ms = budget.target.estimated_ms_of(&cost);
+    let distil = model.provenance.settings.distillation.as_ref();
     if a.json {
         let j = serde_json::json!({
             "model": a.out,
+            "target": budget.target.name,
+            "budget": budget.describe(),
             "kept": what,
+            "why": distil.map(|d| d.kept.clone()),
+            "estimated_ms": ms,
+            "activations": cost.activations,
+            "teacher": distil.map(|d| &d.teacher),
+            "students": distil.map(|d| &d.students),
             "features": model.features,
             "features_pipeline": model.features_pipeline,
             "dropped_columns": model.provenance.settings.dropped_columns,
@@ -158,11 +170,15 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
         output::to_stdout(format!("{j}\n").as_bytes())?;
         return Ok(model);
     }
+    if let Some(d) = distil {
+        say!("for {} — kept {}", d.budget, d.kept);
+    }
     say!(
-        "trained {what}: {} parameters ≈ {:.0} KB of flash, {} multiply-adds per score, on {} rows ({}{}) in {:.1} s",
+        "trained {what}: {} parameters, {:.1} KB of weights, {} multiply-adds per score{}, on {} rows ({}{}) in {:.1} s",
         s.parameters,
-        s.parameters as f64 * 4.0 / 1024.0,
+        cost.weight_bytes as f64 / 1024.0,
         model.model.macs(),
+        ms.map_or(String::new(), |ms| format!(" ≈ {ms:.2} ms on {}", budget.target.name)),
         s.train_rows,
         if folds > 1 {
             format!("{folds}-fold cross-validation")

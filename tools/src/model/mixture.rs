@@ -82,6 +82,11 @@ impl DynMixture {
         Self::cost(&self.flows).1
     }
 
+    /// [`DynFlow::activations`] of every member.
+    pub fn activations(&self) -> usize {
+        self.flows.iter().map(DynFlow::activations).sum()
+    }
+
     /// `(parameters, multiply-adds per score)` of the model made of `flows`:
     /// every member's [`DynFlow::parameters`] plus, from two members on, the
     /// weights; every member's [`DynFlow::macs`].

@@ -426,6 +426,16 @@ impl DynFlow {
             .sum()
     }
 
+    /// Hidden-unit activations of one `log_prob`: every conditioner's hidden
+    /// units times its evaluations.
+    pub fn activations(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.spec(self.dim))
+            .map(|s| s.evaluations * s.net.map_or(0, |n| n.hidden * n.depth))
+            .sum()
+    }
+
     /// Check sizes, permutations and finiteness of every parameter.
     pub fn validate(&self) -> Result<()> {
         let d = self.dim;

@@ -214,7 +214,6 @@ impl FlowView<'_> {
     /// ([`View::FlowMatching`]): a flow holding one fails with
     /// [`Error::ShapeMismatch`].
     pub fn nll_backward(&self, x: &[f32], grads: &mut [Vec<f32>], ws: &mut Workspace) -> Result<f32, Error> {
-        let d = self.dim;
         let mut z = x.to_vec();
         let ld = self.forward(&mut z, ws, true);
         let nll = -(normal::log_pdf(&z) + ld);
@@ -222,8 +221,44 @@ impl FlowView<'_> {
             return Err(Error::Overflow);
         }
         // ∂(−log N(z))/∂z = z; ∂(−log-det) = −1.
-        let mut g = z;
-        let g_ld = -1.0;
+        self.backward_from(z, -1.0, grads, ws)?;
+        Ok(nll)
+    }
+
+    /// [`FlowView::nll_backward`] with the gradient scaled by `weight(nll)`
+    /// (the backward pass is linear in it): the gradient of a loss `L(nll)`
+    /// with `L′ = weight`.
+    pub fn nll_backward_weighted(
+        &self,
+        x: &[f32],
+        grads: &mut [Vec<f32>],
+        ws: &mut Workspace,
+        weight: impl FnOnce(f32) -> f32,
+    ) -> Result<f32, Error> {
+        let mut z = x.to_vec();
+        let ld = self.forward(&mut z, ws, true);
+        let nll = -(normal::log_pdf(&z) + ld);
+        if !nll.is_finite() {
+            return Err(Error::Overflow);
+        }
+        let w = weight(nll);
+        for v in z.iter_mut() {
+            *v *= w;
+        }
+        self.backward_from(z, -w, grads, ws)?;
+        Ok(nll)
+    }
+
+    /// The backward pass from `g = ∂L/∂z` and `g_ld = ∂L/∂(log-det)`, after a
+    /// training forward pass saved every layer's input in `ws`.
+    fn backward_from(
+        &self,
+        mut g: Vec<f32>,
+        g_ld: f32,
+        grads: &mut [Vec<f32>],
+        ws: &mut Workspace,
+    ) -> Result<(), Error> {
+        let d = self.dim;
         for (i, layer) in self.layers.iter().enumerate().rev() {
             let View::Likelihood(l) = layer else {
                 return Err(Error::ShapeMismatch);
@@ -231,6 +266,6 @@ impl FlowView<'_> {
             let xin = &ws.inputs[i * d..(i + 1) * d];
             l.backward_flat(xin, &mut g, g_ld, &mut grads[i], &mut ws.train);
         }
-        Ok(nll)
+        Ok(())
     }
 }

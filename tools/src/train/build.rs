@@ -248,19 +248,9 @@ pub fn build_flow<R: Rng + ?Sized>(
     Ok(f)
 }
 
-/// What a candidate would cost: its size before training.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct CandidateSize {
-    pub(super) layers: usize,
-    pub(super) hidden: usize,
-    /// As [`TrainSummary::parameters`](super::TrainSummary::parameters) counts them.
-    pub(super) parameters: usize,
-    /// [`DynFlow::macs`](crate::model::DynFlow::macs).
-    pub(super) macs: usize,
-}
-
-/// The size of the model `c` would train on `ds`.
-pub(super) fn candidate_size(ds: &Dataset, c: &TrainConfig) -> Result<CandidateSize> {
+/// What the model `c` would train on `ds` costs on a device (its
+/// parameters as [`TrainSummary::parameters`](super::TrainSummary::parameters) counts them).
+pub(super) fn candidate_cost(ds: &Dataset, c: &TrainConfig) -> Result<crate::target::ModelCost> {
     let d = ds.dim();
     let n = train_rows(ds.n_normal(), c);
     let (l, h) = default_size(c.flow, n, d);
@@ -283,10 +273,5 @@ pub(super) fn candidate_size(ds: &Dataset, c: &TrainConfig) -> Result<CandidateS
             },
         );
     }
-    Ok(CandidateSize {
-        layers,
-        hidden,
-        parameters: f.parameters(),
-        macs: f.macs(),
-    })
+    Ok(crate::target::ModelCost::of(&crate::model::DynMixture::single(f)))
 }

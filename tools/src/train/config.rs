@@ -3,6 +3,7 @@
 
 use super::fit::{check_data, split_sizes};
 use crate::data::Dataset;
+use crate::target::{ModelCost, Target};
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
@@ -151,23 +152,46 @@ pub struct TrainConfig {
     /// Do not dequantise integer-valued columns.
     #[arg(long = "no-dequantize", action = clap::ArgAction::SetFalse)]
     pub dequantize: bool,
-    /// Largest model the search may keep, in parameters (4 bytes of flash
-    /// each in the exported firmware model): candidates above it are
-    /// skipped (and listed as skipped in the model file), and a mixture is
-    /// kept only with the members that fit together. Without it the search
-    /// keeps whatever wins on validation — on the 5 632 × 9 gait data that
-    /// is a mixture of five flows, 115 869 parameters (≈ 453 KB of flash).
+    /// The part the model is for (`flowmote list-targets` lists them with
+    /// their clocks, memories and measured costs). On a device target the
+    /// kept model must fit its budget — by default 64 KB of weights and
+    /// 2 ms per score at the part's clock (--max-flash, --max-ms,
+    /// --max-params, --max-macs override): the search trains the best
+    /// model it can find as a *teacher*, and when that is over the budget
+    /// distils it into one small *student* flow that fits (see
+    /// --teacher-samples). `host` trains without a budget
+    /// [default: nrf52840, the firmware's board].
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+    /// Most bytes of weights the kept model may put in flash (suffixes K
+    /// and M: 64K = 65 536) [default: the target's budget, 64K on devices].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_flash: Option<u64>,
+    /// Most milliseconds one score may take on the target, estimated from
+    /// its multiply-adds and activations at the part's clock with the
+    /// target's measured instruction costs [default: 2 on devices].
+    #[arg(long, value_name = "MS")]
+    pub max_ms: Option<f64>,
+    /// Most parameters the kept model may have (4 bytes of flash each as
+    /// f32), on top of the target's budget.
     #[arg(long)]
     pub max_params: Option<usize>,
-    /// Largest cost per score the search may keep, in multiply-adds of the
-    /// networks (`MACS` of the exported model; a mixture costs its members'
-    /// sum): candidates above it are skipped and mixture members dropped,
-    /// smallest weight first, until the mixture fits. On a Cortex-M4F one
-    /// score takes about 6–16 instructions per multiply-add (BENCHMARKS.md,
-    /// "Instructions per log_prob"), so at 64 MHz `--max-macs 10000` is
-    /// roughly a 1–2.5 ms score.
+    /// Most multiply-adds per score the kept model may cost (`MACS` of the
+    /// exported model; a mixture costs its members' sum), on top of the
+    /// target's budget.
     #[arg(long)]
     pub max_macs: Option<usize>,
+    /// Distillation: teacher samples per real training row in each epoch of
+    /// a student's training (fresh from a pool of four epochs' worth, at
+    /// most 8 192 per epoch); 0 trains the students on the real rows alone.
+    #[arg(long, value_name = "RATIO", default_value_t = 20.0)]
+    pub teacher_samples: f64,
+    /// Distillation: weight of the regression term `(log q(x) − log p(x))²`
+    /// that pulls the student's log-density q towards the teacher's p on
+    /// the teacher's samples (0 = maximum likelihood on them alone).
+    #[arg(long, value_name = "LAMBDA", default_value_t = 0.0)]
+    #[serde(serialize_with = "crate::provenance::f32_wide")]
+    pub distil_weight: f32,
     // The field: start with the whitening layer (the flag leaves it out).
     /// Leave out the whitening layer: by default a trainable LU linear layer
     /// follows the standardisation, initialised to the full-covariance
@@ -251,6 +275,19 @@ impl TrainConfig {
         ensure!(self.batch >= 1, "--batch must be at least 1");
         ensure!(self.epochs != Some(0), "--epochs must be at least 1");
         ensure!(self.lr.is_finite() && self.lr > 0.0, "--lr must be a positive number");
+        Budget::of(self)?;
+        ensure!(
+            self.max_ms.is_none_or(|v| v.is_finite() && v > 0.0),
+            "--max-ms must be a positive number of milliseconds"
+        );
+        ensure!(
+            self.teacher_samples.is_finite() && (0.0..=1000.0).contains(&self.teacher_samples),
+            "--teacher-samples must be between 0 and 1000"
+        );
+        ensure!(
+            self.distil_weight.is_finite() && self.distil_weight >= 0.0,
+            "--distil-weight must be a number ≥ 0"
+        );
         check_data(ds)?;
         ensure!(
             self.flow != FlowKind::Coupling || d >= 2,
@@ -309,9 +346,16 @@ pub fn auto_candidates(d: usize) -> Vec<FlowKind> {
     }
 }
 
-/// The device budget of `--max-params` and `--max-macs`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The budget of the kept model: the target's (flash and time per score)
+/// and the flags that override or add to it.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Budget {
+    /// The part the model is for.
+    pub target: &'static Target,
+    /// Most bytes of weights in flash.
+    pub weight_bytes: Option<u64>,
+    /// Most estimated milliseconds per score on the target.
+    pub ms: Option<f64>,
     /// Most parameters ([`DynMixture::parameters`](crate::model::DynMixture::parameters)).
     pub params: Option<usize>,
     /// Most multiply-adds per score ([`DynMixture::macs`](crate::model::DynMixture::macs)).
@@ -319,23 +363,110 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// The budget of a training configuration.
-    pub fn of(cfg: &TrainConfig) -> Self {
-        Budget {
+    /// The budget of a training configuration: the target's default budget
+    /// with the flags' overrides. An unknown target is an error listing the
+    /// known ones.
+    pub fn of(cfg: &TrainConfig) -> Result<Self> {
+        let target = match &cfg.target {
+            Some(name) => crate::target::find(name)?,
+            None => crate::target::default_target(),
+        };
+        let def = target.default_budget();
+        Ok(Budget {
+            target,
+            weight_bytes: cfg.max_flash.or(def.max_weight_bytes),
+            ms: if target.is_host() {
+                None
+            } else {
+                cfg.max_ms.or(def.max_ms)
+            },
             params: cfg.max_params,
             macs: cfg.max_macs,
-        }
+        })
     }
 
-    /// Why a model of `params` parameters and `macs` multiply-adds does not
-    /// fit, or `None` if it does.
-    pub fn exceeded(&self, params: usize, macs: usize) -> Option<String> {
+    /// Whether nothing is bounded (the host without budget flags).
+    pub fn is_unlimited(&self) -> bool {
+        self.weight_bytes.is_none() && self.ms.is_none() && self.params.is_none() && self.macs.is_none()
+    }
+
+    /// Why a model of cost `c` does not fit, or `None` if it does.
+    pub fn exceeded(&self, c: &ModelCost) -> Option<String> {
+        let kb = |b: u64| format!("{:.1} KB", b as f64 / 1024.0);
+        if let Some(max) = self.weight_bytes {
+            if c.weight_bytes > max {
+                return Some(format!(
+                    "{} of weights > {} ({})",
+                    kb(c.weight_bytes),
+                    kb(max),
+                    self.source("--max-flash")
+                ));
+            }
+        }
+        if let (Some(max), Some(ms)) = (self.ms, self.target.estimated_ms(c.macs, c.activations)) {
+            if ms > max {
+                return Some(format!(
+                    "{ms:.2} ms per score on {} > {max} ms ({})",
+                    self.target.name,
+                    self.source("--max-ms")
+                ));
+            }
+        }
         match (self.params, self.macs) {
-            (Some(max), _) if params > max => Some(format!("{params} parameters > --max-params {max}")),
-            (_, Some(max)) if macs > max => Some(format!("{macs} multiply-adds > --max-macs {max}")),
+            (Some(max), _) if c.parameters > max => Some(format!("{} parameters > --max-params {max}", c.parameters)),
+            (_, Some(max)) if c.macs as usize > max => Some(format!("{} multiply-adds > --max-macs {max}", c.macs)),
             _ => None,
         }
     }
+
+    /// "the nrf52840 budget" or the flag that set a limit.
+    fn source(&self, flag: &str) -> String {
+        format!("{flag}, the {} budget", self.target.name)
+    }
+
+    /// One line for summaries: "nrf52840: ≤ 64.0 KB, ≤ 2 ms per score".
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(b) = self.weight_bytes {
+            parts.push(format!("≤ {:.1} KB of weights", b as f64 / 1024.0));
+        }
+        if let Some(ms) = self.ms {
+            parts.push(format!("≤ {ms} ms per score"));
+        }
+        if let Some(p) = self.params {
+            parts.push(format!("≤ {p} parameters"));
+        }
+        if let Some(m) = self.macs {
+            parts.push(format!("≤ {m} multiply-adds"));
+        }
+        if parts.is_empty() {
+            parts.push("no budget".into());
+        }
+        format!("{}: {}", self.target.name, parts.join(", "))
+    }
+}
+
+/// Parse a byte count with an optional K or M suffix (×1024, ×1024²).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = t[i..].to_ascii_uppercase();
+            let mul = match unit.as_str() {
+                "K" | "KB" | "KIB" => 1024,
+                "M" | "MB" | "MIB" => 1024 * 1024,
+                "B" => 1,
+                _ => return Err(format!("unknown unit {:?} (use a number of bytes, or K / M)", &t[i..])),
+            };
+            (&t[..i], mul)
+        }
+        None => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (e.g. 65536, 64K, 1M)"))?;
+    n.checked_mul(mul).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Most hidden units per layer `--hidden` accepts: far beyond any model a

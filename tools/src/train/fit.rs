@@ -86,7 +86,14 @@ pub(super) fn check_data(ds: &Dataset) -> Result<()> {
 /// Why `bad` rows of `rows` cannot be scored even by the starting model
 /// (the standardisation and a Gaussian): names the file, the column whose
 /// standardised value is furthest out, and the reason.
-fn unscorable_rows(ds: &Dataset, mean: &[f32], std: &[f32], rows: &[Vec<f32>], bad: usize, validation: bool) -> String {
+pub(super) fn unscorable_rows(
+    ds: &Dataset,
+    mean: &[f32],
+    std: &[f32],
+    rows: &[Vec<f32>],
+    bad: usize,
+    validation: bool,
+) -> String {
     let mut worst = (0usize, 0.0f64, 0.0f32);
     for r in rows {
         for (j, &v) in r.iter().enumerate() {
@@ -117,17 +124,19 @@ fn unscorable_rows(ds: &Dataset, mean: &[f32], std: &[f32], rows: &[Vec<f32>], b
 }
 
 /// The rows of one split: training rows (shuffled) and validation rows.
-struct Split {
-    train: Vec<Vec<f32>>,
-    val: Vec<Vec<f32>>,
+pub(super) struct Split {
+    /// Training rows.
+    pub train: Vec<Vec<f32>>,
+    /// Validation rows.
+    pub val: Vec<Vec<f32>>,
     /// Rows left out because they were labelled anomalous.
-    labelled_out: usize,
+    pub labelled_out: usize,
 }
 
 /// The validation rows are rows `lo..hi` (see `val_block`) of the file's
 /// order (`Last`) or of a seeded shuffle (`Random`); the training rows are
 /// the rest, shuffled.
-fn split_rows(ds: &Dataset, cfg: &TrainConfig, rng: &mut Xoshiro256PlusPlus) -> Split {
+pub(super) fn split_rows(ds: &Dataset, cfg: &TrainConfig, rng: &mut Xoshiro256PlusPlus) -> Split {
     let mut rows = ds.normal_rows();
     let labelled_out = ds.len() - rows.len();
     let (lo, hi) = val_block(rows.len(), cfg);
@@ -209,11 +218,17 @@ struct Schedule {
 }
 
 impl Schedule {
-    fn new(cfg: &TrainConfig, n: usize) -> Self {
+    /// The schedule for `n` rows per epoch: ~4 000 optimiser steps and a
+    /// patience of ~400, at least `min_epochs` epochs (200 on real rows;
+    /// fewer when teacher samples make every epoch long) and a patience of
+    /// at least a tenth of that.
+    fn new(cfg: &TrainConfig, n: usize, min_epochs: usize) -> Self {
         let batch = cfg.batch.min(n);
         let batches_per_epoch = n / batch; // drop the short last batch
-        let epochs = cfg.epochs.unwrap_or((4000 / batches_per_epoch).clamp(200, 2000));
-        let patience = cfg.patience.unwrap_or((400 / batches_per_epoch).clamp(20, 200));
+        let epochs = cfg.epochs.unwrap_or((4000 / batches_per_epoch).clamp(min_epochs, 2000));
+        let patience = cfg
+            .patience
+            .unwrap_or((400 / batches_per_epoch).clamp(min_epochs / 10, 200));
         let total_steps = (batches_per_epoch * epochs).max(1);
         let warmup = (total_steps / 50).clamp(1, 200);
         Schedule {
@@ -273,14 +288,47 @@ struct Rows<'a> {
     sel: &'a [Vec<f32>],
     std: &'a Standardisation,
     noise: f32,
+    /// Teacher samples added to every epoch (distillation).
+    teacher: Option<&'a TeacherPool>,
 }
 
-/// Fill `epoch_rows` with the training rows in a fresh shuffled `order`,
-/// dequantised and noised.
-fn epoch_rows(rows: &Rows, order: &mut [usize], epoch_rows: &mut [Vec<f32>], rng: &mut Xoshiro256PlusPlus) {
+/// Samples of a teacher model for a student's training: each epoch takes
+/// the next `per_epoch` of the pool (cyclically), so an epoch sees samples
+/// the last few did not.
+pub(super) struct TeacherPool {
+    /// The samples, in data units.
+    pub rows: Vec<Vec<f32>>,
+    /// The teacher's `−log p` of each sample.
+    pub nll: Vec<f32>,
+    /// Samples per epoch.
+    pub per_epoch: usize,
+    /// Weight λ of the regression term `λ (log q − log p)²`.
+    pub weight: f32,
+}
+
+/// Fill `epoch_rows` with epoch `epoch`'s rows in a fresh shuffled `order`:
+/// the training rows dequantised and noised (`targets` NaN), and the
+/// teacher's samples of this epoch (`targets` the teacher's `−log p`).
+fn epoch_rows(
+    rows: &Rows,
+    epoch: usize,
+    order: &mut [usize],
+    epoch_rows: &mut [Vec<f32>],
+    targets: &mut [f32],
+    rng: &mut Xoshiro256PlusPlus,
+) {
     shuffle(order, rng);
+    let n = rows.train.len();
     for (k, &i) in order.iter().enumerate() {
         let r = &mut epoch_rows[k];
+        if i >= n {
+            let t = rows.teacher.expect("teacher rows only with a teacher");
+            let p = (epoch * t.per_epoch + (i - n)) % t.rows.len();
+            r.copy_from_slice(&t.rows[p]);
+            targets[k] = t.nll[p];
+            continue;
+        }
+        targets[k] = f32::NAN;
         r.copy_from_slice(&rows.train[i]);
         for (j, (v, s)) in r.iter_mut().zip(&rows.std.steps).enumerate() {
             if let Some(s) = s {
@@ -309,6 +357,8 @@ struct Step<'a> {
     cfg: &'a TrainConfig,
     grads: Vec<Vec<f32>>,
     adam: Vec<Adam>,
+    /// λ of the distillation regression term.
+    distil_weight: f32,
 }
 
 impl Step<'_> {
@@ -323,11 +373,12 @@ impl Step<'_> {
         &mut self,
         flow: &mut DynFlow,
         batch: &[Vec<f32>],
+        targets: &[f32],
         noise: &[(Vec<f32>, f32)],
         lr: impl FnOnce() -> f32,
     ) -> (f64, usize, usize, Outcome) {
         let d = flow.dim;
-        let (loss, used, bad) = batch_grad(flow, batch, noise, &mut self.grads);
+        let (loss, used, bad) = batch_grad(flow, batch, (targets, self.distil_weight), noise, &mut self.grads);
         if used == 0 {
             return (loss, used, bad, Outcome::Idle);
         }
@@ -379,6 +430,7 @@ fn fit(
     let grads: Vec<Vec<f32>> = flow.layers.iter().map(|l| vec![0.0; l.params().len()]).collect();
     let mut opt = Step {
         cfg,
+        distil_weight: rows.teacher.map_or(0.0, |t| t.weight),
         adam: grads.iter().map(|g| Adam::new(g.len())).collect(),
         grads,
     };
@@ -386,15 +438,18 @@ fn fit(
     let mut best = (init_val, 0usize, flow.clone());
     let mut history = Vec::new();
     let (mut step, mut skipped, mut since_best, mut epochs_run, mut blowups) = (0usize, 0usize, 0usize, 0, 0);
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut ep_rows: Vec<Vec<f32>> = rows.train.to_vec();
+    let per_epoch = rows.teacher.map_or(0, |t| t.per_epoch);
+    let mut order: Vec<usize> = (0..n + per_epoch).collect();
+    let mut ep_rows: Vec<Vec<f32>> = vec![vec![0.0; d]; n + per_epoch];
+    let mut targets = vec![f32::NAN; n + per_epoch];
     let mut epoch = 0usize;
     while epoch < sched.epochs {
         epoch += 1;
-        epoch_rows(rows, &mut order, &mut ep_rows, rng);
+        epoch_rows(rows, epoch - 1, &mut order, &mut ep_rows, &mut targets, rng);
         let (mut tot, mut cnt, mut lr, mut diverged) = (0.0f64, 0usize, 0.0, false);
         for b in 0..sched.batches_per_epoch {
             let rows_b = &ep_rows[b * sched.batch..(b + 1) * sched.batch];
+            let targets_b = &targets[b * sched.batch..(b + 1) * sched.batch];
             let noise: Vec<(Vec<f32>, f32)> = if is_cnf {
                 rows_b
                     .iter()
@@ -407,7 +462,7 @@ fn fit(
             } else {
                 Vec::new()
             };
-            let (loss, used, bad, outcome) = opt.take(&mut flow, rows_b, &noise, || {
+            let (loss, used, bad, outcome) = opt.take(&mut flow, rows_b, targets_b, &noise, || {
                 step += 1;
                 sched.lr_at(step - 1)
             });
@@ -490,14 +545,28 @@ fn fit(
 /// Train one flow on one split: `cfg` has passed [`TrainConfig::check`](super::TrainConfig::check)
 /// (data included).
 pub(super) fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+    let split = split_rows(ds, cfg, &mut rng);
+    train_split(ds, cfg, split, None, &mut rng, progress)
+}
+
+/// Train one flow on the rows of `split` (and, for a student, the samples
+/// of a `teacher`), drawing from `rng` after the split.
+pub(super) fn train_split(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    split: Split,
+    teacher: Option<&TeacherPool>,
+    rng: &mut Xoshiro256PlusPlus,
+    progress: bool,
+) -> Result<(ModelFile, TrainSummary)> {
     let start = Instant::now();
     let d = ds.dim();
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
     let Split {
         train: train_rows,
         val,
         labelled_out,
-    } = split_rows(ds, cfg, &mut rng);
+    } = split;
     let n = train_rows.len();
     let st = standardisation(ds, &train_rows, cfg)?;
     let noise = cfg.noise.unwrap_or(0.0);
@@ -509,14 +578,17 @@ pub(super) fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Resu
         depth: cfg.depth,
         act: Act::Tanh,
     };
-    let mut flow = build_flow(cfg.flow, &st.mean, &st.std, layers, net, cfg, &mut rng)?;
+    let mut flow = build_flow(cfg.flow, &st.mean, &st.std, layers, net, cfg, rng)?;
     if cfg.whiten && cfg.flow != FlowKind::Cnf {
         let ridge = (noise as f64).powi(2) + 1e-3;
         flow.layers
             .insert(1, whitening_layer(&train_rows, &st.mean, &st.std, ridge)?);
     }
     let parameters = flow.parameters();
-    let sched = Schedule::new(cfg, n);
+    let sched = match teacher {
+        Some(t) => Schedule::new(cfg, n + t.per_epoch, 20),
+        None => Schedule::new(cfg, n, 200),
+    };
     let bar = progress_bar(
         progress,
         sched.epochs,
@@ -527,6 +599,7 @@ pub(super) fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Resu
         sel: if val.is_empty() { &train_rows } else { &val },
         std: &st,
         noise,
+        teacher,
     };
     let (init_val, init_bad) = mean_nll(&flow, rows.sel);
     // Rows even the starting model (standardisation, whitening, near-identity
@@ -542,7 +615,7 @@ pub(super) fn train_one(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Resu
             !val.is_empty()
         ));
     }
-    let fitted = fit(flow, init_val, &rows, &sched, cfg, &mut rng, &bar)?;
+    let fitted = fit(flow, init_val, &rows, &sched, cfg, rng, &bar)?;
     let Standardisation { steps, mean, std } = st;
     let best_val = fitted.best_val;
     let (batch, epochs, patience) = (sched.batch, sched.epochs, sched.patience);

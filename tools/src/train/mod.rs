@@ -23,6 +23,7 @@ mod baseline;
 mod build;
 mod committee;
 mod config;
+mod distil;
 mod fit;
 mod optim;
 mod search;
@@ -115,8 +116,21 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
     Ok((model, summary))
 }
 
-/// [`train`] without the bookkeeping of the file's columns.
+/// [`train`] without the bookkeeping of the file's columns: for a device
+/// budget through [`distil`](distil::distil), else [`train_unbounded`].
 fn train_search(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
+    cfg.check(ds)?;
+    let budget = Budget::of(cfg)?;
+    if budget.is_unlimited() {
+        train_unbounded(ds, cfg, progress)
+    } else {
+        distil::distil(ds, cfg, budget, progress)
+    }
+}
+
+/// The search (and on small data the committee) without a budget: the
+/// model `--target host` keeps, and a device target's teacher.
+fn train_unbounded(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
     let folds = cfg.check(ds)?;
     if folds == 1 {
         let c = TrainConfig {
@@ -126,7 +140,6 @@ fn train_search(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(Mode
         return search(ds, &c, progress, DynMixture::MAX_MEMBERS);
     }
     let start = Instant::now();
-    let budget = Budget::of(cfg);
     let mut parts = Vec::with_capacity(folds);
     for k in 0..folds {
         let (lo, hi) = fold_block(ds.n_normal(), k, folds);
@@ -144,9 +157,6 @@ fn train_search(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(Mode
         let c = TrainConfig {
             folds: Some(1),
             fold: Some((k, folds)),
-            // The committee stores one weight per member, one per fold at least.
-            max_params: budget.params.map(|p| p.saturating_sub(folds) / folds),
-            max_macs: budget.macs.map(|m| m / folds),
             ..cfg.clone()
         };
         parts.push(search(ds, &c, progress, DynMixture::MAX_MEMBERS / folds)?);

@@ -73,9 +73,16 @@ pub fn mean_nll(flow: &DynFlow, rows: &[Vec<f32>]) -> (f64, usize) {
 }
 
 /// Sum of gradients of one mini-batch; returns (loss sum, rows used).
+///
+/// `targets.0` (empty, or one per row) holds a teacher's `−log p` of the
+/// teacher samples among the rows (NaN for real rows): their loss gains the
+/// regression term `λ (log q − log p)²`, `λ = targets.1`, whose gradient is
+/// the NLL's times `2λ (nll − target)` (rows are weighted in the backward
+/// pass). The loss returned is the NLL alone.
 pub(super) fn batch_grad(
     flow: &DynFlow,
     batch: &[Vec<f32>],
+    targets: (&[f32], f32),
     noise: &[(Vec<f32>, f32)],
     grads: &mut [Vec<f32>],
 ) -> (f64, usize, usize) {
@@ -113,8 +120,15 @@ pub(super) fn batch_grad(
                     }
                 }
             } else {
-                for x in ch {
-                    match view.nll_backward(x, &mut g, &mut ws) {
+                let (tg, lambda) = targets;
+                for (k, x) in ch.iter().enumerate() {
+                    let t = tg.get(ci * CHUNK + k).copied().unwrap_or(f32::NAN);
+                    let r = if lambda > 0.0 && t.is_finite() {
+                        view.nll_backward_weighted(x, &mut g, &mut ws, |nll| 1.0 + 2.0 * lambda * (nll - t))
+                    } else {
+                        view.nll_backward(x, &mut g, &mut ws)
+                    };
+                    match r {
                         Ok(nll) => {
                             loss += nll as f64;
                             used += 1;

@@ -1,15 +1,14 @@
 //! One search on one split: noise, family and size chosen by validation
 //! NLL, then stacking.
 
-use super::build::candidate_size;
-use super::config::{auto_candidates, default_size, Budget, FlowKind, TrainConfig, NOISE_LEVELS};
+use super::config::{auto_candidates, default_size, FlowKind, TrainConfig, NOISE_LEVELS};
 use super::fit::train_one;
 use super::stack::stack;
 use super::TrainSummary;
 use crate::data::Dataset;
 use crate::model::ModelFile;
 use crate::provenance::Candidate;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use std::time::Instant;
 
 /// The best candidate so far: its model, summary and settings.
@@ -20,7 +19,6 @@ type Best = Option<(ModelFile, TrainSummary, TrainConfig)>;
 struct Search<'a> {
     ds: &'a Dataset,
     progress: bool,
-    budget: Budget,
     tried: Vec<Candidate>,
     /// Every trained candidate: its number in `tried` (0-based) and model.
     trained: Vec<(usize, ModelFile)>,
@@ -28,34 +26,8 @@ struct Search<'a> {
 }
 
 impl Search<'_> {
-    /// Train candidate `c` unless it is over the budget; `true` if it is the
-    /// best so far.
+    /// Train candidate `c`; `true` if it is the best so far.
     fn run(&mut self, c: TrainConfig) -> Result<bool> {
-        if self.budget != Budget::default() {
-            let z = candidate_size(self.ds, &c)?;
-            if let Some(why) = self.budget.exceeded(z.parameters, z.macs) {
-                self.tried.push(Candidate {
-                    flow: c.flow.name().into(),
-                    noise: c.noise,
-                    layers: z.layers,
-                    hidden: z.hidden,
-                    parameters: z.parameters,
-                    macs: z.macs,
-                    skipped: Some(why.clone()),
-                    ..Candidate::default()
-                });
-                if self.progress {
-                    eprintln!(
-                        "candidate {}: {} {}×{} skipped ({why})",
-                        self.tried.len(),
-                        c.flow.name(),
-                        z.layers,
-                        z.hidden
-                    );
-                }
-                return Ok(false);
-            }
-        }
         let (m, s) = train_one(self.ds, &c, self.progress)?;
         let (layers, hidden) = (
             m.provenance.settings.config.layers.unwrap_or(0),
@@ -113,19 +85,6 @@ impl Search<'_> {
                 break;
             }
         }
-        if self.best.is_none() {
-            let z = candidate_size(
-                self.ds,
-                &TrainConfig {
-                    flow: first,
-                    ..cfg.clone()
-                },
-            )?;
-            bail!(
-                "the smallest model tried does not fit the budget ({}): give smaller --layers/--hidden",
-                self.budget.exceeded(z.parameters, z.macs).unwrap_or_default()
-            );
-        }
         Ok(())
     }
 
@@ -165,16 +124,9 @@ impl Search<'_> {
     /// 4. stacking: replace the best single flow by the candidates' stacked
     ///    mixture when that wins ([`stack`](super::stack)).
     fn stack_into(&self, m: &mut ModelFile, s: &mut TrainSummary, max_members: usize) {
-        let Some(st) = stack(&self.trained, &s.validation, s.best_val_nll, self.budget, max_members) else {
+        let Some(st) = stack(&self.trained, &s.validation, s.best_val_nll, max_members) else {
             if self.progress {
-                eprintln!(
-                    "stacked: no mixture of the candidates{} beats the best single one on validation",
-                    if self.budget == Budget::default() {
-                        ""
-                    } else {
-                        " within the budget"
-                    }
-                );
+                eprintln!("stacked: no mixture of the candidates beats the best single one on validation");
             }
             return;
         };
@@ -226,7 +178,6 @@ pub(super) fn search(
     let mut search = Search {
         ds,
         progress,
-        budget: Budget::of(cfg),
         tried: Vec::new(),
         trained: Vec::new(),
         best: None,

@@ -1,6 +1,5 @@
 //! Stacking: the validation-weighted mixture of a search's candidates.
 
-use super::config::Budget;
 use crate::model::{DynFlow, DynMixture, ModelFile};
 
 /// The outcome of [`stack`](super::stack).
@@ -22,7 +21,7 @@ pub const MIN_MIXTURE_WEIGHT: f64 = 0.01;
 /// the likelihood of the `validation` rows (EM on the members' fixed
 /// densities). Members below [`MIN_MIXTURE_WEIGHT`](super::MIN_MIXTURE_WEIGHT), members that cannot
 /// score every validation row, and — smallest weight first — members that
-/// would take the mixture over the `budget` or over `max_members` flows are
+/// would take the mixture over `max_members` flows are
 /// dropped, the rest refitted. Returns the mixture only if it has at least two members and
 /// its validation NLL plus an AIC-style penalty for the fitted weights,
 /// `(k − 1)/n` nats per row, is below `best_single` (the search's winner).
@@ -30,7 +29,6 @@ pub fn stack(
     candidates: &[(usize, ModelFile)],
     validation: &[Vec<f32>],
     best_single: f64,
-    budget: Budget,
     max_members: usize,
 ) -> Option<Stacked> {
     let n = validation.len();
@@ -75,14 +73,10 @@ pub fn stack(
         }
         w
     };
-    let too_big = |pool: &[(usize, &DynFlow, Vec<f64>)]| -> bool {
-        let (params, macs) = DynMixture::cost(pool.iter().map(|(_, f, _)| *f));
-        budget.exceeded(params, macs).is_some()
-    };
     let mut w = fit(&pool);
     loop {
         let (j, wmin) = w.iter().copied().enumerate().min_by(|a, b| a.1.total_cmp(&b.1))?;
-        if pool.len() > 1 && (wmin < MIN_MIXTURE_WEIGHT || too_big(&pool) || pool.len() > max_members) {
+        if pool.len() > 1 && (wmin < MIN_MIXTURE_WEIGHT || pool.len() > max_members) {
             pool.remove(j);
             w = fit(&pool);
         } else {

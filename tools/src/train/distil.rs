@@ -1,0 +1,410 @@
+//! Training for a device: the search's best model as a *teacher*, distilled
+//! into one *student* flow within the target's budget.
+//!
+//! 1. The student's validation rows (one split of `--val-fraction`, by
+//!    `--val-split`) are held out first: neither the teacher nor any
+//!    student trains on them, so they judge the students and the teacher
+//!    alike.
+//! 2. The teacher is what `--target host` would train on the other rows
+//!    (the search, stacking, a committee on small data). If it fits the
+//!    budget it is kept as it is.
+//! 3. Otherwise a pool of teacher samples (with the teacher's `log p`) is
+//!    drawn once, and every student candidate — per family, a shallow and
+//!    a deep flow, each as wide as the budget allows — trains on the real
+//!    rows plus the next `--teacher-samples` × rows of the pool in every
+//!    epoch (optionally with the regression term `--distil-weight`).
+//! 4. The student with the best validation NLL is kept.
+
+use super::build::candidate_cost;
+use super::config::{auto_candidates, default_folds, Budget, FlowKind, TrainConfig, ValSplit};
+use super::fit::{column_moments, train_split, unscorable_rows, val_block, Split, TeacherPool};
+use super::optim::mean_nll;
+use super::{train_unbounded, TrainSummary};
+use crate::data::Dataset;
+use crate::model::{DynMixture, ModelFile};
+use crate::provenance::{Candidate, Distillation, TeacherRecord};
+use crate::target::ModelCost;
+use anyhow::{bail, Result};
+use rand_core::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// Hidden widths a student may have, narrowest first.
+const STUDENT_WIDTHS: [usize; 10] = [4, 8, 12, 16, 24, 32, 48, 64, 96, 128];
+/// Flow layers of the shallow and the deep student of each family.
+const STUDENT_LAYERS: [usize; 2] = [2, 4];
+/// Most teacher samples in one epoch of a student's training.
+const MAX_SAMPLES_PER_EPOCH: usize = 8192;
+/// The pool holds this many epochs' worth of teacher samples.
+const POOL_EPOCHS: usize = 4;
+
+/// A student to train: its settings and what it costs.
+struct Student {
+    cfg: TrainConfig,
+    cost: ModelCost,
+}
+
+/// The student candidates within `budget`: for every family the search
+/// would try (or the one given) and each of [`STUDENT_LAYERS`] (or the
+/// `--layers` given), the widest of [`STUDENT_WIDTHS`] (or the `--hidden`
+/// given) that fits. None fitting is an error that names the smallest
+/// model tried.
+fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Student>> {
+    let families = match cfg.flow {
+        FlowKind::Auto => auto_candidates(ds.dim()),
+        k => vec![k],
+    };
+    let layers: Vec<usize> = match cfg.layers {
+        Some(l) => vec![l],
+        None if cfg.flow == FlowKind::Cnf => vec![1],
+        None => STUDENT_LAYERS.to_vec(),
+    };
+    let widths: Vec<usize> = match cfg.hidden {
+        Some(h) => vec![h],
+        None => STUDENT_WIDTHS.to_vec(),
+    };
+    let mut out = Vec::new();
+    let mut smallest: Option<(TrainConfig, ModelCost)> = None;
+    for &flow in &families {
+        for &l in &layers {
+            for &h in widths.iter().rev() {
+                let c = TrainConfig {
+                    flow,
+                    layers: Some(l),
+                    hidden: Some(h),
+                    folds: Some(1),
+                    fold: None,
+                    ..cfg.clone()
+                };
+                let cost = candidate_cost(ds, &c)?;
+                if budget.exceeded(&cost).is_none() {
+                    out.push(Student { cfg: c, cost });
+                    break;
+                }
+                if smallest
+                    .as_ref()
+                    .is_none_or(|(_, s)| cost.weight_bytes < s.weight_bytes)
+                {
+                    smallest = Some((c, cost));
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        let (c, cost) = smallest.expect("at least one size tried");
+        bail!(
+            "no model fits the budget ({}): the smallest tried, {} {}×{} ({} parameters, {:.1} KB of weights{}), \
+             is over it — {}; raise the budget (--max-flash, --max-ms, --max-params, --max-macs) or train for \
+             --target host",
+            budget.describe(),
+            c.flow.name(),
+            c.layers.unwrap_or(0),
+            c.hidden.unwrap_or(0),
+            cost.parameters,
+            cost.weight_bytes as f64 / 1024.0,
+            budget
+                .target
+                .estimated_ms_of(&cost)
+                .map_or(String::new(), |ms| format!(", {ms:.2} ms on {}", budget.target.name)),
+            budget.exceeded(&cost).unwrap_or_default()
+        );
+    }
+    Ok(out)
+}
+
+/// `n` samples of `teacher` with its `−log p`, in parallel and
+/// deterministically (chunk `i` draws from its own seeded generator).
+fn sample_pool(teacher: &DynMixture, n: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<f32>) {
+    const CHUNK: usize = 256;
+    let parts: Vec<Vec<(Vec<f32>, f32)>> = (0..n.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|i| {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x7ea_c4e5 ^ ((i as u64) << 32));
+            let mut ws = teacher.workspace();
+            let want = CHUNK.min(n - i * CHUNK);
+            let mut out = Vec::with_capacity(want);
+            // Samples the teacher cannot score (an overflow far out) are
+            // skipped; a few tries per sample bound the loop.
+            for _ in 0..4 * want {
+                if out.len() == want {
+                    break;
+                }
+                if let Ok((x, lp)) = teacher.sample_with_log_prob(&mut rng, &mut ws) {
+                    if lp.is_finite() && x.iter().all(|v| v.is_finite()) {
+                        out.push((x, -lp));
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    parts.into_iter().flatten().unzip()
+}
+
+/// The normal rows of `ds` split for the student: the validation block of
+/// one split, and the rest in the file's order (`Last`) or the seeded
+/// shuffle's (`Random`), for the teacher.
+fn student_split(ds: &Dataset, one: &TrainConfig) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(one.seed);
+    let mut rows = ds.normal_rows();
+    if one.val_split == ValSplit::Random {
+        super::shuffle(&mut rows, &mut rng);
+    }
+    let (lo, hi) = val_block(rows.len(), one);
+    let after = rows.split_off(hi);
+    let val = rows.split_off(lo);
+    rows.extend(after);
+    (rows, val)
+}
+
+/// Train for a device target (see the module docs).
+pub(super) fn distil(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    budget: Budget,
+    progress: bool,
+) -> Result<(ModelFile, TrainSummary)> {
+    let start = Instant::now();
+    let candidates = students(ds, cfg, &budget)?;
+    let one = TrainConfig {
+        folds: Some(1),
+        fold: None,
+        ..cfg.clone()
+    };
+    let (teacher_rows, val) = student_split(ds, &one);
+    let tds = Dataset {
+        path: ds.path.clone(),
+        features: ds.features.clone(),
+        row_errors: vec![None; teacher_rows.len()],
+        rows: teacher_rows,
+        sha256: ds.sha256.clone(),
+        ..Dataset::default()
+    };
+    let tcfg = TrainConfig {
+        target: Some("host".into()),
+        max_flash: None,
+        max_ms: None,
+        max_params: None,
+        max_macs: None,
+        folds: cfg.folds.or(Some(default_folds(tds.rows.len(), cfg.val_fraction))),
+        ..cfg.clone()
+    };
+    if progress {
+        eprintln!(
+            "teacher: the best model the search finds on {} rows ({} held out to choose the student by)",
+            tds.rows.len(),
+            val.len()
+        );
+    }
+    let (teacher, tsum) = train_unbounded(&tds, &tcfg, progress)?;
+    let tcost = ModelCost::of(&teacher.model);
+    let bad = teacher
+        .model
+        .log_probs(&val)
+        .iter()
+        .filter(|lp| !lp.as_ref().is_ok_and(|v| v.is_finite()))
+        .count();
+    if bad > 0 && bad * 20 > val.len() {
+        // As a single split would say it: rows even a model of the other
+        // rows cannot score.
+        let (mean, std): (Vec<f32>, Vec<f32>) = (0..ds.dim())
+            .map(|j| {
+                let (m, v) = column_moments(&tds.rows, j);
+                (m as f32, v.sqrt() as f32)
+            })
+            .unzip();
+        bail!(unscorable_rows(ds, &mean, &std, &val, bad, true));
+    }
+    let teacher_val = if val.is_empty() {
+        f64::NAN
+    } else {
+        mean_nll_mix(&teacher.model, &val)
+    };
+    let record = TeacherRecord {
+        kept: crate::cli::describe_model(&teacher),
+        flows: teacher.model.flows.len(),
+        parameters: tcost.parameters,
+        weight_bytes: tcost.weight_bytes,
+        macs: tcost.macs,
+        estimated_ms: budget.target.estimated_ms_of(&tcost),
+        own_val_nll: tsum.best_val_nll.is_finite().then_some(tsum.best_val_nll),
+        val_nll: teacher_val.is_finite().then_some(teacher_val),
+        seconds: tsum.seconds,
+    };
+    if budget.exceeded(&tcost).is_none() {
+        if progress {
+            eprintln!("teacher fits the budget ({}): kept as it is", budget.describe());
+        }
+        let (mut m, mut s) = (teacher, tsum);
+        // The rows no part of it trained on: what it is judged (and
+        // calibrated, `--val-out`) on.
+        if !val.is_empty() {
+            s.val_rows = val.len();
+            s.validation = val;
+            m.provenance.val_rows = s.val_rows;
+            if teacher_val.is_finite() {
+                s.best_val_nll = teacher_val;
+                m.provenance.val_nll = teacher_val;
+            }
+        }
+        m.provenance.settings.config.target = Some(budget.target.name.into());
+        m.provenance.settings.distillation = Some(Distillation {
+            budget: budget.describe(),
+            teacher: record,
+            students: Vec::new(),
+            samples_per_epoch: 0,
+            pool: 0,
+            kept: "teacher (within the budget)".into(),
+        });
+        s.seconds = start.elapsed().as_secs_f64();
+        return Ok((m, s));
+    }
+    let n = tds.rows.len();
+    let per_epoch = ((cfg.teacher_samples * n as f64).round() as usize).min(MAX_SAMPLES_PER_EPOCH);
+    let pool = if per_epoch > 0 {
+        let (rows, nll) = sample_pool(&teacher.model, POOL_EPOCHS * per_epoch, cfg.seed);
+        (!rows.is_empty()).then(|| TeacherPool {
+            per_epoch: per_epoch.min(rows.len()),
+            rows,
+            nll,
+            weight: cfg.distil_weight,
+        })
+    } else {
+        None
+    };
+    if progress {
+        eprintln!(
+            "teacher {} ({:.0} KB, validation NLL {:.3}) is over the budget ({}): distilling into {} student(s) with {} teacher samples per epoch",
+            record.kept,
+            tcost.weight_bytes as f64 / 1024.0,
+            teacher_val,
+            budget.describe(),
+            candidates.len(),
+            pool.as_ref().map_or(0, |p| p.per_epoch)
+        );
+    }
+    // The students inherit the noise the teacher's search chose.
+    let noise = cfg.noise.or(teacher.provenance.settings.config.noise);
+    let mut tried = Vec::new();
+    let mut best: Option<(ModelFile, TrainSummary)> = None;
+    // Every student both ways: on the real rows alone, and with the
+    // teacher's samples (the validation rows decide which helps here).
+    let runs: Vec<(&Student, Option<&TeacherPool>)> = candidates
+        .iter()
+        .flat_map(|st| std::iter::once((st, None)).chain(pool.as_ref().map(|p| (st, Some(p)))))
+        .collect();
+    for (st, with) in runs {
+        let scfg = TrainConfig {
+            noise: Some(noise.unwrap_or(0.0)),
+            ..st.cfg.clone()
+        };
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+        let mut train = tds.rows.clone();
+        super::shuffle(&mut train, &mut rng);
+        let split = Split {
+            train,
+            val: val.clone(),
+            labelled_out: ds.len() - ds.n_normal(),
+        };
+        let (m, s) = train_split(&tds, &scfg, split, with, &mut rng, progress)?;
+        let cost = ModelCost::of(&m.model);
+        debug_assert_eq!(cost, st.cost);
+        if progress {
+            eprintln!(
+                "student {} {}×{}{}: validation NLL {:.3} ({:.1} KB, {} multiply-adds{}, {:.0} s)",
+                scfg.flow.name(),
+                scfg.layers.unwrap_or(0),
+                scfg.hidden.unwrap_or(0),
+                if with.is_some() {
+                    " + teacher samples"
+                } else {
+                    ", real rows"
+                },
+                s.best_val_nll,
+                cost.weight_bytes as f64 / 1024.0,
+                cost.macs,
+                budget
+                    .target
+                    .estimated_ms_of(&cost)
+                    .map_or(String::new(), |ms| format!(", {ms:.2} ms")),
+                s.seconds
+            );
+        }
+        tried.push(Candidate {
+            flow: scfg.flow.name().into(),
+            noise: scfg.noise,
+            layers: scfg.layers.unwrap_or(0),
+            hidden: scfg.hidden.unwrap_or(0),
+            parameters: cost.parameters,
+            macs: cost.macs as usize,
+            weight_bytes: Some(cost.weight_bytes),
+            teacher_samples: Some(with.map_or(0, |p| p.per_epoch)),
+            estimated_ms: budget.target.estimated_ms_of(&cost),
+            val_nll: Some(s.best_val_nll),
+            seconds: Some(s.seconds),
+            ..Candidate::default()
+        });
+        let better = best
+            .as_ref()
+            .is_none_or(|(_, b)| s.best_val_nll < b.best_val_nll || !b.best_val_nll.is_finite());
+        if better {
+            best = Some((m, s));
+        }
+    }
+    let (mut m, mut s) = best.expect("at least one student");
+    let kcost = ModelCost::of(&m.model);
+    let with_samples = tried
+        .iter()
+        .find(|c| c.val_nll == Some(s.best_val_nll))
+        .and_then(|c| c.teacher_samples)
+        .unwrap_or(0)
+        > 0;
+    let kept = format!(
+        "student {} {}×{} trained on {} ({:.1} KB, {} multiply-adds{}): validation NLL {:.3}; teacher, {} ({:.0} KB): {:.3} on the same rows",
+        m.kind,
+        m.provenance.settings.config.layers.unwrap_or(0),
+        m.provenance.settings.config.hidden.unwrap_or(0),
+        if with_samples { "the real rows and teacher samples" } else { "the real rows" },
+        kcost.weight_bytes as f64 / 1024.0,
+        kcost.macs,
+        budget
+            .target
+            .estimated_ms_of(&kcost)
+            .map_or(String::new(), |ms| format!(", {ms:.2} ms on {}", budget.target.name)),
+        s.best_val_nll,
+        record.kept,
+        record.weight_bytes as f64 / 1024.0,
+        teacher_val
+    );
+    m.provenance.settings.distillation = Some(Distillation {
+        budget: budget.describe(),
+        teacher: record,
+        students: tried,
+        samples_per_epoch: pool.as_ref().map_or(0, |p| p.per_epoch),
+        pool: pool.as_ref().map_or(0, |p| p.rows.len()),
+        kept,
+    });
+    m.provenance.settings.config.target = Some(budget.target.name.into());
+    s.seconds = start.elapsed().as_secs_f64();
+    s.labelled_out = ds.len() - ds.n_normal();
+    Ok((m, s))
+}
+
+/// Mean `−log p` of `rows` under a mixture (rows it cannot score count as
+/// +∞, so a teacher that fails some is not flattered).
+fn mean_nll_mix(m: &DynMixture, rows: &[Vec<f32>]) -> f64 {
+    if let Some(f) = m.as_single() {
+        let (v, bad) = mean_nll(f, rows);
+        return if bad > 0 { f64::INFINITY } else { v };
+    }
+    let lps = m.log_probs(rows);
+    let mut s = 0.0;
+    for lp in lps {
+        match lp {
+            Ok(v) if v.is_finite() => s -= v as f64,
+            _ => return f64::INFINITY,
+        }
+    }
+    s / rows.len() as f64
+}
