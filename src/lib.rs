@@ -61,12 +61,12 @@ pub mod linear;
 pub mod maf;
 pub mod mixture;
 pub mod mlp;
-pub mod weights;
 pub mod normal;
 pub mod permutation;
 pub mod quantile;
 pub mod sigmoid;
 pub mod spline;
+pub mod weights;
 
 pub use activation::Activation;
 pub use actnorm::{ActNorm, ActNormRef};
@@ -81,10 +81,10 @@ pub use linear::{LuLinear, LuLinearRef};
 pub use maf::{Maf, MafRef};
 pub use mixture::{Density, Mixture};
 pub use mlp::{Mlp, MlpGrad, MlpI8, MlpRef, MlpShape};
-pub use weights::{MlpStore, Weight, F16};
 pub use permutation::{Permutation, PermutationRef, Reverse};
 pub use sigmoid::{Logit, Sigmoid};
 pub use spline::{SplineAutoregressive, SplineAutoregressiveRef, SplineCoupling, SplineCouplingRef};
+pub use weights::{MlpStore, Weight, F16};
 
 /// The README's Rust examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -68,10 +68,12 @@ pub fn is_made_masked<W: Weight>(net: &MlpRef<'_, W>, heads: usize) -> bool {
     let ok_in = (0..h).all(|k| (0..d).all(|i| hidden_degree(k, d) > i || net.w_in[k * d + i].to_f32() == 0.0));
     let ok_hid = (0..s.depth - 1).all(|l| {
         (0..h).all(|k| {
-            (0..h).all(|m| hidden_degree(k, d) >= hidden_degree(m, d) || net.w_hid[l * h * h + k * h + m].to_f32() == 0.0)
+            (0..h)
+                .all(|m| hidden_degree(k, d) >= hidden_degree(m, d) || net.w_hid[l * h * h + k * h + m].to_f32() == 0.0)
         })
     });
-    let ok_out = (0..heads * d).all(|o| (0..h).all(|k| o % d >= hidden_degree(k, d) || net.w_out[o * h + k].to_f32() == 0.0));
+    let ok_out =
+        (0..heads * d).all(|o| (0..h).all(|k| o % d >= hidden_degree(k, d) || net.w_out[o * h + k].to_f32() == 0.0));
     ok_in && ok_hid && ok_out
 }
 

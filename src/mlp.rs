@@ -11,7 +11,7 @@
 //! `hidden → output`. The optional scalar `cond` input (time, for continuous
 //! flows) has its own weight column `w_cond`.
 
-use crate::weights::{MlpStore, Unscaled, Weight};
+use crate::weights::{f32_to_f16, quantize_row_i8, MlpStore, Unscaled, Weight, F16};
 use crate::{Activation, Error};
 
 /// Sizes of an MLP, known at run time.
@@ -545,6 +545,62 @@ impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HE
     }
 }
 
+impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize> Mlp<IN, H, L, OUT, HEADS> {
+    /// The same network with `f16` weights, each the nearest to its `f32`
+    /// ([`crate::weights::f32_to_f16`]); biases stay `f32`.
+    pub fn to_f16(&self) -> Mlp<IN, H, L, OUT, HEADS, F16> {
+        let h = |v: &[f32; H]| v.map(f32_to_f16);
+        Mlp {
+            act: self.act,
+            w_in: self.w_in.map(|r| r.map(f32_to_f16)),
+            b_in: self.b_in,
+            w_hid: self.w_hid.map(|m| m.map(|r| h(&r))),
+            b_hid: self.b_hid,
+            w_out: self.w_out.map(|m| m.map(|r| h(&r))),
+            b_out: self.b_out,
+        }
+    }
+
+    /// The same network with `i8` weights and per-row scales
+    /// ([`crate::weights::quantize_row_i8`] on every row); biases stay `f32`.
+    pub fn to_i8(&self) -> MlpI8<IN, H, L, OUT, HEADS> {
+        fn rows<const N: usize, const R: usize>(m: &[[f32; N]; R]) -> ([[i8; N]; R], [f32; R]) {
+            let (mut q, mut s) = ([[0i8; N]; R], [0.0f32; R]);
+            for ((qr, sr), w) in q.iter_mut().zip(&mut s).zip(m) {
+                *sr = quantize_row_i8(w, qr);
+            }
+            (q, s)
+        }
+        let (w_in, s_in) = rows(&self.w_in);
+        let (w_hid, s_hid) = {
+            let (mut q, mut s) = ([[[0i8; H]; H]; L], [[0.0f32; H]; L]);
+            for ((ql, sl), wl) in q.iter_mut().zip(&mut s).zip(&self.w_hid) {
+                (*ql, *sl) = rows(wl);
+            }
+            (q, s)
+        };
+        let (w_out, s_out) = {
+            let (mut q, mut s) = ([[[0i8; H]; OUT]; HEADS], [[0.0f32; OUT]; HEADS]);
+            for ((ql, sl), wl) in q.iter_mut().zip(&mut s).zip(&self.w_out) {
+                (*ql, *sl) = rows(wl);
+            }
+            (q, s)
+        };
+        MlpI8 {
+            act: self.act,
+            w_in,
+            s_in,
+            b_in: self.b_in,
+            w_hid,
+            s_hid,
+            b_hid: self.b_hid,
+            w_out,
+            s_out,
+            b_out: self.b_out,
+        }
+    }
+}
+
 impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize, W>
     Mlp<IN, H, L, OUT, HEADS, W>
 {
@@ -620,7 +676,9 @@ pub struct MlpI8<const IN: usize, const H: usize, const L: usize, const OUT: usi
     pub b_out: [[f32; OUT]; HEADS],
 }
 
-impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize> MlpI8<IN, H, L, OUT, HEADS> {
+impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize>
+    MlpI8<IN, H, L, OUT, HEADS>
+{
     /// The shape of this network.
     pub const fn shape() -> MlpShape {
         Mlp::<IN, H, L, OUT, HEADS>::shape()

@@ -83,8 +83,8 @@
 use crate::layer::{mlp_backward, net_scratch, SliceBijector};
 pub use crate::maf::{is_made_masked, made_mask_heads};
 use crate::mlp::{MlpGrad, MlpRef};
-use crate::weights::{MlpStore, Weight};
 use crate::sigmoid::softplus;
+use crate::weights::{MlpStore, Weight};
 use crate::{Bijector, Error};
 
 /// Default tail bound `B`: the spline acts on `[−3, 3]` (standardised data).

@@ -43,9 +43,8 @@ pub trait Weight: Copy + Debug + PartialEq + 'static {
     /// The const-generic owner of an MLP's weights in this storage
     /// (`IN` inputs, `H` hidden units, `L + 1` hidden layers, `HEADS × OUT`
     /// outputs; see [`Mlp`]).
-    type Mlp<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize>: MlpStore<
-            Weight = Self,
-        > + Clone
+    type Mlp<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize>: MlpStore<Weight = Self>
+        + Clone
         + Debug
         + PartialEq;
     /// The weight as an `f32` (exact: every `f16` and `i8` is an `f32`).
@@ -150,6 +149,45 @@ pub fn f32_to_f16(x: f32) -> F16 {
         (r >> 13) as u16
     };
     sign | bits
+}
+
+/// Round to the nearest integer, ties away from zero (no `std` needed);
+/// `|v|` below `2²³`.
+fn round_half_away(v: f32) -> f32 {
+    let t = v as i32 as f32; // truncates toward zero
+    let frac = v - t; // exact
+    if frac >= 0.5 {
+        t + 1.0
+    } else if frac <= -0.5 {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
+/// Compress one row of `f32` weights to `i8` with one scale: `scale =
+/// max|wᵢ| / 127` (0 for a row of zeros), `q[i] = round(w[i] / scale)`
+/// (ties away from zero, within ±127). Returns the scale; `|w[i] −
+/// q[i]·scale|` is at most about `scale / 2`. Writes `min(len)` entries.
+/// Used where a model is compressed (not on a device's scoring path).
+pub fn quantize_row_i8(row: &[f32], q: &mut [i8]) -> f32 {
+    let max = row.iter().fold(0.0f32, |m, w| if w.abs() > m { w.abs() } else { m });
+    if max == 0.0 || !max.is_finite() {
+        q.iter_mut().for_each(|v| *v = 0);
+        return if max == 0.0 { 0.0 } else { f32::NAN };
+    }
+    let scale = max / 127.0;
+    for (v, w) in q.iter_mut().zip(row) {
+        let r = round_half_away(w / scale);
+        *v = if r > 127.0 {
+            127
+        } else if r < -127.0 {
+            -127
+        } else {
+            r as i8
+        };
+    }
+    scale
 }
 
 #[cfg(test)]
