@@ -13,7 +13,7 @@
 //!   derivatives are 1, so the spline joins the identity tails with matching
 //!   slope (C¹). [`DERIVATIVE_SHIFT`] is chosen so that **all-zero raw
 //!   parameters give the identity map**: a zero-initialised conditioner
-//!   ([`Mlp::zeroed`]) makes the layer the identity, as for affine couplings.
+//!   ([`crate::Mlp::zeroed`]) makes the layer the identity, as for affine couplings.
 //!   (This is the plain `softplus(d̃) + MIN_DERIVATIVE` of the paper with `d̃`
 //!   shifted by a constant; the model class is the same.)
 //!
@@ -75,7 +75,7 @@
 //! ```
 //!
 //! ## Parameter layouts
-//! Conditioner outputs are head-major as in [`Mlp`]: raw parameter `p` of
+//! Conditioner outputs are head-major as in [`crate::Mlp`]: raw parameter `p` of
 //! transformed coordinate `j` is output `p·n + j` (`n = B` transformed
 //! coordinates for the coupling, `n = D` for the autoregressive layer). The
 //! scalar functions therefore read parameter `p` at `raw[p·stride]`.

@@ -66,7 +66,17 @@ fn f32_to_f16_matches_reference() {
     for _ in 0..1_000_000 {
         check(f32::from_bits(rand_core::Rng::next_u32(&mut r)));
     }
-    for x in [0.0f32, -0.0, f32::INFINITY, f32::NEG_INFINITY, 65504.0, 65519.99, 65520.0, 1e-8, 6e-8] {
+    for x in [
+        0.0f32,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        65504.0,
+        65519.99,
+        65520.0,
+        1e-8,
+        6e-8,
+    ] {
         check(x);
     }
 }

@@ -34,6 +34,9 @@ impl Workspace {
 
 /// A layer's core view: the one place that maps each [`Layer`] kind onto
 /// the core's maths ([`Layer::view`]). How it is trained is in its type.
+// One per layer, built once per use: the continuous flow's view (an MLP
+// view with its seven slices and three scale slices) is not worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum View<'a> {
     /// Trained by maximum likelihood through its backward pass.
     Likelihood(Box<dyn SliceBackward + 'a>),
