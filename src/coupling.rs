@@ -5,7 +5,8 @@
 //! so `|s| < c` and `exp` cannot overflow. Log-det `Σ s`.
 
 use crate::layer::{mlp_backward, net_scratch, SliceBijector};
-use crate::mlp::{Mlp, MlpGrad, MlpRef};
+use crate::mlp::{MlpGrad, MlpRef};
+use crate::weights::{MlpStore, Weight};
 use crate::{Bijector, Error};
 
 /// Default soft-clamp bound `c` on log-scales: `|s| < 3`, scale in (e⁻³, e³).
@@ -60,7 +61,7 @@ pub fn affine_backward(
 
 /// Borrowed affine coupling layer on run-time sizes: the one implementation.
 #[derive(Clone, Copy, Debug)]
-pub struct AffineCouplingRef<'a> {
+pub struct AffineCouplingRef<'a, W: Weight = f32> {
     /// Number of conditioning (pass-through) coordinates, first in the vector.
     pub a: usize,
     /// Number of transformed coordinates, last in the vector.
@@ -68,15 +69,10 @@ pub struct AffineCouplingRef<'a> {
     /// Soft-clamp bound on log-scales.
     pub clamp: f32,
     /// Conditioner: `a` inputs → `2b` outputs (shifts, then raw log-scales).
-    pub net: MlpRef<'a>,
+    pub net: MlpRef<'a, W>,
 }
 
-impl AffineCouplingRef<'_> {
-    /// Scratch floats [`AffineCouplingRef::backward`] needs.
-    pub fn train_scratch_len(&self) -> usize {
-        self.net.shape.n_activations() + 4 * self.b + 2 * self.net.shape.hidden
-    }
-
+impl<W: Weight> AffineCouplingRef<'_, W> {
     /// Forward in place; `h0`, `h1` hold `hidden` floats, `out` `2b`.
     #[inline(always)]
     pub fn forward(&self, x: &mut [f32], h0: &mut [f32], h1: &mut [f32], out: &mut [f32]) -> f32 {
@@ -100,6 +96,13 @@ impl AffineCouplingRef<'_> {
         }
         ld
     }
+}
+
+impl AffineCouplingRef<'_> {
+    /// Scratch floats [`AffineCouplingRef::backward`] needs.
+    pub fn train_scratch_len(&self) -> usize {
+        self.net.shape.n_activations() + 4 * self.b + 2 * self.net.shape.hidden
+    }
 
     /// Backward pass of [`AffineCouplingRef::forward`] at input `x`: `g` holds
     /// `∂L/∂y` on entry and `∂L/∂x` on return, `g_ld = ∂L/∂(log-det)`; adds the
@@ -121,7 +124,7 @@ impl AffineCouplingRef<'_> {
 }
 
 /// Scratch: `h0`, `h1` (`hidden` each), `out` (`2b`).
-impl SliceBijector for AffineCouplingRef<'_> {
+impl<W: Weight> SliceBijector for AffineCouplingRef<'_, W> {
     fn scratch_len(&self) -> usize {
         2 * self.net.shape.hidden + 2 * self.b
     }
@@ -139,19 +142,20 @@ mlp_backward!(AffineCouplingRef);
 
 /// Const-generic affine coupling for `static` models: `A` conditioning and
 /// `B` transformed coordinates (`A + B = D`, checked at compile time), a
-/// conditioner with `H` hidden units and `L + 1` hidden layers.
+/// conditioner with `H` hidden units and `L + 1` hidden layers whose
+/// weights are stored as `W` (`f32`, `F16` or `i8`; [`crate::weights`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct AffineCoupling<const A: usize, const B: usize, const H: usize, const L: usize> {
+pub struct AffineCoupling<const A: usize, const B: usize, const H: usize, const L: usize, W: Weight = f32> {
     /// Soft-clamp bound on log-scales (> 0).
     pub clamp: f32,
     /// Conditioner; head 0 = shifts, head 1 = raw log-scales.
-    pub net: Mlp<A, H, L, B, 2>,
+    pub net: W::Mlp<A, H, L, B, 2>,
 }
 
-impl<const A: usize, const B: usize, const H: usize, const L: usize> AffineCoupling<A, B, H, L> {
+impl<const A: usize, const B: usize, const H: usize, const L: usize, W: Weight> AffineCoupling<A, B, H, L, W> {
     /// Borrow as the slice-level view.
     #[inline(always)]
-    pub fn view(&self) -> AffineCouplingRef<'_> {
+    pub fn view(&self) -> AffineCouplingRef<'_, W> {
         AffineCouplingRef {
             a: A,
             b: B,
@@ -161,8 +165,8 @@ impl<const A: usize, const B: usize, const H: usize, const L: usize> AffineCoupl
     }
 }
 
-impl<const D: usize, const A: usize, const B: usize, const H: usize, const L: usize> Bijector<D>
-    for AffineCoupling<A, B, H, L>
+impl<const D: usize, const A: usize, const B: usize, const H: usize, const L: usize, W: Weight> Bijector<D>
+    for AffineCoupling<A, B, H, L, W>
 {
     #[inline(always)]
     fn forward(&self, x: &mut [f32; D]) -> Result<f32, Error> {

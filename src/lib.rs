@@ -66,6 +66,7 @@ pub mod permutation;
 pub mod quantile;
 pub mod sigmoid;
 pub mod spline;
+pub mod weights;
 
 pub use activation::Activation;
 pub use actnorm::{ActNorm, ActNormRef};
@@ -79,10 +80,11 @@ pub use layer::{Frozen, SliceBackward, SliceBijector};
 pub use linear::{LuLinear, LuLinearRef};
 pub use maf::{Maf, MafRef};
 pub use mixture::{Density, Mixture};
-pub use mlp::{Mlp, MlpGrad, MlpRef, MlpShape};
+pub use mlp::{Mlp, MlpGrad, MlpI8, MlpRef, MlpShape};
 pub use permutation::{Permutation, PermutationRef, Reverse};
 pub use sigmoid::{Logit, Sigmoid};
 pub use spline::{SplineAutoregressive, SplineAutoregressiveRef, SplineCoupling, SplineCouplingRef};
+pub use weights::{MlpStore, Weight, F16};
 
 /// The README's Rust examples, compiled and run as doc tests.
 #[cfg(doctest)]

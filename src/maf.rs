@@ -7,7 +7,8 @@
 
 use crate::coupling::{affine_backward, affine_forward, affine_inverse_one};
 use crate::layer::{mlp_backward, net_scratch, SliceBijector};
-use crate::mlp::{Mlp, MlpGrad, MlpRef, MlpShape};
+use crate::mlp::{MlpGrad, MlpRef, MlpShape};
+use crate::weights::{MlpStore, Weight};
 use crate::{Bijector, Error};
 
 /// MADE degree of hidden unit `k` for `d` inputs: `1 + k mod (d − 1)`.
@@ -58,19 +59,21 @@ pub fn made_mask_heads(shape: MlpShape, heads: usize, p: &mut [f32]) -> Result<(
 
 /// `true` if every weight of `net` (input `d`, output `heads·d`) that the MADE
 /// masks forbid is zero.
-pub fn is_made_masked(net: &MlpRef<'_>, heads: usize) -> bool {
+pub fn is_made_masked<W: Weight>(net: &MlpRef<'_, W>, heads: usize) -> bool {
     let s = net.shape;
     let (d, h) = (s.input, s.hidden);
     if s.output != heads * d || s.cond != 0 {
         return false;
     }
-    let ok_in = (0..h).all(|k| (0..d).all(|i| hidden_degree(k, d) > i || net.w_in[k * d + i] == 0.0));
+    let ok_in = (0..h).all(|k| (0..d).all(|i| hidden_degree(k, d) > i || net.w_in[k * d + i].to_f32() == 0.0));
     let ok_hid = (0..s.depth - 1).all(|l| {
         (0..h).all(|k| {
-            (0..h).all(|m| hidden_degree(k, d) >= hidden_degree(m, d) || net.w_hid[l * h * h + k * h + m] == 0.0)
+            (0..h)
+                .all(|m| hidden_degree(k, d) >= hidden_degree(m, d) || net.w_hid[l * h * h + k * h + m].to_f32() == 0.0)
         })
     });
-    let ok_out = (0..heads * d).all(|o| (0..h).all(|k| o % d >= hidden_degree(k, d) || net.w_out[o * h + k] == 0.0));
+    let ok_out =
+        (0..heads * d).all(|o| (0..h).all(|k| o % d >= hidden_degree(k, d) || net.w_out[o * h + k].to_f32() == 0.0));
     ok_in && ok_hid && ok_out
 }
 
@@ -82,23 +85,18 @@ pub fn made_mask_params(shape: MlpShape, p: &mut [f32]) -> Result<(), Error> {
 
 /// Borrowed MAF layer on run-time sizes: the one implementation.
 #[derive(Clone, Copy, Debug)]
-pub struct MafRef<'a> {
+pub struct MafRef<'a, W: Weight = f32> {
     /// Soft-clamp bound on log-scales.
     pub clamp: f32,
     /// Masked conditioner: `d` inputs → `2d` outputs (shifts, raw log-scales).
-    pub net: MlpRef<'a>,
+    pub net: MlpRef<'a, W>,
 }
 
-impl MafRef<'_> {
+impl<W: Weight> MafRef<'_, W> {
     /// Dimension.
     #[inline(always)]
     pub fn dim(&self) -> usize {
         self.net.shape.input
-    }
-
-    /// Scratch floats [`MafRef::backward`] needs.
-    pub fn train_scratch_len(&self) -> usize {
-        self.net.shape.n_activations() + 4 * self.dim() + 2 * self.net.shape.hidden
     }
 
     /// Density direction in place, one network pass; `out` holds `2d` floats.
@@ -125,6 +123,13 @@ impl MafRef<'_> {
         z[..d].copy_from_slice(&xbuf[..d]);
         ld
     }
+}
+
+impl MafRef<'_> {
+    /// Scratch floats [`MafRef::backward`] needs.
+    pub fn train_scratch_len(&self) -> usize {
+        self.net.shape.n_activations() + 4 * self.dim() + 2 * self.net.shape.hidden
+    }
 
     /// Backward pass of [`MafRef::forward`] at input `x`; conventions as in
     /// [`crate::AffineCouplingRef::backward`].
@@ -144,7 +149,7 @@ impl MafRef<'_> {
 
 /// Scratch: `h0`, `h1` (`hidden` each), `out` (`2d`), then `xbuf` (`d`,
 /// for the inverse).
-impl SliceBijector for MafRef<'_> {
+impl<W: Weight> SliceBijector for MafRef<'_, W> {
     fn scratch_len(&self) -> usize {
         2 * self.net.shape.hidden + 3 * self.dim()
     }
@@ -161,20 +166,21 @@ impl SliceBijector for MafRef<'_> {
 mlp_backward!(MafRef);
 
 /// Const-generic MAF layer for `static` models: dimension `D`, `H` hidden
-/// units, `L + 1` hidden layers. Masked weights must be zero (exported models
+/// units, `L + 1` hidden layers, weights stored as `W` (`f32`, `F16` or
+/// `i8`; [`crate::weights`]). Masked weights must be zero (exported models
 /// are); [`Maf::is_masked`] checks it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Maf<const D: usize, const H: usize, const L: usize> {
+pub struct Maf<const D: usize, const H: usize, const L: usize, W: Weight = f32> {
     /// Soft-clamp bound on log-scales (> 0).
     pub clamp: f32,
     /// Masked conditioner; head 0 = shifts, head 1 = raw log-scales.
-    pub net: Mlp<D, H, L, D, 2>,
+    pub net: W::Mlp<D, H, L, D, 2>,
 }
 
-impl<const D: usize, const H: usize, const L: usize> Maf<D, H, L> {
+impl<const D: usize, const H: usize, const L: usize, W: Weight> Maf<D, H, L, W> {
     /// Borrow as the slice-level view.
     #[inline(always)]
-    pub fn view(&self) -> MafRef<'_> {
+    pub fn view(&self) -> MafRef<'_, W> {
         MafRef {
             clamp: self.clamp,
             net: self.net.view(),
@@ -188,7 +194,7 @@ impl<const D: usize, const H: usize, const L: usize> Maf<D, H, L> {
     }
 }
 
-impl<const D: usize, const H: usize, const L: usize> Bijector<D> for Maf<D, H, L> {
+impl<const D: usize, const H: usize, const L: usize, W: Weight> Bijector<D> for Maf<D, H, L, W> {
     #[inline(always)]
     fn forward(&self, x: &mut [f32; D]) -> Result<f32, Error> {
         let (mut h0, mut h1, mut out) = ([0.0; H], [0.0; H], [[0.0; D]; 2]);

@@ -11,6 +11,7 @@
 //! `hidden → output`. The optional scalar `cond` input (time, for continuous
 //! flows) has its own weight column `w_cond`.
 
+use crate::weights::{f32_to_f16, quantize_row_i8, MlpStore, Unscaled, Weight, F16};
 use crate::{Activation, Error};
 
 /// Sizes of an MLP, known at run time.
@@ -48,26 +49,37 @@ impl MlpShape {
 }
 
 /// Borrowed weights of an MLP: the one implementation of its maths.
+///
+/// `W` is how the three weight matrices are stored ([`crate::weights`]):
+/// `f32` (the default, and the only storage that trains), `F16` or `i8`
+/// with the per-row scales `s_in`, `s_hid`, `s_out` (empty for the unscaled
+/// storages). Biases and the condition column stay `f32`.
 #[derive(Clone, Copy, Debug)]
-pub struct MlpRef<'a> {
+pub struct MlpRef<'a, W: Weight = f32> {
     /// Sizes.
     pub shape: MlpShape,
     /// Hidden nonlinearity.
     pub act: Activation,
     /// `hidden × input` weights of the first layer.
-    pub w_in: &'a [f32],
+    pub w_in: &'a [W],
     /// `hidden × cond` weights of the scalar condition (empty if `cond == 0`).
     pub w_cond: &'a [f32],
     /// First-layer biases (`hidden`).
     pub b_in: &'a [f32],
     /// `(depth − 1) × hidden × hidden` weights.
-    pub w_hid: &'a [f32],
+    pub w_hid: &'a [W],
     /// `(depth − 1) × hidden` biases.
     pub b_hid: &'a [f32],
     /// `output × hidden` weights.
-    pub w_out: &'a [f32],
+    pub w_out: &'a [W],
     /// Output biases.
     pub b_out: &'a [f32],
+    /// Row scales of `w_in` (`hidden`; empty unless `W::SCALED`).
+    pub s_in: &'a [f32],
+    /// Row scales of `w_hid` (`(depth − 1) × hidden`; empty unless `W::SCALED`).
+    pub s_hid: &'a [f32],
+    /// Row scales of `w_out` (`output`; empty unless `W::SCALED`).
+    pub s_out: &'a [f32],
 }
 
 /// Mutable gradient buffers with the same layout as [`MlpRef`].
@@ -103,7 +115,7 @@ const fn block_lens(s: &MlpShape) -> [usize; 7] {
     ]
 }
 
-impl<'a> MlpRef<'a> {
+impl<'a> MlpRef<'a, f32> {
     /// View a flat parameter vector (blocks `w_in, w_cond, b_in, w_hid, b_hid,
     /// w_out, b_out`) as an MLP. Fails if the length does not match.
     pub fn from_flat(shape: MlpShape, act: Activation, p: &'a [f32]) -> Result<Self, Error> {
@@ -127,7 +139,35 @@ impl<'a> MlpRef<'a> {
             b_hid,
             w_out,
             b_out,
+            s_in: &[],
+            s_hid: &[],
+            s_out: &[],
         })
+    }
+}
+
+impl<'a, W: Weight> MlpRef<'a, W> {
+    /// `true` if every matrix and scale has the length its shape asks for
+    /// (what [`MlpRef::from_flat`] guarantees for `f32`; a compressed view
+    /// built field by field should be checked with this).
+    pub fn is_consistent(&self) -> bool {
+        let s = self.shape;
+        let l = block_lens(&s);
+        let rows = if W::SCALED {
+            [s.hidden, (s.depth - 1) * s.hidden, s.output]
+        } else {
+            [0; 3]
+        };
+        s.depth >= 1
+            && s.cond <= 1
+            && self.w_in.len() == l[0]
+            && self.w_cond.len() == l[1]
+            && self.b_in.len() == l[2]
+            && self.w_hid.len() == l[3]
+            && self.b_hid.len() == l[4]
+            && self.w_out.len() == l[5]
+            && self.b_out.len() == l[6]
+            && [self.s_in.len(), self.s_hid.len(), self.s_out.len()] == rows
     }
 
     /// Condition value used when `cond == 0` is ignored; `c` multiplies `w_cond`.
@@ -138,13 +178,14 @@ impl<'a> MlpRef<'a> {
         if self.shape.cond == 1 {
             for (k, hk) in h.iter_mut().enumerate().take(self.shape.hidden) {
                 let row = &self.w_in[k * n..(k + 1) * n];
-                let mut a = self.b_in[k] + dot(row, x);
+                let scale = self.s_in.get(k).copied().unwrap_or(1.0);
+                let mut a = row_sum::<W>(self.b_in[k], scale, dot_w(row, x));
                 a += self.w_cond[k] * c;
                 *hk = act.apply(a);
             }
         } else {
             let h = h.get_mut(..self.shape.hidden).unwrap_or_default();
-            dense(self.w_in, n, self.b_in, x, h);
+            dense_w(self.w_in, self.s_in, n, self.b_in, x, h);
             act.apply_slice(h);
         }
     }
@@ -155,8 +196,13 @@ impl<'a> MlpRef<'a> {
         let act = self.act;
         let w = self.w_hid.get(l * h * h..(l + 1) * h * h).unwrap_or_default();
         let b = self.b_hid.get(l * h..(l + 1) * h).unwrap_or_default();
+        let s = if W::SCALED {
+            self.s_hid.get(l * h..(l + 1) * h).unwrap_or_default()
+        } else {
+            &[]
+        };
         let y = y.get_mut(..h).unwrap_or_default();
-        dense(w, h, b, x, y);
+        dense_w(w, s, h, b, x, y);
         act.apply_slice(y);
     }
 
@@ -164,7 +210,7 @@ impl<'a> MlpRef<'a> {
     fn output_layer(&self, x: &[f32], out: &mut [f32]) {
         let h = self.shape.hidden;
         let out = out.get_mut(..self.shape.output).unwrap_or_default();
-        dense(self.w_out, h, self.b_out, x, out);
+        dense_w(self.w_out, self.s_out, h, self.b_out, x, out);
     }
 
     /// Inference forward pass: `out = mlp(x, c)`, using two `hidden`-sized
@@ -192,7 +238,9 @@ impl<'a> MlpRef<'a> {
         }
         self.output_layer(&acts[(self.shape.depth - 1) * h..], out);
     }
+}
 
+impl MlpRef<'_, f32> {
     /// Vector–Jacobian product. Given the input `x, c`, the activations of
     /// [`MlpRef::forward_cached`] and `g_out = ∂L/∂out`, *adds* `∂L/∂θ` to
     /// `grad` and, if given, `∂L/∂x` to `g_x`. `tmp0`, `tmp1` are scratch of
@@ -307,10 +355,33 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// Dot product of stored weights with `x` over the common length, each
+/// weight widened by [`Weight::to_f32`], summed in index order from `0.0`
+/// exactly as [`dot`] sums (for `f32` it *is* [`dot`]).
+#[inline(always)]
+pub fn dot_w<W: Weight>(w: &[W], x: &[f32]) -> f32 {
+    let mut s = 0.0;
+    for (a, y) in w.iter().zip(x) {
+        s += a.to_f32() * y;
+    }
+    s
+}
+
+/// A row's output from its bias, scale and weighted sum: `b + scale·s` for
+/// scaled storages (`i8`), `b + s` otherwise (the scale is not used).
+#[inline(always)]
+pub fn row_sum<W: Weight>(b: f32, scale: f32, s: f32) -> f32 {
+    if W::SCALED {
+        b + scale * s
+    } else {
+        b + s
+    }
+}
+
 /// Dense layer kernel: `out[k] = b[k] + Σᵢ w[k·n + i]·x[i]` for each
 /// output `k` (row-major `w`, rows of length `n`; the sum runs over
 /// `min(n, x.len())` inputs). Stops at the shortest of `out`, `b` and the
-/// rows of `w`.
+/// rows of `w`. [`dense_w`] with `f32` weights.
 ///
 /// Each row's sum is taken exactly as [`dot`] takes it (from `0.0`, in input
 /// order, then `b[k] +`), so the result does not depend on how the kernel
@@ -324,38 +395,73 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// (one out-of-line copy of it per image, whatever the number of layers).
 #[inline(always)]
 pub fn dense(w: &[f32], n: usize, b: &[f32], x: &[f32], out: &mut [f32]) {
+    dense_w(w, &[], n, b, x, out)
+}
+
+/// [`dense`] for any weight storage: `out[k] =` [`row_sum`]`(b[k],
+/// scale[k], `[`dot_w`]`(row k, x))`. `scale` holds one `f32` per row for
+/// scaled storages (`i8`; the kernel also stops at its end) and is ignored
+/// otherwise. The same walk as [`dense`], each weight widened to `f32` as it
+/// is loaded; for `f32` the code is [`dense`]'s.
+#[inline(always)]
+pub fn dense_w<W: Weight>(w: &[W], scale: &[f32], n: usize, b: &[f32], x: &[f32], out: &mut [f32]) {
     if n == 0 {
-        for (o, bk) in out.iter_mut().zip(b) {
-            *o = bk + 0.0;
+        if W::SCALED {
+            for ((o, bk), sk) in out.iter_mut().zip(b).zip(scale) {
+                *o = bk + sk * 0.0;
+            }
+        } else {
+            for (o, bk) in out.iter_mut().zip(b) {
+                *o = bk + 0.0;
+            }
         }
         return;
     }
     let mut blocks = w.chunks_exact(4 * n);
     let mut outs = out.chunks_exact_mut(4);
     let mut bs = b.chunks_exact(4);
-    for ((o4, b4), w4) in (&mut outs).zip(&mut bs).zip(&mut blocks) {
-        let ([o0, o1, o2, o3], [b0, b1, b2, b3]) = (o4, b4) else {
-            return;
-        };
-        let s = dot4(x, w4, n);
-        *o0 = b0 + s[0];
-        *o1 = b1 + s[1];
-        *o2 = b2 + s[2];
-        *o3 = b3 + s[3];
-    }
-    let rows = blocks.remainder().chunks_exact(n);
-    for ((o, bk), row) in outs.into_remainder().iter_mut().zip(bs.remainder()).zip(rows) {
-        *o = bk + dot(row, x);
+    if W::SCALED {
+        let mut ss = scale.chunks_exact(4);
+        for (((o4, b4), s4), w4) in (&mut outs).zip(&mut bs).zip(&mut ss).zip(&mut blocks) {
+            let ([o0, o1, o2, o3], [b0, b1, b2, b3], [c0, c1, c2, c3]) = (o4, b4, s4) else {
+                return;
+            };
+            let s = dot4(x, w4, n);
+            *o0 = b0 + c0 * s[0];
+            *o1 = b1 + c1 * s[1];
+            *o2 = b2 + c2 * s[2];
+            *o3 = b3 + c3 * s[3];
+        }
+        let rows = blocks.remainder().chunks_exact(n);
+        let rest = outs.into_remainder().iter_mut().zip(bs.remainder()).zip(ss.remainder());
+        for (((o, bk), sk), row) in rest.zip(rows) {
+            *o = bk + sk * dot_w(row, x);
+        }
+    } else {
+        for ((o4, b4), w4) in (&mut outs).zip(&mut bs).zip(&mut blocks) {
+            let ([o0, o1, o2, o3], [b0, b1, b2, b3]) = (o4, b4) else {
+                return;
+            };
+            let s = dot4(x, w4, n);
+            *o0 = b0 + s[0];
+            *o1 = b1 + s[1];
+            *o2 = b2 + s[2];
+            *o3 = b3 + s[3];
+        }
+        let rows = blocks.remainder().chunks_exact(n);
+        for ((o, bk), row) in outs.into_remainder().iter_mut().zip(bs.remainder()).zip(rows) {
+            *o = bk + dot_w(row, x);
+        }
     }
 }
 
 /// The four dot products of `x` with the rows `w4[k·n..(k + 1)·n]`,
-/// `k < 4`, each summed as [`dot`] sums (over `min(n, x.len())` inputs).
+/// `k < 4`, each summed as [`dot_w`] sums (over `min(n, x.len())` inputs).
 /// The five slices advance by four elements per step (slice patterns, so
 /// LLVM sees post-incremented pointers and no bounds checks); each input is
 /// loaded once per four multiply–adds.
 #[inline(always)]
-fn dot4(x: &[f32], w4: &[f32], n: usize) -> [f32; 4] {
+fn dot4<W: Weight>(x: &[f32], w4: &[W], n: usize) -> [f32; 4] {
     let (mut s0, mut s1, mut s2, mut s3) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
     let mut rows = w4.chunks_exact(n);
     let (Some(mut a), Some(mut b), Some(mut c), Some(mut d)) = (rows.next(), rows.next(), rows.next(), rows.next())
@@ -371,29 +477,29 @@ fn dot4(x: &[f32], w4: &[f32], n: usize) -> [f32; 4] {
         [d0, d1, d2, d3, dr @ ..],
     ) = (x, a, b, c, d)
     {
-        s0 += a0 * x0;
-        s1 += b0 * x0;
-        s2 += c0 * x0;
-        s3 += d0 * x0;
-        s0 += a1 * x1;
-        s1 += b1 * x1;
-        s2 += c1 * x1;
-        s3 += d1 * x1;
-        s0 += a2 * x2;
-        s1 += b2 * x2;
-        s2 += c2 * x2;
-        s3 += d2 * x2;
-        s0 += a3 * x3;
-        s1 += b3 * x3;
-        s2 += c3 * x3;
-        s3 += d3 * x3;
+        s0 += a0.to_f32() * x0;
+        s1 += b0.to_f32() * x0;
+        s2 += c0.to_f32() * x0;
+        s3 += d0.to_f32() * x0;
+        s0 += a1.to_f32() * x1;
+        s1 += b1.to_f32() * x1;
+        s2 += c1.to_f32() * x1;
+        s3 += d1.to_f32() * x1;
+        s0 += a2.to_f32() * x2;
+        s1 += b2.to_f32() * x2;
+        s2 += c2.to_f32() * x2;
+        s3 += d2.to_f32() * x2;
+        s0 += a3.to_f32() * x3;
+        s1 += b3.to_f32() * x3;
+        s2 += c3.to_f32() * x3;
+        s3 += d3.to_f32() * x3;
         (x, a, b, c, d) = (xr, ar, br, cr, dr);
     }
     for ((((xv, a), b), c), d) in x.iter().zip(a).zip(b).zip(c).zip(d) {
-        s0 += a * xv;
-        s1 += b * xv;
-        s2 += c * xv;
-        s3 += d * xv;
+        s0 += a.to_f32() * xv;
+        s1 += b.to_f32() * xv;
+        s2 += c.to_f32() * xv;
+        s3 += d.to_f32() * xv;
     }
     [s0, s1, s2, s3]
 }
@@ -403,20 +509,22 @@ fn dot4(x: &[f32], w4: &[f32], n: usize) -> [f32; 4] {
 /// `IN` inputs, `H` hidden units, `L = depth − 1` extra hidden layers, and
 /// `HEADS × OUT` outputs laid out head-major (output `head·OUT + j`): a coupling
 /// with `B` transformed coordinates uses `OUT = B, HEADS = 2` (shift, log-scale).
+/// `W` is the weights' storage: `f32` (default) or [`crate::weights::F16`];
+/// `i8` weights need row scales and live in [`MlpI8`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct Mlp<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize> {
+pub struct Mlp<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize, W = f32> {
     /// Hidden nonlinearity.
     pub act: Activation,
     /// First layer weights, `[hidden][input]`.
-    pub w_in: [[f32; IN]; H],
+    pub w_in: [[W; IN]; H],
     /// First layer biases.
     pub b_in: [f32; H],
     /// Hidden-to-hidden weights, `[layer][out][in]`.
-    pub w_hid: [[[f32; H]; H]; L],
+    pub w_hid: [[[W; H]; H]; L],
     /// Hidden-to-hidden biases.
     pub b_hid: [[f32; H]; L],
     /// Output weights, `[head][output][hidden]`.
-    pub w_out: [[[f32; H]; OUT]; HEADS],
+    pub w_out: [[[W; H]; OUT]; HEADS],
     /// Output biases, `[head][output]`.
     pub b_out: [[f32; OUT]; HEADS],
 }
@@ -435,7 +543,67 @@ impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HE
             b_out: [[0.0; OUT]; HEADS],
         }
     }
+}
 
+impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize> Mlp<IN, H, L, OUT, HEADS> {
+    /// The same network with `f16` weights, each the nearest to its `f32`
+    /// ([`crate::weights::f32_to_f16`]); biases stay `f32`.
+    pub fn to_f16(&self) -> Mlp<IN, H, L, OUT, HEADS, F16> {
+        let h = |v: &[f32; H]| v.map(f32_to_f16);
+        Mlp {
+            act: self.act,
+            w_in: self.w_in.map(|r| r.map(f32_to_f16)),
+            b_in: self.b_in,
+            w_hid: self.w_hid.map(|m| m.map(|r| h(&r))),
+            b_hid: self.b_hid,
+            w_out: self.w_out.map(|m| m.map(|r| h(&r))),
+            b_out: self.b_out,
+        }
+    }
+
+    /// The same network with `i8` weights and per-row scales
+    /// ([`crate::weights::quantize_row_i8`] on every row); biases stay `f32`.
+    pub fn to_i8(&self) -> MlpI8<IN, H, L, OUT, HEADS> {
+        fn rows<const N: usize, const R: usize>(m: &[[f32; N]; R]) -> ([[i8; N]; R], [f32; R]) {
+            let (mut q, mut s) = ([[0i8; N]; R], [0.0f32; R]);
+            for ((qr, sr), w) in q.iter_mut().zip(&mut s).zip(m) {
+                *sr = quantize_row_i8(w, qr);
+            }
+            (q, s)
+        }
+        let (w_in, s_in) = rows(&self.w_in);
+        let (w_hid, s_hid) = {
+            let (mut q, mut s) = ([[[0i8; H]; H]; L], [[0.0f32; H]; L]);
+            for ((ql, sl), wl) in q.iter_mut().zip(&mut s).zip(&self.w_hid) {
+                (*ql, *sl) = rows(wl);
+            }
+            (q, s)
+        };
+        let (w_out, s_out) = {
+            let (mut q, mut s) = ([[[0i8; H]; OUT]; HEADS], [[0.0f32; OUT]; HEADS]);
+            for ((ql, sl), wl) in q.iter_mut().zip(&mut s).zip(&self.w_out) {
+                (*ql, *sl) = rows(wl);
+            }
+            (q, s)
+        };
+        MlpI8 {
+            act: self.act,
+            w_in,
+            s_in,
+            b_in: self.b_in,
+            w_hid,
+            s_hid,
+            b_hid: self.b_hid,
+            w_out,
+            s_out,
+            b_out: self.b_out,
+        }
+    }
+}
+
+impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize, W>
+    Mlp<IN, H, L, OUT, HEADS, W>
+{
     /// The shape of this network.
     pub const fn shape() -> MlpShape {
         MlpShape {
@@ -446,10 +614,14 @@ impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HE
             output: OUT * HEADS,
         }
     }
+}
 
+impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize, W: Unscaled>
+    Mlp<IN, H, L, OUT, HEADS, W>
+{
     /// Borrow as the slice-level view that implements the maths.
     #[inline(always)]
-    pub fn view(&self) -> MlpRef<'_> {
+    pub fn view(&self) -> MlpRef<'_, W> {
         MlpRef {
             shape: Self::shape(),
             act: self.act,
@@ -460,7 +632,85 @@ impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HE
             b_hid: self.b_hid.as_flattened(),
             w_out: self.w_out.as_flattened().as_flattened(),
             b_out: self.b_out.as_flattened(),
+            s_in: &[],
+            s_hid: &[],
+            s_out: &[],
         }
+    }
+}
+
+impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize, W: Unscaled> MlpStore
+    for Mlp<IN, H, L, OUT, HEADS, W>
+{
+    type Weight = W;
+    #[inline(always)]
+    fn view(&self) -> MlpRef<'_, W> {
+        Mlp::view(self)
+    }
+}
+
+/// [`Mlp`] with `i8` weights and one `f32` scale per output row of each
+/// matrix: row `k` of a layer computes `b[k] + s[k]·Σᵢ q[k][i]·x[i]`
+/// ([`crate::weights`]). Same sizes and layout as [`Mlp`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlpI8<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize> {
+    /// Hidden nonlinearity.
+    pub act: Activation,
+    /// First layer weights, `[hidden][input]`.
+    pub w_in: [[i8; IN]; H],
+    /// Row scales of `w_in`.
+    pub s_in: [f32; H],
+    /// First layer biases.
+    pub b_in: [f32; H],
+    /// Hidden-to-hidden weights, `[layer][out][in]`.
+    pub w_hid: [[[i8; H]; H]; L],
+    /// Row scales of `w_hid`, `[layer][out]`.
+    pub s_hid: [[f32; H]; L],
+    /// Hidden-to-hidden biases.
+    pub b_hid: [[f32; H]; L],
+    /// Output weights, `[head][output][hidden]`.
+    pub w_out: [[[i8; H]; OUT]; HEADS],
+    /// Row scales of `w_out`, `[head][output]`.
+    pub s_out: [[f32; OUT]; HEADS],
+    /// Output biases, `[head][output]`.
+    pub b_out: [[f32; OUT]; HEADS],
+}
+
+impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize>
+    MlpI8<IN, H, L, OUT, HEADS>
+{
+    /// The shape of this network.
+    pub const fn shape() -> MlpShape {
+        Mlp::<IN, H, L, OUT, HEADS>::shape()
+    }
+
+    /// Borrow as the slice-level view that implements the maths.
+    #[inline(always)]
+    pub fn view(&self) -> MlpRef<'_, i8> {
+        MlpRef {
+            shape: Self::shape(),
+            act: self.act,
+            w_in: self.w_in.as_flattened(),
+            w_cond: &[],
+            b_in: &self.b_in,
+            w_hid: self.w_hid.as_flattened().as_flattened(),
+            b_hid: self.b_hid.as_flattened(),
+            w_out: self.w_out.as_flattened().as_flattened(),
+            b_out: self.b_out.as_flattened(),
+            s_in: &self.s_in,
+            s_hid: self.s_hid.as_flattened(),
+            s_out: self.s_out.as_flattened(),
+        }
+    }
+}
+
+impl<const IN: usize, const H: usize, const L: usize, const OUT: usize, const HEADS: usize> MlpStore
+    for MlpI8<IN, H, L, OUT, HEADS>
+{
+    type Weight = i8;
+    #[inline(always)]
+    fn view(&self) -> MlpRef<'_, i8> {
+        MlpI8::view(self)
     }
 }
 
@@ -489,6 +739,21 @@ mod tests {
                         for (k, o) in out.iter().enumerate() {
                             let row = &w[k * n..(k + 1) * n];
                             assert_eq!(o.to_bits(), (b[k] + dot(row, xs)).to_bits(), "n {n} rows {rows} k {k}");
+                        }
+                        // i8 with row scales and f16: the same walk, the
+                        // defined per-row arithmetic.
+                        let q: std::vec::Vec<i8> = w.iter().map(|v| (v * 127.0) as i8).collect();
+                        let s: std::vec::Vec<f32> = (0..rows).map(|_| next() * 0.01).collect();
+                        dense_w(&q, &s, n, &b, xs, &mut out);
+                        for (k, o) in out.iter().enumerate() {
+                            let want = b[k] + s[k] * dot_w(&q[k * n..(k + 1) * n], xs);
+                            assert_eq!(o.to_bits(), want.to_bits(), "i8: n {n} rows {rows} k {k}");
+                        }
+                        let h: std::vec::Vec<u16> = w.iter().map(|v| crate::weights::f32_to_f16(*v)).collect();
+                        dense_w(&h, &[], n, &b, xs, &mut out);
+                        for (k, o) in out.iter().enumerate() {
+                            let want = b[k] + dot_w(&h[k * n..(k + 1) * n], xs);
+                            assert_eq!(o.to_bits(), want.to_bits(), "f16: n {n} rows {rows} k {k}");
                         }
                     }
                 }

@@ -13,7 +13,7 @@
 //!   derivatives are 1, so the spline joins the identity tails with matching
 //!   slope (C¹). [`DERIVATIVE_SHIFT`] is chosen so that **all-zero raw
 //!   parameters give the identity map**: a zero-initialised conditioner
-//!   ([`Mlp::zeroed`]) makes the layer the identity, as for affine couplings.
+//!   ([`crate::Mlp::zeroed`]) makes the layer the identity, as for affine couplings.
 //!   (This is the plain `softplus(d̃) + MIN_DERIVATIVE` of the paper with `d̃`
 //!   shifted by a constant; the model class is the same.)
 //!
@@ -75,15 +75,16 @@
 //! ```
 //!
 //! ## Parameter layouts
-//! Conditioner outputs are head-major as in [`Mlp`]: raw parameter `p` of
+//! Conditioner outputs are head-major as in [`crate::Mlp`]: raw parameter `p` of
 //! transformed coordinate `j` is output `p·n + j` (`n = B` transformed
 //! coordinates for the coupling, `n = D` for the autoregressive layer). The
 //! scalar functions therefore read parameter `p` at `raw[p·stride]`.
 
 use crate::layer::{mlp_backward, net_scratch, SliceBijector};
 pub use crate::maf::{is_made_masked, made_mask_heads};
-use crate::mlp::{Mlp, MlpGrad, MlpRef};
+use crate::mlp::{MlpGrad, MlpRef};
 use crate::sigmoid::softplus;
+use crate::weights::{MlpStore, Weight};
 use crate::{Bijector, Error};
 
 /// Default tail bound `B`: the spline acts on `[−3, 3]` (standardised data).
@@ -465,7 +466,7 @@ pub fn rq_spline_knots(
 /// The first `a` coordinates pass through and condition the splines of the
 /// last `b`.
 #[derive(Clone, Copy, Debug)]
-pub struct SplineCouplingRef<'a> {
+pub struct SplineCouplingRef<'a, W: Weight = f32> {
     /// Number of conditioning (pass-through) coordinates, first in the vector.
     pub a: usize,
     /// Number of transformed coordinates, last in the vector.
@@ -476,14 +477,14 @@ pub struct SplineCouplingRef<'a> {
     pub tail_bound: f32,
     /// Conditioner: `a` inputs → `b·(3K − 1)` outputs, head-major
     /// (raw parameter `p` of coordinate `j` is output `p·b + j`).
-    pub net: MlpRef<'a>,
+    pub net: MlpRef<'a, W>,
 }
 
-impl<'a> SplineCouplingRef<'a> {
+impl<'a, W: Weight> SplineCouplingRef<'a, W> {
     /// A checked view: fails with [`Error::ShapeMismatch`] unless
     /// `a, b ≥ 1`, `1 ≤ bins ≤ MAX_BINS` and the network has `a` inputs, no
     /// condition input and `b·(3·bins − 1)` outputs.
-    pub fn new(a: usize, b: usize, bins: usize, tail_bound: f32, net: MlpRef<'a>) -> Result<Self, Error> {
+    pub fn new(a: usize, b: usize, bins: usize, tail_bound: f32, net: MlpRef<'a, W>) -> Result<Self, Error> {
         let s = net.shape;
         if a == 0
             || b == 0
@@ -507,11 +508,6 @@ impl<'a> SplineCouplingRef<'a> {
     /// Conditioner outputs (`b·(3K − 1)`): the length of `out` below.
     pub fn n_out(&self) -> usize {
         self.b * spline_params(self.bins)
-    }
-
-    /// Scratch floats [`SplineCouplingRef::backward`] needs.
-    pub fn train_scratch_len(&self) -> usize {
-        self.net.shape.n_activations() + 2 * self.n_out() + 2 * self.net.shape.hidden
     }
 
     /// Forward in place; `h0`, `h1` hold `hidden` floats, `out`
@@ -541,6 +537,13 @@ impl<'a> SplineCouplingRef<'a> {
             ld += l;
         }
         ld
+    }
+}
+
+impl SplineCouplingRef<'_> {
+    /// Scratch floats [`SplineCouplingRef::backward`] needs.
+    pub fn train_scratch_len(&self) -> usize {
+        self.net.shape.n_activations() + 2 * self.n_out() + 2 * self.net.shape.hidden
     }
 
     /// Backward pass of [`SplineCouplingRef::forward`] at input `x`: `g` holds
@@ -574,7 +577,7 @@ impl<'a> SplineCouplingRef<'a> {
 }
 
 /// Scratch: `h0`, `h1` (`hidden` each), `out` ([`SplineCouplingRef::n_out`]).
-impl SliceBijector for SplineCouplingRef<'_> {
+impl<W: Weight> SliceBijector for SplineCouplingRef<'_, W> {
     fn scratch_len(&self) -> usize {
         2 * self.net.shape.hidden + self.n_out()
     }
@@ -593,7 +596,8 @@ mlp_backward!(SplineCouplingRef);
 /// Const-generic spline coupling for `static` models: `A` conditioning and
 /// `B` transformed coordinates (`A + B = D`), a conditioner with `H` hidden
 /// units and `L + 1` hidden layers, `K` bins and `P = 3K − 1` raw parameters
-/// per coordinate (checked at compile time).
+/// per coordinate (checked at compile time); the conditioner's weights are
+/// stored as `W` (`f32`, `F16` or `i8`; [`crate::weights`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SplineCoupling<
     const A: usize,
@@ -602,11 +606,12 @@ pub struct SplineCoupling<
     const L: usize,
     const K: usize,
     const P: usize,
+    W: Weight = f32,
 > {
     /// Tail bound `B` (in `[MIN_TAIL_BOUND, MAX_TAIL_BOUND]`).
     pub tail_bound: f32,
     /// Conditioner; head `p` holds raw parameter `p` of every coordinate.
-    pub net: Mlp<A, H, L, B, P>,
+    pub net: W::Mlp<A, H, L, B, P>,
 }
 
 /// The const types' size check: `1 ≤ K ≤ MAX_BINS` and `P = 3K − 1`.
@@ -625,14 +630,14 @@ const fn check_tail_bound(tail_bound: f32) {
     );
 }
 
-impl<const A: usize, const B: usize, const H: usize, const L: usize, const K: usize, const P: usize>
-    SplineCoupling<A, B, H, L, K, P>
+impl<const A: usize, const B: usize, const H: usize, const L: usize, const K: usize, const P: usize, W: Weight>
+    SplineCoupling<A, B, H, L, K, P, W>
 {
     const CHECK: () = check_bins(K, P);
 
     /// Construct, checking sizes and the tail bound (at compile time in a
     /// `static`).
-    pub const fn new(tail_bound: f32, net: Mlp<A, H, L, B, P>) -> Self {
+    pub const fn new(tail_bound: f32, net: W::Mlp<A, H, L, B, P>) -> Self {
         const { Self::CHECK };
         check_tail_bound(tail_bound);
         SplineCoupling { tail_bound, net }
@@ -640,7 +645,7 @@ impl<const A: usize, const B: usize, const H: usize, const L: usize, const K: us
 
     /// Borrow as the slice-level view.
     #[inline(always)]
-    pub fn view(&self) -> SplineCouplingRef<'_> {
+    pub fn view(&self) -> SplineCouplingRef<'_, W> {
         const { Self::CHECK };
         SplineCouplingRef {
             a: A,
@@ -660,7 +665,8 @@ impl<
         const L: usize,
         const K: usize,
         const P: usize,
-    > Bijector<D> for SplineCoupling<A, B, H, L, K, P>
+        W: Weight,
+    > Bijector<D> for SplineCoupling<A, B, H, L, K, P, W>
 {
     #[inline(always)]
     fn forward(&self, x: &mut [f32; D]) -> Result<f32, Error> {
@@ -680,21 +686,21 @@ impl<
 /// `y_i = spline_i(x_i; θ_i(x_<i))`. Density in one network pass, inverse in
 /// `d` passes. Masked weights are stored as zeros ([`made_mask_heads`]).
 #[derive(Clone, Copy, Debug)]
-pub struct SplineAutoregressiveRef<'a> {
+pub struct SplineAutoregressiveRef<'a, W: Weight = f32> {
     /// Number of spline bins `K` (1 ..= [`MAX_BINS`]).
     pub bins: usize,
     /// Tail bound `B`: splines act on `[−B, B]`, identity outside.
     pub tail_bound: f32,
     /// Masked conditioner: `d` inputs → `d·(3K − 1)` outputs, head-major
     /// (raw parameter `p` of coordinate `i` is output `p·d + i`).
-    pub net: MlpRef<'a>,
+    pub net: MlpRef<'a, W>,
 }
 
-impl<'a> SplineAutoregressiveRef<'a> {
+impl<'a, W: Weight> SplineAutoregressiveRef<'a, W> {
     /// A checked view: fails with [`Error::ShapeMismatch`] unless
     /// `1 ≤ bins ≤ MAX_BINS` and the network maps `d ≥ 1` inputs (no
     /// condition input) to `d·(3·bins − 1)` outputs.
-    pub fn new(bins: usize, tail_bound: f32, net: MlpRef<'a>) -> Result<Self, Error> {
+    pub fn new(bins: usize, tail_bound: f32, net: MlpRef<'a, W>) -> Result<Self, Error> {
         let s = net.shape;
         if bins == 0 || bins > MAX_BINS || s.input == 0 || s.cond != 0 || s.output != s.input * spline_params(bins) {
             return Err(Error::ShapeMismatch);
@@ -711,11 +717,6 @@ impl<'a> SplineAutoregressiveRef<'a> {
     /// Conditioner outputs (`d·(3K − 1)`): the length of `out` below.
     pub fn n_out(&self) -> usize {
         self.dim() * spline_params(self.bins)
-    }
-
-    /// Scratch floats [`SplineAutoregressiveRef::backward`] needs.
-    pub fn train_scratch_len(&self) -> usize {
-        self.net.shape.n_activations() + 2 * self.n_out() + 2 * self.net.shape.hidden
     }
 
     /// Density direction in place, one network pass; `out` holds
@@ -748,6 +749,13 @@ impl<'a> SplineAutoregressiveRef<'a> {
         z[..d].copy_from_slice(&xbuf[..d]);
         ld
     }
+}
+
+impl SplineAutoregressiveRef<'_> {
+    /// Scratch floats [`SplineAutoregressiveRef::backward`] needs.
+    pub fn train_scratch_len(&self) -> usize {
+        self.net.shape.n_activations() + 2 * self.n_out() + 2 * self.net.shape.hidden
+    }
 
     /// Backward pass of [`SplineAutoregressiveRef::forward`] at input `x`;
     /// conventions as in [`SplineCouplingRef::backward`].
@@ -778,7 +786,7 @@ impl<'a> SplineAutoregressiveRef<'a> {
 
 /// Scratch: `h0`, `h1` (`hidden` each), `out`
 /// ([`SplineAutoregressiveRef::n_out`]), then `xbuf` (`d`, for the inverse).
-impl SliceBijector for SplineAutoregressiveRef<'_> {
+impl<W: Weight> SliceBijector for SplineAutoregressiveRef<'_, W> {
     fn scratch_len(&self) -> usize {
         2 * self.net.shape.hidden + self.n_out() + self.dim()
     }
@@ -797,23 +805,31 @@ mlp_backward!(SplineAutoregressiveRef);
 /// Const-generic autoregressive spline layer for `static` models: dimension
 /// `D`, `H` hidden units, `L + 1` hidden layers, `K` bins, `P = 3K − 1`
 /// (checked at compile time). Masked weights must be zero;
-/// [`SplineAutoregressive::is_masked`] checks it.
+/// [`SplineAutoregressive::is_masked`] checks it. The conditioner's weights
+/// are stored as `W` (`f32`, `F16` or `i8`; [`crate::weights`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct SplineAutoregressive<const D: usize, const H: usize, const L: usize, const K: usize, const P: usize> {
+pub struct SplineAutoregressive<
+    const D: usize,
+    const H: usize,
+    const L: usize,
+    const K: usize,
+    const P: usize,
+    W: Weight = f32,
+> {
     /// Tail bound `B` (in `[MIN_TAIL_BOUND, MAX_TAIL_BOUND]`).
     pub tail_bound: f32,
     /// Masked conditioner; head `p` holds raw parameter `p` of every coordinate.
-    pub net: Mlp<D, H, L, D, P>,
+    pub net: W::Mlp<D, H, L, D, P>,
 }
 
-impl<const D: usize, const H: usize, const L: usize, const K: usize, const P: usize>
-    SplineAutoregressive<D, H, L, K, P>
+impl<const D: usize, const H: usize, const L: usize, const K: usize, const P: usize, W: Weight>
+    SplineAutoregressive<D, H, L, K, P, W>
 {
     const CHECK: () = check_bins(K, P);
 
     /// Construct, checking sizes and the tail bound (at compile time in a
     /// `static`). Does not check the masks (see [`Self::is_masked`]).
-    pub const fn new(tail_bound: f32, net: Mlp<D, H, L, D, P>) -> Self {
+    pub const fn new(tail_bound: f32, net: W::Mlp<D, H, L, D, P>) -> Self {
         const { Self::CHECK };
         check_tail_bound(tail_bound);
         SplineAutoregressive { tail_bound, net }
@@ -821,7 +837,7 @@ impl<const D: usize, const H: usize, const L: usize, const K: usize, const P: us
 
     /// Borrow as the slice-level view.
     #[inline(always)]
-    pub fn view(&self) -> SplineAutoregressiveRef<'_> {
+    pub fn view(&self) -> SplineAutoregressiveRef<'_, W> {
         const { Self::CHECK };
         SplineAutoregressiveRef {
             bins: K,
@@ -837,8 +853,8 @@ impl<const D: usize, const H: usize, const L: usize, const K: usize, const P: us
     }
 }
 
-impl<const D: usize, const H: usize, const L: usize, const K: usize, const P: usize> Bijector<D>
-    for SplineAutoregressive<D, H, L, K, P>
+impl<const D: usize, const H: usize, const L: usize, const K: usize, const P: usize, W: Weight> Bijector<D>
+    for SplineAutoregressive<D, H, L, K, P, W>
 {
     #[inline(always)]
     fn forward(&self, x: &mut [f32; D]) -> Result<f32, Error> {

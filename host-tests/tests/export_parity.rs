@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 
 use flowmote_fixtures::{
     committee as committee_model, coupling as coupling_model, extended as extended_model, maf as maf_model,
+    quant_f16 as f16_model, quant_i8 as i8_model,
 };
+use flowmote_tools::model::Storage;
 
 /// Relative tolerance of the parity checks (with an absolute floor of 1e-6
 /// below |value| = 1, as the firmware's golden checks).
@@ -84,7 +86,7 @@ fn model_file(kind: &str, features: &[&str], mean: Vec<f32>, std: Vec<f32>, laye
         features_pipeline: None,
         mean,
         std,
-        model: DynMixture::single(DynFlow { dim, layers }),
+        model: DynMixture::single(DynFlow::new(dim, layers)),
         threshold: None,
         provenance: Provenance {
             data_file: format!("/somewhere/{kind}.train.csv"),
@@ -223,7 +225,7 @@ fn extended_model() -> ModelFile {
     let mut m = model_file("mixture", &["a", "b", "c"], mean, std, layers);
     m.model = DynMixture {
         log_weights: vec![0.7f32.ln(), 0.3f32.ln()],
-        flows: vec![m.model.flows.remove(0), DynFlow { dim: 3, layers: second }],
+        flows: vec![m.model.flows.remove(0), DynFlow::new(3, second)],
     };
     m
 }
@@ -236,6 +238,7 @@ fn committee_model() -> ModelFile {
     let (mean, std) = (vec![-4.0, 250.0], vec![0.5, 40.0]);
     let flows: Vec<DynFlow> = (0..12)
         .map(|k| DynFlow {
+            weights: Default::default(),
             dim: 2,
             layers: vec![
                 standardize_layer(&mean, &std),
@@ -252,6 +255,22 @@ fn committee_model() -> ModelFile {
         log_weights: raw.iter().map(|w| (w / total).ln() as f32).collect(),
         flows,
     };
+    m
+}
+
+/// [`extended_model`] with its conditioners' weights stored as `i8` with
+/// row scales (spline coupling, autoregressive spline, both MAFs; the LU
+/// layer and the continuous flow's field stay f32).
+fn i8_model() -> ModelFile {
+    let mut m = extended_model();
+    m.compress(Storage::I8).unwrap();
+    m
+}
+
+/// [`coupling_model`] with its conditioners' weights stored as `f16`.
+fn f16_model() -> ModelFile {
+    let mut m = coupling_model();
+    m.compress(Storage::F16).unwrap();
     m
 }
 
@@ -272,11 +291,13 @@ fn export_source(m: &ModelFile, name: Option<&str>) -> export::Exported {
     out
 }
 
-fn models() -> [(&'static str, ModelFile); 3] {
+fn models() -> [(&'static str, ModelFile); 5] {
     [
         ("maf.rs", maf_model()),
         ("coupling.rs", coupling_model()),
         ("committee.rs", committee_model()),
+        ("quant_i8.rs", i8_model()),
+        ("quant_f16.rs", f16_model()),
     ]
 }
 
@@ -535,6 +556,47 @@ parity!(maf_parity, maf_model, maf_model);
 parity!(coupling_parity, coupling_model, coupling_model);
 parity!(extended_parity, extended_model, extended_model);
 parity!(committee_parity, committee_model, committee_model);
+parity!(i8_parity, i8_model, i8_model);
+parity!(f16_parity, f16_model, f16_model);
+
+/// The compressed exports hold the compressed weights: `i8` values and
+/// scales as the model file has them, `f16` bit patterns of its values; and
+/// the host's compressed model scores the golden inputs bit for bit.
+#[test]
+fn compressed_exports_hold_the_compressed_weights() {
+    let m = i8_model();
+    let q = m.model.flows[1].weights.i8_net(1).expect("MAF layer stored as i8");
+    let net = i8_model::MODEL.components.1.layers.1.net.view();
+    let mut got: Vec<i8> = net.w_in.to_vec();
+    got.extend_from_slice(net.w_hid);
+    got.extend_from_slice(net.w_out);
+    assert_eq!(got, q.q);
+    let scales: Vec<f32> = [net.s_in, net.s_hid, net.s_out].concat();
+    assert_eq!(scales, q.scales);
+    assert!(i8_model::MODEL.components.1.layers.1.is_masked());
+    let m = f16_model();
+    let Layer::AffineCoupling { params, .. } = &m.model.flows[0].layers[1] else {
+        unreachable!()
+    };
+    let net = f16_model::MODEL.layers.1.net.view();
+    let widened: Vec<u32> = net
+        .w_in
+        .iter()
+        .map(|h| flowmote::weights::f16_to_f32(*h).to_bits())
+        .collect();
+    assert_eq!(
+        widened,
+        params[..net.w_in.len()].iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    let src = std::fs::read_to_string(generated_dir().join("quant_i8.rs")).unwrap();
+    assert!(src.contains("// weights: conditioner matrices stored as i8 with one f32 scale per row"));
+    assert!(src.contains("Maf<DIM, 5, 0, i8>"));
+    assert!(src.contains("MlpI8 {"));
+    // Weight bytes: i8 < f16 < f32 for the same model.
+    let (a, b, c) = (extended_model(), i8_model(), coupling_model());
+    assert!(b.model.weight_bytes() < a.model.weight_bytes());
+    assert!(f16_model().model.weight_bytes() < c.model.weight_bytes());
+}
 
 /// Spline coupling, autoregressive spline and continuous flow layers. Needs
 /// `Layer::mlp_shape` (tools/src/model.rs) to cover those layers: until then
@@ -608,7 +670,14 @@ fn generated_files_compile_no_std_with_warnings_denied() {
     let mut lib = String::from(
         "//! Exported models, compiled as firmware would.\n#![no_std]\n#![deny(warnings, missing_docs)]\n",
     );
-    for file in ["maf.rs", "coupling.rs", "extended.rs", "committee.rs"] {
+    for file in [
+        "maf.rs",
+        "coupling.rs",
+        "extended.rs",
+        "committee.rs",
+        "quant_i8.rs",
+        "quant_f16.rs",
+    ] {
         std::fs::copy(generated_dir().join(file), src.join(file)).unwrap();
         lib.push_str(&format!(
             "/// Exported model.\npub mod {};\n",

@@ -345,6 +345,7 @@ fn search_stacks_the_candidates_into_a_mixture() {
 
     // Every command takes the mixture: calibrate, eval, score, sample, export.
     let th = cli::run_calibrate(&cli::CalibrateArgs {
+        weights: None,
         model: path.clone(),
         data: p.clone(),
         false_alarm_rate: 0.05,
@@ -355,6 +356,7 @@ fn search_stacks_the_candidates_into_a_mixture() {
     .unwrap();
     assert!(th.score.is_finite());
     let ev = cli::run_eval(&cli::EvalArgs {
+        weights: None,
         model: path.clone(),
         data: p.clone(),
         label_column: None,
@@ -391,6 +393,7 @@ fn search_stacks_the_candidates_into_a_mixture() {
     }
     let rs = dir.join("model.rs");
     flowmote_tools::export::run(&flowmote_tools::export::ExportArgs {
+        weights: None,
         model: path,
         out: rs.clone(),
         name: None,
@@ -410,6 +413,7 @@ fn search_stacks_the_candidates_into_a_mixture() {
 /// A flow that is the Gaussian `N(mean, 1)` in 1-D.
 fn gauss1(mean: f32) -> DynFlow {
     DynFlow {
+        weights: Default::default(),
         dim: 1,
         layers: vec![Layer::ActNorm {
             log_scale: vec![0.0],
@@ -615,6 +619,7 @@ fn sampling_equals_core_flow_sample() {
         _ => unreachable!(),
     };
     let dynf = DynFlow {
+        weights: Default::default(),
         dim: 2,
         layers: vec![stdl, maf, Layer::Reverse, cpl],
     };
@@ -776,6 +781,7 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
     };
     cli::run_train(&targs).unwrap();
     let th = cli::run_calibrate(&cli::CalibrateArgs {
+        weights: None,
         model: model.clone(),
         data: ptr.clone(),
         false_alarm_rate: 0.05,
@@ -786,6 +792,7 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
     .unwrap();
     assert_eq!(ModelFile::load(&model).unwrap().threshold.unwrap(), th);
     let ev = cli::run_eval(&cli::EvalArgs {
+        weights: None,
         model: model.clone(),
         data: pte.clone(),
         label_column: Some("label".into()),
@@ -936,6 +943,7 @@ fn bad_input_is_a_clear_error() {
     let wrong = dir.join("w.csv");
     std::fs::write(&wrong, rows_text(5, 3).replacen("c", "x", 3)).unwrap();
     let e = cli::run_eval(&cli::EvalArgs {
+        weights: None,
         model: model.clone(),
         data: wrong,
         label_column: None,
@@ -967,6 +975,7 @@ fn bad_input_is_a_clear_error() {
     // Calibrate with a bad rate leaves the model untouched.
     let before = std::fs::read(&model).unwrap();
     assert!(cli::run_calibrate(&cli::CalibrateArgs {
+        weights: None,
         model: model.clone(),
         data: p,
         false_alarm_rate: 1.5,
@@ -1006,6 +1015,7 @@ fn untrained_whitened_flow_is_the_full_covariance_gaussian() {
         })
         .collect();
     let flow = DynFlow {
+        weights: Default::default(),
         dim: d,
         layers: vec![
             train::standardize_layer(&mean, &std),
@@ -1025,6 +1035,7 @@ fn untrained_whitened_flow_is_the_full_covariance_gaussian() {
     let dup: Vec<Vec<f32>> = rows.iter().map(|r| vec![r[0], r[0]]).collect();
     let (m2, s2) = ([mean[0], mean[0]], [std[0], std[0]]);
     let flow = DynFlow {
+        weights: Default::default(),
         dim: d,
         layers: vec![
             train::standardize_layer(&m2, &s2),

@@ -34,6 +34,11 @@ pub struct CalibrateArgs {
     /// Print one JSON object (threshold, rates, rows) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Compress the model's conditioner weights to this storage first, and
+    /// calibrate (and write) the compressed model: its threshold is then the
+    /// one `export` ships with those weights.
+    #[arg(long, value_enum)]
+    pub weights: Option<crate::model::Storage>,
 }
 
 /// Run `flowmote calibrate`; returns the threshold stored.
@@ -44,6 +49,9 @@ pub fn run_calibrate(a: &CalibrateArgs) -> Result<Threshold> {
     );
     output::refuse_inputs(a.out.as_ref().unwrap_or(&a.model), &[&a.data])?;
     let mut model = ModelFile::load(&a.model)?;
+    if let Some(w) = a.weights {
+        model.compress(w)?;
+    }
     let mut ds = load_scoring(&a.data, &model, a.label_column.as_deref())?;
     if let Some(l) = ds.labels.take() {
         let keep: Vec<usize> = (0..l.len()).filter(|&i| !l[i]).collect();

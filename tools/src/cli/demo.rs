@@ -102,6 +102,7 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
         val_csv.display()
     );
     run_calibrate(&CalibrateArgs {
+        weights: None,
         model: model_json.clone(),
         data: val_csv,
         false_alarm_rate: 0.01,
@@ -112,6 +113,7 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
     let model_rs = dir.join("model.rs");
     say!("3/5 export → {}", model_rs.display());
     crate::export::run(&crate::export::ExportArgs {
+        weights: None,
         model: model_json.clone(),
         out: model_rs,
         name: None,
@@ -128,6 +130,7 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
     })?;
     say!("5/5 eval on {}", test_csv.display());
     run_eval(&EvalArgs {
+        weights: None,
         model: model_json,
         data: test_csv,
         label_column: None,

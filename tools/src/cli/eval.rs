@@ -33,12 +33,19 @@ pub struct EvalArgs {
     /// report its NLL / AUROC on the same rows, as a baseline.
     #[arg(long)]
     pub gaussian_baseline: Option<PathBuf>,
+    /// Evaluate the model with its conditioner weights compressed to this
+    /// storage, exactly as `export --weights` would ship it (f32 = as trained).
+    #[arg(long, value_enum)]
+    pub weights: Option<crate::model::Storage>,
 }
 
 /// Run `flowmote eval`; returns the report (printed as JSON with `--json`,
 /// else as text).
 pub fn run_eval(a: &EvalArgs) -> Result<EvalReport> {
-    let model = ModelFile::load(&a.model)?;
+    let mut model = ModelFile::load(&a.model)?;
+    if let Some(w) = a.weights {
+        model.compress(w)?;
+    }
     let ds = load_scoring(&a.data, &model, a.label_column.as_deref())?;
     let r = score_rows(&model, &ds);
     let scores: Vec<Option<f64>> = r.iter().map(|s| s.as_ref().ok().copied()).collect();

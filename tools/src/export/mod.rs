@@ -28,7 +28,7 @@ mod node;
 
 pub use golden::{golden_inputs, golden_samples};
 use layer::nest;
-pub use layer::{layer_item, Item};
+pub use layer::{layer_item, Item, Stored};
 use node::{atom, floats, list, tuple};
 pub use node::{f32_lit, looks_like_known_constant, Node};
 
@@ -60,12 +60,30 @@ pub struct ExportArgs {
     /// Print one JSON object describing what was written instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Storage of the conditioners' weight matrices in flash: f32 (as
+    /// trained), f16 (half the bytes) or i8 (a quarter, plus one f32 scale per
+    /// row). Activations and sums stay f32; the golden vectors are computed
+    /// with the compressed weights. Default: the model file's storage (f32
+    /// unless `calibrate --weights` compressed it).
+    #[arg(long, value_enum)]
+    pub weights: Option<crate::model::Storage>,
 }
 
 /// Run `flowmote export`.
 pub fn run(args: &ExportArgs) -> Result<()> {
     crate::output::refuse_inputs(&args.out, &[&args.model])?;
-    let model = ModelFile::load(&args.model)?;
+    let mut model = ModelFile::load(&args.model)?;
+    if let Some(w) = args.weights {
+        let before = model.model.storage();
+        model.compress(w)?;
+        if before != w && model.threshold.is_some() && !args.json {
+            eprintln!(
+                "note: the threshold was calibrated with {} weights; `flowmote calibrate --weights {}` calibrates the compressed model",
+                before.name(),
+                w.name()
+            );
+        }
+    }
     ensure!(
         model.threshold.is_some() || args.no_threshold,
         "{} has no anomaly threshold: the exported detector would never raise an alarm. Run \
@@ -92,6 +110,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             "model": args.model,
             "kept": crate::cli::describe_model(&model),
             "weight_bytes": model.model.weight_bytes(),
+            "weights": model.model.storage().name(),
             "macs": model.model.macs(),
             "validation_nll": model.provenance.val_nll,
             "threshold": model.threshold.as_ref().map(|t| t.score),
@@ -101,9 +120,10 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         return crate::output::to_stdout(format!("{j}\n").as_bytes());
     }
     crate::say!(
-        "wrote {} ({} f32 weights ≈ {:.0} KB, standardisation included; {} golden inputs, {} golden samples)",
+        "wrote {} ({} weights, conditioners stored as {} ≈ {:.1} KB, standardisation included; {} golden inputs, {} golden samples)",
         args.out.display(),
         model.model.stored_floats(),
+        model.model.storage().name(),
         model.model.weight_bytes() as f64 / 1024.0,
         out.golden_inputs,
         out.golden_samples
@@ -344,6 +364,15 @@ fn header(m: &ModelFile) -> String {
         }
         let _ = writeln!(h, "{line}");
     }
+    let storage = m.model.storage();
+    if storage != crate::model::Storage::F32 {
+        let _ = writeln!(
+            h,
+            "// weights: conditioner matrices stored as {}{} (activations and sums f32; biases, scales and other layers f32)",
+            storage.name(),
+            if storage == crate::model::Storage::I8 { " with one f32 scale per row" } else { "" }
+        );
+    }
     let nll = if p.history.is_empty() && p.val_nll == 0.0 {
         "n/a".to_string()
     } else {
@@ -451,7 +480,7 @@ fn render(m: &ModelFile, name: &str) -> Result<(String, usize, usize)> {
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                layer_item(l, d).with_context(|| {
+                layer_item(l, d, flow.storage(), flow.weights.i8_net(i)).with_context(|| {
                     let member = if mixture {
                         format!("member {k}, ")
                     } else {

@@ -50,7 +50,7 @@ fn big_model() -> ModelFile {
         features_pipeline: None,
         mean: vec![100.0; d],
         std: vec![20.0; d],
-        model: DynMixture::single(DynFlow { dim: d, layers }),
+        model: DynMixture::single(DynFlow::new(d, layers)),
         threshold: None,
         provenance: Provenance::default(),
     }

@@ -1,7 +1,7 @@
 //! The model file: what it holds, loading (older versions included),
 //! checking and atomic saving.
 
-use super::{DynMixture, Provenance, FORMAT, VERSION, VERSION_WITH_FEATURES};
+use super::{DynMixture, Provenance, Storage, FORMAT, VERSION, VERSION_WITH_FEATURES, VERSION_WITH_WEIGHTS};
 use crate::features::FeatureSpec;
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -24,8 +24,9 @@ pub struct Threshold {
 pub struct ModelFile {
     /// Always [`FORMAT`].
     pub format: String,
-    /// [`VERSION`], or [`VERSION_WITH_FEATURES`] when the file holds a
-    /// feature pipeline (version 1 files are converted on loading).
+    /// [`VERSION`], [`VERSION_WITH_FEATURES`] when the file holds a
+    /// feature pipeline, [`VERSION_WITH_WEIGHTS`] when its weights are
+    /// compressed (version 1 files are converted on loading).
     pub version: u32,
     /// Version of the tool that wrote it.
     pub tool_version: String,
@@ -66,8 +67,8 @@ impl ModelFile {
         );
         let version = head.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
         ensure!(
-            (1..=VERSION_WITH_FEATURES as u64).contains(&version),
-            "{} is model format version {version}; this build of flowmote reads versions 1 to {VERSION_WITH_FEATURES} — re-train or use the matching tool",
+            (1..=VERSION_WITH_WEIGHTS as u64).contains(&version),
+            "{} is model format version {version}; this build of flowmote reads versions 1 to {VERSION_WITH_WEIGHTS} — re-train or use the matching tool",
             path.display()
         );
         let mut head = head;
@@ -90,13 +91,42 @@ impl ModelFile {
         Ok(m)
     }
 
+    /// The format version this file must have: [`VERSION_WITH_WEIGHTS`]
+    /// for compressed weights, else [`VERSION_WITH_FEATURES`] with a
+    /// feature pipeline, else [`VERSION`].
+    pub fn required_version(&self) -> u32 {
+        if self.model.storage() != Storage::F32 {
+            VERSION_WITH_WEIGHTS
+        } else if self.features_pipeline.is_some() {
+            VERSION_WITH_FEATURES
+        } else {
+            VERSION
+        }
+    }
+
+    /// Compress the model's conditioner weights to `to`
+    /// ([`DynMixture::compressed`]) and set the format version it needs.
+    /// The threshold is kept: calibrate again for the compressed model's own.
+    pub fn compress(&mut self, to: Storage) -> Result<()> {
+        self.model = self.model.compressed(to)?;
+        self.version = self.required_version();
+        Ok(())
+    }
+
     /// Consistency checks shared by `load` and `save`.
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
+        let compressed = self.model.storage() != Storage::F32;
+        ensure!(
+            compressed == (self.version == VERSION_WITH_WEIGHTS),
+            "format version {} with weights stored as {} (compressed weights are version {VERSION_WITH_WEIGHTS}, only they)",
+            self.version,
+            self.model.storage().name()
+        );
         match &self.features_pipeline {
             Some(spec) => {
                 ensure!(
-                    self.version == VERSION_WITH_FEATURES,
+                    self.version == VERSION_WITH_FEATURES || compressed,
                     "a model with a feature pipeline is format version {VERSION_WITH_FEATURES}, not {}",
                     self.version
                 );
@@ -109,7 +139,7 @@ impl ModelFile {
                 );
             }
             None => ensure!(
-                self.version <= VERSION,
+                self.version <= VERSION || compressed,
                 "format version {} needs a feature pipeline (features_pipeline)",
                 self.version
             ),

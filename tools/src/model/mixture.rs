@@ -65,10 +65,26 @@ impl DynMixture {
         self.flows.iter().map(DynFlow::stored_floats).sum::<usize>() + weights(self.flows.len())
     }
 
-    /// Bytes of flash the export's weights take: [`DynMixture::stored_floats`]
-    /// as f32.
+    /// Bytes of flash the export's weights take: every member's
+    /// [`DynFlow::weight_bytes`] (conditioner matrices at their storage's
+    /// size, everything else as f32) and, for a mixture, its f32 weights.
     pub fn weight_bytes(&self) -> usize {
-        4 * self.stored_floats()
+        self.flows.iter().map(DynFlow::weight_bytes).sum::<usize>() + 4 * weights(self.flows.len())
+    }
+
+    /// The storage of the members' conditioner weights (that of the first
+    /// member; [`DynMixture::validate`] checks that all agree).
+    pub fn storage(&self) -> super::Storage {
+        self.flows.first().map(DynFlow::storage).unwrap_or_default()
+    }
+
+    /// This model with every member's conditioner weights compressed to
+    /// `to` ([`DynFlow::compressed`]).
+    pub fn compressed(&self, to: super::Storage) -> Result<DynMixture> {
+        Ok(DynMixture {
+            log_weights: self.log_weights.clone(),
+            flows: self.flows.iter().map(|f| f.compressed(to)).collect::<Result<_>>()?,
+        })
     }
 
     /// Parameters as `flowmote train` counts them (and `--max-params`
@@ -131,6 +147,12 @@ impl DynMixture {
         let d = self.dim();
         for (k, f) in self.flows.iter().enumerate() {
             ensure!(f.dim == d, "mixture member {k} has dimension {}, not {d}", f.dim);
+            ensure!(
+                f.storage() == self.storage(),
+                "mixture member {k} stores its weights as {}, member 0 as {}",
+                f.storage().name(),
+                self.storage().name()
+            );
             f.validate().with_context(|| format!("mixture member {k}"))?;
         }
         Ok(())

@@ -13,11 +13,13 @@
 
 mod file;
 mod mixture;
+mod storage;
 mod view;
 
 pub use crate::provenance::{Epoch, Provenance};
 pub use file::{ModelFile, Threshold};
 pub use mixture::{DynMixture, MixView, MixWorkspace};
+pub use storage::{matrix_rows, matrix_weights, I8Net, Storage, Weights};
 pub use view::{FlowView, View, Workspace};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -34,12 +36,17 @@ use std::fmt::Write as _;
 pub const FORMAT: &str = "flowmote-model";
 /// Version of the model file layout for a model that scores the CSV's
 /// columns as they are. Version 1 files (one `flow`) are read as a
-/// one-member mixture; versions above [`VERSION_WITH_FEATURES`] are refused.
+/// one-member mixture; versions above [`VERSION_WITH_WEIGHTS`] are refused.
 pub const VERSION: u32 = 2;
 /// Version of a model file that holds a feature pipeline
 /// (`features_pipeline`): an older tool, which would score raw rows with a
 /// windowed model, refuses it. Files without a pipeline stay [`VERSION`].
 pub const VERSION_WITH_FEATURES: u32 = 3;
+/// Version of a model file whose conditioner weights are compressed (`f16`
+/// or `i8`, [`Weights`]; with or without a feature pipeline): an older
+/// tool, which would ignore the storage and score other weights than the
+/// device runs, refuses it. Files of `f32` weights keep their version.
+pub const VERSION_WITH_WEIGHTS: u32 = 4;
 
 /// Hidden nonlinearity, as stored in model files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -394,6 +401,10 @@ pub struct DynFlow {
     pub dim: usize,
     /// Layers, applied in order in the data → latent direction.
     pub layers: Vec<Layer>,
+    /// How the conditioners' weights are stored (`f32` unless compressed
+    /// with [`DynFlow::compressed`]; absent from model files for `f32`).
+    #[serde(default, skip_serializing_if = "Weights::is_f32")]
+    pub weights: Weights,
 }
 
 impl DynFlow {
@@ -503,12 +514,30 @@ impl DynFlow {
                 check_net(shape, s.bound, s.params).with_context(ctx)?;
             }
         }
-        Ok(())
+        self.validate_weights()
     }
 
-    /// The flow compiled into its layers' views (once per use, not per row).
+    /// A flow of `f32` weights.
+    pub fn new(dim: usize, layers: Vec<Layer>) -> Self {
+        DynFlow {
+            dim,
+            layers,
+            weights: Weights::F32,
+        }
+    }
+
+    /// The flow compiled into its layers' views (once per use, not per row);
+    /// layers stored as `i8` get the core's `i8` views.
     pub fn view(&self) -> Result<FlowView<'_>, Error> {
-        let layers = self.layers.iter().map(|l| l.view(self.dim)).collect::<Result<_, _>>()?;
+        let layers = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| match self.weights.i8_net(i) {
+                Some(q) => l.view_i8(self.dim, q),
+                None => l.view(self.dim),
+            })
+            .collect::<Result<_, _>>()?;
         Ok(FlowView { dim: self.dim, layers })
     }
 

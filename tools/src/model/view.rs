@@ -1,5 +1,6 @@
 //! A flow compiled into its layers' core views, and the loops over them.
 
+use super::storage::I8Net;
 use super::{DynFlow, Layer, Net};
 use flowmote::cnf::ContinuousFlowRef;
 use flowmote::coupling::AffineCouplingRef;
@@ -33,11 +34,16 @@ impl Workspace {
 
 /// A layer's core view: the one place that maps each [`Layer`] kind onto
 /// the core's maths ([`Layer::view`]). How it is trained is in its type.
+// One per layer, built once per use: the continuous flow's view (an MLP
+// view with its seven slices and three scale slices) is not worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum View<'a> {
     /// Trained by maximum likelihood through its backward pass.
     Likelihood(Box<dyn SliceBackward + 'a>),
     /// The continuous flow, trained by flow matching.
     FlowMatching(ContinuousFlowRef<'a>),
+    /// A layer with compressed (`i8`) weights: evaluated, never trained.
+    Fixed(Box<dyn SliceBijector + 'a>),
 }
 
 impl View<'_> {
@@ -46,6 +52,7 @@ impl View<'_> {
         match self {
             View::Likelihood(l) => l.as_bijector(),
             View::FlowMatching(c) => c,
+            View::Fixed(l) => l.as_ref(),
         }
     }
 
@@ -54,6 +61,7 @@ impl View<'_> {
         match self {
             View::Likelihood(l) => l.train_scratch_len(),
             View::FlowMatching(c) => c.train_scratch_len(),
+            View::Fixed(_) => 0,
         }
     }
 }
@@ -127,6 +135,63 @@ impl Layer {
                 (*solver).into(),
                 *steps,
             ))),
+        }
+    }
+}
+
+impl Layer {
+    /// The core view of this layer with its conditioner's weights stored as
+    /// `i8` (`q`); biases from `params`. Fails unless the layer has a
+    /// compressible network and `q` fits its shape.
+    pub fn view_i8<'a>(&'a self, d: usize, q: &'a I8Net) -> Result<View<'a>, Error> {
+        let shape = self.compressible_net(d).ok_or(Error::ShapeMismatch)?;
+        let (n, params) = match self {
+            Layer::AffineCoupling { net, params, .. }
+            | Layer::Maf { net, params, .. }
+            | Layer::SplineCoupling { net, params, .. }
+            | Layer::SplineAutoregressive { net, params, .. } => (net, params),
+            _ => return Err(Error::ShapeMismatch),
+        };
+        let f = MlpRef::from_flat(shape, n.act.into(), params)?;
+        let (w_in, rest) = q.q.split_at_checked(f.w_in.len()).ok_or(Error::ShapeMismatch)?;
+        let (w_hid, w_out) = rest.split_at_checked(f.w_hid.len()).ok_or(Error::ShapeMismatch)?;
+        let (s_in, rest) = q.scales.split_at_checked(shape.hidden).ok_or(Error::ShapeMismatch)?;
+        let (s_hid, s_out) = rest
+            .split_at_checked(shape.hidden * (shape.depth - 1))
+            .ok_or(Error::ShapeMismatch)?;
+        let net = MlpRef::<i8> {
+            shape,
+            act: f.act,
+            w_in,
+            w_cond: f.w_cond,
+            b_in: f.b_in,
+            w_hid,
+            b_hid: f.b_hid,
+            w_out,
+            b_out: f.b_out,
+            s_in,
+            s_hid,
+            s_out,
+        };
+        if !net.is_consistent() {
+            return Err(Error::ShapeMismatch);
+        }
+        let fixed = |l: Box<dyn SliceBijector + 'a>| Ok(View::Fixed(l));
+        match self {
+            Layer::AffineCoupling { a, b, clamp, .. } => fixed(Box::new(AffineCouplingRef {
+                a: *a,
+                b: *b,
+                clamp: *clamp,
+                net,
+            })),
+            Layer::Maf { clamp, .. } => fixed(Box::new(MafRef { clamp: *clamp, net })),
+            Layer::SplineCoupling {
+                a, b, bins, tail_bound, ..
+            } => fixed(Box::new(SplineCouplingRef::new(*a, *b, *bins, *tail_bound, net)?)),
+            Layer::SplineAutoregressive { bins, tail_bound, .. } => {
+                fixed(Box::new(SplineAutoregressiveRef::new(*bins, *tail_bound, net)?))
+            }
+            _ => Err(Error::ShapeMismatch),
         }
     }
 }

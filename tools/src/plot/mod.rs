@@ -306,7 +306,7 @@ mod tests {
             features_pipeline: None,
             mean,
             std,
-            model: DynMixture::single(crate::model::DynFlow { dim: 2, layers }),
+            model: DynMixture::single(crate::model::DynFlow::new(2, layers)),
             threshold: Some(Threshold {
                 score: 5.5,
                 false_alarm_rate: 0.01,

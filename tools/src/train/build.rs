@@ -243,7 +243,7 @@ pub fn build_flow<R: Rng + ?Sized>(
             ls.push(l);
         }
     }
-    let f = DynFlow { dim: d, layers: ls };
+    let f = DynFlow::new(d, ls);
     f.validate()?;
     Ok(f)
 }

@@ -98,7 +98,7 @@ pub(super) fn batch_grad(
             let mut ws = view.workspace();
             let fm = view.layers.iter().enumerate().find_map(|(i, v)| match v {
                 View::FlowMatching(c) => Some((i, c)),
-                View::Likelihood(_) => None,
+                View::Likelihood(_) | View::Fixed(_) => None,
             });
             if let Some((ci_layer, v)) = fm {
                 // Flow matching on the rows as the continuous flow sees them

@@ -26,7 +26,8 @@ use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
 use flowmote::{
-    Activation, AffineCoupling, Density, Flow, LuLinear, Maf, Mixture, Mlp, SplineAutoregressive, SplineCoupling,
+    Activation, AffineCoupling, Density, Flow, LuLinear, Maf, Mixture, Mlp, MlpStore, SplineAutoregressive,
+    SplineCoupling, Weight, F16,
 };
 
 use flowmote_fixtures::model;
@@ -117,6 +118,40 @@ fn maf<const D: usize, const H: usize, const L: usize>(name: &str) {
         net: random_mlp::<D, H, L, D, 2>(Activation::Tanh, 11),
     },));
     bench_log_prob(name, Mlp::<D, H, L, D, 2>::shape().macs(), &flow);
+}
+
+/// [`maf`] with the conditioner's weights compressed to `W` (`F16`, or `i8`
+/// with row scales) from the same `f32` weights.
+#[inline(never)]
+fn maf_stored<const D: usize, const H: usize, const L: usize, W: Weight>(
+    name: &str,
+    net: impl Fn(&Mlp<D, H, L, D, 2>) -> W::Mlp<D, H, L, D, 2>,
+) {
+    let flow = Flow::<D, _>::new((Maf::<D, H, L, W> {
+        clamp: 3.0,
+        net: net(&random_mlp::<D, H, L, D, 2>(Activation::Tanh, 11)),
+    },));
+    bench_log_prob(name, Mlp::<D, H, L, D, 2>::shape().macs(), &flow);
+}
+
+/// One forward pass of an MLP 8-64-64-16 through the core view with its
+/// weights stored as `W` (the `f32` row is `view_vs_fixed`'s core view).
+#[inline(never)]
+fn view_stored<const IN: usize, const H: usize, const OUT: usize, N: MlpStore>(
+    act: Activation,
+    name: &str,
+    store: impl Fn(&Mlp<IN, H, 1, OUT, 2>) -> N,
+) {
+    let m = store(&random_mlp::<IN, H, 1, OUT, 2>(act, 17));
+    let x = input::<IN>();
+    let macs = Mlp::<IN, H, 1, OUT, 2>::shape().macs();
+    let (mut h0, mut h1, mut out) = ([0.0f32; H], [0.0f32; H], [[0.0f32; OUT]; 2]);
+    let (mb, xb) = (black_box(&m), black_box(&x));
+    bench_start();
+    mb.view().forward(xb, 0.0, &mut h0, &mut h1, out.as_flattened_mut());
+    bench_end();
+    black_box(&out);
+    defmt::info!("bench {=str} macs {=usize}", name, macs);
 }
 
 /// A mixture of two one-layer MAF flows (weights ½, ½): the members' cost
@@ -263,7 +298,11 @@ fn main() -> ! {
     maf::<3, 16, 0>("MAF D=3 H=16 depth 1");
     maf::<8, 32, 0>("MAF D=8 H=32 depth 1");
     #[cfg(target_abi = "eabihf")]
-    maf::<8, 64, 1>("MAF D=8 H=64 depth 2");
+    {
+        maf::<8, 64, 1>("MAF D=8 H=64 depth 2");
+        maf_stored::<8, 64, 1, F16>("MAF D=8 H=64 depth 2, f16 weights", Mlp::to_f16);
+        maf_stored::<8, 64, 1, i8>("MAF D=8 H=64 depth 2, i8 weights + row scales", Mlp::to_i8);
+    }
     mixture_of_mafs::<3, 16>("mixture of 2 × (MAF D=3 H=16 depth 1)");
     coupling::<4, 2, 2, 16>("coupling D=4 (2+2) H=16 depth 1");
     coupling::<8, 4, 4, 32>("coupling D=8 (4+4) H=32 depth 1");
@@ -289,6 +328,26 @@ fn main() -> ! {
             Activation::Tanh,
             "MLP 8-64-64-16 tanh, core view",
             "MLP 8-64-64-16 tanh, hand-written fixed-size loop",
+        );
+        view_stored::<8, 64, 8, _>(
+            Activation::Tanh,
+            "MLP 8-64-64-16 tanh, core view, f16 weights",
+            Mlp::to_f16,
+        );
+        view_stored::<8, 64, 8, _>(
+            Activation::Tanh,
+            "MLP 8-64-64-16 tanh, core view, i8 weights + row scales",
+            Mlp::to_i8,
+        );
+        view_stored::<8, 64, 8, _>(
+            Activation::Relu,
+            "MLP 8-64-64-16 relu, core view, f16 weights",
+            Mlp::to_f16,
+        );
+        view_stored::<8, 64, 8, _>(
+            Activation::Relu,
+            "MLP 8-64-64-16 relu, core view, i8 weights + row scales",
+            Mlp::to_i8,
         );
     }
     // Small enough for the Cortex-M0's 16 KiB: the activation's cost is the

@@ -12,7 +12,10 @@
 //!    the same two checks for `fixtures/src/extended.rs`, a
 //!    mixture of two flows (whitening LU, spline coupling, autoregressive
 //!    spline and CNF layers; a small MAF), and for
-//!    `fixtures/src/committee.rs`, a mixture of 12 flows;
+//!    `fixtures/src/committee.rs`, a mixture of 12 flows, and for the
+//!    compressed exports `fixtures/src/quant_i8.rs` (the extended model with
+//!    `i8` conditioner weights and row scales) and `quant_f16.rs` (couplings
+//!    with `f16` weights);
 //! 4. the whole monitor (emulated LIS3DH → windows → score → k-of-n → pin)
 //!    with a garbage frame and a bus error injected: both reported, the
 //!    monitor keeps running;
@@ -49,7 +52,7 @@ mod stack;
 // spline and continuous-flow layers, so the emulated core checks those layers
 // against the host too; `committee`: a mixture of 12 small flows. The host's
 // export parity test generates both.
-use flowmote_fixtures::{committee, extended};
+use flowmote_fixtures::{committee, extended, quant_f16, quant_i8};
 
 use flowmote_fixtures::model::{DIM, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_SAMPLES, GOLDEN_SEED, MODEL, THRESHOLD};
 
@@ -134,6 +137,23 @@ fn main() -> ! {
         &committee::GOLDEN_LOG_PROBS,
         committee::GOLDEN_SEED,
         &committee::GOLDEN_SAMPLES,
+    );
+    // 3d. Compressed weights (`flowmote export --weights i8|f16`).
+    failures += check_export(
+        "i8 export (the extended mixture, i8 conditioner weights + row scales)",
+        &quant_i8::MODEL,
+        &quant_i8::GOLDEN_INPUTS,
+        &quant_i8::GOLDEN_LOG_PROBS,
+        quant_i8::GOLDEN_SEED,
+        &quant_i8::GOLDEN_SAMPLES,
+    );
+    failures += check_export(
+        "f16 export (couplings, LU; f16 conditioner weights)",
+        &quant_f16::MODEL,
+        &quant_f16::GOLDEN_INPUTS,
+        &quant_f16::GOLDEN_LOG_PROBS,
+        quant_f16::GOLDEN_SEED,
+        &quant_f16::GOLDEN_SAMPLES,
     );
 
     // 4. The monitor on an emulated sensor: each flow sample is held for one
