@@ -85,16 +85,26 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
     };
     let (model, s) = train::train(&ds, &cfg, !a.quiet)?;
     model.save(&model_json)?;
+    let budget = train::Budget::of(&cfg)?;
+    let cost = crate::target::ModelCost::of(&model.model);
     say!(
-        "    {}: {} parameters, {} multiply-adds per score, {} rows (+{} validation), {:.1} s; validation NLL {:.3} nats/row",
+        "    for {}: {}, {:.1} KB of weights, {} multiply-adds{} per score; {} rows (+{} validation), {:.1} s; validation NLL {:.3} nats/row",
+        budget.describe(),
         describe_model(&model),
-        s.parameters,
-        model.model.macs(),
+        cost.weight_bytes as f64 / 1024.0,
+        cost.macs,
+        budget
+            .target
+            .estimated_ms_of(&cost)
+            .map_or(String::new(), |ms| format!(" ≈ {ms:.2} ms on {}", budget.target.name)),
         s.train_rows,
         s.val_rows,
         s.seconds,
         s.best_val_nll
     );
+    if let Some(d) = &model.provenance.settings.distillation {
+        say!("    kept {}", d.kept);
+    }
     let val_csv = dir.join("validation.csv");
     output::write(&val_csv, rows_csv(&model.features, &s.validation).as_bytes())?;
     say!(

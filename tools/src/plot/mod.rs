@@ -8,7 +8,10 @@
 //!   calibrated threshold, split into normal / anomalous rows with
 //!   `--label-column` (label `0` = normal, anything else = anomaly);
 //! * `roc.png` — with a label column holding both classes: the ROC curve of the
-//!   score, AUROC in the title.
+//!   score, AUROC in the title;
+//! * `budget.png` — for a model trained for a device: every student, the
+//!   teacher and the kept model by flash and validation NLL, with the
+//!   budget (the Pareto view of `train --target`).
 //!
 //! Rows the model cannot score (NaN, overflow) are counted in the captions and
 //! ranked as anomalous (score `+∞`) for the ROC curve, as the device's
@@ -101,6 +104,11 @@ pub fn plot_all(model: &ModelFile, data: Option<&Dataset>, out_dir: &Path, opts:
     } else {
         let p = out_dir.join("training.png");
         staged.add(&p, |t| plot_training(model, t))?;
+        written.push(p);
+    }
+    if let Some(d) = &model.provenance.settings.distillation {
+        let p = out_dir.join("budget.png");
+        staged.add(&p, |t| budget::plot_budget(model, d, t))?;
         written.push(p);
     }
     if model.model.dim() == 2 {
@@ -242,8 +250,10 @@ fn viridis(t: f64) -> RGBColor {
     RGBColor(m(a.0, b.0), m(a.1, b.1), m(a.2, b.2))
 }
 
+mod budget;
 mod figures;
 
+pub use budget::plot_budget;
 pub use figures::{plot_density, plot_roc, plot_scores, plot_training};
 
 #[cfg(test)]
