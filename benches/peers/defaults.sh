@@ -17,7 +17,7 @@
 # Uses the venv of benches/peers/requirements.txt (benches/peers/.venv, created
 # on first use).
 source "$(dirname "$0")/common.sh"
-SETS=${SETS:-daphnet_gait breast_cancer}
+SETS=${SETS:-daphnet_gait breast_cancer italy_power japanese_vowels gunpoint digits}
 peer_python
 build_tool
 ep=(); [ -z "${MAX_EPOCHS:-}" ] || ep=(--max-epochs "$MAX_EPOCHS")
@@ -30,10 +30,15 @@ for set in $SETS; do
     tag=$set.s$seed
     say "$set seed $seed: flowmote train (defaults)"
     t0=$(date +%s.%N)
-    "$tool" train --data "$train" --out "$OUT/defaults.$tag.model.json" --seed "$seed" --quiet >&2
+    rm -f "$OUT/defaults.$tag.teacher.json" "$OUT/defaults.$tag.teacher.eval.json"
+    "$tool" train --data "$train" --out "$OUT/defaults.$tag.model.json" --seed "$seed" --quiet \
+        --teacher-out "$OUT/defaults.$tag.teacher.json" >&2
     t1=$(date +%s.%N)
     "$tool" eval --model "$OUT/defaults.$tag.model.json" --data "$test" "${lab[@]}" --json \
         >"$OUT/defaults.$tag.flowmote.json"
+    # The teacher the default target's student was distilled from (over the budget).
+    [ ! -f "$OUT/defaults.$tag.teacher.json" ] || "$tool" eval --model "$OUT/defaults.$tag.teacher.json" \
+        --data "$test" "${lab[@]}" --json >"$OUT/defaults.$tag.teacher.eval.json"
     # Per-row scores of labelled sets, for the paired bootstrap below.
     [ ${#lab[@]} -eq 0 ] || "$tool" score --model "$OUT/defaults.$tag.model.json" --data "$test" "${lab[@]}" \
         --out "$OUT/defaults.$tag.flowmote.scores.csv" 2>/dev/null
@@ -64,14 +69,24 @@ for s in sets:
         t0, t1 = map(float, open(f"{out}/defaults.{tag}.flowmote.time").read().split())
         m = json.load(open(f"{out}/defaults.{tag}.model.json"))
         st = m["provenance"]["settings"]
+        dist = st.get("distillation")
         if st.get("members"):
             kinds = [c["flow"] for c in st["members"]]
             kb = sum(c["parameters"] for c in st["members"]) * 4 / 1024
             note = ("mixture: " if (st.get("folds") or 1) == 1 else f"{st['folds']}-fold committee: ") + \
                 " + ".join(f"{k} ×{kinds.count(k)}" for k in sorted(set(kinds))) + f", {kb:.0f} KB"
         else:
-            note = f"{m['kind']} {st['layers']}×{st['hidden']} noise {st['noise']:.1f}"
-        rows.setdefault("flowmote defaults", []).append((nll_of(ev), ev.get("auroc"), t1 - t0, note))
+            kept = next((c for c in (dist or {}).get("students", []) if c.get("val_nll") == m["provenance"]["val_nll"]), None)
+            note = f"{m['kind']} {st['layers']}×{st['hidden']}"
+            if kept:
+                note += f"{' + teacher samples' if kept.get('teacher_samples') else ''}, {kept['weight_bytes'] / 1024:.0f} KB, {kept['macs']} MACs, {kept['estimated_ms']:.2f} ms"
+        rows.setdefault("flowmote defaults (--target nrf52840)", []).append((nll_of(ev), ev.get("auroc"), t1 - t0, note))
+        tp = f"{out}/defaults.{tag}.teacher.eval.json"
+        if dist and os.path.exists(tp):
+            te = json.load(open(tp))
+            t = dist["teacher"]
+            rows.setdefault("its teacher (over the budget)", []).append(
+                (nll_of(te), te.get("auroc"), t["seconds"], f"{t['weight_bytes'] / 1024:.0f} KB, {t['macs']} MACs"))
         p = json.load(open(f"{out}/defaults.{tag}.peers.json"))
         g = p["gmm"]
         rows.setdefault("GaussianMixture (val-selected)", []).append(

@@ -51,6 +51,12 @@ pub struct TrainArgs {
     /// held-out windows share readings with the last training windows.
     #[arg(long, value_name = "FILE")]
     pub val_out: Option<PathBuf>,
+    /// Also write the teacher to FILE when the kept model is a student
+    /// distilled for the target's budget (the teacher is over the budget:
+    /// it is for comparison on the host, e.g. `flowmote eval`, not for the
+    /// device). Nothing is written when no distillation was needed.
+    #[arg(long, value_name = "FILE")]
+    pub teacher_out: Option<PathBuf>,
     /// Train on windows of N raw readings instead of single rows: the
     /// feature columns (or --columns) are the sensor's channels, and each
     /// window of N readings (in file order) becomes one row of --features
@@ -85,6 +91,10 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
             v != &a.out,
             "--val-out and --out are the same file; the model and the validation rows need two"
         );
+    }
+    if let Some(t) = &a.teacher_out {
+        output::refuse_inputs(t, &[&a.data])?;
+        ensure!(t != &a.out, "--teacher-out and --out are the same file");
     }
     let mut cfg = a.config.clone();
     if a.val_out.is_some() {
@@ -135,6 +145,21 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
             None => rows_csv(&model.features, &s.validation),
         };
         output::write(v, text.as_bytes())?;
+    }
+    if let Some(t) = &a.teacher_out {
+        match &s.teacher {
+            Some(teacher) => {
+                let mut teacher = (**teacher).clone();
+                teacher.features_pipeline = model.features_pipeline.clone();
+                teacher.version = model.version;
+                teacher.save(t)?;
+            }
+            None if !a.json => say!(
+                "no teacher written to {}: the kept model is the search's best (no distillation was needed)",
+                t.display()
+            ),
+            None => {}
+        }
     }
     let what = describe_model(&model);
     let folds = model.provenance.settings.folds();

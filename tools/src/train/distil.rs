@@ -388,6 +388,7 @@ pub(super) fn distil(
     m.provenance.settings.config.target = Some(budget.target.name.into());
     s.seconds = start.elapsed().as_secs_f64();
     s.labelled_out = ds.len() - ds.n_normal();
+    s.teacher = Some(Box::new(teacher));
     Ok((m, s))
 }
 

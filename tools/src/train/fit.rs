@@ -636,6 +636,7 @@ pub(super) fn train_split(
         seconds: start.elapsed().as_secs_f64(),
         parameters,
         validation: val.clone(),
+        teacher: None,
     };
     let settings = Settings {
         config: TrainConfig {

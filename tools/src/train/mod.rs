@@ -73,6 +73,9 @@ pub struct TrainSummary {
     /// The held-out validation rows (for calibration on unseen data).
     #[serde(skip)]
     pub validation: Vec<Vec<f32>>,
+    /// The teacher a device budget distilled the kept student from.
+    #[serde(skip)]
+    pub teacher: Option<Box<ModelFile>>,
 }
 
 /// Train a model on `ds` (rows labelled anomalous are left out). With
