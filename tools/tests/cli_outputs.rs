@@ -491,3 +491,67 @@ fn train_writes_validation_rows_and_json() {
     assert_eq!(j["weight_bytes"].as_u64().unwrap() % 4, 0);
     assert!(j["threshold"].is_number());
 }
+
+/// A device budget nothing meets is an error before any training, naming the
+/// smallest model tried; an unknown target lists the known ones; nothing is
+/// written either way.
+#[test]
+fn impossible_budgets_and_unknown_targets_are_errors() {
+    let dir = tmpdir();
+    let out = dir.path().join("m.json");
+    fs::write(&out, "precious").unwrap();
+    let d = data();
+    for (extra, want) in [
+        (vec!["--max-flash", "100"], vec!["smallest tried", "--max-flash"]),
+        (vec!["--max-flash", "100", "--target", "host"], vec!["smallest tried", "host"]),
+        (vec!["--target", "atmega328"], vec!["nrf52840", "rp2040", "esp32c3", "list-targets"]),
+        (vec!["--max-flash", "12Q"], vec!["unknown unit"]),
+    ] {
+        let mut args = vec!["train", "--data", &d, "--out", out.to_str().unwrap(), "-q"];
+        args.extend(extra.iter());
+        let o = flowmote(&args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        let e = stderr(&o);
+        for w in want {
+            assert!(e.contains(w), "{args:?}: {e}");
+        }
+        assert_eq!(fs::read_to_string(&out).unwrap(), "precious");
+    }
+}
+
+/// `train --json` on the default target states the target, the flash, the
+/// estimated time and what was kept; the model fits the budget; and
+/// `--teacher-out` writes the teacher when a student was distilled.
+#[test]
+fn train_for_a_device_reports_its_budget() {
+    let dir = tmpdir();
+    let (m, t) = (dir.path().join("m.json"), dir.path().join("teacher.json"));
+    let d = data();
+    let o = flowmote(&[
+        "train",
+        "--data",
+        &d,
+        "--out",
+        m.to_str().unwrap(),
+        "--teacher-out",
+        t.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--max-flash",
+        "4K",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["target"], "nrf52840");
+    assert!(j["weight_bytes"].as_u64().unwrap() <= 4096, "{j}");
+    assert!(j["estimated_ms"].as_f64().unwrap() <= 2.0, "{j}");
+    assert!(j["why"].as_str().unwrap().contains("teacher"), "{j}");
+    assert!(!j["students"].as_array().unwrap().is_empty(), "{j}");
+    // The teacher is over the budget and scores the same columns.
+    let teacher: serde_json::Value = serde_json::from_str(&fs::read_to_string(&t).unwrap()).unwrap();
+    assert_eq!(teacher["features"], j["features"]);
+    assert!(j["teacher"]["weight_bytes"].as_u64().unwrap() > 4096, "{j}");
+    let o = flowmote(&["eval", "--model", t.to_str().unwrap(), "--data", &d, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

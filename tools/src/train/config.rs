@@ -502,3 +502,19 @@ pub fn default_folds(rows: usize, val_fraction: f64) -> usize {
         1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_take_k_and_m() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("64K"), Ok(65536));
+        assert_eq!(parse_bytes("64 kb"), Ok(65536));
+        assert_eq!(parse_bytes("1M"), Ok(1 << 20));
+        assert!(parse_bytes("12Q").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("K").is_err());
+        assert!(parse_bytes("99999999999999999999M").is_err());
+    }
+}
