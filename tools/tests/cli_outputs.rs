@@ -503,8 +503,14 @@ fn impossible_budgets_and_unknown_targets_are_errors() {
     let d = data();
     for (extra, want) in [
         (vec!["--max-flash", "100"], vec!["smallest tried", "--max-flash"]),
-        (vec!["--max-flash", "100", "--target", "host"], vec!["smallest tried", "host"]),
-        (vec!["--target", "atmega328"], vec!["nrf52840", "rp2040", "esp32c3", "list-targets"]),
+        (
+            vec!["--max-flash", "100", "--target", "host"],
+            vec!["smallest tried", "host"],
+        ),
+        (
+            vec!["--target", "atmega328"],
+            vec!["nrf52840", "rp2040", "esp32c3", "list-targets"],
+        ),
         (vec!["--max-flash", "12Q"], vec!["unknown unit"]),
     ] {
         let mut args = vec!["train", "--data", &d, "--out", out.to_str().unwrap(), "-q"];
