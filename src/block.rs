@@ -176,11 +176,16 @@ fn input_grad(w: &[f32], m: usize, gpre: &[Lanes], gx: &mut [Lanes]) {
     }
 }
 
-/// Floats of the scratch of [`MlpRef::backward_block`] for a network of
-/// this shape: `2·hidden + max(hidden, input)` lanes.
+/// Lanes of the scratch of [`MlpRef::backward_block`] for a network of
+/// this shape: `2·hidden + max(hidden, input)`.
 pub const fn backward_block_scratch(hidden: usize, input: usize) -> usize {
     let m = if hidden > input { hidden } else { input };
-    (2 * hidden + m) * BLOCK
+    2 * hidden + m
+}
+
+/// Lanes holding at least `floats` floats.
+pub const fn lanes_for(floats: usize) -> usize {
+    floats.div_ceil(BLOCK)
 }
 
 impl<W: Weight> MlpRef<'_, W> {
@@ -207,7 +212,11 @@ impl<W: Weight> MlpRef<'_, W> {
         let h = self.shape.hidden;
         let w = &self.w_hid[l * h * h..(l + 1) * h * h];
         let b = &self.b_hid[l * h..(l + 1) * h];
-        let s = if W::SCALED { &self.s_hid[l * h..(l + 1) * h] } else { &[][..] };
+        let s = if W::SCALED {
+            &self.s_hid[l * h..(l + 1) * h]
+        } else {
+            &[][..]
+        };
         let y = &mut y[..h];
         dense_block(w, s, h, b, x, y);
         self.act.apply_slice(y.as_flattened_mut());
@@ -237,7 +246,14 @@ impl<W: Weight> MlpRef<'_, W> {
             let (prev, next) = acts[l * h..(l + 2) * h].split_at_mut(h);
             self.hidden_block(l, prev, next);
         }
-        dense_block(self.w_out, self.s_out, h, self.b_out, &acts[(s.depth - 1) * h..s.depth * h], &mut out[..s.output]);
+        dense_block(
+            self.w_out,
+            self.s_out,
+            h,
+            self.b_out,
+            &acts[(s.depth - 1) * h..s.depth * h],
+            &mut out[..s.output],
+        );
     }
 }
 
@@ -247,7 +263,7 @@ impl MlpRef<'_, f32> {
     /// [`MlpRef::forward_block_cached`] and `g_out` (`output` lanes), *adds*
     /// every row's `∂L/∂θ` to `grad`, row after row, and, if given, its
     /// `∂L/∂x` to `g_x` (`input` lanes). `scratch` holds
-    /// [`backward_block_scratch`] floats.
+    /// [`backward_block_scratch`] lanes.
     ///
     /// Bit-identical to `n` calls of [`MlpRef::backward`] on the rows in
     /// order (gradients and `g_x`).
@@ -260,14 +276,13 @@ impl MlpRef<'_, f32> {
         acts: &[Lanes],
         g_out: &[Lanes],
         g_x: Option<&mut [Lanes]>,
-        scratch: &mut [f32],
+        scratch: &mut [Lanes],
         grad: &mut MlpGrad<'_>,
     ) {
         let s = self.shape;
         let h = s.hidden;
         let n = n.min(BLOCK);
-        let (lanes, _) = scratch.as_chunks_mut::<BLOCK>();
-        let (t0, rest) = lanes.split_at_mut(h);
+        let (t0, rest) = scratch.split_at_mut(h);
         let (t1, rest) = rest.split_at_mut(h);
         let trans = rest.as_flattened_mut();
         // `trans` holds a layer's input row-major ([r][m]) for the rank-n

@@ -145,20 +145,19 @@ impl<W: Weight> AffineCouplingRef<'_, W> {
 }
 
 impl<W: Weight> AffineCouplingRef<'_, W> {
-    /// Floats of the scratch of [`AffineCouplingRef::forward_block`].
+    /// Lanes of the scratch of [`AffineCouplingRef::forward_block`].
     pub fn block_scratch_len(&self) -> usize {
-        (self.a + self.b + 2 * self.net.shape.hidden + 2 * self.b) * BLOCK
+        self.a + self.b + 2 * self.net.shape.hidden + 2 * self.b
     }
 
     /// [`AffineCouplingRef::forward`] of `n = ld.len() ≤ BLOCK` rows
     /// (`x`: `n × (a + b)`, row after row), vectorised across the rows;
     /// `ld[r]` = row `r`'s log-det. Bit-identical to the single-row pass.
-    pub fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [f32]) {
+    pub fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
         let (a, b) = (self.a, self.b);
         let d = a + b;
         let h = self.net.shape.hidden;
-        let (lanes, _) = scratch.as_chunks_mut::<BLOCK>();
-        let (xt, rest) = lanes.split_at_mut(d);
+        let (xt, rest) = scratch.split_at_mut(d);
         let (h0, rest) = rest.split_at_mut(h);
         let (h1, rest) = rest.split_at_mut(h);
         let out = &mut rest[..2 * b];
@@ -176,23 +175,29 @@ impl<W: Weight> AffineCouplingRef<'_, W> {
 }
 
 impl AffineCouplingRef<'_> {
-    /// Floats of the scratch of [`AffineCouplingRef::backward_block`].
+    /// Lanes of the scratch of [`AffineCouplingRef::backward_block`].
     pub fn block_train_scratch_len(&self) -> usize {
         let sh = self.net.shape;
         let d = self.a + self.b;
-        (2 * d + sh.n_activations() + 4 * self.b) * BLOCK + crate::block::backward_block_scratch(sh.hidden, sh.input)
+        (2 * d + sh.n_activations() + 4 * self.b) + crate::block::backward_block_scratch(sh.hidden, sh.input)
     }
 
     /// [`AffineCouplingRef::backward`] of `n = g_ld.len() ≤ BLOCK` rows
     /// (`x`, `g`: `n × (a + b)`); the parameter gradient is added row after
     /// row, bit-identical to `n` single-row calls in order.
-    pub fn backward_block(&self, x: &[f32], g: &mut [f32], g_ld: &[f32], grad: &mut MlpGrad<'_>, scratch: &mut [f32]) {
+    pub fn backward_block(
+        &self,
+        x: &[f32],
+        g: &mut [f32],
+        g_ld: &[f32],
+        grad: &mut MlpGrad<'_>,
+        scratch: &mut [Lanes],
+    ) {
         let (a, b) = (self.a, self.b);
         let d = a + b;
         let sh = self.net.shape;
         let n = g_ld.len().min(BLOCK);
-        let (lanes, tail) = scratch.split_at_mut((2 * d + sh.n_activations() + 4 * b) * BLOCK);
-        let (lanes, _) = lanes.as_chunks_mut::<BLOCK>();
+        let (lanes, tail) = scratch.split_at_mut(2 * d + sh.n_activations() + 4 * b);
         let (xt, rest) = lanes.split_at_mut(d);
         let (gt, rest) = rest.split_at_mut(d);
         let (acts, rest) = rest.split_at_mut(sh.n_activations());
@@ -250,7 +255,7 @@ impl<W: Weight> SliceBijector for AffineCouplingRef<'_, W> {
     fn block_scratch_len(&self) -> usize {
         AffineCouplingRef::block_scratch_len(self)
     }
-    fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [f32]) {
+    fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
         let d = self.a + self.b;
         for (xs, ls) in x.chunks_mut(d * BLOCK).zip(ld.chunks_mut(BLOCK)) {
             AffineCouplingRef::forward_block(self, xs, ls, scratch);

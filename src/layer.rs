@@ -30,10 +30,11 @@ pub trait SliceBijector {
     /// Latent → data in place; returns the log-det of this map. Scratch as
     /// in [`SliceBijector::forward_flat`].
     fn inverse_flat(&self, z: &mut [f32], scratch: &mut [f32]) -> f32;
-    /// Floats of the `scratch` slice of [`SliceBijector::forward_block`]
-    /// (by default [`SliceBijector::scratch_len`]).
+    /// Lanes ([`crate::block::Lanes`]) of the `scratch` slice of
+    /// [`SliceBijector::forward_block`] (by default room for
+    /// [`SliceBijector::scratch_len`] floats).
     fn block_scratch_len(&self) -> usize {
-        self.scratch_len()
+        crate::block::lanes_for(self.scratch_len())
     }
     /// [`SliceBijector::forward_flat`] of `n = ld.len()` rows at once, for
     /// hosts: `x` holds the rows one after the other (`n × dim` floats),
@@ -42,13 +43,14 @@ pub trait SliceBijector {
     /// that row. Layers with a conditioner take the rows in blocks of
     /// [`crate::block::BLOCK`] (vectorised across rows); the default is the
     /// single-row loop. `scratch` has [`SliceBijector::block_scratch_len`]
-    /// floats.
-    fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [f32]) {
+    /// lanes.
+    fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [crate::block::Lanes]) {
         let n = ld.len();
         if n == 0 {
             return;
         }
         let d = x.len() / n;
+        let scratch = scratch.as_flattened_mut();
         for (row, l) in x.chunks_exact_mut(d).zip(ld) {
             *l = self.forward_flat(row, scratch);
         }
@@ -68,23 +70,32 @@ pub trait SliceBackward: SliceBijector {
     /// parameter gradient to `grad` ([`SliceBackward::param_len`] floats, the
     /// layer's flat parameter order). Panics on wrong lengths.
     fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]);
-    /// Floats of the `scratch` slice of [`SliceBackward::backward_block`]
-    /// (by default [`SliceBackward::train_scratch_len`]).
+    /// Lanes ([`crate::block::Lanes`]) of the `scratch` slice of
+    /// [`SliceBackward::backward_block`] (by default room for
+    /// [`SliceBackward::train_scratch_len`] floats).
     fn block_train_scratch_len(&self) -> usize {
-        self.train_scratch_len()
+        crate::block::lanes_for(self.train_scratch_len())
     }
     /// [`SliceBackward::backward_flat`] of `n = g_ld.len()` rows, for hosts:
     /// `x` and `g` hold the rows one after the other (`n × dim`), `g_ld[r]`
     /// is row `r`'s `∂L/∂(log-det)`. The parameter gradients are added row
     /// after row, so `grad` and every row of `g` are bit-identical to `n`
     /// calls of [`SliceBackward::backward_flat`] in row order. `scratch` has
-    /// [`SliceBackward::block_train_scratch_len`] floats.
-    fn backward_block(&self, x: &[f32], g: &mut [f32], g_ld: &[f32], grad: &mut [f32], scratch: &mut [f32]) {
+    /// [`SliceBackward::block_train_scratch_len`] lanes.
+    fn backward_block(
+        &self,
+        x: &[f32],
+        g: &mut [f32],
+        g_ld: &[f32],
+        grad: &mut [f32],
+        scratch: &mut [crate::block::Lanes],
+    ) {
         let n = g_ld.len();
         if n == 0 {
             return;
         }
         let d = x.len() / n;
+        let scratch = scratch.as_flattened_mut();
         for ((xr, gr), l) in x.chunks_exact(d).zip(g.chunks_exact_mut(d)).zip(g_ld) {
             self.backward_flat(xr, gr, *l, grad, scratch);
         }
@@ -111,7 +122,7 @@ impl<T: SliceBijector> SliceBijector for Frozen<T> {
     fn block_scratch_len(&self) -> usize {
         self.0.block_scratch_len()
     }
-    fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [f32]) {
+    fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [crate::block::Lanes]) {
         self.0.forward_block(x, ld, scratch)
     }
 }
@@ -131,11 +142,18 @@ impl<T: SliceBackward> SliceBackward for Frozen<T> {
         self.0.backward_flat(x, g, g_ld, discard, inner);
     }
     fn block_train_scratch_len(&self) -> usize {
-        self.0.block_train_scratch_len() + self.0.param_len()
+        self.0.block_train_scratch_len() + crate::block::lanes_for(self.0.param_len())
     }
-    fn backward_block(&self, x: &[f32], g: &mut [f32], g_ld: &[f32], _grad: &mut [f32], scratch: &mut [f32]) {
+    fn backward_block(
+        &self,
+        x: &[f32],
+        g: &mut [f32],
+        g_ld: &[f32],
+        _grad: &mut [f32],
+        scratch: &mut [crate::block::Lanes],
+    ) {
         let (inner, discard) = scratch.split_at_mut(self.0.block_train_scratch_len());
-        let discard = &mut discard[..self.0.param_len()];
+        let discard = &mut discard.as_flattened_mut()[..self.0.param_len()];
         discard.fill(0.0);
         self.0.backward_block(x, g, g_ld, discard, inner);
     }
@@ -162,7 +180,14 @@ macro_rules! mlp_backward {
             fn block_train_scratch_len(&self) -> usize {
                 $view::block_train_scratch_len(self)
             }
-            fn backward_block(&self, x: &[f32], g: &mut [f32], g_ld: &[f32], grad: &mut [f32], scratch: &mut [f32]) {
+            fn backward_block(
+                &self,
+                x: &[f32],
+                g: &mut [f32],
+                g_ld: &[f32],
+                grad: &mut [f32],
+                scratch: &mut [$crate::block::Lanes],
+            ) {
                 let n = g_ld.len();
                 if n == 0 {
                     return;

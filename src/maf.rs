@@ -5,8 +5,10 @@
 //! are stored as zeros, so the network itself is a plain [`MlpRef`]; the
 //! trainer keeps them zero with [`made_mask_params`].
 
-use crate::block::{from_lanes, to_lanes, BLOCK};
-use crate::coupling::{affine_backward, affine_backward_block, affine_forward, affine_forward_block, affine_inverse_one};
+use crate::block::{from_lanes, to_lanes, Lanes, BLOCK};
+use crate::coupling::{
+    affine_backward, affine_backward_block, affine_forward, affine_forward_block, affine_inverse_one,
+};
 use crate::layer::{mlp_backward, net_scratch, SliceBijector};
 use crate::mlp::{MlpGrad, MlpRef, MlpShape};
 use crate::weights::{MlpStore, Weight};
@@ -127,19 +129,18 @@ impl<W: Weight> MafRef<'_, W> {
 }
 
 impl<W: Weight> MafRef<'_, W> {
-    /// Floats of the scratch of [`MafRef::forward_block`].
+    /// Lanes of the scratch of [`MafRef::forward_block`].
     pub fn block_scratch_len(&self) -> usize {
-        (3 * self.dim() + 2 * self.net.shape.hidden) * BLOCK
+        3 * self.dim() + 2 * self.net.shape.hidden
     }
 
     /// [`MafRef::forward`] of `n = ld.len() ≤ BLOCK` rows (`x`: `n × d`,
     /// row after row), vectorised across the rows; `ld[r]` = row `r`'s
     /// log-det. Bit-identical to the single-row pass.
-    pub fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [f32]) {
+    pub fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
         let d = self.dim();
         let h = self.net.shape.hidden;
-        let (lanes, _) = scratch.as_chunks_mut::<BLOCK>();
-        let (xt, rest) = lanes.split_at_mut(d);
+        let (xt, rest) = scratch.split_at_mut(d);
         let (h0, rest) = rest.split_at_mut(h);
         let (h1, rest) = rest.split_at_mut(h);
         let out = &mut rest[..2 * d];
@@ -156,21 +157,27 @@ impl<W: Weight> MafRef<'_, W> {
 }
 
 impl MafRef<'_> {
-    /// Floats of the scratch of [`MafRef::backward_block`].
+    /// Lanes of the scratch of [`MafRef::backward_block`].
     pub fn block_train_scratch_len(&self) -> usize {
         let sh = self.net.shape;
-        (6 * self.dim() + sh.n_activations()) * BLOCK + crate::block::backward_block_scratch(sh.hidden, sh.input)
+        (6 * self.dim() + sh.n_activations()) + crate::block::backward_block_scratch(sh.hidden, sh.input)
     }
 
     /// [`MafRef::backward`] of `n = g_ld.len() ≤ BLOCK` rows (`x`, `g`:
     /// `n × d`); the parameter gradient is added row after row,
     /// bit-identical to `n` single-row calls in order.
-    pub fn backward_block(&self, x: &[f32], g: &mut [f32], g_ld: &[f32], grad: &mut MlpGrad<'_>, scratch: &mut [f32]) {
+    pub fn backward_block(
+        &self,
+        x: &[f32],
+        g: &mut [f32],
+        g_ld: &[f32],
+        grad: &mut MlpGrad<'_>,
+        scratch: &mut [Lanes],
+    ) {
         let d = self.dim();
         let sh = self.net.shape;
         let n = g_ld.len().min(BLOCK);
-        let (lanes, tail) = scratch.split_at_mut((6 * d + sh.n_activations()) * BLOCK);
-        let (lanes, _) = lanes.as_chunks_mut::<BLOCK>();
+        let (lanes, tail) = scratch.split_at_mut(6 * d + sh.n_activations());
         let (xt, rest) = lanes.split_at_mut(d);
         let (gt, rest) = rest.split_at_mut(d);
         let (acts, rest) = rest.split_at_mut(sh.n_activations());
@@ -225,7 +232,7 @@ impl<W: Weight> SliceBijector for MafRef<'_, W> {
     fn block_scratch_len(&self) -> usize {
         MafRef::block_scratch_len(self)
     }
-    fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [f32]) {
+    fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
         let d = self.dim();
         for (xs, ls) in x.chunks_mut(d * BLOCK).zip(ld.chunks_mut(BLOCK)) {
             MafRef::forward_block(self, xs, ls, scratch);

@@ -35,7 +35,7 @@ fn check_forward(what: &str, l: &dyn SliceBijector, d: usize, seed: u64) {
         }
         let mut got = x.clone();
         let mut got_ld = vec![f32::NAN; n];
-        let mut s = vec![f32::NAN; l.block_scratch_len()];
+        let mut s = vec![[f32::NAN; BLOCK]; l.block_scratch_len()];
         l.forward_block(&mut got, &mut got_ld, &mut s);
         assert_eq!(bits(&got), bits(&want), "{what}: forward_block rows, n = {n}");
         assert_eq!(bits(&got_ld), bits(&want_ld), "{what}: forward_block log-dets, n = {n}");
@@ -56,10 +56,18 @@ fn check_backward(what: &str, l: &dyn SliceBackward, d: usize, seed: u64) {
             l.backward_flat(xr, gr, *gl, &mut want_grad, &mut s);
         }
         let (mut got_g, mut got_grad) = (g0.clone(), grad0.clone());
-        let mut s = vec![f32::NAN; l.block_train_scratch_len()];
+        let mut s = vec![[f32::NAN; BLOCK]; l.block_train_scratch_len()];
         l.backward_block(&x, &mut got_g, &g_ld, &mut got_grad, &mut s);
-        assert_eq!(bits(&got_g), bits(&want_g), "{what}: backward_block input gradient, n = {n}");
-        assert_eq!(bits(&got_grad), bits(&want_grad), "{what}: backward_block parameters, n = {n}");
+        assert_eq!(
+            bits(&got_g),
+            bits(&want_g),
+            "{what}: backward_block input gradient, n = {n}"
+        );
+        assert_eq!(
+            bits(&got_grad),
+            bits(&want_grad),
+            "{what}: backward_block parameters, n = {n}"
+        );
     }
 }
 
@@ -175,7 +183,10 @@ fn default_block_passes_are_the_single_row_loop() {
     let p = flowmote::PermutationRef { perm: &perm };
     check_forward("permutation", &p, 4, 7);
     check_backward("permutation", &p, 4, 8);
-    let (ls, sh) = (random_vec(&mut rng(9), 4, -1.0, 1.0), random_vec(&mut rng(10), 4, -1.0, 1.0));
+    let (ls, sh) = (
+        random_vec(&mut rng(9), 4, -1.0, 1.0),
+        random_vec(&mut rng(10), 4, -1.0, 1.0),
+    );
     let an = flowmote::ActNormRef {
         log_scale: &ls,
         shift: &sh,
@@ -213,9 +224,7 @@ fn tool_blocked_scoring_and_gradients_are_the_single_row_ones() {
             act: Act::Tanh,
         };
         let flow = train::build_flow(kind, &mean, &std, 3, net, &cfg, &mut r).unwrap();
-        let mut rows: Vec<Vec<f32>> = (0..37)
-            .map(|i| random_vec(&mut rng(500 + i), d, -3.0, 3.0))
-            .collect();
+        let mut rows: Vec<Vec<f32>> = (0..37).map(|i| random_vec(&mut rng(500 + i), d, -3.0, 3.0)).collect();
         rows[5][2] = f32::NAN;
         rows[11][0] = 1e30;
         rows[20] = vec![1e6; d];
@@ -230,7 +239,7 @@ fn tool_blocked_scoring_and_gradients_are_the_single_row_ones() {
             }
         }
         // Gradients: rows in blocks, some of them weighted.
-        let weight = |i: usize, nll: f32| (i % 3 == 1).then(|| 1.0 + 0.1 * (nll - 2.0));
+        let weight = |i: usize, nll: f32| (i % 3 == 1).then_some(1.0 + 0.1 * (nll - 2.0));
         let zero = || -> Vec<Vec<f32>> { flow.layers.iter().map(|l| vec![0.0; l.params().len()]).collect() };
         let (mut want, mut got) = (zero(), zero());
         let mut want_nll = Vec::new();
@@ -254,7 +263,10 @@ fn tool_blocked_scoring_and_gradients_are_the_single_row_ones() {
                 (a, b) => assert_eq!(a.is_ok(), b.is_ok(), "{kind:?} nll row {i}"),
             }
         }
-        assert!(want_nll.iter().filter(|r| r.is_err()).count() >= 2, "{kind:?}: bad rows were skipped");
+        assert!(
+            want_nll.iter().filter(|r| r.is_err()).count() >= 2,
+            "{kind:?}: bad rows were skipped"
+        );
         for (li, (a, b)) in want.iter().zip(&got).enumerate() {
             assert_eq!(bits(a), bits(b), "{kind:?} layer {li} gradient");
         }

@@ -2,6 +2,7 @@
 
 use super::storage::I8Net;
 use super::{DynFlow, Layer, Net};
+use flowmote::block::{Lanes, BLOCK};
 use flowmote::cnf::ContinuousFlowRef;
 use flowmote::coupling::AffineCouplingRef;
 use flowmote::linear::LuLinearRef;
@@ -10,7 +11,6 @@ use flowmote::mlp::MlpRef;
 use flowmote::permutation::PermutationRef;
 use flowmote::spline::{SplineAutoregressiveRef, SplineCouplingRef};
 use flowmote::{normal, ActNormRef, Error, Frozen, Reverse, SliceBackward, SliceBijector};
-use flowmote::block::BLOCK;
 use rand_core::Rng;
 
 /// Widest flow whose blocked scoring keeps its rows on the stack.
@@ -41,12 +41,12 @@ pub struct Workspace {
     /// The scratch of every layer's backward pass.
     train: Vec<f32>,
     /// The scratch of every layer's blocked forward pass.
-    block_scratch: Vec<f32>,
+    block_scratch: Vec<Lanes>,
     /// Input of every layer for a block of rows, saved by the blocked
     /// training forward pass (`layers × BLOCK × dim`).
     block_inputs: Vec<f32>,
     /// The scratch of every layer's blocked backward pass.
-    block_train: Vec<f32>,
+    block_train: Vec<Lanes>,
 }
 
 impl Workspace {
@@ -246,9 +246,9 @@ impl FlowView<'_> {
             scratch: vec![0.0; max(&|v| v.bijector().scratch_len())],
             inputs: vec![0.0; self.dim * self.layers.len()],
             train: vec![0.0; max(&|v| v.train_scratch_len())],
-            block_scratch: vec![0.0; max(&|v| v.bijector().block_scratch_len())],
+            block_scratch: vec![[0.0; BLOCK]; max(&|v| v.bijector().block_scratch_len())],
             block_inputs: vec![0.0; self.dim * BLOCK * self.layers.len()],
-            block_train: vec![0.0; max(&|v| v.block_train_scratch_len())],
+            block_train: vec![[0.0; BLOCK]; max(&|v| v.block_train_scratch_len())],
         }
     }
 
@@ -313,7 +313,6 @@ impl FlowView<'_> {
             }
         }
     }
-
 
     /// Data → latent in place; returns the log-det. With `save`, keeps every
     /// layer's input in the workspace for [`FlowView::nll_backward`].

@@ -130,7 +130,7 @@ pub(super) fn batch_grad(
                     let first = ci * CHUNK + bi * BLOCK;
                     let weight = |r: usize, nll: f32| {
                         let t = tg.get(first + r).copied().unwrap_or(f32::NAN);
-                        (lambda > 0.0 && t.is_finite()).then(|| 1.0 + 2.0 * lambda * (nll - t))
+                        (lambda > 0.0 && t.is_finite()).then_some(1.0 + 2.0 * lambda * (nll - t))
                     };
                     view.nll_backward_block(blk, &weight, &mut g, &mut ws, &mut nll);
                     for r in &nll[..blk.len()] {
