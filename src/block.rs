@@ -18,6 +18,17 @@
 //! The backward passes add each row's parameter gradient in row order: the
 //! gradient of one parameter receives `row 0`'s term, then `row 1`'s, …,
 //! exactly as calling the single-row backward on the rows in order does.
+//!
+//! Wider vectors (feature `std`, x86-64 hosts only): the MLP passes
+//! ([`MlpRef::forward_block`], [`MlpRef::forward_block_cached`],
+//! [`MlpRef::backward_block`]) are compiled twice, for the baseline target
+//! and with AVX2 enabled, and the AVX2 copy is chosen at run time when the
+//! CPU has it ([`wide_vectors`]). A block of 8 lanes is then one 256-bit
+//! register instead of two 128-bit ones. The AVX2 copy is the same source:
+//! the same IEEE multiplies and adds in the same order (FMA is *not*
+//! enabled: a fused multiply–add rounds once and would break host ==
+//! device), so its results are bit-identical. Without the feature (the
+//! device, `no_std`) none of this exists.
 
 use crate::mlp::{row_sum, MlpGrad, MlpRef};
 use crate::weights::Weight;
@@ -188,6 +199,74 @@ pub const fn lanes_for(floats: usize) -> usize {
     floats.div_ceil(BLOCK)
 }
 
+/// Whether the MLP passes of this module run their AVX2 copy: `true` on an
+/// x86-64 CPU with AVX2 when the crate is built with feature `std`, unless
+/// the environment variable `FLOWMOTE_NO_AVX2` was set (non-empty) when
+/// this was first asked, or [`set_wide_vectors`] turned it off. Results are
+/// the same either way.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub fn wide_vectors() -> bool {
+    wide::on()
+}
+
+/// Whether the MLP passes of this module run their AVX2 copy: never
+/// without feature `std` or off x86-64.
+#[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+pub fn wide_vectors() -> bool {
+    false
+}
+
+/// Use the AVX2 copy of the blocked passes when the CPU has it (`true`, the
+/// default) or the baseline code (`false`); returns [`wide_vectors`] after
+/// the change. For tests and timings: the results do not depend on it.
+pub fn set_wide_vectors(on: bool) -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    wide::set(on);
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    let _ = on;
+    wide_vectors()
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod wide {
+    use core::sync::atomic::{AtomicU8, Ordering};
+
+    /// 0: not decided yet; 1: baseline; 2: AVX2.
+    static MODE: AtomicU8 = AtomicU8::new(0);
+
+    fn detected() -> bool {
+        std::is_x86_feature_detected!("avx2")
+    }
+
+    #[inline]
+    pub(super) fn on() -> bool {
+        match MODE.load(Ordering::Relaxed) {
+            1 => false,
+            2 => true,
+            _ => {
+                let off = std::env::var_os("FLOWMOTE_NO_AVX2").is_some_and(|v| !v.is_empty());
+                let on = !off && detected();
+                MODE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+                on
+            }
+        }
+    }
+
+    pub(super) fn set(on: bool) {
+        MODE.store(if on && detected() { 2 } else { 1 }, Ordering::Relaxed);
+    }
+}
+
+/// [`crate::Activation::apply_slice`] inlined (so that it is compiled with
+/// the caller's vector width): the same function on every element.
+#[inline(always)]
+fn activate(act: crate::Activation, v: &mut [f32]) {
+    match act {
+        crate::Activation::Tanh => v.iter_mut().for_each(|x| *x = crate::activation::tanh_inline(*x)),
+        _ => v.iter_mut().for_each(|x| *x = act.apply(*x)),
+    }
+}
+
 impl<W: Weight> MlpRef<'_, W> {
     /// The first layer on a block: `h = act(W_in x + b_in (+ w_cond·c))`.
     #[inline(always)]
@@ -203,7 +282,7 @@ impl<W: Weight> MlpRef<'_, W> {
                 }
             }
         }
-        self.act.apply_slice(h.as_flattened_mut());
+        activate(self.act, h.as_flattened_mut());
     }
 
     /// Hidden layer `l` (0-based among the `depth − 1`) on a block.
@@ -219,13 +298,34 @@ impl<W: Weight> MlpRef<'_, W> {
         };
         let y = &mut y[..h];
         dense_block(w, s, h, b, x, y);
-        self.act.apply_slice(y.as_flattened_mut());
+        activate(self.act, y.as_flattened_mut());
     }
 
     /// Blocked [`MlpRef::forward`]: `x` holds `input` lanes, `h0`, `h1`
     /// `hidden` lanes each, `out` `output` lanes. Every lane's outputs are
     /// bit-identical to [`MlpRef::forward`] on that row.
     pub fn forward_block(&self, x: &[Lanes], c: f32, h0: &mut [Lanes], h1: &mut [Lanes], out: &mut [Lanes]) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if wide::on() {
+            // SAFETY: `wide::on` is true only on a CPU with AVX2.
+            unsafe { self.forward_block_avx2(x, c, h0, h1, out) };
+            return;
+        }
+        self.forward_block_impl(x, c, h0, h1, out);
+    }
+
+    /// [`MlpRef::forward_block`] compiled with AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[target_feature(enable = "avx2")]
+    unsafe fn forward_block_avx2(&self, x: &[Lanes], c: f32, h0: &mut [Lanes], h1: &mut [Lanes], out: &mut [Lanes]) {
+        self.forward_block_impl(x, c, h0, h1, out);
+    }
+
+    #[inline(always)]
+    fn forward_block_impl(&self, x: &[Lanes], c: f32, h0: &mut [Lanes], h1: &mut [Lanes], out: &mut [Lanes]) {
         self.first_block(x, c, h0);
         let (mut a, mut b) = (h0, h1);
         for l in 0..self.shape.depth - 1 {
@@ -239,6 +339,27 @@ impl<W: Weight> MlpRef<'_, W> {
     /// Blocked [`MlpRef::forward_cached`]: keeps every hidden activation in
     /// `acts` (`depth × hidden` lanes, layer-major).
     pub fn forward_block_cached(&self, x: &[Lanes], c: f32, acts: &mut [Lanes], out: &mut [Lanes]) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if wide::on() {
+            // SAFETY: `wide::on` is true only on a CPU with AVX2.
+            unsafe { self.forward_block_cached_avx2(x, c, acts, out) };
+            return;
+        }
+        self.forward_block_cached_impl(x, c, acts, out);
+    }
+
+    /// [`MlpRef::forward_block_cached`] compiled with AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[target_feature(enable = "avx2")]
+    unsafe fn forward_block_cached_avx2(&self, x: &[Lanes], c: f32, acts: &mut [Lanes], out: &mut [Lanes]) {
+        self.forward_block_cached_impl(x, c, acts, out);
+    }
+
+    #[inline(always)]
+    fn forward_block_cached_impl(&self, x: &[Lanes], c: f32, acts: &mut [Lanes], out: &mut [Lanes]) {
         let s = self.shape;
         let h = s.hidden;
         self.first_block(x, c, &mut acts[..h]);
@@ -269,6 +390,47 @@ impl MlpRef<'_, f32> {
     /// order (gradients and `g_x`).
     #[allow(clippy::too_many_arguments)]
     pub fn backward_block(
+        &self,
+        n: usize,
+        x: &[Lanes],
+        c: f32,
+        acts: &[Lanes],
+        g_out: &[Lanes],
+        g_x: Option<&mut [Lanes]>,
+        scratch: &mut [Lanes],
+        grad: &mut MlpGrad<'_>,
+    ) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if wide::on() {
+            // SAFETY: `wide::on` is true only on a CPU with AVX2.
+            unsafe { self.backward_block_avx2(n, x, c, acts, g_out, g_x, scratch, grad) };
+            return;
+        }
+        self.backward_block_impl(n, x, c, acts, g_out, g_x, scratch, grad);
+    }
+
+    /// [`MlpRef::backward_block`] compiled with AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[target_feature(enable = "avx2")]
+    unsafe fn backward_block_avx2(
+        &self,
+        n: usize,
+        x: &[Lanes],
+        c: f32,
+        acts: &[Lanes],
+        g_out: &[Lanes],
+        g_x: Option<&mut [Lanes]>,
+        scratch: &mut [Lanes],
+        grad: &mut MlpGrad<'_>,
+    ) {
+        self.backward_block_impl(n, x, c, acts, g_out, g_x, scratch, grad);
+    }
+
+    #[inline(always)]
+    fn backward_block_impl(
         &self,
         n: usize,
         x: &[Lanes],

@@ -43,6 +43,10 @@
 //! assert!(MODEL.log_prob(&[f32::NAN, 0.0]).is_err());
 //! ```
 #![cfg_attr(not(test), no_std)]
+// The only `unsafe` is the host-only AVX2 dispatch of `block` (feature
+// `std`); the device build forbids it outright.
+#![cfg_attr(not(feature = "std"), forbid(unsafe_code))]
+#![cfg_attr(feature = "std", allow(unsafe_code))]
 #![deny(missing_docs)]
 #![warn(clippy::all)]
 #![allow(clippy::too_many_arguments, clippy::needless_range_loop)]
@@ -68,6 +72,9 @@ pub mod quantile;
 pub mod sigmoid;
 pub mod spline;
 pub mod weights;
+
+#[cfg(feature = "std")]
+extern crate std;
 
 pub use activation::Activation;
 pub use actnorm::{ActNorm, ActNormRef};
