@@ -126,24 +126,37 @@ pub fn dense_block<W: Weight>(w: &[W], scale: &[f32], n: usize, b: &[f32], x: &[
 #[inline(always)]
 fn rank_update(g: &mut [f32], c: &[f32], a: &[f32], m: usize) {
     let n = c.len();
+    let g = &mut g[..m];
+    let a = &a[..n * m];
     let mut i = 0;
-    while i + 8 <= m {
-        let mut acc = [0.0f32; 8];
-        acc.copy_from_slice(&g[i..i + 8]);
-        for r in 0..n {
-            let cr = c[r];
-            let ar = &a[r * m + i..r * m + i + 8];
-            for q in 0..8 {
+    // Tiles of `T` columns: `T / 8` independent chains of additions, so the
+    // adds of consecutive rows (one chain per column) overlap.
+    #[inline(always)]
+    fn tile<const T: usize>(g: &mut [f32], c: &[f32], a: &[f32], m: usize, i: usize) {
+        let mut acc = [0.0f32; T];
+        acc.copy_from_slice(&g[i..i + T]);
+        for (r, cr) in c.iter().enumerate() {
+            let ar: &[f32; T] = a[r * m + i..r * m + i + T].try_into().expect("tile");
+            for q in 0..T {
                 acc[q] += cr * ar[q];
             }
         }
-        g[i..i + 8].copy_from_slice(&acc);
+        g[i..i + T].copy_from_slice(&acc);
+    }
+    while i + 32 <= m {
+        tile::<32>(g, c, a, m, i);
+        i += 32;
+    }
+    while i + 8 <= m {
+        tile::<8>(g, c, a, m, i);
         i += 8;
     }
-    for (j, gj) in g.iter_mut().enumerate().take(m).skip(i) {
+    for j in i..m {
+        let mut v = g[j];
         for r in 0..n {
-            *gj += c[r] * a[r * m + j];
+            v += c[r] * a[r * m + j];
         }
+        g[j] = v;
     }
 }
 
