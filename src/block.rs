@@ -73,26 +73,35 @@ pub fn from_lanes(lanes: &[Lanes], d: usize, rows: &mut [f32]) {
 /// input block is loaded once per four weights.
 #[inline(always)]
 pub fn dense_block<W: Weight>(w: &[W], scale: &[f32], n: usize, b: &[f32], x: &[Lanes], out: &mut [Lanes]) {
+    dense_block_u::<W, 4>(w, scale, n, b, x, out);
+}
+
+/// [`dense_block`] with `U` output rows per pass (`U` independent chains of
+/// additions per lane; 4 fill the baseline's sixteen 128-bit registers, 8
+/// the AVX2 copy's 256-bit ones). Every sum keeps its order.
+#[inline(always)]
+fn dense_block_u<W: Weight, const U: usize>(
+    w: &[W],
+    scale: &[f32],
+    n: usize,
+    b: &[f32],
+    x: &[Lanes],
+    out: &mut [Lanes],
+) {
     let x = &x[..n];
     let sc = |k: usize| if W::SCALED { scale[k] } else { 1.0 };
     let rows = out.len().min(b.len());
     let mut k = 0;
-    while k + 4 <= rows {
-        let (w0, w1, w2, w3) = (
-            &w[k * n..(k + 1) * n],
-            &w[(k + 1) * n..(k + 2) * n],
-            &w[(k + 2) * n..(k + 3) * n],
-            &w[(k + 3) * n..(k + 4) * n],
-        );
-        let mut a = [[0.0f32; BLOCK]; 4];
+    while k + U <= rows {
+        let wk: [&[W]; U] = core::array::from_fn(|q| &w[(k + q) * n..(k + q + 1) * n]);
+        let mut a = [[0.0f32; BLOCK]; U];
         for i in 0..n {
             let xi = &x[i];
-            let (c0, c1, c2, c3) = (w0[i].to_f32(), w1[i].to_f32(), w2[i].to_f32(), w3[i].to_f32());
+            let c: [f32; U] = core::array::from_fn(|q| wk[q][i].to_f32());
             for r in 0..BLOCK {
-                a[0][r] += c0 * xi[r];
-                a[1][r] += c1 * xi[r];
-                a[2][r] += c2 * xi[r];
-                a[3][r] += c3 * xi[r];
+                for q in 0..U {
+                    a[q][r] += c[q] * xi[r];
+                }
             }
         }
         for (q, aq) in a.iter().enumerate() {
@@ -101,7 +110,7 @@ pub fn dense_block<W: Weight>(w: &[W], scale: &[f32], n: usize, b: &[f32], x: &[
                 out[k + q][r] = row_sum::<W>(bk, sk, aq[r]);
             }
         }
-        k += 4;
+        k += U;
     }
     while k < rows {
         let wk = &w[k * n..(k + 1) * n];
@@ -283,10 +292,10 @@ fn activate(act: crate::Activation, v: &mut [f32]) {
 impl<W: Weight> MlpRef<'_, W> {
     /// The first layer on a block: `h = act(W_in x + b_in (+ w_cond·c))`.
     #[inline(always)]
-    fn first_block(&self, x: &[Lanes], c: f32, h: &mut [Lanes]) {
+    fn first_block<const U: usize>(&self, x: &[Lanes], c: f32, h: &mut [Lanes]) {
         let s = self.shape;
         let h = &mut h[..s.hidden];
-        dense_block(self.w_in, self.s_in, s.input, self.b_in, x, h);
+        dense_block_u::<W, U>(self.w_in, self.s_in, s.input, self.b_in, x, h);
         if s.cond == 1 {
             // Single row: `a = row_sum(..); a += w_cond·c` — the same two roundings.
             for (hk, wc) in h.iter_mut().zip(self.w_cond) {
@@ -300,7 +309,7 @@ impl<W: Weight> MlpRef<'_, W> {
 
     /// Hidden layer `l` (0-based among the `depth − 1`) on a block.
     #[inline(always)]
-    fn hidden_block(&self, l: usize, x: &[Lanes], y: &mut [Lanes]) {
+    fn hidden_block<const U: usize>(&self, l: usize, x: &[Lanes], y: &mut [Lanes]) {
         let h = self.shape.hidden;
         let w = &self.w_hid[l * h * h..(l + 1) * h * h];
         let b = &self.b_hid[l * h..(l + 1) * h];
@@ -310,7 +319,7 @@ impl<W: Weight> MlpRef<'_, W> {
             &[][..]
         };
         let y = &mut y[..h];
-        dense_block(w, s, h, b, x, y);
+        dense_block_u::<W, U>(w, s, h, b, x, y);
         activate(self.act, y.as_flattened_mut());
     }
 
@@ -324,7 +333,7 @@ impl<W: Weight> MlpRef<'_, W> {
             unsafe { self.forward_block_avx2(x, c, h0, h1, out) };
             return;
         }
-        self.forward_block_impl(x, c, h0, h1, out);
+        self.forward_block_impl::<4>(x, c, h0, h1, out);
     }
 
     /// [`MlpRef::forward_block`] compiled with AVX2.
@@ -334,19 +343,26 @@ impl<W: Weight> MlpRef<'_, W> {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[target_feature(enable = "avx2")]
     unsafe fn forward_block_avx2(&self, x: &[Lanes], c: f32, h0: &mut [Lanes], h1: &mut [Lanes], out: &mut [Lanes]) {
-        self.forward_block_impl(x, c, h0, h1, out);
+        self.forward_block_impl::<8>(x, c, h0, h1, out);
     }
 
     #[inline(always)]
-    fn forward_block_impl(&self, x: &[Lanes], c: f32, h0: &mut [Lanes], h1: &mut [Lanes], out: &mut [Lanes]) {
-        self.first_block(x, c, h0);
+    fn forward_block_impl<const U: usize>(
+        &self,
+        x: &[Lanes],
+        c: f32,
+        h0: &mut [Lanes],
+        h1: &mut [Lanes],
+        out: &mut [Lanes],
+    ) {
+        self.first_block::<U>(x, c, h0);
         let (mut a, mut b) = (h0, h1);
         for l in 0..self.shape.depth - 1 {
-            self.hidden_block(l, a, b);
+            self.hidden_block::<U>(l, a, b);
             core::mem::swap(&mut a, &mut b);
         }
         let s = self.shape;
-        dense_block(self.w_out, self.s_out, s.hidden, self.b_out, a, &mut out[..s.output]);
+        dense_block_u::<W, U>(self.w_out, self.s_out, s.hidden, self.b_out, a, &mut out[..s.output]);
     }
 
     /// Blocked [`MlpRef::forward_cached`]: keeps every hidden activation in
@@ -358,7 +374,7 @@ impl<W: Weight> MlpRef<'_, W> {
             unsafe { self.forward_block_cached_avx2(x, c, acts, out) };
             return;
         }
-        self.forward_block_cached_impl(x, c, acts, out);
+        self.forward_block_cached_impl::<4>(x, c, acts, out);
     }
 
     /// [`MlpRef::forward_block_cached`] compiled with AVX2.
@@ -368,19 +384,19 @@ impl<W: Weight> MlpRef<'_, W> {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[target_feature(enable = "avx2")]
     unsafe fn forward_block_cached_avx2(&self, x: &[Lanes], c: f32, acts: &mut [Lanes], out: &mut [Lanes]) {
-        self.forward_block_cached_impl(x, c, acts, out);
+        self.forward_block_cached_impl::<8>(x, c, acts, out);
     }
 
     #[inline(always)]
-    fn forward_block_cached_impl(&self, x: &[Lanes], c: f32, acts: &mut [Lanes], out: &mut [Lanes]) {
+    fn forward_block_cached_impl<const U: usize>(&self, x: &[Lanes], c: f32, acts: &mut [Lanes], out: &mut [Lanes]) {
         let s = self.shape;
         let h = s.hidden;
-        self.first_block(x, c, &mut acts[..h]);
+        self.first_block::<U>(x, c, &mut acts[..h]);
         for l in 0..s.depth - 1 {
             let (prev, next) = acts[l * h..(l + 2) * h].split_at_mut(h);
-            self.hidden_block(l, prev, next);
+            self.hidden_block::<U>(l, prev, next);
         }
-        dense_block(
+        dense_block_u::<W, U>(
             self.w_out,
             self.s_out,
             h,
