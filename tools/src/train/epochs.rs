@@ -161,6 +161,9 @@ enum Outcome {
 struct Step<'a> {
     cfg: &'a TrainConfig,
     grads: Vec<Vec<f32>>,
+    /// Per layer, the gradient entries the MADE masks zero (computed once:
+    /// the same zeros as [`mask`] on every step).
+    masked: Vec<Vec<u32>>,
     adam: Vec<Adam>,
     /// λ of the distillation regression term.
     distil_weight: f32,
@@ -182,15 +185,14 @@ impl Step<'_> {
         noise: &[(Vec<f32>, f32)],
         lr: impl FnOnce() -> f32,
     ) -> (f64, usize, usize, Outcome) {
-        let d = flow.dim;
         let (loss, used, bad) = batch_grad(flow, batch, (targets, self.distil_weight), noise, &mut self.grads);
         if used == 0 {
             return (loss, used, bad, Outcome::Idle);
         }
         let scale = 1.0 / used as f32;
-        for (i, l) in flow.layers.iter().enumerate() {
-            if let Some(s) = l.mlp_shape(d) {
-                mask(s, l.made_heads(), &mut self.grads[i]);
+        for (g, m) in self.grads.iter_mut().zip(&self.masked) {
+            for &k in m {
+                g[k as usize] = 0.0;
             }
         }
         let norm = self
@@ -233,8 +235,22 @@ pub(super) fn fit(
     let d = flow.dim;
     let n = rows.train.len();
     let grads: Vec<Vec<f32>> = flow.layers.iter().map(|l| vec![0.0; l.params().len()]).collect();
+    // The entries of each layer's parameters that its MADE mask zeroes.
+    let masked = flow
+        .layers
+        .iter()
+        .map(|l| match l.mlp_shape(d) {
+            Some(s) => {
+                let mut ones = vec![1.0f32; l.params().len()];
+                mask(s, l.made_heads(), &mut ones);
+                (0..ones.len() as u32).filter(|&k| ones[k as usize] == 0.0).collect()
+            }
+            None => Vec::new(),
+        })
+        .collect();
     let mut opt = Step {
         cfg,
+        masked,
         distil_weight: rows.teacher.map_or(0.0, |t| t.weight),
         adam: grads.iter().map(|g| Adam::new(g.len())).collect(),
         grads,

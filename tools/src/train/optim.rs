@@ -32,11 +32,18 @@ impl Adam {
         self.t += 1;
         let c1 = 1.0 - B1.powi(self.t);
         let c2 = 1.0 - B2.powi(self.t);
-        for i in 0..p.len() {
-            let gi = g[i] * scale;
-            self.m[i] = B1 * self.m[i] + (1.0 - B1) * gi;
-            self.v[i] = B2 * self.v[i] + (1.0 - B2) * gi * gi;
-            p[i] -= lr * ((self.m[i] / c1) / ((self.v[i] / c2).sqrt() + 1e-8) + wd * p[i]);
+        // Iterators, not indices: no bounds checks, so the loop vectorises
+        // (the same operations on every element).
+        let n = p.len();
+        for ((pi, gi), (mi, vi)) in p
+            .iter_mut()
+            .zip(&g[..n])
+            .zip(self.m[..n].iter_mut().zip(self.v[..n].iter_mut()))
+        {
+            let gi = gi * scale;
+            *mi = B1 * *mi + (1.0 - B1) * gi;
+            *vi = B2 * *vi + (1.0 - B2) * gi * gi;
+            *pi -= lr * ((*mi / c1) / ((*vi / c2).sqrt() + 1e-8) + wd * *pi);
         }
     }
 }
