@@ -100,6 +100,43 @@ pub trait SliceBackward: SliceBijector {
             self.backward_flat(xr, gr, *l, grad, scratch);
         }
     }
+    /// Lanes of the `saved` slice of [`SliceBackward::forward_block_saved`]
+    /// and [`SliceBackward::backward_block_saved`] (0, the default: the
+    /// layer keeps nothing and recomputes what its backward pass needs).
+    fn block_saved_len(&self) -> usize {
+        0
+    }
+    /// [`SliceBijector::forward_block`] of `n = ld.len() ≤ BLOCK` rows that
+    /// also keeps in `saved` ([`SliceBackward::block_saved_len`] lanes) what
+    /// [`SliceBackward::backward_block_saved`] needs, so the training
+    /// backward pass does not run the layer's forward a second time. The
+    /// rows and log-dets are bit-identical to
+    /// [`SliceBijector::forward_block`].
+    fn forward_block_saved(
+        &self,
+        x: &mut [f32],
+        ld: &mut [f32],
+        scratch: &mut [crate::block::Lanes],
+        saved: &mut [crate::block::Lanes],
+    ) {
+        let _ = saved;
+        self.as_bijector().forward_block(x, ld, scratch);
+    }
+    /// [`SliceBackward::backward_block`] of the same `n ≤ BLOCK` rows, in
+    /// the same order, that [`SliceBackward::forward_block_saved`] just
+    /// took forward with this `saved`; bit-identical to it.
+    fn backward_block_saved(
+        &self,
+        x: &[f32],
+        g: &mut [f32],
+        g_ld: &[f32],
+        grad: &mut [f32],
+        scratch: &mut [crate::block::Lanes],
+        saved: &[crate::block::Lanes],
+    ) {
+        let _ = saved;
+        self.backward_block(x, g, g_ld, grad, scratch);
+    }
     /// The same layer as a [`SliceBijector`] (for `dyn` holders).
     fn as_bijector(&self) -> &dyn SliceBijector;
 }
@@ -157,6 +194,32 @@ impl<T: SliceBackward> SliceBackward for Frozen<T> {
         discard.fill(0.0);
         self.0.backward_block(x, g, g_ld, discard, inner);
     }
+    fn block_saved_len(&self) -> usize {
+        self.0.block_saved_len()
+    }
+    fn forward_block_saved(
+        &self,
+        x: &mut [f32],
+        ld: &mut [f32],
+        scratch: &mut [crate::block::Lanes],
+        saved: &mut [crate::block::Lanes],
+    ) {
+        self.0.forward_block_saved(x, ld, scratch, saved)
+    }
+    fn backward_block_saved(
+        &self,
+        x: &[f32],
+        g: &mut [f32],
+        g_ld: &[f32],
+        _grad: &mut [f32],
+        scratch: &mut [crate::block::Lanes],
+        saved: &[crate::block::Lanes],
+    ) {
+        let (inner, discard) = scratch.split_at_mut(self.0.block_train_scratch_len());
+        let discard = &mut discard.as_flattened_mut()[..self.0.param_len()];
+        discard.fill(0.0);
+        self.0.backward_block_saved(x, g, g_ld, discard, inner, saved);
+    }
     fn as_bijector(&self) -> &dyn SliceBijector {
         self
     }
@@ -173,7 +236,9 @@ macro_rules! mlp_backward {
     };
     // With an inherent `block_train_scratch_len()` and
     // `backward_block(x, g, g_ld, &mut MlpGrad, scratch)` for up to
-    // `BLOCK` rows: the rows go through it block by block.
+    // `BLOCK` rows: the rows go through it block by block; and
+    // `block_saved_len()`, `forward_block_saved` and
+    // `backward_block_saved` (one block).
     ($view:ident, blocked) => {
         impl $crate::layer::SliceBackward for $view<'_> {
             $crate::layer::mlp_backward!(@common $view);
@@ -199,6 +264,31 @@ macro_rules! mlp_backward {
                 for ((xs, gs), ls) in x.chunks(d * b).zip(g.chunks_mut(d * b)).zip(g_ld.chunks(b)) {
                     $view::backward_block(self, xs, gs, ls, &mut grad, scratch)
                 }
+            }
+            fn block_saved_len(&self) -> usize {
+                $view::block_saved_len(self)
+            }
+            fn forward_block_saved(
+                &self,
+                x: &mut [f32],
+                ld: &mut [f32],
+                scratch: &mut [$crate::block::Lanes],
+                saved: &mut [$crate::block::Lanes],
+            ) {
+                $view::forward_block_saved(self, x, ld, scratch, saved)
+            }
+            fn backward_block_saved(
+                &self,
+                x: &[f32],
+                g: &mut [f32],
+                g_ld: &[f32],
+                grad: &mut [f32],
+                scratch: &mut [$crate::block::Lanes],
+                saved: &[$crate::block::Lanes],
+            ) {
+                let mut grad =
+                    $crate::mlp::MlpGrad::from_flat(self.net.shape, grad).expect("gradient sized like the parameters");
+                $view::backward_block_saved(self, x, g, g_ld, &mut grad, scratch, saved)
             }
         }
     };

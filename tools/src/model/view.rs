@@ -47,6 +47,10 @@ pub struct Workspace {
     block_inputs: Vec<f32>,
     /// The scratch of every layer's blocked backward pass.
     block_train: Vec<Lanes>,
+    /// What every layer keeps from the blocked training forward pass for
+    /// its backward pass (`SliceBackward::block_saved_len` lanes each, in
+    /// layer order).
+    block_saved: Vec<Lanes>,
 }
 
 impl Workspace {
@@ -87,6 +91,14 @@ impl View<'_> {
             View::Likelihood(l) => l.train_scratch_len(),
             View::FlowMatching(c) => c.train_scratch_len(),
             View::Fixed(_) => 0,
+        }
+    }
+
+    /// Lanes the layer keeps from its blocked training forward pass.
+    fn block_saved_len(&self) -> usize {
+        match self {
+            View::Likelihood(l) => l.block_saved_len(),
+            View::FlowMatching(_) | View::Fixed(_) => 0,
         }
     }
 
@@ -249,6 +261,7 @@ impl FlowView<'_> {
             block_scratch: vec![[0.0; BLOCK]; max(&|v| v.bijector().block_scratch_len())],
             block_inputs: vec![0.0; self.dim * BLOCK * self.layers.len()],
             block_train: vec![[0.0; BLOCK]; max(&|v| v.block_train_scratch_len())],
+            block_saved: vec![[0.0; BLOCK]; self.layers.iter().map(View::block_saved_len).sum()],
         }
     }
 
@@ -256,18 +269,31 @@ impl FlowView<'_> {
     /// `n × dim`, row after row, transformed in place; `ld[r]` = row `r`'s
     /// log-det). Every row's numbers are bit-identical to
     /// [`FlowView::forward`] on that row. With `save`, keeps every layer's
-    /// input for [`FlowView::nll_backward_block`].
+    /// input, and what its backward pass would otherwise recompute, for
+    /// [`FlowView::nll_backward_block`].
     pub fn forward_block(&self, x: &mut [f32], ld: &mut [f32], ws: &mut Workspace, save: bool) {
         let n = ld.len().min(BLOCK);
         let (x, ld) = (&mut x[..n * self.dim], &mut ld[..n]);
         let stride = self.dim * BLOCK;
         ld.fill(0.0);
         let mut l = [0.0f32; BLOCK];
+        let mut off = 0;
         for (i, layer) in self.layers.iter().enumerate() {
-            if save {
-                ws.block_inputs[i * stride..i * stride + x.len()].copy_from_slice(x);
+            match layer {
+                View::Likelihood(b) if save => {
+                    ws.block_inputs[i * stride..i * stride + x.len()].copy_from_slice(x);
+                    let len = b.block_saved_len();
+                    let saved = &mut ws.block_saved[off..off + len];
+                    off += len;
+                    b.forward_block_saved(x, &mut l[..n], &mut ws.block_scratch, saved);
+                }
+                _ => {
+                    if save {
+                        ws.block_inputs[i * stride..i * stride + x.len()].copy_from_slice(x);
+                    }
+                    layer.bijector().forward_block(x, &mut l[..n], &mut ws.block_scratch);
+                }
             }
-            layer.bijector().forward_block(x, &mut l[..n], &mut ws.block_scratch);
             for (a, b) in ld.iter_mut().zip(&l) {
                 *a += b;
             }
@@ -467,6 +493,9 @@ impl FlowView<'_> {
             }
         }
         let g = &mut z[..m * d];
+        // What the forward pass saved is per lane of the whole block: usable
+        // unless rows were dropped above.
+        let mut end = ws.block_saved.len();
         for (i, layer) in self.layers.iter().enumerate().rev() {
             let View::Likelihood(l) = layer else {
                 for &r in &keep[..m] {
@@ -475,7 +504,14 @@ impl FlowView<'_> {
                 return;
             };
             let xin = &ws.block_inputs[i * stride..i * stride + m * d];
-            l.backward_block(xin, g, &g_ld[..m], &mut grads[i], &mut ws.block_train);
+            let len = l.block_saved_len();
+            let saved = &ws.block_saved[end - len..end];
+            end -= len;
+            if m == n {
+                l.backward_block_saved(xin, g, &g_ld[..m], &mut grads[i], &mut ws.block_train, saved);
+            } else {
+                l.backward_block(xin, g, &g_ld[..m], &mut grads[i], &mut ws.block_train);
+            }
         }
     }
 
