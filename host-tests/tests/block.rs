@@ -68,7 +68,49 @@ fn check_backward(what: &str, l: &dyn SliceBackward, d: usize, seed: u64) {
             bits(&want_grad),
             "{what}: backward_block parameters, n = {n}"
         );
+        if n > BLOCK {
+            continue;
+        }
+        // The training pair: forward_block_saved, then backward_block_saved
+        // from what it kept (one block).
+        let mut y = x.clone();
+        let mut ld = vec![0.0; n];
+        let mut s = vec![[f32::NAN; BLOCK]; l.as_bijector().block_scratch_len()];
+        let mut saved = vec![[f32::NAN; BLOCK]; l.block_saved_len()];
+        l.forward_block_saved(&mut y, &mut ld, &mut s, &mut saved);
+        let (mut want_y, mut want_ld) = (x.clone(), vec![0.0; n]);
+        l.as_bijector().forward_block(&mut want_y, &mut want_ld, &mut s);
+        assert_eq!(bits(&y), bits(&want_y), "{what}: forward_block_saved rows, n = {n}");
+        assert_eq!(
+            bits(&ld),
+            bits(&want_ld),
+            "{what}: forward_block_saved log-dets, n = {n}"
+        );
+        let (mut got_g, mut got_grad) = (g0.clone(), grad0.clone());
+        let mut s = vec![[f32::NAN; BLOCK]; l.block_train_scratch_len()];
+        l.backward_block_saved(&x, &mut got_g, &g_ld, &mut got_grad, &mut s, &saved);
+        assert_eq!(
+            bits(&got_g),
+            bits(&want_g),
+            "{what}: backward_block_saved input gradient, n = {n}"
+        );
+        assert_eq!(
+            bits(&got_grad),
+            bits(&want_grad),
+            "{what}: backward_block_saved parameters, n = {n}"
+        );
     }
+}
+
+/// Both copies of the blocked MLP passes (AVX2 where the CPU has it, and
+/// the baseline): `f` once with each. The switch is process-wide, so a test
+/// running beside this one may run either copy; both must be bit-identical.
+fn with_both_widths(f: impl Fn()) {
+    for wide in [true, false] {
+        flowmote::block::set_wide_vectors(wide);
+        f();
+    }
+    flowmote::block::set_wide_vectors(true);
 }
 
 /// `i8` rows and scales for an MLP's three matrices (rounded, per-row
@@ -114,65 +156,69 @@ fn net_i8<'a>(net: &MlpRef<'a>, q: &'a [i8], sc: &'a [f32]) -> MlpRef<'a, i8> {
 
 #[test]
 fn maf_blocked_is_single_row_bit_for_bit() {
-    let mut seed = 10;
-    for act in ACTIVATIONS {
-        for (d, hidden, depth) in [(9, 16, 2), (5, 7, 1), (2, 12, 3), (13, 33, 2)] {
-            let shape = MlpShape {
-                input: d,
-                cond: 0,
-                hidden,
-                depth,
-                output: 2 * d,
-            };
-            let mut p = random_params(&mut rng(seed), shape, 0.8);
-            made_mask_params(shape, &mut p).unwrap();
-            let net = MlpRef::from_flat(shape, act, &p).unwrap();
-            let maf = MafRef { clamp: 3.0, net };
-            let what = format!("maf d {d} h {hidden} depth {depth} {act:?}");
-            check_forward(&what, &maf, d, seed + 1);
-            check_backward(&what, &maf, d, seed + 2);
-            check_forward(&format!("frozen {what}"), &Frozen(maf), d, seed + 3);
-            check_backward(&format!("frozen {what}"), &Frozen(maf), d, seed + 4);
-            let (q, sc) = quantise(&net);
-            let maf8 = MafRef {
-                clamp: 3.0,
-                net: net_i8(&net, &q, &sc),
-            };
-            check_forward(&format!("i8 {what}"), &maf8, d, seed + 5);
-            seed += 10;
+    with_both_widths(|| {
+        let mut seed = 10;
+        for act in ACTIVATIONS {
+            for (d, hidden, depth) in [(9, 16, 2), (5, 7, 1), (2, 12, 3), (13, 33, 2)] {
+                let shape = MlpShape {
+                    input: d,
+                    cond: 0,
+                    hidden,
+                    depth,
+                    output: 2 * d,
+                };
+                let mut p = random_params(&mut rng(seed), shape, 0.8);
+                made_mask_params(shape, &mut p).unwrap();
+                let net = MlpRef::from_flat(shape, act, &p).unwrap();
+                let maf = MafRef { clamp: 3.0, net };
+                let what = format!("maf d {d} h {hidden} depth {depth} {act:?}");
+                check_forward(&what, &maf, d, seed + 1);
+                check_backward(&what, &maf, d, seed + 2);
+                check_forward(&format!("frozen {what}"), &Frozen(maf), d, seed + 3);
+                check_backward(&format!("frozen {what}"), &Frozen(maf), d, seed + 4);
+                let (q, sc) = quantise(&net);
+                let maf8 = MafRef {
+                    clamp: 3.0,
+                    net: net_i8(&net, &q, &sc),
+                };
+                check_forward(&format!("i8 {what}"), &maf8, d, seed + 5);
+                seed += 10;
+            }
         }
-    }
+    });
 }
 
 #[test]
 fn coupling_blocked_is_single_row_bit_for_bit() {
-    let mut seed = 1000;
-    for act in ACTIVATIONS {
-        for (a, b, hidden, depth) in [(4, 5, 16, 2), (1, 1, 5, 1), (3, 8, 9, 3), (15, 15, 64, 2)] {
-            let shape = MlpShape {
-                input: a,
-                cond: 0,
-                hidden,
-                depth,
-                output: 2 * b,
-            };
-            let p = random_params(&mut rng(seed), shape, 0.8);
-            let net = MlpRef::from_flat(shape, act, &p).unwrap();
-            let c = AffineCouplingRef { a, b, clamp: 2.5, net };
-            let what = format!("coupling {a}+{b} h {hidden} depth {depth} {act:?}");
-            check_forward(&what, &c, a + b, seed + 1);
-            check_backward(&what, &c, a + b, seed + 2);
-            let (q, sc) = quantise(&net);
-            let c8 = AffineCouplingRef {
-                a,
-                b,
-                clamp: 2.5,
-                net: net_i8(&net, &q, &sc),
-            };
-            check_forward(&format!("i8 {what}"), &c8, a + b, seed + 3);
-            seed += 10;
+    with_both_widths(|| {
+        let mut seed = 1000;
+        for act in ACTIVATIONS {
+            for (a, b, hidden, depth) in [(4, 5, 16, 2), (1, 1, 5, 1), (3, 8, 9, 3), (15, 15, 64, 2)] {
+                let shape = MlpShape {
+                    input: a,
+                    cond: 0,
+                    hidden,
+                    depth,
+                    output: 2 * b,
+                };
+                let p = random_params(&mut rng(seed), shape, 0.8);
+                let net = MlpRef::from_flat(shape, act, &p).unwrap();
+                let c = AffineCouplingRef { a, b, clamp: 2.5, net };
+                let what = format!("coupling {a}+{b} h {hidden} depth {depth} {act:?}");
+                check_forward(&what, &c, a + b, seed + 1);
+                check_backward(&what, &c, a + b, seed + 2);
+                let (q, sc) = quantise(&net);
+                let c8 = AffineCouplingRef {
+                    a,
+                    b,
+                    clamp: 2.5,
+                    net: net_i8(&net, &q, &sc),
+                };
+                check_forward(&format!("i8 {what}"), &c8, a + b, seed + 3);
+                seed += 10;
+            }
         }
-    }
+    });
 }
 
 /// Layers without a blocked path of their own use the default (the
