@@ -155,7 +155,7 @@ pub fn tanh(x: f32) -> f32 {
 /// The body of [`tanh`], for loops that want it inlined.
 #[inline(always)]
 #[allow(clippy::manual_clamp)] // spelled out: NaN passes through, no assert
-fn tanh_inline(x: f32) -> f32 {
+pub(crate) fn tanh_inline(x: f32) -> f32 {
     // NaN fails both comparisons and propagates.
     let c = if x > TANH_CLAMP {
         TANH_CLAMP
@@ -196,8 +196,15 @@ pub const EXP_MAX_ULP_ERROR: u32 = 1;
 /// nRF52840 image grew 4.7 %); its callers are per-coordinate code, where the
 /// call costs a few instructions next to the ~40 of the function.
 #[inline(never)]
-#[allow(clippy::manual_clamp)] // spelled out: NaN passes through, no assert
 pub fn exp(x: f32) -> f32 {
+    exp_inline(x)
+}
+
+/// The body of [`exp`], for loops that want it inlined (the host's
+/// row-blocked passes, which vectorise it across rows).
+#[inline(always)]
+#[allow(clippy::manual_clamp)] // spelled out: NaN passes through, no assert
+pub(crate) fn exp_inline(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
     const LN2_HI: f32 = 0.693_359_4; // 0.693359375, exact in 9 bits
     const LN2_LO: f32 = -2.121_944_4e-4;

@@ -4,6 +4,7 @@
 //! `y_A = x_A`, `y_B = x_B ⊙ e^{s(x_A)} + t(x_A)`, `s = c·tanh(raw/c)`,
 //! so `|s| < c` and `exp` cannot overflow. Log-det `Σ s`.
 
+use crate::block::{from_lanes, to_lanes, Lanes, BLOCK};
 use crate::layer::{mlp_backward, net_scratch, SliceBijector};
 use crate::mlp::{MlpGrad, MlpRef};
 use crate::weights::{MlpStore, Weight};
@@ -17,6 +18,51 @@ pub const DEFAULT_CLAMP: f32 = 3.0;
 pub fn soft_clamp(raw: f32, c: f32) -> (f32, f32) {
     let t = crate::activation::tanh(raw / c);
     (c * t, 1.0 - t * t)
+}
+
+/// [`soft_clamp`] with its `tanh` inlined (the blocked passes, which
+/// vectorise it across rows): the same arithmetic, the same bits.
+#[inline(always)]
+pub(crate) fn soft_clamp_inline(raw: f32, c: f32) -> (f32, f32) {
+    let t = crate::activation::tanh_inline(raw / c);
+    (c * t, 1.0 - t * t)
+}
+
+/// [`affine_forward`] on a block of rows (lanes): `x[j][r] ← x[j][r]·e^s +
+/// t[j][r]`, `ld[r] = Σ_j s` from `0.0` in `j` order, per lane as
+/// [`affine_forward`] computes it.
+#[inline(always)]
+pub(crate) fn affine_forward_block(x: &mut [Lanes], shift: &[Lanes], raw: &[Lanes], c: f32, ld: &mut Lanes) {
+    *ld = [0.0; BLOCK];
+    for ((v, t), rw) in x.iter_mut().zip(shift).zip(raw) {
+        for r in 0..BLOCK {
+            let (s, _) = soft_clamp_inline(rw[r], c);
+            v[r] = v[r] * crate::activation::exp_inline(s) + t[r];
+            ld[r] += s;
+        }
+    }
+}
+
+/// [`affine_backward`] on a block of rows (lanes), `g_ld` per lane.
+#[inline(always)]
+pub(crate) fn affine_backward_block(
+    x: &[Lanes],
+    raw: &[Lanes],
+    c: f32,
+    g: &mut [Lanes],
+    g_ld: &Lanes,
+    g_shift: &mut [Lanes],
+    g_raw: &mut [Lanes],
+) {
+    for ((((xj, rj), gj), gs), gr) in x.iter().zip(raw).zip(g.iter_mut()).zip(g_shift).zip(g_raw) {
+        for r in 0..BLOCK {
+            let (s, ds) = soft_clamp_inline(rj[r], c);
+            let e = crate::activation::exp_inline(s);
+            gs[r] = gj[r];
+            gr[r] = (gj[r] * xj[r] * e + g_ld[r]) * ds;
+            gj[r] *= e;
+        }
+    }
 }
 
 /// `x ← x ⊙ e^s + t` with `s = soft_clamp(raw)`; returns `Σ s`.
@@ -98,7 +144,77 @@ impl<W: Weight> AffineCouplingRef<'_, W> {
     }
 }
 
+impl<W: Weight> AffineCouplingRef<'_, W> {
+    /// Lanes of the scratch of [`AffineCouplingRef::forward_block`].
+    pub fn block_scratch_len(&self) -> usize {
+        self.a + self.b + 2 * self.net.shape.hidden + 2 * self.b
+    }
+
+    /// [`AffineCouplingRef::forward`] of `n = ld.len() ≤ BLOCK` rows
+    /// (`x`: `n × (a + b)`, row after row), vectorised across the rows;
+    /// `ld[r]` = row `r`'s log-det. Bit-identical to the single-row pass.
+    pub fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
+        let (a, b) = (self.a, self.b);
+        let d = a + b;
+        let h = self.net.shape.hidden;
+        let (xt, rest) = scratch.split_at_mut(d);
+        let (h0, rest) = rest.split_at_mut(h);
+        let (h1, rest) = rest.split_at_mut(h);
+        let out = &mut rest[..2 * b];
+        to_lanes(x, d, xt);
+        let (xa, xb) = xt.split_at_mut(a);
+        self.net.forward_block(xa, 0.0, h0, h1, out);
+        let (shift, raw) = out.split_at(b);
+        let mut lds = [0.0; BLOCK];
+        affine_forward_block(xb, shift, raw, self.clamp, &mut lds);
+        from_lanes(xt, d, x);
+        for (l, v) in ld.iter_mut().zip(lds) {
+            *l = v;
+        }
+    }
+}
+
 impl AffineCouplingRef<'_> {
+    /// Lanes of the scratch of [`AffineCouplingRef::backward_block`].
+    pub fn block_train_scratch_len(&self) -> usize {
+        let sh = self.net.shape;
+        let d = self.a + self.b;
+        (2 * d + sh.n_activations() + 4 * self.b) + crate::block::backward_block_scratch(sh.hidden, sh.input)
+    }
+
+    /// [`AffineCouplingRef::backward`] of `n = g_ld.len() ≤ BLOCK` rows
+    /// (`x`, `g`: `n × (a + b)`); the parameter gradient is added row after
+    /// row, bit-identical to `n` single-row calls in order.
+    pub fn backward_block(
+        &self,
+        x: &[f32],
+        g: &mut [f32],
+        g_ld: &[f32],
+        grad: &mut MlpGrad<'_>,
+        scratch: &mut [Lanes],
+    ) {
+        let (a, b) = (self.a, self.b);
+        let d = a + b;
+        let sh = self.net.shape;
+        let n = g_ld.len().min(BLOCK);
+        let (lanes, tail) = scratch.split_at_mut(2 * d + sh.n_activations() + 4 * b);
+        let (xt, rest) = lanes.split_at_mut(d);
+        let (gt, rest) = rest.split_at_mut(d);
+        let (acts, rest) = rest.split_at_mut(sh.n_activations());
+        let (out, rest) = rest.split_at_mut(2 * b);
+        let g_out = &mut rest[..2 * b];
+        to_lanes(x, d, xt);
+        to_lanes(g, d, gt);
+        let mut gl = [0.0; BLOCK];
+        gl[..n].copy_from_slice(&g_ld[..n]);
+        let (xa, xb) = xt.split_at(a);
+        self.net.forward_block_cached(xa, 0.0, acts, out);
+        let (g_shift, g_raw) = g_out.split_at_mut(b);
+        let (ga, gb) = gt.split_at_mut(a);
+        affine_backward_block(xb, &out[b..], self.clamp, gb, &gl, g_shift, g_raw);
+        self.net.backward_block(n, xa, 0.0, acts, g_out, Some(ga), tail, grad);
+        from_lanes(gt, d, &mut g[..n * d]);
+    }
     /// Scratch floats [`AffineCouplingRef::backward`] needs.
     pub fn train_scratch_len(&self) -> usize {
         self.net.shape.n_activations() + 4 * self.b + 2 * self.net.shape.hidden
@@ -136,9 +252,18 @@ impl<W: Weight> SliceBijector for AffineCouplingRef<'_, W> {
         let (h0, h1, out, _) = net_scratch(s, self.net.shape.hidden, 2 * self.b);
         self.inverse(z, h0, h1, out)
     }
+    fn block_scratch_len(&self) -> usize {
+        AffineCouplingRef::block_scratch_len(self)
+    }
+    fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
+        let d = self.a + self.b;
+        for (xs, ls) in x.chunks_mut(d * BLOCK).zip(ld.chunks_mut(BLOCK)) {
+            AffineCouplingRef::forward_block(self, xs, ls, scratch);
+        }
+    }
 }
 
-mlp_backward!(AffineCouplingRef);
+mlp_backward!(AffineCouplingRef, blocked);
 
 /// Const-generic affine coupling for `static` models: `A` conditioning and
 /// `B` transformed coordinates (`A + B = D`, checked at compile time), a

@@ -30,6 +30,31 @@ pub trait SliceBijector {
     /// Latent → data in place; returns the log-det of this map. Scratch as
     /// in [`SliceBijector::forward_flat`].
     fn inverse_flat(&self, z: &mut [f32], scratch: &mut [f32]) -> f32;
+    /// Lanes ([`crate::block::Lanes`]) of the `scratch` slice of
+    /// [`SliceBijector::forward_block`] (by default room for
+    /// [`SliceBijector::scratch_len`] floats).
+    fn block_scratch_len(&self) -> usize {
+        crate::block::lanes_for(self.scratch_len())
+    }
+    /// [`SliceBijector::forward_flat`] of `n = ld.len()` rows at once, for
+    /// hosts: `x` holds the rows one after the other (`n × dim` floats),
+    /// each transformed in place; `ld[r]` is set to row `r`'s log-det. Every
+    /// row's numbers are bit-identical to [`SliceBijector::forward_flat`] on
+    /// that row. Layers with a conditioner take the rows in blocks of
+    /// [`crate::block::BLOCK`] (vectorised across rows); the default is the
+    /// single-row loop. `scratch` has [`SliceBijector::block_scratch_len`]
+    /// lanes.
+    fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [crate::block::Lanes]) {
+        let n = ld.len();
+        if n == 0 {
+            return;
+        }
+        let d = x.len() / n;
+        let scratch = scratch.as_flattened_mut();
+        for (row, l) in x.chunks_exact_mut(d).zip(ld) {
+            *l = self.forward_flat(row, scratch);
+        }
+    }
 }
 
 /// A layer trained by maximum likelihood: the backward pass of
@@ -45,6 +70,36 @@ pub trait SliceBackward: SliceBijector {
     /// parameter gradient to `grad` ([`SliceBackward::param_len`] floats, the
     /// layer's flat parameter order). Panics on wrong lengths.
     fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]);
+    /// Lanes ([`crate::block::Lanes`]) of the `scratch` slice of
+    /// [`SliceBackward::backward_block`] (by default room for
+    /// [`SliceBackward::train_scratch_len`] floats).
+    fn block_train_scratch_len(&self) -> usize {
+        crate::block::lanes_for(self.train_scratch_len())
+    }
+    /// [`SliceBackward::backward_flat`] of `n = g_ld.len()` rows, for hosts:
+    /// `x` and `g` hold the rows one after the other (`n × dim`), `g_ld[r]`
+    /// is row `r`'s `∂L/∂(log-det)`. The parameter gradients are added row
+    /// after row, so `grad` and every row of `g` are bit-identical to `n`
+    /// calls of [`SliceBackward::backward_flat`] in row order. `scratch` has
+    /// [`SliceBackward::block_train_scratch_len`] lanes.
+    fn backward_block(
+        &self,
+        x: &[f32],
+        g: &mut [f32],
+        g_ld: &[f32],
+        grad: &mut [f32],
+        scratch: &mut [crate::block::Lanes],
+    ) {
+        let n = g_ld.len();
+        if n == 0 {
+            return;
+        }
+        let d = x.len() / n;
+        let scratch = scratch.as_flattened_mut();
+        for ((xr, gr), l) in x.chunks_exact(d).zip(g.chunks_exact_mut(d)).zip(g_ld) {
+            self.backward_flat(xr, gr, *l, grad, scratch);
+        }
+    }
     /// The same layer as a [`SliceBijector`] (for `dyn` holders).
     fn as_bijector(&self) -> &dyn SliceBijector;
 }
@@ -64,6 +119,12 @@ impl<T: SliceBijector> SliceBijector for Frozen<T> {
     fn inverse_flat(&self, z: &mut [f32], scratch: &mut [f32]) -> f32 {
         self.0.inverse_flat(z, scratch)
     }
+    fn block_scratch_len(&self) -> usize {
+        self.0.block_scratch_len()
+    }
+    fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [crate::block::Lanes]) {
+        self.0.forward_block(x, ld, scratch)
+    }
 }
 
 impl<T: SliceBackward> SliceBackward for Frozen<T> {
@@ -80,6 +141,22 @@ impl<T: SliceBackward> SliceBackward for Frozen<T> {
         discard.fill(0.0);
         self.0.backward_flat(x, g, g_ld, discard, inner);
     }
+    fn block_train_scratch_len(&self) -> usize {
+        self.0.block_train_scratch_len() + crate::block::lanes_for(self.0.param_len())
+    }
+    fn backward_block(
+        &self,
+        x: &[f32],
+        g: &mut [f32],
+        g_ld: &[f32],
+        _grad: &mut [f32],
+        scratch: &mut [crate::block::Lanes],
+    ) {
+        let (inner, discard) = scratch.split_at_mut(self.0.block_train_scratch_len());
+        let discard = &mut discard.as_flattened_mut()[..self.0.param_len()];
+        discard.fill(0.0);
+        self.0.backward_block(x, g, g_ld, discard, inner);
+    }
     fn as_bijector(&self) -> &dyn SliceBijector {
         self
     }
@@ -91,20 +168,54 @@ impl<T: SliceBackward> SliceBackward for Frozen<T> {
 macro_rules! mlp_backward {
     ($view:ident) => {
         impl $crate::layer::SliceBackward for $view<'_> {
-            fn param_len(&self) -> usize {
-                self.net.shape.n_params()
+            $crate::layer::mlp_backward!(@common $view);
+        }
+    };
+    // With an inherent `block_train_scratch_len()` and
+    // `backward_block(x, g, g_ld, &mut MlpGrad, scratch)` for up to
+    // `BLOCK` rows: the rows go through it block by block.
+    ($view:ident, blocked) => {
+        impl $crate::layer::SliceBackward for $view<'_> {
+            $crate::layer::mlp_backward!(@common $view);
+            fn block_train_scratch_len(&self) -> usize {
+                $view::block_train_scratch_len(self)
             }
-            fn train_scratch_len(&self) -> usize {
-                $view::train_scratch_len(self)
-            }
-            fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]) {
+            fn backward_block(
+                &self,
+                x: &[f32],
+                g: &mut [f32],
+                g_ld: &[f32],
+                grad: &mut [f32],
+                scratch: &mut [$crate::block::Lanes],
+            ) {
+                let n = g_ld.len();
+                if n == 0 {
+                    return;
+                }
+                let d = x.len() / n;
                 let mut grad =
                     $crate::mlp::MlpGrad::from_flat(self.net.shape, grad).expect("gradient sized like the parameters");
-                self.backward(x, g, g_ld, &mut grad, scratch)
+                let b = $crate::block::BLOCK;
+                for ((xs, gs), ls) in x.chunks(d * b).zip(g.chunks_mut(d * b)).zip(g_ld.chunks(b)) {
+                    $view::backward_block(self, xs, gs, ls, &mut grad, scratch)
+                }
             }
-            fn as_bijector(&self) -> &dyn $crate::layer::SliceBijector {
-                self
-            }
+        }
+    };
+    (@common $view:ident) => {
+        fn param_len(&self) -> usize {
+            self.net.shape.n_params()
+        }
+        fn train_scratch_len(&self) -> usize {
+            $view::train_scratch_len(self)
+        }
+        fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]) {
+            let mut grad =
+                $crate::mlp::MlpGrad::from_flat(self.net.shape, grad).expect("gradient sized like the parameters");
+            self.backward(x, g, g_ld, &mut grad, scratch)
+        }
+        fn as_bijector(&self) -> &dyn $crate::layer::SliceBijector {
+            self
         }
     };
 }

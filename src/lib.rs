@@ -51,6 +51,7 @@ pub mod activation;
 pub mod actnorm;
 pub mod anomaly;
 pub mod bijector;
+pub mod block;
 pub mod cnf;
 pub mod coupling;
 pub mod error;

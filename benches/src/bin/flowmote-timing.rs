@@ -13,7 +13,9 @@
 //!   `log_prob` latency and batch throughput on 1 and 2 threads.
 //! * `dyn` (with `--model`, a `flowmote train` model file — one flow or a
 //!   mixture): the same for the trained
-//!   run-time-sized model that `flowmote eval` scores with (one thread).
+//!   run-time-sized model that `flowmote eval` scores with: a loop of
+//!   `log_prob` on one thread, and the tool's `DynMixture::log_probs` (what
+//!   `eval`, `score`, `calibrate` and `plot` run) on 1 and 2 threads.
 //!
 //! Rows to score come from `--rows` (a CSV; a `label` column is dropped) or
 //! are 1024 standard-normal rows. Latency is the median over 31 blocks of
@@ -22,6 +24,7 @@
 use flowmote::{Bijector, Flow};
 use flowmote_benches::{coupling_flow, maf_flow, normal_rows, read_rows, score_rows, score_rows_par, standardise};
 use flowmote_tools::model::{DynMixture, Layer, ModelFile};
+use flowmote_tools::train::with_threads;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -107,7 +110,24 @@ fn time_dyn(model: &DynMixture, rows: &[f32]) -> serde_json::Value {
         }
         black_box(s);
     });
-    serde_json::json!({ "single_ns": single, "batch_rows_per_s_1thread": t1, "rows": n })
+    // What `flowmote eval/score/calibrate/plot` run: `DynMixture::log_probs`
+    // over all rows, on 1 and 2 threads.
+    let owned: Vec<Vec<f32>> = rows.chunks_exact(d).map(<[f32]>::to_vec).collect();
+    let tool = |threads| {
+        with_threads(threads, || {
+            throughput(n, || {
+                black_box(model.log_probs(black_box(&owned)));
+            })
+        })
+    };
+    let (p1, p2) = (tool(1), tool(2));
+    serde_json::json!({
+        "single_ns": single,
+        "batch_rows_per_s_1thread": t1,
+        "log_probs_rows_per_s_1thread": p1,
+        "log_probs_rows_per_s_2threads": p2,
+        "rows": n,
+    })
 }
 
 fn main() {

@@ -1,6 +1,6 @@
 //! A weighted mixture of flows: the host side of the core's `Mixture`.
 
-use super::{par_rows, DynFlow, FlowView, Workspace};
+use super::{par_blocks, DynFlow, FlowView, Workspace};
 use anyhow::{ensure, Context, Result};
 use flowmote::Error;
 use rand_core::Rng;
@@ -187,12 +187,17 @@ impl DynMixture {
         self.view()?.sample_with_log_prob(rng, ws)
     }
 
-    /// `log p` of every row, in parallel (the views compiled once per worker).
+    /// `log p` of every row, in parallel (the views compiled once per
+    /// worker), in blocks of rows ([`MixView::log_prob_block`]: bit for bit
+    /// [`MixView::log_prob`]).
     pub fn log_probs(&self, rows: &[Vec<f32>]) -> Vec<Result<f32, Error>> {
-        par_rows(
+        par_blocks(
             rows,
-            || (self.view(), self.workspace()),
-            |(view, ws), x| view.as_ref().map_err(|e| *e)?.log_prob(x, ws),
+            || (self.view(), self.workspace(), Vec::new()),
+            |(view, ws, tmp), xs, out| match view.as_ref() {
+                Ok(v) => v.log_prob_block(xs, out, ws, tmp),
+                Err(e) => out.extend(xs.iter().map(|_| Err(*e))),
+            },
         )
     }
 }
@@ -217,6 +222,36 @@ impl MixView<'_> {
             *lp = flowmote::mixture::member_term(f.log_prob(x, w))?;
         }
         flowmote::mixture::combine(self.log_weights, &ws.lps)
+    }
+
+    /// [`MixView::log_prob`] of every row of `rows`, pushed onto `out`; each
+    /// member scores the rows in blocks ([`FlowView::log_prob_block`]).
+    /// `tmp` is scratch (the members' results).
+    pub fn log_prob_block<R: AsRef<[f32]>>(
+        &self,
+        rows: &[R],
+        out: &mut Vec<Result<f32, Error>>,
+        ws: &mut MixWorkspace,
+        tmp: &mut Vec<Result<f32, Error>>,
+    ) {
+        if let ([f], Some(w)) = (self.flows.as_slice(), ws.members.first_mut()) {
+            return f.log_prob_block(rows, out, w);
+        }
+        let n = rows.len();
+        tmp.clear();
+        for (f, w) in self.flows.iter().zip(&mut ws.members) {
+            f.log_prob_block(rows, tmp, w);
+        }
+        for (r, x) in rows.iter().enumerate() {
+            let one = |lps: &mut [f32]| {
+                flowmote::error::check_finite(x.as_ref())?;
+                for (k, lp) in lps.iter_mut().enumerate() {
+                    *lp = flowmote::mixture::member_term(tmp[k * n + r])?;
+                }
+                flowmote::mixture::combine(self.log_weights, lps)
+            };
+            out.push(one(&mut ws.lps));
+        }
     }
 
     /// One sample, drawing exactly as the exported model's `sample` does

@@ -566,14 +566,16 @@ impl DynFlow {
         self.view()?.sample_with_log_prob(rng, ws)
     }
 
-    /// `log p` of every row, in parallel (the views compiled once per worker).
+    /// `log p` of every row, in parallel (the views compiled once per
+    /// worker), [`flowmote::block::BLOCK`] rows at a time
+    /// ([`FlowView::log_prob_block`]: bit for bit [`FlowView::log_prob`]).
     pub fn log_probs(&self, rows: &[Vec<f32>]) -> Vec<Result<f32, Error>> {
-        par_rows(
+        par_blocks(
             rows,
             || self.view().map(|v| (v.workspace(), v)),
-            |view, x| {
-                let (ws, v) = view.as_mut().map_err(|e| *e)?;
-                v.log_prob(x, ws)
+            |view, xs, out| match view.as_mut() {
+                Ok((ws, v)) => v.log_prob_block(xs, out, ws),
+                Err(e) => out.extend(xs.iter().map(|_| Err(*e))),
             },
         )
     }
@@ -584,8 +586,30 @@ impl DynFlow {
     }
 }
 
-/// `score` of every row in parallel, with the state `init` makes (views and
+/// `score` of every block of [`flowmote::block::BLOCK`] rows in parallel
+/// (it pushes one result per row), with the state `init` makes (views and
 /// buffers) built once per worker: the one "score every row" loop.
+fn par_blocks<T>(
+    rows: &[Vec<f32>],
+    init: impl Fn() -> T + Sync + Send,
+    score: impl Fn(&mut T, &[Vec<f32>], &mut Vec<Result<f32, Error>>) + Sync + Send,
+) -> Vec<Result<f32, Error>> {
+    // Blocks of 4 × BLOCK rows per task: few enough tasks to keep rayon's
+    // overhead small, enough to share the rows between the threads.
+    let parts: Vec<Vec<Result<f32, Error>>> = rows
+        .par_chunks(4 * flowmote::block::BLOCK)
+        .map_init(init, |t, xs| {
+            let mut out = Vec::with_capacity(xs.len());
+            score(t, xs, &mut out);
+            out
+        })
+        .collect();
+    parts.concat()
+}
+
+/// `score` of every row in parallel, with the state `init` makes (views and
+/// buffers) built once per worker.
+#[allow(dead_code)]
 fn par_rows<T>(
     rows: &[Vec<f32>],
     init: impl Fn() -> T + Sync + Send,

@@ -2,6 +2,7 @@
 
 use super::storage::I8Net;
 use super::{DynFlow, Layer, Net};
+use flowmote::block::{Lanes, BLOCK};
 use flowmote::cnf::ContinuousFlowRef;
 use flowmote::coupling::AffineCouplingRef;
 use flowmote::linear::LuLinearRef;
@@ -11,6 +12,23 @@ use flowmote::permutation::PermutationRef;
 use flowmote::spline::{SplineAutoregressiveRef, SplineCouplingRef};
 use flowmote::{normal, ActNormRef, Error, Frozen, Reverse, SliceBackward, SliceBijector};
 use rand_core::Rng;
+
+/// Widest flow whose blocked scoring keeps its rows on the stack.
+const MAX_BLOCK_DIM: usize = 64;
+
+/// `log p` from the latent `z` and the log-det, with the checks of the
+/// core's `Flow::log_prob`.
+fn finish_log_prob(z: &[f32], ld: f32) -> Result<f32, Error> {
+    if !ld.is_finite() || flowmote::error::check_finite(z).is_err() {
+        return Err(Error::Overflow);
+    }
+    let lp = normal::log_pdf(z) + ld;
+    if lp.is_finite() {
+        Ok(lp)
+    } else {
+        Err(Error::Overflow)
+    }
+}
 
 /// Reusable buffers for [`DynFlow`] evaluation (no allocation per row),
 /// sized by [`FlowView::workspace`].
@@ -22,6 +40,13 @@ pub struct Workspace {
     inputs: Vec<f32>,
     /// The scratch of every layer's backward pass.
     train: Vec<f32>,
+    /// The scratch of every layer's blocked forward pass.
+    block_scratch: Vec<Lanes>,
+    /// Input of every layer for a block of rows, saved by the blocked
+    /// training forward pass (`layers × BLOCK × dim`).
+    block_inputs: Vec<f32>,
+    /// The scratch of every layer's blocked backward pass.
+    block_train: Vec<Lanes>,
 }
 
 impl Workspace {
@@ -62,6 +87,14 @@ impl View<'_> {
             View::Likelihood(l) => l.train_scratch_len(),
             View::FlowMatching(c) => c.train_scratch_len(),
             View::Fixed(_) => 0,
+        }
+    }
+
+    /// Floats of the layer's blocked backward scratch.
+    fn block_train_scratch_len(&self) -> usize {
+        match self {
+            View::Likelihood(l) => l.block_train_scratch_len(),
+            View::FlowMatching(_) | View::Fixed(_) => 0,
         }
     }
 }
@@ -213,6 +246,71 @@ impl FlowView<'_> {
             scratch: vec![0.0; max(&|v| v.bijector().scratch_len())],
             inputs: vec![0.0; self.dim * self.layers.len()],
             train: vec![0.0; max(&|v| v.train_scratch_len())],
+            block_scratch: vec![[0.0; BLOCK]; max(&|v| v.bijector().block_scratch_len())],
+            block_inputs: vec![0.0; self.dim * BLOCK * self.layers.len()],
+            block_train: vec![[0.0; BLOCK]; max(&|v| v.block_train_scratch_len())],
+        }
+    }
+
+    /// [`FlowView::forward`] of `n = ld.len() ≤ BLOCK` rows at once (`x`:
+    /// `n × dim`, row after row, transformed in place; `ld[r]` = row `r`'s
+    /// log-det). Every row's numbers are bit-identical to
+    /// [`FlowView::forward`] on that row. With `save`, keeps every layer's
+    /// input for [`FlowView::nll_backward_block`].
+    pub fn forward_block(&self, x: &mut [f32], ld: &mut [f32], ws: &mut Workspace, save: bool) {
+        let n = ld.len().min(BLOCK);
+        let (x, ld) = (&mut x[..n * self.dim], &mut ld[..n]);
+        let stride = self.dim * BLOCK;
+        ld.fill(0.0);
+        let mut l = [0.0f32; BLOCK];
+        for (i, layer) in self.layers.iter().enumerate() {
+            if save {
+                ws.block_inputs[i * stride..i * stride + x.len()].copy_from_slice(x);
+            }
+            layer.bijector().forward_block(x, &mut l[..n], &mut ws.block_scratch);
+            for (a, b) in ld.iter_mut().zip(&l) {
+                *a += b;
+            }
+        }
+    }
+
+    /// [`FlowView::log_prob`] of up to [`BLOCK`] rows at once: `out[r]` is
+    /// bit for bit what [`FlowView::log_prob`] returns for `rows[r]` (rows
+    /// that are not finite give its error and are not evaluated).
+    pub fn log_prob_block<R: AsRef<[f32]>>(&self, rows: &[R], out: &mut Vec<Result<f32, Error>>, ws: &mut Workspace) {
+        for chunk in rows.chunks(BLOCK) {
+            let n = chunk.len();
+            let d = self.dim;
+            let mut z = [0.0f32; BLOCK * MAX_BLOCK_DIM];
+            let mut zv;
+            let z: &mut [f32] = if d <= MAX_BLOCK_DIM {
+                &mut z[..n * d]
+            } else {
+                zv = vec![0.0; n * d];
+                &mut zv
+            };
+            let mut bad = [None; BLOCK];
+            for ((r, zr), b) in chunk.iter().zip(z.chunks_exact_mut(d)).zip(&mut bad) {
+                let r = r.as_ref();
+                match flowmote::error::check_finite(r) {
+                    // A row of the wrong length is refused as the single-row path refuses it.
+                    Ok(()) if r.len() == d => zr.copy_from_slice(r),
+                    Ok(()) => *b = Some(Error::ShapeMismatch),
+                    Err(e) => *b = Some(e),
+                }
+            }
+            if bad.iter().any(Option::is_some) {
+                // Unusual rows: the single-row path, one at a time.
+                for r in chunk {
+                    out.push(self.log_prob(r.as_ref(), ws));
+                }
+                continue;
+            }
+            let mut ld = [0.0f32; BLOCK];
+            self.forward_block(z, &mut ld[..n], ws, false);
+            for (zr, ld) in z.chunks_exact(d).zip(ld) {
+                out.push(finish_log_prob(zr, ld));
+            }
         }
     }
 
@@ -244,15 +342,7 @@ impl FlowView<'_> {
         flowmote::error::check_finite(x)?;
         let mut z = x.to_vec();
         let ld = self.forward(&mut z, ws, false);
-        if !ld.is_finite() || flowmote::error::check_finite(&z).is_err() {
-            return Err(Error::Overflow);
-        }
-        let lp = normal::log_pdf(&z) + ld;
-        if lp.is_finite() {
-            Ok(lp)
-        } else {
-            Err(Error::Overflow)
-        }
+        finish_log_prob(&z, ld)
     }
 
     /// One sample and its `log p`, drawing exactly as the core's
@@ -312,6 +402,81 @@ impl FlowView<'_> {
         }
         self.backward_from(z, -w, grads, ws)?;
         Ok(nll)
+    }
+
+    /// [`FlowView::nll_backward`] (or, for rows whose `weight` is `Some`,
+    /// [`FlowView::nll_backward_weighted`] with that function) of up to
+    /// [`BLOCK`] rows at once: `nll[r]` gets row `r`'s result and the
+    /// gradients of the rows that can be scored are added to `grads` row
+    /// after row, so `grads` is bit for bit what the single-row calls in row
+    /// order give.
+    pub fn nll_backward_block<R: AsRef<[f32]>>(
+        &self,
+        rows: &[R],
+        weight: &dyn Fn(usize, f32) -> Option<f32>,
+        grads: &mut [Vec<f32>],
+        ws: &mut Workspace,
+        nll: &mut [Result<f32, Error>],
+    ) {
+        let d = self.dim;
+        let n = rows.len().min(BLOCK);
+        let mut z = vec![0.0f32; n * d];
+        for (zr, r) in z.chunks_exact_mut(d).zip(rows) {
+            zr.copy_from_slice(r.as_ref());
+        }
+        let mut ld = [0.0f32; BLOCK];
+        self.forward_block(&mut z, &mut ld[..n], ws, true);
+        // The rows that go on to the backward pass, compacted in order.
+        let mut keep = [0usize; BLOCK];
+        let mut g_ld = [0.0f32; BLOCK];
+        let mut m = 0;
+        for r in 0..n {
+            let zr = &z[r * d..(r + 1) * d];
+            let v = -(normal::log_pdf(zr) + ld[r]);
+            if !v.is_finite() {
+                nll[r] = Err(Error::Overflow);
+                continue;
+            }
+            nll[r] = Ok(v);
+            let w = weight(r, v);
+            if m != r {
+                z.copy_within(r * d..(r + 1) * d, m * d);
+            }
+            // ∂(−log N(z))/∂z = z; ∂(−log-det) = −1 (weighted: w·z, −w).
+            if let Some(w) = w {
+                for v in &mut z[m * d..(m + 1) * d] {
+                    *v *= w;
+                }
+                g_ld[m] = -w;
+            } else {
+                g_ld[m] = -1.0;
+            }
+            keep[m] = r;
+            m += 1;
+        }
+        if m == 0 {
+            return;
+        }
+        let stride = d * BLOCK;
+        if m < n {
+            for i in 0..self.layers.len() {
+                let inp = &mut ws.block_inputs[i * stride..(i + 1) * stride];
+                for (j, &r) in keep[..m].iter().enumerate() {
+                    inp.copy_within(r * d..(r + 1) * d, j * d);
+                }
+            }
+        }
+        let g = &mut z[..m * d];
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            let View::Likelihood(l) = layer else {
+                for &r in &keep[..m] {
+                    nll[r] = Err(Error::ShapeMismatch);
+                }
+                return;
+            };
+            let xin = &ws.block_inputs[i * stride..i * stride + m * d];
+            l.backward_block(xin, g, &g_ld[..m], &mut grads[i], &mut ws.block_train);
+        }
     }
 
     /// The backward pass from `g = ∂L/∂z` and `g_ld = ∂L/∂(log-det)`, after a

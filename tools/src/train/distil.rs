@@ -17,7 +17,8 @@
 
 use super::build::candidate_cost;
 use super::config::{auto_candidates, default_folds, Budget, FlowKind, TrainConfig, ValSplit};
-use super::fit::{column_moments, train_split, unscorable_rows, val_block, Split, TeacherPool};
+use super::epochs::TeacherPool;
+use super::fit::{column_moments, train_split, unscorable_rows, val_block, Split};
 use super::optim::mean_nll;
 use super::{train_unbounded, TrainSummary};
 use crate::data::Dataset;

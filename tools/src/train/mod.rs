@@ -24,6 +24,7 @@ mod build;
 mod committee;
 mod config;
 mod distil;
+mod epochs;
 mod fit;
 mod optim;
 mod search;

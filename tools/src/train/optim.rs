@@ -3,6 +3,7 @@
 //! mean NLL of a set of rows.
 
 use crate::model::{DynFlow, View};
+use flowmote::block::BLOCK;
 use flowmote::mlp::MlpGrad;
 use rayon::prelude::*;
 
@@ -120,20 +121,26 @@ pub(super) fn batch_grad(
                     }
                 }
             } else {
+                // Blocks of rows through the blocked passes: per row, and
+                // in the gradients, bit for bit the single-row
+                // `nll_backward(_weighted)` in row order.
                 let (tg, lambda) = targets;
-                for (k, x) in ch.iter().enumerate() {
-                    let t = tg.get(ci * CHUNK + k).copied().unwrap_or(f32::NAN);
-                    let r = if lambda > 0.0 && t.is_finite() {
-                        view.nll_backward_weighted(x, &mut g, &mut ws, |nll| 1.0 + 2.0 * lambda * (nll - t))
-                    } else {
-                        view.nll_backward(x, &mut g, &mut ws)
+                let mut nll = [Ok(0.0f32); BLOCK];
+                for (bi, blk) in ch.chunks(BLOCK).enumerate() {
+                    let first = ci * CHUNK + bi * BLOCK;
+                    let weight = |r: usize, nll: f32| {
+                        let t = tg.get(first + r).copied().unwrap_or(f32::NAN);
+                        (lambda > 0.0 && t.is_finite()).then_some(1.0 + 2.0 * lambda * (nll - t))
                     };
-                    match r {
-                        Ok(nll) => {
-                            loss += nll as f64;
-                            used += 1;
+                    view.nll_backward_block(blk, &weight, &mut g, &mut ws, &mut nll);
+                    for r in &nll[..blk.len()] {
+                        match r {
+                            Ok(nll) => {
+                                loss += *nll as f64;
+                                used += 1;
+                            }
+                            Err(_) => bad += 1,
                         }
-                        Err(_) => bad += 1,
                     }
                 }
             }

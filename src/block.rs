@@ -1,0 +1,371 @@
+//! Row-blocked passes for hosts: up to [`BLOCK`] rows at a time, each row's
+//! numbers bit-identical to the single-row code.
+//!
+//! A device scores one row at a time ([`crate::mlp::dense`], four output
+//! rows per pass over the input). A host scoring or training on many rows
+//! gains from reading each weight once per block of rows and letting the
+//! compiler vectorise *across rows*: the rows are independent lanes, and
+//! every row's sums are still taken one term at a time in the single-row
+//! order (`((0 + w₀x₀) + w₁x₁) + …`, then `b +`), so no sum is reassociated
+//! and the results are those of the single-row code, bit for bit. Nothing
+//! here is used by the single-row path; firmware does not link it.
+//!
+//! Layout: a block of activations is a slice of `[f32; BLOCK]`, one entry
+//! per unit, lane `r` for row `r` (unit-major, "transposed"). Lanes past the
+//! block's row count `n` are padding: they are computed (their values are
+//! never read into a result) and never added into a gradient.
+//!
+//! The backward passes add each row's parameter gradient in row order: the
+//! gradient of one parameter receives `row 0`'s term, then `row 1`'s, …,
+//! exactly as calling the single-row backward on the rows in order does.
+
+use crate::mlp::{row_sum, MlpGrad, MlpRef};
+use crate::weights::Weight;
+
+/// Rows per block of the blocked passes.
+pub const BLOCK: usize = 8;
+
+/// One lane per row of a block.
+pub type Lanes = [f32; BLOCK];
+
+/// Transpose `n ≤ BLOCK` rows of length `d` (row-major in `rows`) into
+/// `out[j][r] = rows[r·d + j]`, `j < d`; lanes `n..` are set to zero.
+#[inline]
+pub fn to_lanes(rows: &[f32], d: usize, out: &mut [Lanes]) {
+    for (j, o) in out.iter_mut().enumerate().take(d) {
+        *o = [0.0; BLOCK];
+        for (r, l) in o.iter_mut().enumerate() {
+            if let Some(v) = rows.get(r * d + j) {
+                *l = *v;
+            }
+        }
+    }
+}
+
+/// The inverse of [`to_lanes`]: `rows[r·d + j] = lanes[j][r]` for the rows
+/// `rows` holds (`n = rows.len() / d`).
+#[inline]
+pub fn from_lanes(lanes: &[Lanes], d: usize, rows: &mut [f32]) {
+    if d == 0 {
+        return;
+    }
+    for (r, row) in rows.chunks_exact_mut(d).enumerate().take(BLOCK) {
+        for (v, l) in row.iter_mut().zip(lanes) {
+            *v = l[r];
+        }
+    }
+}
+
+/// Blocked [`crate::mlp::dense_w`]: `out[k][r] = row_sum(b[k], scale[k],
+/// Σᵢ w[k·n + i]·x[i][r])` for every lane, each sum from `0.0` in input
+/// order. `x` has at least `n` entries. Four output rows per pass, so each
+/// input block is loaded once per four weights.
+#[inline(always)]
+pub fn dense_block<W: Weight>(w: &[W], scale: &[f32], n: usize, b: &[f32], x: &[Lanes], out: &mut [Lanes]) {
+    let x = &x[..n];
+    let sc = |k: usize| if W::SCALED { scale[k] } else { 1.0 };
+    let rows = out.len().min(b.len());
+    let mut k = 0;
+    while k + 4 <= rows {
+        let (w0, w1, w2, w3) = (
+            &w[k * n..(k + 1) * n],
+            &w[(k + 1) * n..(k + 2) * n],
+            &w[(k + 2) * n..(k + 3) * n],
+            &w[(k + 3) * n..(k + 4) * n],
+        );
+        let mut a = [[0.0f32; BLOCK]; 4];
+        for i in 0..n {
+            let xi = &x[i];
+            let (c0, c1, c2, c3) = (w0[i].to_f32(), w1[i].to_f32(), w2[i].to_f32(), w3[i].to_f32());
+            for r in 0..BLOCK {
+                a[0][r] += c0 * xi[r];
+                a[1][r] += c1 * xi[r];
+                a[2][r] += c2 * xi[r];
+                a[3][r] += c3 * xi[r];
+            }
+        }
+        for (q, aq) in a.iter().enumerate() {
+            let (bk, sk) = (b[k + q], sc(k + q));
+            for r in 0..BLOCK {
+                out[k + q][r] = row_sum::<W>(bk, sk, aq[r]);
+            }
+        }
+        k += 4;
+    }
+    while k < rows {
+        let wk = &w[k * n..(k + 1) * n];
+        let mut a = [0.0f32; BLOCK];
+        for (c, xi) in wk.iter().zip(x) {
+            let c = c.to_f32();
+            for r in 0..BLOCK {
+                a[r] += c * xi[r];
+            }
+        }
+        let (bk, sk) = (b[k], sc(k));
+        for r in 0..BLOCK {
+            out[k][r] = row_sum::<W>(bk, sk, a[r]);
+        }
+        k += 1;
+    }
+}
+
+/// `g[r·m + i] += Σ_r c[r]·a[r][i]`, the terms added one row at a time in
+/// row order (`n = c.len()` rows; `a` row-major with rows of length `m`):
+/// the parameter-gradient update of `n` single-row backward passes.
+#[inline(always)]
+fn rank_update(g: &mut [f32], c: &[f32], a: &[f32], m: usize) {
+    let n = c.len();
+    let mut i = 0;
+    while i + 8 <= m {
+        let mut acc = [0.0f32; 8];
+        acc.copy_from_slice(&g[i..i + 8]);
+        for r in 0..n {
+            let cr = c[r];
+            let ar = &a[r * m + i..r * m + i + 8];
+            for q in 0..8 {
+                acc[q] += cr * ar[q];
+            }
+        }
+        g[i..i + 8].copy_from_slice(&acc);
+        i += 8;
+    }
+    for (j, gj) in g.iter_mut().enumerate().take(m).skip(i) {
+        for r in 0..n {
+            *gj += c[r] * a[r * m + j];
+        }
+    }
+}
+
+/// `gx[i][·] += Σ_k gpre[k][·]·w[k·m + i]`, the terms added in `k` order
+/// (per lane: the single-row `for k { gx[i] += gpre·w[k][i] }`).
+#[inline(always)]
+fn input_grad(w: &[f32], m: usize, gpre: &[Lanes], gx: &mut [Lanes]) {
+    let gx = &mut gx[..m];
+    let h = gpre.len();
+    let mut k = 0;
+    while k + 4 <= h {
+        let (g0, g1, g2, g3) = (&gpre[k], &gpre[k + 1], &gpre[k + 2], &gpre[k + 3]);
+        let (w0, w1, w2, w3) = (
+            &w[k * m..(k + 1) * m],
+            &w[(k + 1) * m..(k + 2) * m],
+            &w[(k + 2) * m..(k + 3) * m],
+            &w[(k + 3) * m..(k + 4) * m],
+        );
+        for (i, gi) in gx.iter_mut().enumerate() {
+            let (c0, c1, c2, c3) = (w0[i], w1[i], w2[i], w3[i]);
+            let mut a = *gi;
+            for r in 0..BLOCK {
+                a[r] += g0[r] * c0;
+                a[r] += g1[r] * c1;
+                a[r] += g2[r] * c2;
+                a[r] += g3[r] * c3;
+            }
+            *gi = a;
+        }
+        k += 4;
+    }
+    while k < h {
+        let wk = &w[k * m..(k + 1) * m];
+        let gk = &gpre[k];
+        for (gi, c) in gx.iter_mut().zip(wk) {
+            for r in 0..BLOCK {
+                gi[r] += gk[r] * c;
+            }
+        }
+        k += 1;
+    }
+}
+
+/// Lanes of the scratch of [`MlpRef::backward_block`] for a network of
+/// this shape: `2·hidden + max(hidden, input)`.
+pub const fn backward_block_scratch(hidden: usize, input: usize) -> usize {
+    let m = if hidden > input { hidden } else { input };
+    2 * hidden + m
+}
+
+/// Lanes holding at least `floats` floats.
+pub const fn lanes_for(floats: usize) -> usize {
+    floats.div_ceil(BLOCK)
+}
+
+impl<W: Weight> MlpRef<'_, W> {
+    /// The first layer on a block: `h = act(W_in x + b_in (+ w_cond·c))`.
+    #[inline(always)]
+    fn first_block(&self, x: &[Lanes], c: f32, h: &mut [Lanes]) {
+        let s = self.shape;
+        let h = &mut h[..s.hidden];
+        dense_block(self.w_in, self.s_in, s.input, self.b_in, x, h);
+        if s.cond == 1 {
+            // Single row: `a = row_sum(..); a += w_cond·c` — the same two roundings.
+            for (hk, wc) in h.iter_mut().zip(self.w_cond) {
+                for v in hk.iter_mut() {
+                    *v += wc * c;
+                }
+            }
+        }
+        self.act.apply_slice(h.as_flattened_mut());
+    }
+
+    /// Hidden layer `l` (0-based among the `depth − 1`) on a block.
+    #[inline(always)]
+    fn hidden_block(&self, l: usize, x: &[Lanes], y: &mut [Lanes]) {
+        let h = self.shape.hidden;
+        let w = &self.w_hid[l * h * h..(l + 1) * h * h];
+        let b = &self.b_hid[l * h..(l + 1) * h];
+        let s = if W::SCALED {
+            &self.s_hid[l * h..(l + 1) * h]
+        } else {
+            &[][..]
+        };
+        let y = &mut y[..h];
+        dense_block(w, s, h, b, x, y);
+        self.act.apply_slice(y.as_flattened_mut());
+    }
+
+    /// Blocked [`MlpRef::forward`]: `x` holds `input` lanes, `h0`, `h1`
+    /// `hidden` lanes each, `out` `output` lanes. Every lane's outputs are
+    /// bit-identical to [`MlpRef::forward`] on that row.
+    pub fn forward_block(&self, x: &[Lanes], c: f32, h0: &mut [Lanes], h1: &mut [Lanes], out: &mut [Lanes]) {
+        self.first_block(x, c, h0);
+        let (mut a, mut b) = (h0, h1);
+        for l in 0..self.shape.depth - 1 {
+            self.hidden_block(l, a, b);
+            core::mem::swap(&mut a, &mut b);
+        }
+        let s = self.shape;
+        dense_block(self.w_out, self.s_out, s.hidden, self.b_out, a, &mut out[..s.output]);
+    }
+
+    /// Blocked [`MlpRef::forward_cached`]: keeps every hidden activation in
+    /// `acts` (`depth × hidden` lanes, layer-major).
+    pub fn forward_block_cached(&self, x: &[Lanes], c: f32, acts: &mut [Lanes], out: &mut [Lanes]) {
+        let s = self.shape;
+        let h = s.hidden;
+        self.first_block(x, c, &mut acts[..h]);
+        for l in 0..s.depth - 1 {
+            let (prev, next) = acts[l * h..(l + 2) * h].split_at_mut(h);
+            self.hidden_block(l, prev, next);
+        }
+        dense_block(
+            self.w_out,
+            self.s_out,
+            h,
+            self.b_out,
+            &acts[(s.depth - 1) * h..s.depth * h],
+            &mut out[..s.output],
+        );
+    }
+}
+
+impl MlpRef<'_, f32> {
+    /// Blocked [`MlpRef::backward`] for the first `n ≤ BLOCK` lanes: given
+    /// the inputs `x` (`input` lanes), the activations of
+    /// [`MlpRef::forward_block_cached`] and `g_out` (`output` lanes), *adds*
+    /// every row's `∂L/∂θ` to `grad`, row after row, and, if given, its
+    /// `∂L/∂x` to `g_x` (`input` lanes). `scratch` holds
+    /// [`backward_block_scratch`] lanes.
+    ///
+    /// Bit-identical to `n` calls of [`MlpRef::backward`] on the rows in
+    /// order (gradients and `g_x`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_block(
+        &self,
+        n: usize,
+        x: &[Lanes],
+        c: f32,
+        acts: &[Lanes],
+        g_out: &[Lanes],
+        g_x: Option<&mut [Lanes]>,
+        scratch: &mut [Lanes],
+        grad: &mut MlpGrad<'_>,
+    ) {
+        let s = self.shape;
+        let h = s.hidden;
+        let n = n.min(BLOCK);
+        let (t0, rest) = scratch.split_at_mut(h);
+        let (t1, rest) = rest.split_at_mut(h);
+        let trans = rest.as_flattened_mut();
+        // `trans` holds a layer's input row-major ([r][m]) for the rank-n
+        // parameter updates.
+        let row_major = |src: &[Lanes], m: usize, dst: &mut [f32]| {
+            for r in 0..n {
+                for (j, v) in src.iter().take(m).enumerate() {
+                    dst[r * m + j] = v[r];
+                }
+            }
+        };
+        let mut coef = [0.0f32; BLOCK];
+
+        // Output layer.
+        let last = &acts[(s.depth - 1) * h..s.depth * h];
+        row_major(last, h, trans);
+        let gh = &mut t0[..h];
+        for v in gh.iter_mut() {
+            *v = [0.0; BLOCK];
+        }
+        for j in 0..s.output {
+            let g = g_out[j];
+            for gr in &g[..n] {
+                grad.b_out[j] += gr;
+            }
+            rank_update(&mut grad.w_out[j * h..(j + 1) * h], &g[..n], trans, h);
+        }
+        // gh[k] = Σ_j g_out[j]·w_out[j][k], j in order from 0.
+        input_grad(self.w_out, h, &g_out[..s.output], gh);
+
+        // Hidden layers, last first; `gcur` holds ∂L/∂(post-activation).
+        let (mut gcur, mut gprev) = (t0, t1);
+        for l in (1..s.depth).rev() {
+            let out_act = &acts[l * h..(l + 1) * h];
+            let in_act = &acts[(l - 1) * h..l * h];
+            let w = &self.w_hid[(l - 1) * h * h..l * h * h];
+            // gcur ← ∂L/∂(pre-activation), per lane as the single row does.
+            for (gk, ok) in gcur[..h].iter_mut().zip(out_act) {
+                for r in 0..BLOCK {
+                    gk[r] *= self.act.derivative_from_output(ok[r]);
+                }
+            }
+            row_major(in_act, h, trans);
+            let gw = &mut grad.w_hid[(l - 1) * h * h..l * h * h];
+            let gb = &mut grad.b_hid[(l - 1) * h..l * h];
+            for k in 0..h {
+                coef[..n].copy_from_slice(&gcur[k][..n]);
+                for cr in &coef[..n] {
+                    gb[k] += cr;
+                }
+                rank_update(&mut gw[k * h..(k + 1) * h], &coef[..n], trans, h);
+            }
+            let gp = &mut gprev[..h];
+            for v in gp.iter_mut() {
+                *v = [0.0; BLOCK];
+            }
+            input_grad(w, h, &gcur[..h], gp);
+            core::mem::swap(&mut gcur, &mut gprev);
+        }
+
+        // First layer.
+        let first = &acts[..h];
+        let m = s.input;
+        for (gk, ok) in gcur[..h].iter_mut().zip(first) {
+            for r in 0..BLOCK {
+                gk[r] *= self.act.derivative_from_output(ok[r]);
+            }
+        }
+        row_major(x, m, trans);
+        for k in 0..h {
+            coef[..n].copy_from_slice(&gcur[k][..n]);
+            for cr in &coef[..n] {
+                grad.b_in[k] += cr;
+            }
+            if s.cond == 1 {
+                for cr in &coef[..n] {
+                    grad.w_cond[k] += cr * c;
+                }
+            }
+            rank_update(&mut grad.w_in[k * m..(k + 1) * m], &coef[..n], trans, m);
+        }
+        if let Some(gx) = g_x {
+            input_grad(self.w_in, m, &gcur[..h], gx);
+        }
+    }
+}
