@@ -7,8 +7,8 @@
 //!
 //! 1. `-log p` of every `GOLDEN_INPUTS` row through `Detector::score`
 //!    against `GOLDEN_LOG_PROBS`;
-//! 1b. the model's feature pipeline: `GOLDEN_RAW` (raw readings) pushed one
-//!    by one through the exported `pipeline()` give `GOLDEN_RAW_FEATURES`
+//!    then the model's feature pipeline: `GOLDEN_RAW` (raw readings) pushed
+//!    one by one through the exported `pipeline()` give `GOLDEN_RAW_FEATURES`
 //!    bit for bit (host features = device features), and those score
 //!    `GOLDEN_RAW_LOG_PROBS`;
 //! 2. NaN/Inf input gives `Verdict::Invalid` and leaves later scores intact;
