@@ -12,7 +12,7 @@
 //!
 //! A model exported without a pipeline (trained on rows that were already
 //! feature vectors) has no `pipeline()`: the board images do not build with
-//! it (`cannot find function pipeline in module model`). Retrain it from
+//! it (`unresolved import flowmote_fixtures::model::pipeline`). Retrain it from
 //! the raw readings with `--window`; `--window 1 --features mean` scores
 //! single readings.
 
