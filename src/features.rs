@@ -255,6 +255,13 @@ impl<const C: usize, const N: usize, const S: usize, const D: usize> Pipeline<C,
         self.hop
     }
 
+    /// Readings added since the last complete window (or since the pipeline
+    /// was made or reset): `0` right after a window, up to `N` while the
+    /// first window fills.
+    pub fn pending(&self) -> usize {
+        self.since
+    }
+
     /// Forget every reading (e.g. after a sensor error), so the next window
     /// holds only readings that follow.
     pub fn reset(&mut self) {
@@ -307,5 +314,10 @@ mod tests {
         let mut p: Pipeline<1, 3, 1, 1> = Pipeline::new([Stat::Max], 2);
         let got: [Option<f32>; 7] = core::array::from_fn(|i| p.push([i as f32]).map(|r| r.unwrap()[0]));
         assert_eq!(got, [None, None, Some(2.0), None, Some(4.0), None, Some(6.0)]);
+        assert_eq!(p.pending(), 0);
+        p.push([7.0]);
+        assert_eq!(p.pending(), 1);
+        p.reset();
+        assert_eq!(p.pending(), 0);
     }
 }

@@ -10,6 +10,42 @@
 //!   from the formulas rather than from the core's code ([`ref_mlp`],
 //!   [`ref_actnorm`], [`ref_coupling`], [`ref_maf`]), so that gradients can be
 //!   checked against finite differences without f32 round-off.
+//!
+//! ## The firmware's feature pipeline is checked when it is built
+//!
+//! The board images feed the accelerometer (3 axes) into the model's
+//! exported `pipeline()` and score what comes out. The bundled model fits:
+//! ```
+//! use flowmote_firmware::{sim::RecordingPin, Alarm, Detector, KOfN, Lis3dh, Monitor};
+//! use flowmote_fixtures::model;
+//! fn build<I: embedded_hal::i2c::I2c>(i2c: I) {
+//!     let alarm = Alarm::new(Detector::new(&model::MODEL, model::THRESHOLD), KOfN::<1>::new(1), RecordingPin::default());
+//!     let _m: Monitor<_, _, _, { model::DIM }, _, 1> = Monitor::new(Lis3dh::new(i2c, 0x19), model::pipeline(), alarm);
+//! }
+//! ```
+//! A model trained on two channels does not build into the 3-axis monitor:
+//! ```compile_fail
+//! use flowmote::{features::{Pipeline, Stat}, ActNorm, Flow};
+//! use flowmote_firmware::{sim::RecordingPin, Alarm, Detector, KOfN, Lis3dh, Monitor};
+//! static FLOW2: Flow<2, (ActNorm<2>,)> = Flow::new((ActNorm::new([0.0; 2], [0.0; 2]),));
+//! fn build<I: embedded_hal::i2c::I2c>(i2c: I) {
+//!     let alarm = Alarm::new(Detector::new(&FLOW2, 1.0), KOfN::<1>::new(1), RecordingPin::default());
+//!     let p: Pipeline<2, 25, 1, 2> = Pipeline::new([Stat::Mean], 25);
+//!     let _m: Monitor<_, _, _, 2, _, 1> = Monitor::new(Lis3dh::new(i2c, 0x19), p, alarm);
+//! }
+//! ```
+//! nor does a pipeline whose output is not the model's input (6 features
+//! for a 3-dimensional model):
+//! ```compile_fail
+//! use flowmote::features::{Pipeline, Stat};
+//! use flowmote_firmware::{sim::RecordingPin, Alarm, Detector, KOfN, Lis3dh, Monitor};
+//! use flowmote_fixtures::model;
+//! fn build<I: embedded_hal::i2c::I2c>(i2c: I) {
+//!     let alarm = Alarm::new(Detector::new(&model::MODEL, model::THRESHOLD), KOfN::<1>::new(1), RecordingPin::default());
+//!     let p: Pipeline<3, 25, 2, 6> = Pipeline::new([Stat::Mean, Stat::Std], 25);
+//!     let _m = Monitor::new(Lis3dh::new(i2c, 0x19), p, alarm);
+//! }
+//! ```
 #![deny(missing_docs)]
 
 use flowmote::maf::made_mask_params;

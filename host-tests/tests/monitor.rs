@@ -8,6 +8,7 @@ use embedded_hal::i2c::ErrorKind;
 use embedded_hal_mock::eh1::digital::{Mock as PinMock, State, Transaction as PinTx};
 use embedded_hal_mock::eh1::i2c::{Mock as I2cMock, Transaction as I2cTx};
 use embedded_hal_mock::eh1::MockError;
+use flowmote::features::Stat;
 use flowmote::{ActNorm, Detector, Error, Flow, KOfN, Mixture, Verdict};
 use flowmote_firmware::lis3dh::{
     decode_frame, encode_frame, ADDR_SA0_HIGH, AUTO_INCREMENT, CTRL_REG1, CTRL_REG1_VALUE, CTRL_REG4, CTRL_REG4_VALUE,
@@ -15,7 +16,8 @@ use flowmote_firmware::lis3dh::{
 };
 use flowmote_firmware::sim::RecordingPin;
 use flowmote_firmware::{
-    close, golden_mismatches, Alarm, AxisMeans, Event, FeatureMap, Lis3dh, Monitor, SensorError, Synthetic,
+    close, golden_mismatches, pipeline_mismatches, Alarm, Event, FeatureMap, Lis3dh, Monitor, Pipeline, SensorError,
+    Synthetic,
 };
 use flowmote_host_tests::{rng, Rng, SeedableRng, Xoshiro128PlusPlus};
 
@@ -233,14 +235,56 @@ fn driver_reports_wrong_device_bus_errors_and_garbage() {
 // Features.
 
 #[test]
-fn axis_means_average_each_axis_and_tile_for_larger_models() {
-    let w = [[10, -20, 1000], [20, -40, 1002], [30, 0, 998]];
-    let f3: [f32; 3] = AxisMeans.features(&w);
-    assert_eq!(f3, [20.0, -20.0, 1000.0]);
-    let f9: [f32; 9] = AxisMeans.features(&w);
-    assert_eq!(f9, [20.0, -20.0, 1000.0, 20.0, -20.0, 1000.0, 20.0, -20.0, 1000.0]);
-    let empty: [f32; 3] = AxisMeans.features(&[]);
-    assert_eq!(empty, [0.0; 3], "no panic, no NaN on an empty window");
+fn pipeline_on_the_sensor_gives_window_features_of_the_readings_in_mg() {
+    let w: [[i16; 3]; 3] = [[10, -20, 1000], [20, -40, 1002], [30, 0, 998]];
+    let mut p: Pipeline<3, 3, 2, 6> = Pipeline::new([Stat::Mean, Stat::Ptp], 3);
+    assert!(FeatureMap::push(&mut p, w[0]).is_none());
+    assert!(FeatureMap::push(&mut p, w[1]).is_none());
+    assert_eq!(FeatureMap::pending(&p), 2);
+    let f = FeatureMap::push(&mut p, w[2]).unwrap().unwrap();
+    assert_eq!(f, [20.0, 20.0, -20.0, 40.0, 1000.0, 4.0]);
+    assert_eq!(FeatureMap::pending(&p), 0);
+    // Exactly what the core computes from the readings as f32 (the CSV's values).
+    let flat: Vec<f32> = w.iter().flatten().map(|&v| f32::from(v)).collect();
+    let mut host = [0.0f32; 6];
+    flowmote::features::window_features(&flat, 3, &[Stat::Mean, Stat::Ptp], &mut host).unwrap();
+    assert_eq!(f, host);
+}
+
+/// The bundled model's golden raw windows: the exported `pipeline()` gives
+/// the host's features bit for bit, and the model scores them as the host
+/// did; a moved feature or a missing window is counted.
+#[test]
+fn bundled_pipeline_reproduces_the_hosts_features() {
+    use model::*;
+    assert_eq!(pipeline_mismatches(pipeline(), &GOLDEN_RAW, &GOLDEN_RAW_FEATURES), 0);
+    assert_eq!(GOLDEN_RAW_FEATURES.len(), 4);
+    assert_eq!(GOLDEN_RAW.len(), WINDOW + 3 * HOP);
+    let det = Detector::new(&MODEL, THRESHOLD);
+    assert_eq!(golden_mismatches(&det, &GOLDEN_RAW_FEATURES, &GOLDEN_RAW_LOG_PROBS), 0);
+    let mut moved = GOLDEN_RAW_FEATURES;
+    moved[2][1] = f32::from_bits(moved[2][1].to_bits() + 1);
+    assert_eq!(pipeline_mismatches(pipeline(), &GOLDEN_RAW, &moved), 1);
+    assert_eq!(
+        pipeline_mismatches(pipeline(), &GOLDEN_RAW[..GOLDEN_RAW.len() - 1], &GOLDEN_RAW_FEATURES),
+        1
+    );
+    assert_eq!(
+        pipeline_mismatches(pipeline(), &GOLDEN_RAW, &GOLDEN_RAW_FEATURES[..3]),
+        1
+    );
+    // The pipeline as the monitor drives it (readings in mg as i16): the same windows.
+    let mut p = pipeline();
+    let got: Vec<[f32; DIM]> = GOLDEN_RAW
+        .iter()
+        .filter_map(|r| FeatureMap::push(&mut p, r.map(|v| v as i16)))
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        GOLDEN_RAW.iter().flatten().all(|v| v.fract() == 0.0),
+        "golden mg readings are integers"
+    );
+    assert_eq!(got, GOLDEN_RAW_FEATURES);
 }
 
 // ---------------------------------------------------------------------------
@@ -296,11 +340,18 @@ fn alarm_reports_a_failed_pin_write_and_retries_it() {
 
 const W: usize = 4;
 
-type Mon = Monitor<'static, I2cMock, PinMock, AxisMeans, 3, Flow<3, (ActNorm<3>,)>, W, 3>;
+/// Per-axis means of tumbling windows of `W` readings.
+type Means = Pipeline<3, W, 1, 3>;
+
+fn means() -> Means {
+    Pipeline::new([Stat::Mean], W)
+}
+
+type Mon = Monitor<'static, I2cMock, PinMock, Means, 3, Flow<3, (ActNorm<3>,)>, 3>;
 
 fn monitor(i2c: &I2cMock, pin: &PinMock) -> Mon {
     let alarm = Alarm::new(Detector::new(&FLOW3, T3), KOfN::<3>::new(2), pin.clone());
-    Monitor::new(Lis3dh::new(i2c.clone(), ADDR_SA0_HIGH), AxisMeans, alarm)
+    Monitor::new(Lis3dh::new(i2c.clone(), ADDR_SA0_HIGH), means(), alarm)
 }
 
 /// `W` identical good frames (window mean = `mg`).
@@ -391,8 +442,8 @@ fn monitor_survives_bus_errors_and_reinitialises() {
     tx.extend((0..2).map(|_| read_tx(encode_frame([700, 0, 0]))));
     let (mut i2c, mut pin) = (I2cMock::new(&tx), PinMock::new(&[PinTx::set(State::High)]));
     let alarm = Alarm::new(Detector::new(&FLOW3, T3), KOfN::<1>::new(1), pin.clone());
-    let mut m: Monitor<'static, _, _, _, 3, _, W, 1> =
-        Monitor::new(Lis3dh::new(i2c.clone(), ADDR_SA0_HIGH), AxisMeans, alarm);
+    let mut m: Monitor<'static, _, _, _, 3, _, 1> =
+        Monitor::new(Lis3dh::new(i2c.clone(), ADDR_SA0_HIGH), means(), alarm);
     let events: Vec<_> = (0..9).map(|_| m.step()).collect();
     assert_eq!(events[0], Event::Sensor(SensorError::Bus(ErrorKind::Other)));
     assert_eq!(events[1], Event::Sensor(SensorError::WrongDevice(0x00)));
@@ -436,8 +487,8 @@ fn monitor_never_panics_on_random_bytes_and_errors() {
     let i2c = I2cMock::new(&tx);
     let pin = RecordingPin::default();
     let alarm = Alarm::new(Detector::new(&FLOW3, T3), KOfN::<3>::new(2), pin);
-    let mut m: Monitor<'static, _, _, _, 3, _, W, 3> =
-        Monitor::new(Lis3dh::new(i2c.clone(), ADDR_SA0_HIGH), AxisMeans, alarm);
+    let mut m: Monitor<'static, _, _, _, 3, _, 3> =
+        Monitor::new(Lis3dh::new(i2c.clone(), ADDR_SA0_HIGH), means(), alarm);
     for _ in 0..tx.len() - 2 * expected_inits - 2 {
         let _ = m.step();
     }

@@ -345,6 +345,7 @@ fn search_stacks_the_candidates_into_a_mixture() {
 
     // Every command takes the mixture: calibrate, eval, score, sample, export.
     let th = cli::run_calibrate(&cli::CalibrateArgs {
+        delimiter: None,
         weights: None,
         model: path.clone(),
         data: p.clone(),
@@ -356,6 +357,7 @@ fn search_stacks_the_candidates_into_a_mixture() {
     .unwrap();
     assert!(th.score.is_finite());
     let ev = cli::run_eval(&cli::EvalArgs {
+        delimiter: None,
         weights: None,
         model: path.clone(),
         data: p.clone(),
@@ -374,6 +376,7 @@ fn search_stacks_the_candidates_into_a_mixture() {
         / ds.len() as f64;
     assert!((ev["nll"].as_f64().unwrap() - want).abs() < 1e-9 * want.abs().max(1.0));
     let sc = cli::run_score(&cli::ScoreArgs {
+        delimiter: None,
         model: path.clone(),
         data: p.clone(),
         out: Some(dir.join("scores.csv")),
@@ -741,6 +744,7 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
     std::fs::write(&pte, s).unwrap();
     let model = dir.join("model.json");
     let targs = cli::TrainArgs {
+        delimiter: None,
         data: ptr.clone(),
         out: model.clone(),
         label_column: None,
@@ -782,6 +786,7 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
     };
     cli::run_train(&targs).unwrap();
     let th = cli::run_calibrate(&cli::CalibrateArgs {
+        delimiter: None,
         weights: None,
         model: model.clone(),
         data: ptr.clone(),
@@ -793,6 +798,7 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
     .unwrap();
     assert_eq!(ModelFile::load(&model).unwrap().threshold.unwrap(), th);
     let ev = cli::run_eval(&cli::EvalArgs {
+        delimiter: None,
         weights: None,
         model: model.clone(),
         data: pte.clone(),
@@ -809,6 +815,7 @@ fn cli_round_trip_train_calibrate_eval_score_sample() {
     assert!(ev["auroc"].as_f64().unwrap() > 0.9, "{ev}");
     assert!(ev["detection_rate"].as_f64().unwrap() > 0.9);
     let sc = cli::run_score(&cli::ScoreArgs {
+        delimiter: None,
         model: model.clone(),
         data: pte.clone(),
         out: Some(dir.join("scores.csv")),
@@ -836,6 +843,7 @@ fn train_err(csv: &str, label: Option<&str>, flow: FlowKind) -> String {
     let p = dir.join(format!("{}.csv", std::hash::Hasher::finish(&h)));
     std::fs::write(&p, csv).unwrap();
     let a = cli::TrainArgs {
+        delimiter: None,
         data: p,
         out: dir.join("never.json"),
         label_column: label.map(String::from),
@@ -945,6 +953,7 @@ fn bad_input_is_a_clear_error() {
     let wrong = dir.join("w.csv");
     std::fs::write(&wrong, rows_text(5, 3).replacen("c", "x", 3)).unwrap();
     let e = cli::run_eval(&cli::EvalArgs {
+        delimiter: None,
         weights: None,
         model: model.clone(),
         data: wrong,
@@ -977,6 +986,7 @@ fn bad_input_is_a_clear_error() {
     // Calibrate with a bad rate leaves the model untouched.
     let before = std::fs::read(&model).unwrap();
     assert!(cli::run_calibrate(&cli::CalibrateArgs {
+        delimiter: None,
         weights: None,
         model: model.clone(),
         data: p,

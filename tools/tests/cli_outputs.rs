@@ -406,6 +406,58 @@ fn standard_input_is_dash_and_other_delimiters_load() {
 }
 
 #[test]
+fn delimiter_overrides_detection() {
+    // A tab-separated file whose column names hold commas: the header has
+    // more commas than tabs, so detection picks `,`; `--delimiter tab` reads it.
+    let dir = tmpdir();
+    let (tsv, m) = (dir.path().join("t.tsv"), dir.path().join("m.json"));
+    let mut text = String::from("speed,m/s\ttilt,deg\n");
+    for l in csv_text(200, "\n").lines().skip(1) {
+        text.push_str(&l.replace(',', "\t"));
+        text.push('\n');
+    }
+    fs::write(&tsv, &text).unwrap();
+    let (tsv, m) = (tsv.to_str().unwrap(), m.to_str().unwrap());
+    let mut args = vec!["train", "--data", tsv, "--out", m];
+    args.extend_from_slice(TINY);
+    let o = flowmote(&args);
+    assert!(!o.status.success(), "detected `,` splits the rows wrongly");
+    args.extend_from_slice(&["--delimiter", "tab"]);
+    let o = flowmote(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let trained: serde_json::Value = serde_json::from_str(&fs::read_to_string(m).unwrap()).unwrap();
+    assert_eq!(trained["features"], serde_json::json!(["speed,m/s", "tilt,deg"]));
+    for cmd in [
+        vec!["score", "--model", m, "--data", tsv, "--delimiter", "tab"],
+        vec!["eval", "--model", m, "--data", tsv, "--delimiter", "tab"],
+        vec![
+            "calibrate",
+            "--model",
+            m,
+            "--data",
+            tsv,
+            "--delimiter",
+            "\t",
+            "--out",
+            m,
+        ],
+    ] {
+        let o = flowmote(&cmd);
+        assert!(o.status.success(), "{cmd:?}: {}", stderr(&o));
+    }
+    // `;` and `,` are forced too: a comma file read with `;` is one column.
+    let o = flowmote(&["score", "--model", &model(), "--data", &data(), "--delimiter", ";"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("a,b"), "{}", stderr(&o));
+    let o = flowmote(&["score", "--model", &model(), "--data", &data(), "--delimiter", ","]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Anything else is a usage error.
+    let o = flowmote(&["score", "--model", &model(), "--data", &data(), "--delimiter", "|"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("use `,`, `;` or `tab`"), "{}", stderr(&o));
+}
+
+#[test]
 fn calibrating_on_the_training_file_warns() {
     let dir = tmpdir();
     let m = dir.path().join("m.json");

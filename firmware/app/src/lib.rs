@@ -1,7 +1,7 @@
 //! # flowmote-firmware — the monitor's application logic
 //!
-//! Read an accelerometer over I²C → collect a window of readings → turn it
-//! into a feature vector → score `−log p(x)` with the exported flow →
+//! Read an accelerometer over I²C → the model's feature pipeline (windows of
+//! readings → the statistics it was trained on) → score `−log p(x)` with the exported flow →
 //! debounce → drive an alarm pin, logging score, threshold and verdict.
 //!
 //! Everything here is generic over [`embedded_hal`] 1.0 traits, over the
@@ -13,10 +13,10 @@
 //! * [`lis3dh`]: a small driver for the LIS3DH register map (WHO_AM_I,
 //!   CTRL_REG1/4, burst read of OUT_X_L…OUT_Z_H), with a plausibility check
 //!   that rejects garbage frames.
-//! * [`window`]: fixed-capacity (`heapless`) windows of readings and the
-//!   map from a window to the model's features.
+//! * [`window`]: [`FeatureMap`], the model's exported feature pipeline
+//!   (`flowmote::features::Pipeline`) on the accelerometer's 3 axes.
 //! * [`monitor`]: [`Alarm`] (detector + k-of-n debouncer + pin) and
-//!   [`Monitor`] (sensor + window + alarm), which never panic on sensor
+//!   [`Monitor`] (sensor + pipeline + alarm), which never panic on sensor
 //!   garbage or bus errors: they report them and keep running.
 //! * [`threshold`]: [`Calibrator`], commissioning — the threshold at a
 //!   target false-alarm rate from the scores of the first windows after
@@ -49,12 +49,13 @@ pub mod threshold;
 pub mod window;
 
 pub use flowmote::anomaly::{Detector, KOfN, Verdict};
+pub use flowmote::features::Pipeline;
 pub use lis3dh::{Lis3dh, SensorError};
 pub use monitor::{Alarm, Event, Inverted, Monitor, Report, Stats};
 pub use persist::{PersistError, Record, Store};
 pub use synthetic::Synthetic;
 pub use threshold::Calibrator;
-pub use window::{AxisMeans, FeatureMap, Reading, Window};
+pub use window::{FeatureMap, Reading};
 
 /// Relative tolerance of the on-device golden checks (`GOLDEN_LOG_PROBS`,
 /// `GOLDEN_SAMPLES`).
@@ -67,8 +68,10 @@ pub const GOLDEN_ABS_FLOOR: f32 = 1.0;
 
 /// How many of `inputs` score differently on this core than on the host:
 /// `−log p` through `detector` against the host's `log_probs` (the exported
-/// `GOLDEN_INPUTS` / `GOLDEN_LOG_PROBS`), compared with [`close`]. The boards
-/// run it at boot; 0 means the chip computes what the host computed.
+/// `GOLDEN_INPUTS` / `GOLDEN_LOG_PROBS`, or `GOLDEN_RAW_FEATURES` /
+/// `GOLDEN_RAW_LOG_PROBS`), compared with [`close`]; an expected NaN (the
+/// host could not score that input) matches only an invalid verdict. The
+/// boards run it at boot; 0 means the chip computes what the host computed.
 pub fn golden_mismatches<const D: usize, M: flowmote::Density<D>>(
     detector: &Detector<'_, D, M>,
     inputs: &[[f32; D]],
@@ -77,8 +80,41 @@ pub fn golden_mismatches<const D: usize, M: flowmote::Density<D>>(
     inputs
         .iter()
         .zip(log_probs)
-        .filter(|(x, &e)| !detector.score(x).score().is_some_and(|s| close(-s, e)))
+        .filter(|(x, &e)| {
+            let got = detector.score(x).score();
+            if e.is_nan() {
+                got.is_some()
+            } else {
+                !got.is_some_and(|s| close(-s, e))
+            }
+        })
         .count()
+}
+
+/// How many windows of the host's features `expected` this core does not
+/// reproduce bit for bit when the raw `readings` are pushed one by one
+/// through `pipeline` (a fresh exported `pipeline()`, with the exported
+/// `GOLDEN_RAW` / `GOLDEN_RAW_FEATURES`). A window the pipeline fails on,
+/// one it does not produce and one it produces beyond `expected` each count
+/// as a mismatch; 0 means the device computes the features the model was
+/// trained on.
+pub fn pipeline_mismatches<const C: usize, const N: usize, const S: usize, const D: usize>(
+    mut pipeline: Pipeline<C, N, S, D>,
+    readings: &[[f32; C]],
+    expected: &[[f32; D]],
+) -> usize {
+    let mut expected = expected.iter();
+    let mut bad = 0;
+    for r in readings {
+        if let Some(got) = pipeline.push(*r) {
+            let same = match (got, expected.next()) {
+                (Ok(g), Some(e)) => g.iter().zip(e).all(|(a, b)| a.to_bits() == b.to_bits()),
+                _ => false,
+            };
+            bad += usize::from(!same);
+        }
+    }
+    bad + expected.count()
 }
 
 /// `true` if `got` matches `expected` within [`GOLDEN_RTOL`] (relative, with

@@ -3,16 +3,16 @@
 //! [`Alarm`] is the part shared by every input source (sensor windows, the
 //! synthetic demo, golden vectors): score one feature vector, update the
 //! k-of-n debouncer, drive the pin, log. [`Monitor`] adds the sensor and the
-//! window. Neither panics on bad data: sensor errors, garbage frames, feature
+//! feature pipeline (the model's exported `pipeline()`, see [`crate::window`]). Neither panics on bad data: sensor errors, garbage frames, feature
 //! vectors the model cannot score and pin errors are returned (and logged),
 //! and the next call carries on.
 
 use embedded_hal::digital::{ErrorType, OutputPin};
 use embedded_hal::i2c::I2c;
-use flowmote::Density;
+use flowmote::{Density, Error};
 
 use crate::lis3dh::{Lis3dh, SensorError};
-use crate::window::{FeatureMap, Reading, Window};
+use crate::window::{FeatureMap, Reading};
 use crate::{Detector, KOfN, Verdict};
 
 /// What [`Alarm::assess`] decided about one feature vector.
@@ -77,6 +77,20 @@ impl<'a, const D: usize, M: Density<D>, P: OutputPin, const N: usize> Alarm<'a, 
     /// logged but leaves the debouncer and the pin as they were.
     pub fn assess(&mut self, x: &[f32; D]) -> Report {
         let verdict = self.detector.score(x);
+        self.decide(verdict)
+    }
+
+    /// [`Alarm::assess`] the features of a window, or count features that
+    /// could not be computed as a [`Verdict::Invalid`] (which leaves the
+    /// debouncer and the pin as they were).
+    pub fn assess_features(&mut self, x: Result<[f32; D], Error>) -> Report {
+        match x {
+            Ok(x) => self.assess(&x),
+            Err(e) => self.decide(Verdict::Invalid(e)),
+        }
+    }
+
+    fn decide(&mut self, verdict: Verdict) -> Report {
         let threshold = self.detector.threshold();
         let alarm = match verdict {
             Verdict::Invalid(_) => {
@@ -167,26 +181,30 @@ impl<'a, const D: usize, M: Density<D>, P: OutputPin, const N: usize> Alarm<'a, 
 pub enum Event<E> {
     /// The sensor was (re)initialised; no reading yet.
     Initialised,
-    /// A reading went into the window, which is not full yet.
+    /// A reading went into the pipeline; no window completed.
     Sampled(Reading),
-    /// The window was full and was scored.
+    /// The reading completed a window, which was scored.
     Scored(Report),
     /// The sensor failed; the monitor re-initialises it on the next step
     /// (bus errors, wrong device) or simply reads again (garbage).
     Sensor(SensorError<E>),
 }
 
-/// Sensor + window + [`Alarm`]: one [`Monitor::step`] per sample period.
-pub struct Monitor<'a, I2C, P, F, const D: usize, M, const W: usize, const N: usize> {
+/// Sensor + feature pipeline + [`Alarm`]: one [`Monitor::step`] per sample
+/// period.
+///
+/// `F` is the model's exported pipeline (`model::pipeline()`); its output
+/// size must be the model's `D`, and it must read 3 channels (see
+/// [`crate::window`]): anything else does not compile.
+pub struct Monitor<'a, I2C, P, F, const D: usize, M, const N: usize> {
     sensor: Lis3dh<I2C>,
     ready: bool,
-    window: Window<W>,
     features: F,
     alarm: Alarm<'a, D, M, P, N>,
     stats: Stats,
 }
 
-impl<'a, I2C, P, F, const D: usize, M, const W: usize, const N: usize> Monitor<'a, I2C, P, F, D, M, W, N>
+impl<'a, I2C, P, F, const D: usize, M, const N: usize> Monitor<'a, I2C, P, F, D, M, N>
 where
     I2C: I2c,
     P: OutputPin,
@@ -198,19 +216,19 @@ where
         Monitor {
             sensor,
             ready: false,
-            window: Window::new(),
             features,
             alarm,
             stats: Stats::default(),
         }
     }
 
-    /// Do one thing: initialise the sensor if needed, else read a sample and,
-    /// once `W` samples are in, score the window.
+    /// Do one thing: initialise the sensor if needed, else read a sample into
+    /// the pipeline and, when it completes a window, score the window's
+    /// features.
     ///
     /// A bus error or a wrong `WHO_AM_I` marks the sensor for
-    /// re-initialisation; a garbage frame is dropped (the window keeps its good
-    /// readings). Either way the error is logged, counted and returned, and
+    /// re-initialisation; a garbage frame is dropped (the pipeline keeps its
+    /// good readings). Either way the error is logged, counted and returned, and
     /// the alarm state is untouched.
     pub fn step(&mut self) -> Event<I2C::Error> {
         if !self.ready {
@@ -224,15 +242,10 @@ where
             };
         }
         match self.sensor.read_mg() {
-            Ok(r) => {
-                if self.window.push(r) {
-                    let x = self.features.features(self.window.readings());
-                    self.window.clear();
-                    Event::Scored(self.alarm.assess(&x))
-                } else {
-                    Event::Sampled(r)
-                }
-            }
+            Ok(r) => match self.features.push(r) {
+                Some(x) => Event::Scored(self.alarm.assess_features(x)),
+                None => Event::Sampled(r),
+            },
             Err(e) => self.sensor_error(e),
         }
     }
@@ -270,9 +283,9 @@ where
         self.alarm.set_threshold(threshold);
     }
 
-    /// Readings in the current (not yet full) window.
+    /// Readings since the last scored window.
     pub fn pending(&self) -> usize {
-        self.window.readings().len()
+        self.features.pending()
     }
 
     /// Take the monitor apart: the sensor (and its bus) and the alarm.

@@ -1,78 +1,52 @@
-//! Windows of readings (fixed capacity, `heapless`) and the map from a window
-//! to the model's feature vector.
+//! From readings to the model's feature vectors: the sensor's feature
+//! pipeline as the monitor drives it.
+//!
+//! The pipeline is the one the model was trained with: `flowmote export`
+//! writes it into the model file as `pipeline()` (a
+//! [`flowmote::features::Pipeline`]) for a model trained with `flowmote
+//! train --window N --hop M --features …`, and the monitor takes it as its
+//! [`FeatureMap`]. [`FeatureMap`] is implemented for 3-channel pipelines
+//! only (the LIS3DH's X, Y, Z) and the monitor requires its output size to
+//! be the model's `D`, so a model trained on another channel count, or a
+//! pipeline of another output size, is a compile error, not a silent build.
+//!
+//! A model exported without a pipeline (trained on rows that were already
+//! feature vectors) has no `pipeline()`: the board images do not build with
+//! it (`unresolved import flowmote_fixtures::model::pipeline`). Retrain it from
+//! the raw readings with `--window`; `--window 1 --features mean` scores
+//! single readings.
 
-use heapless::Vec;
+use flowmote::features::Pipeline;
+use flowmote::Error;
 
 /// One accelerometer reading, milli-g per axis (X, Y, Z).
 pub type Reading = [i16; 3];
 
-/// A tumbling window of up to `W` readings.
-#[derive(Clone, Debug, Default)]
-pub struct Window<const W: usize> {
-    buf: Vec<Reading, W>,
-}
-
-impl<const W: usize> Window<W> {
-    /// An empty window. `W ≥ 1` is checked at compile time.
-    pub const fn new() -> Self {
-        const { assert!(W >= 1, "a window holds at least one reading") };
-        Window { buf: Vec::new() }
-    }
-
-    /// Add a reading; returns `true` when the window is full (ready to score).
-    /// A reading pushed into a full window is dropped (call
-    /// [`Window::clear`] after scoring).
-    pub fn push(&mut self, r: Reading) -> bool {
-        let _ = self.buf.push(r);
-        self.is_full()
-    }
-
-    /// Whether the window holds `W` readings.
-    pub fn is_full(&self) -> bool {
-        self.buf.is_full()
-    }
-
-    /// The readings so far, oldest first.
-    pub fn readings(&self) -> &[Reading] {
-        &self.buf
-    }
-
-    /// Start a new window.
-    pub fn clear(&mut self) {
-        self.buf.clear();
-    }
-}
-
-/// Maps a window of readings to the `D` features a model scores.
+/// Turns a stream of readings into the `D` features a model scores: one
+/// reading in, a feature vector out whenever a window completes.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a feature pipeline of the 3-axis accelerometer with the model's output size",
+    note = "the monitor needs the model's exported `pipeline()` on 3 channels (`flowmote train --window …` on the X, Y, Z columns), whose output size is the model's `DIM`"
+)]
 pub trait FeatureMap<const D: usize> {
-    /// The feature vector of `window` (never empty when called by
-    /// [`crate::Monitor`]). Must not panic.
-    fn features(&self, window: &[Reading]) -> [f32; D];
+    /// Add one reading; `Some` when it completes a window: its features, or
+    /// why they cannot be computed (the monitor reports that as an invalid
+    /// verdict). Must not panic.
+    fn push(&mut self, r: Reading) -> Option<Result<[f32; D], Error>>;
+
+    /// Readings added since the last complete window.
+    fn pending(&self) -> usize;
 }
 
-/// Feature `i` is the window mean of axis `i mod 3`, in milli-g.
-///
-/// For a 3-feature model of one accelerometer (`FEATURES = ["ax", "ay", "az"]`
-/// in data units, which is what the bundled model expects) this is exactly the
-/// per-axis mean. For a `D = 3k` model trained on `k` sensors it repeats the one
-/// sensor's means — a stand-in until a board has `k` sensors; replace the map,
-/// not the monitor.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AxisMeans;
+/// The exported pipeline on the accelerometer's 3 axes, in milli-g: each
+/// reading is converted exactly (`i16` → `f32`), as the CSV values the model
+/// was trained on, so the device computes the host's features bit for bit.
+impl<const N: usize, const S: usize, const D: usize> FeatureMap<D> for Pipeline<3, N, S, D> {
+    fn push(&mut self, r: Reading) -> Option<Result<[f32; D], Error>> {
+        Pipeline::push(self, r.map(f32::from))
+    }
 
-impl<const D: usize> FeatureMap<D> for AxisMeans {
-    fn features(&self, window: &[Reading]) -> [f32; D] {
-        let mut sum = [0i32; 3];
-        for r in window {
-            for (s, v) in sum.iter_mut().zip(r) {
-                *s += i32::from(*v);
-            }
-        }
-        let n = window.len().max(1) as f32;
-        let mut out = [0.0f32; D];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = sum[i % 3] as f32 / n;
-        }
-        out
+    fn pending(&self) -> usize {
+        Pipeline::pending(self)
     }
 }

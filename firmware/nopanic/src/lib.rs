@@ -1,8 +1,9 @@
 //! Link-time proof that the scoring path cannot panic.
 //!
-//! [`prove`] runs only the monitor's per-vector path — `Detector::score`
-//! (the whole flow's `log_prob`), the k-of-n debouncer and the alarm pin
-//! (`Alarm::assess`) — the synthetic sampler `Synthetic::next_features`, and
+//! [`prove`] runs only the monitor's per-vector path — the model's feature
+//! pipeline on the sensor's readings (`FeatureMap::push`, with
+//! [`prove_with`]), `Detector::score` (the whole flow's `log_prob`), the
+//! k-of-n debouncer and the alarm pin (`Alarm::assess`, `assess_features`) — the synthetic sampler `Synthetic::next_features`, and
 //! threshold commissioning and persistence (`Calibrator::observe`,
 //! `Store::{new, load, save}` over a RAM-backed NOR flash at a volatile
 //! offset), on inputs read with volatile loads (so nothing is constant-folded away).
@@ -12,8 +13,8 @@
 //! link fails with
 //! `undefined symbol: flowmote_scoring_path_can_panic_see_firmware_nopanic`.
 //!
-//! Two images, one per exported model: `nopanic` (the bundled model,
-//! `fixtures/src/model.rs`) and `nopanic-extended` (`fixtures/src/extended.rs`:
+//! Images, one per exported model: `nopanic` (the bundled model,
+//! `fixtures/src/model.rs`, with its exported `pipeline()`) and `nopanic-extended` (`fixtures/src/extended.rs`:
 //! LU linear, spline coupling, autoregressive spline and RK4 continuous-flow
 //! layers), so every layer kind the trainer makes is covered. Built by
 //! `scripts/firmware-ci.sh` for each instruction set the boards use (the code
@@ -31,20 +32,40 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use cortex_m as _;
 use flowmote::Density;
 use flowmote_firmware::sim::{RamFlash, RecordingPin};
-use flowmote_firmware::{Alarm, Calibrator, Detector, KOfN, Store, Synthetic};
+use flowmote_firmware::{Alarm, Calibrator, Detector, FeatureMap, KOfN, Reading, Store, Synthetic};
 
 /// Largest model dimension [`prove`] takes (the size of its input buffers).
 pub const MAX_DIM: usize = 64;
 
 static mut INPUT: [f32; MAX_DIM] = [0.0; MAX_DIM];
+static mut READING: Reading = [0; 3];
 static mut SEED: u64 = 0;
 static mut OUTPUT: [f32; MAX_DIM] = [0.0; MAX_DIM];
 static mut ALARM: bool = false;
 static mut STORE_BASE: u32 = 0;
 static mut SAVED: u32 = 0;
 
+/// A model without a feature pipeline (the export parity fixtures): no
+/// reading ever completes a window.
+pub struct NoPipeline;
+
+impl<const D: usize> FeatureMap<D> for NoPipeline {
+    fn push(&mut self, _: Reading) -> Option<Result<[f32; D], flowmote::Error>> {
+        None
+    }
+    fn pending(&self) -> usize {
+        0
+    }
+}
+
 /// Score, debounce and sample with `model` forever, on volatile inputs.
 pub fn prove<const D: usize, M: Density<D>>(model: &M, threshold: f32) -> ! {
+    prove_with(model, threshold, NoPipeline)
+}
+
+/// [`prove`], and volatile sensor readings pushed through `features` (the
+/// model's exported `pipeline()`), each completed window assessed.
+pub fn prove_with<const D: usize, M: Density<D>, F: FeatureMap<D>>(model: &M, threshold: f32, mut features: F) -> ! {
     const { assert!(D <= MAX_DIM) };
     let detector = Detector::new(model, threshold);
     let mut alarm = Alarm::new(detector, const { KOfN::<5>::new(3) }, RecordingPin::default());
@@ -55,6 +76,10 @@ pub fn prove<const D: usize, M: Density<D>>(model: &M, threshold: f32) -> ! {
     loop {
         let x = unsafe { read_volatile(addr_of!(INPUT).cast::<[f32; D]>()) };
         let report = alarm.assess(&x);
+        if let Some(f) = features.push(unsafe { read_volatile(addr_of!(READING)) }) {
+            let r = alarm.assess_features(f);
+            unsafe { write_volatile(addr_of_mut!(ALARM), r.alarm) };
+        }
         if let (Some(t), Some(s)) = (calibrator.observe(&report.verdict), store.as_mut()) {
             let seq = s.save(t, 100, 0.01).map_or(0, |r| r.seq);
             let loaded = s.load().ok().flatten().map_or(0, |r| r.seq);

@@ -28,6 +28,10 @@ pub struct CalibrateArgs {
     /// Label column: only rows labelled 0 (normal) are used.
     #[arg(long)]
     pub label_column: Option<String>,
+    /// Field delimiter of the CSV: `,`, `;` or `tab` (default: detected from
+    /// the header line, whichever of the three occurs most).
+    #[arg(long, value_parser = crate::data::parse_delimiter)]
+    pub delimiter: Option<u8>,
     /// Write the calibrated model here instead of overwriting --model.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -43,6 +47,7 @@ pub struct CalibrateArgs {
 
 /// Run `flowmote calibrate`; returns the threshold stored.
 pub fn run_calibrate(a: &CalibrateArgs) -> Result<Threshold> {
+    let _delimiter = crate::data::force_delimiter(a.delimiter);
     ensure!(
         a.false_alarm_rate > 0.0 && a.false_alarm_rate < 1.0,
         "--false-alarm-rate must be in (0, 1), e.g. 0.01 for 1 %"

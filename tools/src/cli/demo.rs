@@ -112,6 +112,7 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
         val_csv.display()
     );
     run_calibrate(&CalibrateArgs {
+        delimiter: None,
         weights: None,
         model: model_json.clone(),
         data: val_csv,
@@ -133,6 +134,7 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
     let scores = dir.join("scores.csv");
     say!("4/5 score {} → {}", test_csv.display(), scores.display());
     run_score(&ScoreArgs {
+        delimiter: None,
         model: model_json.clone(),
         data: test_csv.clone(),
         out: Some(scores),
@@ -140,6 +142,7 @@ pub fn run_demo(a: &DemoArgs) -> Result<()> {
     })?;
     say!("5/5 eval on {}", test_csv.display());
     run_eval(&EvalArgs {
+        delimiter: None,
         weights: None,
         model: model_json,
         data: test_csv,

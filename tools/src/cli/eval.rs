@@ -26,6 +26,10 @@ pub struct EvalArgs {
     /// NLL of normal rows, AUROC and the rates at the calibrated threshold.
     #[arg(long)]
     pub label_column: Option<String>,
+    /// Field delimiter of the CSV: `,`, `;` or `tab` (default: detected from
+    /// the header line, whichever of the three occurs most).
+    #[arg(long, value_parser = crate::data::parse_delimiter)]
+    pub delimiter: Option<u8>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -42,6 +46,7 @@ pub struct EvalArgs {
 /// Run `flowmote eval`; returns the report (printed as JSON with `--json`,
 /// else as text).
 pub fn run_eval(a: &EvalArgs) -> Result<EvalReport> {
+    let _delimiter = crate::data::force_delimiter(a.delimiter);
     let mut model = ModelFile::load(&a.model)?;
     if let Some(w) = a.weights {
         model.compress(w)?;

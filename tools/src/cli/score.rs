@@ -27,10 +27,15 @@ pub struct ScoreArgs {
     /// Label column to skip when matching columns by position.
     #[arg(long)]
     pub label_column: Option<String>,
+    /// Field delimiter of the CSV: `,`, `;` or `tab` (default: detected from
+    /// the header line, whichever of the three occurs most).
+    #[arg(long, value_parser = crate::data::parse_delimiter)]
+    pub delimiter: Option<u8>,
 }
 
 /// Run `flowmote score`; returns the CSV text written.
 pub fn run_score(a: &ScoreArgs) -> Result<String> {
+    let _delimiter = crate::data::force_delimiter(a.delimiter);
     if let Some(out) = &a.out {
         output::refuse_inputs(out, &[&a.model, &a.data])?;
     }

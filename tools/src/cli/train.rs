@@ -30,6 +30,10 @@ pub struct TrainArgs {
     /// labelled anomalous are left out of training.
     #[arg(long)]
     pub label_column: Option<String>,
+    /// Field delimiter of the CSV: `,`, `;` or `tab` (default: detected from
+    /// the header line, whichever of the three occurs most).
+    #[arg(long, value_parser = crate::data::parse_delimiter)]
+    pub delimiter: Option<u8>,
     /// The feature columns, exactly (comma-separated names, in this order).
     /// Without it every column but the label is a feature, less those that
     /// are constant, not numeric, or increase on every row (time or index
@@ -84,6 +88,7 @@ pub struct TrainArgs {
 
 /// Run `flowmote train`; returns the trained model (also written to `--out`).
 pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
+    let _delimiter = crate::data::force_delimiter(a.delimiter);
     output::refuse_inputs(&a.out, &[&a.data])?;
     if let Some(v) = &a.val_out {
         output::refuse_inputs(v, &[&a.data])?;

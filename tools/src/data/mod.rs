@@ -223,6 +223,39 @@ pub fn read_input(path: &Path) -> Result<Vec<u8>> {
     }
 }
 
+/// Parse `--delimiter`: `,` (or `comma`), `;` (`semicolon`) or `tab` (or a
+/// tab character, `\t`).
+pub fn parse_delimiter(s: &str) -> std::result::Result<u8, String> {
+    match s {
+        "," | "comma" => Ok(b','),
+        ";" | "semicolon" => Ok(b';'),
+        "tab" | "\t" | "\\t" => Ok(b'\t'),
+        _ => Err(format!("{s:?} is not a delimiter: use `,`, `;` or `tab`")),
+    }
+}
+
+thread_local! {
+    /// The delimiter `--delimiter` forces on this thread's reads (`None`: detect).
+    static FORCED_DELIMITER: std::cell::Cell<Option<u8>> = const { std::cell::Cell::new(None) };
+}
+
+/// Until the guard is dropped, CSV files read on this thread use `delimiter`
+/// instead of the detected one (`None`: detect, the default). The commands
+/// that read CSV call it with their `--delimiter`.
+pub fn force_delimiter(delimiter: Option<u8>) -> DelimiterGuard {
+    DelimiterGuard(FORCED_DELIMITER.replace(delimiter))
+}
+
+/// Restores the previous delimiter setting when dropped ([`force_delimiter`]).
+#[must_use = "the delimiter is forced only while the guard lives"]
+pub struct DelimiterGuard(Option<u8>);
+
+impl Drop for DelimiterGuard {
+    fn drop(&mut self) {
+        FORCED_DELIMITER.set(self.0);
+    }
+}
+
 /// The field delimiter of a CSV file: whichever of `,` `;` and tab occurs
 /// most often (outside quotes) in its header line; `,` when none does.
 pub fn detect_delimiter(bytes: &[u8]) -> u8 {
@@ -255,7 +288,7 @@ fn read_raw(path: &Path) -> Result<Raw> {
         path.display().to_string()
     };
     let mut rdr = csv::ReaderBuilder::new()
-        .delimiter(detect_delimiter(&bytes))
+        .delimiter(FORCED_DELIMITER.get().unwrap_or_else(|| detect_delimiter(&bytes)))
         .has_headers(true)
         .flexible(false)
         .trim(csv::Trim::All)

@@ -26,7 +26,7 @@ mod golden;
 mod layer;
 mod node;
 
-pub use golden::{golden_inputs, golden_samples};
+pub use golden::{golden_inputs, golden_raw, golden_samples, GoldenRaw};
 use layer::nest;
 pub use layer::{layer_item, Item, Stored};
 use node::{atom, floats, list, tuple};
@@ -185,7 +185,7 @@ const WIDTH: usize = 100;
 /// to this size); longer flows are nested tuples of tuples.
 const MAX_TUPLE: usize = 16;
 /// Every other item name of the format, which `--name` must not take.
-const RESERVED: [&str; 16] = [
+const RESERVED: [&str; 19] = [
     "CHANNELS",
     "CHANNEL_NAMES",
     "WINDOW",
@@ -201,6 +201,9 @@ const RESERVED: [&str; 16] = [
     "GOLDEN_LOG_PROBS",
     "GOLDEN_SEED",
     "GOLDEN_SAMPLES",
+    "GOLDEN_RAW",
+    "GOLDEN_RAW_FEATURES",
+    "GOLDEN_RAW_LOG_PROBS",
     "N",
 ];
 
@@ -622,7 +625,46 @@ fn render(m: &ModelFile, name: &str) -> Result<(String, usize, usize)> {
         &format!("[[f32; DIM]; {}]", gs.len()),
         &list("[", "]", gs.iter().map(|x| floats(x)).collect()),
     );
+    if m.features_pipeline.is_some() {
+        golden_raw_items(&mut s, &golden_raw(m), name);
+    }
     Ok((s, gx.len(), gs.len()))
+}
+
+/// `GOLDEN_RAW`, `GOLDEN_RAW_FEATURES` and `GOLDEN_RAW_LOG_PROBS` (only for
+/// a model with a feature pipeline): the device pushes the raw readings
+/// through `pipeline()` and must get the host's features bit for bit.
+fn golden_raw_items(s: &mut String, g: &GoldenRaw, name: &str) {
+    let lit = |v: f32| if v.is_nan() { "f32::NAN".to_string() } else { f32_lit(v) };
+    item(
+        s,
+        "Raw readings (`WINDOW + 3 · HOP` of them, four windows) for the on-device check of the\n\
+         feature pipeline: pushed one by one through `pipeline()`, they give `GOLDEN_RAW_FEATURES`.",
+        "static",
+        "GOLDEN_RAW",
+        &format!("[[f32; CHANNELS]; {}]", g.readings.len()),
+        &list("[", "]", g.readings.iter().map(|r| floats(r)).collect()),
+    );
+    item(
+        s,
+        "The features of `GOLDEN_RAW`'s windows as the host computed them (equal bit for bit on\n\
+         the device: the same `flowmote::features::window_features`).",
+        "static",
+        "GOLDEN_RAW_FEATURES",
+        &format!("[[f32; DIM]; {}]", g.features.len()),
+        &list("[", "]", g.features.iter().map(|r| floats(r)).collect()),
+    );
+    item(
+        s,
+        &format!(
+            "`{name}.log_prob` of `GOLDEN_RAW_FEATURES` as computed by the host (`f32::NAN`: the model\n\
+             cannot score that window, nor may the device)."
+        ),
+        "static",
+        "GOLDEN_RAW_LOG_PROBS",
+        &format!("[f32; {}]", g.log_probs.len()),
+        &list("[", "]", g.log_probs.iter().map(|&v| atom(lit(v))).collect()),
+    );
 }
 
 #[cfg(test)]

@@ -39,6 +39,10 @@ pub struct PlotArgs {
     /// Column of `--data` holding labels: 0 = normal, anything else = anomaly.
     #[arg(long)]
     pub label_column: Option<String>,
+    /// Field delimiter of the CSV: `,`, `;` or `tab` (default: detected from
+    /// the header line, whichever of the three occurs most).
+    #[arg(long, value_parser = crate::data::parse_delimiter)]
+    pub delimiter: Option<u8>,
     /// Directory for the PNG files.
     #[arg(long, default_value = "plots")]
     pub out_dir: PathBuf,
@@ -52,6 +56,7 @@ pub struct PlotArgs {
 
 /// Run `flowmote plot`: write the figures and print each PNG path.
 pub fn run(args: &PlotArgs) -> Result<()> {
+    let _delimiter = crate::data::force_delimiter(args.delimiter);
     let model = ModelFile::load(&args.model)?;
     let data = match &args.data {
         Some(p) => Some(crate::cli::load_scoring(p, &model, args.label_column.as_deref())?),

@@ -24,14 +24,21 @@ use esp_hal::rng::Rng;
 use esp_hal::time::Rate;
 use esp_println as _;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
-use flowmote_firmware::{golden_mismatches, Alarm, AxisMeans, Detector, KOfN, Lis3dh, Monitor, Synthetic};
-use flowmote_fixtures::model::{DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, MODEL, THRESHOLD};
+use flowmote_firmware::{golden_mismatches, pipeline_mismatches, Alarm, Detector, KOfN, Lis3dh, Monitor, Synthetic};
+use flowmote_fixtures::model::{
+    pipeline, DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW, GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS,
+    HOP, MODEL, THRESHOLD, WINDOW,
+};
 
 // The application descriptor the ESP-IDF second-stage bootloader checks.
 esp_bootloader_esp_idf::esp_app_desc!();
 
-/// Readings per window (100 Hz sensor → one verdict every 0.25 s).
-const WINDOW: usize = 25;
+/// Milliseconds between readings (100 Hz). The model's `pipeline()` scores a
+/// window of its `WINDOW` readings every `HOP` readings (the bundled model: 25
+/// and 5, a verdict every 50 ms).
+const SAMPLE_MS: u32 = 10;
+/// Windows per minute, for the periodic statistics log.
+const WINDOWS_PER_MINUTE: u32 = 60_000 / (SAMPLE_MS * HOP as u32);
 /// Alarm when 3 of the last 5 windows are anomalous.
 const DEBOUNCE_N: usize = 5;
 const DEBOUNCE_K: usize = 3;
@@ -67,7 +74,7 @@ fn main() -> ! {
                 }
                 Err(e) => defmt::warn!("sampling failed: {}", e),
             }
-            delay.delay_ms(250);
+            delay.delay_ms(SAMPLE_MS * HOP as u32);
         }
     }
 
@@ -75,23 +82,27 @@ fn main() -> ! {
         defmt::panic!("I2C0: invalid configuration");
     };
     let i2c = i2c.with_sda(p.GPIO4).with_scl(p.GPIO5);
-    let mut monitor: Monitor<_, _, _, DIM, _, WINDOW, DEBOUNCE_N> =
-        Monitor::new(Lis3dh::new(i2c, ADDR_SA0_HIGH), AxisMeans, alarm);
+    // The features the model was trained on: a model whose pipeline does not
+    // read the 3 axes, or does not give `DIM` features, does not compile.
+    let mut monitor: Monitor<_, _, _, DIM, _, DEBOUNCE_N> =
+        Monitor::new(Lis3dh::new(i2c, ADDR_SA0_HIGH), pipeline(), alarm);
     let mut windows = 0u32;
     loop {
         if let flowmote_firmware::Event::Scored(_) = monitor.step() {
             windows = windows.wrapping_add(1);
-            if windows.is_multiple_of(240) {
+            if windows.is_multiple_of(WINDOWS_PER_MINUTE) {
                 defmt::info!("{}", monitor.stats());
             }
         }
-        delay.delay_ms(10);
+        delay.delay_ms(SAMPLE_MS);
     }
 }
 
-/// Score the golden vectors on the chip and log whether they match the host.
+/// Score the golden vectors on the chip, push the golden raw readings through
+/// the model's feature pipeline, and log whether both match the host.
 fn self_test() {
-    let bad = golden_mismatches(&Detector::new(&MODEL, THRESHOLD), &GOLDEN_INPUTS, &GOLDEN_LOG_PROBS);
+    let det = Detector::new(&MODEL, THRESHOLD);
+    let bad = golden_mismatches(&det, &GOLDEN_INPUTS, &GOLDEN_LOG_PROBS);
     if bad == 0 {
         defmt::info!(
             "self-test: {=usize} golden log-densities match the host",
@@ -99,5 +110,17 @@ fn self_test() {
         );
     } else {
         defmt::error!("self-test: {=usize} golden log-densities differ from the host", bad);
+    }
+    let bad = pipeline_mismatches(pipeline(), &GOLDEN_RAW, &GOLDEN_RAW_FEATURES)
+        + golden_mismatches(&det, &GOLDEN_RAW_FEATURES, &GOLDEN_RAW_LOG_PROBS);
+    if bad == 0 {
+        defmt::info!(
+            "self-test: windows of {=usize} readings every {=usize}: {=usize} golden windows match the host",
+            WINDOW,
+            HOP,
+            GOLDEN_RAW_FEATURES.len()
+        );
+    } else {
+        defmt::error!("self-test: {=usize} golden windows differ from the host", bad);
     }
 }

@@ -26,7 +26,8 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::InputPin;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
 use flowmote_firmware::{
-    golden_mismatches, Alarm, AxisMeans, Calibrator, Detector, Event, Inverted, KOfN, Lis3dh, Monitor, Store, Synthetic,
+    golden_mismatches, pipeline_mismatches, Alarm, Calibrator, Detector, Event, Inverted, KOfN, Lis3dh, Monitor, Store,
+    Synthetic,
 };
 use nrf52840_hal::gpio::{p0, Level};
 use nrf52840_hal::nvmc::Nvmc;
@@ -34,15 +35,22 @@ use nrf52840_hal::twim::{self, Twim};
 use nrf52840_hal::{pac, Delay, Rng};
 use panic_probe as _;
 
-use flowmote_fixtures::model::{DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, MODEL, THRESHOLD};
+use flowmote_fixtures::model::{
+    pipeline, DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW, GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS,
+    HOP, MODEL, THRESHOLD, WINDOW,
+};
 
-/// Readings per window (100 Hz sensor → one verdict every 0.25 s).
-const WINDOW: usize = 25;
+/// Milliseconds between readings (100 Hz). The model's `pipeline()` scores a
+/// window of its `WINDOW` readings every `HOP` readings (the bundled model: 25
+/// and 5, a verdict every 50 ms).
+const SAMPLE_MS: u32 = 10;
+/// Windows per minute, for the periodic statistics log.
+const WINDOWS_PER_MINUTE: u32 = 60_000 / (SAMPLE_MS * HOP as u32);
 /// Alarm when 3 of the last 5 windows are anomalous.
 const DEBOUNCE_N: usize = 5;
 const DEBOUNCE_K: usize = 3;
-/// Commissioning: windows calibrated on (10 min at 4 windows/s).
-const COMMISSION_WINDOWS: u32 = 2400;
+/// Commissioning: windows calibrated on (10 min).
+const COMMISSION_WINDOWS: u32 = 10 * WINDOWS_PER_MINUTE;
 /// Target false-alarm rate of commissioning (the rate `THRESHOLD` was
 /// exported at).
 const FALSE_ALARM_RATE: f32 = 0.01;
@@ -88,7 +96,7 @@ fn main() -> ! {
                 }
                 Err(e) => defmt::warn!("sampling failed: {}", e),
             }
-            delay.delay_ms(250);
+            delay.delay_ms(SAMPLE_MS * HOP as u32);
         }
     }
 
@@ -135,8 +143,10 @@ fn main() -> ! {
     };
 
     let i2c = Twim::new(p.TWIM0, twim::Pins { scl, sda }, twim::Frequency::K400);
-    let mut monitor: Monitor<_, _, _, DIM, _, WINDOW, DEBOUNCE_N> =
-        Monitor::new(Lis3dh::new(i2c, ADDR_SA0_HIGH), AxisMeans, alarm);
+    // The features the model was trained on: a model whose pipeline does not
+    // read the 3 axes, or does not give `DIM` features, does not compile.
+    let mut monitor: Monitor<_, _, _, DIM, _, DEBOUNCE_N> =
+        Monitor::new(Lis3dh::new(i2c, ADDR_SA0_HIGH), pipeline(), alarm);
     let mut windows = 0u32;
     loop {
         if let Event::Scored(report) = monitor.step() {
@@ -152,17 +162,19 @@ fn main() -> ! {
                 }
                 calibrator = None;
             }
-            if windows % 240 == 0 {
+            if windows % WINDOWS_PER_MINUTE == 0 {
                 defmt::info!("{}", monitor.stats());
             }
         }
-        delay.delay_ms(10);
+        delay.delay_ms(SAMPLE_MS);
     }
 }
 
-/// Score the golden vectors on the chip and log whether they match the host.
+/// Score the golden vectors on the chip, push the golden raw readings through
+/// the model's feature pipeline, and log whether both match the host.
 fn self_test() {
-    let bad = golden_mismatches(&Detector::new(&MODEL, THRESHOLD), &GOLDEN_INPUTS, &GOLDEN_LOG_PROBS);
+    let det = Detector::new(&MODEL, THRESHOLD);
+    let bad = golden_mismatches(&det, &GOLDEN_INPUTS, &GOLDEN_LOG_PROBS);
     if bad == 0 {
         defmt::info!(
             "self-test: {=usize} golden log-densities match the host",
@@ -170,5 +182,17 @@ fn self_test() {
         );
     } else {
         defmt::error!("self-test: {=usize} golden log-densities differ from the host", bad);
+    }
+    let bad = pipeline_mismatches(pipeline(), &GOLDEN_RAW, &GOLDEN_RAW_FEATURES)
+        + golden_mismatches(&det, &GOLDEN_RAW_FEATURES, &GOLDEN_RAW_LOG_PROBS);
+    if bad == 0 {
+        defmt::info!(
+            "self-test: windows of {=usize} readings every {=usize}: {=usize} golden windows match the host",
+            WINDOW,
+            HOP,
+            GOLDEN_RAW_FEATURES.len()
+        );
+    } else {
+        defmt::error!("self-test: {=usize} golden windows differ from the host", bad);
     }
 }

@@ -17,8 +17,13 @@ use cortex_m_rt::entry;
 use defmt_rtt as _;
 use embedded_hal::delay::DelayNs;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
-use flowmote_firmware::{golden_mismatches, Alarm, AxisMeans, Detector, Inverted, KOfN, Lis3dh, Monitor, Synthetic};
-use flowmote_fixtures::model::{DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, MODEL, THRESHOLD};
+use flowmote_firmware::{
+    golden_mismatches, pipeline_mismatches, Alarm, Detector, Inverted, KOfN, Lis3dh, Monitor, Synthetic,
+};
+use flowmote_fixtures::model::{
+    pipeline, DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW, GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS,
+    HOP, MODEL, THRESHOLD, WINDOW,
+};
 use panic_probe as _;
 use stm32f4xx_hal::gpio::PinState;
 use stm32f4xx_hal::i2c::{DutyCycle, I2c, Mode};
@@ -27,8 +32,12 @@ use stm32f4xx_hal::prelude::*;
 use stm32f4xx_hal::rcc::Config;
 use stm32f4xx_hal::signature::Uid;
 
-/// Readings per window (100 Hz sensor → one verdict every 0.25 s).
-const WINDOW: usize = 25;
+/// Milliseconds between readings (100 Hz). The model's `pipeline()` scores a
+/// window of its `WINDOW` readings every `HOP` readings (the bundled model: 25
+/// and 5, a verdict every 50 ms).
+const SAMPLE_MS: u32 = 10;
+/// Windows per minute, for the periodic statistics log.
+const WINDOWS_PER_MINUTE: u32 = 60_000 / (SAMPLE_MS * HOP as u32);
 /// Alarm when 3 of the last 5 windows are anomalous.
 const DEBOUNCE_N: usize = 5;
 const DEBOUNCE_K: usize = 3;
@@ -72,7 +81,7 @@ fn main() -> ! {
                 }
                 Err(e) => defmt::warn!("sampling failed: {}", e),
             }
-            delay.delay_ms(250);
+            delay.delay_ms(SAMPLE_MS * HOP as u32);
         }
     }
 
@@ -82,23 +91,27 @@ fn main() -> ! {
         Mode::fast(400.kHz(), DutyCycle::Ratio2to1),
         &mut rcc,
     );
-    let mut monitor: Monitor<_, _, _, DIM, _, WINDOW, DEBOUNCE_N> =
-        Monitor::new(Lis3dh::new(i2c, ADDR_SA0_HIGH), AxisMeans, alarm);
+    // The features the model was trained on: a model whose pipeline does not
+    // read the 3 axes, or does not give `DIM` features, does not compile.
+    let mut monitor: Monitor<_, _, _, DIM, _, DEBOUNCE_N> =
+        Monitor::new(Lis3dh::new(i2c, ADDR_SA0_HIGH), pipeline(), alarm);
     let mut windows = 0u32;
     loop {
         if let flowmote_firmware::Event::Scored(_) = monitor.step() {
             windows = windows.wrapping_add(1);
-            if windows % 240 == 0 {
+            if windows % WINDOWS_PER_MINUTE == 0 {
                 defmt::info!("{}", monitor.stats());
             }
         }
-        delay.delay_ms(10);
+        delay.delay_ms(SAMPLE_MS);
     }
 }
 
-/// Score the golden vectors on the chip and log whether they match the host.
+/// Score the golden vectors on the chip, push the golden raw readings through
+/// the model's feature pipeline, and log whether both match the host.
 fn self_test() {
-    let bad = golden_mismatches(&Detector::new(&MODEL, THRESHOLD), &GOLDEN_INPUTS, &GOLDEN_LOG_PROBS);
+    let det = Detector::new(&MODEL, THRESHOLD);
+    let bad = golden_mismatches(&det, &GOLDEN_INPUTS, &GOLDEN_LOG_PROBS);
     if bad == 0 {
         defmt::info!(
             "self-test: {=usize} golden log-densities match the host",
@@ -106,5 +119,17 @@ fn self_test() {
         );
     } else {
         defmt::error!("self-test: {=usize} golden log-densities differ from the host", bad);
+    }
+    let bad = pipeline_mismatches(pipeline(), &GOLDEN_RAW, &GOLDEN_RAW_FEATURES)
+        + golden_mismatches(&det, &GOLDEN_RAW_FEATURES, &GOLDEN_RAW_LOG_PROBS);
+    if bad == 0 {
+        defmt::info!(
+            "self-test: windows of {=usize} readings every {=usize}: {=usize} golden windows match the host",
+            WINDOW,
+            HOP,
+            GOLDEN_RAW_FEATURES.len()
+        );
+    } else {
+        defmt::error!("self-test: {=usize} golden windows differ from the host", bad);
     }
 }

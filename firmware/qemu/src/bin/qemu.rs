@@ -7,6 +7,10 @@
 //!
 //! 1. `-log p` of every `GOLDEN_INPUTS` row through `Detector::score`
 //!    against `GOLDEN_LOG_PROBS`;
+//!    then the model's feature pipeline: `GOLDEN_RAW` (raw readings) pushed
+//!    one by one through the exported `pipeline()` give `GOLDEN_RAW_FEATURES`
+//!    bit for bit (host features = device features), and those score
+//!    `GOLDEN_RAW_LOG_PROBS`;
 //! 2. NaN/Inf input gives `Verdict::Invalid` and leaves later scores intact;
 //! 3. the first `GOLDEN_SAMPLES` drawn by `Synthetic` with `GOLDEN_SEED`;
 //!    the same two checks for `fixtures/src/extended.rs`, a
@@ -16,9 +20,9 @@
 //!    compressed exports `fixtures/src/quant_i8.rs` (the extended model with
 //!    `i8` conditioner weights and row scales) and `quant_f16.rs` (couplings
 //!    with `f16` weights);
-//! 4. the whole monitor (emulated LIS3DH → windows → score → k-of-n → pin)
-//!    with a garbage frame and a bus error injected: both reported, the
-//!    monitor keeps running;
+//! 4. the whole monitor (emulated LIS3DH → the model's `pipeline()` → score
+//!    → k-of-n → pin) with a garbage frame and a bus error injected: both
+//!    reported, the monitor keeps running;
 //! 5. commissioning and persistence: a `Calibrator` on 500 windows drawn
 //!    from the model, the threshold saved with `Store` to a RAM-backed NOR
 //!    flash (`sim::RamFlash`), loaded back as after a reset, a second record
@@ -42,7 +46,8 @@ use flowmote::Density;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
 use flowmote_firmware::sim::{EmulatedLis3dh, Fault, RamFlash, RecordingPin};
 use flowmote_firmware::{
-    close, Alarm, AxisMeans, Calibrator, Detector, Event, KOfN, Lis3dh, Monitor, Store, Synthetic, Verdict,
+    close, golden_mismatches, pipeline_mismatches, Alarm, Calibrator, Detector, Event, KOfN, Lis3dh, Monitor, Store,
+    Synthetic, Verdict,
 };
 
 #[path = "../stack.rs"]
@@ -54,10 +59,13 @@ mod stack;
 // export parity test generates both.
 use flowmote_fixtures::{committee, extended, quant_f16, quant_i8};
 
-use flowmote_fixtures::model::{DIM, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_SAMPLES, GOLDEN_SEED, MODEL, THRESHOLD};
+use flowmote_fixtures::model::{
+    pipeline, DIM, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW, GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS,
+    GOLDEN_SAMPLES, GOLDEN_SEED, HOP, MODEL, THRESHOLD, WINDOW,
+};
 
-/// Readings per window in the monitor demo.
-const WINDOW: usize = 4;
+/// Windows the monitor demo scores (after the first `WINDOW` readings).
+const MONITOR_WINDOWS: usize = 16;
 /// Injected sensor faults: a garbage frame at data read 5, a NACK at read 9.
 static FAULTS: [(u32, Fault); 2] = [(5, Fault::Garbage), (9, Fault::Nack)];
 
@@ -95,6 +103,27 @@ fn main() -> ! {
         GOLDEN_INPUTS.len(),
         worst
     );
+
+    // 1b. The feature pipeline: host features = device features, bit for bit.
+    let bad_features = pipeline_mismatches(pipeline(), &GOLDEN_RAW, &GOLDEN_RAW_FEATURES);
+    let bad_scores = golden_mismatches(&det, &GOLDEN_RAW_FEATURES, &GOLDEN_RAW_LOG_PROBS);
+    if bad_features == 0 && bad_scores == 0 && !GOLDEN_RAW_FEATURES.is_empty() {
+        defmt::info!(
+            "pipeline: {=usize} raw readings → {=usize} windows of {=usize} every {=usize}: features equal the host's bit for bit, log_probs match",
+            GOLDEN_RAW.len(),
+            GOLDEN_RAW_FEATURES.len(),
+            WINDOW,
+            HOP
+        );
+    } else {
+        failures += 1;
+        defmt::error!(
+            "pipeline: {=usize} windows' features differ from the host's, {=usize} log_probs differ (of {=usize})",
+            bad_features,
+            bad_scores,
+            GOLDEN_RAW_FEATURES.len()
+        );
+    }
 
     // 2. Bad input: an error verdict, and nothing changes afterwards.
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
@@ -156,33 +185,30 @@ fn main() -> ! {
         &quant_f16::GOLDEN_SAMPLES,
     );
 
-    // 4. The monitor on an emulated sensor: each flow sample is held for one
-    //    window (so the window mean is the sample, to 1 mg), every 4th window
-    //    is pushed 2000 mg down on every axis (far outside the training data,
-    //    clipped at the sensor's −2048 mg); a garbage frame and a bus error are injected.
-    let mut src = Synthetic::new(&MODEL, GOLDEN_SEED ^ 0x5eed).with_anomalies(4, 2, -2000.0);
-    let mut held = [0i16; 3];
+    // 4. The monitor on an emulated sensor replaying the golden raw readings
+    //    (mg) through the model's `pipeline()`; the readings of every 4th
+    //    stretch of 4 windows are pushed 2000 mg down on every axis (far
+    //    outside the training data, clipped at the sensor's −2048 mg); a
+    //    garbage frame and a bus error are injected.
     let mut reads = 0usize;
     let sensor = EmulatedLis3dh::new(
         ADDR_SA0_HIGH,
         move || {
-            if reads % WINDOW == 0 {
-                if let Ok(x) = src.next_features() {
-                    for (h, v) in held.iter_mut().zip(x.iter()) {
-                        *h = v.clamp(-2048.0, 2047.0) as i16;
-                    }
-                }
-            }
+            let r = GOLDEN_RAW
+                .get(reads % GOLDEN_RAW.len().max(1))
+                .copied()
+                .unwrap_or([0.0; 3]);
+            let shift = if (reads / (4 * HOP)) % 4 == 3 { -2000.0 } else { 0.0 };
             reads += 1;
-            held
+            r.map(|v| (v + shift).clamp(-2048.0, 2047.0) as i16)
         },
         &FAULTS,
     );
     let alarm = Alarm::new(det, const { KOfN::<3>::new(2) }, RecordingPin::default());
-    let mut mon: Monitor<_, _, _, DIM, _, WINDOW, 3> =
-        Monitor::new(Lis3dh::new(sensor, ADDR_SA0_HIGH), AxisMeans, alarm);
+    let mut mon: Monitor<_, _, _, DIM, _, 3> = Monitor::new(Lis3dh::new(sensor, ADDR_SA0_HIGH), pipeline(), alarm);
     let (mut scored, mut sensor_events, mut alarm_seen) = (0u32, 0u32, false);
-    for _ in 0..64 {
+    // Initialisation twice (at start and after the bus error), two faults.
+    for _ in 0..WINDOW + MONITOR_WINDOWS * HOP + 4 {
         match mon.step() {
             Event::Scored(r) => {
                 scored += 1;
