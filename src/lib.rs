@@ -53,6 +53,7 @@
 
 pub mod activation;
 pub mod actnorm;
+pub mod adapt;
 pub mod anomaly;
 pub mod bijector;
 pub mod block;
@@ -78,6 +79,7 @@ extern crate std;
 
 pub use activation::Activation;
 pub use actnorm::{ActNorm, ActNormRef};
+pub use adapt::{AdaptConfig, AdaptTarget, Adapter, Tracked};
 pub use anomaly::{Detector, KOfN, Verdict};
 pub use bijector::Bijector;
 pub use cnf::{Cnf, ContinuousFlowRef, Solver};

@@ -1,0 +1,247 @@
+//! On-device adaptation (`flowmote::adapt`) with the bundled model's layers
+//! as a device holds them (its const-generic layers' views): the gradient
+//! against finite differences, commissioning under a gain/offset drift of
+//! the bundled gait recording, NaN/Inf windows, and tracking's rejection
+//! and rollback.
+
+use flowmote::adapt::{AdaptConfig, Adapter, Tracked, Views};
+use flowmote::permutation::PermutationRef;
+use flowmote::{AdaptTarget, Density, SliceBackward};
+use flowmote_fixtures::model;
+
+const D: usize = model::DIM;
+/// Held-back windows in these tests.
+const H: usize = 8;
+
+/// The bundled model's layers as views, in order (what a device builds
+/// from its `static MODEL`).
+fn with_views<R>(f: impl FnOnce(&mut Views) -> R) -> R {
+    let l = &model::MODEL.layers;
+    let (p3, p5, p7) = (
+        PermutationRef { perm: l.3.indices() },
+        PermutationRef { perm: l.5.indices() },
+        PermutationRef { perm: l.7.indices() },
+    );
+    let (v0, v1, v2, v4, v6, v8) = (l.0.view(), l.1.view(), l.2.view(), l.4.view(), l.6.view(), l.8.view());
+    let layers: [&dyn SliceBackward; 9] = [&v0, &v1, &v2, &p3, &v4, &p5, &v6, &p7, &v8];
+    let mut work = vec![0.0; Views::work_len(&layers, D)];
+    let mut views = Views {
+        layers: &layers,
+        work: &mut work,
+    };
+    f(&mut views)
+}
+
+/// The test recording's windows (the model's pipeline on its ankle axes),
+/// every reading mapped by `drift` first.
+fn windows(drift: impl Fn(usize, f32) -> f32) -> Vec<[f32; D]> {
+    let text = include_str!("../../examples/data/daphnet_gait.test.csv");
+    let mut p = model::pipeline();
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let v: Vec<f32> = line.split(',').take(3).map(|c| c.trim().parse().unwrap()).collect();
+        let r = [drift(0, v[0]), drift(1, v[1]), drift(2, v[2])];
+        if let Some(Ok(w)) = p.push(r) {
+            out.push(w);
+        }
+    }
+    out
+}
+
+/// Gain 1.3 and an offset of +120, −200, +80 mg on the three axes.
+fn drifted(c: usize, v: f32) -> f32 {
+    1.3 * v + [120.0, -200.0, 80.0][c]
+}
+
+fn new_adapter() -> Adapter<D, H> {
+    Adapter::new(AdaptConfig::DEFAULT, model::MEAN, model::STD)
+}
+
+fn mean_nll(a: &mut Adapter<D, H>, views: &mut Views, rows: &[[f32; D]]) -> f64 {
+    rows.iter().map(|x| a.nll(views, x).unwrap() as f64).sum::<f64>() / rows.len() as f64
+}
+
+#[test]
+fn views_score_like_the_static_model() {
+    with_views(|v| {
+        for x in windows(|_, v| v).iter().take(50) {
+            assert_eq!(v.nll(x).unwrap(), -model::MODEL.log_prob(x).unwrap());
+        }
+    });
+}
+
+/// Central difference of the adapted NLL in parameter `k` at step `h`
+/// (f64 accumulation), the correction restored afterwards.
+fn central(a: &mut Adapter<D, H>, v: &mut Views, x: &[f32; D], k: usize, h: f32) -> f64 {
+    let (u0, l0) = a.correction();
+    let mut at = |s: f32| {
+        let (mut u, mut l) = (u0, l0);
+        if k < D {
+            u[k] += s;
+        } else {
+            l[k - D] += s;
+        }
+        a.set_correction(u, l);
+        a.nll(v, x).unwrap() as f64
+    };
+    let d = (at(h) - at(-h)) / (2.0 * h as f64);
+    a.set_correction(u0, l0);
+    d
+}
+
+#[test]
+fn gradient_matches_finite_differences() {
+    let rows = windows(drifted);
+    with_views(|v| {
+        let mut a = new_adapter();
+        a.set_correction([0.1, -0.2, 0.3], [0.05, -0.1, 0.2]);
+        for x in rows.iter().step_by(20) {
+            let mut g = [0.0; 2 * D];
+            a.view().gradient(v, x, &mut g).unwrap();
+            for k in 0..2 * D {
+                // The splines' second derivative jumps at their knots: a
+                // stencil straddling one is off by O(h), so the closest of
+                // four steps counts (f32 round-off ~1e-6·|L|/h).
+                let fd: Vec<f64> = [1e-2, 3e-3, 1e-3, 3e-4]
+                    .iter()
+                    .map(|&h| central(&mut a, v, x, k, h))
+                    .collect();
+                let err = fd.iter().map(|f| (f - g[k] as f64).abs()).fold(f64::INFINITY, f64::min);
+                assert!(
+                    err <= 1e-2 * (g[k] as f64).abs() + 1e-2,
+                    "param {k}: backward {} vs FD {fd:?}",
+                    g[k]
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn commissioning_recovers_most_of_the_nll_lost_to_drift() {
+    let clean = windows(|_, v| v);
+    let drift = windows(drifted);
+    with_views(|v| {
+        let mut a = new_adapter();
+        let base = mean_nll(&mut a, v, &clean);
+        let before = mean_nll(&mut a, v, &drift);
+        for x in &drift {
+            a.commission(v, x).unwrap();
+        }
+        let after = mean_nll(&mut a, v, &drift);
+        let recovered = (before - after) / (before - base);
+        eprintln!(
+            "clean {base:.3}, drifted {before:.3}, adapted {after:.3}: {:.1} % recovered",
+            100.0 * recovered
+        );
+        assert!(recovered > 0.8, "recovered only {:.1} %", 100.0 * recovered);
+        // The device's scoring path (correct, then the static model) agrees.
+        let x = drift[100];
+        let (xc, ld) = a.correct(&x).unwrap();
+        let dev = -model::MODEL.log_prob(&xc).unwrap() - ld;
+        assert_eq!(dev, a.nll(v, &x).unwrap());
+    });
+}
+
+#[test]
+fn commissioning_is_deterministic() {
+    let drift = windows(drifted);
+    let run = || {
+        with_views(|v| {
+            let mut a = new_adapter();
+            for x in drift.iter().take(100) {
+                a.commission(v, x).unwrap();
+            }
+            a.correction()
+        })
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a.0.map(f32::to_bits), b.0.map(f32::to_bits));
+    assert_eq!(a.1.map(f32::to_bits), b.1.map(f32::to_bits));
+}
+
+#[test]
+fn non_finite_windows_never_update() {
+    let drift = windows(drifted);
+    with_views(|v| {
+        let mut a = new_adapter();
+        for x in drift.iter().take(20) {
+            a.commission(v, x).unwrap();
+        }
+        let (state, steps) = (a.correction(), a.steps());
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut x = drift[30];
+            x[1] = bad;
+            assert!(a.commission(v, &x).is_err());
+            assert!(a.track(v, &x, 1e9).is_err());
+            assert_eq!(a.correction(), state);
+            assert_eq!(a.steps(), steps);
+        }
+    });
+}
+
+#[test]
+fn tracking_rejects_an_anomaly_burst() {
+    let clean = windows(|_, v| v);
+    with_views(|v| {
+        let mut a = new_adapter();
+        for x in clean.iter().take(50) {
+            a.commission(v, x).unwrap();
+        }
+        let state = a.correction();
+        // A burst of windows far off the normal range: none may move the correction.
+        for x in clean.iter().skip(50).take(30) {
+            let burst = [x[0] + 2000.0, x[1] - 1500.0, x[2] + 900.0];
+            match a.track(v, &burst, model::THRESHOLD).unwrap() {
+                Tracked::NotNormal(s) => assert!(s >= model::THRESHOLD - a.config.margin),
+                other => panic!("an anomaly was used: {other:?}"),
+            }
+        }
+        assert_eq!(a.correction(), state);
+        // Normal windows still update, each parameter by at most max_step.
+        let mut updated = 0;
+        for x in clean.iter().skip(80).take(40) {
+            let before = a.correction();
+            match a.track(v, x, model::THRESHOLD).unwrap() {
+                Tracked::Updated(_) => updated += 1,
+                Tracked::RolledBack(_) => assert_eq!(a.correction(), before),
+                _ => {}
+            }
+            let after = a.correction();
+            for i in 0..D {
+                assert!((after.0[i] - before.0[i]).abs() <= a.config.max_step * 1.0001);
+                assert!((after.1[i] - before.1[i]).abs() <= a.config.max_step * 1.0001);
+            }
+        }
+        assert!(updated > 0);
+    });
+}
+
+#[test]
+fn tracking_rolls_back_a_harmful_update() {
+    let clean = windows(|_, v| v);
+    with_views(|v| {
+        let mut a = new_adapter();
+        for x in clean.iter().take(H) {
+            a.commission(v, x).unwrap();
+        }
+        // A window normal enough to pass the margin (a generous threshold)
+        // but far from the held-back ones: its step would pull the
+        // correction away from them, so it is undone.
+        a.config.track_lr = 0.5;
+        a.config.max_step = 0.5;
+        let state = a.correction();
+        let odd = [clean[0][0] + 600.0, clean[0][1] + 300.0, clean[0][2] - 150.0];
+        let r = a.track(v, &odd, 1e6).unwrap();
+        assert!(matches!(r, Tracked::RolledBack(_)), "{r:?}");
+        assert_eq!(a.correction(), state);
+    });
+}
+
+#[test]
+fn fixed_ram_of_the_bundled_model() {
+    let bytes = core::mem::size_of::<Adapter<D, H>>();
+    let work = with_views(|v| v.work.len()) * 4;
+    eprintln!("Adapter<{D}, {H}>: {bytes} B; the views' work buffer: {work} B");
+    assert!(bytes <= (18 + H) * D * 4 + 64);
+}

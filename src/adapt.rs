@@ -1,0 +1,581 @@
+//! On-device adaptation: a per-feature affine correction in front of a
+//! frozen model, fitted by Adam with the layers' backward passes.
+//!
+//! The model's weights stay in flash; what adapts is `2·D` floats, a shift
+//! `u` and a log-scale `ℓ` in the model's standardised units:
+//!
+//! ```text
+//! x' = μ + (x − μ − σ⊙u) ⊙ e^{−ℓ}        −log p̃(x) = −log p(x') + Σ ℓ
+//! ```
+//!
+//! (`μ`, `σ` the model's standardisation, `MEAN`/`STD` of an export). A sensor
+//! whose gain and offset drifted, `x = a⊙x₀ + c`, is undone by
+//! `e^ℓ = a`, `σ⊙u = c + (a − 1)⊙μ`. The host folds the correction into the
+//! model's first (standardisation) layer; the device applies it before
+//! scoring ([`AdaptView::correct`]).
+//!
+//! Two modes, one update (Adam on `L = −log p̃(x)` of one window):
+//! * **commissioning** ([`AdaptView::commission`]): the user declares a
+//!   period normal; every finite window updates, however badly the shipped
+//!   model scores it (after a large drift every window does);
+//! * **tracking** ([`AdaptView::track`]): only windows scored below
+//!   `threshold − margin` update, every parameter moves by at most
+//!   [`AdaptConfig::max_step`] per window, and an update that raises the
+//!   mean NLL of the held-back ring of recent normal windows is rolled back.
+//!
+//! NaN/Inf input never updates. The arithmetic is a fixed sequence of `f32`
+//! operations (the core's own `exp`, IEEE `sqrt`), so the same windows give
+//! bit-identical state on the host (`flowmote adapt`) and on a device.
+//!
+//! The model is reached through [`AdaptTarget`]; [`Views`] implements it for
+//! any stack of layer views ([`SliceBackward`]), the code the host trainer
+//! differentiates.
+
+use crate::error::check_finite;
+use crate::layer::SliceBackward;
+use crate::{normal, Error};
+
+/// The model an adapter fits against: `−log p(x)` and its input gradient.
+pub trait AdaptTarget {
+    /// `−log p(x)`; errors as the core's `log_prob`.
+    fn nll(&mut self, x: &[f32]) -> Result<f32, Error>;
+    /// `−log p(x)`, with `∂(−log p)/∂x` written to `g` (`x.len()` floats).
+    fn nll_grad(&mut self, x: &[f32], g: &mut [f32]) -> Result<f32, Error>;
+}
+
+/// A flow as a stack of layer views with a standard-normal base: the
+/// backward passes give the input gradient. `work` holds
+/// [`Views::work_len`] floats (every layer's input, the largest scratch and
+/// room for the discarded parameter gradient).
+pub struct Views<'a, 'l> {
+    /// The layers in the data → latent order (the first is the frozen
+    /// standardisation of an exported model).
+    pub layers: &'a [&'l dyn SliceBackward],
+    /// Working memory, [`Views::work_len`] floats.
+    pub work: &'a mut [f32],
+}
+
+impl Views<'_, '_> {
+    /// Floats of `work` for `layers` on inputs of `dim` features.
+    pub fn work_len(layers: &[&dyn SliceBackward], dim: usize) -> usize {
+        let mut scratch = 0;
+        let mut params = 0;
+        for l in layers {
+            scratch = scratch.max(l.scratch_len()).max(l.train_scratch_len());
+            params = params.max(l.param_len());
+        }
+        dim * (layers.len() + 1) + scratch + params
+    }
+
+    /// Split `work` into (inputs, z, scratch, discard); `ShapeMismatch` if short.
+    #[allow(clippy::type_complexity)]
+    fn split(&mut self, d: usize) -> Result<(&mut [f32], &mut [f32], &mut [f32], &mut [f32]), Error> {
+        let need = Self::work_len(self.layers, d);
+        let work = self.work.get_mut(..need).ok_or(Error::ShapeMismatch)?;
+        let (inputs, rest) = work.split_at_mut(d * self.layers.len());
+        let (z, rest) = rest.split_at_mut(d);
+        let mut scratch = 0;
+        for l in self.layers {
+            scratch = scratch.max(l.scratch_len()).max(l.train_scratch_len());
+        }
+        let (scratch, discard) = rest.split_at_mut(scratch);
+        Ok((inputs, z, scratch, discard))
+    }
+
+    /// Forward through every layer, keeping each layer's input when `save`;
+    /// returns `−log p(x)` and leaves the latent in `z`.
+    fn forward(&mut self, x: &[f32], save: bool) -> Result<f32, Error> {
+        check_finite(x)?;
+        let d = x.len();
+        let layers = self.layers;
+        let (inputs, z, scratch, _) = self.split(d)?;
+        z.copy_from_slice(x);
+        let mut ld = 0.0;
+        for (l, input) in layers.iter().zip(inputs.chunks_exact_mut(d.max(1))) {
+            if save {
+                input.copy_from_slice(z);
+            }
+            ld += l.forward_flat(z, scratch);
+        }
+        if !ld.is_finite() || check_finite(z).is_err() {
+            return Err(Error::Overflow);
+        }
+        let nll = -(normal::log_pdf(z) + ld);
+        if nll.is_finite() {
+            Ok(nll)
+        } else {
+            Err(Error::Overflow)
+        }
+    }
+}
+
+impl AdaptTarget for Views<'_, '_> {
+    fn nll(&mut self, x: &[f32]) -> Result<f32, Error> {
+        self.forward(x, false)
+    }
+
+    fn nll_grad(&mut self, x: &[f32], g: &mut [f32]) -> Result<f32, Error> {
+        if g.len() != x.len() {
+            return Err(Error::ShapeMismatch);
+        }
+        let nll = self.forward(x, true)?;
+        let d = x.len();
+        let layers = self.layers;
+        let (inputs, z, scratch, discard) = self.split(d)?;
+        // ∂(−log N(z))/∂z = z; ∂(−Σ log-det)/∂(log-det) = −1.
+        g.copy_from_slice(z);
+        for (l, input) in layers.iter().zip(inputs.chunks_exact(d.max(1))).rev() {
+            let discard = discard.get_mut(..l.param_len()).ok_or(Error::ShapeMismatch)?;
+            l.backward_flat(input, g, -1.0, discard, scratch);
+        }
+        if check_finite(g).is_err() {
+            return Err(Error::Overflow);
+        }
+        Ok(nll)
+    }
+}
+
+/// Settings of an adapter.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct AdaptConfig {
+    /// Adam step size in commissioning (standardised units for the shift,
+    /// nats of log-scale for the scale).
+    pub lr: f32,
+    /// Adam step size in tracking.
+    pub track_lr: f32,
+    /// Adam `β₁`.
+    pub beta1: f32,
+    /// Adam `β₂`.
+    pub beta2: f32,
+    /// Adam `ε`.
+    pub eps: f32,
+    /// Adam steps per window.
+    pub steps: u8,
+    /// Tracking: a window updates only if its score is below
+    /// `threshold − margin` (nats).
+    pub margin: f32,
+    /// Tracking: the most any parameter moves per window.
+    pub max_step: f32,
+    /// Bound on `|u|` (standard deviations) in every mode.
+    pub max_shift: f32,
+    /// Bound on `|ℓ|` (a gain of `e^{±max_log_scale}`) in every mode.
+    pub max_log_scale: f32,
+}
+
+impl AdaptConfig {
+    /// The defaults: commissioning `lr = 0.02`, tracking `lr = 0.002` with
+    /// steps of at most 0.005 and a margin of 2 nats; Adam `β = (0.9, 0.999)`,
+    /// `ε = 1e-8`; one step per window; `|u| ≤ 10`, `|ℓ| ≤ ln 4`.
+    pub const DEFAULT: AdaptConfig = AdaptConfig {
+        lr: 0.02,
+        track_lr: 0.002,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        steps: 1,
+        margin: 2.0,
+        max_step: 0.005,
+        max_shift: 10.0,
+        max_log_scale: core::f32::consts::LN_2 * 2.0,
+    };
+}
+
+impl Default for AdaptConfig {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Counters of an adapter (the floats are in its buffers).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct AdaptMeta {
+    /// `β₁ᵗ` and `β₂ᵗ` after `t` Adam steps (bias correction).
+    pub beta_pow: [f32; 2],
+    /// Adam steps taken.
+    pub steps: u32,
+    /// Windows in the held-back ring.
+    pub held_len: u32,
+    /// Where the next held-back window goes.
+    pub held_next: u32,
+}
+
+impl AdaptMeta {
+    /// No steps taken, empty ring.
+    pub const NEW: AdaptMeta = AdaptMeta {
+        beta_pow: [1.0, 1.0],
+        steps: 0,
+        held_len: 0,
+        held_next: 0,
+    };
+}
+
+/// What [`AdaptView::track`] did with a window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Tracked {
+    /// Scored at or above `threshold − margin`: no update, not held back.
+    NotNormal(f32),
+    /// Normal, but the held-back ring is empty: only held back.
+    Held(f32),
+    /// Normal; the bounded step did not raise the held-back NLL and was kept.
+    Updated(f32),
+    /// Normal; the step raised the held-back NLL and was undone.
+    RolledBack(f32),
+}
+
+/// An adapter over borrowed buffers, sized at run time: the one
+/// implementation of the maths. [`Adapter`] owns fixed-size buffers for a
+/// device; the host tool owns vectors. `D` features, `H` held-back windows.
+pub struct AdaptView<'a> {
+    /// Settings.
+    pub config: &'a AdaptConfig,
+    /// The model's standardisation mean `μ` (`D`).
+    pub mean: &'a [f32],
+    /// The model's standardisation std `σ` (`D`).
+    pub std: &'a [f32],
+    /// `[u (D), ℓ (D)]`: the correction.
+    pub params: &'a mut [f32],
+    /// Adam moments `[m (2D), v (2D)]`.
+    pub moments: &'a mut [f32],
+    /// Working memory, `10·D` floats: the gradient (2D), two temporaries
+    /// (2D) and a rollback copy of `params` and `moments` (6D).
+    pub work: &'a mut [f32],
+    /// The held-back ring of recent normal windows (`H·D`).
+    pub held: &'a mut [f32],
+    /// Counters.
+    pub meta: &'a mut AdaptMeta,
+}
+
+impl AdaptView<'_> {
+    fn dim(&self) -> usize {
+        self.mean.len()
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        let d = self.dim();
+        if self.std.len() != d
+            || self.params.len() != 2 * d
+            || self.moments.len() != 4 * d
+            || self.work.len() != 10 * d
+            || self.held.len() % d.max(1) != 0
+        {
+            return Err(Error::ShapeMismatch);
+        }
+        Ok(())
+    }
+
+    /// `x'` (the corrected window, into `out`) and the log-det of `x ↦ x'`
+    /// (`−Σ ℓ`). [`Error::NonFiniteInput`] for NaN/Inf in `x`.
+    pub fn correct(&self, x: &[f32], out: &mut [f32]) -> Result<f32, Error> {
+        correct(self.mean, self.std, self.params, x, out)
+    }
+
+    /// `−log p̃(x) = −log p(x') + Σ ℓ`, the adapted model's score.
+    pub fn nll<T: AdaptTarget + ?Sized>(&mut self, target: &mut T, x: &[f32]) -> Result<f32, Error> {
+        self.check()?;
+        let d = self.dim();
+        let (xc, _) = self.work.split_at_mut(d);
+        let ld = correct(self.mean, self.std, self.params, x, xc)?;
+        let nll = target.nll(xc)? - ld;
+        if nll.is_finite() {
+            Ok(nll)
+        } else {
+            Err(Error::Overflow)
+        }
+    }
+
+    /// The loss of one window and its gradient `[∂L/∂u, ∂L/∂ℓ]` into the
+    /// first `2D` floats of `work`.
+    fn loss_grad<T: AdaptTarget + ?Sized>(&mut self, target: &mut T, x: &[f32]) -> Result<f32, Error> {
+        let d = self.dim();
+        let (grad, rest) = self.work.split_at_mut(2 * d);
+        let (xc, rest) = rest.split_at_mut(d);
+        let g = rest.get_mut(..d).ok_or(Error::ShapeMismatch)?;
+        let ld = correct(self.mean, self.std, self.params, x, xc)?;
+        let nll = target.nll_grad(xc, g)? - ld;
+        let ls = self.params.split_at(d).1;
+        let (gu, gl) = grad.split_at_mut(d);
+        let terms = gu.iter_mut().zip(gl).zip(g.iter()).zip(xc.iter());
+        for ((((((gu, gl), g), xc), l), s), m) in terms.zip(ls).zip(self.std).zip(self.mean) {
+            let e = crate::activation::exp(-*l);
+            *gu = -g * s * e;
+            *gl = 1.0 - g * (xc - m);
+        }
+        if !nll.is_finite() || check_finite(grad).is_err() {
+            return Err(Error::Overflow);
+        }
+        Ok(nll)
+    }
+
+    /// The window's adapted NLL `L = −log p̃(x)` and its gradient
+    /// `[∂L/∂u (D), ∂L/∂ℓ (D)]` into `out` (2D floats), at the current
+    /// correction: what every update steps along.
+    pub fn gradient<T: AdaptTarget + ?Sized>(
+        &mut self,
+        target: &mut T,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> Result<f32, Error> {
+        self.check()?;
+        let d = self.dim();
+        if x.len() != d || out.len() != 2 * d {
+            return Err(Error::ShapeMismatch);
+        }
+        let nll = self.loss_grad(target, x)?;
+        out.copy_from_slice(self.work.split_at(2 * d).0);
+        Ok(nll)
+    }
+
+    /// One Adam step from the gradient in `work[..2D]`, each parameter's
+    /// change bounded by `max_step`, the parameters by the config's bounds.
+    fn adam_step(&mut self, lr: f32, max_step: f32) {
+        let c = *self.config;
+        let d = self.dim();
+        let m = &mut self.meta;
+        m.beta_pow[0] *= c.beta1;
+        m.beta_pow[1] *= c.beta2;
+        m.steps = m.steps.saturating_add(1);
+        let (bc1, bc2) = (1.0 - m.beta_pow[0], 1.0 - m.beta_pow[1]);
+        let (mm, vv) = self.moments.split_at_mut(2 * d);
+        for (k, (((p, g), m), v)) in self.params.iter_mut().zip(self.work.iter()).zip(mm).zip(vv).enumerate() {
+            *m = c.beta1 * *m + (1.0 - c.beta1) * g;
+            *v = c.beta2 * *v + (1.0 - c.beta2) * (g * g);
+            let step = lr * (*m / bc1) / (libm::sqrtf(*v / bc2) + c.eps);
+            let step = step.clamp(-max_step, max_step);
+            let bound = if k < d { c.max_shift } else { c.max_log_scale };
+            *p = (*p - step).clamp(-bound, bound);
+        }
+    }
+
+    /// Copy `params` and `moments` to the rollback area (or back).
+    fn save(&mut self, restore: bool) {
+        let d = self.dim();
+        let (_, saved) = self.work.split_at_mut(4 * d);
+        let (sp, rest) = saved.split_at_mut(2 * d);
+        let sm = rest.split_at_mut(4 * d).0;
+        if restore {
+            self.params.copy_from_slice(sp);
+            self.moments.copy_from_slice(sm);
+        } else {
+            sp.copy_from_slice(self.params);
+            sm.copy_from_slice(self.moments);
+        }
+    }
+
+    /// Put a normal window into the held-back ring (oldest out).
+    fn hold(&mut self, x: &[f32]) {
+        let d = self.dim().max(1);
+        let cap = self.held.len() / d;
+        if cap == 0 {
+            return;
+        }
+        let i = (self.meta.held_next as usize) % cap;
+        if let Some(slot) = self.held.chunks_exact_mut(d).nth(i) {
+            slot.copy_from_slice(x);
+        }
+        self.meta.held_next = ((i + 1) % cap) as u32;
+        self.meta.held_len = (self.meta.held_len as usize + 1).min(cap) as u32;
+    }
+
+    /// Mean adapted NLL of the held-back windows.
+    fn held_nll<T: AdaptTarget + ?Sized>(&mut self, target: &mut T) -> Result<f32, Error> {
+        let d = self.dim().max(1);
+        let n = self.meta.held_len as usize;
+        let mut sum = 0.0;
+        for k in 0..n {
+            let (xc, _) = self.work.split_at_mut(d);
+            let x = self.held.chunks_exact(d).nth(k).ok_or(Error::ShapeMismatch)?;
+            let ld = correct(self.mean, self.std, self.params, x, xc)?;
+            sum += target.nll(xc)? - ld;
+        }
+        Ok(sum / n.max(1) as f32)
+    }
+
+    /// Commissioning: `steps` Adam steps on this window, whatever its
+    /// score, and the window joins the held-back ring. Returns the window's
+    /// adapted NLL before the update. NaN/Inf input, or a window the model
+    /// cannot score or differentiate, changes nothing and is an error.
+    pub fn commission<T: AdaptTarget + ?Sized>(&mut self, target: &mut T, x: &[f32]) -> Result<f32, Error> {
+        self.check()?;
+        if x.len() != self.dim() {
+            return Err(Error::ShapeMismatch);
+        }
+        check_finite(x)?;
+        let meta = *self.meta;
+        self.save(false);
+        let mut first = None;
+        for _ in 0..self.config.steps.max(1) {
+            match self.loss_grad(target, x) {
+                Ok(nll) => {
+                    first.get_or_insert(nll);
+                    self.adam_step(self.config.lr, f32::INFINITY);
+                }
+                Err(e) => {
+                    self.save(true);
+                    *self.meta = meta;
+                    return Err(e);
+                }
+            }
+        }
+        self.hold(x);
+        first.ok_or(Error::Overflow)
+    }
+
+    /// Tracking: score the window with the adapted model; if it is below
+    /// `threshold − margin`, take one bounded Adam step and keep it only if
+    /// the held-back ring's mean NLL did not rise; the window then joins the
+    /// ring. NaN/Inf input changes nothing and is an error.
+    pub fn track<T: AdaptTarget + ?Sized>(
+        &mut self,
+        target: &mut T,
+        x: &[f32],
+        threshold: f32,
+    ) -> Result<Tracked, Error> {
+        self.check()?;
+        if x.len() != self.dim() {
+            return Err(Error::ShapeMismatch);
+        }
+        let score = self.nll(target, x)?;
+        if score >= threshold - self.config.margin {
+            return Ok(Tracked::NotNormal(score));
+        }
+        if self.meta.held_len == 0 {
+            self.hold(x);
+            return Ok(Tracked::Held(score));
+        }
+        let meta = *self.meta;
+        self.save(false);
+        let before = self.held_nll(target)?;
+        let outcome = match self.loss_grad(target, x) {
+            Ok(_) => {
+                self.adam_step(self.config.track_lr, self.config.max_step);
+                match self.held_nll(target) {
+                    Ok(after) if after <= before => Tracked::Updated(score),
+                    _ => {
+                        self.save(true);
+                        *self.meta = meta;
+                        Tracked::RolledBack(score)
+                    }
+                }
+            }
+            Err(e) => {
+                self.save(true);
+                *self.meta = meta;
+                return Err(e);
+            }
+        };
+        self.hold(x);
+        Ok(outcome)
+    }
+}
+
+/// `out = μ + (x − μ − σ⊙u) ⊙ e^{−ℓ}`; returns `−Σ ℓ`.
+fn correct(mean: &[f32], std: &[f32], params: &[f32], x: &[f32], out: &mut [f32]) -> Result<f32, Error> {
+    let d = mean.len();
+    if std.len() != d || params.len() != 2 * d || x.len() != d || out.len() != d {
+        return Err(Error::ShapeMismatch);
+    }
+    check_finite(x)?;
+    let (u, ls) = params.split_at(d);
+    let mut ld = 0.0;
+    for (((((o, x), m), s), u), l) in out.iter_mut().zip(x).zip(mean).zip(std).zip(u).zip(ls) {
+        *o = m + (x - m - s * u) * crate::activation::exp(-*l);
+        ld -= l;
+    }
+    Ok(ld)
+}
+
+/// A fixed-size adapter for a device: `D` features, `H` held-back windows,
+/// `(18 + H)·D` floats (with the standardisation) plus 20 bytes of counters, all inline (see
+/// [`AdaptView`] for the maths and the module for the modes).
+#[derive(Clone, Debug)]
+pub struct Adapter<const D: usize, const H: usize> {
+    /// Settings.
+    pub config: AdaptConfig,
+    mean: [f32; D],
+    std: [f32; D],
+    params: [[f32; D]; 2],
+    moments: [[f32; D]; 4],
+    work: [[f32; D]; 10],
+    held: [[f32; D]; H],
+    meta: AdaptMeta,
+}
+
+impl<const D: usize, const H: usize> Adapter<D, H> {
+    /// An adapter with no correction yet, for a model standardised with
+    /// `mean` and `std` (an export's `MEAN` and `STD`).
+    pub const fn new(config: AdaptConfig, mean: [f32; D], std: [f32; D]) -> Self {
+        Adapter {
+            config,
+            mean,
+            std,
+            params: [[0.0; D]; 2],
+            moments: [[0.0; D]; 4],
+            work: [[0.0; D]; 10],
+            held: [[0.0; D]; H],
+            meta: AdaptMeta::NEW,
+        }
+    }
+
+    /// The borrowed view every method goes through.
+    pub fn view(&mut self) -> AdaptView<'_> {
+        AdaptView {
+            config: &self.config,
+            mean: &self.mean,
+            std: &self.std,
+            params: self.params.as_flattened_mut(),
+            moments: self.moments.as_flattened_mut(),
+            work: self.work.as_flattened_mut(),
+            held: self.held.as_flattened_mut(),
+            meta: &mut self.meta,
+        }
+    }
+
+    /// The correction `(u, ℓ)`: what to persist (`2·D` floats).
+    pub fn correction(&self) -> ([f32; D], [f32; D]) {
+        (self.params[0], self.params[1])
+    }
+
+    /// Restore a persisted correction (Adam restarts; the ring stays).
+    pub fn set_correction(&mut self, shift: [f32; D], log_scale: [f32; D]) {
+        self.params = [shift, log_scale];
+        self.moments = [[0.0; D]; 4];
+        self.meta.beta_pow = [1.0, 1.0];
+        self.meta.steps = 0;
+    }
+
+    /// Adam steps taken.
+    pub fn steps(&self) -> u32 {
+        self.meta.steps
+    }
+
+    /// The corrected window `x'` and the log-det of `x ↦ x'`: the adapted
+    /// score is `−log p(x') − log-det` with the model's own `log_prob`.
+    pub fn correct(&self, x: &[f32; D]) -> Result<([f32; D], f32), Error> {
+        let mut out = [0.0; D];
+        let ld = correct(&self.mean, &self.std, self.params.as_flattened(), x, &mut out)?;
+        Ok((out, ld))
+    }
+
+    /// See [`AdaptView::nll`].
+    pub fn nll<T: AdaptTarget + ?Sized>(&mut self, target: &mut T, x: &[f32; D]) -> Result<f32, Error> {
+        self.view().nll(target, x)
+    }
+
+    /// See [`AdaptView::commission`].
+    pub fn commission<T: AdaptTarget + ?Sized>(&mut self, target: &mut T, x: &[f32; D]) -> Result<f32, Error> {
+        self.view().commission(target, x)
+    }
+
+    /// See [`AdaptView::track`].
+    pub fn track<T: AdaptTarget + ?Sized>(
+        &mut self,
+        target: &mut T,
+        x: &[f32; D],
+        threshold: f32,
+    ) -> Result<Tracked, Error> {
+        self.view().track(target, x, threshold)
+    }
+}
