@@ -164,11 +164,11 @@ pub struct AdaptConfig {
 }
 
 impl AdaptConfig {
-    /// The defaults: commissioning `lr = 0.02`, tracking `lr = 0.002` with
+    /// The defaults: commissioning `lr = 0.05`, tracking `lr = 0.002` with
     /// steps of at most 0.005 and a margin of 2 nats; Adam `β = (0.9, 0.999)`,
     /// `ε = 1e-8`; one step per window; `|u| ≤ 10`, `|ℓ| ≤ ln 4`.
     pub const DEFAULT: AdaptConfig = AdaptConfig {
-        lr: 0.02,
+        lr: 0.05,
         track_lr: 0.002,
         beta1: 0.9,
         beta2: 0.999,
