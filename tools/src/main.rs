@@ -93,6 +93,16 @@ at the model's calibrated threshold (unscorable rows count as flagged). --json p
 model file, rewritten atomically; `export` carries the threshold into the firmware."
     )]
     Calibrate(cli::CalibrateArgs),
+    /// Adapt a model to a new installation's normal data (the device's commissioning code).
+    #[command(
+        long_about = "Run the device's commissioning adaptation (flowmote::adapt, the same code and \
+arithmetic as the firmware) over the rows of --data, declared normal, in file order: a per-feature gain and \
+offset correction in front of the model, fitted by Adam with the layers' backward passes, then folded into \
+the model's first (standardisation) layer, so --out is an ordinary model file. The threshold is \
+re-calibrated on the same rows at the model's false-alarm rate (or --false-alarm-rate). --json prints the \
+NLL and false-alarm rate before and after. Single flows only (not mixtures, continuous flows or i8 weights)."
+    )]
+    Adapt(cli::AdaptArgs),
     /// Per-row log p and anomaly flag (and why a row could not be scored).
     #[command(
         long_about = "Score every row: CSV with columns line (in the input file), log_prob, score (= −log_prob), \
@@ -132,6 +142,7 @@ fn main() {
         Cmd::Train(a) => cli::run_train(a).map(|_| ()),
         Cmd::Eval(a) => cli::run_eval(a).map(|_| ()),
         Cmd::Calibrate(a) => cli::run_calibrate(a).map(|_| ()),
+        Cmd::Adapt(a) => cli::run_adapt(a).map(|_| ()),
         Cmd::Score(a) => cli::run_score(a).map(|_| ()),
         Cmd::Sample(a) => cli::run_sample(a).map(|_| ()),
         Cmd::Export(a) => flowmote_tools::export::run(a),

@@ -4,6 +4,7 @@
 //! re-exported here (`cli::TrainArgs`, `cli::run_train`, …); this file holds
 //! what several commands share.
 
+pub mod adapt;
 pub mod calibrate;
 pub mod demo;
 pub mod eval;
@@ -11,6 +12,7 @@ pub mod sample;
 pub mod score;
 pub mod train;
 
+pub use adapt::{run_adapt, AdaptArgs, AdaptReport};
 pub use calibrate::{run_calibrate, CalibrateArgs};
 pub use demo::{run_demo, DemoArgs, DEMO_NOISE};
 pub use eval::{run_eval, EvalArgs};

@@ -1,0 +1,266 @@
+//! `flowmote adapt`: the device's commissioning adaptation
+//! ([`flowmote::adapt`]) on recorded normal data, folded into the model's
+//! standardisation, and the threshold re-calibrated.
+
+use super::{load_scoring, score_rows};
+use crate::metrics;
+use crate::model::{Layer, ModelFile, Threshold, View};
+use crate::output;
+use crate::say;
+use anyhow::{bail, ensure, Result};
+use clap::Args;
+use flowmote::adapt::{AdaptConfig, AdaptMeta, AdaptView, Views};
+use flowmote::SliceBackward;
+use std::path::PathBuf;
+
+/// Held-back windows of the host's adapter (as the firmware's).
+pub const HELD: usize = 8;
+
+/// Arguments of `flowmote adapt`.
+#[derive(Args, Debug, Clone)]
+pub struct AdaptArgs {
+    /// Model file to adapt (a single flow whose first layer is its
+    /// standardisation; not compressed to i8).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// CSV of data declared normal, recorded on the new installation (raw
+    /// sensor CSV for a windowed model, as `calibrate`), in time order:
+    /// every valid row updates, in file order.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Where to write the adapted model (nothing is written on error).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Re-calibrate the threshold at this false-alarm rate (default: the
+    /// model's calibrated rate, else 0.01).
+    #[arg(long)]
+    pub false_alarm_rate: Option<f64>,
+    /// Label column: only rows labelled 0 (normal) are used.
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// Field delimiter of the CSV: `,`, `;` or `tab` (default: detected).
+    #[arg(long, value_parser = crate::data::parse_delimiter)]
+    pub delimiter: Option<u8>,
+    /// Print one JSON object (NLL and false-alarm rate before and after)
+    /// instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `flowmote adapt` measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdaptReport {
+    /// Rows that updated the correction.
+    pub used: usize,
+    /// Rows that could not be used (unscorable or not finite).
+    pub skipped: usize,
+    /// The correction: shift `u` (standard deviations) per feature.
+    pub shift: Vec<f32>,
+    /// The correction: log-scale `ℓ` per feature.
+    pub log_scale: Vec<f32>,
+    /// Mean NLL of the data before adaptation.
+    pub nll_before: f64,
+    /// Mean NLL of the data after adaptation.
+    pub nll_after: f64,
+    /// Fraction flagged at the model's threshold before adaptation (None
+    /// without one).
+    pub false_alarms_before: Option<f64>,
+    /// Fraction flagged by the adapted model at the old threshold.
+    pub false_alarms_old_threshold: Option<f64>,
+    /// Fraction flagged by the adapted model at its re-calibrated threshold.
+    pub false_alarms_after: f64,
+    /// The re-calibrated threshold.
+    pub threshold: Threshold,
+}
+
+/// Run the device's commissioning over `rows` (in order) on `model`'s only
+/// flow and fold the correction into its first layer (and `mean`/`std`).
+/// Returns (shift, log-scale, rows used, rows skipped).
+pub fn adapt_model(
+    model: &mut ModelFile,
+    rows: &[Vec<f32>],
+    config: &AdaptConfig,
+) -> Result<(Vec<f32>, Vec<f32>, usize, usize)> {
+    ensure!(
+        model.model.flows.len() == 1,
+        "adapt needs a single flow; this model is a mixture of {} (adapt each member's data, or retrain)",
+        model.model.flows.len()
+    );
+    let flow = &model.model.flows[0];
+    let d = flow.dim;
+    ensure!(
+        matches!(flow.layers.first(), Some(Layer::ActNorm { frozen: true, .. })),
+        "adapt needs the model's first layer to be its frozen standardisation"
+    );
+    ensure!(
+        model.mean.len() == d && model.std.len() == d,
+        "model mean/std do not match its dimension"
+    );
+    let view = flow
+        .view()
+        .map_err(|e| anyhow::anyhow!("cannot build the model's views: {e}"))?;
+    let mut layers: Vec<&dyn SliceBackward> = Vec::with_capacity(view.layers.len());
+    for l in &view.layers {
+        match l {
+            View::Likelihood(b) => layers.push(b.as_ref()),
+            _ => bail!("adapt needs every layer's backward pass: continuous flows and i8 weights have none"),
+        }
+    }
+    let mut work = vec![0.0; Views::work_len(&layers, d)];
+    let mut target = Views {
+        layers: &layers,
+        work: &mut work,
+    };
+    let (mut params, mut moments, mut awork, mut held) = (
+        vec![0.0; 2 * d],
+        vec![0.0; 4 * d],
+        vec![0.0; 10 * d],
+        vec![0.0; HELD * d],
+    );
+    let mut meta = AdaptMeta::NEW;
+    let mut a = AdaptView {
+        config,
+        mean: &model.mean,
+        std: &model.std,
+        params: &mut params,
+        moments: &mut moments,
+        work: &mut awork,
+        held: &mut held,
+        meta: &mut meta,
+    };
+    let (mut used, mut skipped) = (0, 0);
+    for r in rows {
+        match a.commission(&mut target, r) {
+            Ok(_) => used += 1,
+            Err(_) => skipped += 1,
+        }
+    }
+    drop(view);
+    let (u, ls) = params.split_at(d);
+    let (u, ls) = (u.to_vec(), ls.to_vec());
+    // Fold: the first layer e^{s}·x' + b with x' = μ + (x − μ − σu)e^{−ℓ}
+    // becomes e^{s−ℓ}·x + b + e^{s}(μ − (μ + σu)e^{−ℓ}).
+    let (mean, std) = (model.mean.clone(), model.std.clone());
+    let flow = &mut model.model.flows[0];
+    if let Some(Layer::ActNorm { log_scale, shift, .. }) = flow.layers.first_mut() {
+        for i in 0..d {
+            let (s, b) = (log_scale[i] as f64, shift[i] as f64);
+            let (m, sd, u, l) = (mean[i] as f64, std[i] as f64, u[i] as f64, ls[i] as f64);
+            log_scale[i] = (s - l) as f32;
+            shift[i] = (b + s.exp() * (m - (m + sd * u) * (-l).exp())) as f32;
+            model.mean[i] = (m + sd * u) as f32;
+            model.std[i] = (sd * l.exp()) as f32;
+        }
+    }
+    Ok((u, ls, used, skipped))
+}
+
+/// Run `flowmote adapt`.
+pub fn run_adapt(a: &AdaptArgs) -> Result<AdaptReport> {
+    let _delimiter = crate::data::force_delimiter(a.delimiter);
+    if let Some(r) = a.false_alarm_rate {
+        ensure!(
+            r > 0.0 && r < 1.0,
+            "--false-alarm-rate must be in (0, 1), e.g. 0.01 for 1 %"
+        );
+    }
+    output::refuse_inputs(&a.out, &[&a.data])?;
+    let original = ModelFile::load(&a.model)?;
+    let mut ds = load_scoring(&a.data, &original, a.label_column.as_deref())?;
+    if let Some(l) = ds.labels.take() {
+        let keep: Vec<usize> = (0..l.len()).filter(|&i| !l[i]).collect();
+        ds.rows = keep.iter().map(|&i| ds.rows[i].clone()).collect();
+        ds.row_errors = keep.iter().map(|&i| ds.row_errors[i].clone()).collect();
+        ds.lines = keep.iter().map(|&i| ds.lines[i]).collect();
+    }
+    let valid: Vec<Vec<f32>> = ds
+        .rows
+        .iter()
+        .zip(&ds.row_errors)
+        .filter(|(_, e)| e.is_none())
+        .map(|(r, _)| r.clone())
+        .collect();
+    ensure!(
+        valid.len() >= 2,
+        "{}: {} valid rows; adaptation needs more",
+        a.data.display(),
+        valid.len()
+    );
+    let mut model = original.clone();
+    let (shift, log_scale, used, skipped) = adapt_model(&mut model, &valid, &AdaptConfig::DEFAULT)?;
+    let skipped = skipped + (ds.rows.len() - valid.len());
+
+    let scores = |m: &ModelFile| -> Vec<Option<f64>> { score_rows(m, &ds).into_iter().map(|r| r.ok()).collect() };
+    let mean_nll = |s: &[Option<f64>]| {
+        let f: Vec<f64> = s.iter().flatten().copied().collect();
+        f.iter().sum::<f64>() / f.len().max(1) as f64
+    };
+    let before = scores(&original);
+    let after = scores(&model);
+    let finite: Vec<f64> = after.iter().flatten().copied().collect();
+    ensure!(
+        finite.len() >= 2,
+        "the adapted model scores {} rows; calibration needs more",
+        finite.len()
+    );
+    let rate = a
+        .false_alarm_rate
+        .or(original.threshold.as_ref().map(|t| t.false_alarm_rate))
+        .unwrap_or(0.01);
+    let t = metrics::threshold_for_false_alarm_rate(&finite, rate).expect("finite scores");
+    let threshold = Threshold {
+        score: t as f32,
+        false_alarm_rate: rate,
+        rows: finite.len(),
+        data_sha256: ds.sha256.clone(),
+    };
+    let old = original.threshold.as_ref().map(|t| t.score as f64);
+    let report = AdaptReport {
+        used,
+        skipped,
+        shift,
+        log_scale,
+        nll_before: mean_nll(&before),
+        nll_after: mean_nll(&after),
+        false_alarms_before: old.map(|t| metrics::flag_rate(&before, t)),
+        false_alarms_old_threshold: old.map(|t| metrics::flag_rate(&after, t)),
+        false_alarms_after: metrics::flag_rate(&after, threshold.score as f64),
+        threshold: threshold.clone(),
+    };
+    model.threshold = Some(threshold);
+    model.save(&a.out)?;
+    if a.json {
+        let j = serde_json::json!({
+            "rows_used": report.used,
+            "rows_skipped": report.skipped,
+            "shift": report.shift,
+            "log_scale": report.log_scale,
+            "nll_before": report.nll_before,
+            "nll_after": report.nll_after,
+            "false_alarm_rate_before": report.false_alarms_before,
+            "false_alarm_rate_after_old_threshold": report.false_alarms_old_threshold,
+            "false_alarm_rate_after": report.false_alarms_after,
+            "threshold_before": old,
+            "threshold": report.threshold.score,
+            "target_false_alarm_rate": rate,
+            "out": a.out,
+        });
+        output::to_stdout(format!("{j}\n").as_bytes())?;
+        return Ok(report);
+    }
+    let pct = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{:.2} %", 100.0 * v));
+    say!(
+        "adapted on {} rows ({} skipped): NLL {:.3} → {:.3} nats/row; flagged {} at the old threshold → {} at the \
+         re-calibrated {:.4} (target {:.2} %); wrote {}",
+        report.used,
+        report.skipped,
+        report.nll_before,
+        report.nll_after,
+        pct(report.false_alarms_before),
+        pct(Some(report.false_alarms_after)),
+        report.threshold.score,
+        100.0 * rate,
+        a.out.display()
+    );
+    Ok(report)
+}
