@@ -6,7 +6,7 @@
 
 use flowmote::adapt::{AdaptConfig, Adapter, Tracked, Views};
 use flowmote::permutation::PermutationRef;
-use flowmote::{AdaptTarget, Density, SliceBackward};
+use flowmote::{AdaptTarget, SliceBackward};
 use flowmote_fixtures::model;
 
 const D: usize = model::DIM;
