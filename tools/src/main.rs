@@ -56,12 +56,19 @@ layers each). Every candidate's figure is stored in the model file (provenance.s
 (members under 1 % dropped), is kept if its validation NLL plus (members − 1)/(validation rows) nats — \
 the price of the fitted weights — beats the best single candidate (--no-mixture keeps the best single \
 flow). A mixture is an exact density too; its flash and device cycles are the members' sum. \
---max-params and --max-macs skip candidates, and mixture members, too big for your flash or too \
-slow for your cycle budget. That is 4–7 \
-trainings: pass --flow, --noise, --layers and --hidden to train exactly one model. Holding out the last rows makes the choices favour models that hold up on \
+That is 4–7 \
+trainings (five times over, a cross-validation committee, on files under ~1 000 rows): pass --flow, --noise, \
+--layers and --hidden to train exactly one model. Holding out the last rows makes the choices favour models that hold up on \
 later readings — on the bundled gait data (time-ordered test split) that picks noise 0.1–0.2, which a \
 random split would not. The same --seed and data give the same model, whatever \
 the number of threads (RAYON_NUM_THREADS).\n\n\
+For a device (--target, default nrf52840; `flowmote list-targets`): the kept model must fit the target's \
+budget, 64 KB of weights and 2 ms per score by default (--max-flash, --max-ms, --max-params, --max-macs). \
+The last 10 % of the rows are held out first; the search above, on the rest, trains the teacher; if the \
+teacher is over the budget, students (per family a 2- and a 4-layer flow as wide as the budget allows) are \
+trained on the real rows alone and with fresh teacher samples (--teacher-samples), and the one with the \
+best NLL on the held-out rows is kept. --teacher-out writes the teacher; --target host keeps it whatever \
+its size.\n\n\
 Flow families (--flow); every one starts with the frozen standardisation; seeded random permutations \
 sit between maf, nsf and nsf-ar layers (a rotation between coupling layers):\n  \
 maf      masked autoregressive flow: each coordinate shifted and scaled (soft-clamped log-scale, --clamp) \
