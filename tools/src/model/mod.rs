@@ -525,13 +525,22 @@ fn par_blocks<T>(
     init: impl Fn() -> T + Sync + Send,
     score: impl Fn(&mut T, &[Vec<f32>], &mut Vec<Result<f32, Error>>) + Sync + Send,
 ) -> Vec<Result<f32, Error>> {
-    // Blocks of 4 × BLOCK rows per task: few enough tasks to keep rayon's
-    // overhead small, enough to share the rows between the threads.
+    // One contiguous part per thread (a multiple of 4 × BLOCK rows), each
+    // scored in blocks of 4 × BLOCK rows with state built once per part:
+    // rayon's `map_init` would build it once per split job, which on a
+    // thousand rows costs as much as the scoring. A row's score does not
+    // depend on the rows it is blocked with.
+    let step = 4 * flowmote::block::BLOCK;
+    let threads = rayon::current_num_threads().max(1);
+    let per = rows.len().div_ceil(threads).div_ceil(step).max(1) * step;
     let parts: Vec<Vec<Result<f32, Error>>> = rows
-        .par_chunks(4 * flowmote::block::BLOCK)
-        .map_init(init, |t, xs| {
-            let mut out = Vec::with_capacity(xs.len());
-            score(t, xs, &mut out);
+        .par_chunks(per)
+        .map(|part| {
+            let mut t = init();
+            let mut out = Vec::with_capacity(part.len());
+            for xs in part.chunks(step) {
+                score(&mut t, xs, &mut out);
+            }
             out
         })
         .collect();
