@@ -614,7 +614,13 @@ fn train_for_a_device_reports_its_budget() {
     assert!(o.status.success(), "{}", stderr(&o));
     // The Pareto view of the budget.
     let plots = dir.path().join("plots");
-    let o = flowmote(&["plot", "--model", m.to_str().unwrap(), "--out-dir", plots.to_str().unwrap()]);
+    let o = flowmote(&[
+        "plot",
+        "--model",
+        m.to_str().unwrap(),
+        "--out-dir",
+        plots.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let png = fs::read(plots.join("budget.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
