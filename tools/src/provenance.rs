@@ -75,6 +75,9 @@ pub struct Settings {
 pub struct Distillation {
     /// The budget, e.g. "nrf52840: ≤ 64.0 KB of weights, ≤ 2 ms per score".
     pub budget: String,
+    /// Its flash limit, bytes of weights (`None`: flash not bounded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_weight_bytes: Option<u64>,
     /// The teacher.
     pub teacher: TeacherRecord,
     /// Every student trained, in order (empty when the teacher fits).

@@ -395,15 +395,8 @@ impl FlowView<'_> {
     /// ([`View::FlowMatching`]): a flow holding one fails with
     /// [`Error::ShapeMismatch`].
     pub fn nll_backward(&self, x: &[f32], grads: &mut [Vec<f32>], ws: &mut Workspace) -> Result<f32, Error> {
-        let mut z = x.to_vec();
-        let ld = self.forward(&mut z, ws, true);
-        let nll = -(normal::log_pdf(&z) + ld);
-        if !nll.is_finite() {
-            return Err(Error::Overflow);
-        }
-        // ∂(−log N(z))/∂z = z; ∂(−log-det) = −1.
-        self.backward_from(z, -1.0, grads, ws)?;
-        Ok(nll)
+        // Weight 1: `z · 1` and `−1 · 1` are exact.
+        self.nll_backward_weighted(x, grads, ws, |_| 1.0)
     }
 
     /// [`FlowView::nll_backward`] with the gradient scaled by `weight(nll)`
@@ -422,6 +415,7 @@ impl FlowView<'_> {
         if !nll.is_finite() {
             return Err(Error::Overflow);
         }
+        // ∂(−log N(z))/∂z = z; ∂(−log-det) = −1; both times L′ = w.
         let w = weight(nll);
         for v in z.iter_mut() {
             *v *= w;

@@ -35,7 +35,7 @@ pub fn plot_budget(model: &ModelFile, d: &Distillation, path: &Path) -> Result<(
         kb(crate::target::ModelCost::of(&model.model).weight_bytes),
         model.provenance.val_nll,
     );
-    let limit = budget_kb(&d.budget);
+    let limit = d.max_weight_bytes.map(kb);
     let mut xs: Vec<f64> = students.iter().map(|s| s.0).chain(teacher.map(|t| t.0)).collect();
     xs.push(kept.0);
     xs.extend(limit);
@@ -128,22 +128,4 @@ pub fn plot_budget(model: &ModelFile, d: &Distillation, path: &Path) -> Result<(
     draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 15)?;
     root.present().fail()?;
     Ok(())
-}
-
-/// The flash limit in KB from a budget description ("… ≤ 64.0 KB of weights …").
-fn budget_kb(budget: &str) -> Option<f64> {
-    let i = budget.find(" KB of weights")?;
-    budget[..i].rsplit('≤').next()?.trim().parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_flash_limit_is_read_from_the_budget_line() {
-        assert_eq!(
-            super::budget_kb("nrf52840: ≤ 64.0 KB of weights, ≤ 2 ms per score"),
-            Some(64.0)
-        );
-        assert_eq!(super::budget_kb("host: ≤ 4676 parameters"), None);
-    }
 }

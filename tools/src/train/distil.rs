@@ -16,9 +16,9 @@
 //! 4. The student with the best validation NLL is kept.
 
 use super::build::candidate_cost;
-use super::config::{auto_candidates, default_folds, Budget, FlowKind, TrainConfig, ValSplit};
+use super::config::{auto_candidates, default_folds, Budget, FlowKind, TrainConfig};
 use super::epochs::TeacherPool;
-use super::fit::{column_moments, train_split, unscorable_rows, val_block, Split};
+use super::fit::{column_moments, hold_out, train_split, unscorable_rows, Split};
 use super::optim::mean_nll;
 use super::{train_unbounded, TrainSummary};
 use crate::data::Dataset;
@@ -143,22 +143,6 @@ fn sample_pool(teacher: &DynMixture, n: usize, seed: u64) -> (Vec<Vec<f32>>, Vec
     parts.into_iter().flatten().unzip()
 }
 
-/// The normal rows of `ds` split for the student: the validation block of
-/// one split, and the rest in the file's order (`Last`) or the seeded
-/// shuffle's (`Random`), for the teacher.
-fn student_split(ds: &Dataset, one: &TrainConfig) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(one.seed);
-    let mut rows = ds.normal_rows();
-    if one.val_split == ValSplit::Random {
-        super::shuffle(&mut rows, &mut rng);
-    }
-    let (lo, hi) = val_block(rows.len(), one);
-    let after = rows.split_off(hi);
-    let val = rows.split_off(lo);
-    rows.extend(after);
-    (rows, val)
-}
-
 /// Train for a device target (see the module docs).
 pub(super) fn distil(
     ds: &Dataset,
@@ -173,7 +157,9 @@ pub(super) fn distil(
         fold: None,
         ..cfg.clone()
     };
-    let (teacher_rows, val) = student_split(ds, &one);
+    // The student's validation rows and, in the file's (or the seeded
+    // shuffle's) order, the teacher's rows.
+    let (teacher_rows, val) = hold_out(ds, &one, &mut Xoshiro256PlusPlus::seed_from_u64(one.seed));
     let tds = Dataset {
         path: ds.path.clone(),
         features: ds.features.clone(),
@@ -252,6 +238,7 @@ pub(super) fn distil(
         m.provenance.settings.config.target = Some(budget.target.name.into());
         m.provenance.settings.distillation = Some(Distillation {
             budget: budget.describe(),
+            max_weight_bytes: budget.weight_bytes,
             teacher: record,
             students: Vec::new(),
             samples_per_epoch: 0,
@@ -380,6 +367,7 @@ pub(super) fn distil(
     );
     m.provenance.settings.distillation = Some(Distillation {
         budget: budget.describe(),
+        max_weight_bytes: budget.weight_bytes,
         teacher: record,
         students: tried,
         samples_per_epoch: pool.as_ref().map_or(0, |p| p.per_epoch),

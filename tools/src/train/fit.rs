@@ -137,23 +137,34 @@ pub(super) struct Split {
 /// order (`Last`) or of a seeded shuffle (`Random`); the training rows are
 /// the rest, shuffled.
 pub(super) fn split_rows(ds: &Dataset, cfg: &TrainConfig, rng: &mut Xoshiro256PlusPlus) -> Split {
-    let mut rows = ds.normal_rows();
-    let labelled_out = ds.len() - rows.len();
-    let (lo, hi) = val_block(rows.len(), cfg);
-    if cfg.val_split == ValSplit::Random {
-        shuffle(&mut rows, rng);
-    }
-    let after = rows.split_off(hi);
-    let val: Vec<Vec<f32>> = rows.split_off(lo);
-    rows.extend(after);
+    let (mut rows, val) = hold_out(ds, cfg, rng);
     if cfg.val_split == ValSplit::Last {
         shuffle(&mut rows, rng);
     }
     Split {
         train: rows,
         val,
-        labelled_out,
+        labelled_out: ds.len() - ds.n_normal(),
     }
+}
+
+/// The normal rows of `ds` without the validation rows `lo..hi` (see
+/// `val_block`) of the file's order (`Last`) or of a seeded shuffle
+/// (`Random`), and those validation rows; the rest keep that order.
+pub(super) fn hold_out(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    rng: &mut Xoshiro256PlusPlus,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let mut rows = ds.normal_rows();
+    let (lo, hi) = val_block(rows.len(), cfg);
+    if cfg.val_split == ValSplit::Random {
+        shuffle(&mut rows, rng);
+    }
+    let after = rows.split_off(hi);
+    let val = rows.split_off(lo);
+    rows.extend(after);
+    (rows, val)
 }
 
 /// What the training rows fix before training: each column's dequantisation
