@@ -195,8 +195,15 @@ pub const EXP_MAX_ULP_ERROR: u32 = 1;
 /// Out of line: one copy per image (flash: inlined at every use, the
 /// nRF52840 image grew 4.7 %); its callers are per-coordinate code, where the
 /// call costs a few instructions next to the ~40 of the function.
+///
+/// A `const fn`: a `static` can hold values computed with it (the LU layer's
+/// cached diagonal, [`crate::LuLinear`]). Const evaluation rounds every f32
+/// operation as IEEE 754 prescribes, as the device's FPU (and the soft-float
+/// routines, and the host) do at run time, and the function has no fused
+/// operations, so a value computed at compile time has the same bits as one
+/// computed on the device (checked by `host-tests/tests/linear.rs`).
 #[inline(never)]
-pub fn exp(x: f32) -> f32 {
+pub const fn exp(x: f32) -> f32 {
     exp_inline(x)
 }
 
@@ -204,7 +211,7 @@ pub fn exp(x: f32) -> f32 {
 /// row-blocked passes, which vectorise it across rows).
 #[inline(always)]
 #[allow(clippy::manual_clamp)] // spelled out: NaN passes through, no assert
-pub(crate) fn exp_inline(x: f32) -> f32 {
+pub(crate) const fn exp_inline(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
     const LN2_HI: f32 = 0.693_359_4; // 0.693359375, exact in 9 bits
     const LN2_LO: f32 = -2.121_944_4e-4;
@@ -282,6 +289,58 @@ mod tests {
         std::println!("largest step down {max_drop:e}");
         assert!(max_drop <= 4.0 * f32::EPSILON, "not monotone: drop {max_drop:e}");
         (max_abs, max_ulp, at)
+    }
+
+    /// `exp` evaluated in const context (a `static`'s initialiser, as the LU
+    /// layer's cached diagonal is) has the bits of the same call at run
+    /// time: every clamped log-scale the LU layer can feed it, spread over
+    /// `[−20, 20]`, the edges of `exp`'s own clamp and special values.
+    #[test]
+    fn const_exp_has_the_bits_of_run_time_exp() {
+        const N: usize = 4096;
+        const fn inputs() -> [f32; N] {
+            let mut x = [0.0f32; N];
+            let mut state = 0x1234_5678u32;
+            let mut i = 0;
+            while i < N {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                // Uniform in [−20, 20) plus every 16th input an arbitrary bit pattern.
+                x[i] = if i % 16 == 0 {
+                    f32::from_bits(state)
+                } else {
+                    ((state >> 8) as f32 * (1.0 / 8_388_608.0) - 1.0) * 20.0
+                };
+                i += 1;
+            }
+            let edge = [
+                0.0, -0.0, 1e-45, -1e-45, 20.0, -20.0, 88.72284, 88.72285, 89.0, 90.0, -87.3, -103.97, -104.0, -105.0,
+            ];
+            let mut k = 0;
+            while k < edge.len() {
+                x[k + 1] = edge[k];
+                k += 1;
+            }
+            x
+        }
+        const fn table() -> [f32; N] {
+            let x = inputs();
+            let mut e = [0.0f32; N];
+            let mut i = 0;
+            while i < N {
+                e[i] = exp(x[i]);
+                i += 1;
+            }
+            e
+        }
+        static AT_COMPILE_TIME: [f32; N] = table();
+        let x = core::hint::black_box(inputs());
+        for (xi, c) in x.iter().zip(AT_COMPILE_TIME.iter()) {
+            let r = exp(core::hint::black_box(*xi));
+            assert!(
+                r.to_bits() == c.to_bits() || (r.is_nan() && c.is_nan()),
+                "exp({xi:e}): {r:e} at run time, {c:e} in const"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,18 @@
 //! Log-det `Σ log_s`, independent of `x`. The inverse is two triangular
 //! solves, no matrix inverse is ever formed.
 //!
+//! ## The cached diagonal
+//! `U`'s diagonal `sign_i·exp(log_s_i)` and the log-det do not depend on the
+//! input. The const-generic [`LuLinear`] computes them once, when it is
+//! constructed (in const context for a `static`: [`crate::activation::exp`]
+//! is a `const fn`, and const evaluation rounds every f32 operation as the
+//! device does, so the cached values are the bits the device would compute),
+//! and keeps them next to the weights; its setters recompute them, so they
+//! cannot go stale. A view built from flat parameters
+//! ([`LuLinearRef::from_flat`], the host's trainer, whose parameters change
+//! every step) has no cache and computes them on each call with the same
+//! function: both give the same bits.
+//!
 //! ## Storage and flat parameter layout
 //! The trainable entries are packed in one `D × D` row-major matrix `lu`, as
 //! LAPACK does: strictly below the diagonal the entries of `L`, on the
@@ -40,7 +52,7 @@ pub const LOG_SCALE_LIMIT: f32 = 20.0;
 
 /// `(clamped log_s, ∂clamped/∂log_s)`; NaN → 0 with gradient 0.
 #[inline(always)]
-fn clamp_log_scale(v: f32) -> (f32, f32) {
+const fn clamp_log_scale(v: f32) -> (f32, f32) {
     if v >= LOG_SCALE_LIMIT {
         (LOG_SCALE_LIMIT, 0.0)
     } else if v <= -LOG_SCALE_LIMIT {
@@ -53,7 +65,7 @@ fn clamp_log_scale(v: f32) -> (f32, f32) {
 }
 
 #[inline(always)]
-fn sign_of(s: f32) -> f32 {
+const fn sign_of(s: f32) -> f32 {
     if s < 0.0 {
         -1.0
     } else {
@@ -75,6 +87,11 @@ pub struct LuLinearRef<'a> {
     pub lu: &'a [f32],
     /// Bias (`d`).
     pub bias: &'a [f32],
+    /// `U`'s diagonal `sign_i·exp(clamped log_s_i)` (`d`) and the log-det
+    /// `Σ clamped log_s_i`, as [`lu_cache`] computes them; `None`: computed
+    /// on each call. Private, so that only [`LuLinear`], which keeps them in
+    /// step with `lu` and `sign`, can provide them.
+    cache: Option<(&'a [f32], f32)>,
 }
 
 impl<'a> LuLinearRef<'a> {
@@ -88,7 +105,30 @@ impl<'a> LuLinearRef<'a> {
             return Err(Error::ShapeMismatch);
         }
         let (lu, bias) = p.split_at(d * d);
-        Ok(LuLinearRef { perm, sign, lu, bias })
+        Ok(LuLinearRef {
+            perm,
+            sign,
+            lu,
+            bias,
+            cache: None,
+        })
+    }
+
+    /// `true` if the view carries a cached diagonal and log-det (views of
+    /// [`LuLinear`]); views from [`LuLinearRef::from_flat`] compute them on
+    /// each call.
+    pub fn is_cached(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// The cached diagonal, if it has the view's length (it always has: only
+    /// [`LuLinear::view`] sets it).
+    #[inline(always)]
+    fn cached_diag(&self) -> Option<(&'a [f32], f32)> {
+        match self.cache {
+            Some((diag, ld)) if diag.len() == self.dim() => Some((diag, ld)),
+            _ => None,
+        }
     }
 
     /// Number of trainable parameters for dimension `d`: `d² + d`.
@@ -125,9 +165,13 @@ impl<'a> LuLinearRef<'a> {
         sign_of(self.sign.get(i).copied().unwrap_or(1.0))
     }
 
-    /// The log-det `Σ log_s` (clamped), the same for every input.
+    /// The log-det `Σ log_s` (clamped), the same for every input (the cached
+    /// value when the view has one).
     #[inline(always)]
     pub fn log_det(&self) -> f32 {
+        if let Some((_, ld)) = self.cached_diag() {
+            return ld;
+        }
         let d = self.dim();
         (0..d).fold(0.0, |ld, i| {
             ld + clamp_log_scale(self.lu.get(i * d + i).copied().unwrap_or(0.0)).0
@@ -140,22 +184,43 @@ impl<'a> LuLinearRef<'a> {
     /// Each row's sum runs in column order from the diagonal term (`U`) or
     /// from `u_i` (`L`), as [`LuLinearRef::backward`] recomputes it; the
     /// loops walk the rows with iterators (no indexing, nothing can panic).
+    /// With a cached diagonal (views of [`LuLinear`]) no `exp` is evaluated;
+    /// without, each row's diagonal and the log-det are computed here, the
+    /// same bits.
     #[inline(always)]
     pub fn forward(&self, x: &mut [f32], tmp: &mut [f32]) -> f32 {
         let d = self.dim();
-        let (Some(x), Some(lu)) = (x.get_mut(..d), self.lu.get(..d * d)) else {
+        if x.len() < d || self.lu.len() < d * d {
             return f32::NAN;
-        };
-        // u = U·x (row i uses x_j, j ≥ i, not yet overwritten); the log-det
-        // summed on the way, in the order of `log_det`.
+        }
+        if let Some((diag, ld)) = self.cached_diag() {
+            self.forward_with(x, tmp, |i| diag.get(i).copied().unwrap_or(0.0));
+            return ld;
+        }
+        // The log-det summed on the way, in the order of `log_det`.
         let mut ld = 0.0;
+        self.forward_with(x, tmp, |i| {
+            let (ls, _) = clamp_log_scale(self.lu.get(i * d + i).copied().unwrap_or(0.0));
+            ld += ls;
+            self.sign_at(i) * crate::activation::exp(ls)
+        });
+        ld
+    }
+
+    /// The body of [`LuLinearRef::forward`]: `diag(i)` gives `U_ii`, called
+    /// once per row in row order.
+    #[inline(always)]
+    fn forward_with(&self, x: &mut [f32], tmp: &mut [f32], mut diag: impl FnMut(usize) -> f32) {
+        let d = self.dim();
+        let (Some(x), Some(lu)) = (x.get_mut(..d), self.lu.get(..d * d)) else {
+            return;
+        };
+        // u = U·x (row i uses x_j, j ≥ i, not yet overwritten).
         for (i, row) in lu.chunks_exact(d).enumerate() {
             let Some((xi, rest)) = x.get_mut(i..).and_then(|v| v.split_first_mut()) else {
                 break;
             };
-            let (ls, _) = clamp_log_scale(row.get(i).copied().unwrap_or(0.0));
-            ld += ls;
-            let mut u = self.sign_at(i) * crate::activation::exp(ls) * *xi;
+            let mut u = diag(i) * *xi;
             for (w, v) in row.get(i + 1..).unwrap_or_default().iter().zip(rest.iter()) {
                 u += w * v;
             }
@@ -176,7 +241,6 @@ impl<'a> LuLinearRef<'a> {
         for (v, b) in x.iter_mut().zip(self.bias) {
             *v += b;
         }
-        ld
     }
 
     /// `y ← U⁻¹·L⁻¹·P⁻¹·(y − bias)` in place by triangular solves; `tmp` holds
@@ -337,27 +401,57 @@ pub fn lu_decompose(w: &mut [f32], perm: &mut [usize], sign: &mut [f32]) -> Resu
     Ok(())
 }
 
+/// `U`'s diagonal `sign_i·exp(clamped log_s_i)` and the log-det
+/// `Σ clamped log_s_i` (summed from `0.0` in row order) of a packed `lu`
+/// with signs `sign`: what [`LuLinearRef::forward`] computes on each call
+/// without a cache, bit for bit, evaluable in const context.
+pub const fn lu_cache<const D: usize>(sign: &[f32; D], lu: &[[f32; D]; D]) -> ([f32; D], f32) {
+    let mut diag = [0.0; D];
+    let mut ld = 0.0;
+    let mut i = 0;
+    while i < D {
+        let (ls, _) = clamp_log_scale(lu[i][i]);
+        ld += ls;
+        diag[i] = sign_of(sign[i]) * crate::activation::exp(ls);
+        i += 1;
+    }
+    (diag, ld)
+}
+
 /// Const-generic LU linear layer for `static` models. `lu` stores the packed
 /// full square matrix (see the [module docs](self)); the permutation is
-/// private so that it is always valid.
+/// private so that it is always valid, `lu` and `sign` so that the cached
+/// diagonal and log-det ([`lu_cache`]) always match them (read them with
+/// [`LuLinear::lu`] and [`LuLinear::sign`], change them with
+/// [`LuLinear::set_lu`] and [`LuLinear::set_sign`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LuLinear<const D: usize> {
     perm: [usize; D],
-    /// Signs of `U`'s diagonal (`< 0` → −1, else +1).
-    pub sign: [f32; D],
-    /// Packed `[row][col]`: `L` strictly below, `log_s` on, `U` strictly above
-    /// the diagonal.
-    pub lu: [[f32; D]; D],
+    sign: [f32; D],
+    lu: [[f32; D]; D],
     /// Bias.
     pub bias: [f32; D],
+    /// `U`'s diagonal, from `sign` and `lu` ([`lu_cache`]).
+    diag: [f32; D],
+    /// `Σ clamped log_s`, from `lu` ([`lu_cache`]).
+    log_det: f32,
 }
 
 impl<const D: usize> LuLinear<D> {
     /// Construct; panics (a compile error in a `static`) if `perm` is not a
-    /// permutation of `0..D`.
+    /// permutation of `0..D`. Computes the cached diagonal and log-det
+    /// ([`lu_cache`]; in a `static`, at compile time).
     pub const fn new(perm: [usize; D], sign: [f32; D], lu: [[f32; D]; D], bias: [f32; D]) -> Self {
         assert!(is_permutation(&perm), "perm is not a permutation");
-        LuLinear { perm, sign, lu, bias }
+        let (diag, log_det) = lu_cache(&sign, &lu);
+        LuLinear {
+            perm,
+            sign,
+            lu,
+            bias,
+            diag,
+            log_det,
+        }
     }
 
     /// The identity map.
@@ -368,12 +462,7 @@ impl<const D: usize> LuLinear<D> {
             perm[i] = i;
             i += 1;
         }
-        LuLinear {
-            perm,
-            sign: [1.0; D],
-            lu: [[0.0; D]; D],
-            bias: [0.0; D],
-        }
+        Self::new(perm, [1.0; D], [[0.0; D]; D], [0.0; D])
     }
 
     /// The permutation `P`.
@@ -381,7 +470,43 @@ impl<const D: usize> LuLinear<D> {
         &self.perm
     }
 
-    /// Borrow as the slice-level view.
+    /// Signs of `U`'s diagonal (`< 0` → −1, else +1).
+    pub const fn sign(&self) -> &[f32; D] {
+        &self.sign
+    }
+
+    /// Packed `[row][col]`: `L` strictly below, `log_s` on, `U` strictly above
+    /// the diagonal.
+    pub const fn lu(&self) -> &[[f32; D]; D] {
+        &self.lu
+    }
+
+    /// The cached diagonal of `U`, `sign_i·exp(clamped log_s_i)`
+    /// ([`lu_cache`]).
+    pub const fn diagonal(&self) -> &[f32; D] {
+        &self.diag
+    }
+
+    /// The cached log-det `Σ clamped log_s_i` ([`lu_cache`]), the same for
+    /// every input.
+    pub const fn log_det(&self) -> f32 {
+        self.log_det
+    }
+
+    /// Replace the packed `L`/`log_s`/`U` matrix and recompute the cached
+    /// diagonal and log-det.
+    pub fn set_lu(&mut self, lu: [[f32; D]; D]) {
+        self.lu = lu;
+        (self.diag, self.log_det) = lu_cache(&self.sign, &self.lu);
+    }
+
+    /// Replace the signs of `U`'s diagonal and recompute the cached diagonal.
+    pub fn set_sign(&mut self, sign: [f32; D]) {
+        self.sign = sign;
+        (self.diag, self.log_det) = lu_cache(&self.sign, &self.lu);
+    }
+
+    /// Borrow as the slice-level view, with the cached diagonal and log-det.
     #[inline(always)]
     pub fn view(&self) -> LuLinearRef<'_> {
         LuLinearRef {
@@ -389,6 +514,7 @@ impl<const D: usize> LuLinear<D> {
             sign: &self.sign,
             lu: self.lu.as_flattened(),
             bias: &self.bias,
+            cache: Some((&self.diag, self.log_det)),
         }
     }
 }

@@ -634,8 +634,8 @@ fn exported_weights_are_the_model_weights() {
         unreachable!()
     };
     assert_eq!(gen.6.perm().as_slice(), perm.as_slice());
-    assert_eq!(gen.6.sign.as_slice(), sign.as_slice());
-    assert_eq!(bits(gen.6.lu.as_flattened()), bits(&params[..16]));
+    assert_eq!(gen.6.sign().as_slice(), sign.as_slice());
+    assert_eq!(bits(gen.6.lu().as_flattened()), bits(&params[..16]));
     // The 17-layer MAF model is nested: ((16 layers), (1 layer)).
     let maf = maf_model();
     let Layer::Maf { params, .. } = &maf.model.flows[0].layers[1] else {

@@ -230,12 +230,14 @@ fn extreme_inputs_and_parameters() {
         m = LuLinear::new(
             pr.perm.clone().try_into().unwrap(),
             pr.sign.clone().try_into().unwrap(),
-            m.lu,
+            *m.lu(),
             m.bias,
         );
+        let mut lu = *m.lu();
         for i in 0..4 {
-            m.lu[i].copy_from_slice(&pr.p[i * 4..i * 4 + 4]);
+            lu[i].copy_from_slice(&pr.p[i * 4..i * 4 + 4]);
         }
+        m.set_lu(lu);
         m.bias.copy_from_slice(&pr.p[16..]);
         for x0 in [
             [1e30, -1e30, 1e30, 1.0],
@@ -257,26 +259,160 @@ fn extreme_inputs_and_parameters() {
     }
     // Absurd log-scales are clamped: finite log-det, invertible diagonal.
     let mut m = LuLinear::<2>::identity();
-    m.lu = [[1e30, 0.5], [0.5, -f32::INFINITY]];
+    m.set_lu([[1e30, 0.5], [0.5, -f32::INFINITY]]);
     let mut x = [1e-10, 1.0];
     let ld = Bijector::<2>::forward(&m, &mut x).unwrap();
     assert_eq!(ld, 0.0); // +LIMIT − LIMIT
     let ld2 = Bijector::<2>::inverse(&m, &mut x).unwrap();
     assert_eq!(ld2, 0.0);
     assert!(x.iter().all(|v| v.is_finite()), "{x:?}");
-    m.lu[1][1] = f32::NAN;
+    m.set_lu([[1e30, 0.5], [0.5, f32::NAN]]);
     let mut x = [1.0, 1.0];
     let ld = Bijector::<2>::forward(&m, &mut x).unwrap();
     assert_eq!(ld, LOG_SCALE_LIMIT);
     assert!(x.iter().all(|v| v.is_finite()));
     // A result beyond the f32 range is an error, never a non-finite vector.
     let mut big = LuLinear::<2>::identity();
-    big.lu[0][0] = 2.0;
+    big.set_lu([[2.0, 0.0], [0.0, 0.0]]);
     let mut x = [3e38, 0.0];
     assert_eq!(Bijector::<2>::forward(&big, &mut x), Err(Error::Overflow));
     let mut z = [3e38, 0.0];
-    big.lu[0][0] = -2.0;
+    big.set_lu([[-2.0, 0.0], [0.0, 0.0]]);
     assert_eq!(Bijector::<2>::inverse(&big, &mut z), Err(Error::Overflow));
     // Through a flow: huge finite inputs give an error value, no panic.
     assert!(Flow::<2, _>::new(big.clone()).log_prob(&[3e38, 1.0]).is_err());
+}
+
+/// The typed layer's cached diagonal and log-det give the bits of a view
+/// from flat parameters (which computes them on every call), forward,
+/// inverse and log-det, including clamped, NaN and infinite log-scales;
+/// the setters keep the cache in step.
+fn cached_matches_uncached<const D: usize>(rng: &mut Rng) {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for trial in 0..40 {
+        let mut pr = random_params(rng, D);
+        if trial % 4 == 3 {
+            // Log-scales beyond the clamp, NaN and infinities on the diagonal.
+            let specials = [
+                25.0,
+                -1e30,
+                f32::NAN,
+                f32::INFINITY,
+                -f32::INFINITY,
+                -0.0,
+                LOG_SCALE_LIMIT,
+            ];
+            for i in 0..D {
+                pr.p[i * D + i] = specials[(trial + i) % specials.len()];
+            }
+        }
+        let lu: [[f32; D]; D] = std::array::from_fn(|i| std::array::from_fn(|j| pr.p[i * D + j]));
+        let bias: [f32; D] = std::array::from_fn(|i| pr.p[D * D + i]);
+        let mut m = LuLinear::<D>::new(pr.perm.clone().try_into().unwrap(), [1.0; D], [[0.0; D]; D], bias);
+        m.set_sign(pr.sign.clone().try_into().unwrap());
+        m.set_lu(lu);
+        let fresh = LuLinear::new(*m.perm(), *m.sign(), lu, bias);
+        assert_eq!(bits(m.diagonal()), bits(fresh.diagonal()));
+        assert_eq!(m.log_det().to_bits(), fresh.log_det().to_bits());
+        let flat = LuLinearRef::from_flat(&pr.perm, &pr.sign, &pr.p).unwrap();
+        assert!(m.view().is_cached() && !flat.is_cached());
+        assert_eq!(m.log_det().to_bits(), flat.log_det().to_bits());
+        assert_eq!(m.view().log_det().to_bits(), flat.log_det().to_bits());
+        for i in 0..D {
+            let (ls, s) = (pr.p[i * D + i], pr.sign[i]);
+            let ls = if ls.is_nan() {
+                0.0
+            } else {
+                ls.clamp(-LOG_SCALE_LIMIT, LOG_SCALE_LIMIT)
+            };
+            let u = if s < 0.0 { -1.0 } else { 1.0 } * flowmote::activation::exp(std::hint::black_box(ls));
+            assert_eq!(m.diagonal()[i].to_bits(), u.to_bits(), "D {D}, row {i}");
+        }
+        for _ in 0..5 {
+            let x = rng.vec(D, 3.0);
+            let (mut a, mut b) = (x.clone(), x.clone());
+            let (la, lb) = (
+                m.view().forward(&mut a, &mut [0.0; D]),
+                flat.forward(&mut b, &mut [0.0; D]),
+            );
+            assert_eq!((la.to_bits(), bits(&a)), (lb.to_bits(), bits(&b)), "D {D} forward");
+            let (la, lb) = (
+                m.view().inverse(&mut a, &mut [0.0; D]),
+                flat.inverse(&mut b, &mut [0.0; D]),
+            );
+            assert_eq!((la.to_bits(), bits(&a)), (lb.to_bits(), bits(&b)), "D {D} inverse");
+        }
+    }
+}
+
+#[test]
+fn cached_diagonal_is_bit_identical_to_computing_it() {
+    let mut rng = Rng(11);
+    cached_matches_uncached::<1>(&mut rng);
+    cached_matches_uncached::<2>(&mut rng);
+    cached_matches_uncached::<3>(&mut rng);
+    cached_matches_uncached::<5>(&mut rng);
+    cached_matches_uncached::<9>(&mut rng);
+    cached_matches_uncached::<16>(&mut rng);
+}
+
+/// A `static`'s cache is computed in const context: the same bits as the
+/// run-time computation (and as the uncached view), for log-scales across
+/// the whole clamped range.
+#[test]
+fn static_cache_has_run_time_bits() {
+    const N: usize = 24;
+    const fn diag_lu() -> [[f32; N]; N] {
+        let mut lu = [[0.25; N]; N];
+        let mut i = 0;
+        while i < N {
+            // −23 … 23 in uneven steps: both clamp edges and values between.
+            lu[i][i] = -23.0 + 2.0 * i as f32 + 0.123_456_7 * (i % 5) as f32;
+            i += 1;
+        }
+        lu
+    }
+    const fn perm() -> [usize; N] {
+        let mut p = [0; N];
+        let mut i = 0;
+        while i < N {
+            p[i] = (i * 7) % N;
+            i += 1;
+        }
+        p
+    }
+    const fn sign() -> [f32; N] {
+        let mut s = [1.0; N];
+        let mut i = 0;
+        while i < N {
+            if i % 3 == 0 {
+                s[i] = -1.0;
+            }
+            i += 1;
+        }
+        s
+    }
+    static WIDE: LuLinear<N> = LuLinear::new(perm(), sign(), diag_lu(), [0.5; N]);
+    let at_run_time = LuLinear::<N>::new(
+        std::hint::black_box(perm()),
+        std::hint::black_box(sign()),
+        std::hint::black_box(diag_lu()),
+        [0.5; N],
+    );
+    assert_eq!(WIDE, at_run_time);
+    let p: Vec<f32> = WIDE.lu().as_flattened().iter().copied().chain([0.5; N]).collect();
+    let flat = LuLinearRef::from_flat(WIDE.perm(), WIDE.sign(), &p).unwrap();
+    assert_eq!(WIDE.log_det().to_bits(), flat.log_det().to_bits());
+    let mut rng = Rng(12);
+    for _ in 0..20 {
+        let x: [f32; N] = rng.vec(N, 1e-3).try_into().unwrap();
+        let (mut a, mut b) = (x, x.to_vec());
+        let la = Bijector::<N>::forward(&WIDE, &mut a);
+        let lb = flat.forward(&mut b, &mut [0.0; N]);
+        assert_eq!(la.map(f32::to_bits), Ok(lb.to_bits()));
+        assert_eq!(
+            a.map(f32::to_bits).to_vec(),
+            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
 }
