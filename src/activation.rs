@@ -74,11 +74,30 @@ impl Activation {
     /// Apply the function to every element in place. Out of line: one copy
     /// per image serves every layer (the device's flash), and the loop
     /// vectorises on the host.
+    ///
+    /// On microcontrollers (`target_os = "none"`) `tanh` takes its input
+    /// clamp as a branch, four elements per iteration (the loop of scalar
+    /// code that suits an in-order core: see [`tanh`]); elsewhere as
+    /// selects, so that the loop vectorises. The same bits either way.
     #[inline(never)]
     pub fn apply_slice(self, v: &mut [f32]) {
         match self {
+            Activation::Tanh if cfg!(target_os = "none") => {
+                let mut quads = v.chunks_exact_mut(4);
+                for q in &mut quads {
+                    for x in q {
+                        *x = tanh_branch(*x);
+                    }
+                }
+                for x in quads.into_remainder() {
+                    *x = tanh_branch(*x);
+                }
+            }
             Activation::Tanh => v.iter_mut().for_each(|x| *x = tanh_inline(*x)),
-            _ => v.iter_mut().for_each(|x| *x = self.apply(*x)),
+            // One loop per function, so that the match is not taken per element.
+            Activation::Relu => v.iter_mut().for_each(|x| *x = Activation::Relu.apply(*x)),
+            Activation::LeakyRelu => v.iter_mut().for_each(|x| *x = Activation::LeakyRelu.apply(*x)),
+            Activation::Elu => v.iter_mut().for_each(|x| *x = Activation::Elu.apply(*x)),
         }
     }
 
@@ -143,27 +162,38 @@ pub const TANH_MAX_ULP_ERROR: u32 = 7;
 /// Inputs beyond `±TANH_CLAMP` give exactly `±1`.
 const TANH_CLAMP: f32 = 7.907_389_6;
 
-/// `tanh(x)` in f32, branch-free (compares compile to conditional selects)
-/// and vectorisable; the crate's only `tanh`. Accuracy: see the
+/// `tanh(x)` in f32; the crate's only `tanh`. Accuracy: see the
 /// [module docs](self). Out of line (flash); [`Activation::apply_slice`]
 /// inlines the same code into its loop.
+///
+/// The input clamp is a branch taken only for `|x| > TANH_CLAMP` (and NaN):
+/// on a core with a branch but no float min/max (Cortex-M4F) that is 4
+/// instructions where the conditional selects of [`tanh_inline`] take 8,
+/// with the same result for every input (the branch leads to the same
+/// clamp).
 #[inline(never)]
 pub fn tanh(x: f32) -> f32 {
-    tanh_inline(x)
+    tanh_branch(x)
 }
 
-/// The body of [`tanh`], for loops that want it inlined.
+/// The clamp of [`tanh`]'s input: `±TANH_CLAMP` beyond it, `x` otherwise,
+/// NaN through.
 #[inline(always)]
 #[allow(clippy::manual_clamp)] // spelled out: NaN passes through, no assert
-pub(crate) fn tanh_inline(x: f32) -> f32 {
+const fn tanh_clamp(x: f32) -> f32 {
     // NaN fails both comparisons and propagates.
-    let c = if x > TANH_CLAMP {
+    if x > TANH_CLAMP {
         TANH_CLAMP
     } else if x < -TANH_CLAMP {
         -TANH_CLAMP
     } else {
         x
-    };
+    }
+}
+
+/// The rational `x·(1 + x²·P(x²))/Q(x²)` of [`tanh`], on the clamped input.
+#[inline(always)]
+const fn tanh_rational(c: f32) -> f32 {
     let z = c * c;
     let mut p = 1.394_553_6e-8f32;
     p = p * z + 2.102_733_6e-5;
@@ -179,50 +209,99 @@ pub(crate) fn tanh_inline(x: f32) -> f32 {
     p / q
 }
 
+/// The body of [`tanh`] with its clamp as conditional selects: branch-free
+/// and vectorisable, for the loops that want it inlined (the host's
+/// row-blocked passes and [`Activation::apply_slice`] on the host). The same
+/// bits as [`tanh`] for every input.
+#[inline(always)]
+pub(crate) fn tanh_inline(x: f32) -> f32 {
+    tanh_rational(tanh_clamp(x))
+}
+
+/// The body of [`tanh`]: within `±TANH_CLAMP` (the usual case) the clamp is
+/// the identity and is skipped; otherwise, and for NaN, the same clamp as
+/// [`tanh_inline`] runs, behind `black_box` so that the compiler keeps the
+/// branch instead of turning it back into selects.
+#[inline(always)]
+fn tanh_branch(x: f32) -> f32 {
+    let c = if abs(x) <= TANH_CLAMP {
+        x
+    } else {
+        tanh_clamp(core::hint::black_box(x))
+    };
+    tanh_rational(c)
+}
+
+/// `|x|` (clears the sign bit: one instruction with an FPU).
+#[inline(always)]
+const fn abs(x: f32) -> f32 {
+    f32::from_bits(x.to_bits() & 0x7fff_ffff)
+}
+
 /// Bound on the relative error of [`exp`] for results in the normal f32
 /// range, in ulp of the correctly rounded result (exhaustive sweep in this
 /// module's tests: 0.990 ulp; subnormal results within one subnormal step).
 pub const EXP_MAX_ULP_ERROR: u32 = 1;
 
-/// `eˣ` in f32, branch-free (compares compile to conditional selects); the
-/// crate's only `exp`. `x = n·ln 2 + r` with `n` rounded to nearest by the
-/// `1.5·2²³` trick and `ln 2` split in two (Cody–Waite), `eʳ` by the
-/// degree-7 polynomial of Cephes' `expf` (`|r| ≤ ln 2 / 2`), and `2ⁿ`
+/// `eˣ` in f32; the crate's only `exp`. `x = n·ln 2 + r` with `n` rounded to
+/// nearest by the `1.5·2²³` trick and `ln 2` split in two (Cody–Waite), `eʳ`
+/// by the degree-7 polynomial of Cephes' `expf` (`|r| ≤ ln 2 / 2`), and `2ⁿ`
 /// applied as two exact power-of-two factors so that results down to the
 /// subnormals and up to `f32::MAX` come out without a special case.
 /// `exp(x) = +∞` for `x > 88.72284`, `0` for `x < −103.98`, NaN for NaN.
 ///
 /// Out of line: one copy per image (flash: inlined at every use, the
 /// nRF52840 image grew 4.7 %); its callers are per-coordinate code, where the
-/// call costs a few instructions next to the ~40 of the function.
+/// call costs a few instructions next to the ~40 of the function. Its input
+/// clamp (to `[−104, 89]`) is a branch taken only for `|x| > 89` and NaN, as
+/// in [`tanh`].
 ///
-/// A `const fn`: a `static` can hold values computed with it (the LU layer's
-/// cached diagonal, [`crate::LuLinear`]). Const evaluation rounds every f32
-/// operation as IEEE 754 prescribes, as the device's FPU (and the soft-float
-/// routines, and the host) do at run time, and the function has no fused
-/// operations, so a value computed at compile time has the same bits as one
-/// computed on the device (checked by `host-tests/tests/linear.rs`).
+/// [`exp_inline`] is the same function with its clamp as selects, and a
+/// `const fn`: the LU layer's cached diagonal ([`crate::LuLinear`]) is
+/// computed with it in const context. Const evaluation rounds every f32
+/// operation as IEEE 754 prescribes, as the device's FPU, the soft-float
+/// routines and the host do at run time, and neither has a fused
+/// operation, so a value computed at compile time has the bits this
+/// function gives on the device (checked by this module's tests and the
+/// emulated device's golden vectors).
 #[inline(never)]
-pub const fn exp(x: f32) -> f32 {
-    exp_inline(x)
+pub fn exp(x: f32) -> f32 {
+    let c = if abs(x) <= 89.0 {
+        x
+    } else {
+        exp_clamp(core::hint::black_box(x))
+    };
+    exp_unclamped(c)
 }
 
-/// The body of [`exp`], for loops that want it inlined (the host's
-/// row-blocked passes, which vectorise it across rows).
+/// The clamp of [`exp`]'s input to `[−104, 89]`, NaN through.
 #[inline(always)]
 #[allow(clippy::manual_clamp)] // spelled out: NaN passes through, no assert
-pub(crate) const fn exp_inline(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
-    const LN2_HI: f32 = 0.693_359_4; // 0.693359375, exact in 9 bits
-    const LN2_LO: f32 = -2.121_944_4e-4;
+const fn exp_clamp(x: f32) -> f32 {
     // NaN fails both comparisons and propagates.
-    let x = if x > 89.0 {
+    if x > 89.0 {
         89.0
     } else if x < -104.0 {
         -104.0
     } else {
         x
-    };
+    }
+}
+
+/// The body of [`exp`], branch-free, for loops that want it inlined (the
+/// host's row-blocked passes, which vectorise it across rows) and for const
+/// evaluation. The same bits as [`exp`] for every input.
+#[inline(always)]
+pub(crate) const fn exp_inline(x: f32) -> f32 {
+    exp_unclamped(exp_clamp(x))
+}
+
+/// [`exp`] on an input already in `[−104, 89]` (or NaN).
+#[inline(always)]
+const fn exp_unclamped(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
+    const LN2_HI: f32 = 0.693_359_4; // 0.693359375, exact in 9 bits
+    const LN2_LO: f32 = -2.121_944_4e-4;
     let t = x * core::f32::consts::LOG2_E + MAGIC;
     let n = t - MAGIC;
     let r = (x - n * LN2_HI) - n * LN2_LO;
@@ -270,6 +349,9 @@ mod tests {
             let x = f32::from_bits(bits);
             let y = tanh(x);
             assert_eq!(tanh(-x).to_bits(), (-y).to_bits(), "odd at {x}");
+            // The branch-free body (clamp by selects) gives the same bits.
+            assert_eq!(tanh_inline(x).to_bits(), y.to_bits(), "tanh_inline({x})");
+            assert_eq!(tanh_inline(-x).to_bits(), (-y).to_bits(), "tanh_inline({})", -x);
             assert!((0.0..=1.0).contains(&y), "tanh({x}) = {y}");
             // Monotone up to rounding: the largest step down.
             max_drop = max_drop.max(prev - y);
@@ -291,8 +373,8 @@ mod tests {
         (max_abs, max_ulp, at)
     }
 
-    /// `exp` evaluated in const context (a `static`'s initialiser, as the LU
-    /// layer's cached diagonal is) has the bits of the same call at run
+    /// `exp`'s body evaluated in const context (a `static`'s initialiser, as
+    /// the LU layer's cached diagonal is) has the bits of [`exp`] at run
     /// time: every clamped log-scale the LU layer can feed it, spread over
     /// `[−20, 20]`, the edges of `exp`'s own clamp and special values.
     #[test]
@@ -327,7 +409,7 @@ mod tests {
             let mut e = [0.0f32; N];
             let mut i = 0;
             while i < N {
-                e[i] = exp(x[i]);
+                e[i] = exp_inline(x[i]);
                 i += 1;
             }
             e
@@ -380,6 +462,12 @@ mod tests {
         while bits <= f32::INFINITY.to_bits() {
             for x in [f32::from_bits(bits), -f32::from_bits(bits)] {
                 let y = exp(x);
+                // The branch-free, const body gives the same bits.
+                let yi = exp_inline(x);
+                assert!(
+                    yi.to_bits() == y.to_bits() || (y.is_nan() && yi.is_nan()),
+                    "exp_inline({x})"
+                );
                 let t = libm::exp(x as f64);
                 let r = t as f32;
                 if r.is_infinite() {

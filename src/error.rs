@@ -37,9 +37,31 @@ impl core::error::Error for Error {}
 /// `Ok(())` if every value is finite, else [`Error::NonFiniteInput`].
 #[inline]
 pub fn check_finite(x: &[f32]) -> Result<(), Error> {
-    if x.iter().all(|v| v.is_finite()) {
+    if all_finite(x) {
         Ok(())
     } else {
         Err(Error::NonFiniteInput)
+    }
+}
+
+/// `true` if every value is finite (no NaN, no ±∞).
+///
+/// With a hardware FPU (`eabihf` targets: the Cortex-M4F) as a sum of
+/// `v·0`, which is `±0` for a finite `v` and NaN for NaN and `±∞`, so the
+/// sum is `±0` exactly when every value is finite: one multiply–add per
+/// value (`vmla`, not fused, so nothing rounds away), where testing the
+/// exponent bits moves each value to an integer register first. Elsewhere
+/// (soft float, where a float operation is a call, and the host) by the
+/// exponent bits. The same answer either way.
+#[inline(always)]
+pub fn all_finite(x: &[f32]) -> bool {
+    if cfg!(target_abi = "eabihf") {
+        let mut acc = 0.0f32;
+        for v in x {
+            acc += v * 0.0;
+        }
+        acc == 0.0
+    } else {
+        x.iter().all(|v| v.is_finite())
     }
 }

@@ -48,7 +48,12 @@ impl<const D: usize, L: Bijector<D>> Flow<D, L> {
 
     /// Exact `log p(x)` in nats. Never panics; see [`Flow::forward`] for errors.
     pub fn log_prob(&self, x: &[f32; D]) -> Result<f32, Error> {
-        let (z, ld) = self.forward(x)?;
+        check_finite(x)?;
+        let mut z = *x;
+        let ld = self.layers.forward(&mut z)?;
+        // [`Flow::forward`]'s check of `z` and `ld` is left to the one below:
+        // a non-finite coordinate of `z` (its square is +∞ or NaN) or
+        // log-det makes `lp` non-finite too, and both are `Overflow`.
         let lp = normal::log_pdf(&z) + ld;
         if lp.is_finite() {
             Ok(lp)
