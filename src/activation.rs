@@ -1,10 +1,17 @@
 //! Activation functions of the conditioner networks, and the core's own
-//! branch-free [`tanh`] that every `tanh` in the crate calls (hidden units,
+//! [`tanh`] that every `tanh` in the crate calls (hidden units,
 //! soft-clamped log-scales): one implementation, so the host scorer, the
 //! trainer and the device compute the same bits.
 //!
 //! [`exp`] is the crate's only `exp` (affine scales, ActNorm, LU diagonals,
 //! spline bin widths, mixture weights), written the same way.
+//!
+//! Each has two spellings of its input clamp with the same result for every
+//! input: conditional selects (branch-free, for loops that vectorise on the
+//! host, and a `const fn` for `exp`) and a rarely taken branch around an
+//! out-of-line clamp (scalar code on the device, where it saves half the
+//! clamp's instructions). The exhaustive sweeps in this module's tests
+//! check that both give the same bits for every f32.
 //!
 //! ## Accuracy of [`tanh`]
 //! A rational minimax approximation `x·(1 + x²·P(x²))/Q(x²)` of type [9/8]
@@ -94,10 +101,7 @@ impl Activation {
                 }
             }
             Activation::Tanh => v.iter_mut().for_each(|x| *x = tanh_inline(*x)),
-            // One loop per function, so that the match is not taken per element.
-            Activation::Relu => v.iter_mut().for_each(|x| *x = Activation::Relu.apply(*x)),
-            Activation::LeakyRelu => v.iter_mut().for_each(|x| *x = Activation::LeakyRelu.apply(*x)),
-            Activation::Elu => v.iter_mut().for_each(|x| *x = Activation::Elu.apply(*x)),
+            _ => v.iter_mut().for_each(|x| *x = self.apply(*x)),
         }
     }
 
@@ -220,16 +224,20 @@ pub(crate) fn tanh_inline(x: f32) -> f32 {
 
 /// The body of [`tanh`]: within `±TANH_CLAMP` (the usual case) the clamp is
 /// the identity and is skipped; otherwise, and for NaN, the same clamp as
-/// [`tanh_inline`] runs, behind `black_box` so that the compiler keeps the
-/// branch instead of turning it back into selects.
+/// [`tanh_inline`] runs, out of line (a call, so the compiler keeps the
+/// branch instead of turning it back into selects, and one copy of it
+/// whatever the number of inlined bodies).
 #[inline(always)]
 fn tanh_branch(x: f32) -> f32 {
-    let c = if abs(x) <= TANH_CLAMP {
-        x
-    } else {
-        tanh_clamp(core::hint::black_box(x))
-    };
+    let c = if abs(x) <= TANH_CLAMP { x } else { tanh_clamp_cold(x) };
     tanh_rational(c)
+}
+
+/// [`tanh_clamp`], out of line for [`tanh_branch`].
+#[cold]
+#[inline(never)]
+fn tanh_clamp_cold(x: f32) -> f32 {
+    tanh_clamp(x)
 }
 
 /// `|x|` (clears the sign bit: one instruction with an FPU).
@@ -266,12 +274,15 @@ pub const EXP_MAX_ULP_ERROR: u32 = 1;
 /// emulated device's golden vectors).
 #[inline(never)]
 pub fn exp(x: f32) -> f32 {
-    let c = if abs(x) <= 89.0 {
-        x
-    } else {
-        exp_clamp(core::hint::black_box(x))
-    };
+    let c = if abs(x) <= 89.0 { x } else { exp_clamp_cold(x) };
     exp_unclamped(c)
+}
+
+/// [`exp_clamp`], out of line for [`exp`] (see [`tanh_branch`]).
+#[cold]
+#[inline(never)]
+fn exp_clamp_cold(x: f32) -> f32 {
+    exp_clamp(x)
 }
 
 /// The clamp of [`exp`]'s input to `[−104, 89]`, NaN through.

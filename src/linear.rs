@@ -45,7 +45,7 @@
 //!   arises from finite inputs except through such an overflow.
 
 use crate::layer::{SliceBackward, SliceBijector};
-use crate::permutation::{is_permutation, permute_forward};
+use crate::permutation::is_permutation;
 use crate::{Bijector, Error};
 
 /// `log_s` is clamped to `[−LOG_SCALE_LIMIT, LOG_SCALE_LIMIT]`.
