@@ -172,7 +172,7 @@ const TANH_CLAMP: f32 = 7.907_389_6;
 ///
 /// The input clamp is a branch taken only for `|x| > TANH_CLAMP` (and NaN):
 /// on a core with a branch but no float min/max (Cortex-M4F) that is 4
-/// instructions where the conditional selects of [`tanh_inline`] take 8,
+/// instructions where the conditional selects of its branch-free body take 8,
 /// with the same result for every input (the branch leads to the same
 /// clamp).
 #[inline(never)]
@@ -264,9 +264,10 @@ pub const EXP_MAX_ULP_ERROR: u32 = 1;
 /// clamp (to `[−104, 89]`) is a branch taken only for `|x| > 89` and NaN, as
 /// in [`tanh`].
 ///
-/// [`exp_inline`] is the same function with its clamp as selects, and a
-/// `const fn`: the LU layer's cached diagonal ([`crate::LuLinear`]) is
-/// computed with it in const context. Const evaluation rounds every f32
+/// Its branch-free body (the crate-private `exp_inline`) is the same
+/// function with its clamp as selects, and a `const fn`: the LU layer's
+/// cached diagonal ([`crate::LuLinear`]) is computed with it in const
+/// context. Const evaluation rounds every f32
 /// operation as IEEE 754 prescribes, as the device's FPU, the soft-float
 /// routines and the host do at run time, and neither has a fused
 /// operation, so a value computed at compile time has the bits this
