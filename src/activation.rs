@@ -83,13 +83,16 @@ impl Activation {
     /// vectorises on the host.
     ///
     /// On microcontrollers (`target_os = "none"`) `tanh` takes its input
-    /// clamp as a branch, four elements per iteration (the loop of scalar
-    /// code that suits an in-order core: see [`tanh`]); elsewhere as
-    /// selects, so that the loop vectorises. The same bits either way.
+    /// clamp as a branch (the scalar code that suits an in-order core: see
+    /// [`tanh`]), four elements per iteration with a hardware FPU (`eabihf`:
+    /// the loop's own instructions are then a fair share), one with soft
+    /// float (where each float operation is a call, and four copies of the
+    /// body would only cost flash); elsewhere as selects, so that the loop
+    /// vectorises. The same bits every way.
     #[inline(never)]
     pub fn apply_slice(self, v: &mut [f32]) {
         match self {
-            Activation::Tanh if cfg!(target_os = "none") => {
+            Activation::Tanh if cfg!(all(target_os = "none", target_abi = "eabihf")) => {
                 let mut quads = v.chunks_exact_mut(4);
                 for q in &mut quads {
                     for x in q {
@@ -100,6 +103,7 @@ impl Activation {
                     *x = tanh_branch(*x);
                 }
             }
+            Activation::Tanh if cfg!(target_os = "none") => v.iter_mut().for_each(|x| *x = tanh_branch(*x)),
             Activation::Tanh => v.iter_mut().for_each(|x| *x = tanh_inline(*x)),
             _ => v.iter_mut().for_each(|x| *x = self.apply(*x)),
         }
