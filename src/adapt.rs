@@ -44,9 +44,11 @@ pub trait AdaptTarget {
 }
 
 /// A flow as a stack of layer views with a standard-normal base: the
-/// backward passes give the input gradient. `work` holds
-/// [`Views::work_len`] floats (every layer's input, the largest scratch and
-/// room for the discarded parameter gradient).
+/// backward passes give the input gradient
+/// ([`SliceBackward::backward_input`]). `work` holds [`Views::work_len`]
+/// floats (every layer's input, the latent and the largest scratch). A
+/// device uses [`crate::gradient::Gradient`] instead: the same numbers
+/// through the const-generic layers, its memory inline.
 pub struct Views<'a, 'l> {
     /// The layers in the data → latent order (the first is the frozen
     /// standardisation of an exported model).
@@ -58,28 +60,25 @@ pub struct Views<'a, 'l> {
 impl Views<'_, '_> {
     /// Floats of `work` for `layers` on inputs of `dim` features.
     pub fn work_len(layers: &[&dyn SliceBackward], dim: usize) -> usize {
-        let mut scratch = 0;
-        let mut params = 0;
-        for l in layers {
-            scratch = scratch.max(l.scratch_len()).max(l.train_scratch_len());
-            params = params.max(l.param_len());
-        }
-        dim * (layers.len() + 1) + scratch + params
+        dim * (layers.len() + 1) + Self::scratch_len(layers)
     }
 
-    /// Split `work` into (inputs, z, scratch, discard); `ShapeMismatch` if short.
+    fn scratch_len(layers: &[&dyn SliceBackward]) -> usize {
+        layers
+            .iter()
+            .map(|l| l.scratch_len().max(l.train_scratch_len()))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Split `work` into (inputs, z, scratch); `ShapeMismatch` if short.
     #[allow(clippy::type_complexity)]
-    fn split(&mut self, d: usize) -> Result<(&mut [f32], &mut [f32], &mut [f32], &mut [f32]), Error> {
+    fn split(&mut self, d: usize) -> Result<(&mut [f32], &mut [f32], &mut [f32]), Error> {
         let need = Self::work_len(self.layers, d);
         let work = self.work.get_mut(..need).ok_or(Error::ShapeMismatch)?;
         let (inputs, rest) = work.split_at_mut(d * self.layers.len());
-        let (z, rest) = rest.split_at_mut(d);
-        let mut scratch = 0;
-        for l in self.layers {
-            scratch = scratch.max(l.scratch_len()).max(l.train_scratch_len());
-        }
-        let (scratch, discard) = rest.split_at_mut(scratch);
-        Ok((inputs, z, scratch, discard))
+        let (z, scratch) = rest.split_at_mut(d);
+        Ok((inputs, z, scratch))
     }
 
     /// Forward through every layer, keeping each layer's input when `save`;
@@ -88,7 +87,7 @@ impl Views<'_, '_> {
         check_finite(x)?;
         let d = x.len();
         let layers = self.layers;
-        let (inputs, z, scratch, _) = self.split(d)?;
+        let (inputs, z, scratch) = self.split(d)?;
         z.copy_from_slice(x);
         let mut ld = 0.0;
         for (l, input) in layers.iter().zip(inputs.chunks_exact_mut(d.max(1))) {
@@ -121,12 +120,11 @@ impl AdaptTarget for Views<'_, '_> {
         let nll = self.forward(x, true)?;
         let d = x.len();
         let layers = self.layers;
-        let (inputs, z, scratch, discard) = self.split(d)?;
+        let (inputs, z, scratch) = self.split(d)?;
         // ∂(−log N(z))/∂z = z; ∂(−Σ log-det)/∂(log-det) = −1.
         g.copy_from_slice(z);
         for (l, input) in layers.iter().zip(inputs.chunks_exact(d.max(1))).rev() {
-            let discard = discard.get_mut(..l.param_len()).ok_or(Error::ShapeMismatch)?;
-            l.backward_flat(input, g, -1.0, discard, scratch);
+            l.backward_input(input, g, -1.0, scratch);
         }
         if check_finite(g).is_err() {
             return Err(Error::Overflow);

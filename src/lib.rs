@@ -62,6 +62,7 @@ pub mod coupling;
 pub mod error;
 pub mod features;
 pub mod flow;
+pub mod gradient;
 pub mod layer;
 pub mod linear;
 pub mod maf;

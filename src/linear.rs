@@ -218,10 +218,20 @@ impl<'a> LuLinearRef<'a> {
     /// diagonal of the `lu` block receives `∂L/∂log_s`). `scratch` has
     /// [`LuLinearRef::train_scratch_len`] floats.
     pub fn backward(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]) {
+        self.vjp(x, g, g_ld, Some(grad), scratch)
+    }
+
+    /// [`LuLinearRef::backward`] without the parameter gradient: `g`
+    /// becomes `∂L/∂x`, bit for bit as there (on-device adaptation).
+    pub fn backward_input(&self, x: &[f32], g: &mut [f32], scratch: &mut [f32]) {
+        self.vjp(x, g, 0.0, None, scratch)
+    }
+
+    #[inline(always)]
+    fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, mut grad: Option<&mut [f32]>, scratch: &mut [f32]) {
         let d = self.dim();
         let lu = self.lu;
         let (u, gv) = scratch[..2 * d].split_at_mut(d);
-        let (g_lu, g_b) = grad.split_at_mut(d * d);
         for i in 0..d {
             let mut s = self.diag(i).0 * x[i];
             for j in i + 1..d {
@@ -231,7 +241,9 @@ impl<'a> LuLinearRef<'a> {
         }
         // y = P·v + b.
         for (i, &p) in self.perm.iter().enumerate() {
-            g_b[i] += g[i];
+            if let Some(grad) = grad.as_deref_mut() {
+                grad[d * d + i] += g[i];
+            }
             gv[p] = g[i];
         }
         // v = L·u: ∂u = Lᵀ·∂v, ∂L_ij = ∂v_i·u_j (i > j).
@@ -239,7 +251,9 @@ impl<'a> LuLinearRef<'a> {
             let mut s = gv[j];
             for i in j + 1..d {
                 s += lu[i * d + j] * gv[i];
-                g_lu[i * d + j] += gv[i] * u[j];
+                if let Some(grad) = grad.as_deref_mut() {
+                    grad[i * d + j] += gv[i] * u[j];
+                }
             }
             g[j] = s;
         }
@@ -251,11 +265,15 @@ impl<'a> LuLinearRef<'a> {
             let mut s = ujj * gu[j];
             for i in 0..j {
                 s += lu[i * d + j] * gu[i];
-                g_lu[i * d + j] += gu[i] * x[j];
+                if let Some(grad) = grad.as_deref_mut() {
+                    grad[i * d + j] += gu[i] * x[j];
+                }
             }
             g[j] = s;
-            let m = if dujj == 0.0 { 0.0 } else { 1.0 };
-            g_lu[j * d + j] += gu[j] * x[j] * dujj + g_ld * m;
+            if let Some(grad) = grad.as_deref_mut() {
+                let m = if dujj == 0.0 { 0.0 } else { 1.0 };
+                grad[j * d + j] += gu[j] * x[j] * dujj + g_ld * m;
+            }
         }
     }
 }
@@ -440,6 +458,9 @@ impl SliceBackward for LuLinearRef<'_> {
     }
     fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]) {
         self.backward(x, g, g_ld, grad, scratch)
+    }
+    fn backward_input(&self, x: &[f32], g: &mut [f32], _: f32, scratch: &mut [f32]) {
+        LuLinearRef::backward_input(self, x, g, scratch)
     }
     fn as_bijector(&self) -> &dyn SliceBijector {
         self

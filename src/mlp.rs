@@ -256,6 +256,38 @@ impl MlpRef<'_, f32> {
         tmp1: &mut [f32],
         grad: &mut MlpGrad<'_>,
     ) {
+        self.vjp(x, c, acts, g_out, g_x, tmp0, tmp1, Some(grad))
+    }
+
+    /// [`MlpRef::backward`] without the parameter gradient: only `∂L/∂x` is
+    /// added to `g_x` (bit for bit the same as [`MlpRef::backward`] adds).
+    /// What on-device adaptation needs; no gradient buffer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_input(
+        &self,
+        x: &[f32],
+        acts: &[f32],
+        g_out: &[f32],
+        g_x: &mut [f32],
+        tmp0: &mut [f32],
+        tmp1: &mut [f32],
+    ) {
+        self.vjp(x, 0.0, acts, g_out, Some(g_x), tmp0, tmp1, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(crate) fn vjp(
+        &self,
+        x: &[f32],
+        c: f32,
+        acts: &[f32],
+        g_out: &[f32],
+        g_x: Option<&mut [f32]>,
+        tmp0: &mut [f32],
+        tmp1: &mut [f32],
+        mut grad: Option<&mut MlpGrad<'_>>,
+    ) {
         let s = self.shape;
         let h = s.hidden;
         let last = &acts[(s.depth - 1) * h..s.depth * h];
@@ -264,11 +296,15 @@ impl MlpRef<'_, f32> {
         gh.fill(0.0);
         for j in 0..s.output {
             let g = g_out[j];
-            grad.b_out[j] += g;
             let row = &self.w_out[j * h..(j + 1) * h];
-            let grow = &mut grad.w_out[j * h..(j + 1) * h];
+            if let Some(grad) = grad.as_deref_mut() {
+                grad.b_out[j] += g;
+                let grow = &mut grad.w_out[j * h..(j + 1) * h];
+                for k in 0..h {
+                    grow[k] += g * last[k];
+                }
+            }
             for k in 0..h {
-                grow[k] += g * last[k];
                 gh[k] += g * row[k];
             }
         }
@@ -278,17 +314,19 @@ impl MlpRef<'_, f32> {
             let out_act = &acts[l * h..(l + 1) * h];
             let in_act = &acts[(l - 1) * h..l * h];
             let w = &self.w_hid[(l - 1) * h * h..l * h * h];
-            let gw = &mut grad.w_hid[(l - 1) * h * h..l * h * h];
-            let gb = &mut grad.b_hid[(l - 1) * h..l * h];
             let gp = &mut gprev[..h];
             gp.fill(0.0);
             for k in 0..h {
                 let gpre = gcur[k] * self.act.derivative_from_output(out_act[k]);
-                gb[k] += gpre;
+                if let Some(grad) = grad.as_deref_mut() {
+                    grad.b_hid[(l - 1) * h + k] += gpre;
+                    let grow = &mut grad.w_hid[(l - 1) * h * h + k * h..(l - 1) * h * h + (k + 1) * h];
+                    for m in 0..h {
+                        grow[m] += gpre * in_act[m];
+                    }
+                }
                 let row = &w[k * h..(k + 1) * h];
-                let grow = &mut gw[k * h..(k + 1) * h];
                 for m in 0..h {
-                    grow[m] += gpre * in_act[m];
                     gp[m] += gpre * row[m];
                 }
             }
@@ -300,13 +338,15 @@ impl MlpRef<'_, f32> {
         let mut g_x = g_x;
         for k in 0..h {
             let gpre = gcur[k] * self.act.derivative_from_output(first[k]);
-            grad.b_in[k] += gpre;
-            if s.cond == 1 {
-                grad.w_cond[k] += gpre * c;
-            }
-            let grow = &mut grad.w_in[k * n..(k + 1) * n];
-            for i in 0..n {
-                grow[i] += gpre * x[i];
+            if let Some(grad) = grad.as_deref_mut() {
+                grad.b_in[k] += gpre;
+                if s.cond == 1 {
+                    grad.w_cond[k] += gpre * c;
+                }
+                let grow = &mut grad.w_in[k * n..(k + 1) * n];
+                for i in 0..n {
+                    grow[i] += gpre * x[i];
+                }
             }
             if let Some(gx) = g_x.as_deref_mut() {
                 let row = &self.w_in[k * n..(k + 1) * n];

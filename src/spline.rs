@@ -551,6 +551,17 @@ impl SplineCouplingRef<'_> {
     /// conditioner's parameter gradient to `grad`. `scratch` has
     /// [`SplineCouplingRef::train_scratch_len`] floats.
     pub fn backward(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut MlpGrad<'_>, scratch: &mut [f32]) {
+        self.vjp(x, g, g_ld, Some(grad), scratch)
+    }
+
+    /// The backward pass without the parameter gradient: `g` becomes
+    /// `∂L/∂x` exactly as in the full backward pass (on-device adaptation).
+    pub fn backward_input(&self, x: &[f32], g: &mut [f32], g_ld: f32, scratch: &mut [f32]) {
+        self.vjp(x, g, g_ld, None, scratch)
+    }
+
+    #[inline(always)]
+    fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: Option<&mut MlpGrad<'_>>, scratch: &mut [f32]) {
         let sh = self.net.shape;
         let n = self.n_out();
         let (acts, rest) = scratch.split_at_mut(sh.n_activations());
@@ -572,7 +583,7 @@ impl SplineCouplingRef<'_> {
                 &mut g_out[j..],
             );
         }
-        self.net.backward(xa, 0.0, acts, g_out, Some(ga), t0, t1, grad);
+        self.net.vjp(xa, 0.0, acts, g_out, Some(ga), t0, t1, grad);
     }
 }
 
@@ -760,6 +771,17 @@ impl SplineAutoregressiveRef<'_> {
     /// Backward pass of [`SplineAutoregressiveRef::forward`] at input `x`;
     /// conventions as in [`SplineCouplingRef::backward`].
     pub fn backward(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut MlpGrad<'_>, scratch: &mut [f32]) {
+        self.vjp(x, g, g_ld, Some(grad), scratch)
+    }
+
+    /// The backward pass without the parameter gradient: `g` becomes
+    /// `∂L/∂x` exactly as in the full backward pass (on-device adaptation).
+    pub fn backward_input(&self, x: &[f32], g: &mut [f32], g_ld: f32, scratch: &mut [f32]) {
+        self.vjp(x, g, g_ld, None, scratch)
+    }
+
+    #[inline(always)]
+    fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: Option<&mut MlpGrad<'_>>, scratch: &mut [f32]) {
         let d = self.dim();
         let sh = self.net.shape;
         let n = self.n_out();
@@ -780,7 +802,7 @@ impl SplineAutoregressiveRef<'_> {
                 &mut g_out[i..],
             );
         }
-        self.net.backward(x, 0.0, acts, g_out, Some(g), t0, t1, grad);
+        self.net.vjp(x, 0.0, acts, g_out, Some(g), t0, t1, grad);
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::{load_scoring, score_rows};
 use crate::metrics;
-use crate::model::{Layer, ModelFile, Threshold, View};
+use crate::model::{DynFlow, Layer, ModelFile, Threshold, View};
 use crate::output;
 use crate::say;
 use anyhow::{bail, ensure, Result};
@@ -96,48 +96,18 @@ pub fn adapt_model(
         model.mean.len() == d && model.std.len() == d,
         "model mean/std do not match its dimension"
     );
-    let view = flow
-        .view()
-        .map_err(|e| anyhow::anyhow!("cannot build the model's views: {e}"))?;
-    let mut layers: Vec<&dyn SliceBackward> = Vec::with_capacity(view.layers.len());
-    for l in &view.layers {
-        match l {
-            View::Likelihood(b) => layers.push(b.as_ref()),
-            _ => bail!("adapt needs every layer's backward pass: continuous flows and i8 weights have none"),
+    let (u, ls, used, skipped) = with_views(flow, |target| {
+        let mut a = HostAdapter::new(config, &model.mean, &model.std);
+        let (mut used, mut skipped) = (0, 0);
+        for r in rows {
+            match a.view().commission(target, r) {
+                Ok(_) => used += 1,
+                Err(_) => skipped += 1,
+            }
         }
-    }
-    let mut work = vec![0.0; Views::work_len(&layers, d)];
-    let mut target = Views {
-        layers: &layers,
-        work: &mut work,
-    };
-    let (mut params, mut moments, mut awork, mut held) = (
-        vec![0.0; 2 * d],
-        vec![0.0; 4 * d],
-        vec![0.0; 10 * d],
-        vec![0.0; HELD * d],
-    );
-    let mut meta = AdaptMeta::NEW;
-    let mut a = AdaptView {
-        config,
-        mean: &model.mean,
-        std: &model.std,
-        params: &mut params,
-        moments: &mut moments,
-        work: &mut awork,
-        held: &mut held,
-        meta: &mut meta,
-    };
-    let (mut used, mut skipped) = (0, 0);
-    for r in rows {
-        match a.commission(&mut target, r) {
-            Ok(_) => used += 1,
-            Err(_) => skipped += 1,
-        }
-    }
-    drop(view);
-    let (u, ls) = params.split_at(d);
-    let (u, ls) = (u.to_vec(), ls.to_vec());
+        let (u, ls) = a.params.split_at(d);
+        (u.to_vec(), ls.to_vec(), used, skipped)
+    })?;
     // Fold: the first layer e^{s}·x' + b with x' = μ + (x − μ − σu)e^{−ℓ}
     // becomes e^{s−ℓ}·x + b + e^{s}(μ − (μ + σu)e^{−ℓ}).
     let (mean, std) = (model.mean.clone(), model.std.clone());
@@ -153,6 +123,73 @@ pub fn adapt_model(
         }
     }
     Ok((u, ls, used, skipped))
+}
+
+/// Run `f` on `flow`'s layers as the host's differentiable views (what
+/// `flowmote adapt` and the export's golden adaptation run); an error if
+/// a layer has no backward pass (continuous flows, i8 weights).
+pub fn with_views<R>(flow: &DynFlow, f: impl FnOnce(&mut Views) -> R) -> Result<R> {
+    let view = flow
+        .view()
+        .map_err(|e| anyhow::anyhow!("cannot build the model's views: {e}"))?;
+    let mut layers: Vec<&dyn SliceBackward> = Vec::with_capacity(view.layers.len());
+    for l in &view.layers {
+        match l {
+            View::Likelihood(b) => layers.push(b.as_ref()),
+            _ => bail!("adapt needs every layer's backward pass: continuous flows and i8 weights have none"),
+        }
+    }
+    let mut work = vec![0.0; Views::work_len(&layers, flow.dim)];
+    let mut target = Views {
+        layers: &layers,
+        work: &mut work,
+    };
+    Ok(f(&mut target))
+}
+
+/// The device's [`flowmote::Adapter`] with heap buffers ([`HELD`] windows
+/// held back), for any dimension.
+pub struct HostAdapter<'m> {
+    config: &'m AdaptConfig,
+    mean: &'m [f32],
+    std: &'m [f32],
+    /// The correction `[u (D), ℓ (D)]`.
+    pub params: Vec<f32>,
+    moments: Vec<f32>,
+    work: Vec<f32>,
+    held: Vec<f32>,
+    meta: AdaptMeta,
+}
+
+impl<'m> HostAdapter<'m> {
+    /// No correction yet, for a model standardised with `mean`, `std`.
+    pub fn new(config: &'m AdaptConfig, mean: &'m [f32], std: &'m [f32]) -> Self {
+        let d = mean.len();
+        HostAdapter {
+            config,
+            mean,
+            std,
+            params: vec![0.0; 2 * d],
+            moments: vec![0.0; 4 * d],
+            work: vec![0.0; 10 * d],
+            held: vec![0.0; HELD * d],
+            meta: AdaptMeta::NEW,
+        }
+    }
+
+    /// The borrowed view the core's methods run on.
+    pub fn view(&mut self) -> AdaptView<'_> {
+        AdaptView {
+            config: self.config,
+            mean: self.mean,
+            std: self.std,
+            params: &mut self.params,
+            moments: &mut self.moments,
+            work: &mut self.work,
+            held: &mut self.held,
+            meta: &mut self.meta,
+        }
+    }
 }
 
 /// Run `flowmote adapt`.
