@@ -33,7 +33,9 @@
 
 use crate::error::check_finite;
 use crate::layer::SliceBackward;
-use crate::{normal, Error};
+use crate::{normal, Density, Error};
+use core::cell::Cell;
+use rand_core::Rng;
 
 /// The model an adapter fits against: `−log p(x)` and its input gradient.
 pub trait AdaptTarget {
@@ -469,8 +471,11 @@ impl AdaptView<'_> {
     }
 }
 
-/// `out = μ + (x − μ − σ⊙u) ⊙ e^{−ℓ}`; returns `−Σ ℓ`.
-fn correct(mean: &[f32], std: &[f32], params: &[f32], x: &[f32], out: &mut [f32]) -> Result<f32, Error> {
+/// The correction `x' = μ + (x − μ − σ⊙u) ⊙ e^{−ℓ}` into `out`, for a
+/// model standardised with `mean` (`μ`) and `std` (`σ`) and `params =
+/// [u (D), ℓ (D)]`; returns its log-det `−Σ ℓ`. What every adapter method
+/// and [`Corrected`] apply.
+pub fn correct(mean: &[f32], std: &[f32], params: &[f32], x: &[f32], out: &mut [f32]) -> Result<f32, Error> {
     let d = mean.len();
     if std.len() != d || params.len() != 2 * d || x.len() != d || out.len() != d {
         return Err(Error::ShapeMismatch);
@@ -575,5 +580,80 @@ impl<const D: usize, const H: usize> Adapter<D, H> {
         threshold: f32,
     ) -> Result<Tracked, Error> {
         self.view().track(target, x, threshold)
+    }
+}
+
+/// A model scored through an adapter's correction:
+/// `log p̃(x) = log p(x') − Σ ℓ`, bit for bit the adapter's own score
+/// ([`AdaptView::nll`]). The correction sits in a [`Cell`], so a detector
+/// can hold `&Corrected` while the device's adapter updates it
+/// ([`Corrected::set`]).
+#[derive(Debug)]
+pub struct Corrected<'m, const D: usize, M> {
+    model: &'m M,
+    mean: [f32; D],
+    std: [f32; D],
+    correction: Cell<[[f32; D]; 2]>,
+}
+
+impl<'m, const D: usize, M: Density<D>> Corrected<'m, D, M> {
+    /// `model` (standardised with `mean`, `std`: an export's `MEAN`,
+    /// `STD`) with no correction yet: it scores exactly as `model`.
+    pub const fn new(model: &'m M, mean: [f32; D], std: [f32; D]) -> Self {
+        Corrected {
+            model,
+            mean,
+            std,
+            correction: Cell::new([[0.0; D]; 2]),
+        }
+    }
+
+    /// Score with the correction `(u, ℓ)` from now on (e.g.
+    /// [`Adapter::correction`] after an update).
+    pub fn set(&self, (shift, log_scale): ([f32; D], [f32; D])) {
+        self.correction.set([shift, log_scale]);
+    }
+
+    /// The correction in use.
+    pub fn correction(&self) -> ([f32; D], [f32; D]) {
+        let [u, l] = self.correction.get();
+        (u, l)
+    }
+
+    /// The uncorrected model.
+    pub fn model(&self) -> &'m M {
+        self.model
+    }
+}
+
+impl<const D: usize, M: Density<D>> Density<D> for Corrected<'_, D, M> {
+    fn log_prob(&self, x: &[f32; D]) -> Result<f32, Error> {
+        let params = self.correction.get();
+        let mut xc = [0.0; D];
+        let ld = correct(&self.mean, &self.std, params.as_flattened(), x, &mut xc)?;
+        let lp = self.model.log_prob(&xc)? + ld;
+        if lp.is_finite() {
+            Ok(lp)
+        } else {
+            Err(Error::Overflow)
+        }
+    }
+
+    /// A model sample `x'` mapped back, `x = μ + σ⊙u + (x' − μ) ⊙ e^{ℓ}`.
+    fn sample_with_log_prob<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<([f32; D], f32), Error> {
+        let [u, l] = self.correction.get();
+        let (xc, lp) = self.model.sample_with_log_prob(rng)?;
+        let mut x = [0.0; D];
+        let mut ld = 0.0;
+        for i in 0..D {
+            x[i] = self.mean[i] + self.std[i] * u[i] + (xc[i] - self.mean[i]) * crate::activation::exp(l[i]);
+            ld -= l[i];
+        }
+        let lp = lp + ld;
+        if lp.is_finite() && check_finite(&x).is_ok() {
+            Ok((x, lp))
+        } else {
+            Err(Error::Overflow)
+        }
     }
 }

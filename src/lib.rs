@@ -80,7 +80,7 @@ extern crate std;
 
 pub use activation::Activation;
 pub use actnorm::{ActNorm, ActNormRef};
-pub use adapt::{AdaptConfig, AdaptTarget, Adapter, Tracked};
+pub use adapt::{AdaptConfig, AdaptTarget, Adapter, Corrected, Tracked};
 pub use anomaly::{Detector, KOfN, Verdict};
 pub use bijector::Bijector;
 pub use cnf::{Cnf, ContinuousFlowRef, Solver};
