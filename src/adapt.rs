@@ -343,9 +343,9 @@ impl AdaptView<'_> {
             *m = c.beta1 * *m + (1.0 - c.beta1) * g;
             *v = c.beta2 * *v + (1.0 - c.beta2) * (g * g);
             let step = lr * (*m / bc1) / (libm::sqrtf(*v / bc2) + c.eps);
-            let step = step.clamp(-max_step, max_step);
+            let step = bound_to(step, max_step);
             let bound = if k < d { c.max_shift } else { c.max_log_scale };
-            *p = (*p - step).clamp(-bound, bound);
+            *p = bound_to(*p - step, bound);
         }
     }
 
@@ -468,6 +468,20 @@ impl AdaptView<'_> {
         };
         self.hold(x);
         Ok(outcome)
+    }
+}
+
+/// `x` limited to `[−b, b]` (NaN stays NaN): `f32::clamp` for `b ≥ 0`,
+/// without its panic on bounds it cannot check at compile time (and the
+/// float formatting that panic message pulls into a device image).
+#[inline(always)]
+fn bound_to(x: f32, b: f32) -> f32 {
+    if x < -b {
+        -b
+    } else if x > b {
+        b
+    } else {
+        x
     }
 }
 

@@ -310,7 +310,6 @@ impl AffineCouplingRef<'_> {
         self.vjp(x, g, g_ld, None, scratch)
     }
 
-    #[inline(always)]
     fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: Option<&mut MlpGrad<'_>>, scratch: &mut [f32]) {
         let sh = self.net.shape;
         let (acts, rest) = scratch.split_at_mut(sh.n_activations());

@@ -16,7 +16,7 @@
 
 use crate::adapt::AdaptTarget;
 use crate::bijector::Bijector;
-use crate::layer::SliceBackward;
+use crate::layer::{SliceBackward, SliceBijector};
 use crate::{normal, ActNorm, AffineCoupling, Error, Flow, LuLinear, Maf, Permutation, Reverse};
 use crate::{SplineAutoregressive, SplineCoupling};
 
@@ -24,11 +24,14 @@ use crate::{SplineAutoregressive, SplineCoupling};
 pub trait InputGradient<const D: usize>: Bijector<D> {
     /// Layers in the stack: the inputs [`InputGradient::forward_saving`] keeps.
     const LAYERS: usize;
-    /// Floats of the `scratch` of [`InputGradient::backward_input`].
+    /// Floats of the `scratch` of [`InputGradient::forward_saving`] and
+    /// [`InputGradient::backward_input`].
     fn gradient_scratch_len(&self) -> usize;
-    /// [`Bijector::forward`], keeping each layer's input in `saved` (its
-    /// first [`InputGradient::LAYERS`] rows, in order).
-    fn forward_saving(&self, x: &mut [f32; D], saved: &mut [[f32; D]]) -> Result<f32, Error>;
+    /// [`Bijector::forward`] (through the layers' views, the same numbers
+    /// with code shared by layers of one kind), keeping each layer's input
+    /// in `saved` (its first [`InputGradient::LAYERS`] rows, in order);
+    /// `scratch` as in [`InputGradient::backward_input`].
+    fn forward_saving(&self, x: &mut [f32; D], saved: &mut [[f32; D]], scratch: &mut [f32]) -> Result<f32, Error>;
     /// Backward pass from the inputs `saved` by
     /// [`InputGradient::forward_saving`]: `g` holds `∂L/∂(output)` on entry
     /// and `∂L/∂(input)` on return; `g_ld = ∂L/∂(log-det)`. `ShapeMismatch`
@@ -43,14 +46,15 @@ macro_rules! leaf {
         impl<$($gen)*> InputGradient<D> for $ty {
             const LAYERS: usize = 1;
             fn gradient_scratch_len(&self) -> usize {
-                SliceBackward::train_scratch_len(&self.view())
+                let view = self.view();
+                view.scratch_len().max(SliceBackward::train_scratch_len(&view))
             }
-            #[inline(always)]
-            fn forward_saving(&self, x: &mut [f32; D], saved: &mut [[f32; D]]) -> Result<f32, Error> {
+            fn forward_saving(&self, x: &mut [f32; D], saved: &mut [[f32; D]], scratch: &mut [f32]) -> Result<f32, Error> {
                 *saved.first_mut().ok_or(Error::ShapeMismatch)? = *x;
-                self.forward(x)
+                let view = self.view();
+                let scratch = scratch.get_mut(..view.scratch_len()).ok_or(Error::ShapeMismatch)?;
+                Ok(view.forward_flat(x, scratch))
             }
-            #[inline(always)]
             fn backward_input(
                 &self,
                 saved: &[[f32; D]],
@@ -85,12 +89,10 @@ impl<const D: usize> InputGradient<D> for Reverse {
     fn gradient_scratch_len(&self) -> usize {
         0
     }
-    #[inline(always)]
-    fn forward_saving(&self, x: &mut [f32; D], saved: &mut [[f32; D]]) -> Result<f32, Error> {
+    fn forward_saving(&self, x: &mut [f32; D], saved: &mut [[f32; D]], _: &mut [f32]) -> Result<f32, Error> {
         *saved.first_mut().ok_or(Error::ShapeMismatch)? = *x;
         Bijector::<D>::forward(self, x)
     }
-    #[inline(always)]
     fn backward_input(&self, _: &[[f32; D]], g: &mut [f32; D], _: f32, _: &mut [f32]) -> Result<(), Error> {
         g.reverse();
         Ok(())
@@ -108,19 +110,17 @@ macro_rules! tuple_gradient {
                 $( n = n.max(self.$idx.gradient_scratch_len()); )+
                 n
             }
-            #[inline(always)]
-            fn forward_saving(&self, x: &mut [f32; D], saved: &mut [[f32; D]]) -> Result<f32, Error> {
+            fn forward_saving(&self, x: &mut [f32; D], saved: &mut [[f32; D]], scratch: &mut [f32]) -> Result<f32, Error> {
                 let mut ld = 0.0;
                 let mut rest = saved;
                 $(
                     let (mine, tail) = rest.split_at_mut_checked($name::LAYERS).ok_or(Error::ShapeMismatch)?;
-                    ld += self.$idx.forward_saving(x, mine)?;
+                    ld += self.$idx.forward_saving(x, mine, scratch)?;
                     rest = tail;
                 )+
                 let _ = rest;
                 Ok(ld)
             }
-            #[inline(always)]
             fn backward_input(
                 &self,
                 saved: &[[f32; D]],
@@ -208,7 +208,10 @@ impl<const D: usize, L: InputGradient<D>, const N: usize, const S: usize> AdaptT
         let g: &mut [f32; D] = g.try_into().map_err(|_| Error::ShapeMismatch)?;
         crate::error::check_finite(x)?;
         let mut z = *x;
-        let ld = self.model.layers.forward_saving(&mut z, &mut self.saved)?;
+        let ld = self
+            .model
+            .layers
+            .forward_saving(&mut z, &mut self.saved, &mut self.scratch)?;
         if !ld.is_finite() || crate::error::check_finite(&z).is_err() {
             return Err(Error::Overflow);
         }

@@ -227,7 +227,6 @@ impl<'a> LuLinearRef<'a> {
         self.vjp(x, g, 0.0, None, scratch)
     }
 
-    #[inline(always)]
     fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, mut grad: Option<&mut [f32]>, scratch: &mut [f32]) {
         let d = self.dim();
         let lu = self.lu;

@@ -283,7 +283,6 @@ impl MafRef<'_> {
         self.vjp(x, g, g_ld, None, scratch)
     }
 
-    #[inline(always)]
     fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: Option<&mut MlpGrad<'_>>, scratch: &mut [f32]) {
         let d = self.dim();
         let sh = self.net.shape;

@@ -276,7 +276,6 @@ impl MlpRef<'_, f32> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
     pub(crate) fn vjp(
         &self,
         x: &[f32],

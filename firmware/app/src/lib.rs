@@ -54,9 +54,11 @@ pub mod threshold;
 pub mod window;
 
 pub use adapt::{AdaptStats, Adaptation, Phase, Step};
+pub use flowmote::adapt::{AdaptConfig, Tracked};
 pub use flowmote::anomaly::{Detector, KOfN, Verdict};
-pub use flowmote::Corrected;
 pub use flowmote::features::Pipeline;
+pub use flowmote::gradient::Gradient;
+pub use flowmote::Corrected;
 pub use lis3dh::{Lis3dh, SensorError};
 pub use monitor::{Alarm, Event, Inverted, Monitor, Report, Stats};
 pub use persist::{Correction, PersistError, Persisted, Record, Store};

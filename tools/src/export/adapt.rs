@@ -46,15 +46,16 @@ pub(super) fn adapt_items(s: &mut String, m: &ModelFile, flow: &DynFlow, name: &
     let view = flow
         .view()
         .map_err(|e| anyhow::anyhow!("cannot build the model's views: {e}"))?;
-    // The frozen standardisation's view asks room for its discarded
-    // gradient; the device's ActNorm needs no scratch.
+    // Each layer's forward and backward scratch (the frozen
+    // standardisation's view asks room for its discarded gradient; the
+    // device's ActNorm needs none).
     let scratch = flow
         .layers
         .iter()
         .zip(&view.layers)
         .map(|(l, v)| match (l, v) {
             (Layer::ActNorm { .. }, _) => 0,
-            (_, crate::model::View::Likelihood(b)) => b.train_scratch_len(),
+            (_, crate::model::View::Likelihood(b)) => b.scratch_len().max(b.train_scratch_len()),
             _ => 0,
         })
         .max()
@@ -65,7 +66,7 @@ pub(super) fn adapt_items(s: &mut String, m: &ModelFile, flow: &DynFlow, name: &
          /// `flowmote::gradient::Gradient<'_, DIM, Layers, ADAPT_LAYERS, ADAPT_SCRATCH>`.\n",
     );
     let _ = writeln!(s, "pub const ADAPT_LAYERS: usize = {};", flow.layers.len());
-    s.push_str("/// Scratch floats of that gradient's backward pass.\n");
+    s.push_str("/// Scratch floats of that gradient's forward and backward passes.\n");
     let _ = writeln!(s, "pub const ADAPT_SCRATCH: usize = {scratch};");
     s.push_str("/// Held-back windows of the golden adaptation sequence's `flowmote::Adapter`.\n");
     let _ = writeln!(s, "pub const ADAPT_HELD: usize = {HELD};");

@@ -64,14 +64,14 @@ mod stack;
 // export parity test generates both.
 use flowmote_fixtures::{committee, extended, quant_f16, quant_i8};
 
+use flowmote::adapt::{AdaptConfig, Tracked};
+use flowmote::gradient::Gradient;
 use flowmote_fixtures::model::{
     pipeline, Layers, ADAPT_HELD, ADAPT_LAYERS, ADAPT_SCRATCH, DIM, GOLDEN_ADAPT_COMMISSION, GOLDEN_ADAPT_LOG_SCALE,
     GOLDEN_ADAPT_OUTCOMES, GOLDEN_ADAPT_SCORES, GOLDEN_ADAPT_SHIFT, GOLDEN_ADAPT_WINDOWS, GOLDEN_INPUTS,
     GOLDEN_LOG_PROBS, GOLDEN_RAW, GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS, GOLDEN_SAMPLES, GOLDEN_SEED, HOP, MEAN,
     MODEL, STD, THRESHOLD, WINDOW,
 };
-use flowmote::adapt::{AdaptConfig, Tracked};
-use flowmote::gradient::Gradient;
 
 /// Windows the monitor demo scores (after the first `WINDOW` readings).
 const MONITOR_WINDOWS: usize = 16;
@@ -362,13 +362,8 @@ fn adaptation() -> u32 {
         return 1;
     };
     let scorer = Corrected::new(&MODEL, MEAN, STD);
-    let mut a: Adaptation<DIM, ADAPT_HELD> = Adaptation::commissioning(
-        AdaptConfig::DEFAULT,
-        MEAN,
-        STD,
-        GOLDEN_ADAPT_COMMISSION as u32,
-        true,
-    );
+    let mut a: Adaptation<DIM, ADAPT_HELD> =
+        Adaptation::commissioning(AdaptConfig::DEFAULT, MEAN, STD, GOLDEN_ADAPT_COMMISSION as u32, true);
     let same = |a: f32, b: f32| a.to_bits() == b.to_bits();
     for (i, ((x, &score), &outcome)) in GOLDEN_ADAPT_WINDOWS
         .iter()
@@ -413,8 +408,7 @@ fn adaptation() -> u32 {
         .map(|s| s.release())
         .and_then(|f| Store::<_, Correction<DIM>>::open(f, 512).ok())
         .and_then(|mut s| s.load().ok().flatten());
-    let persisted =
-        matches!((saved, loaded), (Some(Ok(s)), Some(r)) if s == r && r.shift == u && r.log_scale == l);
+    let persisted = matches!((saved, loaded), (Some(Ok(s)), Some(r)) if s == r && r.shift == u && r.log_scale == l);
     if exact && scored && persisted {
         defmt::info!(
             "adaptation: {=usize} golden windows ({=usize} commissioning, the rest tracking) give the host's scores, outcomes and correction bit for bit; {}; correction saved and reloaded",
