@@ -276,7 +276,7 @@ impl AdaptView<'_> {
     pub fn nll<T: AdaptTarget + ?Sized>(&mut self, target: &mut T, x: &[f32]) -> Result<f32, Error> {
         self.check()?;
         let d = self.dim();
-        let (xc, _) = self.work.split_at_mut(d);
+        let xc = self.work.get_mut(..d).ok_or(Error::ShapeMismatch)?;
         let ld = correct(self.mean, self.std, self.params, x, xc)?;
         let nll = target.nll(xc)? - ld;
         if nll.is_finite() {
@@ -290,13 +290,13 @@ impl AdaptView<'_> {
     /// first `2D` floats of `work`.
     fn loss_grad<T: AdaptTarget + ?Sized>(&mut self, target: &mut T, x: &[f32]) -> Result<f32, Error> {
         let d = self.dim();
-        let (grad, rest) = self.work.split_at_mut(2 * d);
-        let (xc, rest) = rest.split_at_mut(d);
+        let (grad, rest) = self.work.split_at_mut_checked(2 * d).ok_or(Error::ShapeMismatch)?;
+        let (xc, rest) = rest.split_at_mut_checked(d).ok_or(Error::ShapeMismatch)?;
         let g = rest.get_mut(..d).ok_or(Error::ShapeMismatch)?;
         let ld = correct(self.mean, self.std, self.params, x, xc)?;
         let nll = target.nll_grad(xc, g)? - ld;
-        let ls = self.params.split_at(d).1;
-        let (gu, gl) = grad.split_at_mut(d);
+        let ls = self.params.get(d..).ok_or(Error::ShapeMismatch)?;
+        let (gu, gl) = grad.split_at_mut_checked(d).ok_or(Error::ShapeMismatch)?;
         let terms = gu.iter_mut().zip(gl).zip(g.iter()).zip(xc.iter());
         for ((((((gu, gl), g), xc), l), s), m) in terms.zip(ls).zip(self.std).zip(self.mean) {
             let e = crate::activation::exp(-*l);
@@ -338,7 +338,9 @@ impl AdaptView<'_> {
         m.beta_pow[1] *= c.beta2;
         m.steps = m.steps.saturating_add(1);
         let (bc1, bc2) = (1.0 - m.beta_pow[0], 1.0 - m.beta_pow[1]);
-        let (mm, vv) = self.moments.split_at_mut(2 * d);
+        let Some((mm, vv)) = self.moments.split_at_mut_checked(2 * d) else {
+            return;
+        };
         for (k, (((p, g), m), v)) in self.params.iter_mut().zip(self.work.iter()).zip(mm).zip(vv).enumerate() {
             *m = c.beta1 * *m + (1.0 - c.beta1) * g;
             *v = c.beta2 * *v + (1.0 - c.beta2) * (g * g);
@@ -352,15 +354,14 @@ impl AdaptView<'_> {
     /// Copy `params` and `moments` to the rollback area (or back).
     fn save(&mut self, restore: bool) {
         let d = self.dim();
-        let (_, saved) = self.work.split_at_mut(4 * d);
-        let (sp, rest) = saved.split_at_mut(2 * d);
-        let sm = rest.split_at_mut(4 * d).0;
+        let saved = self.work.get_mut(4 * d..).unwrap_or_default();
+        let (sp, sm) = saved.split_at_mut(saved.len().min(2 * d));
         if restore {
-            self.params.copy_from_slice(sp);
-            self.moments.copy_from_slice(sm);
+            copy(self.params, sp);
+            copy(self.moments, sm);
         } else {
-            sp.copy_from_slice(self.params);
-            sm.copy_from_slice(self.moments);
+            copy(sp, self.params);
+            copy(sm, self.moments);
         }
     }
 
@@ -373,7 +374,7 @@ impl AdaptView<'_> {
         }
         let i = (self.meta.held_next as usize) % cap;
         if let Some(slot) = self.held.chunks_exact_mut(d).nth(i) {
-            slot.copy_from_slice(x);
+            copy(slot, x);
         }
         self.meta.held_next = ((i + 1) % cap) as u32;
         self.meta.held_len = (self.meta.held_len as usize + 1).min(cap) as u32;
@@ -385,7 +386,7 @@ impl AdaptView<'_> {
         let n = self.meta.held_len as usize;
         let mut sum = 0.0;
         for k in 0..n {
-            let (xc, _) = self.work.split_at_mut(d);
+            let xc = self.work.get_mut(..d).ok_or(Error::ShapeMismatch)?;
             let x = self.held.chunks_exact(d).nth(k).ok_or(Error::ShapeMismatch)?;
             let ld = correct(self.mean, self.std, self.params, x, xc)?;
             sum += target.nll(xc)? - ld;
@@ -468,6 +469,15 @@ impl AdaptView<'_> {
         };
         self.hold(x);
         Ok(outcome)
+    }
+}
+
+/// `dst[i] = src[i]` over the common length (`copy_from_slice` without its
+/// length panic).
+#[inline(always)]
+fn copy(dst: &mut [f32], src: &[f32]) {
+    for (a, b) in dst.iter_mut().zip(src) {
+        *a = *b;
     }
 }
 
