@@ -140,7 +140,9 @@ impl AdaptTarget for Views<'_, '_> {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct AdaptConfig {
     /// Adam step size in commissioning (standardised units for the shift,
-    /// nats of log-scale for the scale).
+    /// nats of log-scale for the scale) at the first step; step `t` uses
+    /// `lr / √(1 + t/100)`, so a long commissioning period converges rather
+    /// than jittering around the optimum.
     pub lr: f32,
     /// Adam step size in tracking.
     pub track_lr: f32,
@@ -411,7 +413,9 @@ impl AdaptView<'_> {
             match self.loss_grad(target, x) {
                 Ok(nll) => {
                     first.get_or_insert(nll);
-                    self.adam_step(self.config.lr, f32::INFINITY);
+                    // The step size decays with the steps taken (see `AdaptConfig::lr`).
+                    let t = self.meta.steps as f32;
+                    self.adam_step(self.config.lr / libm::sqrtf(1.0 + t / 100.0), f32::INFINITY);
                 }
                 Err(e) => {
                     self.save(true);
