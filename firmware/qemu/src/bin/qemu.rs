@@ -27,12 +27,11 @@
 //!    from the model, the threshold saved with `Store` to a RAM-backed NOR
 //!    flash (`sim::RamFlash`), loaded back as after a reset, a second record
 //!    to the other slot, and a corrupted newest record falling back to the
-//!    older one;
-//! 5b. on-device adaptation: the export's golden sequence of updates
-//!    (`GOLDEN_ADAPT_*`: drifted windows commissioned, then tracked at the
-//!    threshold) through `Adaptation` with the model's own gradient — every
-//!    score, outcome and the final correction bit for bit the host's — and
-//!    the correction saved and reloaded through `Store`;
+//!    older one; then (5b) on-device adaptation: the export's golden
+//!    sequence of updates (`GOLDEN_ADAPT_*`: drifted windows commissioned,
+//!    then tracked at the threshold) through `Adaptation` with the model's
+//!    own gradient — every score, outcome and the final correction bit for
+//!    bit the host's — and the correction saved and reloaded through `Store`;
 //! 6. stack high-water marks (cortex-m-rt `paint-stack` + scan) of the whole
 //!    run, of one `score` and of one `sample`.
 //!
