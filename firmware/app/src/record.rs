@@ -20,8 +20,9 @@
 //! counts logged readings from 0 and is not advanced by sensor errors: a
 //! jump in it is a line lost between the device and the file (an RTT buffer
 //! overrun), which `flowmote record` reports; a reset starts it at 0 again.
-//! A reading costs one defmt frame of about 12 bytes (format index, `u32`
-//! sequence number, three `i16`).
+//! A reading costs one defmt frame of about 11 bytes (format index, `u32`
+//! sequence number, three `i16`, framing): `qemu-record` writes 15 752 bytes
+//! for its 1 408 readings, headers and errors included — 1.1 KB/s at 100 Hz.
 //!
 //! Without the `defmt` feature the log statements compile to nothing and the
 //! recorder only counts (host tests).
