@@ -56,6 +56,14 @@ impl<'a> ActNormRef<'a> {
         }
     }
 
+    /// [`ActNormRef::backward`] without the parameter gradient: `g` becomes
+    /// `∂L/∂x`, bit for bit as there (on-device adaptation).
+    pub fn backward_input(&self, g: &mut [f32]) {
+        for (g, &l) in g.iter_mut().zip(self.log_scale) {
+            *g *= crate::activation::exp(l);
+        }
+    }
+
     /// Data-dependent initialisation: parameters that standardise a signal
     /// with the given per-coordinate `mean` and `std` (`y = (x − mean)/std`).
     /// Writes `log_scale = −ln std`, `shift = −mean/std`.
@@ -93,6 +101,9 @@ impl SliceBackward for ActNormRef<'_> {
     }
     fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], _: &mut [f32]) {
         self.backward(x, g, g_ld, grad)
+    }
+    fn backward_input(&self, _: &[f32], g: &mut [f32], _: f32, _: &mut [f32]) {
+        self.backward_input(g)
     }
     fn as_bijector(&self) -> &dyn SliceBijector {
         self

@@ -33,7 +33,9 @@
 
 use crate::error::check_finite;
 use crate::layer::SliceBackward;
-use crate::{normal, Error};
+use crate::{normal, Density, Error};
+use core::cell::Cell;
+use rand_core::Rng;
 
 /// The model an adapter fits against: `−log p(x)` and its input gradient.
 pub trait AdaptTarget {
@@ -44,9 +46,11 @@ pub trait AdaptTarget {
 }
 
 /// A flow as a stack of layer views with a standard-normal base: the
-/// backward passes give the input gradient. `work` holds
-/// [`Views::work_len`] floats (every layer's input, the largest scratch and
-/// room for the discarded parameter gradient).
+/// backward passes give the input gradient
+/// ([`SliceBackward::backward_input`]). `work` holds [`Views::work_len`]
+/// floats (every layer's input, the latent and the largest scratch). A
+/// device uses [`crate::gradient::Gradient`] instead: the same numbers
+/// through the const-generic layers, its memory inline.
 pub struct Views<'a, 'l> {
     /// The layers in the data → latent order (the first is the frozen
     /// standardisation of an exported model).
@@ -58,28 +62,25 @@ pub struct Views<'a, 'l> {
 impl Views<'_, '_> {
     /// Floats of `work` for `layers` on inputs of `dim` features.
     pub fn work_len(layers: &[&dyn SliceBackward], dim: usize) -> usize {
-        let mut scratch = 0;
-        let mut params = 0;
-        for l in layers {
-            scratch = scratch.max(l.scratch_len()).max(l.train_scratch_len());
-            params = params.max(l.param_len());
-        }
-        dim * (layers.len() + 1) + scratch + params
+        dim * (layers.len() + 1) + Self::scratch_len(layers)
     }
 
-    /// Split `work` into (inputs, z, scratch, discard); `ShapeMismatch` if short.
+    fn scratch_len(layers: &[&dyn SliceBackward]) -> usize {
+        layers
+            .iter()
+            .map(|l| l.scratch_len().max(l.train_scratch_len()))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Split `work` into (inputs, z, scratch); `ShapeMismatch` if short.
     #[allow(clippy::type_complexity)]
-    fn split(&mut self, d: usize) -> Result<(&mut [f32], &mut [f32], &mut [f32], &mut [f32]), Error> {
+    fn split(&mut self, d: usize) -> Result<(&mut [f32], &mut [f32], &mut [f32]), Error> {
         let need = Self::work_len(self.layers, d);
         let work = self.work.get_mut(..need).ok_or(Error::ShapeMismatch)?;
         let (inputs, rest) = work.split_at_mut(d * self.layers.len());
-        let (z, rest) = rest.split_at_mut(d);
-        let mut scratch = 0;
-        for l in self.layers {
-            scratch = scratch.max(l.scratch_len()).max(l.train_scratch_len());
-        }
-        let (scratch, discard) = rest.split_at_mut(scratch);
-        Ok((inputs, z, scratch, discard))
+        let (z, scratch) = rest.split_at_mut(d);
+        Ok((inputs, z, scratch))
     }
 
     /// Forward through every layer, keeping each layer's input when `save`;
@@ -88,7 +89,7 @@ impl Views<'_, '_> {
         check_finite(x)?;
         let d = x.len();
         let layers = self.layers;
-        let (inputs, z, scratch, _) = self.split(d)?;
+        let (inputs, z, scratch) = self.split(d)?;
         z.copy_from_slice(x);
         let mut ld = 0.0;
         for (l, input) in layers.iter().zip(inputs.chunks_exact_mut(d.max(1))) {
@@ -121,12 +122,11 @@ impl AdaptTarget for Views<'_, '_> {
         let nll = self.forward(x, true)?;
         let d = x.len();
         let layers = self.layers;
-        let (inputs, z, scratch, discard) = self.split(d)?;
+        let (inputs, z, scratch) = self.split(d)?;
         // ∂(−log N(z))/∂z = z; ∂(−Σ log-det)/∂(log-det) = −1.
         g.copy_from_slice(z);
         for (l, input) in layers.iter().zip(inputs.chunks_exact(d.max(1))).rev() {
-            let discard = discard.get_mut(..l.param_len()).ok_or(Error::ShapeMismatch)?;
-            l.backward_flat(input, g, -1.0, discard, scratch);
+            l.backward_input(input, g, -1.0, scratch);
         }
         if check_finite(g).is_err() {
             return Err(Error::Overflow);
@@ -140,7 +140,9 @@ impl AdaptTarget for Views<'_, '_> {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct AdaptConfig {
     /// Adam step size in commissioning (standardised units for the shift,
-    /// nats of log-scale for the scale).
+    /// nats of log-scale for the scale) at the first step; step `t` uses
+    /// `lr / √(1 + t/100)`, so a long commissioning period converges rather
+    /// than jittering around the optimum.
     pub lr: f32,
     /// Adam step size in tracking.
     pub track_lr: f32,
@@ -276,7 +278,7 @@ impl AdaptView<'_> {
     pub fn nll<T: AdaptTarget + ?Sized>(&mut self, target: &mut T, x: &[f32]) -> Result<f32, Error> {
         self.check()?;
         let d = self.dim();
-        let (xc, _) = self.work.split_at_mut(d);
+        let xc = self.work.get_mut(..d).ok_or(Error::ShapeMismatch)?;
         let ld = correct(self.mean, self.std, self.params, x, xc)?;
         let nll = target.nll(xc)? - ld;
         if nll.is_finite() {
@@ -290,13 +292,13 @@ impl AdaptView<'_> {
     /// first `2D` floats of `work`.
     fn loss_grad<T: AdaptTarget + ?Sized>(&mut self, target: &mut T, x: &[f32]) -> Result<f32, Error> {
         let d = self.dim();
-        let (grad, rest) = self.work.split_at_mut(2 * d);
-        let (xc, rest) = rest.split_at_mut(d);
+        let (grad, rest) = self.work.split_at_mut_checked(2 * d).ok_or(Error::ShapeMismatch)?;
+        let (xc, rest) = rest.split_at_mut_checked(d).ok_or(Error::ShapeMismatch)?;
         let g = rest.get_mut(..d).ok_or(Error::ShapeMismatch)?;
         let ld = correct(self.mean, self.std, self.params, x, xc)?;
         let nll = target.nll_grad(xc, g)? - ld;
-        let ls = self.params.split_at(d).1;
-        let (gu, gl) = grad.split_at_mut(d);
+        let ls = self.params.get(d..).ok_or(Error::ShapeMismatch)?;
+        let (gu, gl) = grad.split_at_mut_checked(d).ok_or(Error::ShapeMismatch)?;
         let terms = gu.iter_mut().zip(gl).zip(g.iter()).zip(xc.iter());
         for ((((((gu, gl), g), xc), l), s), m) in terms.zip(ls).zip(self.std).zip(self.mean) {
             let e = crate::activation::exp(-*l);
@@ -338,29 +340,30 @@ impl AdaptView<'_> {
         m.beta_pow[1] *= c.beta2;
         m.steps = m.steps.saturating_add(1);
         let (bc1, bc2) = (1.0 - m.beta_pow[0], 1.0 - m.beta_pow[1]);
-        let (mm, vv) = self.moments.split_at_mut(2 * d);
+        let Some((mm, vv)) = self.moments.split_at_mut_checked(2 * d) else {
+            return;
+        };
         for (k, (((p, g), m), v)) in self.params.iter_mut().zip(self.work.iter()).zip(mm).zip(vv).enumerate() {
             *m = c.beta1 * *m + (1.0 - c.beta1) * g;
             *v = c.beta2 * *v + (1.0 - c.beta2) * (g * g);
             let step = lr * (*m / bc1) / (libm::sqrtf(*v / bc2) + c.eps);
-            let step = step.clamp(-max_step, max_step);
+            let step = bound_to(step, max_step);
             let bound = if k < d { c.max_shift } else { c.max_log_scale };
-            *p = (*p - step).clamp(-bound, bound);
+            *p = bound_to(*p - step, bound);
         }
     }
 
     /// Copy `params` and `moments` to the rollback area (or back).
     fn save(&mut self, restore: bool) {
         let d = self.dim();
-        let (_, saved) = self.work.split_at_mut(4 * d);
-        let (sp, rest) = saved.split_at_mut(2 * d);
-        let sm = rest.split_at_mut(4 * d).0;
+        let saved = self.work.get_mut(4 * d..).unwrap_or_default();
+        let (sp, sm) = saved.split_at_mut(saved.len().min(2 * d));
         if restore {
-            self.params.copy_from_slice(sp);
-            self.moments.copy_from_slice(sm);
+            copy(self.params, sp);
+            copy(self.moments, sm);
         } else {
-            sp.copy_from_slice(self.params);
-            sm.copy_from_slice(self.moments);
+            copy(sp, self.params);
+            copy(sm, self.moments);
         }
     }
 
@@ -373,7 +376,7 @@ impl AdaptView<'_> {
         }
         let i = (self.meta.held_next as usize) % cap;
         if let Some(slot) = self.held.chunks_exact_mut(d).nth(i) {
-            slot.copy_from_slice(x);
+            copy(slot, x);
         }
         self.meta.held_next = ((i + 1) % cap) as u32;
         self.meta.held_len = (self.meta.held_len as usize + 1).min(cap) as u32;
@@ -385,7 +388,7 @@ impl AdaptView<'_> {
         let n = self.meta.held_len as usize;
         let mut sum = 0.0;
         for k in 0..n {
-            let (xc, _) = self.work.split_at_mut(d);
+            let xc = self.work.get_mut(..d).ok_or(Error::ShapeMismatch)?;
             let x = self.held.chunks_exact(d).nth(k).ok_or(Error::ShapeMismatch)?;
             let ld = correct(self.mean, self.std, self.params, x, xc)?;
             sum += target.nll(xc)? - ld;
@@ -410,7 +413,9 @@ impl AdaptView<'_> {
             match self.loss_grad(target, x) {
                 Ok(nll) => {
                     first.get_or_insert(nll);
-                    self.adam_step(self.config.lr, f32::INFINITY);
+                    // The step size decays with the steps taken (see `AdaptConfig::lr`).
+                    let t = self.meta.steps as f32;
+                    self.adam_step(self.config.lr / libm::sqrtf(1.0 + t / 100.0), f32::INFINITY);
                 }
                 Err(e) => {
                     self.save(true);
@@ -471,8 +476,34 @@ impl AdaptView<'_> {
     }
 }
 
-/// `out = μ + (x − μ − σ⊙u) ⊙ e^{−ℓ}`; returns `−Σ ℓ`.
-fn correct(mean: &[f32], std: &[f32], params: &[f32], x: &[f32], out: &mut [f32]) -> Result<f32, Error> {
+/// `dst[i] = src[i]` over the common length (`copy_from_slice` without its
+/// length panic).
+#[inline(always)]
+fn copy(dst: &mut [f32], src: &[f32]) {
+    for (a, b) in dst.iter_mut().zip(src) {
+        *a = *b;
+    }
+}
+
+/// `x` limited to `[−b, b]` (NaN stays NaN): `f32::clamp` for `b ≥ 0`,
+/// without its panic on bounds it cannot check at compile time (and the
+/// float formatting that panic message pulls into a device image).
+#[inline(always)]
+fn bound_to(x: f32, b: f32) -> f32 {
+    if x < -b {
+        -b
+    } else if x > b {
+        b
+    } else {
+        x
+    }
+}
+
+/// The correction `x' = μ + (x − μ − σ⊙u) ⊙ e^{−ℓ}` into `out`, for a
+/// model standardised with `mean` (`μ`) and `std` (`σ`) and `params =
+/// [u (D), ℓ (D)]`; returns its log-det `−Σ ℓ`. What every adapter method
+/// and [`Corrected`] apply.
+pub fn correct(mean: &[f32], std: &[f32], params: &[f32], x: &[f32], out: &mut [f32]) -> Result<f32, Error> {
     let d = mean.len();
     if std.len() != d || params.len() != 2 * d || x.len() != d || out.len() != d {
         return Err(Error::ShapeMismatch);
@@ -577,5 +608,80 @@ impl<const D: usize, const H: usize> Adapter<D, H> {
         threshold: f32,
     ) -> Result<Tracked, Error> {
         self.view().track(target, x, threshold)
+    }
+}
+
+/// A model scored through an adapter's correction:
+/// `log p̃(x) = log p(x') − Σ ℓ`, bit for bit the adapter's own score
+/// ([`AdaptView::nll`]). The correction sits in a [`Cell`], so a detector
+/// can hold `&Corrected` while the device's adapter updates it
+/// ([`Corrected::set`]).
+#[derive(Debug)]
+pub struct Corrected<'m, const D: usize, M> {
+    model: &'m M,
+    mean: [f32; D],
+    std: [f32; D],
+    correction: Cell<[[f32; D]; 2]>,
+}
+
+impl<'m, const D: usize, M: Density<D>> Corrected<'m, D, M> {
+    /// `model` (standardised with `mean`, `std`: an export's `MEAN`,
+    /// `STD`) with no correction yet: it scores exactly as `model`.
+    pub const fn new(model: &'m M, mean: [f32; D], std: [f32; D]) -> Self {
+        Corrected {
+            model,
+            mean,
+            std,
+            correction: Cell::new([[0.0; D]; 2]),
+        }
+    }
+
+    /// Score with the correction `(u, ℓ)` from now on (e.g.
+    /// [`Adapter::correction`] after an update).
+    pub fn set(&self, (shift, log_scale): ([f32; D], [f32; D])) {
+        self.correction.set([shift, log_scale]);
+    }
+
+    /// The correction in use.
+    pub fn correction(&self) -> ([f32; D], [f32; D]) {
+        let [u, l] = self.correction.get();
+        (u, l)
+    }
+
+    /// The uncorrected model.
+    pub fn model(&self) -> &'m M {
+        self.model
+    }
+}
+
+impl<const D: usize, M: Density<D>> Density<D> for Corrected<'_, D, M> {
+    fn log_prob(&self, x: &[f32; D]) -> Result<f32, Error> {
+        let params = self.correction.get();
+        let mut xc = [0.0; D];
+        let ld = correct(&self.mean, &self.std, params.as_flattened(), x, &mut xc)?;
+        let lp = self.model.log_prob(&xc)? + ld;
+        if lp.is_finite() {
+            Ok(lp)
+        } else {
+            Err(Error::Overflow)
+        }
+    }
+
+    /// A model sample `x'` mapped back, `x = μ + σ⊙u + (x' − μ) ⊙ e^{ℓ}`.
+    fn sample_with_log_prob<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<([f32; D], f32), Error> {
+        let [u, l] = self.correction.get();
+        let (xc, lp) = self.model.sample_with_log_prob(rng)?;
+        let mut x = [0.0; D];
+        let mut ld = 0.0;
+        for i in 0..D {
+            x[i] = self.mean[i] + self.std[i] * u[i] + (xc[i] - self.mean[i]) * crate::activation::exp(l[i]);
+            ld -= l[i];
+        }
+        let lp = lp + ld;
+        if lp.is_finite() && check_finite(&x).is_ok() {
+            Ok((x, lp))
+        } else {
+            Err(Error::Overflow)
+        }
     }
 }

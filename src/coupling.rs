@@ -301,6 +301,16 @@ impl AffineCouplingRef<'_> {
     /// conditioner's parameter gradient to `grad`. `scratch` has
     /// [`AffineCouplingRef::train_scratch_len`] floats.
     pub fn backward(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut MlpGrad<'_>, scratch: &mut [f32]) {
+        self.vjp(x, g, g_ld, Some(grad), scratch)
+    }
+
+    /// The backward pass without the parameter gradient: `g` becomes
+    /// `∂L/∂x` exactly as in the full backward pass (on-device adaptation).
+    pub fn backward_input(&self, x: &[f32], g: &mut [f32], g_ld: f32, scratch: &mut [f32]) {
+        self.vjp(x, g, g_ld, None, scratch)
+    }
+
+    fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: Option<&mut MlpGrad<'_>>, scratch: &mut [f32]) {
         let sh = self.net.shape;
         let (acts, rest) = scratch.split_at_mut(sh.n_activations());
         let (out, rest) = rest.split_at_mut(2 * self.b);
@@ -311,7 +321,7 @@ impl AffineCouplingRef<'_> {
         let (g_shift, g_raw) = g_out.split_at_mut(self.b);
         let (ga, gb) = g.split_at_mut(self.a);
         affine_backward(xb, &out[self.b..], self.clamp, gb, g_ld, g_shift, g_raw);
-        self.net.backward(xa, 0.0, acts, g_out, Some(ga), t0, t1, grad);
+        self.net.vjp(xa, 0.0, acts, g_out, Some(ga), t0, t1, grad);
     }
 }
 

@@ -70,6 +70,11 @@ pub trait SliceBackward: SliceBijector {
     /// parameter gradient to `grad` ([`SliceBackward::param_len`] floats, the
     /// layer's flat parameter order). Panics on wrong lengths.
     fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]);
+    /// [`SliceBackward::backward_flat`] without the parameter gradient:
+    /// `g` becomes `∂L/∂x`, bit for bit as there, and no gradient buffer
+    /// is needed — what on-device adaptation ([`crate::adapt`]) steps
+    /// through. `scratch` has [`SliceBackward::train_scratch_len`] floats.
+    fn backward_input(&self, x: &[f32], g: &mut [f32], g_ld: f32, scratch: &mut [f32]);
     /// Lanes ([`crate::block::Lanes`]) of the `scratch` slice of
     /// [`SliceBackward::backward_block`] (by default room for
     /// [`SliceBackward::train_scratch_len`] floats).
@@ -177,6 +182,9 @@ impl<T: SliceBackward> SliceBackward for Frozen<T> {
         let discard = &mut discard[..self.0.param_len()];
         discard.fill(0.0);
         self.0.backward_flat(x, g, g_ld, discard, inner);
+    }
+    fn backward_input(&self, x: &[f32], g: &mut [f32], g_ld: f32, scratch: &mut [f32]) {
+        self.0.backward_input(x, g, g_ld, scratch)
     }
     fn block_train_scratch_len(&self) -> usize {
         self.0.block_train_scratch_len() + crate::block::lanes_for(self.0.param_len())
@@ -303,6 +311,9 @@ macro_rules! mlp_backward {
             let mut grad =
                 $crate::mlp::MlpGrad::from_flat(self.net.shape, grad).expect("gradient sized like the parameters");
             self.backward(x, g, g_ld, &mut grad, scratch)
+        }
+        fn backward_input(&self, x: &[f32], g: &mut [f32], g_ld: f32, scratch: &mut [f32]) {
+            $view::backward_input(self, x, g, g_ld, scratch)
         }
         fn as_bijector(&self) -> &dyn $crate::layer::SliceBijector {
             self

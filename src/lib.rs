@@ -62,6 +62,7 @@ pub mod coupling;
 pub mod error;
 pub mod features;
 pub mod flow;
+pub mod gradient;
 pub mod layer;
 pub mod linear;
 pub mod maf;
@@ -79,7 +80,7 @@ extern crate std;
 
 pub use activation::Activation;
 pub use actnorm::{ActNorm, ActNormRef};
-pub use adapt::{AdaptConfig, AdaptTarget, Adapter, Tracked};
+pub use adapt::{AdaptConfig, AdaptTarget, Adapter, Corrected, Tracked};
 pub use anomaly::{Detector, KOfN, Verdict};
 pub use bijector::Bijector;
 pub use cnf::{Cnf, ContinuousFlowRef, Solver};

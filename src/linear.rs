@@ -146,6 +146,11 @@ impl<'a> LuLinearRef<'a> {
         let (Some(x), Some(lu)) = (x.get_mut(..d), self.lu.get(..d * d)) else {
             return f32::NAN;
         };
+        if d == 0 {
+            // Nothing to transform; also tells the compiler `chunks_exact(d)`
+            // below cannot panic when `d` is only known at run time.
+            return 0.0;
+        }
         // u = U·x (row i uses x_j, j ≥ i, not yet overwritten); the log-det
         // summed on the way, in the order of `log_det`.
         let mut ld = 0.0;
@@ -218,44 +223,79 @@ impl<'a> LuLinearRef<'a> {
     /// diagonal of the `lu` block receives `∂L/∂log_s`). `scratch` has
     /// [`LuLinearRef::train_scratch_len`] floats.
     pub fn backward(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]) {
+        self.vjp(x, g, g_ld, Some(grad), scratch)
+    }
+
+    /// [`LuLinearRef::backward`] without the parameter gradient: `g`
+    /// becomes `∂L/∂x`, bit for bit as there (on-device adaptation).
+    pub fn backward_input(&self, x: &[f32], g: &mut [f32], scratch: &mut [f32]) {
+        self.vjp(x, g, 0.0, None, scratch)
+    }
+
+    /// Every access is checked (`get`): never panics; wrong lengths give
+    /// an unspecified `g`.
+    fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, mut grad: Option<&mut [f32]>, scratch: &mut [f32]) {
         let d = self.dim();
         let lu = self.lu;
-        let (u, gv) = scratch[..2 * d].split_at_mut(d);
-        let (g_lu, g_b) = grad.split_at_mut(d * d);
-        for i in 0..d {
-            let mut s = self.diag(i).0 * x[i];
-            for j in i + 1..d {
-                s += lu[i * d + j] * x[j];
+        let at = |v: &[f32], i: usize| v.get(i).copied().unwrap_or(0.0);
+        let add = |v: &mut [f32], i: usize, a: f32| {
+            if let Some(e) = v.get_mut(i) {
+                *e += a;
             }
-            u[i] = s;
+        };
+        let Some((u, gv)) = scratch.get_mut(..2 * d).and_then(|s| s.split_at_mut_checked(d)) else {
+            return;
+        };
+        for (i, ui) in u.iter_mut().enumerate() {
+            let mut s = self.diag(i).0 * at(x, i);
+            for j in i + 1..d {
+                s += at(lu, i * d + j) * at(x, j);
+            }
+            *ui = s;
         }
         // y = P·v + b.
         for (i, &p) in self.perm.iter().enumerate() {
-            g_b[i] += g[i];
-            gv[p] = g[i];
+            if let Some(grad) = grad.as_deref_mut() {
+                add(grad, d * d + i, at(g, i));
+            }
+            if let Some(e) = gv.get_mut(p) {
+                *e = at(g, i);
+            }
         }
         // v = L·u: ∂u = Lᵀ·∂v, ∂L_ij = ∂v_i·u_j (i > j).
         for j in 0..d {
-            let mut s = gv[j];
+            let mut s = at(gv, j);
             for i in j + 1..d {
-                s += lu[i * d + j] * gv[i];
-                g_lu[i * d + j] += gv[i] * u[j];
+                s += at(lu, i * d + j) * at(gv, i);
+                if let Some(grad) = grad.as_deref_mut() {
+                    add(grad, i * d + j, at(gv, i) * at(u, j));
+                }
             }
-            g[j] = s;
+            if let Some(e) = g.get_mut(j) {
+                *e = s;
+            }
         }
         let gu = gv;
-        gu.copy_from_slice(&g[..d]);
+        for (k, e) in gu.iter_mut().enumerate() {
+            *e = at(g, k);
+        }
         // u = U·x: ∂x = Uᵀ·∂u, ∂U_ij = ∂u_i·x_j (i < j), ∂log_s_i via U_ii.
         for j in 0..d {
             let (ujj, dujj, _) = self.diag(j);
-            let mut s = ujj * gu[j];
+            let mut s = ujj * at(gu, j);
             for i in 0..j {
-                s += lu[i * d + j] * gu[i];
-                g_lu[i * d + j] += gu[i] * x[j];
+                s += at(lu, i * d + j) * at(gu, i);
+                if let Some(grad) = grad.as_deref_mut() {
+                    add(grad, i * d + j, at(gu, i) * at(x, j));
+                }
             }
-            g[j] = s;
-            let m = if dujj == 0.0 { 0.0 } else { 1.0 };
-            g_lu[j * d + j] += gu[j] * x[j] * dujj + g_ld * m;
+            if let Some(e) = g.get_mut(j) {
+                *e = s;
+            }
+            if let Some(grad) = grad.as_deref_mut() {
+                let m = if dujj == 0.0 { 0.0 } else { 1.0 };
+                add(grad, j * d + j, at(gu, j) * at(x, j) * dujj + g_ld * m);
+            }
         }
     }
 }
@@ -440,6 +480,9 @@ impl SliceBackward for LuLinearRef<'_> {
     }
     fn backward_flat(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut [f32], scratch: &mut [f32]) {
         self.backward(x, g, g_ld, grad, scratch)
+    }
+    fn backward_input(&self, x: &[f32], g: &mut [f32], _: f32, scratch: &mut [f32]) {
+        LuLinearRef::backward_input(self, x, g, scratch)
     }
     fn as_bijector(&self) -> &dyn SliceBijector {
         self

@@ -274,6 +274,16 @@ impl MafRef<'_> {
     /// Backward pass of [`MafRef::forward`] at input `x`; conventions as in
     /// [`crate::AffineCouplingRef::backward`].
     pub fn backward(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut MlpGrad<'_>, scratch: &mut [f32]) {
+        self.vjp(x, g, g_ld, Some(grad), scratch)
+    }
+
+    /// The backward pass without the parameter gradient: `g` becomes
+    /// `∂L/∂x` exactly as in the full backward pass (on-device adaptation).
+    pub fn backward_input(&self, x: &[f32], g: &mut [f32], g_ld: f32, scratch: &mut [f32]) {
+        self.vjp(x, g, g_ld, None, scratch)
+    }
+
+    fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: Option<&mut MlpGrad<'_>>, scratch: &mut [f32]) {
         let d = self.dim();
         let sh = self.net.shape;
         let (acts, rest) = scratch.split_at_mut(sh.n_activations());
@@ -283,7 +293,7 @@ impl MafRef<'_> {
         self.net.forward_cached(x, 0.0, acts, out);
         let (g_shift, g_raw) = g_out.split_at_mut(d);
         affine_backward(x, &out[d..], self.clamp, g, g_ld, g_shift, g_raw);
-        self.net.backward(x, 0.0, acts, g_out, Some(g), t0, t1, grad);
+        self.net.vjp(x, 0.0, acts, g_out, Some(g), t0, t1, grad);
     }
 }
 

@@ -177,10 +177,11 @@ impl<'a, W: Weight> MlpRef<'a, W> {
         let act = self.act;
         if self.shape.cond == 1 {
             for (k, hk) in h.iter_mut().enumerate().take(self.shape.hidden) {
-                let row = &self.w_in[k * n..(k + 1) * n];
+                let row = self.w_in.get(k * n..(k + 1) * n).unwrap_or_default();
                 let scale = self.s_in.get(k).copied().unwrap_or(1.0);
-                let mut a = row_sum::<W>(self.b_in[k], scale, dot_w(row, x));
-                a += self.w_cond[k] * c;
+                let b = self.b_in.get(k).copied().unwrap_or(0.0);
+                let mut a = row_sum::<W>(b, scale, dot_w(row, x));
+                a += self.w_cond.get(k).copied().unwrap_or(0.0) * c;
                 *hk = act.apply(a);
             }
         } else {
@@ -229,14 +230,22 @@ impl<'a, W: Weight> MlpRef<'a, W> {
     /// Training forward pass: like [`MlpRef::forward`] but keeps every hidden
     /// activation in `acts` (length [`MlpShape::n_activations`]) for
     /// [`MlpRef::backward`].
+    /// Never panics: `acts` shorter than that leaves it and `out` partly
+    /// written.
     pub fn forward_cached(&self, x: &[f32], c: f32, acts: &mut [f32], out: &mut [f32]) {
         let h = self.shape.hidden;
-        self.first_layer(x, c, &mut acts[..h]);
-        for l in 0..self.shape.depth - 1 {
-            let (prev, next) = acts[l * h..(l + 2) * h].split_at_mut(h);
+        let Some(first) = acts.get_mut(..h) else {
+            return;
+        };
+        self.first_layer(x, c, first);
+        for l in 0..self.shape.depth.saturating_sub(1) {
+            let Some((prev, next)) = acts.get_mut(l * h..(l + 2) * h).and_then(|a| a.split_at_mut_checked(h)) else {
+                return;
+            };
             self.hidden_layer(l, prev, next);
         }
-        self.output_layer(&acts[(self.shape.depth - 1) * h..], out);
+        let last = acts.get(self.shape.depth.saturating_sub(1) * h..).unwrap_or_default();
+        self.output_layer(last, out);
     }
 }
 
@@ -256,62 +265,125 @@ impl MlpRef<'_, f32> {
         tmp1: &mut [f32],
         grad: &mut MlpGrad<'_>,
     ) {
+        self.vjp(x, c, acts, g_out, g_x, tmp0, tmp1, Some(grad))
+    }
+
+    /// [`MlpRef::backward`] without the parameter gradient: only `∂L/∂x` is
+    /// added to `g_x` (bit for bit the same as [`MlpRef::backward`] adds).
+    /// What on-device adaptation needs; no gradient buffer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_input(
+        &self,
+        x: &[f32],
+        acts: &[f32],
+        g_out: &[f32],
+        g_x: &mut [f32],
+        tmp0: &mut [f32],
+        tmp1: &mut [f32],
+    ) {
+        self.vjp(x, 0.0, acts, g_out, Some(g_x), tmp0, tmp1, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn vjp(
+        &self,
+        x: &[f32],
+        c: f32,
+        acts: &[f32],
+        g_out: &[f32],
+        g_x: Option<&mut [f32]>,
+        tmp0: &mut [f32],
+        tmp1: &mut [f32],
+        mut grad: Option<&mut MlpGrad<'_>>,
+    ) {
+        // Slices are taken with `get` and zipped, so a view with
+        // inconsistent lengths stops early instead of panicking (the device's
+        // no-panic proof covers this path); consistent views visit exactly
+        // the elements, in the order, of the plain indexed loops.
         let s = self.shape;
-        let h = s.hidden;
-        let last = &acts[(s.depth - 1) * h..s.depth * h];
+        let (h, n) = (s.hidden, s.input);
+        if h == 0 || n == 0 || s.depth == 0 {
+            return;
+        }
+        let Some(last) = acts.get((s.depth - 1) * h..s.depth * h) else {
+            return;
+        };
         // Output layer.
-        let gh = &mut tmp0[..h];
+        let Some(gh) = tmp0.get_mut(..h) else {
+            return;
+        };
         gh.fill(0.0);
-        for j in 0..s.output {
-            let g = g_out[j];
-            grad.b_out[j] += g;
-            let row = &self.w_out[j * h..(j + 1) * h];
-            let grow = &mut grad.w_out[j * h..(j + 1) * h];
-            for k in 0..h {
-                grow[k] += g * last[k];
-                gh[k] += g * row[k];
+        for (j, (&g, row)) in g_out.iter().zip(self.w_out.chunks_exact(h)).take(s.output).enumerate() {
+            if let Some(grad) = grad.as_deref_mut() {
+                if let Some(b) = grad.b_out.get_mut(j) {
+                    *b += g;
+                }
+                if let Some(grow) = grad.w_out.get_mut(j * h..(j + 1) * h) {
+                    for (gw, &a) in grow.iter_mut().zip(last) {
+                        *gw += g * a;
+                    }
+                }
+            }
+            for (ghk, &w) in gh.iter_mut().zip(row) {
+                *ghk += g * w;
             }
         }
-        // Hidden layers, from the last one down; `gh` holds ∂L/∂(post-activation).
+        // Hidden layers, from the last one down; `gcur` holds ∂L/∂(post-activation).
         let (mut gcur, mut gprev) = (tmp0, tmp1);
         for l in (1..s.depth).rev() {
-            let out_act = &acts[l * h..(l + 1) * h];
-            let in_act = &acts[(l - 1) * h..l * h];
-            let w = &self.w_hid[(l - 1) * h * h..l * h * h];
-            let gw = &mut grad.w_hid[(l - 1) * h * h..l * h * h];
-            let gb = &mut grad.b_hid[(l - 1) * h..l * h];
-            let gp = &mut gprev[..h];
+            let (Some(out_act), Some(in_act), Some(w), Some(gp)) = (
+                acts.get(l * h..(l + 1) * h),
+                acts.get((l - 1) * h..l * h),
+                self.w_hid.get((l - 1) * h * h..l * h * h),
+                gprev.get_mut(..h),
+            ) else {
+                return;
+            };
             gp.fill(0.0);
-            for k in 0..h {
-                let gpre = gcur[k] * self.act.derivative_from_output(out_act[k]);
-                gb[k] += gpre;
-                let row = &w[k * h..(k + 1) * h];
-                let grow = &mut gw[k * h..(k + 1) * h];
-                for m in 0..h {
-                    grow[m] += gpre * in_act[m];
-                    gp[m] += gpre * row[m];
+            for (k, ((&gc, &oa), row)) in gcur.iter().zip(out_act).zip(w.chunks_exact(h)).enumerate() {
+                let gpre = gc * self.act.derivative_from_output(oa);
+                if let Some(grad) = grad.as_deref_mut() {
+                    if let Some(b) = grad.b_hid.get_mut((l - 1) * h + k) {
+                        *b += gpre;
+                    }
+                    let at = (l - 1) * h * h + k * h;
+                    if let Some(grow) = grad.w_hid.get_mut(at..at + h) {
+                        for (gw, &a) in grow.iter_mut().zip(in_act) {
+                            *gw += gpre * a;
+                        }
+                    }
+                }
+                for (g, &wv) in gp.iter_mut().zip(row) {
+                    *g += gpre * wv;
                 }
             }
             core::mem::swap(&mut gcur, &mut gprev);
         }
         // First layer.
-        let first = &acts[..h];
-        let n = s.input;
+        let Some(first) = acts.get(..h) else {
+            return;
+        };
         let mut g_x = g_x;
-        for k in 0..h {
-            let gpre = gcur[k] * self.act.derivative_from_output(first[k]);
-            grad.b_in[k] += gpre;
-            if s.cond == 1 {
-                grad.w_cond[k] += gpre * c;
-            }
-            let grow = &mut grad.w_in[k * n..(k + 1) * n];
-            for i in 0..n {
-                grow[i] += gpre * x[i];
+        for (k, ((&gc, &fa), row)) in gcur.iter().zip(first).zip(self.w_in.chunks_exact(n)).enumerate() {
+            let gpre = gc * self.act.derivative_from_output(fa);
+            if let Some(grad) = grad.as_deref_mut() {
+                if let Some(b) = grad.b_in.get_mut(k) {
+                    *b += gpre;
+                }
+                if s.cond == 1 {
+                    if let Some(wc) = grad.w_cond.get_mut(k) {
+                        *wc += gpre * c;
+                    }
+                }
+                if let Some(grow) = grad.w_in.get_mut(k * n..(k + 1) * n) {
+                    for (gw, &xi) in grow.iter_mut().zip(x) {
+                        *gw += gpre * xi;
+                    }
+                }
             }
             if let Some(gx) = g_x.as_deref_mut() {
-                let row = &self.w_in[k * n..(k + 1) * n];
-                for i in 0..n {
-                    gx[i] += gpre * row[i];
+                for (g, &wv) in gx.iter_mut().zip(row) {
+                    *g += gpre * wv;
                 }
             }
         }
@@ -417,7 +489,9 @@ pub fn dense_w<W: Weight>(w: &[W], scale: &[f32], n: usize, b: &[f32], x: &[f32]
         }
         return;
     }
-    let mut blocks = w.chunks_exact(4 * n);
+    // `4·n` (≥ 4 here) as the compiler can see it is not 0 even for a
+    // run-time `n` (layer views): `chunks_exact` would panic on 0.
+    let mut blocks = w.chunks_exact(n.wrapping_mul(4).max(1));
     let mut outs = out.chunks_exact_mut(4);
     let mut bs = b.chunks_exact(4);
     if W::SCALED {

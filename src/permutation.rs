@@ -83,6 +83,9 @@ impl SliceBackward for PermutationRef<'_> {
     fn backward_flat(&self, _: &[f32], g: &mut [f32], _: f32, _: &mut [f32], scratch: &mut [f32]) {
         permute_inverse(self.perm, g, scratch);
     }
+    fn backward_input(&self, _: &[f32], g: &mut [f32], _: f32, scratch: &mut [f32]) {
+        permute_inverse(self.perm, g, scratch);
+    }
     fn as_bijector(&self) -> &dyn SliceBijector {
         self
     }
@@ -114,6 +117,11 @@ impl<const D: usize> Permutation<D> {
     /// The permutation, `y[i] = x[perm[i]]`.
     pub const fn indices(&self) -> &[usize; D] {
         &self.perm
+    }
+
+    /// Borrow as the slice-level view.
+    pub fn view(&self) -> PermutationRef<'_> {
+        PermutationRef { perm: &self.perm }
     }
 }
 
@@ -172,6 +180,9 @@ impl SliceBackward for Reverse {
         0
     }
     fn backward_flat(&self, _: &[f32], g: &mut [f32], _: f32, _: &mut [f32], _: &mut [f32]) {
+        g.reverse();
+    }
+    fn backward_input(&self, _: &[f32], g: &mut [f32], _: f32, _: &mut [f32]) {
         g.reverse();
     }
     fn as_bijector(&self) -> &dyn SliceBijector {

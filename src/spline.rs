@@ -359,7 +359,7 @@ pub fn rq_spline_backward(
 ) -> f32 {
     let n_p = if bins == 0 { 0 } else { spline_params(bins) };
     for p in 0..n_p {
-        g_raw[p * stride] = 0.0;
+        set(g_raw, p * stride, 0.0);
     }
     let b = effective_tail_bound(tail_bound);
     if !(x > -b && x < b) || bins == 0 {
@@ -428,20 +428,33 @@ pub fn rq_spline_backward(
         dot_w += pw * aw * gp(i, gcx_k, gcx_k1);
         dot_h += ph * ah * gp(i, gcy_k, gcy_k1);
     }
+    let raw_at = |i: usize| raw.get(i).copied().unwrap_or(0.0);
     for i in 0..bins {
         let (pw, ph) = sp.probs(i);
-        let mw = clamp_raw(raw[i * stride]).1;
-        let mh = clamp_raw(raw[(bins + i) * stride]).1;
-        g_raw[i * stride] = mw * pw * (aw * gp(i, gcx_k, gcx_k1) - dot_w);
-        g_raw[(bins + i) * stride] = mh * ph * (ah * gp(i, gcy_k, gcy_k1) - dot_h);
+        let mw = clamp_raw(raw_at(i * stride)).1;
+        let mh = clamp_raw(raw_at((bins + i) * stride)).1;
+        set(g_raw, i * stride, mw * pw * (aw * gp(i, gcx_k, gcx_k1) - dot_w));
+        set(
+            g_raw,
+            (bins + i) * stride,
+            mh * ph * (ah * gp(i, gcy_k, gcy_k1) - dot_h),
+        );
     }
     if k >= 1 {
-        g_raw[(2 * bins + k - 1) * stride] = g_dk * ddk;
+        set(g_raw, (2 * bins + k - 1) * stride, g_dk * ddk);
     }
     if k + 1 < bins {
-        g_raw[(2 * bins + k) * stride] = g_dk1 * ddk1;
+        set(g_raw, (2 * bins + k) * stride, g_dk1 * ddk1);
     }
     g_x
+}
+
+/// `g[i] = v` if `i` is in bounds (the backward passes never panic).
+#[inline(always)]
+fn set(g: &mut [f32], i: usize, v: f32) {
+    if let Some(e) = g.get_mut(i) {
+        *e = v;
+    }
 }
 
 /// The knots of one coordinate's spline: `xs`, `ys`, `ds` (each `bins + 1`
@@ -551,28 +564,44 @@ impl SplineCouplingRef<'_> {
     /// conditioner's parameter gradient to `grad`. `scratch` has
     /// [`SplineCouplingRef::train_scratch_len`] floats.
     pub fn backward(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut MlpGrad<'_>, scratch: &mut [f32]) {
+        self.vjp(x, g, g_ld, Some(grad), scratch)
+    }
+
+    /// The backward pass without the parameter gradient: `g` becomes
+    /// `∂L/∂x` exactly as in the full backward pass (on-device adaptation).
+    pub fn backward_input(&self, x: &[f32], g: &mut [f32], g_ld: f32, scratch: &mut [f32]) {
+        self.vjp(x, g, g_ld, None, scratch)
+    }
+
+    /// Never panics: short `x`, `g` or `scratch` stop it early (`g` is
+    /// then unspecified).
+    fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: Option<&mut MlpGrad<'_>>, scratch: &mut [f32]) {
         let sh = self.net.shape;
         let n = self.n_out();
-        let (acts, rest) = scratch.split_at_mut(sh.n_activations());
-        let (out, rest) = rest.split_at_mut(n);
-        let (g_out, rest) = rest.split_at_mut(n);
-        let (t0, t1) = rest.split_at_mut(sh.hidden);
-        let (xa, xb) = x.split_at(self.a);
+        let Some((acts, rest)) = scratch.split_at_mut_checked(sh.n_activations()) else {
+            return;
+        };
+        let Some((out, rest)) = rest.split_at_mut_checked(n) else {
+            return;
+        };
+        let Some((g_out, rest)) = rest.split_at_mut_checked(n) else {
+            return;
+        };
+        let (Some((t0, t1)), Some((xa, xb)), Some((ga, gb))) = (
+            rest.split_at_mut_checked(sh.hidden),
+            x.split_at_checked(self.a),
+            g.split_at_mut_checked(self.a),
+        ) else {
+            return;
+        };
         self.net.forward_cached(xa, 0.0, acts, out);
-        let (ga, gb) = g.split_at_mut(self.a);
-        for j in 0..self.b {
-            gb[j] = rq_spline_backward(
-                xb[j],
-                &out[j..],
-                self.b,
-                self.bins,
-                self.tail_bound,
-                gb[j],
-                g_ld,
-                &mut g_out[j..],
-            );
+        for (j, (gj, &xj)) in gb.iter_mut().zip(xb).take(self.b).enumerate() {
+            let (Some(o), Some(go)) = (out.get(j..), g_out.get_mut(j..)) else {
+                return;
+            };
+            *gj = rq_spline_backward(xj, o, self.b, self.bins, self.tail_bound, *gj, g_ld, go);
         }
-        self.net.backward(xa, 0.0, acts, g_out, Some(ga), t0, t1, grad);
+        self.net.vjp(xa, 0.0, acts, g_out, Some(ga), t0, t1, grad);
     }
 }
 
@@ -760,6 +789,16 @@ impl SplineAutoregressiveRef<'_> {
     /// Backward pass of [`SplineAutoregressiveRef::forward`] at input `x`;
     /// conventions as in [`SplineCouplingRef::backward`].
     pub fn backward(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: &mut MlpGrad<'_>, scratch: &mut [f32]) {
+        self.vjp(x, g, g_ld, Some(grad), scratch)
+    }
+
+    /// The backward pass without the parameter gradient: `g` becomes
+    /// `∂L/∂x` exactly as in the full backward pass (on-device adaptation).
+    pub fn backward_input(&self, x: &[f32], g: &mut [f32], g_ld: f32, scratch: &mut [f32]) {
+        self.vjp(x, g, g_ld, None, scratch)
+    }
+
+    fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: Option<&mut MlpGrad<'_>>, scratch: &mut [f32]) {
         let d = self.dim();
         let sh = self.net.shape;
         let n = self.n_out();
@@ -780,7 +819,7 @@ impl SplineAutoregressiveRef<'_> {
                 &mut g_out[i..],
             );
         }
-        self.net.backward(x, 0.0, acts, g_out, Some(g), t0, t1, grad);
+        self.net.vjp(x, 0.0, acts, g_out, Some(g), t0, t1, grad);
     }
 }
 

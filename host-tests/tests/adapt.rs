@@ -5,6 +5,7 @@
 //! and rollback.
 
 use flowmote::adapt::{AdaptConfig, Adapter, Tracked, Views};
+use flowmote::gradient::{Gradient, InputGradient};
 use flowmote::permutation::PermutationRef;
 use flowmote::{AdaptTarget, SliceBackward};
 use flowmote_fixtures::model;
@@ -238,10 +239,120 @@ fn tracking_rolls_back_a_harmful_update() {
     });
 }
 
+/// The device's gradient: the const-generic model with its memory inline,
+/// sized by the export's `ADAPT_LAYERS`/`ADAPT_SCRATCH`.
+type DeviceGradient = Gradient<'static, D, model::Layers, { model::ADAPT_LAYERS }, { model::ADAPT_SCRATCH }>;
+
 #[test]
 fn fixed_ram_of_the_bundled_model() {
     let bytes = core::mem::size_of::<Adapter<D, H>>();
     let work = with_views(|v| v.work.len()) * 4;
-    eprintln!("Adapter<{D}, {H}>: {bytes} B; the views' work buffer: {work} B");
+    let device = core::mem::size_of::<DeviceGradient>();
+    eprintln!("Adapter<{D}, {H}>: {bytes} B; the views' work buffer: {work} B; the device's gradient: {device} B");
     assert!(bytes <= (18 + H) * D * 4 + 64);
+    assert!(device <= work + 16, "the device keeps no more than the host's views");
+}
+
+#[test]
+fn the_export_sizes_the_device_gradient() {
+    assert_eq!(model::ADAPT_LAYERS, <model::Layers as InputGradient<D>>::LAYERS);
+    assert_eq!(model::ADAPT_SCRATCH, model::MODEL.layers.gradient_scratch_len());
+    // One float short of either is refused, not a panic.
+    assert!(
+        Gradient::<'static, D, model::Layers, { model::ADAPT_LAYERS - 1 }, { model::ADAPT_SCRATCH }>::new(
+            &model::MODEL
+        )
+        .is_err()
+    );
+    assert!(
+        Gradient::<'static, D, model::Layers, { model::ADAPT_LAYERS }, { model::ADAPT_SCRATCH - 1 }>::new(
+            &model::MODEL
+        )
+        .is_err()
+    );
+}
+
+/// The device's typed gradient and the host's views give the same NLL and
+/// input gradient bit for bit, and so the same adapter state after
+/// commissioning and tracking on drifted windows.
+#[test]
+fn device_gradient_equals_the_host_views_bit_for_bit() {
+    let rows = windows(drifted);
+    let mut dev = DeviceGradient::new(&model::MODEL).unwrap();
+    with_views(|v| {
+        for x in rows.iter().step_by(7).take(40) {
+            let (mut gh, mut gd) = ([0.0; D], [0.0; D]);
+            let a = v.nll_grad(x, &mut gh).unwrap();
+            let b = dev.nll_grad(x, &mut gd).unwrap();
+            assert_eq!(a.to_bits(), b.to_bits());
+            assert_eq!(gh.map(f32::to_bits), gd.map(f32::to_bits));
+            assert_eq!(v.nll(x).unwrap().to_bits(), dev.nll(x).unwrap().to_bits());
+        }
+        let (mut host, mut device) = (new_adapter(), new_adapter());
+        for x in rows.iter().take(60) {
+            let a = host.commission(v, x).unwrap();
+            let b = device.commission(&mut dev, x).unwrap();
+            assert_eq!(a.to_bits(), b.to_bits());
+        }
+        for x in rows.iter().skip(60).take(60) {
+            let a = host.track(v, x, model::THRESHOLD).unwrap();
+            let b = device.track(&mut dev, x, model::THRESHOLD).unwrap();
+            assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        }
+        let (hu, hl) = host.correction();
+        let (du, dl) = device.correction();
+        assert_eq!(hu.map(f32::to_bits), du.map(f32::to_bits));
+        assert_eq!(hl.map(f32::to_bits), dl.map(f32::to_bits));
+        assert!(hl.iter().any(|&l| l != 0.0), "commissioning moved the correction");
+    });
+    // NaN never gets through either.
+    let mut g = [0.0; D];
+    assert!(dev.nll_grad(&[f32::NAN; D], &mut g).is_err());
+}
+
+/// `∂(−log p)/∂x` of the device's gradient against central differences of
+/// the model's own `log_prob` (f64 step arithmetic), for a const-generic
+/// model: the input-only backward passes of every layer kind it holds.
+fn check_device_gradient<const DD: usize, L, const N: usize, const S: usize>(
+    model: &'static flowmote::Flow<DD, L>,
+    inputs: &[[f32; DD]],
+    std: &[f32; DD],
+) where
+    L: InputGradient<DD>,
+{
+    let mut dev = Gradient::<'static, DD, L, N, S>::new(model).unwrap();
+    for x in inputs {
+        let mut g = [0.0; DD];
+        let nll = dev.nll_grad(x, &mut g).unwrap();
+        assert_eq!(nll.to_bits(), (-model.log_prob(x).unwrap()).to_bits());
+        for i in 0..DD {
+            let h = 1e-2 * std[i];
+            let (mut up, mut down) = (*x, *x);
+            up[i] += h;
+            down[i] -= h;
+            let fd = (-(model.log_prob(&up).unwrap() as f64) + model.log_prob(&down).unwrap() as f64)
+                / ((up[i] as f64) - (down[i] as f64));
+            let scale = fd.abs().max(1.0 / std[i] as f64);
+            assert!(
+                (g[i] as f64 - fd).abs() <= 2e-2 * scale,
+                "feature {i}: backward {} vs central difference {fd}",
+                g[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn device_gradient_of_maf_and_affine_coupling_models_matches_finite_differences() {
+    use flowmote_fixtures::{coupling, maf};
+    check_device_gradient::<{ maf::DIM }, maf::Layers, { maf::ADAPT_LAYERS }, { maf::ADAPT_SCRATCH }>(
+        &maf::MODEL,
+        &maf::GOLDEN_INPUTS,
+        &maf::STD,
+    );
+    check_device_gradient::<{ coupling::DIM }, coupling::Layers, { coupling::ADAPT_LAYERS }, { coupling::ADAPT_SCRATCH }>(
+        &coupling::MODEL,
+        &coupling::GOLDEN_INPUTS,
+        &coupling::STD,
+    );
 }

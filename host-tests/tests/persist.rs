@@ -423,3 +423,51 @@ fn the_calibrated_threshold_has_the_target_false_alarm_rate() {
     // Rank error of a 3000-window quantile (3 σ ≈ 0.0055) plus that of the test sample (≈ 0.002).
     assert!((rate - RATE as f64).abs() < 0.0075, "{rate}");
 }
+
+/// The adaptation's correction (3 features: 44 bytes of words, 48 in flash):
+/// round trip, every single-bit corruption refused, non-finite values
+/// refused, and a power cut at any byte of a save leaves the old
+/// correction or the new one.
+#[test]
+fn correction_records_survive_power_cuts() {
+    use flowmote_firmware::{Correction, Persisted};
+    const D: usize = 3;
+    let c = |k: f32| Correction::<D> {
+        seq: 0,
+        steps: 7,
+        shift: [0.1 * k, -0.2, 0.3],
+        log_scale: [0.05, k, -0.01],
+    };
+    assert_eq!(Correction::<D>::LEN, 48);
+    let mut b = [0u8; 48];
+    c(1.0).with_seq(5).encode_into(&mut b);
+    assert_eq!(Correction::<D>::decode_from(&b), Some(c(1.0).with_seq(5)));
+    for bit in 0..44 * 8 {
+        let mut bad = b;
+        bad[bit / 8] ^= 1 << (bit % 8);
+        assert_eq!(Correction::<D>::decode_from(&bad), None, "bit {bit}");
+    }
+    let open = |f: MockFlash<256>| Store::<_, Correction<D>>::open(f, 256).unwrap();
+    let mut s = open(MockFlash::<256>::new(3));
+    assert_eq!(s.put(c(f32::NAN)), Err(PersistError::NotFinite));
+    let old = s.put(c(1.0)).unwrap();
+    let before = s.release();
+    let (mut kept, mut replaced) = (0, 0);
+    for cut in 0..256 + 48 + 2 {
+        let mut f = before.clone();
+        f.cut_after(cut);
+        let mut s = open(f);
+        let saved = s.put(c(2.0));
+        assert_eq!(saved.is_ok(), cut >= 256 + 48, "cut={cut}: {saved:?}");
+        let mut f = s.release();
+        f.power_on();
+        match open(f).load().unwrap() {
+            Some(r) if r == c(2.0).with_seq(2) => replaced += 1,
+            got => {
+                assert_eq!(got, Some(old), "cut={cut}: neither old nor new");
+                kept += 1;
+            }
+        }
+    }
+    assert!(kept > 0 && replaced > 0);
+}

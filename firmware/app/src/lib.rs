@@ -21,9 +21,13 @@
 //! * [`threshold`]: [`Calibrator`], commissioning — the threshold at a
 //!   target false-alarm rate from the scores of the first windows after
 //!   installation (the core's streaming P² quantile).
-//! * [`persist`]: [`Store`], that threshold in two pages of NOR flash
-//!   (`embedded-storage` traits), CRC-checked, A/B slots so a power cut
-//!   mid-write loses nothing, with a lifetime write cap.
+//! * [`persist`]: [`Store`], that threshold (or the adaptation's
+//!   [`Correction`]) in two pages of NOR flash (`embedded-storage` traits),
+//!   CRC-checked, A/B slots so a power cut mid-write loses nothing, with a
+//!   lifetime write cap.
+//! * [`adapt`]: [`Adaptation`], on-device adaptation — the core's adapter
+//!   commissioned on the first windows after installation, then tracking,
+//!   the detector scoring through a [`Corrected`] model.
 //! * [`synthetic`]: feature vectors sampled from the flow with a seeded
 //!   `Xoshiro128PlusPlus`, for the self-test / demo mode and the golden
 //!   sample check.
@@ -42,6 +46,7 @@
 #[macro_use]
 mod log;
 
+pub mod adapt;
 pub mod lis3dh;
 pub mod monitor;
 pub mod persist;
@@ -51,11 +56,15 @@ pub mod synthetic;
 pub mod threshold;
 pub mod window;
 
+pub use adapt::{AdaptStats, Adaptation, Phase, Step};
+pub use flowmote::adapt::{AdaptConfig, Tracked};
 pub use flowmote::anomaly::{Detector, KOfN, Verdict};
 pub use flowmote::features::Pipeline;
+pub use flowmote::gradient::Gradient;
+pub use flowmote::Corrected;
 pub use lis3dh::{Lis3dh, SensorError};
 pub use monitor::{Alarm, Event, Inverted, Monitor, Report, Stats};
-pub use persist::{PersistError, Record, Store};
+pub use persist::{Correction, PersistError, Persisted, Record, Store};
 pub use record::Recorder;
 pub use synthetic::Synthetic;
 pub use threshold::Calibrator;

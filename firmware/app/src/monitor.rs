@@ -200,6 +200,7 @@ pub struct Monitor<'a, I2C, P, F, const D: usize, M, const N: usize> {
     sensor: Lis3dh<I2C>,
     ready: bool,
     features: F,
+    last: Option<[f32; D]>,
     alarm: Alarm<'a, D, M, P, N>,
     stats: Stats,
 }
@@ -217,6 +218,7 @@ where
             sensor,
             ready: false,
             features,
+            last: None,
             alarm,
             stats: Stats::default(),
         }
@@ -243,7 +245,10 @@ where
         }
         match self.sensor.read_mg() {
             Ok(r) => match self.features.push(r) {
-                Some(x) => Event::Scored(self.alarm.assess_features(x)),
+                Some(x) => {
+                    self.last = x.ok();
+                    Event::Scored(self.alarm.assess_features(x))
+                }
                 None => Event::Sampled(r),
             },
             Err(e) => self.sensor_error(e),
@@ -281,6 +286,13 @@ where
     /// Compare later scores with `threshold` ([`Alarm::set_threshold`]).
     pub fn set_threshold(&mut self, threshold: f32) {
         self.alarm.set_threshold(threshold);
+    }
+
+    /// The features of the window the last [`Event::Scored`] scored
+    /// (`None` before the first, or if its features could not be computed):
+    /// what on-device adaptation ([`crate::Adaptation`]) learns from.
+    pub fn last_features(&self) -> Option<&[f32; D]> {
+        self.last.as_ref()
     }
 
     /// Readings since the last scored window.

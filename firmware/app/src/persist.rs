@@ -1,8 +1,11 @@
-//! The calibrated threshold in NOR flash, safe against power cuts.
+//! The calibrated threshold and the adaptation's correction in NOR flash,
+//! safe against power cuts.
 //!
-//! [`Store`] keeps one [`Record`] in a region of two erase pages (slots A
+//! [`Store`] keeps one record in a region of two erase pages (slots A
 //! and B) of any [`NorFlash`] (the `embedded-storage` 0.3 traits; the
-//! nRF52840's NVMC implements them). A record is [`RECORD_LEN`] bytes at the
+//! nRF52840's NVMC implements them): a [`Record`] (the threshold, the
+//! default) or a [`Correction`] (on-device adaptation's `2·D` floats), or
+//! any [`Persisted`] type. A threshold record is [`RECORD_LEN`] bytes at the
 //! start of its slot:
 //!
 //! | bytes  | field                                        |
@@ -31,6 +34,11 @@
 //! calibrator saves once per commissioning, i.e. at most once per
 //! commissioning period of windows.
 //!
+//! A [`Correction`] record has the same frame — magic `FMad`, version,
+//! sequence number, then its words (adaptation steps, `u`, `ℓ`), the
+//! CRC-32 of everything before it, zero padding to a multiple of 8 bytes —
+//! and at most [`MAX_RECORD_LEN`] bytes (`D ≤ 28`).
+//!
 //! Every failure is a [`PersistError`] value; nothing here panics.
 //!
 //! The CRC is the bitwise CRC-32 below (ten lines, no 1 KB table, no
@@ -48,6 +56,29 @@ pub const VERSION: u32 = 1;
 pub const MAX_WRITES: u32 = 4000;
 /// Save attempts a [`Store`] makes between resets.
 pub const MAX_ATTEMPTS_PER_BOOT: u8 = 4;
+
+/// Largest record a [`Store`] takes, bytes (its buffer is on the stack).
+pub const MAX_RECORD_LEN: usize = 256;
+
+/// A value a [`Store`] keeps: a fixed-size, CRC-checked record with a
+/// sequence number.
+pub trait Persisted: Sized + Copy {
+    /// Bytes of the record in flash (a multiple of 8, at most
+    /// [`MAX_RECORD_LEN`]).
+    const LEN: usize;
+    /// The sequence number (1 for the first record ever written).
+    fn seq(&self) -> u32;
+    /// The same value with sequence number `seq`.
+    fn with_seq(self, seq: u32) -> Self;
+    /// Whether the value may be saved (e.g. finite).
+    fn is_valid(&self) -> bool;
+    /// Write the record's [`Persisted::LEN`] bytes to the start of `out`.
+    fn encode_into(&self, out: &mut [u8]);
+    /// Parse a record from the start of `bytes`; `None` for anything but a
+    /// valid record (erased or partly written flash, bad magic, version or
+    /// CRC, sequence number 0, an invalid value).
+    fn decode_from(bytes: &[u8]) -> Option<Self>;
+}
 
 /// A persisted threshold.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -108,6 +139,100 @@ impl Record {
     }
 }
 
+impl Persisted for Record {
+    const LEN: usize = RECORD_LEN;
+    fn seq(&self) -> u32 {
+        self.seq
+    }
+    fn with_seq(self, seq: u32) -> Self {
+        Record { seq, ..self }
+    }
+    fn is_valid(&self) -> bool {
+        self.threshold.is_finite()
+    }
+    fn encode_into(&self, out: &mut [u8]) {
+        if let Some(o) = out.get_mut(..RECORD_LEN) {
+            o.copy_from_slice(&self.encode());
+        }
+    }
+    fn decode_from(bytes: &[u8]) -> Option<Self> {
+        let b: &[u8; RECORD_LEN] = bytes.get(..RECORD_LEN)?.try_into().ok()?;
+        Record::decode(b)
+    }
+}
+
+/// First word of a [`Correction`] record: `b"FMad"` as a little-endian u32.
+pub const CORRECTION_MAGIC: u32 = u32::from_le_bytes(*b"FMad");
+
+/// On-device adaptation's correction (`flowmote::Adapter::correction`) for
+/// a model of `D` features: what a device restores after a reset.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Correction<const D: usize> {
+    /// Sequence number: 1 for the first record ever written, +1 per save.
+    pub seq: u32,
+    /// Adaptation steps taken when it was saved.
+    pub steps: u32,
+    /// Shift `u` per feature (model standard deviations).
+    pub shift: [f32; D],
+    /// Log-scale `ℓ` per feature.
+    pub log_scale: [f32; D],
+}
+
+impl<const D: usize> Correction<D> {
+    /// Words before the CRC: magic, version, seq, steps, `u`, `ℓ`.
+    const WORDS: usize = 4 + 2 * D;
+}
+
+impl<const D: usize> Persisted for Correction<D> {
+    const LEN: usize = (4 * (Self::WORDS + 1)).div_ceil(8) * 8;
+    fn seq(&self) -> u32 {
+        self.seq
+    }
+    fn with_seq(self, seq: u32) -> Self {
+        Correction { seq, ..self }
+    }
+    fn is_valid(&self) -> bool {
+        self.shift.iter().chain(&self.log_scale).all(|v| v.is_finite())
+    }
+    fn encode_into(&self, out: &mut [u8]) {
+        let Some(out) = out.get_mut(..Self::LEN) else {
+            return;
+        };
+        out.fill(0);
+        let head = [CORRECTION_MAGIC, VERSION, self.seq, self.steps];
+        let floats = self.shift.iter().chain(&self.log_scale).map(|v| v.to_bits());
+        for (chunk, w) in out.chunks_exact_mut(4).zip(head.into_iter().chain(floats)) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        let body = 4 * Self::WORDS;
+        let crc = crc32(out.get(..body).unwrap_or(&[]));
+        if let Some(c) = out.get_mut(body..body + 4) {
+            c.copy_from_slice(&crc.to_le_bytes());
+        }
+    }
+    fn decode_from(bytes: &[u8]) -> Option<Self> {
+        let body = 4 * Self::WORDS;
+        let word = |k: usize| -> Option<u32> {
+            let b: [u8; 4] = bytes.get(4 * k..4 * k + 4)?.try_into().ok()?;
+            Some(u32::from_le_bytes(b))
+        };
+        if word(0)? != CORRECTION_MAGIC || word(1)? != VERSION || word(Self::WORDS)? != crc32(bytes.get(..body)?) {
+            return None;
+        }
+        let mut c = Correction {
+            seq: word(2)?,
+            steps: word(3)?,
+            shift: [0.0; D],
+            log_scale: [0.0; D],
+        };
+        for (k, v) in c.shift.iter_mut().chain(c.log_scale.iter_mut()).enumerate() {
+            *v = f32::from_bits(word(4 + k)?);
+        }
+        (c.seq != 0 && c.is_valid()).then_some(c)
+    }
+}
+
 /// CRC-32 (IEEE 802.3: reflected polynomial `0xEDB88320`, initial value and
 /// final XOR `0xFFFFFFFF`), bit by bit.
 pub fn crc32(bytes: &[u8]) -> u32 {
@@ -136,7 +261,7 @@ pub enum PersistError<E> {
     WornOut,
     /// [`MAX_ATTEMPTS_PER_BOOT`] saves were attempted since reset.
     TooManyAttempts,
-    /// The threshold to save is not finite.
+    /// The value to save is not finite.
     NotFinite,
 }
 
@@ -152,7 +277,7 @@ impl<E: NorFlashError> PersistError<E> {
             PersistError::Layout => "persist: bad region layout",
             PersistError::WornOut => "persist: lifetime write cap reached",
             PersistError::TooManyAttempts => "persist: too many save attempts since reset",
-            PersistError::NotFinite => "persist: threshold not finite",
+            PersistError::NotFinite => "persist: value not finite",
         }
     }
 }
@@ -164,27 +289,54 @@ struct Newest {
     seq: u32,
 }
 
-/// A threshold record in two erase pages (A/B) of a NOR flash.
+/// A record (by default a threshold [`Record`]) in two erase pages (A/B)
+/// of a NOR flash.
 #[derive(Debug)]
-pub struct Store<F> {
+pub struct Store<F, R = Record> {
     flash: F,
     slots: [u32; 2],
     /// `None` until the slots have been scanned; then the newest valid record.
     newest: Option<Option<Newest>>,
     attempts: u8,
+    record: core::marker::PhantomData<R>,
 }
 
-impl<F: NorFlash> Store<F> {
-    /// A store in the two erase pages starting at offset `base` of `flash`
-    /// (`base` erase-aligned, `base + 2·ERASE_SIZE ≤ capacity`). Reads and
-    /// writes nothing.
+impl<F: NorFlash> Store<F, Record> {
+    /// A threshold store in the two erase pages starting at offset `base`
+    /// of `flash` ([`Store::open`] for [`Record`]s).
     pub fn new(flash: F, base: u32) -> Result<Self, PersistError<F::Error>> {
+        Self::open(flash, base)
+    }
+
+    /// Save a threshold record ([`Store::put`]).
+    pub fn save(
+        &mut self,
+        threshold: f32,
+        windows: u32,
+        false_alarm_rate: f32,
+    ) -> Result<Record, PersistError<F::Error>> {
+        self.put(Record {
+            seq: 0,
+            threshold,
+            windows,
+            false_alarm_rate,
+        })
+    }
+}
+
+impl<F: NorFlash, R: Persisted> Store<F, R> {
+    /// A store of `R` records in the two erase pages starting at offset
+    /// `base` of `flash` (`base` erase-aligned, `base + 2·ERASE_SIZE ≤
+    /// capacity`, the flash's read and write sizes dividing `R::LEN`).
+    /// Reads and writes nothing.
+    pub fn open(flash: F, base: u32) -> Result<Self, PersistError<F::Error>> {
         let page = F::ERASE_SIZE;
         let sizes_ok = F::WRITE_SIZE > 0
             && F::READ_SIZE > 0
-            && RECORD_LEN % F::WRITE_SIZE == 0
-            && RECORD_LEN % F::READ_SIZE == 0
-            && page >= RECORD_LEN
+            && R::LEN <= MAX_RECORD_LEN
+            && R::LEN % F::WRITE_SIZE == 0
+            && R::LEN % F::READ_SIZE == 0
+            && page >= R::LEN
             && (base as usize) % page == 0;
         let end = (base as usize).checked_add(page).and_then(|b| b.checked_add(page));
         let b = u32::try_from(page).ok().and_then(|p| base.checked_add(p));
@@ -194,42 +346,40 @@ impl<F: NorFlash> Store<F> {
                 slots: [base, b],
                 newest: None,
                 attempts: 0,
+                record: core::marker::PhantomData,
             }),
             _ => Err(PersistError::Layout),
         }
     }
 
-    fn read_slot(&mut self, slot: usize) -> Result<Option<Record>, PersistError<F::Error>> {
-        let mut b = [0u8; RECORD_LEN];
+    fn read_slot(&mut self, slot: usize) -> Result<Option<R>, PersistError<F::Error>> {
+        let mut b = [0u8; MAX_RECORD_LEN];
+        let b = b.get_mut(..R::LEN).ok_or(PersistError::Layout)?;
         let off = *self.slots.get(slot).ok_or(PersistError::Layout)?;
-        self.flash.read(off, &mut b).map_err(PersistError::Flash)?;
-        Ok(Record::decode(&b))
+        self.flash.read(off, b).map_err(PersistError::Flash)?;
+        Ok(R::decode_from(b))
     }
 
     /// The newest valid record, if any (scans both slots; the higher
     /// sequence number wins). A flash read error is returned as such.
-    pub fn load(&mut self) -> Result<Option<Record>, PersistError<F::Error>> {
+    pub fn load(&mut self) -> Result<Option<R>, PersistError<F::Error>> {
         let a = self.read_slot(0)?;
         let b = self.read_slot(1)?;
         let (slot, best) = match (a, b) {
-            (Some(a), Some(b)) if b.seq > a.seq => (1, Some(b)),
+            (Some(a), Some(b)) if b.seq() > a.seq() => (1, Some(b)),
             (Some(a), _) => (0, Some(a)),
             (None, b) => (1, b),
         };
-        self.newest = Some(best.map(|r| Newest { slot, seq: r.seq }));
+        self.newest = Some(best.map(|r| Newest { slot, seq: r.seq() }));
         Ok(best)
     }
 
     /// Write a new record (sequence number one above the newest) into the
     /// slot not holding the newest record: erase it, then write. On success
     /// the new record is the newest; on any error the previous one still is.
-    pub fn save(
-        &mut self,
-        threshold: f32,
-        windows: u32,
-        false_alarm_rate: f32,
-    ) -> Result<Record, PersistError<F::Error>> {
-        if !threshold.is_finite() {
+    /// Returns `value` with its new sequence number.
+    pub fn put(&mut self, value: R) -> Result<R, PersistError<F::Error>> {
+        if !value.is_valid() {
             return Err(PersistError::NotFinite);
         }
         let newest = match self.newest {
@@ -250,19 +400,17 @@ impl<F: NorFlash> Store<F> {
             return Err(PersistError::TooManyAttempts);
         }
         self.attempts += 1;
-        let record = Record {
-            seq,
-            threshold,
-            windows,
-            false_alarm_rate,
-        };
+        let record = value.with_seq(seq);
+        let mut bytes = [0u8; MAX_RECORD_LEN];
+        let bytes = bytes.get_mut(..R::LEN).ok_or(PersistError::Layout)?;
+        record.encode_into(bytes);
         let off = *self.slots.get(slot).ok_or(PersistError::Layout)?;
         let end = u32::try_from(F::ERASE_SIZE)
             .ok()
             .and_then(|p| off.checked_add(p))
             .ok_or(PersistError::Layout)?;
         self.flash.erase(off, end).map_err(PersistError::Flash)?;
-        self.flash.write(off, &record.encode()).map_err(PersistError::Flash)?;
+        self.flash.write(off, bytes).map_err(PersistError::Flash)?;
         self.newest = Some(Some(Newest { slot, seq }));
         Ok(record)
     }

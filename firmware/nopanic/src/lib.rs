@@ -16,7 +16,11 @@
 //! Images, one per exported model: `nopanic` (the bundled model,
 //! `fixtures/src/model.rs`, with its exported `pipeline()`) and `nopanic-extended` (`fixtures/src/extended.rs`:
 //! LU linear, spline coupling, autoregressive spline and RK4 continuous-flow
-//! layers), so every layer kind the trainer makes is covered. Built by
+//! layers), so every layer kind the trainer makes is covered; `nopanic-i8`
+//! (compressed weights); and `nopanic-adapt` ([`prove_adapt`]: on-device
+//! adaptation of the bundled model — its input gradient through the
+//! layers' backward passes, the adapter commissioning and tracking, scoring
+//! through the correction, the correction's flash store). Built by
 //! `scripts/firmware-ci.sh` for each instruction set the boards use (the code
 //! generated for soft-float Cortex-M0+ differs from Cortex-M4F's):
 //! `cargo build --release` (thumbv7em-none-eabihf: nRF52840, STM32F411),
@@ -30,9 +34,13 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 #[cfg(target_arch = "arm")]
 use cortex_m as _;
-use flowmote::Density;
+use flowmote::gradient::InputGradient;
+use flowmote::{Density, Flow};
 use flowmote_firmware::sim::{RamFlash, RecordingPin};
-use flowmote_firmware::{Alarm, Calibrator, Detector, FeatureMap, KOfN, Reading, Store, Synthetic};
+use flowmote_firmware::{
+    AdaptConfig, Adaptation, Alarm, Calibrator, Corrected, Correction, Detector, FeatureMap, Gradient, KOfN, Reading,
+    Step, Store, Synthetic,
+};
 
 /// Largest model dimension [`prove`] takes (the size of its input buffers).
 pub const MAX_DIM: usize = 64;
@@ -91,6 +99,50 @@ pub fn prove_with<const D: usize, M: Density<D>, F: FeatureMap<D>>(model: &M, th
             write_volatile(addr_of_mut!(ALARM), report.alarm);
             write_volatile(addr_of_mut!(OUTPUT).cast::<[f32; D]>(), sample);
             write_volatile(addr_of_mut!(OUTPUT[0]), report.verdict.score().unwrap_or(f32::NAN));
+        }
+    }
+}
+
+/// On-device adaptation forever, on volatile windows: the model's
+/// [`Gradient`] (`N` saved layer inputs, `S` floats of scratch: the
+/// export's `ADAPT_LAYERS`/`ADAPT_SCRATCH`), an [`Adaptation`]
+/// commissioning then tracking, the detector scoring through the
+/// [`Corrected`] model, and the correction saved and loaded with a
+/// [`Store`] of [`Correction`] records.
+pub fn prove_adapt<const D: usize, L, const N: usize, const S: usize>(
+    model: &Flow<D, L>,
+    mean: [f32; D],
+    std: [f32; D],
+    threshold: f32,
+) -> !
+where
+    L: InputGradient<D>,
+{
+    const { assert!(D <= MAX_DIM) };
+    let scorer = Corrected::new(model, mean, std);
+    let detector = Detector::new(&scorer, threshold);
+    let mut alarm = Alarm::new(detector, const { KOfN::<5>::new(3) }, RecordingPin::default());
+    let mut gradient = Gradient::<'_, D, L, N, S>::new(model).ok();
+    let mut adaptation: Adaptation<D, 8> = Adaptation::commissioning(AdaptConfig::DEFAULT, mean, std, 100, true);
+    // SAFETY: single-threaded, no interrupts use these statics; D ≤ MAX_DIM.
+    let base = unsafe { read_volatile(addr_of!(STORE_BASE)) };
+    let mut store = Store::<_, Correction<D>>::open(RamFlash::<1024>::new(), base).ok();
+    loop {
+        let x = unsafe { read_volatile(addr_of!(INPUT).cast::<[f32; D]>()) };
+        let report = alarm.assess(&x);
+        let step = match gradient.as_mut() {
+            Some(g) => adaptation.observe(g, &scorer, &x, report.threshold),
+            None => Step::Idle,
+        };
+        if let (Step::CommissioningDone(_), Some(s)) = (step, store.as_mut()) {
+            let seq = s.put(adaptation.record()).map_or(0, |r| r.seq);
+            let loaded = s.load().ok().flatten().map_or(0, |r| r.seq);
+            unsafe { write_volatile(addr_of_mut!(SAVED), seq ^ loaded) };
+        }
+        unsafe {
+            write_volatile(addr_of_mut!(ALARM), report.alarm);
+            write_volatile(addr_of_mut!(OUTPUT[0]), report.verdict.score().unwrap_or(f32::NAN));
+            write_volatile(addr_of_mut!(OUTPUT[1]), adaptation.stats().updates as f32);
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{load_scoring, score_rows};
 use crate::metrics;
-use crate::model::{Layer, ModelFile, Threshold, View};
+use crate::model::{DynFlow, Layer, ModelFile, Threshold, View};
 use crate::output;
 use crate::say;
 use anyhow::{bail, ensure, Result};
@@ -41,6 +41,17 @@ pub struct AdaptArgs {
     /// Field delimiter of the CSV: `,`, `;` or `tab` (default: detected).
     #[arg(long, value_parser = crate::data::parse_delimiter)]
     pub delimiter: Option<u8>,
+    /// Passes over the data: a short recording stands in for a device's
+    /// longer commissioning period by being repeated (default: enough
+    /// passes for 2 000 updates, at most 20).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub passes: Option<u32>,
+    /// Share of the rows, taken from the end of the file, kept out of
+    /// adaptation to re-calibrate the threshold on (as a device calibrates
+    /// on the windows after its commissioning); 0 calibrates on the rows
+    /// adaptation used.
+    #[arg(long, default_value_t = 0.2)]
+    pub calibration_share: f64,
     /// Print one JSON object (NLL and false-alarm rate before and after)
     /// instead of text.
     #[arg(long)]
@@ -50,7 +61,7 @@ pub struct AdaptArgs {
 /// What `flowmote adapt` measured.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdaptReport {
-    /// Rows that updated the correction.
+    /// Rows that updated the correction (each once per pass).
     pub used: usize,
     /// Rows that could not be used (unscorable or not finite).
     pub skipped: usize,
@@ -58,9 +69,9 @@ pub struct AdaptReport {
     pub shift: Vec<f32>,
     /// The correction: log-scale `ℓ` per feature.
     pub log_scale: Vec<f32>,
-    /// Mean NLL of the data before adaptation.
+    /// Mean NLL before adaptation (of the calibration rows: the held-out tail, or every row).
     pub nll_before: f64,
-    /// Mean NLL of the data after adaptation.
+    /// Mean NLL after adaptation (same rows).
     pub nll_after: f64,
     /// Fraction flagged at the model's threshold before adaptation (None
     /// without one).
@@ -73,13 +84,19 @@ pub struct AdaptReport {
     pub threshold: Threshold,
 }
 
-/// Run the device's commissioning over `rows` (in order) on `model`'s only
-/// flow and fold the correction into its first layer (and `mean`/`std`).
-/// Returns (shift, log-scale, rows used, rows skipped).
+/// Updates the default number of passes aims for.
+const DEFAULT_UPDATES: usize = 2000;
+/// Most passes by default.
+const MAX_DEFAULT_PASSES: usize = 20;
+
+/// Run the device's commissioning over `rows` (in order, `passes` times) on
+/// `model`'s only flow and fold the correction into its first layer (and
+/// `mean`/`std`). Returns (shift, log-scale, updates, rows skipped per pass).
 pub fn adapt_model(
     model: &mut ModelFile,
     rows: &[Vec<f32>],
     config: &AdaptConfig,
+    passes: usize,
 ) -> Result<(Vec<f32>, Vec<f32>, usize, usize)> {
     ensure!(
         model.model.flows.len() == 1,
@@ -96,48 +113,21 @@ pub fn adapt_model(
         model.mean.len() == d && model.std.len() == d,
         "model mean/std do not match its dimension"
     );
-    let view = flow
-        .view()
-        .map_err(|e| anyhow::anyhow!("cannot build the model's views: {e}"))?;
-    let mut layers: Vec<&dyn SliceBackward> = Vec::with_capacity(view.layers.len());
-    for l in &view.layers {
-        match l {
-            View::Likelihood(b) => layers.push(b.as_ref()),
-            _ => bail!("adapt needs every layer's backward pass: continuous flows and i8 weights have none"),
+    let (u, ls, used, skipped) = with_views(flow, |target| {
+        let mut a = HostAdapter::new(config, &model.mean, &model.std);
+        let (mut used, mut skipped) = (0, 0);
+        for pass in 0..passes.max(1) {
+            for r in rows {
+                match a.view().commission(target, r) {
+                    Ok(_) => used += 1,
+                    Err(_) if pass == 0 => skipped += 1,
+                    Err(_) => {}
+                }
+            }
         }
-    }
-    let mut work = vec![0.0; Views::work_len(&layers, d)];
-    let mut target = Views {
-        layers: &layers,
-        work: &mut work,
-    };
-    let (mut params, mut moments, mut awork, mut held) = (
-        vec![0.0; 2 * d],
-        vec![0.0; 4 * d],
-        vec![0.0; 10 * d],
-        vec![0.0; HELD * d],
-    );
-    let mut meta = AdaptMeta::NEW;
-    let mut a = AdaptView {
-        config,
-        mean: &model.mean,
-        std: &model.std,
-        params: &mut params,
-        moments: &mut moments,
-        work: &mut awork,
-        held: &mut held,
-        meta: &mut meta,
-    };
-    let (mut used, mut skipped) = (0, 0);
-    for r in rows {
-        match a.commission(&mut target, r) {
-            Ok(_) => used += 1,
-            Err(_) => skipped += 1,
-        }
-    }
-    drop(view);
-    let (u, ls) = params.split_at(d);
-    let (u, ls) = (u.to_vec(), ls.to_vec());
+        let (u, ls) = a.params.split_at(d);
+        (u.to_vec(), ls.to_vec(), used, skipped)
+    })?;
     // Fold: the first layer e^{s}·x' + b with x' = μ + (x − μ − σu)e^{−ℓ}
     // becomes e^{s−ℓ}·x + b + e^{s}(μ − (μ + σu)e^{−ℓ}).
     let (mean, std) = (model.mean.clone(), model.std.clone());
@@ -153,6 +143,73 @@ pub fn adapt_model(
         }
     }
     Ok((u, ls, used, skipped))
+}
+
+/// Run `f` on `flow`'s layers as the host's differentiable views (what
+/// `flowmote adapt` and the export's golden adaptation run); an error if
+/// a layer has no backward pass (continuous flows, i8 weights).
+pub fn with_views<R>(flow: &DynFlow, f: impl FnOnce(&mut Views) -> R) -> Result<R> {
+    let view = flow
+        .view()
+        .map_err(|e| anyhow::anyhow!("cannot build the model's views: {e}"))?;
+    let mut layers: Vec<&dyn SliceBackward> = Vec::with_capacity(view.layers.len());
+    for l in &view.layers {
+        match l {
+            View::Likelihood(b) => layers.push(b.as_ref()),
+            _ => bail!("adapt needs every layer's backward pass: continuous flows and i8 weights have none"),
+        }
+    }
+    let mut work = vec![0.0; Views::work_len(&layers, flow.dim)];
+    let mut target = Views {
+        layers: &layers,
+        work: &mut work,
+    };
+    Ok(f(&mut target))
+}
+
+/// The device's [`flowmote::Adapter`] with heap buffers ([`HELD`] windows
+/// held back), for any dimension.
+pub struct HostAdapter<'m> {
+    config: &'m AdaptConfig,
+    mean: &'m [f32],
+    std: &'m [f32],
+    /// The correction `[u (D), ℓ (D)]`.
+    pub params: Vec<f32>,
+    moments: Vec<f32>,
+    work: Vec<f32>,
+    held: Vec<f32>,
+    meta: AdaptMeta,
+}
+
+impl<'m> HostAdapter<'m> {
+    /// No correction yet, for a model standardised with `mean`, `std`.
+    pub fn new(config: &'m AdaptConfig, mean: &'m [f32], std: &'m [f32]) -> Self {
+        let d = mean.len();
+        HostAdapter {
+            config,
+            mean,
+            std,
+            params: vec![0.0; 2 * d],
+            moments: vec![0.0; 4 * d],
+            work: vec![0.0; 10 * d],
+            held: vec![0.0; HELD * d],
+            meta: AdaptMeta::NEW,
+        }
+    }
+
+    /// The borrowed view the core's methods run on.
+    pub fn view(&mut self) -> AdaptView<'_> {
+        AdaptView {
+            config: self.config,
+            mean: self.mean,
+            std: self.std,
+            params: &mut self.params,
+            moments: &mut self.moments,
+            work: &mut self.work,
+            held: &mut self.held,
+            meta: &mut self.meta,
+        }
+    }
 }
 
 /// Run `flowmote adapt`.
@@ -186,17 +243,64 @@ pub fn run_adapt(a: &AdaptArgs) -> Result<AdaptReport> {
         a.data.display(),
         valid.len()
     );
+    ensure!(
+        (0.0..0.9).contains(&a.calibration_share),
+        "--calibration-share must be in [0, 0.9), e.g. 0.2"
+    );
+    // The last rows re-calibrate the threshold; the rest adapt.
+    let n_cal = (a.calibration_share * valid.len() as f64).round() as usize;
+    let (n_cal, calib_note) = if n_cal >= 20 {
+        (n_cal, None)
+    } else {
+        (
+            0,
+            (a.calibration_share > 0.0).then(|| {
+                format!(
+                    "only {n_cal} rows would be held out for calibration (< 20): the threshold is calibrated on the \
+                     rows adaptation used, which flags fewer of them than of new data"
+                )
+            }),
+        )
+    };
+    if let Some(note) = &calib_note {
+        eprintln!("warning: {note}");
+    }
+    let adapt_rows = &valid[..valid.len() - n_cal];
+    let passes = a.passes.map_or_else(
+        || {
+            DEFAULT_UPDATES
+                .div_ceil(adapt_rows.len().max(1))
+                .clamp(1, MAX_DEFAULT_PASSES)
+        },
+        |p| p as usize,
+    );
     let mut model = original.clone();
-    let (shift, log_scale, used, skipped) = adapt_model(&mut model, &valid, &AdaptConfig::DEFAULT)?;
+    let (shift, log_scale, updates, skipped) = adapt_model(&mut model, adapt_rows, &AdaptConfig::DEFAULT, passes)?;
+    let used = adapt_rows.len() - skipped;
     let skipped = skipped + (ds.rows.len() - valid.len());
+    // Which rows of `ds` calibrate: the held-out tail, or every row.
+    let calib_from = if n_cal > 0 {
+        let tail_start = valid.len() - n_cal;
+        // Index in `ds.rows` of the first held-out valid row.
+        ds.row_errors
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_none())
+            .nth(tail_start)
+            .map_or(0, |(i, _)| i)
+    } else {
+        0
+    };
 
     let scores = |m: &ModelFile| -> Vec<Option<f64>> { score_rows(m, &ds).into_iter().map(|r| r.ok()).collect() };
     let mean_nll = |s: &[Option<f64>]| {
         let f: Vec<f64> = s.iter().flatten().copied().collect();
         f.iter().sum::<f64>() / f.len().max(1) as f64
     };
-    let before = scores(&original);
-    let after = scores(&model);
+    // Figures over the held-out tail when there is one (what a device sees
+    // after commissioning), else over every row.
+    let before = scores(&original).split_off(calib_from);
+    let after = scores(&model).split_off(calib_from);
     let finite: Vec<f64> = after.iter().flatten().copied().collect();
     ensure!(
         finite.len() >= 2,
@@ -232,6 +336,9 @@ pub fn run_adapt(a: &AdaptArgs) -> Result<AdaptReport> {
     if a.json {
         let j = serde_json::json!({
             "rows_used": report.used,
+            "passes": passes,
+            "updates": updates,
+            "calibration_rows": finite.len(),
             "rows_skipped": report.skipped,
             "shift": report.shift,
             "log_scale": report.log_scale,
@@ -250,10 +357,12 @@ pub fn run_adapt(a: &AdaptArgs) -> Result<AdaptReport> {
     }
     let pct = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{:.2} %", 100.0 * v));
     say!(
-        "adapted on {} rows ({} skipped): NLL {:.3} → {:.3} nats/row; flagged {} at the old threshold → {} at the \
-         re-calibrated {:.4} (target {:.2} %); wrote {}",
+        "adapted on {} rows × {passes} passes ({updates} updates, {} rows skipped), threshold re-calibrated on {} rows: \
+         NLL {:.3} → {:.3} nats/row; flagged {} at the old threshold → {} at the re-calibrated {:.4} (target \
+         {:.2} %); wrote {}",
         report.used,
         report.skipped,
+        finite.len(),
         report.nll_before,
         report.nll_after,
         pct(report.false_alarms_before),

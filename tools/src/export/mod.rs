@@ -22,6 +22,7 @@
 //! bytes. Floats are printed with `{:?}`, Rust's shortest round-trip form,
 //! which is always a valid `f32` literal (`1.0`, `-0.0`, `1e-7`, `3.4028235e38`).
 
+mod adapt;
 mod golden;
 mod layer;
 mod node;
@@ -187,7 +188,7 @@ const WIDTH: usize = 100;
 /// to this size); longer flows are nested tuples of tuples.
 const MAX_TUPLE: usize = 16;
 /// Every other item name of the format, which `--name` must not take.
-const RESERVED: [&str; 19] = [
+const RESERVED: [&str; 30] = [
     "CHANNELS",
     "CHANNEL_NAMES",
     "WINDOW",
@@ -207,6 +208,17 @@ const RESERVED: [&str; 19] = [
     "GOLDEN_RAW_FEATURES",
     "GOLDEN_RAW_LOG_PROBS",
     "N",
+    "Layers",
+    "Model",
+    "ADAPT_LAYERS",
+    "ADAPT_SCRATCH",
+    "ADAPT_HELD",
+    "GOLDEN_ADAPT_WINDOWS",
+    "GOLDEN_ADAPT_COMMISSION",
+    "GOLDEN_ADAPT_SCORES",
+    "GOLDEN_ADAPT_OUTCOMES",
+    "GOLDEN_ADAPT_SHIFT",
+    "GOLDEN_ADAPT_LOG_SCALE",
 ];
 
 /// The model as Rust source (see the module docs).
@@ -512,7 +524,20 @@ fn render(m: &ModelFile, name: &str) -> Result<(String, usize, usize)> {
             list("Mixture::new(", ")", vec![floats(&m.model.log_weights), tuple(values)]),
         )
     } else {
-        members.pop().ok_or_else(|| anyhow::anyhow!("the model has no flows"))?
+        let (ty, value) = members.pop().ok_or_else(|| anyhow::anyhow!("the model has no flows"))?;
+        // `Flow<DIM, (layers…)>`: name the layer stack, which the device's
+        // adaptation gradient takes as a type.
+        let layers = match ty {
+            Node::List { mut items, .. } if items.len() == 2 => items.pop(),
+            _ => None,
+        }
+        .ok_or_else(|| anyhow::anyhow!("unexpected flow type"))?;
+        s.push_str("/// The flow's layers, data → latent.\n");
+        let head = "pub type Layers = ";
+        s.push_str(head);
+        layers.write(&mut s, 0, head.len(), 1);
+        s.push_str(";\n");
+        (list("Flow<", ">", vec![atom("DIM"), atom("Layers")]), value)
     };
     s.push_str("/// The concrete model type.\n");
     let head = "pub type Model = ";
@@ -578,6 +603,9 @@ fn render(m: &ModelFile, name: &str) -> Result<(String, usize, usize)> {
     );
     if m.features_pipeline.is_some() {
         golden_raw_items(&mut s, &golden_raw(m), name);
+    }
+    if let Some(flow) = adapt::adaptable(m) {
+        adapt::adapt_items(&mut s, m, flow, name)?;
     }
     Ok((s, gx.len(), gs.len()))
 }

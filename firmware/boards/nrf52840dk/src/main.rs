@@ -15,6 +15,16 @@
 //! reset ignores the saved threshold and commissions again (the new record
 //! supersedes the old one; at most 4 000 records per device).
 //!
+//! **Adaptation.** The model learns this installation's normal: at boot the
+//! image loads the correction adapted on this device (flash pages
+//! `CORRECTION_START`) and tracks slow drift from there; if there is none, it
+//! first *commissions* one from the first [`ADAPT_WINDOWS`] windows (5 min,
+//! declared normal: the machine must run normally then), saves it, and only
+//! then commissions the threshold on the adapted scores. After
+//! commissioning, windows scored normal with a margin keep adapting (bounded
+//! steps, rolled back if they hurt recent normal windows); the correction is
+//! saved once a day. Button 2 held at reset commissions both again.
+//!
 //! At boot the image checks the bundled model's golden vectors on the chip
 //! and logs the result (the same check CI runs in QEMU).
 //!
@@ -34,8 +44,8 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::InputPin;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
 use flowmote_firmware::{
-    golden_mismatches, pipeline_mismatches, Alarm, Calibrator, Detector, Event, Inverted, KOfN, Lis3dh, Monitor, Store,
-    Synthetic,
+    golden_mismatches, pipeline_mismatches, AdaptConfig, Adaptation, Alarm, Calibrator, Corrected, Correction,
+    Detector, Event, Gradient, Inverted, KOfN, Lis3dh, Monitor, Phase, Step, Store, Synthetic,
 };
 use nrf52840_hal::gpio::{p0, Level};
 use nrf52840_hal::nvmc::Nvmc;
@@ -44,8 +54,8 @@ use nrf52840_hal::{pac, Delay, Rng};
 use panic_probe as _;
 
 use flowmote_fixtures::model::{
-    pipeline, DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW, GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS,
-    HOP, MODEL, THRESHOLD, WINDOW,
+    pipeline, Layers, ADAPT_LAYERS, ADAPT_SCRATCH, DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW,
+    GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS, HOP, MEAN, MODEL, STD, THRESHOLD, WINDOW,
 };
 
 /// Milliseconds between readings (100 Hz). The model's `pipeline()` scores a
@@ -66,6 +76,14 @@ const FALSE_ALARM_RATE: f32 = 0.01;
 const PERSIST_START: usize = 0x000F_E000;
 /// Two 4 KiB erase pages: slots A and B.
 const PERSIST_LEN: usize = 2 * 4096;
+/// The adaptation's correction: the two pages below the threshold's.
+const CORRECTION_START: usize = 0x000F_C000;
+/// Adaptation commissioning: windows declared normal after installation (5 min).
+const ADAPT_WINDOWS: u32 = 5 * WINDOWS_PER_MINUTE;
+/// Held-back windows of tracking's rollback check.
+const ADAPT_HELD: usize = 8;
+/// Save the tracked correction once a day (≤ 4 000 records: 10 years).
+const ADAPT_SAVE_WINDOWS: u32 = 24 * 60 * WINDOWS_PER_MINUTE;
 
 #[entry]
 fn main() -> ! {
@@ -95,7 +113,10 @@ fn main() -> ! {
     );
     self_test();
 
-    let detector = Detector::new(&MODEL, THRESHOLD);
+    // The detector scores through the adaptation's correction (none yet:
+    // exactly the exported model).
+    let scorer = Corrected::new(&MODEL, MEAN, STD);
+    let detector = Detector::new(&scorer, THRESHOLD);
     let mut alarm = Alarm::new(detector, const { KOfN::<DEBOUNCE_N>::new(DEBOUNCE_K) }, Inverted(led1));
 
     if button1.is_low().unwrap_or(false) {
@@ -120,6 +141,14 @@ fn main() -> ! {
     let mut store = Store::new(Nvmc::new(p.NVMC, pages), 0)
         .map_err(|e| defmt::error!("threshold store: {=str}", e.as_str()))
         .ok();
+    // SAFETY: as above, for the two pages below them (memory.x).
+    let pages = unsafe { core::slice::from_raw_parts_mut(CORRECTION_START as *mut u8, PERSIST_LEN) };
+    // SAFETY: the NVMC peripheral is shared by the two stores, which never
+    // write at the same time (one call at a time in this loop).
+    let nvmc = unsafe { pac::Peripherals::steal() }.NVMC;
+    let mut corrections = Store::<_, Correction<DIM>>::open(Nvmc::new(nvmc, pages), 0)
+        .map_err(|e| defmt::error!("correction store: {=str}", e.as_str()))
+        .ok();
     let recommission = button2.is_low().unwrap_or(false);
     let saved = match store.as_mut().map(|s| s.load()) {
         Some(Ok(r)) => r,
@@ -129,8 +158,42 @@ fn main() -> ! {
         }
         None => None,
     };
+    let saved_correction = match corrections.as_mut().map(|s| s.load()) {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            defmt::error!("correction store: {=str}", e.as_str());
+            None
+        }
+        None => None,
+    };
+    let config = AdaptConfig::DEFAULT;
+    let mut adaptation: Adaptation<DIM, ADAPT_HELD> = match saved_correction {
+        Some(c) if !recommission => {
+            defmt::info!(
+                "adaptation: correction adapted on this device ({=u32} steps, record {=u32}); tracking",
+                c.steps,
+                c.seq
+            );
+            scorer.set((c.shift, c.log_scale));
+            Adaptation::restored(config, MEAN, STD, &c, true)
+        }
+        _ => {
+            defmt::info!(
+                "adaptation: commissioning from the first {=u32} windows (declared normal)",
+                ADAPT_WINDOWS
+            );
+            Adaptation::commissioning(config, MEAN, STD, ADAPT_WINDOWS, true)
+        }
+    };
+    // The model's input gradient, sized by the export.
+    let mut gradient = Gradient::<'_, DIM, Layers, ADAPT_LAYERS, ADAPT_SCRATCH>::new(&MODEL)
+        .map_err(|e| defmt::error!("adaptation off: {}", e))
+        .ok();
+    // A threshold saved before the correction was (re)commissioned belongs to
+    // other scores: commission a new one once adaptation has.
+    let adapting = matches!(adaptation.phase(), Phase::Commissioning { .. });
     let mut calibrator = match saved {
-        Some(r) if !recommission => {
+        Some(r) if !recommission && !adapting => {
             defmt::info!(
                 "threshold {=f32} nats: commissioned on this device ({=u32} windows, rate {=f32}, record {=u32})",
                 r.threshold,
@@ -155,6 +218,9 @@ fn main() -> ! {
             Some(Calibrator::new(FALSE_ALARM_RATE, COMMISSION_WINDOWS))
         }
     };
+    if adapting {
+        defmt::info!("threshold: commissioned after adaptation");
+    }
 
     let i2c = Twim::new(p.TWIM0, twim::Pins { scl, sda }, twim::Frequency::K400);
     // The features the model was trained on: a model whose pipeline does not
@@ -165,7 +231,32 @@ fn main() -> ! {
     loop {
         if let Event::Scored(report) = monitor.step() {
             windows = windows.wrapping_add(1);
-            if let Some(t) = calibrator.as_mut().and_then(|c| c.observe(&report.verdict)) {
+            let threshold = report.threshold;
+            let step = match (gradient.as_mut(), monitor.last_features()) {
+                (Some(g), Some(x)) => adaptation.observe(g, &scorer, x, threshold),
+                _ => Step::Idle,
+            };
+            let save = match step {
+                Step::CommissioningDone(_) => {
+                    defmt::info!("adaptation: commissioned, {}", adaptation.stats());
+                    true
+                }
+                Step::Skipped(e) => {
+                    defmt::warn!("adaptation: window skipped ({})", e);
+                    false
+                }
+                _ => windows % ADAPT_SAVE_WINDOWS == 0 && adaptation.phase() == Phase::Tracking,
+            };
+            if save {
+                match corrections.as_mut().map(|s| s.put(adaptation.record())) {
+                    Some(Ok(r)) => defmt::info!("adaptation: correction saved (record {=u32})", r.seq),
+                    Some(Err(e)) => defmt::error!("adaptation: correction not saved: {=str}", e.as_str()),
+                    None => defmt::warn!("adaptation: correction not saved (no store)"),
+                }
+            }
+            if matches!(adaptation.phase(), Phase::Commissioning { .. }) {
+                // The threshold is calibrated on adapted scores only.
+            } else if let Some(t) = calibrator.as_mut().and_then(|c| c.observe(&report.verdict)) {
                 monitor.set_threshold(t);
                 match store.as_mut().map(|s| s.save(t, COMMISSION_WINDOWS, FALSE_ALARM_RATE)) {
                     Some(Ok(r)) => defmt::info!("commissioned: threshold {=f32} nats saved (record {=u32})", t, r.seq),

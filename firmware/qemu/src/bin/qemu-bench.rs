@@ -287,6 +287,59 @@ fn fixed_forward<const IN: usize, const H: usize, const OUT: usize>(
     }
 }
 
+/// On-device adaptation of the bundled model (MACs column: the model's, per
+/// `log_prob`): one commissioning update (`Adaptation::observe`: the
+/// corrected forward pass, the input gradient, an Adam step), one tracking
+/// update (the window scored, the held-back ring of 8 scored before and
+/// after the step), and one score through the corrected model.
+#[inline(never)]
+fn adaptation() {
+    use flowmote::adapt::{AdaptConfig, Corrected};
+    use flowmote::gradient::Gradient;
+    use flowmote_firmware::Adaptation;
+    let Ok(mut g) =
+        Gradient::<'_, { model::DIM }, model::Layers, { model::ADAPT_LAYERS }, { model::ADAPT_SCRATCH }>::new(
+            &model::MODEL,
+        )
+    else {
+        debug::exit(debug::EXIT_FAILURE);
+        return;
+    };
+    let scorer = Corrected::new(&model::MODEL, model::MEAN, model::STD);
+    let mut a: Adaptation<{ model::DIM }, { model::ADAPT_HELD }> =
+        Adaptation::commissioning(AdaptConfig::DEFAULT, model::MEAN, model::STD, 9, true);
+    let windows = &model::GOLDEN_ADAPT_WINDOWS;
+    // Eight commissioning windows fill the held-back ring; the ninth is measured.
+    for x in windows.iter().take(8) {
+        a.observe(&mut g, &scorer, x, model::THRESHOLD);
+    }
+    let x = black_box(windows[8]);
+    bench_start();
+    let step = a.observe(black_box(&mut g), &scorer, &x, model::THRESHOLD);
+    bench_end();
+    black_box(step);
+    defmt::info!(
+        "bench {=str} macs {=usize}",
+        "adaptation: one commissioning update (bundled model)",
+        model::MACS
+    );
+    let x = black_box(windows[9]);
+    bench_start();
+    let step = a.observe(black_box(&mut g), &scorer, &x, model::THRESHOLD);
+    bench_end();
+    black_box(step);
+    defmt::info!(
+        "bench {=str} macs {=usize}",
+        "adaptation: one tracking update, 8 held back (bundled model)",
+        model::MACS
+    );
+    bench_log_prob(
+        "adapted score: Corrected::log_prob (bundled model)",
+        model::MACS,
+        &scorer,
+    );
+}
+
 #[entry]
 fn main() -> ! {
     // Baseline: the marker calls alone.
@@ -362,6 +415,7 @@ fn main() -> ! {
         "MLP 8-32-32-16 tanh, core view",
         "MLP 8-32-32-16 tanh, hand-written fixed-size loop",
     );
+    adaptation();
     defmt::info!("bench done");
     debug::exit(debug::EXIT_SUCCESS);
     loop {

@@ -28,6 +28,11 @@
 //!    flash (`sim::RamFlash`), loaded back as after a reset, a second record
 //!    to the other slot, and a corrupted newest record falling back to the
 //!    older one;
+//! 5b. on-device adaptation: the export's golden sequence of updates
+//!    (`GOLDEN_ADAPT_*`: drifted windows commissioned, then tracked at the
+//!    threshold) through `Adaptation` with the model's own gradient — every
+//!    score, outcome and the final correction bit for bit the host's — and
+//!    the correction saved and reloaded through `Store`;
 //! 6. stack high-water marks (cortex-m-rt `paint-stack` + scan) of the whole
 //!    run, of one `score` and of one `sample`.
 //!
@@ -46,8 +51,8 @@ use flowmote::Density;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
 use flowmote_firmware::sim::{EmulatedLis3dh, Fault, RamFlash, RecordingPin};
 use flowmote_firmware::{
-    close, golden_mismatches, pipeline_mismatches, Alarm, Calibrator, Detector, Event, KOfN, Lis3dh, Monitor, Store,
-    Synthetic, Verdict,
+    close, golden_mismatches, pipeline_mismatches, Adaptation, Alarm, Calibrator, Corrected, Correction, Detector,
+    Event, KOfN, Lis3dh, Monitor, Step, Store, Synthetic, Verdict,
 };
 
 #[path = "../stack.rs"]
@@ -59,9 +64,13 @@ mod stack;
 // export parity test generates both.
 use flowmote_fixtures::{committee, extended, quant_f16, quant_i8};
 
+use flowmote::adapt::{AdaptConfig, Tracked};
+use flowmote::gradient::Gradient;
 use flowmote_fixtures::model::{
-    pipeline, DIM, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW, GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS,
-    GOLDEN_SAMPLES, GOLDEN_SEED, HOP, MODEL, THRESHOLD, WINDOW,
+    pipeline, Layers, ADAPT_HELD, ADAPT_LAYERS, ADAPT_SCRATCH, DIM, GOLDEN_ADAPT_COMMISSION, GOLDEN_ADAPT_LOG_SCALE,
+    GOLDEN_ADAPT_OUTCOMES, GOLDEN_ADAPT_SCORES, GOLDEN_ADAPT_SHIFT, GOLDEN_ADAPT_WINDOWS, GOLDEN_INPUTS,
+    GOLDEN_LOG_PROBS, GOLDEN_RAW, GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS, GOLDEN_SAMPLES, GOLDEN_SEED, HOP, MEAN,
+    MODEL, STD, THRESHOLD, WINDOW,
 };
 
 /// Windows the monitor demo scores (after the first `WINDOW` readings).
@@ -238,6 +247,9 @@ fn main() -> ! {
     // 5. Commissioning and persistence.
     failures += commission(&det);
 
+    // 5b. On-device adaptation: the host's golden sequence of updates.
+    failures += adaptation();
+
     // 6. Stack: the whole run so far, then one score and one sample alone.
     let whole = stack::high_water();
     let x = GOLDEN_INPUTS[0];
@@ -333,6 +345,85 @@ fn commission<M: Density<DIM>>(det: &Detector<'_, DIM, M>) -> u32 {
             failures += 1;
             defmt::error!("persist: records not saved and reloaded as written");
         }
+    }
+    failures
+}
+
+/// The export's golden adaptation sequence through `Adaptation` (the
+/// board's code: commissioning, then tracking at `THRESHOLD`) with the
+/// model's own gradient: every window's score and outcome, and the final
+/// correction, bit for bit the host's; the corrected detector scores as the
+/// adapter; the correction saved and reloaded through `Store`. Returns the
+/// number of failed checks.
+fn adaptation() -> u32 {
+    let mut failures = 0;
+    let Ok(mut gradient) = Gradient::<'_, DIM, Layers, ADAPT_LAYERS, ADAPT_SCRATCH>::new(&MODEL) else {
+        defmt::error!("adaptation: the export's ADAPT_LAYERS/ADAPT_SCRATCH are too small");
+        return 1;
+    };
+    let scorer = Corrected::new(&MODEL, MEAN, STD);
+    let mut a: Adaptation<DIM, ADAPT_HELD> =
+        Adaptation::commissioning(AdaptConfig::DEFAULT, MEAN, STD, GOLDEN_ADAPT_COMMISSION as u32, true);
+    let same = |a: f32, b: f32| a.to_bits() == b.to_bits();
+    for (i, ((x, &score), &outcome)) in GOLDEN_ADAPT_WINDOWS
+        .iter()
+        .zip(&GOLDEN_ADAPT_SCORES)
+        .zip(&GOLDEN_ADAPT_OUTCOMES)
+        .enumerate()
+    {
+        let (got, code) = match a.observe(&mut gradient, &scorer, x, THRESHOLD) {
+            Step::Commissioned(s) | Step::CommissioningDone(s) => (s, 0),
+            Step::Tracked(Tracked::NotNormal(s)) => (s, 1),
+            Step::Tracked(Tracked::Held(s)) => (s, 2),
+            Step::Tracked(Tracked::Updated(s)) => (s, 3),
+            Step::Tracked(Tracked::RolledBack(s)) => (s, 4),
+            Step::Skipped(_) | Step::Idle => (0.0, 5),
+        };
+        if !same(got, score) || code != outcome {
+            failures += 1;
+            defmt::error!(
+                "adaptation window {=usize}: score {=f32} outcome {=u8}, host {=f32} outcome {=u8}",
+                i,
+                got,
+                code,
+                score,
+                outcome
+            );
+        }
+    }
+    let (u, l) = a.adapter().correction();
+    let exact = u.iter().zip(&GOLDEN_ADAPT_SHIFT).all(|(a, b)| same(*a, *b))
+        && l.iter().zip(&GOLDEN_ADAPT_LOG_SCALE).all(|(a, b)| same(*a, *b));
+    // The corrected detector's score is the adapter's own.
+    let x = GOLDEN_ADAPT_WINDOWS[0];
+    let mut adapter = a.adapter().clone();
+    let scored = match (scorer.log_prob(&x), adapter.nll(&mut gradient, &x)) {
+        (Ok(lp), Ok(nll)) => same(-lp, nll),
+        _ => false,
+    };
+    // Persist the correction, reload it as after a reset.
+    let mut store = Store::<_, Correction<DIM>>::open(RamFlash::<1024>::new(), 512).ok();
+    let saved = store.as_mut().map(|s| s.put(a.record()));
+    let loaded = store
+        .map(|s| s.release())
+        .and_then(|f| Store::<_, Correction<DIM>>::open(f, 512).ok())
+        .and_then(|mut s| s.load().ok().flatten());
+    let persisted = matches!((saved, loaded), (Some(Ok(s)), Some(r)) if s == r && r.shift == u && r.log_scale == l);
+    if exact && scored && persisted {
+        defmt::info!(
+            "adaptation: {=usize} golden windows ({=usize} commissioning, the rest tracking) give the host's scores, outcomes and correction bit for bit; {}; correction saved and reloaded",
+            GOLDEN_ADAPT_WINDOWS.len(),
+            GOLDEN_ADAPT_COMMISSION,
+            a.stats()
+        );
+    } else {
+        failures += 1;
+        defmt::error!(
+            "adaptation: correction equal {=bool}, corrected score equal {=bool}, persisted {=bool}",
+            exact,
+            scored,
+            persisted
+        );
     }
     failures
 }
