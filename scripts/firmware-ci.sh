@@ -29,12 +29,22 @@
 #      against the `sizes.txt` in its crate's folder; an image that grew by
 #      more than layout noise (1 %, at least 512 B of flash) fails until the
 #      snapshot is updated on purpose
+#   6. record mode: the nRF52840-DK image with `--features record` builds;
+#      `cargo run --release --bin qemu-record` (the firmware's Recorder on an
+#      emulated LIS3DH replaying examples/data/daphnet_gait.test.csv) piped
+#      into `flowmote record` gives back that file's ankle columns, clipped to
+#      the sensor's ±2 g, row for row (no gap, the 2 injected sensor errors
+#      reported), and a model with the bundled model's pipeline scores it
+#   7. `flowmote monitor --json` on the golden run's log counts the windows,
+#      anomalies and alarms the log shows
 # Ends with "firmware: N passed, 0 failed".
 set -euo pipefail
 cd "$(dirname "$0")/../firmware"
 fw=$(pwd)
 elf_size="$fw/../scripts/elf-size.py"
 passed=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 step() { printf '\n--> firmware [%ss]: %s\n' "$SECONDS" "$*"; }
 have() { command -v "$1" >/dev/null 2>&1; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -90,9 +100,61 @@ step "no-panic proof: link the scoring path with an undefined panic handler"
 )
 passed=$((passed + 1))
 
+step "record mode: nrf52840dk with --features record (cargo clippy, cargo build --release)"
+(cd boards/nrf52840dk && cargo clippy --release --features record -- -D warnings \
+    && cargo build --release --features record && cargo build --release)
+passed=$((passed + 1))
+
 step "QEMU mps2-an386 (Cortex-M4F): golden vectors, monitor, stack (cargo run --release --bin qemu)"
-(cd qemu && cargo clippy --release -- -D warnings && cargo build --release && cargo run --release --bin qemu)
+(cd qemu && cargo clippy --release -- -D warnings && cargo build --release && cargo run --release --bin qemu) \
+    | tee "$tmp/golden.log"
 check_sizes qemu
+passed=$((passed + 1))
+
+# The host tool, for the record and monitor steps (built by `cargo test` in scripts/test.sh).
+step "host tool: cargo build -p flowmote-tools --bin flowmote"
+(cd .. && cargo build -q -p flowmote-tools --bin flowmote)
+flowmote="${CARGO_TARGET_DIR:-$fw/../target}/debug/flowmote"
+json_check() { # FILE PYTHON-EXPRESSION-OVER-j MESSAGE
+    python3 -c 'import json, sys
+j = json.load(open(sys.argv[1]))
+sys.exit(0 if eval(sys.argv[2]) else "firmware: " + sys.argv[3] + ": " + json.dumps(j))' "$@"
+}
+
+step "record mode in QEMU: cargo run --release --bin qemu-record | flowmote record --log - --out rec.csv"
+(cd qemu && cargo run --release --bin qemu-record) \
+    | "$flowmote" record --log - --out "$tmp/rec.csv" --json >"$tmp/rec.json"
+json_check "$tmp/rec.json" 'j["readings"] == 1408 and j["first_seq"] == 0 and j["last_seq"] == 1407 and j["gap_count"] == 0 and j["malformed_count"] == 0 and j["restart_count"] == 0 and j["sensor_errors"] == 2' \
+    "flowmote record did not get the 1408 readings and 2 sensor errors qemu-record logged"
+# What the emulated LIS3DH sent: the test file's ankle columns, clipped to ±2 g (12 bits, mg).
+cut -d, -f1-3 ../examples/data/daphnet_gait.test.csv \
+    | awk -F, 'NR == 1 { print; next } { for (i = 1; i <= 3; i++) { if ($i < -2048) $i = -2048; if ($i > 2047) $i = 2047 } print $1 "," $2 "," $3 }' \
+    >"$tmp/expected.csv"
+if ! cmp "$tmp/expected.csv" "$tmp/rec.csv"; then
+    diff "$tmp/expected.csv" "$tmp/rec.csv" | head -20 >&2
+    echo "firmware: the recorded CSV is not what the emulated sensor sent" >&2
+    exit 1
+fi
+echo "recorded CSV = examples/data/daphnet_gait.test.csv's ankle columns clipped to ±2 g ($(($(wc -l <"$tmp/rec.csv") - 1)) rows)"
+# The CSV feeds the tool as it is: a small model with the bundled model's
+# pipeline (windows of 25 every 5, mean of the ankle axes) scores every window.
+cut -d, -f1-3 ../examples/data/daphnet_gait.train.csv >"$tmp/ankle.train.csv"
+"$flowmote" train --data "$tmp/ankle.train.csv" --window 25 --hop 5 --features mean --flow maf --layers 1 \
+    --hidden 8 --epochs 3 --noise 0 --folds 1 --no-mixture --target host --out "$tmp/model.json" -q
+"$flowmote" eval --model "$tmp/model.json" --data "$tmp/rec.csv" --json >"$tmp/eval.json"
+json_check "$tmp/eval.json" 'j["n"] == (1408 - 25) // 5 + 1 and j["unscorable"] == 0' \
+    "flowmote eval did not score the recording's 277 windows"
+passed=$((passed + 1))
+
+step "flowmote monitor --json on the golden run's log"
+"$flowmote" monitor --log "$tmp/golden.log" --json >"$tmp/monitor.json"
+scores=$(grep -cE 'score [^ ]+ threshold [^ ]+ (normal|ANOMALOUS) alarm' "$tmp/golden.log")
+anomalous=$(grep -cE 'score [^ ]+ threshold [^ ]+ ANOMALOUS alarm' "$tmp/golden.log")
+invalid=$(grep -cE 'invalid features .* alarm' "$tmp/golden.log" || true)
+raised=$(grep -oE 'alarm (true|false)$' "$tmp/golden.log" | awk '$2 == "true" && prev != "true" { n++ } { prev = $2 } END { print n + 0 }')
+json_check "$tmp/monitor.json" "j['windows'] == $scores + $invalid and j['anomalous'] == $anomalous and j['invalid'] == $invalid and j['alarms_raised'] == $raised and $raised > 0 and j['sensor_errors'] >= 1 and j['garbage_frames'] >= 1" \
+    "flowmote monitor's counts differ from the log's ($scores scores, $anomalous anomalous, $invalid invalid, $raised alarms raised)"
+echo "monitor: $scores windows scored ($anomalous anomalous), $raised alarms raised, as the log shows"
 passed=$((passed + 1))
 
 echo

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod devlog;
 pub mod eval;
 pub mod export;
 pub mod features;

@@ -16,7 +16,9 @@ flowmote train --data train.csv --out model.json --val-out held_out.csv\n  \
 flowmote calibrate --model model.json --data held_out.csv --false-alarm-rate 0.01\n  \
 flowmote eval --model model.json --data test.csv [--label-column label]\n  \
 flowmote score --model model.json --data new.csv --out scores.csv\n  \
-flowmote export --model model.json --out fixtures/src/model.rs   # the model the board images build\n\n\
+flowmote export --model model.json --out fixtures/src/model.rs   # the model the board images build\n  \
+probe-rs run … | flowmote record --log - --out readings.csv       # raw readings off a device (record mode)\n  \
+probe-rs run … | flowmote monitor --log -                        # watch a device's scores and alarm\n\n\
 CSV files need a header row; the delimiter (comma, semicolon or tab) is detected; `-` as a file \
 is standard input (--data) or output (--out). Feature columns must be numeric; `train` leaves out, \
 with a note, columns that are constant, not numeric, or increase on every row (time stamps, indices). \
@@ -141,6 +143,41 @@ instruction costs per multiply-add and per activation that estimate a score's ti
 were measured), and the default budget of a kept model: 64 KB of weights and 2 ms per score."
     )]
     ListTargets,
+    /// Turn a device's record-mode log into a CSV of raw readings.
+    #[command(
+        long_about = "Turn the log of a device running record mode (the board image built with \
+`--features record`) into a CSV of its raw readings, to train a model on. The device logs one line per \
+reading — `rec <seq> <x> <y> <z>` — and, every 1000 readings, `rec header <channel names>`, which becomes \
+the CSV header (the bundled model's channels, so the file trains and scores with the same feature \
+pipeline). Read a live device through a pipe, or a saved log:\n\n  \
+probe-rs run --chip nRF52840_xxAA target/…/nrf52840dk | flowmote record --log - --out readings.csv\n  \
+flowmote record --log saved.log --out readings.csv --json\n\n\
+Any decoder output works: `probe-rs run` or `defmt-print` text (timestamps, levels, colour codes and \
+location lines are ignored), or `defmt-print --json`; only lines with the word `rec` count. Reported on \
+standard error (and as JSON with --json): readings written, gaps in the sequence numbers (lines lost \
+between device and file, with the lines where they happened), restarts of the device, malformed `rec` \
+lines (with their line numbers) and sensor errors the device reported. Ctrl-C ends a live recording and \
+writes the file; --count stops after N readings. The file appears whole at the end (written to a \
+temporary file beside it, then renamed); with --strict any lost reading is an error and nothing is \
+written; `--out -` writes rows to standard output as they arrive."
+    )]
+    Record(cli::RecordArgs),
+    /// Watch a running device's scores, threshold and alarm from its log.
+    #[command(
+        long_about = "Watch the monitor running on a device through its log: windows scored, the \
+anomaly rate, the last score against the threshold, the debounced alarm and a bar per recent window \
+(the threshold at mid-height; red when anomalous), sensor errors and other warnings. Reads the lines the \
+firmware's monitor logs (`score S threshold T normal|ANOMALOUS alarm B`, `invalid features … alarm B`, \
+sensor errors, `Stats { … }`) from any decoder's output, live or saved:\n\n  \
+probe-rs run --chip nRF52840_xxAA target/…/nrf52840dk | flowmote monitor --log -\n  \
+flowmote monitor --log saved.log --json\n\n\
+On a terminal the view is redrawn in place; otherwise (or with --plain) it prints a line when the alarm \
+goes on or off or the threshold changes, a one-line summary every --interval seconds, and the summary \
+at the end. --json prints only the final summary as one JSON object (windows, normal, anomalous, \
+invalid, anomaly_rate, threshold, last_score, alarm, alarms_raised, sensor_errors, …). Ctrl-C ends \
+the log with the summary. A log without a single monitor line is an error."
+    )]
+    Monitor(cli::MonitorArgs),
 }
 
 fn main() {
@@ -155,6 +192,8 @@ fn main() {
         Cmd::Export(a) => flowmote_tools::export::run(a),
         Cmd::Plot(a) => flowmote_tools::plot::run(a),
         Cmd::Demo(a) => cli::run_demo(a),
+        Cmd::Record(a) => cli::run_record(a).map(|_| ()),
+        Cmd::Monitor(a) => cli::run_monitor(a).map(|_| ()),
         Cmd::ListTargets => flowmote_tools::output::to_stdout(flowmote_tools::target::describe_all().as_bytes()),
     };
     if let Err(e) = r {

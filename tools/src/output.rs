@@ -11,6 +11,8 @@
 //! * Character devices, FIFOs and sockets (`/dev/null`, a named pipe,
 //!   `/dev/stdout`) are written directly, never replaced by a regular file.
 //! * A directory is refused.
+//! * [`Streaming`] writes a file as it is produced, under the same rules
+//!   (a regular file appears whole, when committed).
 //! * [`refuse_inputs`] refuses, before any work, an output that is one of the
 //!   command's inputs (the same file under any name).
 //! * Writing to a closed standard output (`| head`) is [`ClosedStdout`], which
@@ -256,6 +258,89 @@ impl Staged {
     }
 }
 
+/// A file written as it is produced (`flowmote record` writes rows as the
+/// device logs them), with the same rules as [`write()`]: `-` and devices,
+/// FIFOs or sockets are written as the bytes come; a regular file is written
+/// to a temporary file beside it and renamed over it by
+/// [`Streaming::commit`], so until then (and after a failure, when the
+/// value is dropped) the old file stays as it was and no half-written file
+/// appears.
+pub struct Streaming {
+    sink: std::io::BufWriter<Box<dyn Write + Send>>,
+    /// The temporary file and the target it is renamed to (regular files).
+    staged: Option<(tempfile::TempPath, PathBuf)>,
+    shown: String,
+}
+
+impl Streaming {
+    /// Start writing `path` (`-` = standard output).
+    pub fn create(path: &Path) -> Result<Streaming> {
+        let shown = path.display().to_string();
+        let (inner, staged): (Box<dyn Write + Send>, _) = match resolve(path)? {
+            Dest::Stdout => (Box::new(std::io::stdout()), None),
+            Dest::Direct(p) => (
+                Box::new(
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .open(&p)
+                        .with_context(|| format!("cannot open {shown}"))?,
+                ),
+                None,
+            ),
+            Dest::Atomic(p) => {
+                let (file, tmp) = temp_beside(&p, &shown)?.into_parts();
+                (Box::new(file), Some((tmp, p)))
+            }
+        };
+        Ok(Streaming {
+            sink: std::io::BufWriter::new(inner),
+            staged,
+            shown,
+        })
+    }
+
+    fn fail(&self, e: std::io::Error) -> anyhow::Error {
+        if self.staged.is_none() && self.shown == "-" && e.kind() == ErrorKind::BrokenPipe {
+            ClosedStdout.into()
+        } else {
+            anyhow::Error::new(e).context(format!("cannot write {}", self.shown))
+        }
+    }
+
+    /// Append `bytes`.
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        self.sink.write_all(bytes).map_err(|e| self.fail(e))
+    }
+
+    /// Push what is buffered to the file or stream (a reader of standard
+    /// output sees it).
+    pub fn flush(&mut self) -> Result<()> {
+        self.sink.flush().map_err(|e| self.fail(e))
+    }
+
+    /// Finish: flush, and put a regular file in place (synced, then renamed
+    /// over the target).
+    pub fn commit(mut self) -> Result<()> {
+        self.flush()?;
+        let shown = self.shown.clone();
+        let Streaming { sink, staged, .. } = self;
+        // Close the file before the rename.
+        drop(
+            sink.into_inner()
+                .map_err(|e| anyhow::Error::new(e.into_error()).context(format!("cannot write {shown}")))?,
+        );
+        if let Some((tmp, target)) = staged {
+            fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot write {shown}"))?;
+            tmp.persist(&target)
+                .map_err(|e| anyhow::Error::new(e.error).context(format!("cannot write {shown}")))?;
+            sync_dir(&parent_dir(&target));
+        }
+        Ok(())
+    }
+}
+
 /// Whether two existing paths name the same file. Compares metadata (device
 /// and inode on Unix) without opening either: opening a FIFO would block.
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -410,5 +495,25 @@ mod tests {
         fs::write(&stale, b"half").unwrap();
         write(&dir.path().join("m.json"), b"whole").unwrap();
         assert!(!stale.exists());
+    }
+
+    #[test]
+    fn streamed_files_appear_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rec.csv");
+        fs::write(&p, b"old").unwrap();
+        let mut s = Streaming::create(&p).unwrap();
+        s.write_all(b"a\n").unwrap();
+        s.flush().unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"old");
+        s.write_all(b"1\n").unwrap();
+        s.commit().unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"a\n1\n");
+        // Dropped without a commit: the old file stays, no temporary is left.
+        let mut s = Streaming::create(&p).unwrap();
+        s.write_all(b"half").unwrap();
+        drop(s);
+        assert_eq!(fs::read(&p).unwrap(), b"a\n1\n");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -31,6 +31,8 @@
 //! * [`synthetic`]: feature vectors sampled from the flow with a seeded
 //!   `Xoshiro128PlusPlus`, for the self-test / demo mode and the golden
 //!   sample check.
+//! * [`record`]: [`Recorder`], record mode — every raw reading logged as
+//!   one compact line, for `flowmote record` to turn into a training CSV.
 //! * [`sim`]: an emulated LIS3DH (an [`embedded_hal::i2c::I2c`] device in
 //!   software), a recording pin and a RAM-backed NOR flash, so the emulated Cortex-M4F runs the whole
 //!   pipeline without hardware.
@@ -48,6 +50,7 @@ pub mod adapt;
 pub mod lis3dh;
 pub mod monitor;
 pub mod persist;
+pub mod record;
 pub mod sim;
 pub mod synthetic;
 pub mod threshold;
@@ -62,6 +65,7 @@ pub use flowmote::Corrected;
 pub use lis3dh::{Lis3dh, SensorError};
 pub use monitor::{Alarm, Event, Inverted, Monitor, Report, Stats};
 pub use persist::{Correction, PersistError, Persisted, Record, Store};
+pub use record::Recorder;
 pub use synthetic::Synthetic;
 pub use threshold::Calibrator;
 pub use window::{FeatureMap, Reading};

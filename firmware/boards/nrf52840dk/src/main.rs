@@ -27,8 +27,16 @@
 //!
 //! At boot the image checks the bundled model's golden vectors on the chip
 //! and logs the result (the same check CI runs in QEMU).
+//!
+//! **Record mode.** Built with `--features record` (`cargo run --release
+//! --features record`), the image records instead of monitoring: every
+//! reading at 100 Hz as one `rec` line under the model's channel names, for
+//! `flowmote record --log - --out readings.csv` to turn into a CSV (pipe
+//! `probe-rs run`'s output into it; see `flowmote_firmware::record`).
 #![no_std]
 #![no_main]
+// Record mode never returns: the monitor after it, and its pins, go unused.
+#![cfg_attr(feature = "record", allow(unreachable_code, unused_variables, unused_mut))]
 
 use cortex_m_rt::entry;
 use defmt_rtt as _;
@@ -90,6 +98,12 @@ fn main() -> ! {
     let scl = port0.p0_27.into_floating_input().degrade();
     let sda = port0.p0_26.into_floating_input().degrade();
     let mut delay = Delay::new(core.SYST);
+
+    #[cfg(feature = "record")]
+    {
+        let i2c = Twim::new(p.TWIM0, twim::Pins { scl, sda }, twim::Frequency::K400);
+        record(Lis3dh::new(i2c, ADDR_SA0_HIGH), &mut delay);
+    }
 
     defmt::info!(
         "flowmote monitor: {=usize} features {=[?]}, threshold {=f32} nats",
@@ -257,6 +271,21 @@ fn main() -> ! {
                 defmt::info!("{}", monitor.stats());
             }
         }
+        delay.delay_ms(SAMPLE_MS);
+    }
+}
+
+/// Record mode: log every reading, one per sample period, forever.
+#[cfg(feature = "record")]
+fn record<I: embedded_hal::i2c::I2c>(sensor: Lis3dh<I>, delay: &mut Delay) -> ! {
+    defmt::info!(
+        "flowmote record mode: a reading every {=u32} ms (channels {=[?]})",
+        SAMPLE_MS,
+        flowmote_fixtures::model::CHANNEL_NAMES
+    );
+    let mut recorder = flowmote_firmware::Recorder::new(sensor, flowmote_fixtures::model::CHANNEL_NAMES);
+    loop {
+        recorder.step();
         delay.delay_ms(SAMPLE_MS);
     }
 }

@@ -27,13 +27,12 @@
 //!    from the model, the threshold saved with `Store` to a RAM-backed NOR
 //!    flash (`sim::RamFlash`), loaded back as after a reset, a second record
 //!    to the other slot, and a corrupted newest record falling back to the
-//!    older one;
-//! 6. on-device adaptation: the export's golden sequence of updates
-//!    (`GOLDEN_ADAPT_*`: drifted windows commissioned, then tracked at the
-//!    threshold) through `Adaptation` with the model's own gradient — every
-//!    score, outcome and the final correction bit for bit the host's — and
-//!    the correction saved and reloaded through `Store`;
-//! 7. stack high-water marks (cortex-m-rt `paint-stack` + scan) of the whole
+//!    older one; then (5b) on-device adaptation: the export's golden
+//!    sequence of updates (`GOLDEN_ADAPT_*`: drifted windows commissioned,
+//!    then tracked at the threshold) through `Adaptation` with the model's
+//!    own gradient — every score, outcome and the final correction bit for
+//!    bit the host's — and the correction saved and reloaded through `Store`;
+//! 6. stack high-water marks (cortex-m-rt `paint-stack` + scan) of the whole
 //!    run, of one `score` and of one `sample`.
 //!
 //! Exit 0 = all checks passed; a failed check, a panic or a HardFault exits 1.
@@ -247,10 +246,10 @@ fn main() -> ! {
     // 5. Commissioning and persistence.
     failures += commission(&det);
 
-    // 6. On-device adaptation: the host's golden sequence of updates.
+    // 5b. On-device adaptation: the host's golden sequence of updates.
     failures += adaptation();
 
-    // 7. Stack: the whole run so far, then one score and one sample alone.
+    // 6. Stack: the whole run so far, then one score and one sample alone.
     let whole = stack::high_water();
     let x = GOLDEN_INPUTS[0];
     let score_stack = stack::measure(|| {
