@@ -34,10 +34,15 @@ use crate::mlp::{row_sum, MlpGrad, MlpRef};
 use crate::weights::Weight;
 
 /// Rows per block of the blocked passes.
-pub const BLOCK: usize = 8;
+pub const BLOCK: usize = 16;
 
 /// One lane per row of a block.
 pub type Lanes = [f32; BLOCK];
+
+/// Output rows per pass of the blocked MLP kernels without AVX2 (four with
+/// AVX2): each keeps `BLOCK` running sums, so four fill x86-64's sixteen
+/// 128-bit registers only at two; AArch64 has thirty-two.
+const BASE_U: usize = if cfg!(target_arch = "x86_64") { 2 } else { 4 };
 
 /// Transpose `n ≤ BLOCK` rows of length `d` (row-major in `rows`) into
 /// `out[j][r] = rows[r·d + j]`, `j < d`; lanes `n..` are set to zero.
@@ -333,7 +338,7 @@ impl<W: Weight> MlpRef<'_, W> {
             unsafe { self.forward_block_avx2(x, c, h0, h1, out) };
             return;
         }
-        self.forward_block_impl::<4>(x, c, h0, h1, out);
+        self.forward_block_impl::<BASE_U>(x, c, h0, h1, out);
     }
 
     /// [`MlpRef::forward_block`] compiled with AVX2.
@@ -343,7 +348,7 @@ impl<W: Weight> MlpRef<'_, W> {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[target_feature(enable = "avx2")]
     unsafe fn forward_block_avx2(&self, x: &[Lanes], c: f32, h0: &mut [Lanes], h1: &mut [Lanes], out: &mut [Lanes]) {
-        self.forward_block_impl::<8>(x, c, h0, h1, out);
+        self.forward_block_impl::<4>(x, c, h0, h1, out);
     }
 
     #[inline(always)]
@@ -374,7 +379,7 @@ impl<W: Weight> MlpRef<'_, W> {
             unsafe { self.forward_block_cached_avx2(x, c, acts, out) };
             return;
         }
-        self.forward_block_cached_impl::<4>(x, c, acts, out);
+        self.forward_block_cached_impl::<BASE_U>(x, c, acts, out);
     }
 
     /// [`MlpRef::forward_block_cached`] compiled with AVX2.
@@ -384,7 +389,7 @@ impl<W: Weight> MlpRef<'_, W> {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[target_feature(enable = "avx2")]
     unsafe fn forward_block_cached_avx2(&self, x: &[Lanes], c: f32, acts: &mut [Lanes], out: &mut [Lanes]) {
-        self.forward_block_cached_impl::<8>(x, c, acts, out);
+        self.forward_block_cached_impl::<4>(x, c, acts, out);
     }
 
     #[inline(always)]

@@ -31,8 +31,31 @@ pub(crate) fn soft_clamp_inline(raw: f32, c: f32) -> (f32, f32) {
 /// [`affine_forward`] on a block of rows (lanes): `x[j][r] ← x[j][r]·e^s +
 /// t[j][r]`, `ld[r] = Σ_j s` from `0.0` in `j` order, per lane as
 /// [`affine_forward`] computes it.
-#[inline(always)]
+/// Runs its AVX2 copy when [`crate::block::wide_vectors`] says so (same
+/// bits: the same operations, eight lanes at a time).
+#[inline]
 pub(crate) fn affine_forward_block(x: &mut [Lanes], shift: &[Lanes], raw: &[Lanes], c: f32, ld: &mut Lanes) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if crate::block::wide_vectors() {
+        // SAFETY: `wide_vectors` is true only on a CPU with AVX2.
+        unsafe { affine_forward_block_avx2(x, shift, raw, c, ld) };
+        return;
+    }
+    affine_forward_block_impl(x, shift, raw, c, ld)
+}
+
+/// [`affine_forward_block`] compiled with AVX2.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2")]
+unsafe fn affine_forward_block_avx2(x: &mut [Lanes], shift: &[Lanes], raw: &[Lanes], c: f32, ld: &mut Lanes) {
+    affine_forward_block_impl(x, shift, raw, c, ld)
+}
+
+#[inline(always)]
+fn affine_forward_block_impl(x: &mut [Lanes], shift: &[Lanes], raw: &[Lanes], c: f32, ld: &mut Lanes) {
     *ld = [0.0; BLOCK];
     for ((v, t), rw) in x.iter_mut().zip(shift).zip(raw) {
         for r in 0..BLOCK {

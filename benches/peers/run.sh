@@ -51,7 +51,7 @@ flowmote_tool() { # set flow json
     "$tool" train --data "$DATA/$set.train.csv" --out "$model" \
         --flow "$flow" --layers "$LAYERS" --hidden "$HIDDEN" --depth "$DEPTH" \
         --epochs "$EPOCHS" --batch "$BATCH" --lr "$LR" --seed "$SEED" --patience 0 \
-        --noise 0 --no-whiten --val-split random --no-mixture --folds 1 \
+        --noise 0 --no-whiten --val-split random --no-mixture --folds 1 --target host \
         "${deq[@]}" --quiet >&2
     t1=$(date +%s.%N)
     "$tool" eval --model "$model" --data "$DATA/$set.test.csv" "${lab[@]}" --json >"$json.eval"
