@@ -23,8 +23,8 @@
 //! ([`MlpRef::forward_block`], [`MlpRef::forward_block_cached`],
 //! [`MlpRef::backward_block`]) are compiled twice, for the baseline target
 //! and with AVX2 enabled, and the AVX2 copy is chosen at run time when the
-//! CPU has it ([`wide_vectors`]). A block of 8 lanes is then one 256-bit
-//! register instead of two 128-bit ones. The AVX2 copy is the same source:
+//! CPU has it ([`wide_vectors`]). A block of 16 lanes is then two 256-bit
+//! registers instead of four 128-bit ones. The AVX2 copy is the same source:
 //! the same IEEE multiplies and adds in the same order (FMA is *not*
 //! enabled: a fused multiply–add rounds once and would break host ==
 //! device), so its results are bit-identical. Without the feature (the
@@ -82,8 +82,9 @@ pub fn dense_block<W: Weight>(w: &[W], scale: &[f32], n: usize, b: &[f32], x: &[
 }
 
 /// [`dense_block`] with `U` output rows per pass (`U` independent chains of
-/// additions per lane; 4 fill the baseline's sixteen 128-bit registers, 8
-/// the AVX2 copy's 256-bit ones). Every sum keeps its order.
+/// additions per lane, `U × BLOCK` running sums: with 16 lanes, 4 fill
+/// AVX2's sixteen 256-bit registers and 2 the baseline's sixteen 128-bit
+/// ones on x86-64, see `BASE_U`). Every sum keeps its order.
 #[inline(always)]
 fn dense_block_u<W: Weight, const U: usize>(
     w: &[W],
