@@ -20,7 +20,7 @@ use super::config::{auto_candidates, default_folds, Budget, FlowKind, TrainConfi
 use super::epochs::TeacherPool;
 use super::fit::{column_moments, hold_out, train_split, unscorable_rows, Split};
 use super::optim::mean_nll;
-use super::{train_unbounded, TrainSummary};
+use super::{train_committee, TrainSummary};
 use crate::data::Dataset;
 use crate::model::{DynMixture, ModelFile};
 use crate::provenance::{Candidate, Distillation, TeacherRecord};
@@ -184,7 +184,7 @@ pub(super) fn distil(
             val.len()
         );
     }
-    let (teacher, tsum) = train_unbounded(&tds, &tcfg, progress)?;
+    let (teacher, tsum) = train_committee(&tds, &tcfg, progress, Some(&budget))?;
     let tcost = ModelCost::of(&teacher.model);
     let bad = teacher
         .model

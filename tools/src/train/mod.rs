@@ -150,8 +150,22 @@ fn train_search(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(Mode
 }
 
 /// The search (and on small data the committee) without a budget: the
-/// model `--target host` keeps, and a device target's teacher.
+/// model `--target host` keeps.
 fn train_unbounded(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
+    train_committee(ds, cfg, progress, None)
+}
+
+/// [`train_unbounded`]; with `budget` (a device target's teacher), a
+/// committee stops after its first fold when that fold's model alone is
+/// over the budget: the committee holds it, so it could not fit either, and
+/// the teacher is only a source of samples and a reference, which one
+/// fold's model serves at a fraction of the time.
+fn train_committee(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    progress: bool,
+    budget: Option<&Budget>,
+) -> Result<(ModelFile, TrainSummary)> {
     let folds = cfg.check(ds)?;
     if folds == 1 {
         let c = TrainConfig {
@@ -180,7 +194,17 @@ fn train_unbounded(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(M
             fold: Some((k, folds)),
             ..cfg.clone()
         };
-        parts.push(search(ds, &c, progress, DynMixture::MAX_MEMBERS / folds)?);
+        let part = search(ds, &c, progress, DynMixture::MAX_MEMBERS / folds)?;
+        let over = budget.and_then(|b| b.exceeded(&crate::target::ModelCost::of(&part.0.model)));
+        if let (0, Some(why)) = (k, over) {
+            if progress {
+                eprintln!("fold 1's model alone is over the budget ({why}): the teacher is that model, the other folds are not trained");
+            }
+            let (m, mut s) = part;
+            s.seconds = start.elapsed().as_secs_f64();
+            return Ok((m, s));
+        }
+        parts.push(part);
     }
     Ok(committee(ds, parts, start))
 }
