@@ -19,7 +19,6 @@ use super::build::candidate_cost;
 use super::config::{auto_candidates, default_folds, Budget, FlowKind, TrainConfig};
 use super::epochs::TeacherPool;
 use super::fit::{column_moments, hold_out, train_split, unscorable_rows, Split};
-use super::optim::mean_nll;
 use super::{train_committee, TrainSummary};
 use crate::data::Dataset;
 use crate::model::{DynMixture, ModelFile};
@@ -186,9 +185,10 @@ pub(super) fn distil(
     }
     let (teacher, tsum) = train_committee(&tds, &tcfg, progress, Some(&budget))?;
     let tcost = ModelCost::of(&teacher.model);
-    let bad = teacher
-        .model
-        .log_probs(&val)
+    // One pass over the held-out rows: how many the teacher cannot score,
+    // and its mean NLL on them.
+    let lps = teacher.model.log_probs(&val);
+    let bad = lps
         .iter()
         .filter(|lp| !lp.as_ref().is_ok_and(|v| v.is_finite()))
         .count();
@@ -203,11 +203,7 @@ pub(super) fn distil(
             .unzip();
         bail!(unscorable_rows(ds, &mean, &std, &val, bad, true));
     }
-    let teacher_val = if val.is_empty() {
-        f64::NAN
-    } else {
-        mean_nll_mix(&teacher.model, &val)
-    };
+    let teacher_val = if val.is_empty() { f64::NAN } else { mean_nll_of(&lps) };
     let record = TeacherRecord {
         kept: crate::cli::describe_model(&teacher),
         flows: teacher.model.flows.len(),
@@ -381,20 +377,21 @@ pub(super) fn distil(
     Ok((m, s))
 }
 
-/// Mean `−log p` of `rows` under a mixture (rows it cannot score count as
-/// +∞, so a teacher that fails some is not flattered).
-fn mean_nll_mix(m: &DynMixture, rows: &[Vec<f32>]) -> f64 {
-    if let Some(f) = m.as_single() {
-        let (v, bad) = mean_nll(f, rows);
-        return if bad > 0 { f64::INFINITY } else { v };
-    }
-    let lps = m.log_probs(rows);
-    let mut s = 0.0;
-    for lp in lps {
-        match lp {
-            Ok(v) if v.is_finite() => s -= v as f64,
-            _ => return f64::INFINITY,
+/// Mean `−log p` of per-row results (`log_probs` of the rows), summed per
+/// chunk of 64 rows and then over chunks, as `optim::mean_nll` adds; a row
+/// that cannot be scored makes it +∞, so a teacher that fails some is not
+/// flattered.
+fn mean_nll_of(lps: &[Result<f32, flowmote::Error>]) -> f64 {
+    let mut total = 0.0f64;
+    for ch in lps.chunks(64) {
+        let mut s = 0.0f64;
+        for lp in ch {
+            match lp {
+                Ok(v) if v.is_finite() => s -= *v as f64,
+                _ => return f64::INFINITY,
+            }
         }
+        total += s;
     }
-    s / rows.len() as f64
+    total / lps.len().max(1) as f64
 }
