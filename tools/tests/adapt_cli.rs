@@ -4,19 +4,9 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
-fn flowmote(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowmote"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run flowmote")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{flowmote, stderr};
 
 /// Two correlated columns, `n` rows, deterministic; every value mapped by
 /// `gain·v + offset`.

@@ -4,20 +4,11 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-fn flowmote(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowmote"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run flowmote")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{flowmote, stderr};
 
 /// Two correlated columns, `n` rows, deterministic.
 fn csv_text(n: usize, nl: &str) -> String {

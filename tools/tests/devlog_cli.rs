@@ -8,20 +8,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn flowmote(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flowmote"))
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run flowmote");
-    if let Some(text) = stdin {
-        // A command that fails before reading closes its end: not an error here.
-        let _ = c.stdin.take().unwrap().write_all(text.as_bytes());
-    }
-    c.wait_with_output().unwrap()
-}
+mod common;
+use common::flowmote_fed as flowmote;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

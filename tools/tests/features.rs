@@ -11,15 +11,10 @@ use flowmote_tools::features::FeatureSpec;
 use flowmote_tools::model::ModelFile;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-fn flowmote(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowmote"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run flowmote")
-}
+mod common;
+use common::flowmote;
 
 fn ok(o: &Output) -> String {
     assert!(
