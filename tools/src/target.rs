@@ -74,6 +74,19 @@ impl ModelCost {
             activations: m.activations() as u64,
         }
     }
+
+    /// The cost of an equal-weight mixture of `k` models costing this
+    /// (a `k`-fold committee), counted as [`ModelCost::of`] counts it.
+    pub fn repeated(&self, k: usize) -> Self {
+        let w = crate::model::mixture_weights(k);
+        let k64 = k as u64;
+        ModelCost {
+            parameters: self.parameters * k + w,
+            weight_bytes: self.weight_bytes * k64 + 4 * w as u64,
+            macs: self.macs * k64,
+            activations: self.activations * k64,
+        }
+    }
 }
 
 impl Target {

@@ -18,7 +18,7 @@ pub struct DynMixture {
 }
 
 /// Number of stored weights of a model of `n` flows (none for one flow).
-fn weights(n: usize) -> usize {
+pub fn weights(n: usize) -> usize {
     if n > 1 {
         n
     } else {

@@ -19,7 +19,7 @@ mod view;
 
 pub use crate::provenance::{Epoch, Provenance};
 pub use file::{ModelFile, Threshold};
-pub use mixture::{DynMixture, MixView, MixWorkspace};
+pub use mixture::{weights as mixture_weights, DynMixture, MixView, MixWorkspace};
 pub use storage::{matrix_rows, matrix_weights, I8Net, Storage, Weights};
 pub use view::{FlowView, View, Workspace};
 

@@ -131,15 +131,7 @@ fn train_search(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(Mode
     // Every setting pinned: the one model (or committee of them) asked for,
     // trained as it is on all the rows when it fits.
     if cfg.flow != FlowKind::Auto && cfg.layers.is_some() && cfg.hidden.is_some() && cfg.noise.is_some() {
-        let one = build::candidate_cost(ds, cfg)?;
-        let k = folds as u64;
-        let weights = if k > 1 { k } else { 0 };
-        let cost = crate::target::ModelCost {
-            parameters: one.parameters * folds + weights as usize,
-            weight_bytes: one.weight_bytes * k + 4 * weights,
-            macs: one.macs * k,
-            activations: one.activations * k,
-        };
+        let cost = build::candidate_cost(ds, cfg)?.repeated(folds);
         if budget.exceeded(&cost).is_none() {
             let (mut m, s) = train_unbounded(ds, cfg, progress)?;
             m.provenance.settings.config.target = Some(budget.target.name.into());
