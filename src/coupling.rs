@@ -327,12 +327,8 @@ impl AffineCouplingRef<'_> {
         self.vjp(x, g, g_ld, Some(grad), scratch)
     }
 
-    /// The backward pass without the parameter gradient: `g` becomes
-    /// `∂L/∂x` exactly as in the full backward pass (on-device adaptation).
-    pub fn backward_input(&self, x: &[f32], g: &mut [f32], g_ld: f32, scratch: &mut [f32]) {
-        self.vjp(x, g, g_ld, None, scratch)
-    }
-
+    /// The backward pass with an optional parameter gradient (`None`: only
+    /// `∂L/∂x`, what `SliceBackward::backward_input` runs).
     fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: Option<&mut MlpGrad<'_>>, scratch: &mut [f32]) {
         let sh = self.net.shape;
         let (acts, rest) = scratch.split_at_mut(sh.n_activations());

@@ -234,8 +234,10 @@ impl<T: SliceBackward> SliceBackward for Frozen<T> {
 }
 
 /// [`SliceBackward`] for views with an MLP conditioner `net` and the
-/// inherent `backward(x, g, g_ld, &mut MlpGrad, scratch)` and
-/// `train_scratch_len()` of the coupling and autoregressive layers.
+/// inherent `backward(x, g, g_ld, &mut MlpGrad, scratch)`,
+/// `vjp(x, g, g_ld, Option<&mut MlpGrad>, scratch)` (the same pass with an
+/// optional parameter gradient) and `train_scratch_len()` of the coupling
+/// and autoregressive layers.
 macro_rules! mlp_backward {
     ($view:ident) => {
         impl $crate::layer::SliceBackward for $view<'_> {
@@ -313,7 +315,7 @@ macro_rules! mlp_backward {
             self.backward(x, g, g_ld, &mut grad, scratch)
         }
         fn backward_input(&self, x: &[f32], g: &mut [f32], g_ld: f32, scratch: &mut [f32]) {
-            $view::backward_input(self, x, g, g_ld, scratch)
+            $view::vjp(self, x, g, g_ld, None, scratch)
         }
         fn as_bijector(&self) -> &dyn $crate::layer::SliceBijector {
             self

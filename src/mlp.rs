@@ -268,22 +268,9 @@ impl MlpRef<'_, f32> {
         self.vjp(x, c, acts, g_out, g_x, tmp0, tmp1, Some(grad))
     }
 
-    /// [`MlpRef::backward`] without the parameter gradient: only `∂L/∂x` is
-    /// added to `g_x` (bit for bit the same as [`MlpRef::backward`] adds).
-    /// What on-device adaptation needs; no gradient buffer.
-    #[allow(clippy::too_many_arguments)]
-    pub fn backward_input(
-        &self,
-        x: &[f32],
-        acts: &[f32],
-        g_out: &[f32],
-        g_x: &mut [f32],
-        tmp0: &mut [f32],
-        tmp1: &mut [f32],
-    ) {
-        self.vjp(x, 0.0, acts, g_out, Some(g_x), tmp0, tmp1, None)
-    }
-
+    /// [`MlpRef::backward`] with an optional parameter gradient: without
+    /// one only `∂L/∂x` is added to `g_x`, bit for bit as with one (the
+    /// layers' `SliceBackward::backward_input`, on-device adaptation).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn vjp(
         &self,
