@@ -52,6 +52,12 @@ macro_rules! say {
     }};
 }
 
+/// `1 thing`, `2 things`: a count for a message.
+pub fn count(n: impl Into<u64>, thing: &str) -> String {
+    let n = n.into();
+    format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
+}
+
 /// Whether `path` names standard output (`-`).
 pub fn is_stdout(path: &Path) -> bool {
     path.as_os_str() == "-"

@@ -12,7 +12,7 @@
 //! flowmote monitor --log -`); Ctrl-C ends it with the summary.
 
 use crate::devlog::{self, Level, LogReader, Next};
-use crate::output;
+use crate::output::{self, count};
 use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
@@ -461,11 +461,6 @@ impl Watch {
             }
         )
     }
-}
-
-/// `1 thing`, `2 things`.
-fn count(n: u64, thing: &str) -> String {
-    format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Cut `s` to `width` visible characters (colour codes kept whole).

@@ -19,7 +19,7 @@
 //! CSV.
 
 use crate::devlog::{self, LogReader, Next};
-use crate::output;
+use crate::output::{self, count};
 use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
@@ -292,9 +292,8 @@ impl Recording {
             self.malformed(
                 line,
                 format!(
-                    "{} value{} for the {want} channels ({names})",
-                    values.len(),
-                    if values.len() == 1 { "" } else { "s" }
+                    "{} for the {want} channels ({names})",
+                    count(values.len() as u64, "value")
                 ),
                 text,
             );
@@ -377,9 +376,8 @@ pub fn describe(r: &RecordReport) -> String {
     };
     let _ = writeln!(
         s,
-        "recorded {} reading{}{seqs} of {} from {} → {}{}",
-        r.readings,
-        if r.readings == 1 { "" } else { "s" },
+        "recorded {}{seqs} of {} from {} → {}{}",
+        count(r.readings, "reading"),
         r.channels.join(", "),
         if r.log == "-" { "standard input" } else { &r.log },
         if r.out == "-" { "standard output" } else { &r.out },
@@ -390,63 +388,45 @@ pub fn describe(r: &RecordReport) -> String {
     } else {
         let mut parts = Vec::new();
         if r.gap_count > 0 {
-            let list: Vec<String> = r
-                .gaps
-                .iter()
-                .take(5)
-                .map(|g| format!("line {} (seq {} → {}, {} missing)", g.line, g.after, g.seq, g.missing))
-                .collect();
-            parts.push(format!(
-                "{} gap{} in the sequence numbers, {} reading{} lost: {}{}",
-                r.gap_count,
-                if r.gap_count == 1 { "" } else { "s" },
-                r.missing,
-                if r.missing == 1 { "" } else { "s" },
-                list.join(", "),
-                if r.gap_count > 5 { ", …" } else { "" }
-            ));
+            let head = format!(
+                "{} in the sequence numbers, {} lost",
+                count(r.gap_count as u64, "gap"),
+                count(r.missing, "reading")
+            );
+            parts.push(listed(head, &r.gaps, r.gap_count, ", ", |g| {
+                format!("line {} (seq {} → {}, {} missing)", g.line, g.after, g.seq, g.missing)
+            }));
         }
         if r.restart_count > 0 {
-            let list: Vec<String> = r
-                .restarts
-                .iter()
-                .take(5)
-                .map(|x| format!("line {} (seq {} → {})", x.line, x.after, x.seq))
-                .collect();
-            parts.push(format!(
-                "{} restart{} of the device: {}{}",
-                r.restart_count,
-                if r.restart_count == 1 { "" } else { "s" },
-                list.join(", "),
-                if r.restart_count > 5 { ", …" } else { "" }
-            ));
+            let head = format!("{} of the device", count(r.restart_count as u64, "restart"));
+            parts.push(listed(head, &r.restarts, r.restart_count, ", ", |x| {
+                format!("line {} (seq {} → {})", x.line, x.after, x.seq)
+            }));
         }
         if r.malformed_count > 0 {
-            let list: Vec<String> = r
-                .malformed
-                .iter()
-                .take(5)
-                .map(|m| format!("line {}: {} (`{}`)", m.line, m.why, m.text))
-                .collect();
-            parts.push(format!(
-                "{} malformed line{}: {}{}",
-                r.malformed_count,
-                if r.malformed_count == 1 { "" } else { "s" },
-                list.join("; "),
-                if r.malformed_count > 5 { "; …" } else { "" }
-            ));
+            let head = count(r.malformed_count as u64, "malformed line");
+            parts.push(listed(head, &r.malformed, r.malformed_count, "; ", |m| {
+                format!("line {}: {} (`{}`)", m.line, m.why, m.text)
+            }));
         }
         let _ = write!(s, "{}", parts.join("\n"));
     }
     if r.sensor_errors > 0 {
         let _ = write!(
             s,
-            "\n{} sensor error{} on the device (`rec error` lines: readings the sensor could not give)",
-            r.sensor_errors,
-            if r.sensor_errors == 1 { "" } else { "s" }
+            "\n{} on the device (`rec error` lines: readings the sensor could not give)",
+            count(r.sensor_errors as u64, "sensor error")
         );
     }
     s
+}
+
+/// `head: item, item, …`: the first five of `items` (`total` in all),
+/// joined by `sep`, and `sep…` when there are more.
+fn listed<T>(head: String, items: &[T], total: usize, sep: &str, item: impl Fn(&T) -> String) -> String {
+    let list: Vec<String> = items.iter().take(5).map(item).collect();
+    let more = if total > 5 { format!("{sep}…") } else { String::new() };
+    format!("{head}: {}{more}", list.join(sep))
 }
 
 /// Run `flowmote record`; returns the report (printed to standard error,
