@@ -15,9 +15,12 @@
 #![no_std]
 #![no_main]
 
-use cortex_m_rt::{entry, exception, ExceptionFrame};
+use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
+
+#[path = "../fault.rs"]
+mod fault;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
 use flowmote_firmware::record::Step;
 use flowmote_firmware::sim::{EmulatedLis3dh, Fault};
@@ -81,24 +84,6 @@ fn main() -> ! {
         );
         debug::exit(debug::EXIT_FAILURE);
     }
-    loop {
-        cortex_m::asm::bkpt();
-    }
-}
-
-#[exception]
-unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
-    defmt::error!("HardFault");
-    debug::exit(debug::EXIT_FAILURE);
-    loop {
-        cortex_m::asm::bkpt();
-    }
-}
-
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    defmt::error!("panic");
-    debug::exit(debug::EXIT_FAILURE);
     loop {
         cortex_m::asm::bkpt();
     }

@@ -43,9 +43,12 @@
 
 use core::hint::black_box;
 
-use cortex_m_rt::{entry, exception, ExceptionFrame};
+use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
+
+#[path = "../fault.rs"]
+mod fault;
 use flowmote::Density;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
 use flowmote_firmware::sim::{EmulatedLis3dh, Fault, RamFlash, RecordingPin};
@@ -501,22 +504,4 @@ fn check_export<const D: usize, M: Density<D>>(
         worst
     );
     failures
-}
-
-#[exception]
-unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
-    defmt::error!("HardFault");
-    debug::exit(debug::EXIT_FAILURE);
-    loop {
-        cortex_m::asm::bkpt();
-    }
-}
-
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    defmt::error!("panic");
-    debug::exit(debug::EXIT_FAILURE);
-    loop {
-        cortex_m::asm::bkpt();
-    }
 }
