@@ -130,6 +130,57 @@ pub fn pipeline_mismatches<const C: usize, const N: usize, const S: usize, const
     bad + expected.count()
 }
 
+/// An export's golden vectors: what the host computed, for a board to check
+/// at boot ([`self_test`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Golden<'g, const C: usize, const D: usize> {
+    /// `GOLDEN_INPUTS`.
+    pub inputs: &'g [[f32; D]],
+    /// `GOLDEN_LOG_PROBS`.
+    pub log_probs: &'g [f32],
+    /// `GOLDEN_RAW`: raw readings.
+    pub raw: &'g [[f32; C]],
+    /// `GOLDEN_RAW_FEATURES`: the windows' features.
+    pub raw_features: &'g [[f32; D]],
+    /// `GOLDEN_RAW_LOG_PROBS`.
+    pub raw_log_probs: &'g [f32],
+}
+
+/// The boards' boot-time self-test: the golden log-densities through
+/// `detector` ([`golden_mismatches`]) and the golden raw readings through a
+/// fresh `pipeline` ([`pipeline_mismatches`]) and the detector; logs the
+/// outcome of each and returns the number of mismatches (0: the chip
+/// computes what the host computed).
+pub fn self_test<const C: usize, const N: usize, const S: usize, const D: usize, M: flowmote::Density<D>>(
+    detector: &Detector<'_, D, M>,
+    pipeline: Pipeline<C, N, S, D>,
+    golden: &Golden<'_, C, D>,
+) -> usize {
+    let hop = pipeline.hop();
+    let bad = golden_mismatches(detector, golden.inputs, golden.log_probs);
+    if bad == 0 {
+        info!(
+            "self-test: {=usize} golden log-densities match the host",
+            golden.inputs.len()
+        );
+    } else {
+        error!("self-test: {=usize} golden log-densities differ from the host", bad);
+    }
+    let windows = pipeline_mismatches(pipeline, golden.raw, golden.raw_features)
+        + golden_mismatches(detector, golden.raw_features, golden.raw_log_probs);
+    if windows == 0 {
+        info!(
+            "self-test: windows of {=usize} readings every {=usize}: {=usize} golden windows match the host",
+            N,
+            hop,
+            golden.raw_features.len()
+        );
+    } else {
+        error!("self-test: {=usize} golden windows differ from the host", windows);
+    }
+    bad + windows
+}
+
 /// `true` if `got` matches `expected` within [`GOLDEN_RTOL`] (relative, with
 /// the [`GOLDEN_ABS_FLOOR`] floor). NaN never matches.
 #[inline]

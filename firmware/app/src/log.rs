@@ -1,4 +1,4 @@
-//! `info!`/`warn!` that forward to `defmt` with the `defmt` feature and
+//! `info!`/`warn!`/`error!` that forward to `defmt` with the `defmt` feature and
 //! compile to nothing (but still "use" their arguments) without it.
 
 #[cfg(feature = "defmt")]
@@ -18,5 +18,15 @@ macro_rules! info {
 
 #[cfg(not(feature = "defmt"))]
 macro_rules! warn {
+    ($fmt:literal $(, $arg:expr)* $(,)?) => {{ $( let _ = &$arg; )* }};
+}
+
+#[cfg(feature = "defmt")]
+macro_rules! error {
+    ($($t:tt)*) => { defmt::error!($($t)*) };
+}
+
+#[cfg(not(feature = "defmt"))]
+macro_rules! error {
     ($fmt:literal $(, $arg:expr)* $(,)?) => {{ $( let _ = &$arg; )* }};
 }

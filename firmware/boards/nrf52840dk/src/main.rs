@@ -44,8 +44,8 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::InputPin;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
 use flowmote_firmware::{
-    golden_mismatches, pipeline_mismatches, AdaptConfig, Adaptation, Alarm, Calibrator, Corrected, Correction,
-    Detector, Event, Gradient, Inverted, KOfN, Lis3dh, Monitor, Phase, Step, Store, Synthetic,
+    AdaptConfig, Adaptation, Alarm, Calibrator, Corrected, Correction, Detector, Event, Golden, Gradient, Inverted,
+    KOfN, Lis3dh, Monitor, Phase, Step, Store, Synthetic,
 };
 use nrf52840_hal::gpio::{p0, Level};
 use nrf52840_hal::nvmc::Nvmc;
@@ -55,7 +55,7 @@ use panic_probe as _;
 
 use flowmote_fixtures::model::{
     pipeline, Layers, ADAPT_LAYERS, ADAPT_SCRATCH, DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW,
-    GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS, HOP, MEAN, MODEL, STD, THRESHOLD, WINDOW,
+    GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS, HOP, MEAN, MODEL, STD, THRESHOLD,
 };
 
 /// Milliseconds between readings (100 Hz). The model's `pipeline()` scores a
@@ -293,26 +293,12 @@ fn record<I: embedded_hal::i2c::I2c>(sensor: Lis3dh<I>, delay: &mut Delay) -> ! 
 /// Score the golden vectors on the chip, push the golden raw readings through
 /// the model's feature pipeline, and log whether both match the host.
 fn self_test() {
-    let det = Detector::new(&MODEL, THRESHOLD);
-    let bad = golden_mismatches(&det, &GOLDEN_INPUTS, &GOLDEN_LOG_PROBS);
-    if bad == 0 {
-        defmt::info!(
-            "self-test: {=usize} golden log-densities match the host",
-            GOLDEN_INPUTS.len()
-        );
-    } else {
-        defmt::error!("self-test: {=usize} golden log-densities differ from the host", bad);
-    }
-    let bad = pipeline_mismatches(pipeline(), &GOLDEN_RAW, &GOLDEN_RAW_FEATURES)
-        + golden_mismatches(&det, &GOLDEN_RAW_FEATURES, &GOLDEN_RAW_LOG_PROBS);
-    if bad == 0 {
-        defmt::info!(
-            "self-test: windows of {=usize} readings every {=usize}: {=usize} golden windows match the host",
-            WINDOW,
-            HOP,
-            GOLDEN_RAW_FEATURES.len()
-        );
-    } else {
-        defmt::error!("self-test: {=usize} golden windows differ from the host", bad);
-    }
+    let golden = Golden {
+        inputs: &GOLDEN_INPUTS,
+        log_probs: &GOLDEN_LOG_PROBS,
+        raw: &GOLDEN_RAW,
+        raw_features: &GOLDEN_RAW_FEATURES,
+        raw_log_probs: &GOLDEN_RAW_LOG_PROBS,
+    };
+    flowmote_firmware::self_test(&Detector::new(&MODEL, THRESHOLD), pipeline(), &golden);
 }

@@ -19,10 +19,10 @@ use defmt_rtt as _;
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::InputPin;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
-use flowmote_firmware::{golden_mismatches, pipeline_mismatches, Alarm, Detector, KOfN, Lis3dh, Monitor, Synthetic};
+use flowmote_firmware::{Alarm, Detector, Golden, KOfN, Lis3dh, Monitor, Synthetic};
 use flowmote_fixtures::model::{
     pipeline, DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW, GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS,
-    HOP, MODEL, THRESHOLD, WINDOW,
+    HOP, MODEL, THRESHOLD,
 };
 use panic_probe as _;
 use rp2040_hal::fugit::RateExtU32;
@@ -122,26 +122,12 @@ fn main() -> ! {
 /// Score the golden vectors on the chip, push the golden raw readings through
 /// the model's feature pipeline, and log whether both match the host.
 fn self_test() {
-    let det = Detector::new(&MODEL, THRESHOLD);
-    let bad = golden_mismatches(&det, &GOLDEN_INPUTS, &GOLDEN_LOG_PROBS);
-    if bad == 0 {
-        defmt::info!(
-            "self-test: {=usize} golden log-densities match the host",
-            GOLDEN_INPUTS.len()
-        );
-    } else {
-        defmt::error!("self-test: {=usize} golden log-densities differ from the host", bad);
-    }
-    let bad = pipeline_mismatches(pipeline(), &GOLDEN_RAW, &GOLDEN_RAW_FEATURES)
-        + golden_mismatches(&det, &GOLDEN_RAW_FEATURES, &GOLDEN_RAW_LOG_PROBS);
-    if bad == 0 {
-        defmt::info!(
-            "self-test: windows of {=usize} readings every {=usize}: {=usize} golden windows match the host",
-            WINDOW,
-            HOP,
-            GOLDEN_RAW_FEATURES.len()
-        );
-    } else {
-        defmt::error!("self-test: {=usize} golden windows differ from the host", bad);
-    }
+    let golden = Golden {
+        inputs: &GOLDEN_INPUTS,
+        log_probs: &GOLDEN_LOG_PROBS,
+        raw: &GOLDEN_RAW,
+        raw_features: &GOLDEN_RAW_FEATURES,
+        raw_log_probs: &GOLDEN_RAW_LOG_PROBS,
+    };
+    flowmote_firmware::self_test(&Detector::new(&MODEL, THRESHOLD), pipeline(), &golden);
 }
