@@ -3,7 +3,8 @@
 #   flowmote:  `flowmote train --data … --out …` (default --flow auto) + `eval --json`
 #   peers:     scikit-learn GaussianMixture (components/covariance chosen on a
 #              validation split of train, 1–8, 12, 16, 24 or 32 components), FlowJAX MAF and coupling flows with
-#              a RationalQuadraticSpline transformer at FlowJAX's defaults
+#              a RationalQuadraticSpline transformer at FlowJAX's defaults, scikit-learn
+#              IsolationForest and LocalOutlierFactor at theirs (AUROC only)
 #              (benches/peers/peer_defaults.py).
 # Writes benches/peers/results/defaults.*.json and defaults.md. On a labelled
 # test set it also keeps every model's per-row scores and reports the AUROC
@@ -96,13 +97,18 @@ for s in sets:
             r = p[k]
             rows.setdefault(name, []).append((r["test_nll"], r["auroc"], r["train_s"],
                 f"{r['epochs_run']} ep" + (f", {r['nonfinite']} non-finite" if r["nonfinite"] else "")))
+        for k, name in (("isolation_forest", "IsolationForest, defaults"),
+                        ("lof", "LocalOutlierFactor, defaults")):
+            if k in p:  # no density: AUROC only
+                rows.setdefault(name, []).append((None, p[k]["auroc"], p[k]["train_s"], "no density"))
     for name, rs in rows.items():
-        nll = np.array([r[0] for r in rs], float)
+        nll = np.array([np.nan if r[0] is None else r[0] for r in rs], float)
         au = [r[1] for r in rs]
         f = lambda v, p=2: "–" if v is None else f"{v:.{p}f}"
         aus = "–" if au[0] is None else f"{np.mean(au):.3f} ± {np.std(au, ddof=1) if len(au) > 1 else 0:.3f}"
-        print(f"| {s} | {name} | {nll.mean():.2f} ± {nll.std(ddof=1) if len(nll) > 1 else 0:.2f} | "
-              f"{' / '.join(f(v) for v in nll)} | {aus} | {' / '.join(f(v, 3) for v in au)} | "
+        nlls = "–" if np.isnan(nll).all() else f"{nll.mean():.2f} ± {nll.std(ddof=1) if len(nll) > 1 else 0:.2f}"
+        print(f"| {s} | {name} | {nlls} | "
+              f"{' / '.join(f(r[0]) for r in rs)} | {aus} | {' / '.join(f(v, 3) for v in au)} | "
               f"{np.mean([r[2] for r in rs]):.1f} | {'; '.join(sorted(set(r[3] for r in rs)))} |")
 
 # AUROC differences on labelled sets, with a paired bootstrap over the test
@@ -133,6 +139,9 @@ for s in sets:
                         ("flowjax_coupling_rqs", "FlowJAX coupling + RQS")):
             lp = np.array([np.nan if v is None else v for v in p[k]["log_prob"]], float)
             peers.setdefault(name, []).append(np.where(np.isfinite(lp), -lp, np.inf))
+        for k, name in (("isolation_forest", "IsolationForest"), ("lof", "LocalOutlierFactor")):
+            if k in p:  # higher score = more normal, like log p
+                peers.setdefault(name, []).append(-np.array(p[k]["score"], float))
     with open(f"{data}/{s}.test.csv") as f:
         head = f.readline().strip().split(",")
     labels = np.genfromtxt(f"{data}/{s}.test.csv", delimiter=",", skip_header=1,

@@ -13,7 +13,11 @@ row's log p(x) (`log_prob`, null when not finite) for a paired comparison:
   argument at FlowJAX's default (flow_layers=8, nn_width=50, nn_depth=1,
   relu), trained by fit_to_data at its defaults (lr 5e-4, batch 100,
   max_epochs 100, max_patience 5, val_prop 0.1, best epoch kept), unless
-  --max-epochs is given.
+  --max-epochs is given;
+* scikit-learn IsolationForest and LocalOutlierFactor (novelty=True) at
+  their defaults, fitted on train: no density, so no NLL; their AUROC is of
+  the negated `score_samples`, kept per row as `score` (higher = more
+  normal) for the paired comparison.
 
 All models see train-standardised inputs; sum(log std) is added back.
 
@@ -86,6 +90,20 @@ def main():
         {"components": k, "covariance": cov, "val_ll_std_units": float(best[0]),
          "train_s": time.perf_counter() - t0},
     )
+
+    # --- IsolationForest and LocalOutlierFactor at their defaults --------
+    from sklearn.ensemble import IsolationForest
+    from sklearn.neighbors import LocalOutlierFactor
+
+    for name, make in (("isolation_forest", lambda: IsolationForest(random_state=a.seed)),
+                       ("lof", lambda: LocalOutlierFactor(novelty=True))):
+        t0 = time.perf_counter()
+        m = make().fit(ztr)
+        train_s = time.perf_counter() - t0
+        sc = m.score_samples(zte)
+        res[name] = {"auroc": auroc(-sc, lab) if lab is not None else None, "train_s": train_s}
+        if lab is not None:
+            res[name]["score"] = [float(v) for v in sc]
 
     # --- FlowJAX RQS flows at defaults -----------------------------------
     import jax
