@@ -1,9 +1,10 @@
 //! The row-blocked passes (`flowmote::block`, `SliceBijector::forward_block`,
 //! `SliceBackward::backward_block`) against the single-row code, bit for
-//! bit: every layer kind with a blocked path (MAF, affine coupling, with
-//! `f32` and `i8` weights, and `Frozen` around them), every activation,
-//! depths 1–3, input widths not multiples of four, and row counts that
-//! fill no, one or several blocks (1–21 rows; `BLOCK` = 8). The backward
+//! bit: every layer kind with a blocked path (MAF, affine coupling, spline
+//! coupling and autoregressive spline, with `f32` and `i8` weights, and
+//! `Frozen` around them), every activation, depths 1–3, input widths not
+//! multiples of four, and row counts that fill no, one or several blocks
+//! (1–37 rows; `BLOCK` = 16). The backward
 //! passes must add the gradients row after row as the single-row loop does,
 //! so the parameter gradient (accumulated over the rows, starting from a
 //! non-zero value) and every row's input gradient are compared bit for bit.
@@ -221,6 +222,58 @@ fn coupling_blocked_is_single_row_bit_for_bit() {
     });
 }
 
+#[test]
+fn spline_layers_blocked_are_single_row_bit_for_bit() {
+    use flowmote::spline::{made_mask_heads, spline_params, SplineAutoregressiveRef, SplineCouplingRef};
+    with_both_widths(|| {
+        let mut seed = 2000;
+        for act in ACTIVATIONS {
+            for (a, b, hidden, depth, bins) in [(4, 5, 16, 2, 8), (1, 1, 5, 1, 1), (3, 8, 9, 3, 4), (7, 6, 24, 2, 8)] {
+                // Coupling: `a` inputs condition the splines of `b`.
+                let p_n = spline_params(bins);
+                let shape = MlpShape {
+                    input: a,
+                    cond: 0,
+                    hidden,
+                    depth,
+                    output: b * p_n,
+                };
+                // Wide parameters: bins of very different widths, steep knots.
+                let p = random_params(&mut rng(seed), shape, 1.5);
+                let net = MlpRef::from_flat(shape, act, &p).unwrap();
+                let c = SplineCouplingRef::new(a, b, bins, 3.0, net).unwrap();
+                let what = format!("spline coupling {a}+{b} h {hidden} depth {depth} K {bins} {act:?}");
+                check_forward(&what, &c, a + b, seed + 1);
+                check_backward(&what, &c, a + b, seed + 2);
+                check_backward(&format!("frozen {what}"), &Frozen(c), a + b, seed + 3);
+                let (q, sc) = quantise(&net);
+                let c8 = SplineCouplingRef::new(a, b, bins, 3.0, net_i8(&net, &q, &sc)).unwrap();
+                check_forward(&format!("i8 {what}"), &c8, a + b, seed + 4);
+                // Autoregressive on all `a + b` coordinates.
+                let d = a + b;
+                let shape = MlpShape {
+                    input: d,
+                    cond: 0,
+                    hidden,
+                    depth,
+                    output: d * p_n,
+                };
+                let mut p = random_params(&mut rng(seed + 5), shape, 1.5);
+                made_mask_heads(shape, p_n, &mut p).unwrap();
+                let net = MlpRef::from_flat(shape, act, &p).unwrap();
+                let ar = SplineAutoregressiveRef::new(bins, 3.0, net).unwrap();
+                let what = format!("spline AR d {d} h {hidden} depth {depth} K {bins} {act:?}");
+                check_forward(&what, &ar, d, seed + 6);
+                check_backward(&what, &ar, d, seed + 7);
+                let (q, sc) = quantise(&net);
+                let ar8 = SplineAutoregressiveRef::new(bins, 3.0, net_i8(&net, &q, &sc)).unwrap();
+                check_forward(&format!("i8 {what}"), &ar8, d, seed + 8);
+                seed += 10;
+            }
+        }
+    });
+}
+
 /// Layers without a blocked path of their own use the default (the
 /// single-row loop): still the same numbers.
 #[test]
@@ -244,8 +297,7 @@ fn default_block_passes_are_the_single_row_loop() {
 /// The tool's blocked scoring and training passes (`FlowView::log_prob_block`
 /// through `DynFlow::log_probs`, `FlowView::nll_backward_block`) against
 /// `log_prob` and `nll_backward(_weighted)` row by row, for every flow
-/// family the trainer builds (the spline layers take the default per-row
-/// block passes), with rows that cannot be scored mixed in.
+/// family the trainer builds, with rows that cannot be scored mixed in.
 #[test]
 fn tool_blocked_scoring_and_gradients_are_the_single_row_ones() {
     use flowmote_tools::model::{Act, Net, Workspace};
