@@ -630,8 +630,16 @@ impl SplineBlock<'_, '_, f32> {
                 }
             }
         }
-        self.net
-            .backward_block(n, &xt[..self.cond], 0.0, acts, g_out, Some(&mut gt[..self.cond]), tail, grad);
+        self.net.backward_block(
+            n,
+            &xt[..self.cond],
+            0.0,
+            acts,
+            g_out,
+            Some(&mut gt[..self.cond]),
+            tail,
+            grad,
+        );
         from_lanes(gt, d, &mut g[..n * d]);
     }
 }
@@ -677,7 +685,13 @@ macro_rules! spline_blocked {
             /// The blocked forward pass of one block (`n = ld.len() ≤
             /// BLOCK` rows), keeping in `saved` what the backward pass
             /// needs; bit-identical results.
-            pub fn forward_block_saved(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes], saved: &mut [Lanes]) {
+            pub fn forward_block_saved(
+                &self,
+                x: &mut [f32],
+                ld: &mut [f32],
+                scratch: &mut [Lanes],
+                saved: &mut [Lanes],
+            ) {
                 self.block().forward_saved(x, ld, scratch, saved)
             }
 

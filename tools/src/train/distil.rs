@@ -278,24 +278,39 @@ pub(super) fn distil(
         .iter()
         .flat_map(|st| std::iter::once((st, None)).chain(pool.as_ref().map(|p| (st, Some(p)))))
         .collect();
-    for (st, with) in runs {
-        let scfg = TrainConfig {
-            noise: Some(noise.unwrap_or(0.0)),
-            ..st.cfg.clone()
-        };
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
-        let mut train = tds.rows.clone();
-        super::shuffle(&mut train, &mut rng);
-        let split = Split {
-            train,
-            val: val.clone(),
-            labelled_out: ds.len() - ds.n_normal(),
-        };
-        let (m, s) = train_split(&tds, &scfg, split, with, &mut rng, progress)?;
-        let cost = ModelCost::of(&m.model);
-        debug_assert_eq!(cost, st.cost);
-        if progress {
-            eprintln!(
+    // The students train side by side (each on its own seeded generator,
+    // so the results do not depend on the order they finish in); their
+    // lines appear as they finish, the choice is made in a fixed order.
+    let bar = if progress {
+        let b = indicatif::ProgressBar::new(runs.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("students [{bar:30}] {pos}/{len} {elapsed}")
+                .unwrap()
+                .progress_chars("=> "),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let trained: Vec<Result<(TrainConfig, ModelFile, TrainSummary)>> = runs
+        .par_iter()
+        .map(|&(st, with)| {
+            let scfg = TrainConfig {
+                noise: Some(noise.unwrap_or(0.0)),
+                ..st.cfg.clone()
+            };
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+            let mut train = tds.rows.clone();
+            super::shuffle(&mut train, &mut rng);
+            let split = Split {
+                train,
+                val: val.clone(),
+                labelled_out: ds.len() - ds.n_normal(),
+            };
+            let (m, s) = train_split(&tds, &scfg, split, with, &mut rng, false)?;
+            let cost = ModelCost::of(&m.model);
+            debug_assert_eq!(cost, st.cost);
+            let line = format!(
                 "student {} {}×{}{}: validation NLL {:.3} ({:.1} KB, {} multiply-adds{}, {:.0} s)",
                 scfg.flow.name(),
                 scfg.layers.unwrap_or(0),
@@ -314,7 +329,20 @@ pub(super) fn distil(
                     .map_or(String::new(), |ms| format!(", {ms:.2} ms")),
                 s.seconds
             );
-        }
+            // A hidden bar (standard error not a terminal) prints nothing.
+            if progress && bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+            bar.inc(1);
+            Ok((scfg, m, s))
+        })
+        .collect();
+    bar.finish_and_clear();
+    for (r, (_, with)) in trained.into_iter().zip(&runs) {
+        let (scfg, m, s) = r?;
+        let cost = ModelCost::of(&m.model);
         tried.push(Candidate {
             flow: scfg.flow.name().into(),
             noise: scfg.noise,
