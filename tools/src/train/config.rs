@@ -59,6 +59,19 @@ pub enum ValSplit {
     Random,
 }
 
+/// How the kept student is chosen among those a device target trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Select {
+    /// The lowest validation NLL.
+    Best,
+    /// The smallest (fewest bytes of weights) whose validation NLL is within
+    /// one standard error of the best's, the error of the per-row
+    /// differences on the held-out rows: the simpler model when those rows
+    /// cannot tell the two apart.
+    OneSe,
+}
+
 /// Training settings, written once: the flags of `flowmote train` (the CLI
 /// flattens this struct), their defaults, and what the model file's
 /// provenance stores. `None` fields are chosen from the data (see
@@ -192,6 +205,11 @@ pub struct TrainConfig {
     #[arg(long, value_name = "LAMBDA", default_value_t = 0.0)]
     #[serde(serialize_with = "crate::provenance::f32_wide")]
     pub distil_weight: f32,
+    /// Distillation: how the kept student is chosen among those trained
+    /// (`best`: lowest validation NLL; `one-se`: the smallest within one
+    /// standard error of it).
+    #[arg(long, value_enum, default_value_t = Select::Best)]
+    pub select: Select,
     // The field: start with the whitening layer (the flag leaves it out).
     /// Leave out the whitening layer: by default a trainable LU linear layer
     /// follows the standardisation, initialised to the full-covariance

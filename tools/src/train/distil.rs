@@ -16,7 +16,7 @@
 //! 4. The student with the best validation NLL is kept.
 
 use super::build::candidate_cost;
-use super::config::{auto_candidates, default_folds, Budget, FlowKind, TrainConfig};
+use super::config::{auto_candidates, default_folds, Budget, FlowKind, Select, TrainConfig};
 use super::epochs::TeacherPool;
 use super::fit::{column_moments, hold_out, train_split, unscorable_rows, Split};
 use super::{train_committee, TrainSummary};
@@ -271,7 +271,6 @@ pub(super) fn distil(
     // The students inherit the noise the teacher's search chose.
     let noise = cfg.noise.or(teacher.provenance.settings.config.noise);
     let mut tried = Vec::new();
-    let mut best: Option<(ModelFile, TrainSummary)> = None;
     // Every student both ways: on the real rows alone, and with the
     // teacher's samples (the validation rows decide which helps here).
     let runs: Vec<(&Student, Option<&TeacherPool>)> = candidates
@@ -340,6 +339,7 @@ pub(super) fn distil(
         })
         .collect();
     bar.finish_and_clear();
+    let mut models = Vec::with_capacity(runs.len());
     for (r, (_, with)) in trained.into_iter().zip(&runs) {
         let (scfg, m, s) = r?;
         let cost = ModelCost::of(&m.model);
@@ -357,23 +357,15 @@ pub(super) fn distil(
             seconds: Some(s.seconds),
             ..Candidate::default()
         });
-        let better = best
-            .as_ref()
-            .is_none_or(|(_, b)| s.best_val_nll < b.best_val_nll || !b.best_val_nll.is_finite());
-        if better {
-            best = Some((m, s));
-        }
+        models.push((m, s, cost));
     }
+    let pick = select(&models, &val, cfg.select);
+    let best = models.into_iter().nth(pick).map(|(m, s, _)| (m, s));
     let (mut m, mut s) = best.expect("at least one student");
     let kcost = ModelCost::of(&m.model);
-    let with_samples = tried
-        .iter()
-        .find(|c| c.val_nll == Some(s.best_val_nll))
-        .and_then(|c| c.teacher_samples)
-        .unwrap_or(0)
-        > 0;
+    let with_samples = tried[pick].teacher_samples.unwrap_or(0) > 0;
     let kept = format!(
-        "student {} {}×{} trained on {} ({:.1} KB, {} multiply-adds{}): validation NLL {:.3}; teacher, {} ({:.0} KB): {:.3} on the same rows",
+        "student {} {}×{} trained on {} ({:.1} KB, {} multiply-adds{}): validation NLL {:.3}{}; teacher, {} ({:.0} KB): {:.3} on the same rows",
         m.kind,
         m.provenance.settings.config.layers.unwrap_or(0),
         m.provenance.settings.config.hidden.unwrap_or(0),
@@ -385,6 +377,11 @@ pub(super) fn distil(
             .estimated_ms_of(&kcost)
             .map_or(String::new(), |ms| format!(", {ms:.2} ms on {}", budget.target.name)),
         s.best_val_nll,
+        if tried.iter().any(|c| c.val_nll.is_some_and(|v| v < s.best_val_nll)) {
+            " (the smallest within one standard error of the best student)"
+        } else {
+            ""
+        },
         record.kept,
         record.weight_bytes as f64 / 1024.0,
         teacher_val
@@ -405,6 +402,65 @@ pub(super) fn distil(
     Ok((m, s))
 }
 
+/// The student kept (its index in `students`): the lowest validation NLL,
+/// or with [`Select::OneSe`] [`one_se`] on the held-out rows `val`.
+fn select(students: &[(ModelFile, TrainSummary, ModelCost)], val: &[Vec<f32>], rule: Select) -> usize {
+    let mut best = 0;
+    for (i, (_, s, _)) in students.iter().enumerate() {
+        let b = students[best].1.best_val_nll;
+        if s.best_val_nll < b || !b.is_finite() {
+            best = i;
+        }
+    }
+    if rule == Select::Best || val.len() < 2 {
+        return best;
+    }
+    let per_row: Vec<Option<Vec<f64>>> = students
+        .iter()
+        .map(|(m, _, _)| {
+            m.model
+                .log_probs(val)
+                .iter()
+                .map(|lp| lp.as_ref().ok().filter(|v| v.is_finite()).map(|v| -(*v as f64)))
+                .collect()
+        })
+        .collect();
+    let size: Vec<(u64, u64)> = students.iter().map(|(_, _, c)| (c.weight_bytes, c.macs)).collect();
+    one_se(&size, &per_row, best)
+}
+
+/// The one-standard-error rule: of the candidates (sizes `size`, per-row
+/// NLLs on the same held-out rows; `None` if one could not be scored), the
+/// smallest (bytes of weights, then multiply-adds) whose mean NLL exceeds
+/// candidate `best`'s by at most one standard error of the per-row
+/// differences; `best` itself if none smaller qualifies.
+fn one_se(size: &[(u64, u64)], per_row: &[Option<Vec<f64>>], best: usize) -> usize {
+    let Some(Some(reference)) = per_row.get(best) else {
+        return best;
+    };
+    let mut order: Vec<usize> = (0..size.len()).collect();
+    order.sort_by_key(|&i| size[i]);
+    for i in order {
+        if i == best {
+            return best;
+        }
+        let Some(own) = &per_row[i] else {
+            continue;
+        };
+        let n = own.len() as f64;
+        if own.len() != reference.len() || n < 2.0 {
+            continue;
+        }
+        let diff: Vec<f64> = own.iter().zip(reference).map(|(a, b)| a - b).collect();
+        let mean = diff.iter().sum::<f64>() / n;
+        let var = diff.iter().map(|d| (d - mean) * (d - mean)).sum::<f64>() / (n - 1.0);
+        if mean <= (var / n).sqrt() {
+            return i;
+        }
+    }
+    best
+}
+
 /// Mean `−log p` of per-row results (`log_probs` of the rows), summed per
 /// chunk of 64 rows and then over chunks, as `optim::mean_nll` adds; a row
 /// that cannot be scored makes it +∞, so a teacher that fails some is not
@@ -422,4 +478,32 @@ fn mean_nll_of(lps: &[Result<f32, flowmote::Error>]) -> f64 {
         total += s;
     }
     total / lps.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_se;
+
+    #[test]
+    fn one_se_keeps_the_smallest_within_one_standard_error() {
+        // Candidate 0 is best (mean 1.0); 1 is smaller and 0.1 worse on
+        // every row but one (differences 0.1 × 3, then 0.4: mean 0.175, SE
+        // 0.075): outside. 2 is the smallest, with noisy differences (±1,
+        // mean 0.05, SE ≈ 0.5): inside.
+        let best = vec![1.0, 1.0, 1.0, 1.0];
+        let close = vec![1.1, 1.1, 1.1, 1.4];
+        let noisy = vec![2.0, 0.0, 2.05, 0.15];
+        let size = [(300, 30), (200, 20), (100, 10)];
+        let rows = [Some(best.clone()), Some(close.clone()), Some(noisy.clone())];
+        assert_eq!(one_se(&size, &rows, 0), 2);
+        // Without the noisy one, the close one is outside: the best is kept.
+        assert_eq!(one_se(&size[..2], &rows[..2], 0), 0);
+        // A candidate that could not score a row never qualifies.
+        let rows = [Some(best), Some(close), None];
+        assert_eq!(one_se(&size, &rows, 0), 0);
+        // The best is kept when it is the smallest.
+        let size = [(100, 10), (200, 20), (300, 30)];
+        let rows = [Some(vec![1.0, 2.0]), Some(vec![0.5, 3.0]), Some(vec![1.0, 2.0])];
+        assert_eq!(one_se(&size, &rows, 0), 0);
+    }
 }
