@@ -88,6 +88,185 @@ pub(crate) fn affine_backward_block(
     }
 }
 
+/// The row-blocked passes ([`crate::block`]) of both affine layers, for
+/// hosts: the conditioner reads lanes `..cond` of a block and the affine
+/// map acts on lanes `off..off + b` (a coupling: `cond = off = a`; MAF:
+/// `cond = d`, `off = 0`, `b = d`). Every row's numbers are bit-identical
+/// to the single-row pass. The layers reach these through
+/// [`crate::layer::SliceBijector`] and [`crate::layer::SliceBackward`].
+#[derive(Clone, Copy)]
+pub(crate) struct AffineBlock<'v, 'a, W: Weight> {
+    pub(crate) net: &'v MlpRef<'a, W>,
+    pub(crate) cond: usize,
+    pub(crate) off: usize,
+    pub(crate) b: usize,
+    pub(crate) clamp: f32,
+}
+
+impl<W: Weight> AffineBlock<'_, '_, W> {
+    fn dim(&self) -> usize {
+        self.off + self.b
+    }
+
+    /// Lanes of the scratch of the forward pass.
+    pub(crate) fn scratch_len(&self) -> usize {
+        self.dim() + 2 * self.net.shape.hidden + 2 * self.b
+    }
+
+    /// Forward of `n = ld.len() ≤ BLOCK` rows (`x`: `n × d`, row after
+    /// row), vectorised across the rows; `ld[r]` = row `r`'s log-det.
+    fn forward(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
+        let (d, b) = (self.dim(), self.b);
+        let h = self.net.shape.hidden;
+        let (xt, rest) = scratch.split_at_mut(d);
+        let (h0, rest) = rest.split_at_mut(h);
+        let (h1, rest) = rest.split_at_mut(h);
+        let out = &mut rest[..2 * b];
+        to_lanes(x, d, xt);
+        self.net.forward_block(&xt[..self.cond], 0.0, h0, h1, out);
+        let (shift, raw) = out.split_at(b);
+        let mut lds = [0.0; BLOCK];
+        affine_forward_block(&mut xt[self.off..], shift, raw, self.clamp, &mut lds);
+        from_lanes(xt, d, x);
+        for (l, v) in ld.iter_mut().zip(lds) {
+            *l = v;
+        }
+    }
+
+    /// [`AffineBlock::forward`] of any number of rows, block by block.
+    pub(crate) fn forward_rows(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
+        let d = self.dim();
+        for (xs, ls) in x.chunks_mut(d * BLOCK).zip(ld.chunks_mut(BLOCK)) {
+            self.forward(xs, ls, scratch);
+        }
+    }
+}
+
+impl AffineBlock<'_, '_, f32> {
+    /// Lanes of the scratch of the backward passes.
+    pub(crate) fn train_scratch_len(&self) -> usize {
+        let sh = self.net.shape;
+        (2 * self.dim() + sh.n_activations() + 4 * self.b) + crate::block::backward_block_scratch(sh.hidden, sh.input)
+    }
+
+    /// Lanes of the `saved` slice: the conditioner's activations and outputs.
+    pub(crate) fn saved_len(&self) -> usize {
+        self.net.shape.n_activations() + 2 * self.b
+    }
+
+    /// Backward of `n = g_ld.len() ≤ BLOCK` rows (`x`, `g`: `n × d`); the
+    /// parameter gradient is added row after row, bit-identical to `n`
+    /// single-row calls in order.
+    pub(crate) fn backward(
+        &self,
+        x: &[f32],
+        g: &mut [f32],
+        g_ld: &[f32],
+        grad: &mut MlpGrad<'_>,
+        scratch: &mut [Lanes],
+    ) {
+        let (d, b) = (self.dim(), self.b);
+        let sh = self.net.shape;
+        let n = g_ld.len().min(BLOCK);
+        let (lanes, tail) = scratch.split_at_mut(2 * d + sh.n_activations() + 4 * b);
+        let (xt, rest) = lanes.split_at_mut(d);
+        let (gt, rest) = rest.split_at_mut(d);
+        let (acts, rest) = rest.split_at_mut(sh.n_activations());
+        let (out, rest) = rest.split_at_mut(2 * b);
+        let g_out = &mut rest[..2 * b];
+        to_lanes(x, d, xt);
+        self.net.forward_block_cached(&xt[..self.cond], 0.0, acts, out);
+        self.backward_from(n, xt, gt, acts, out, g_out, tail, g, g_ld, grad);
+    }
+
+    /// The backward pass after the forward: `xt` holds the input block,
+    /// `acts`, `out` the conditioner's activations and outputs on it.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn backward_from(
+        &self,
+        n: usize,
+        xt: &[Lanes],
+        gt: &mut [Lanes],
+        acts: &[Lanes],
+        out: &[Lanes],
+        g_out: &mut [Lanes],
+        tail: &mut [Lanes],
+        g: &mut [f32],
+        g_ld: &[f32],
+        grad: &mut MlpGrad<'_>,
+    ) {
+        let (d, b) = (self.dim(), self.b);
+        to_lanes(g, d, gt);
+        let mut gl = [0.0; BLOCK];
+        gl[..n].copy_from_slice(&g_ld[..n]);
+        let (g_shift, g_raw) = g_out.split_at_mut(b);
+        affine_backward_block(
+            &xt[self.off..],
+            &out[b..2 * b],
+            self.clamp,
+            &mut gt[self.off..],
+            &gl,
+            g_shift,
+            g_raw,
+        );
+        self.net.backward_block(
+            n,
+            &xt[..self.cond],
+            0.0,
+            acts,
+            g_out,
+            Some(&mut gt[..self.cond]),
+            tail,
+            grad,
+        );
+        from_lanes(gt, d, &mut g[..n * d]);
+    }
+
+    /// Forward of one block (`n = ld.len() ≤ BLOCK` rows) keeping the
+    /// conditioner's activations and outputs in `saved`
+    /// ([`AffineBlock::saved_len`] lanes); bit-identical results.
+    pub(crate) fn forward_saved(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes], saved: &mut [Lanes]) {
+        let (d, b) = (self.dim(), self.b);
+        let n = ld.len().min(BLOCK);
+        let xt = &mut scratch[..d];
+        let (acts, out) = saved.split_at_mut(self.net.shape.n_activations());
+        let out = &mut out[..2 * b];
+        to_lanes(&x[..n * d], d, xt);
+        self.net.forward_block_cached(&xt[..self.cond], 0.0, acts, out);
+        let (shift, raw) = out.split_at(b);
+        let mut lds = [0.0; BLOCK];
+        affine_forward_block(&mut xt[self.off..], shift, raw, self.clamp, &mut lds);
+        from_lanes(xt, d, &mut x[..n * d]);
+        for (l, v) in ld.iter_mut().zip(lds) {
+            *l = v;
+        }
+    }
+
+    /// Backward of the rows [`AffineBlock::forward_saved`] took forward
+    /// with this `saved`: the conditioner is not run again.
+    pub(crate) fn backward_saved(
+        &self,
+        x: &[f32],
+        g: &mut [f32],
+        g_ld: &[f32],
+        grad: &mut MlpGrad<'_>,
+        scratch: &mut [Lanes],
+        saved: &[Lanes],
+    ) {
+        let (d, b) = (self.dim(), self.b);
+        let sh = self.net.shape;
+        let n = g_ld.len().min(BLOCK);
+        let (lanes, tail) = scratch.split_at_mut(2 * d + sh.n_activations() + 4 * b);
+        let (xt, rest) = lanes.split_at_mut(d);
+        let (gt, rest) = rest.split_at_mut(d);
+        let g_out = &mut rest[..2 * b];
+        let (acts, out) = saved.split_at(sh.n_activations());
+        to_lanes(&x[..n * d], d, xt);
+        self.backward_from(n, xt, gt, acts, out, g_out, tail, g, g_ld, grad);
+    }
+}
+
 /// `x ← x ⊙ e^s + t` with `s = soft_clamp(raw)`; returns `Σ s`.
 #[inline(always)]
 pub fn affine_forward(x: &mut [f32], shift: &[f32], raw: &[f32], c: f32) -> f32 {
@@ -142,6 +321,17 @@ pub struct AffineCouplingRef<'a, W: Weight = f32> {
 }
 
 impl<W: Weight> AffineCouplingRef<'_, W> {
+    /// The geometry of the row-blocked passes.
+    fn block(&self) -> AffineBlock<'_, '_, W> {
+        AffineBlock {
+            net: &self.net,
+            cond: self.a,
+            off: self.a,
+            b: self.b,
+            clamp: self.clamp,
+        }
+    }
+
     /// Forward in place; `h0`, `h1` hold `hidden` floats, `out` `2b`.
     #[inline(always)]
     pub fn forward(&self, x: &mut [f32], h0: &mut [f32], h1: &mut [f32], out: &mut [f32]) -> f32 {
@@ -167,153 +357,7 @@ impl<W: Weight> AffineCouplingRef<'_, W> {
     }
 }
 
-impl<W: Weight> AffineCouplingRef<'_, W> {
-    /// Lanes of the scratch of [`AffineCouplingRef::forward_block`].
-    pub fn block_scratch_len(&self) -> usize {
-        self.a + self.b + 2 * self.net.shape.hidden + 2 * self.b
-    }
-
-    /// [`AffineCouplingRef::forward`] of `n = ld.len() ≤ BLOCK` rows
-    /// (`x`: `n × (a + b)`, row after row), vectorised across the rows;
-    /// `ld[r]` = row `r`'s log-det. Bit-identical to the single-row pass.
-    pub fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
-        let (a, b) = (self.a, self.b);
-        let d = a + b;
-        let h = self.net.shape.hidden;
-        let (xt, rest) = scratch.split_at_mut(d);
-        let (h0, rest) = rest.split_at_mut(h);
-        let (h1, rest) = rest.split_at_mut(h);
-        let out = &mut rest[..2 * b];
-        to_lanes(x, d, xt);
-        let (xa, xb) = xt.split_at_mut(a);
-        self.net.forward_block(xa, 0.0, h0, h1, out);
-        let (shift, raw) = out.split_at(b);
-        let mut lds = [0.0; BLOCK];
-        affine_forward_block(xb, shift, raw, self.clamp, &mut lds);
-        from_lanes(xt, d, x);
-        for (l, v) in ld.iter_mut().zip(lds) {
-            *l = v;
-        }
-    }
-}
-
 impl AffineCouplingRef<'_> {
-    /// Lanes of the scratch of [`AffineCouplingRef::backward_block`].
-    pub fn block_train_scratch_len(&self) -> usize {
-        let sh = self.net.shape;
-        let d = self.a + self.b;
-        (2 * d + sh.n_activations() + 4 * self.b) + crate::block::backward_block_scratch(sh.hidden, sh.input)
-    }
-
-    /// [`AffineCouplingRef::backward`] of `n = g_ld.len() ≤ BLOCK` rows
-    /// (`x`, `g`: `n × (a + b)`); the parameter gradient is added row after
-    /// row, bit-identical to `n` single-row calls in order.
-    pub fn backward_block(
-        &self,
-        x: &[f32],
-        g: &mut [f32],
-        g_ld: &[f32],
-        grad: &mut MlpGrad<'_>,
-        scratch: &mut [Lanes],
-    ) {
-        let (a, b) = (self.a, self.b);
-        let d = a + b;
-        let sh = self.net.shape;
-        let n = g_ld.len().min(BLOCK);
-        let (lanes, tail) = scratch.split_at_mut(2 * d + sh.n_activations() + 4 * b);
-        let (xt, rest) = lanes.split_at_mut(d);
-        let (gt, rest) = rest.split_at_mut(d);
-        let (acts, rest) = rest.split_at_mut(sh.n_activations());
-        let (out, rest) = rest.split_at_mut(2 * b);
-        let g_out = &mut rest[..2 * b];
-        to_lanes(x, d, xt);
-        self.net.forward_block_cached(&xt[..a], 0.0, acts, out);
-        self.backward_block_from(n, xt, gt, acts, out, g_out, tail, g, g_ld, grad);
-    }
-
-    /// The backward pass after the forward: `xt` holds the input block,
-    /// `acts`, `out` the conditioner's activations and outputs on it.
-    #[inline(always)]
-    fn backward_block_from(
-        &self,
-        n: usize,
-        xt: &[Lanes],
-        gt: &mut [Lanes],
-        acts: &[Lanes],
-        out: &[Lanes],
-        g_out: &mut [Lanes],
-        tail: &mut [Lanes],
-        g: &mut [f32],
-        g_ld: &[f32],
-        grad: &mut MlpGrad<'_>,
-    ) {
-        let (a, b) = (self.a, self.b);
-        let d = a + b;
-        to_lanes(g, d, gt);
-        let mut gl = [0.0; BLOCK];
-        gl[..n].copy_from_slice(&g_ld[..n]);
-        let (xa, xb) = xt.split_at(a);
-        let (g_shift, g_raw) = g_out.split_at_mut(b);
-        let (ga, gb) = gt.split_at_mut(a);
-        affine_backward_block(xb, &out[b..2 * b], self.clamp, gb, &gl, g_shift, g_raw);
-        self.net.backward_block(n, xa, 0.0, acts, g_out, Some(ga), tail, grad);
-        from_lanes(gt, d, &mut g[..n * d]);
-    }
-
-    /// Lanes of the `saved` slice of [`AffineCouplingRef::forward_block_saved`]:
-    /// the conditioner's activations and outputs.
-    pub fn block_saved_len(&self) -> usize {
-        self.net.shape.n_activations() + 2 * self.b
-    }
-
-    /// [`AffineCouplingRef::forward_block`] of one block (`n = ld.len() ≤
-    /// BLOCK` rows) keeping the conditioner's activations and outputs in
-    /// `saved` ([`AffineCouplingRef::block_saved_len`] lanes) for
-    /// [`AffineCouplingRef::backward_block_saved`]; bit-identical results.
-    /// `scratch` has [`AffineCouplingRef::block_scratch_len`] lanes.
-    pub fn forward_block_saved(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes], saved: &mut [Lanes]) {
-        let (a, b) = (self.a, self.b);
-        let d = a + b;
-        let n = ld.len().min(BLOCK);
-        let xt = &mut scratch[..d];
-        let (acts, out) = saved.split_at_mut(self.net.shape.n_activations());
-        let out = &mut out[..2 * b];
-        to_lanes(&x[..n * d], d, xt);
-        let (xa, xb) = xt.split_at_mut(a);
-        self.net.forward_block_cached(xa, 0.0, acts, out);
-        let (shift, raw) = out.split_at(b);
-        let mut lds = [0.0; BLOCK];
-        affine_forward_block(xb, shift, raw, self.clamp, &mut lds);
-        from_lanes(xt, d, &mut x[..n * d]);
-        for (l, v) in ld.iter_mut().zip(lds) {
-            *l = v;
-        }
-    }
-
-    /// [`AffineCouplingRef::backward_block`] of the rows
-    /// [`AffineCouplingRef::forward_block_saved`] took forward with this
-    /// `saved`: the conditioner is not run again. Bit-identical to
-    /// [`AffineCouplingRef::backward_block`].
-    pub fn backward_block_saved(
-        &self,
-        x: &[f32],
-        g: &mut [f32],
-        g_ld: &[f32],
-        grad: &mut MlpGrad<'_>,
-        scratch: &mut [Lanes],
-        saved: &[Lanes],
-    ) {
-        let d = self.a + self.b;
-        let sh = self.net.shape;
-        let n = g_ld.len().min(BLOCK);
-        let (lanes, tail) = scratch.split_at_mut(2 * d + sh.n_activations() + 4 * self.b);
-        let (xt, rest) = lanes.split_at_mut(d);
-        let (gt, rest) = rest.split_at_mut(d);
-        let g_out = &mut rest[..2 * self.b];
-        let (acts, out) = saved.split_at(sh.n_activations());
-        to_lanes(&x[..n * d], d, xt);
-        self.backward_block_from(n, xt, gt, acts, out, g_out, tail, g, g_ld, grad);
-    }
     /// Scratch floats [`AffineCouplingRef::backward`] needs.
     pub fn train_scratch_len(&self) -> usize {
         self.net.shape.n_activations() + 4 * self.b + 2 * self.net.shape.hidden
@@ -358,13 +402,10 @@ impl<W: Weight> SliceBijector for AffineCouplingRef<'_, W> {
         self.inverse(z, h0, h1, out)
     }
     fn block_scratch_len(&self) -> usize {
-        AffineCouplingRef::block_scratch_len(self)
+        self.block().scratch_len()
     }
     fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
-        let d = self.a + self.b;
-        for (xs, ls) in x.chunks_mut(d * BLOCK).zip(ld.chunks_mut(BLOCK)) {
-            AffineCouplingRef::forward_block(self, xs, ls, scratch);
-        }
+        self.block().forward_rows(x, ld, scratch)
     }
 }
 

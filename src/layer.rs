@@ -244,16 +244,14 @@ macro_rules! mlp_backward {
             $crate::layer::mlp_backward!(@common $view);
         }
     };
-    // With an inherent `block_train_scratch_len()` and
-    // `backward_block(x, g, g_ld, &mut MlpGrad, scratch)` for up to
-    // `BLOCK` rows: the rows go through it block by block; and
-    // `block_saved_len()`, `forward_block_saved` and
-    // `backward_block_saved` (one block).
+    // With `block()`, the layer's row-blocked geometry
+    // (`coupling::AffineBlock`, `spline::SplineBlock`): the training passes
+    // go through it block by block.
     ($view:ident, blocked) => {
         impl $crate::layer::SliceBackward for $view<'_> {
             $crate::layer::mlp_backward!(@common $view);
             fn block_train_scratch_len(&self) -> usize {
-                $view::block_train_scratch_len(self)
+                self.block().train_scratch_len()
             }
             fn backward_block(
                 &self,
@@ -271,12 +269,13 @@ macro_rules! mlp_backward {
                 let mut grad =
                     $crate::mlp::MlpGrad::from_flat(self.net.shape, grad).expect("gradient sized like the parameters");
                 let b = $crate::block::BLOCK;
+                let geometry = self.block();
                 for ((xs, gs), ls) in x.chunks(d * b).zip(g.chunks_mut(d * b)).zip(g_ld.chunks(b)) {
-                    $view::backward_block(self, xs, gs, ls, &mut grad, scratch)
+                    geometry.backward(xs, gs, ls, &mut grad, scratch)
                 }
             }
             fn block_saved_len(&self) -> usize {
-                $view::block_saved_len(self)
+                self.block().saved_len()
             }
             fn forward_block_saved(
                 &self,
@@ -285,7 +284,7 @@ macro_rules! mlp_backward {
                 scratch: &mut [$crate::block::Lanes],
                 saved: &mut [$crate::block::Lanes],
             ) {
-                $view::forward_block_saved(self, x, ld, scratch, saved)
+                self.block().forward_saved(x, ld, scratch, saved)
             }
             fn backward_block_saved(
                 &self,
@@ -298,7 +297,7 @@ macro_rules! mlp_backward {
             ) {
                 let mut grad =
                     $crate::mlp::MlpGrad::from_flat(self.net.shape, grad).expect("gradient sized like the parameters");
-                $view::backward_block_saved(self, x, g, g_ld, &mut grad, scratch, saved)
+                self.block().backward_saved(x, g, g_ld, &mut grad, scratch, saved)
             }
         }
     };

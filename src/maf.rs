@@ -5,10 +5,8 @@
 //! are stored as zeros, so the network itself is a plain [`MlpRef`]; the
 //! trainer keeps them zero with [`made_mask_params`].
 
-use crate::block::{from_lanes, to_lanes, Lanes, BLOCK};
-use crate::coupling::{
-    affine_backward, affine_backward_block, affine_forward, affine_forward_block, affine_inverse_one,
-};
+use crate::block::Lanes;
+use crate::coupling::{affine_backward, affine_forward, affine_inverse_one, AffineBlock};
 use crate::layer::{mlp_backward, net_scratch, SliceBijector};
 use crate::mlp::{MlpGrad, MlpRef, MlpShape};
 use crate::weights::{MlpStore, Weight};
@@ -96,6 +94,17 @@ pub struct MafRef<'a, W: Weight = f32> {
 }
 
 impl<W: Weight> MafRef<'_, W> {
+    /// The geometry of the row-blocked passes.
+    fn block(&self) -> AffineBlock<'_, '_, W> {
+        AffineBlock {
+            net: &self.net,
+            cond: self.dim(),
+            off: 0,
+            b: self.dim(),
+            clamp: self.clamp,
+        }
+    }
+
     /// Dimension.
     #[inline(always)]
     pub fn dim(&self) -> usize {
@@ -128,144 +137,7 @@ impl<W: Weight> MafRef<'_, W> {
     }
 }
 
-impl<W: Weight> MafRef<'_, W> {
-    /// Lanes of the scratch of [`MafRef::forward_block`].
-    pub fn block_scratch_len(&self) -> usize {
-        3 * self.dim() + 2 * self.net.shape.hidden
-    }
-
-    /// [`MafRef::forward`] of `n = ld.len() ≤ BLOCK` rows (`x`: `n × d`,
-    /// row after row), vectorised across the rows; `ld[r]` = row `r`'s
-    /// log-det. Bit-identical to the single-row pass.
-    pub fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
-        let d = self.dim();
-        let h = self.net.shape.hidden;
-        let (xt, rest) = scratch.split_at_mut(d);
-        let (h0, rest) = rest.split_at_mut(h);
-        let (h1, rest) = rest.split_at_mut(h);
-        let out = &mut rest[..2 * d];
-        to_lanes(x, d, xt);
-        self.net.forward_block(xt, 0.0, h0, h1, out);
-        let (shift, raw) = out.split_at(d);
-        let mut lds = [0.0; BLOCK];
-        affine_forward_block(xt, shift, raw, self.clamp, &mut lds);
-        from_lanes(xt, d, x);
-        for (l, v) in ld.iter_mut().zip(lds) {
-            *l = v;
-        }
-    }
-}
-
 impl MafRef<'_> {
-    /// Lanes of the scratch of [`MafRef::backward_block`].
-    pub fn block_train_scratch_len(&self) -> usize {
-        let sh = self.net.shape;
-        (6 * self.dim() + sh.n_activations()) + crate::block::backward_block_scratch(sh.hidden, sh.input)
-    }
-
-    /// [`MafRef::backward`] of `n = g_ld.len() ≤ BLOCK` rows (`x`, `g`:
-    /// `n × d`); the parameter gradient is added row after row,
-    /// bit-identical to `n` single-row calls in order.
-    pub fn backward_block(
-        &self,
-        x: &[f32],
-        g: &mut [f32],
-        g_ld: &[f32],
-        grad: &mut MlpGrad<'_>,
-        scratch: &mut [Lanes],
-    ) {
-        let d = self.dim();
-        let sh = self.net.shape;
-        let n = g_ld.len().min(BLOCK);
-        let (lanes, tail) = scratch.split_at_mut(6 * d + sh.n_activations());
-        let (xt, rest) = lanes.split_at_mut(d);
-        let (gt, rest) = rest.split_at_mut(d);
-        let (acts, rest) = rest.split_at_mut(sh.n_activations());
-        let (out, rest) = rest.split_at_mut(2 * d);
-        let g_out = &mut rest[..2 * d];
-        to_lanes(x, d, xt);
-        self.net.forward_block_cached(xt, 0.0, acts, out);
-        self.backward_block_from(n, xt, gt, acts, out, g_out, tail, g, g_ld, grad);
-    }
-
-    /// The backward pass after the forward: `xt` holds the input block,
-    /// `acts`, `out` the conditioner's activations and outputs on it.
-    #[inline(always)]
-    fn backward_block_from(
-        &self,
-        n: usize,
-        xt: &[Lanes],
-        gt: &mut [Lanes],
-        acts: &[Lanes],
-        out: &[Lanes],
-        g_out: &mut [Lanes],
-        tail: &mut [Lanes],
-        g: &mut [f32],
-        g_ld: &[f32],
-        grad: &mut MlpGrad<'_>,
-    ) {
-        let d = self.dim();
-        to_lanes(g, d, gt);
-        let mut gl = [0.0; BLOCK];
-        gl[..n].copy_from_slice(&g_ld[..n]);
-        let (g_shift, g_raw) = g_out.split_at_mut(d);
-        affine_backward_block(xt, &out[d..2 * d], self.clamp, gt, &gl, g_shift, g_raw);
-        self.net.backward_block(n, xt, 0.0, acts, g_out, Some(gt), tail, grad);
-        from_lanes(gt, d, &mut g[..n * d]);
-    }
-
-    /// Lanes of the `saved` slice of [`MafRef::forward_block_saved`]: the
-    /// conditioner's activations and outputs.
-    pub fn block_saved_len(&self) -> usize {
-        self.net.shape.n_activations() + 2 * self.dim()
-    }
-
-    /// [`MafRef::forward_block`] of one block (`n = ld.len() ≤ BLOCK` rows)
-    /// keeping the conditioner's activations and outputs in `saved`
-    /// ([`MafRef::block_saved_len`] lanes) for
-    /// [`MafRef::backward_block_saved`]; bit-identical results. `scratch`
-    /// has [`MafRef::block_scratch_len`] lanes.
-    pub fn forward_block_saved(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes], saved: &mut [Lanes]) {
-        let d = self.dim();
-        let n = ld.len().min(BLOCK);
-        let xt = &mut scratch[..d];
-        let (acts, out) = saved.split_at_mut(self.net.shape.n_activations());
-        let out = &mut out[..2 * d];
-        to_lanes(&x[..n * d], d, xt);
-        self.net.forward_block_cached(xt, 0.0, acts, out);
-        let (shift, raw) = out.split_at(d);
-        let mut lds = [0.0; BLOCK];
-        affine_forward_block(xt, shift, raw, self.clamp, &mut lds);
-        from_lanes(xt, d, &mut x[..n * d]);
-        for (l, v) in ld.iter_mut().zip(lds) {
-            *l = v;
-        }
-    }
-
-    /// [`MafRef::backward_block`] of the rows [`MafRef::forward_block_saved`]
-    /// took forward with this `saved`: the conditioner is not run again.
-    /// Bit-identical to [`MafRef::backward_block`].
-    pub fn backward_block_saved(
-        &self,
-        x: &[f32],
-        g: &mut [f32],
-        g_ld: &[f32],
-        grad: &mut MlpGrad<'_>,
-        scratch: &mut [Lanes],
-        saved: &[Lanes],
-    ) {
-        let d = self.dim();
-        let sh = self.net.shape;
-        let n = g_ld.len().min(BLOCK);
-        let (lanes, tail) = scratch.split_at_mut(6 * d + sh.n_activations());
-        let (xt, rest) = lanes.split_at_mut(d);
-        let (gt, rest) = rest.split_at_mut(d);
-        let g_out = &mut rest[..2 * d];
-        let (acts, out) = saved.split_at(sh.n_activations());
-        to_lanes(&x[..n * d], d, xt);
-        self.backward_block_from(n, xt, gt, acts, out, g_out, tail, g, g_ld, grad);
-    }
-
     /// Scratch floats [`MafRef::backward`] needs.
     pub fn train_scratch_len(&self) -> usize {
         self.net.shape.n_activations() + 4 * self.dim() + 2 * self.net.shape.hidden
@@ -308,13 +180,10 @@ impl<W: Weight> SliceBijector for MafRef<'_, W> {
         self.inverse(z, xbuf, h0, h1, out)
     }
     fn block_scratch_len(&self) -> usize {
-        MafRef::block_scratch_len(self)
+        self.block().scratch_len()
     }
     fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
-        let d = self.dim();
-        for (xs, ls) in x.chunks_mut(d * BLOCK).zip(ld.chunks_mut(BLOCK)) {
-            MafRef::forward_block(self, xs, ls, scratch);
-        }
+        self.block().forward_rows(x, ld, scratch)
     }
 }
 

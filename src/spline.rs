@@ -644,74 +644,6 @@ impl SplineBlock<'_, '_, f32> {
     }
 }
 
-/// The inherent blocked methods `mlp_backward!(…, blocked)` wires up, for a
-/// spline view with a `block()` geometry.
-macro_rules! spline_blocked {
-    ($view:ident) => {
-        impl<W: Weight> $view<'_, W> {
-            /// Lanes of the scratch of the row-blocked forward pass.
-            pub fn block_scratch_len(&self) -> usize {
-                self.block().scratch_len()
-            }
-        }
-
-        impl $view<'_> {
-            /// Lanes of the scratch of the row-blocked backward pass.
-            pub fn block_train_scratch_len(&self) -> usize {
-                self.block().train_scratch_len()
-            }
-
-            /// The backward pass of `n = g_ld.len() ≤ BLOCK` rows (`x`,
-            /// `g`: `n × d`, row after row); the parameter gradient is
-            /// added row after row, bit-identical to `n` single-row calls
-            /// in order.
-            pub fn backward_block(
-                &self,
-                x: &[f32],
-                g: &mut [f32],
-                g_ld: &[f32],
-                grad: &mut MlpGrad<'_>,
-                scratch: &mut [Lanes],
-            ) {
-                self.block().backward(x, g, g_ld, grad, scratch)
-            }
-
-            /// Lanes of the `saved` slice of the blocked forward pass that
-            /// keeps the conditioner's activations and outputs.
-            pub fn block_saved_len(&self) -> usize {
-                self.block().saved_len()
-            }
-
-            /// The blocked forward pass of one block (`n = ld.len() ≤
-            /// BLOCK` rows), keeping in `saved` what the backward pass
-            /// needs; bit-identical results.
-            pub fn forward_block_saved(
-                &self,
-                x: &mut [f32],
-                ld: &mut [f32],
-                scratch: &mut [Lanes],
-                saved: &mut [Lanes],
-            ) {
-                self.block().forward_saved(x, ld, scratch, saved)
-            }
-
-            /// The blocked backward pass of the rows the saved forward pass
-            /// just took with this `saved`; bit-identical to the plain one.
-            pub fn backward_block_saved(
-                &self,
-                x: &[f32],
-                g: &mut [f32],
-                g_ld: &[f32],
-                grad: &mut MlpGrad<'_>,
-                scratch: &mut [Lanes],
-                saved: &[Lanes],
-            ) {
-                self.block().backward_saved(x, g, g_ld, grad, scratch, saved)
-            }
-        }
-    };
-}
-
 /// Borrowed spline coupling layer on run-time sizes: the one implementation.
 /// The first `a` coordinates pass through and condition the splines of the
 /// last `b`.
@@ -869,7 +801,6 @@ impl<W: Weight> SliceBijector for SplineCouplingRef<'_, W> {
     }
 }
 
-spline_blocked!(SplineCouplingRef);
 mlp_backward!(SplineCouplingRef, blocked);
 
 /// Const-generic spline coupling for `static` models: `A` conditioning and
@@ -1103,7 +1034,6 @@ impl<W: Weight> SliceBijector for SplineAutoregressiveRef<'_, W> {
     }
 }
 
-spline_blocked!(SplineAutoregressiveRef);
 mlp_backward!(SplineAutoregressiveRef, blocked);
 
 /// Const-generic autoregressive spline layer for `static` models: dimension
