@@ -5,7 +5,8 @@
 //! * `train_epoch_tool/…`: `flowmote_tools::train::train` with one epoch
 //!   (what `flowmote train --epochs 1 --patience 0 --no-dequantize` does:
 //!   split, standardise, build, one epoch of its parallel mini-batch AdamW,
-//!   validation pass) — 4 layers, hidden 64 × depth 2; CNF 1 field, hidden 64.
+//!   validation pass) — MAF, affine and spline (`nsf`) couplings: 4 layers,
+//!   hidden 64 × depth 2; CNF 1 field, hidden 64.
 //!   Each on 1 and 2 threads (`flowmote_tools::train::with_threads`; the
 //!   tool itself takes `RAYON_NUM_THREADS`). Results do not depend on the
 //!   thread count.
@@ -44,6 +45,7 @@ fn tool_epochs(c: &mut Criterion) {
     for (flow, label, layers) in [
         (FlowKind::Maf, "maf", 4),
         (FlowKind::Coupling, "coupling", 4),
+        (FlowKind::Nsf, "nsf", 4),
         (FlowKind::Cnf, "cnf", 1),
     ] {
         let cfg = TrainConfig {
