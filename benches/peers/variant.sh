@@ -19,7 +19,7 @@ trap 'rm -rf "$work"' EXIT
 for seed in $seeds; do
     for set in $SETS; do
         t0=$(date +%s.%N)
-        "$tool" train --data "$DATA/$set.train.csv" --out "$work/m.json" --seed "$seed" -q "$@" >/dev/null
+        "$tool" train --data "$DATA/$set.train.csv" --out "$work/m.json" --seed "$seed" -q "$@" >/dev/null 2> >(grep -v "^note:" >&2)
         t1=$(date +%s.%N)
         "$tool" eval --model "$work/m.json" --data "$DATA/$set.test.csv" --label-column label --json >"$work/e.json"
         python3 - "$work/e.json" "$name" "$set" "$seed" "$t0" "$t1" <<'PY'
