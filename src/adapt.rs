@@ -22,6 +22,10 @@
 //!   `threshold − margin` update, every parameter moves by at most
 //!   [`AdaptConfig::max_step`] per window, and an update that raises the
 //!   mean NLL of the held-back ring of recent normal windows is rolled back.
+//!   The ring's NLLs under the current correction are kept between windows
+//!   (`held_nll`), so a tracking update scores the ring once (after its
+//!   step), not twice; the cached values are the same floats a fresh pass
+//!   gives, so the results are bit for bit those of scoring it again.
 //!
 //! NaN/Inf input never updates. The arithmetic is a fixed sequence of `f32`
 //! operations (the core's own `exp`, IEEE `sqrt`), so the same windows give
@@ -201,6 +205,10 @@ pub struct AdaptMeta {
     pub held_len: u32,
     /// Where the next held-back window goes.
     pub held_next: u32,
+    /// Which half of `held_nll` holds the held-back windows' adapted NLLs
+    /// under the current correction: 0 neither (scored afresh when next
+    /// needed), 1 the first, 2 the second.
+    pub scored: u32,
 }
 
 impl AdaptMeta {
@@ -210,6 +218,7 @@ impl AdaptMeta {
         steps: 0,
         held_len: 0,
         held_next: 0,
+        scored: 0,
     };
 }
 
@@ -246,6 +255,11 @@ pub struct AdaptView<'a> {
     pub work: &'a mut [f32],
     /// The held-back ring of recent normal windows (`H·D`).
     pub held: &'a mut [f32],
+    /// Two banks of the held-back windows' adapted NLLs (`2·H`; see
+    /// [`AdaptMeta::scored`]). Anything that changes `params` other than
+    /// [`AdaptView::commission`] and [`AdaptView::track`] must set
+    /// `meta.scored` to 0.
+    pub held_nll: &'a mut [f32],
     /// Counters.
     pub meta: &'a mut AdaptMeta,
 }
@@ -262,6 +276,7 @@ impl AdaptView<'_> {
             || self.moments.len() != 4 * d
             || self.work.len() != 10 * d
             || self.held.len() % d.max(1) != 0
+            || self.held_nll.len() != 2 * (self.held.len() / d.max(1))
         {
             return Err(Error::ShapeMismatch);
         }
@@ -367,8 +382,10 @@ impl AdaptView<'_> {
         }
     }
 
-    /// Put a normal window into the held-back ring (oldest out).
-    fn hold(&mut self, x: &[f32]) {
+    /// Put a normal window into the held-back ring (oldest out), with its
+    /// adapted NLL under the current correction if known (`None` leaves no
+    /// valid cache).
+    fn hold(&mut self, x: &[f32], nll: Option<f32>) {
         let d = self.dim().max(1);
         let cap = self.held.len() / d;
         if cap == 0 {
@@ -378,22 +395,79 @@ impl AdaptView<'_> {
         if let Some(slot) = self.held.chunks_exact_mut(d).nth(i) {
             copy(slot, x);
         }
+        // An empty ring's cache is trivially valid.
+        if self.meta.held_len == 0 && self.meta.scored == 0 {
+            self.meta.scored = 1;
+        }
+        let bank = self.meta.scored as usize;
+        match (nll, bank) {
+            (Some(v), 1 | 2) => match self.held_nll.get_mut((bank - 1) * cap + i) {
+                Some(e) => *e = v,
+                None => self.meta.scored = 0,
+            },
+            _ => self.meta.scored = 0,
+        }
         self.meta.held_next = ((i + 1) % cap) as u32;
         self.meta.held_len = (self.meta.held_len as usize + 1).min(cap) as u32;
     }
 
-    /// Mean adapted NLL of the held-back windows.
-    fn held_nll<T: AdaptTarget + ?Sized>(&mut self, target: &mut T) -> Result<f32, Error> {
+    /// The adapted NLL of one window as the held-back ring's mean adds it
+    /// (no finiteness check: a non-finite term makes the mean non-finite).
+    fn window_nll<T: AdaptTarget + ?Sized>(&mut self, target: &mut T, x: &[f32]) -> Result<f32, Error> {
+        let d = self.dim();
+        let xc = self.work.get_mut(..d).ok_or(Error::ShapeMismatch)?;
+        let ld = correct(self.mean, self.std, self.params, x, xc)?;
+        Ok(target.nll(xc)? - ld)
+    }
+
+    /// Score every held-back window under the current correction into
+    /// `bank` (1 or 2) of `held_nll`; their mean.
+    fn score_held<T: AdaptTarget + ?Sized>(&mut self, target: &mut T, bank: usize) -> Result<f32, Error> {
         let d = self.dim().max(1);
+        let cap = self.held.len() / d;
         let n = self.meta.held_len as usize;
         let mut sum = 0.0;
         for k in 0..n {
+            // `window_nll`'s arithmetic on the held row (which `self` owns).
+            let row = self.held.get(k * d..(k + 1) * d).ok_or(Error::ShapeMismatch)?;
             let xc = self.work.get_mut(..d).ok_or(Error::ShapeMismatch)?;
-            let x = self.held.chunks_exact(d).nth(k).ok_or(Error::ShapeMismatch)?;
-            let ld = correct(self.mean, self.std, self.params, x, xc)?;
-            sum += target.nll(xc)? - ld;
+            let ld = correct(self.mean, self.std, self.params, row, xc)?;
+            let v = target.nll(xc)? - ld;
+            *self
+                .held_nll
+                .get_mut((bank - 1) * cap + k)
+                .ok_or(Error::ShapeMismatch)? = v;
+            sum += v;
         }
         Ok(sum / n.max(1) as f32)
+    }
+
+    /// Mean adapted NLL of the held-back windows under the current
+    /// correction: from the cache when it is valid, else scored afresh into
+    /// the first bank.
+    fn held_mean<T: AdaptTarget + ?Sized>(&mut self, target: &mut T) -> Result<f32, Error> {
+        let d = self.dim().max(1);
+        let cap = self.held.len() / d;
+        let n = self.meta.held_len as usize;
+        match self.meta.scored {
+            b @ (1 | 2) => {
+                let bank = self
+                    .held_nll
+                    .get((b as usize - 1) * cap..(b as usize - 1) * cap + n)
+                    .ok_or(Error::ShapeMismatch)?;
+                let mut sum = 0.0;
+                for v in bank {
+                    sum += *v;
+                }
+                Ok(sum / n.max(1) as f32)
+            }
+            _ => {
+                self.meta.scored = 0;
+                let mean = self.score_held(target, 1)?;
+                self.meta.scored = 1;
+                Ok(mean)
+            }
+        }
     }
 
     /// Commissioning: `steps` Adam steps on this window, whatever its
@@ -424,7 +498,9 @@ impl AdaptView<'_> {
                 }
             }
         }
-        self.hold(x);
+        // The correction moved: the ring is scored afresh when next needed.
+        self.meta.scored = 0;
+        self.hold(x, None);
         first.ok_or(Error::Overflow)
     }
 
@@ -447,17 +523,23 @@ impl AdaptView<'_> {
             return Ok(Tracked::NotNormal(score));
         }
         if self.meta.held_len == 0 {
-            self.hold(x);
+            self.hold(x, Some(score));
             return Ok(Tracked::Held(score));
         }
-        let meta = *self.meta;
         self.save(false);
-        let before = self.held_nll(target)?;
+        let before = self.held_mean(target)?;
+        let meta = *self.meta;
+        // The ring after the step goes into the other bank: it becomes the
+        // cache if the step is kept, and the current one stays if not.
+        let other = if meta.scored == 2 { 1 } else { 2 };
         let outcome = match self.loss_grad(target, x) {
             Ok(_) => {
                 self.adam_step(self.config.track_lr, self.config.max_step);
-                match self.held_nll(target) {
-                    Ok(after) if after <= before => Tracked::Updated(score),
+                match self.score_held(target, other) {
+                    Ok(after) if after <= before => {
+                        self.meta.scored = other as u32;
+                        Tracked::Updated(score)
+                    }
                     _ => {
                         self.save(true);
                         *self.meta = meta;
@@ -471,7 +553,12 @@ impl AdaptView<'_> {
                 return Err(e);
             }
         };
-        self.hold(x);
+        // The window's own NLL under the correction now in force.
+        let own = match outcome {
+            Tracked::Updated(_) => self.window_nll(target, x).ok(),
+            _ => Some(score),
+        };
+        self.hold(x, own);
         Ok(outcome)
     }
 }
@@ -519,7 +606,7 @@ pub fn correct(mean: &[f32], std: &[f32], params: &[f32], x: &[f32], out: &mut [
 }
 
 /// A fixed-size adapter for a device: `D` features, `H` held-back windows,
-/// `(18 + H)·D` floats (with the standardisation) plus 20 bytes of counters, all inline (see
+/// `(18 + H)·D + 2·H` floats (with the standardisation) plus 24 bytes of counters, all inline (see
 /// [`AdaptView`] for the maths and the module for the modes).
 #[derive(Clone, Debug)]
 pub struct Adapter<const D: usize, const H: usize> {
@@ -531,6 +618,7 @@ pub struct Adapter<const D: usize, const H: usize> {
     moments: [[f32; D]; 4],
     work: [[f32; D]; 10],
     held: [[f32; D]; H],
+    held_nll: [[f32; H]; 2],
     meta: AdaptMeta,
 }
 
@@ -546,6 +634,7 @@ impl<const D: usize, const H: usize> Adapter<D, H> {
             moments: [[0.0; D]; 4],
             work: [[0.0; D]; 10],
             held: [[0.0; D]; H],
+            held_nll: [[0.0; H]; 2],
             meta: AdaptMeta::NEW,
         }
     }
@@ -560,6 +649,7 @@ impl<const D: usize, const H: usize> Adapter<D, H> {
             moments: self.moments.as_flattened_mut(),
             work: self.work.as_flattened_mut(),
             held: self.held.as_flattened_mut(),
+            held_nll: self.held_nll.as_flattened_mut(),
             meta: &mut self.meta,
         }
     }
@@ -575,6 +665,7 @@ impl<const D: usize, const H: usize> Adapter<D, H> {
         self.moments = [[0.0; D]; 4];
         self.meta.beta_pow = [1.0, 1.0];
         self.meta.steps = 0;
+        self.meta.scored = 0;
     }
 
     /// Adam steps taken.

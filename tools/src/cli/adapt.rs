@@ -178,6 +178,7 @@ pub struct HostAdapter<'m> {
     moments: Vec<f32>,
     work: Vec<f32>,
     held: Vec<f32>,
+    held_nll: Vec<f32>,
     meta: AdaptMeta,
 }
 
@@ -193,6 +194,7 @@ impl<'m> HostAdapter<'m> {
             moments: vec![0.0; 4 * d],
             work: vec![0.0; 10 * d],
             held: vec![0.0; HELD * d],
+            held_nll: vec![0.0; 2 * HELD],
             meta: AdaptMeta::NEW,
         }
     }
@@ -207,6 +209,7 @@ impl<'m> HostAdapter<'m> {
             moments: &mut self.moments,
             work: &mut self.work,
             held: &mut self.held,
+            held_nll: &mut self.held_nll,
             meta: &mut self.meta,
         }
     }
