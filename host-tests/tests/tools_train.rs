@@ -721,6 +721,32 @@ fn training_is_deterministic_for_a_seed() {
     assert_ne!(a.model, c.model);
 }
 
+/// The parts that train side by side — a committee's folds and a device
+/// target's students — give the same model on one thread as on the pool.
+#[test]
+fn committee_and_students_are_independent_of_the_thread_count() {
+    let (_, ds) = training_set("parallel", &banana(120, 21));
+    let short = |target: &str, max_flash: Option<u64>| TrainConfig {
+        epochs: Some(4),
+        seed: 5,
+        target: Some(target.into()),
+        max_flash,
+        ..TrainConfig::default()
+    };
+    // A committee (120 rows: 5 folds), and the same data distilled into a
+    // student under a budget the committee is over.
+    for cfg in [short("host", None), short("nrf52840", Some(4096))] {
+        let (a, _) = train::train(&ds, &cfg, false).unwrap();
+        let st = &a.provenance.settings;
+        match &st.distillation {
+            Some(d) => assert!(d.students.len() >= 2, "students trained: {}", d.students.len()),
+            None => assert_eq!(st.folds(), 5, "a committee"),
+        }
+        let one = rayon_one_thread(|| train::train(&ds, &cfg, false).unwrap().0);
+        assert_eq!(a.model, one.model, "{:?}", cfg.target);
+    }
+}
+
 fn rayon_one_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     flowmote_tools::train::with_threads(1, f)
 }
