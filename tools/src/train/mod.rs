@@ -44,7 +44,6 @@ use crate::data::Dataset;
 use crate::model::{DynMixture, ModelFile};
 use anyhow::Result;
 use committee::committee;
-use rayon::prelude::*;
 use search::search;
 use serde::Serialize;
 use std::time::Instant;
@@ -168,61 +167,36 @@ fn train_committee(
         return search(ds, &c, progress, DynMixture::MAX_MEMBERS);
     }
     let start = Instant::now();
-    let fold_cfg = |k: usize| TrainConfig {
-        folds: Some(1),
-        fold: Some((k, folds)),
-        ..cfg.clone()
-    };
-    let members = DynMixture::MAX_MEMBERS / folds;
-    let order = match cfg.val_split {
-        ValSplit::Last => "file's",
-        ValSplit::Random => "shuffled",
-    };
-    // Fold 1 first, on its own and with every candidate shown: with a
-    // budget it decides whether the other folds are trained at all.
-    let (lo, hi) = fold_block(ds.n_normal(), 0, folds);
-    if progress {
-        eprintln!(
-            "fold 1/{folds}: validation on {} rows ({lo}..{hi} of the {order} order)",
-            hi - lo
-        );
-    }
-    let first = search(ds, &fold_cfg(0), progress, members)?;
-    if let Some(why) = budget.and_then(|b| b.exceeded(&crate::target::ModelCost::of(&first.0.model))) {
-        if progress {
-            eprintln!("fold 1's model alone is over the budget ({why}): the teacher is that model, the other folds are not trained");
-        }
-        let (m, mut s) = first;
-        s.seconds = start.elapsed().as_secs_f64();
-        return Ok((m, s));
-    }
-    // The other folds side by side (each search seeds its own generator,
-    // so the models do not depend on the order they finish in), one line
-    // each as it finishes.
-    if progress {
-        eprintln!("folds 2–{folds}: trained side by side");
-    }
-    let rest: Vec<Result<(ModelFile, TrainSummary)>> = (1..folds)
-        .into_par_iter()
-        .map(|k| {
-            let part = search(ds, &fold_cfg(k), false, members)?;
-            if progress {
-                let (lo, hi) = fold_block(ds.n_normal(), k, folds);
-                eprintln!(
-                    "fold {}/{folds} (validation rows {lo}..{hi}): {}, validation NLL {:.3} ({:.0} s)",
-                    k + 1,
-                    crate::cli::describe_model(&part.0),
-                    part.1.best_val_nll,
-                    part.1.seconds
-                );
-            }
-            Ok(part)
-        })
-        .collect();
     let mut parts = Vec::with_capacity(folds);
-    parts.push(first);
-    for r in rest {
-        parts.push(r?);
+    for k in 0..folds {
+        let (lo, hi) = fold_block(ds.n_normal(), k, folds);
+        if progress {
+            eprintln!(
+                "fold {}/{folds}: validation on {} rows ({lo}..{hi} of the {} order)",
+                k + 1,
+                hi - lo,
+                match cfg.val_split {
+                    ValSplit::Last => "file's",
+                    ValSplit::Random => "shuffled",
+                }
+            );
+        }
+        let c = TrainConfig {
+            folds: Some(1),
+            fold: Some((k, folds)),
+            ..cfg.clone()
+        };
+        let part = search(ds, &c, progress, DynMixture::MAX_MEMBERS / folds)?;
+        let over = budget.and_then(|b| b.exceeded(&crate::target::ModelCost::of(&part.0.model)));
+        if let (0, Some(why)) = (k, over) {
+            if progress {
+                eprintln!("fold 1's model alone is over the budget ({why}): the teacher is that model, the other folds are not trained");
+            }
+            let (m, mut s) = part;
+            s.seconds = start.elapsed().as_secs_f64();
+            return Ok((m, s));
+        }
+        parts.push(part);
     }
     Ok(committee(ds, parts, start))
 }
