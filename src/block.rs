@@ -566,3 +566,169 @@ impl MlpRef<'_, f32> {
         }
     }
 }
+
+/// The elementwise map of a conditioned layer's blocked passes: what turns
+/// the conditioner's outputs into the transform of `b` coordinates (the
+/// affine map of MAF and the affine coupling, the splines of both spline
+/// layers).
+pub(crate) trait Elementwise: Copy {
+    /// Conditioner outputs for `b` transformed coordinates.
+    fn n_out(&self, b: usize) -> usize;
+    /// Transform lanes `t` (`b` of them) in place from the conditioner's
+    /// outputs `out`; each of the first `n` rows' log-det, as the
+    /// single-row pass computes it.
+    fn forward(&self, t: &mut [Lanes], out: &[Lanes], b: usize, n: usize) -> Lanes;
+    /// The backward pass of [`Elementwise::forward`] at the input lanes
+    /// `t`: `g` holds `∂L/∂y` on entry and the direct part of `∂L/∂x` on
+    /// return, `g_ld[r]` is row `r`'s `∂L/∂(log-det)`; writes `∂L/∂out`
+    /// into `g_out`. Rows from `n` on are padding, never added anywhere.
+    fn backward(
+        &self,
+        t: &[Lanes],
+        out: &[Lanes],
+        b: usize,
+        n: usize,
+        g: &mut [Lanes],
+        g_ld: &[f32],
+        g_out: &mut [Lanes],
+    );
+}
+
+/// The row-blocked passes of a layer whose MLP conditioner reads lanes
+/// `..cond` of a block and whose elementwise map `map` transforms lanes
+/// `off..off + b` (a coupling: `cond = off = a`; an autoregressive layer:
+/// `cond = d`, `off = 0`, `b = d`). The conditioner runs vectorised across
+/// the rows; every row's numbers are bit-identical to the single-row pass.
+/// The layers reach these through [`crate::layer::SliceBijector`] and
+/// [`crate::layer::SliceBackward`].
+#[derive(Clone, Copy)]
+pub(crate) struct Conditioned<'v, 'a, W: Weight, E> {
+    pub(crate) net: &'v MlpRef<'a, W>,
+    pub(crate) cond: usize,
+    pub(crate) off: usize,
+    pub(crate) b: usize,
+    pub(crate) map: E,
+}
+
+impl<W: Weight, E: Elementwise> Conditioned<'_, '_, W, E> {
+    fn dim(&self) -> usize {
+        self.off + self.b
+    }
+
+    fn n_out(&self) -> usize {
+        self.map.n_out(self.b)
+    }
+
+    /// Lanes of the scratch of the forward pass.
+    pub(crate) fn scratch_len(&self) -> usize {
+        self.dim() + 2 * self.net.shape.hidden + self.n_out()
+    }
+
+    /// Forward of `n = ld.len() ≤ BLOCK` rows (`x`: `n × d`, row after row).
+    fn forward(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
+        let d = self.dim();
+        let h = self.net.shape.hidden;
+        let n = ld.len().min(BLOCK);
+        let (xt, rest) = scratch.split_at_mut(d);
+        let (h0, rest) = rest.split_at_mut(h);
+        let (h1, rest) = rest.split_at_mut(h);
+        let out = &mut rest[..self.n_out()];
+        to_lanes(&x[..n * d], d, xt);
+        self.net.forward_block(&xt[..self.cond], 0.0, h0, h1, out);
+        let lds = self.map.forward(&mut xt[self.off..], out, self.b, n);
+        from_lanes(xt, d, &mut x[..n * d]);
+        ld[..n].copy_from_slice(&lds[..n]);
+    }
+
+    /// [`Conditioned::forward`] of any number of rows, block by block.
+    pub(crate) fn forward_rows(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
+        let d = self.dim();
+        for (xs, ls) in x.chunks_mut(d * BLOCK).zip(ld.chunks_mut(BLOCK)) {
+            self.forward(xs, ls, scratch);
+        }
+    }
+}
+
+impl<E: Elementwise> Conditioned<'_, '_, f32, E> {
+    /// Lanes of the scratch of the backward passes.
+    pub(crate) fn train_scratch_len(&self) -> usize {
+        let sh = self.net.shape;
+        2 * self.dim() + sh.n_activations() + 2 * self.n_out() + backward_block_scratch(sh.hidden, sh.input)
+    }
+
+    /// Lanes of the `saved` slice: the conditioner's activations and outputs.
+    pub(crate) fn saved_len(&self) -> usize {
+        self.net.shape.n_activations() + self.n_out()
+    }
+
+    /// Backward of `n = g_ld.len() ≤ BLOCK` rows (`x`, `g`: `n × d`); the
+    /// parameter gradient is added row after row, bit-identical to `n`
+    /// single-row calls in order.
+    pub(crate) fn backward(
+        &self,
+        x: &[f32],
+        g: &mut [f32],
+        g_ld: &[f32],
+        grad: &mut MlpGrad<'_>,
+        scratch: &mut [Lanes],
+    ) {
+        let (head, rest) = scratch.split_at_mut(self.saved_len());
+        let (acts, out) = head.split_at_mut(self.net.shape.n_activations());
+        let d = self.dim();
+        let n = g_ld.len().min(BLOCK);
+        let xt = &mut rest[..d];
+        to_lanes(&x[..n * d], d, xt);
+        self.net.forward_block_cached(&xt[..self.cond], 0.0, acts, out);
+        self.backward_saved(x, g, g_ld, grad, rest, head);
+    }
+
+    /// Forward of one block (`n = ld.len() ≤ BLOCK` rows) keeping the
+    /// conditioner's activations and outputs in `saved`
+    /// ([`Conditioned::saved_len`] lanes); bit-identical results.
+    pub(crate) fn forward_saved(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes], saved: &mut [Lanes]) {
+        let d = self.dim();
+        let n = ld.len().min(BLOCK);
+        let xt = &mut scratch[..d];
+        let (acts, out) = saved.split_at_mut(self.net.shape.n_activations());
+        let out = &mut out[..self.n_out()];
+        to_lanes(&x[..n * d], d, xt);
+        self.net.forward_block_cached(&xt[..self.cond], 0.0, acts, out);
+        let lds = self.map.forward(&mut xt[self.off..], out, self.b, n);
+        from_lanes(xt, d, &mut x[..n * d]);
+        ld[..n].copy_from_slice(&lds[..n]);
+    }
+
+    /// Backward of the rows [`Conditioned::forward_saved`] took forward
+    /// with this `saved`: the conditioner is not run again.
+    pub(crate) fn backward_saved(
+        &self,
+        x: &[f32],
+        g: &mut [f32],
+        g_ld: &[f32],
+        grad: &mut MlpGrad<'_>,
+        scratch: &mut [Lanes],
+        saved: &[Lanes],
+    ) {
+        let d = self.dim();
+        let n = g_ld.len().min(BLOCK);
+        let (acts, out) = saved.split_at(self.net.shape.n_activations());
+        let (xt, rest) = scratch.split_at_mut(d);
+        let (gt, rest) = rest.split_at_mut(d);
+        let (g_out, tail) = rest.split_at_mut(self.n_out());
+        to_lanes(&x[..n * d], d, xt);
+        to_lanes(&g[..n * d], d, gt);
+        self.map
+            .backward(&xt[self.off..], out, self.b, n, &mut gt[self.off..], g_ld, g_out);
+        self.net.backward_block(
+            n,
+            &xt[..self.cond],
+            0.0,
+            acts,
+            g_out,
+            Some(&mut gt[..self.cond]),
+            tail,
+            grad,
+        );
+        from_lanes(gt, d, &mut g[..n * d]);
+    }
+}

@@ -4,7 +4,7 @@
 //! `y_A = x_A`, `y_B = x_B ⊙ e^{s(x_A)} + t(x_A)`, `s = c·tanh(raw/c)`,
 //! so `|s| < c` and `exp` cannot overflow. Log-det `Σ s`.
 
-use crate::block::{from_lanes, to_lanes, Lanes, BLOCK};
+use crate::block::{Conditioned, Elementwise, Lanes, BLOCK};
 use crate::layer::{mlp_backward, net_scratch, SliceBijector};
 use crate::mlp::{MlpGrad, MlpRef};
 use crate::weights::{MlpStore, Weight};
@@ -88,182 +88,43 @@ pub(crate) fn affine_backward_block(
     }
 }
 
-/// The row-blocked passes ([`crate::block`]) of both affine layers, for
-/// hosts: the conditioner reads lanes `..cond` of a block and the affine
-/// map acts on lanes `off..off + b` (a coupling: `cond = off = a`; MAF:
-/// `cond = d`, `off = 0`, `b = d`). Every row's numbers are bit-identical
-/// to the single-row pass. The layers reach these through
-/// [`crate::layer::SliceBijector`] and [`crate::layer::SliceBackward`].
+/// The affine map as the elementwise map of the row-blocked passes
+/// ([`crate::block::Conditioned`]) of MAF and the affine coupling: the
+/// conditioner's outputs are `b` shifts, then `b` raw log-scales.
 #[derive(Clone, Copy)]
-pub(crate) struct AffineBlock<'v, 'a, W: Weight> {
-    pub(crate) net: &'v MlpRef<'a, W>,
-    pub(crate) cond: usize,
-    pub(crate) off: usize,
-    pub(crate) b: usize,
+pub(crate) struct Affine {
+    /// Soft-clamp bound on log-scales.
     pub(crate) clamp: f32,
 }
 
-impl<W: Weight> AffineBlock<'_, '_, W> {
-    fn dim(&self) -> usize {
-        self.off + self.b
+impl Elementwise for Affine {
+    fn n_out(&self, b: usize) -> usize {
+        2 * b
     }
 
-    /// Lanes of the scratch of the forward pass.
-    pub(crate) fn scratch_len(&self) -> usize {
-        self.dim() + 2 * self.net.shape.hidden + 2 * self.b
-    }
-
-    /// Forward of `n = ld.len() ≤ BLOCK` rows (`x`: `n × d`, row after
-    /// row), vectorised across the rows; `ld[r]` = row `r`'s log-det.
-    fn forward(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
-        let (d, b) = (self.dim(), self.b);
-        let h = self.net.shape.hidden;
-        let (xt, rest) = scratch.split_at_mut(d);
-        let (h0, rest) = rest.split_at_mut(h);
-        let (h1, rest) = rest.split_at_mut(h);
-        let out = &mut rest[..2 * b];
-        to_lanes(x, d, xt);
-        self.net.forward_block(&xt[..self.cond], 0.0, h0, h1, out);
+    #[inline(always)]
+    fn forward(&self, t: &mut [Lanes], out: &[Lanes], b: usize, _n: usize) -> Lanes {
         let (shift, raw) = out.split_at(b);
         let mut lds = [0.0; BLOCK];
-        affine_forward_block(&mut xt[self.off..], shift, raw, self.clamp, &mut lds);
-        from_lanes(xt, d, x);
-        for (l, v) in ld.iter_mut().zip(lds) {
-            *l = v;
-        }
+        affine_forward_block(t, shift, raw, self.clamp, &mut lds);
+        lds
     }
 
-    /// [`AffineBlock::forward`] of any number of rows, block by block.
-    pub(crate) fn forward_rows(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
-        let d = self.dim();
-        for (xs, ls) in x.chunks_mut(d * BLOCK).zip(ld.chunks_mut(BLOCK)) {
-            self.forward(xs, ls, scratch);
-        }
-    }
-}
-
-impl AffineBlock<'_, '_, f32> {
-    /// Lanes of the scratch of the backward passes.
-    pub(crate) fn train_scratch_len(&self) -> usize {
-        let sh = self.net.shape;
-        (2 * self.dim() + sh.n_activations() + 4 * self.b) + crate::block::backward_block_scratch(sh.hidden, sh.input)
-    }
-
-    /// Lanes of the `saved` slice: the conditioner's activations and outputs.
-    pub(crate) fn saved_len(&self) -> usize {
-        self.net.shape.n_activations() + 2 * self.b
-    }
-
-    /// Backward of `n = g_ld.len() ≤ BLOCK` rows (`x`, `g`: `n × d`); the
-    /// parameter gradient is added row after row, bit-identical to `n`
-    /// single-row calls in order.
-    pub(crate) fn backward(
-        &self,
-        x: &[f32],
-        g: &mut [f32],
-        g_ld: &[f32],
-        grad: &mut MlpGrad<'_>,
-        scratch: &mut [Lanes],
-    ) {
-        let (d, b) = (self.dim(), self.b);
-        let sh = self.net.shape;
-        let n = g_ld.len().min(BLOCK);
-        let (lanes, tail) = scratch.split_at_mut(2 * d + sh.n_activations() + 4 * b);
-        let (xt, rest) = lanes.split_at_mut(d);
-        let (gt, rest) = rest.split_at_mut(d);
-        let (acts, rest) = rest.split_at_mut(sh.n_activations());
-        let (out, rest) = rest.split_at_mut(2 * b);
-        let g_out = &mut rest[..2 * b];
-        to_lanes(x, d, xt);
-        self.net.forward_block_cached(&xt[..self.cond], 0.0, acts, out);
-        self.backward_from(n, xt, gt, acts, out, g_out, tail, g, g_ld, grad);
-    }
-
-    /// The backward pass after the forward: `xt` holds the input block,
-    /// `acts`, `out` the conditioner's activations and outputs on it.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn backward_from(
+    fn backward(
         &self,
-        n: usize,
-        xt: &[Lanes],
-        gt: &mut [Lanes],
-        acts: &[Lanes],
+        t: &[Lanes],
         out: &[Lanes],
-        g_out: &mut [Lanes],
-        tail: &mut [Lanes],
-        g: &mut [f32],
+        b: usize,
+        n: usize,
+        g: &mut [Lanes],
         g_ld: &[f32],
-        grad: &mut MlpGrad<'_>,
+        g_out: &mut [Lanes],
     ) {
-        let (d, b) = (self.dim(), self.b);
-        to_lanes(g, d, gt);
         let mut gl = [0.0; BLOCK];
         gl[..n].copy_from_slice(&g_ld[..n]);
         let (g_shift, g_raw) = g_out.split_at_mut(b);
-        affine_backward_block(
-            &xt[self.off..],
-            &out[b..2 * b],
-            self.clamp,
-            &mut gt[self.off..],
-            &gl,
-            g_shift,
-            g_raw,
-        );
-        self.net.backward_block(
-            n,
-            &xt[..self.cond],
-            0.0,
-            acts,
-            g_out,
-            Some(&mut gt[..self.cond]),
-            tail,
-            grad,
-        );
-        from_lanes(gt, d, &mut g[..n * d]);
-    }
-
-    /// Forward of one block (`n = ld.len() ≤ BLOCK` rows) keeping the
-    /// conditioner's activations and outputs in `saved`
-    /// ([`AffineBlock::saved_len`] lanes); bit-identical results.
-    pub(crate) fn forward_saved(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes], saved: &mut [Lanes]) {
-        let (d, b) = (self.dim(), self.b);
-        let n = ld.len().min(BLOCK);
-        let xt = &mut scratch[..d];
-        let (acts, out) = saved.split_at_mut(self.net.shape.n_activations());
-        let out = &mut out[..2 * b];
-        to_lanes(&x[..n * d], d, xt);
-        self.net.forward_block_cached(&xt[..self.cond], 0.0, acts, out);
-        let (shift, raw) = out.split_at(b);
-        let mut lds = [0.0; BLOCK];
-        affine_forward_block(&mut xt[self.off..], shift, raw, self.clamp, &mut lds);
-        from_lanes(xt, d, &mut x[..n * d]);
-        for (l, v) in ld.iter_mut().zip(lds) {
-            *l = v;
-        }
-    }
-
-    /// Backward of the rows [`AffineBlock::forward_saved`] took forward
-    /// with this `saved`: the conditioner is not run again.
-    pub(crate) fn backward_saved(
-        &self,
-        x: &[f32],
-        g: &mut [f32],
-        g_ld: &[f32],
-        grad: &mut MlpGrad<'_>,
-        scratch: &mut [Lanes],
-        saved: &[Lanes],
-    ) {
-        let (d, b) = (self.dim(), self.b);
-        let sh = self.net.shape;
-        let n = g_ld.len().min(BLOCK);
-        let (lanes, tail) = scratch.split_at_mut(2 * d + sh.n_activations() + 4 * b);
-        let (xt, rest) = lanes.split_at_mut(d);
-        let (gt, rest) = rest.split_at_mut(d);
-        let g_out = &mut rest[..2 * b];
-        let (acts, out) = saved.split_at(sh.n_activations());
-        to_lanes(&x[..n * d], d, xt);
-        self.backward_from(n, xt, gt, acts, out, g_out, tail, g, g_ld, grad);
+        affine_backward_block(t, &out[b..2 * b], self.clamp, g, &gl, g_shift, g_raw);
     }
 }
 
@@ -322,13 +183,13 @@ pub struct AffineCouplingRef<'a, W: Weight = f32> {
 
 impl<W: Weight> AffineCouplingRef<'_, W> {
     /// The geometry of the row-blocked passes.
-    fn block(&self) -> AffineBlock<'_, '_, W> {
-        AffineBlock {
+    fn block(&self) -> Conditioned<'_, '_, W, Affine> {
+        Conditioned {
             net: &self.net,
             cond: self.a,
             off: self.a,
             b: self.b,
-            clamp: self.clamp,
+            map: Affine { clamp: self.clamp },
         }
     }
 

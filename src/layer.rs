@@ -244,8 +244,8 @@ macro_rules! mlp_backward {
             $crate::layer::mlp_backward!(@common $view);
         }
     };
-    // With `block()`, the layer's row-blocked geometry
-    // (`coupling::AffineBlock`, `spline::SplineBlock`): the training passes
+    // With `block()`, the layer's row-blocked passes
+    // (`block::Conditioned` with its elementwise map): the training passes
     // go through it block by block.
     ($view:ident, blocked) => {
         impl $crate::layer::SliceBackward for $view<'_> {

@@ -5,8 +5,9 @@
 //! are stored as zeros, so the network itself is a plain [`MlpRef`]; the
 //! trainer keeps them zero with [`made_mask_params`].
 
+use crate::block::Conditioned;
 use crate::block::Lanes;
-use crate::coupling::{affine_backward, affine_forward, affine_inverse_one, AffineBlock};
+use crate::coupling::{affine_backward, affine_forward, affine_inverse_one, Affine};
 use crate::layer::{mlp_backward, net_scratch, SliceBijector};
 use crate::mlp::{MlpGrad, MlpRef, MlpShape};
 use crate::weights::{MlpStore, Weight};
@@ -95,13 +96,13 @@ pub struct MafRef<'a, W: Weight = f32> {
 
 impl<W: Weight> MafRef<'_, W> {
     /// The geometry of the row-blocked passes.
-    fn block(&self) -> AffineBlock<'_, '_, W> {
-        AffineBlock {
+    fn block(&self) -> Conditioned<'_, '_, W, Affine> {
+        Conditioned {
             net: &self.net,
             cond: self.dim(),
             off: 0,
             b: self.dim(),
-            clamp: self.clamp,
+            map: Affine { clamp: self.clamp },
         }
     }
 

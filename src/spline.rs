@@ -80,7 +80,7 @@
 //! coordinates for the coupling, `n = D` for the autoregressive layer). The
 //! scalar functions therefore read parameter `p` at `raw[p·stride]`.
 
-use crate::block::{backward_block_scratch, from_lanes, to_lanes, Lanes, BLOCK};
+use crate::block::{Conditioned, Elementwise, Lanes, BLOCK};
 use crate::layer::{mlp_backward, net_scratch, SliceBijector};
 pub use crate::maf::{is_made_masked, made_mask_heads};
 use crate::mlp::{MlpGrad, MlpRef};
@@ -476,49 +476,29 @@ pub fn rq_spline_knots(
     Spline::new(raw, stride, bins, effective_tail_bound(tail_bound)).knots(xs, ys, ds);
 }
 
-/// The row-blocked passes ([`crate::block`]) of both spline layers, for
-/// hosts: the conditioner reads lanes `..cond` of a block and the splines
-/// transform lanes `off..off + b` (a coupling: `cond = off = a`; the
-/// autoregressive layer: `cond = d`, `off = 0`, `b = d`). The conditioner
-/// runs vectorised across the rows; the splines run row by row, each
-/// coordinate as the single-row pass runs it, so every row's numbers are
-/// bit-identical to it.
+/// The splines as the elementwise map of the row-blocked passes
+/// ([`crate::block::Conditioned`]) of both spline layers: raw parameter `p`
+/// of coordinate `j` is output lane `p·b + j`. The splines run row by row,
+/// each coordinate as the single-row pass runs it.
 #[derive(Clone, Copy)]
-struct SplineBlock<'v, 'a, W: Weight> {
-    net: &'v MlpRef<'a, W>,
-    cond: usize,
-    off: usize,
-    b: usize,
+struct Splines {
     bins: usize,
     tail_bound: f32,
 }
 
-impl<W: Weight> SplineBlock<'_, '_, W> {
-    fn dim(&self) -> usize {
-        self.off + self.b
+impl Elementwise for Splines {
+    fn n_out(&self, b: usize) -> usize {
+        b * spline_params(self.bins)
     }
 
-    fn n_out(&self) -> usize {
-        self.b * spline_params(self.bins)
-    }
-
-    /// Lanes of the scratch of [`SplineBlock::forward`].
-    fn scratch_len(&self) -> usize {
-        self.dim() + 2 * self.net.shape.hidden + self.n_out()
-    }
-
-    /// The splines of `n ≤ BLOCK` rows: lanes `t` (`b` of them) in place,
-    /// raw parameters from the conditioner's outputs `out` (head-major: raw
-    /// parameter `p` of coordinate `j` is lane `p·b + j`); returns each
-    /// row's log-det, summed over the coordinates in order.
     #[inline(always)]
-    fn splines(&self, t: &mut [Lanes], out: &[Lanes], n: usize) -> [f32; BLOCK] {
+    fn forward(&self, t: &mut [Lanes], out: &[Lanes], b: usize, n: usize) -> Lanes {
         let raw = out.as_flattened();
-        let stride = self.b * BLOCK;
+        let stride = b * BLOCK;
         let mut lds = [0.0; BLOCK];
         for (r, l) in lds.iter_mut().enumerate().take(n) {
             let mut ld = 0.0;
-            for (j, tj) in t.iter_mut().take(self.b).enumerate() {
+            for (j, tj) in t.iter_mut().take(b).enumerate() {
                 let p = raw.get(j * BLOCK + r..).unwrap_or(&[]);
                 let (y, lj) = rq_spline_forward(tj[r], p, stride, self.bins, self.tail_bound);
                 tj[r] = y;
@@ -529,118 +509,30 @@ impl<W: Weight> SplineBlock<'_, '_, W> {
         lds
     }
 
-    /// Forward of `n = ld.len() ≤ BLOCK` rows (`x`: `n × d`, row after row).
-    fn forward(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
-        let d = self.dim();
-        let h = self.net.shape.hidden;
-        let n = ld.len().min(BLOCK);
-        let (xt, rest) = scratch.split_at_mut(d);
-        let (h0, rest) = rest.split_at_mut(h);
-        let (h1, rest) = rest.split_at_mut(h);
-        let out = &mut rest[..self.n_out()];
-        to_lanes(&x[..n * d], d, xt);
-        self.net.forward_block(&xt[..self.cond], 0.0, h0, h1, out);
-        let lds = self.splines(&mut xt[self.off..], out, n);
-        from_lanes(xt, d, &mut x[..n * d]);
-        ld[..n].copy_from_slice(&lds[..n]);
-    }
-
-    /// [`SplineBlock::forward`] of any number of rows, block by block.
-    fn forward_rows(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
-        let d = self.dim();
-        for (xs, ls) in x.chunks_mut(d * BLOCK).zip(ld.chunks_mut(BLOCK)) {
-            self.forward(xs, ls, scratch);
-        }
-    }
-}
-
-impl SplineBlock<'_, '_, f32> {
-    /// Lanes of the scratch of [`SplineBlock::backward`].
-    fn train_scratch_len(&self) -> usize {
-        let sh = self.net.shape;
-        2 * self.dim() + sh.n_activations() + 2 * self.n_out() + backward_block_scratch(sh.hidden, sh.input)
-    }
-
-    /// Lanes of the `saved` slice: the conditioner's activations and outputs.
-    fn saved_len(&self) -> usize {
-        self.net.shape.n_activations() + self.n_out()
-    }
-
-    /// Backward of `n = g_ld.len() ≤ BLOCK` rows (`x`, `g`: `n × d`); the
-    /// parameter gradient is added row after row.
-    fn backward(&self, x: &[f32], g: &mut [f32], g_ld: &[f32], grad: &mut MlpGrad<'_>, scratch: &mut [Lanes]) {
-        let (head, rest) = scratch.split_at_mut(self.saved_len());
-        let (acts, out) = head.split_at_mut(self.net.shape.n_activations());
-        let d = self.dim();
-        let n = g_ld.len().min(BLOCK);
-        let xt = &mut rest[..d];
-        to_lanes(&x[..n * d], d, xt);
-        self.net.forward_block_cached(&xt[..self.cond], 0.0, acts, out);
-        self.backward_saved(x, g, g_ld, grad, rest, head);
-    }
-
-    /// Forward of one block keeping the conditioner's activations and
-    /// outputs in `saved` ([`SplineBlock::saved_len`] lanes).
-    fn forward_saved(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes], saved: &mut [Lanes]) {
-        let d = self.dim();
-        let n = ld.len().min(BLOCK);
-        let xt = &mut scratch[..d];
-        let (acts, out) = saved.split_at_mut(self.net.shape.n_activations());
-        let out = &mut out[..self.n_out()];
-        to_lanes(&x[..n * d], d, xt);
-        self.net.forward_block_cached(&xt[..self.cond], 0.0, acts, out);
-        let lds = self.splines(&mut xt[self.off..], out, n);
-        from_lanes(xt, d, &mut x[..n * d]);
-        ld[..n].copy_from_slice(&lds[..n]);
-    }
-
-    /// Backward of the rows [`SplineBlock::forward_saved`] took forward
-    /// with this `saved`: the conditioner is not run again.
-    fn backward_saved(
+    #[inline(always)]
+    fn backward(
         &self,
-        x: &[f32],
-        g: &mut [f32],
+        t: &[Lanes],
+        out: &[Lanes],
+        b: usize,
+        n: usize,
+        g: &mut [Lanes],
         g_ld: &[f32],
-        grad: &mut MlpGrad<'_>,
-        scratch: &mut [Lanes],
-        saved: &[Lanes],
+        g_out: &mut [Lanes],
     ) {
-        let d = self.dim();
-        let n = g_ld.len().min(BLOCK);
-        let (acts, out) = saved.split_at(self.net.shape.n_activations());
-        let (xt, rest) = scratch.split_at_mut(d);
-        let (gt, rest) = rest.split_at_mut(d);
-        let (g_out, tail) = rest.split_at_mut(self.n_out());
-        to_lanes(&x[..n * d], d, xt);
-        to_lanes(&g[..n * d], d, gt);
         // The padding lanes' parameter gradients are never added; zero
         // keeps them finite.
         g_out.fill([0.0; BLOCK]);
-        {
-            let raw = out.as_flattened();
-            let go = g_out.as_flattened_mut();
-            let stride = self.b * BLOCK;
-            let (t, gb) = (&xt[self.off..], &mut gt[self.off..]);
-            for r in 0..n {
-                for j in 0..self.b {
-                    let p = raw.get(j * BLOCK + r..).unwrap_or(&[]);
-                    let gp = go.get_mut(j * BLOCK + r..).unwrap_or(&mut []);
-                    gb[j][r] =
-                        rq_spline_backward(t[j][r], p, stride, self.bins, self.tail_bound, gb[j][r], g_ld[r], gp);
-                }
+        let raw = out.as_flattened();
+        let go = g_out.as_flattened_mut();
+        let stride = b * BLOCK;
+        for r in 0..n {
+            for j in 0..b {
+                let p = raw.get(j * BLOCK + r..).unwrap_or(&[]);
+                let gp = go.get_mut(j * BLOCK + r..).unwrap_or(&mut []);
+                g[j][r] = rq_spline_backward(t[j][r], p, stride, self.bins, self.tail_bound, g[j][r], g_ld[r], gp);
             }
         }
-        self.net.backward_block(
-            n,
-            &xt[..self.cond],
-            0.0,
-            acts,
-            g_out,
-            Some(&mut gt[..self.cond]),
-            tail,
-            grad,
-        );
-        from_lanes(gt, d, &mut g[..n * d]);
     }
 }
 
@@ -693,14 +585,16 @@ impl<'a, W: Weight> SplineCouplingRef<'a, W> {
     }
 
     /// The geometry of the row-blocked passes.
-    fn block(&self) -> SplineBlock<'_, 'a, W> {
-        SplineBlock {
+    fn block(&self) -> Conditioned<'_, 'a, W, Splines> {
+        Conditioned {
             net: &self.net,
             cond: self.a,
             off: self.a,
             b: self.b,
-            bins: self.bins,
-            tail_bound: self.tail_bound,
+            map: Splines {
+                bins: self.bins,
+                tail_bound: self.tail_bound,
+            },
         }
     }
 
@@ -930,14 +824,16 @@ impl<'a, W: Weight> SplineAutoregressiveRef<'a, W> {
     }
 
     /// The geometry of the row-blocked passes.
-    fn block(&self) -> SplineBlock<'_, 'a, W> {
-        SplineBlock {
+    fn block(&self) -> Conditioned<'_, 'a, W, Splines> {
+        Conditioned {
             net: &self.net,
             cond: self.dim(),
             off: 0,
             b: self.dim(),
-            bins: self.bins,
-            tail_bound: self.tail_bound,
+            map: Splines {
+                bins: self.bins,
+                tail_bound: self.tail_bound,
+            },
         }
     }
 
