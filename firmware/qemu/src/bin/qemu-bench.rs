@@ -315,37 +315,22 @@ fn adaptation() {
     for x in windows.iter().take(8) {
         a.observe(&mut g, &scorer, x, model::THRESHOLD);
     }
-    let x = black_box(windows[8]);
-    bench_start();
-    let step = a.observe(black_box(&mut g), &scorer, &x, model::THRESHOLD);
-    bench_end();
-    black_box(step);
-    defmt::info!(
-        "bench {=str} macs {=usize}",
-        "adaptation: one commissioning update (bundled model)",
-        model::MACS
-    );
-    let x = black_box(windows[9]);
-    bench_start();
-    let step = a.observe(black_box(&mut g), &scorer, &x, model::THRESHOLD);
-    bench_end();
-    black_box(step);
-    defmt::info!(
-        "bench {=str} macs {=usize}",
-        "adaptation: one tracking update, 8 held back (bundled model)",
-        model::MACS
-    );
+    // One measured update: window `k` through `observe`.
+    let mut measure = |k: usize, name: &str| {
+        let x = black_box(windows[k]);
+        bench_start();
+        let step = a.observe(black_box(&mut g), &scorer, &x, model::THRESHOLD);
+        bench_end();
+        black_box(step);
+        defmt::info!("bench {=str} macs {=usize}", name, model::MACS);
+    };
+    measure(8, "adaptation: one commissioning update (bundled model)");
+    measure(9, "adaptation: one tracking update, 8 held back (bundled model)");
     // The next one: the ring's scores under the current correction are
     // kept from the update before, so only the step's check scores it.
-    let x = black_box(windows[10]);
-    bench_start();
-    let step = a.observe(black_box(&mut g), &scorer, &x, model::THRESHOLD);
-    bench_end();
-    black_box(step);
-    defmt::info!(
-        "bench {=str} macs {=usize}",
+    measure(
+        10,
         "adaptation: the next tracking update, ring scores kept (bundled model)",
-        model::MACS
     );
     bench_log_prob(
         "adapted score: Corrected::log_prob (bundled model)",
