@@ -292,10 +292,7 @@ impl AdaptView<'_> {
     /// `−log p̃(x) = −log p(x') + Σ ℓ`, the adapted model's score.
     pub fn nll<T: AdaptTarget + ?Sized>(&mut self, target: &mut T, x: &[f32]) -> Result<f32, Error> {
         self.check()?;
-        let d = self.dim();
-        let xc = self.work.get_mut(..d).ok_or(Error::ShapeMismatch)?;
-        let ld = correct(self.mean, self.std, self.params, x, xc)?;
-        let nll = target.nll(xc)? - ld;
+        let nll = self.window_nll(target, x)?;
         if nll.is_finite() {
             Ok(nll)
         } else {
@@ -414,10 +411,8 @@ impl AdaptView<'_> {
     /// The adapted NLL of one window as the held-back ring's mean adds it
     /// (no finiteness check: a non-finite term makes the mean non-finite).
     fn window_nll<T: AdaptTarget + ?Sized>(&mut self, target: &mut T, x: &[f32]) -> Result<f32, Error> {
-        let d = self.dim();
-        let xc = self.work.get_mut(..d).ok_or(Error::ShapeMismatch)?;
-        let ld = correct(self.mean, self.std, self.params, x, xc)?;
-        Ok(target.nll(xc)? - ld)
+        let xc = self.work.get_mut(..self.mean.len()).ok_or(Error::ShapeMismatch)?;
+        adapted_nll(self.mean, self.std, self.params, xc, target, x)
     }
 
     /// Score every held-back window under the current correction into
@@ -428,11 +423,9 @@ impl AdaptView<'_> {
         let n = self.meta.held_len as usize;
         let mut sum = 0.0;
         for k in 0..n {
-            // `window_nll`'s arithmetic on the held row (which `self` owns).
             let row = self.held.get(k * d..(k + 1) * d).ok_or(Error::ShapeMismatch)?;
             let xc = self.work.get_mut(..d).ok_or(Error::ShapeMismatch)?;
-            let ld = correct(self.mean, self.std, self.params, row, xc)?;
-            let v = target.nll(xc)? - ld;
+            let v = adapted_nll(self.mean, self.std, self.params, xc, target, row)?;
             *self
                 .held_nll
                 .get_mut((bank - 1) * cap + k)
@@ -561,6 +554,21 @@ impl AdaptView<'_> {
         self.hold(x, own);
         Ok(outcome)
     }
+}
+
+/// `−log p(x') + Σ ℓ` of window `x` (`x'` into `xc`), without a
+/// finiteness check: the one arithmetic of every adapted score, so the ring's
+/// cached scores are the floats a fresh pass gives.
+fn adapted_nll<T: AdaptTarget + ?Sized>(
+    mean: &[f32],
+    std: &[f32],
+    params: &[f32],
+    xc: &mut [f32],
+    target: &mut T,
+    x: &[f32],
+) -> Result<f32, Error> {
+    let ld = correct(mean, std, params, x, xc)?;
+    Ok(target.nll(xc)? - ld)
 }
 
 /// `dst[i] = src[i]` over the common length (`copy_from_slice` without its
