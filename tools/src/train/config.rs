@@ -113,7 +113,8 @@ pub struct TrainConfig {
     #[arg(long, default_value_t = 2)]
     pub depth: usize,
     /// Maximum epochs; early stopping usually ends sooner [default: 200, more
-    /// for small files so that ~4000 optimiser steps are possible, ≤ 2000].
+    /// for small files so that ~4000 optimiser steps are possible, ≤ 2000;
+    /// fewer for large files, so that at most ~16 000 steps are, ≥ 20].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Mini-batch size (a short last batch is dropped each epoch).

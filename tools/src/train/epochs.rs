@@ -10,6 +10,12 @@ use crate::model::{DynFlow, Epoch};
 use anyhow::{ensure, Result};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+/// Most optimiser steps of a default schedule on a large file (where 200
+/// epochs would take more): about what 200 epochs of 5 000 rows take.
+const MAX_STEPS: usize = 16_000;
+/// Fewest epochs of a default schedule, however large the file.
+const MIN_EPOCHS: usize = 20;
+
 /// Batch size, epochs, patience and the learning-rate schedule (linear
 /// warm-up, then cosine decay to 1 %) for `n` training rows.
 pub(super) struct Schedule {
@@ -25,12 +31,14 @@ pub(super) struct Schedule {
 impl Schedule {
     /// The schedule for `n` rows per epoch: ~4 000 optimiser steps and a
     /// patience of ~400, at least `min_epochs` epochs (200 on real rows;
-    /// fewer when teacher samples make every epoch long) and a patience of
-    /// at least a tenth of that.
+    /// fewer when teacher samples make every epoch long) but no more than
+    /// [`MAX_STEPS`] steps unless that leaves fewer than [`MIN_EPOCHS`]
+    /// (large files), and a patience of at least a tenth of `min_epochs`.
     pub(super) fn new(cfg: &TrainConfig, n: usize, min_epochs: usize) -> Self {
         let batch = cfg.batch.min(n);
         let batches_per_epoch = n / batch; // drop the short last batch
-        let epochs = cfg.epochs.unwrap_or((4000 / batches_per_epoch).clamp(min_epochs, 2000));
+        let floor = min_epochs.min((MAX_STEPS / batches_per_epoch).max(MIN_EPOCHS));
+        let epochs = cfg.epochs.unwrap_or((4000 / batches_per_epoch).clamp(floor, 2000));
         let patience = cfg
             .patience
             .unwrap_or((400 / batches_per_epoch).clamp(min_epochs / 10, 200));
@@ -361,4 +369,36 @@ pub(super) fn fit(
         epochs_run,
         skipped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Schedule, MAX_STEPS, MIN_EPOCHS};
+    use crate::train::TrainConfig;
+
+    #[test]
+    fn large_files_get_at_most_max_steps_small_ones_are_unchanged() {
+        let cfg = TrainConfig::default();
+        let at = |n: usize| {
+            let s = Schedule::new(&cfg, n, 200);
+            (s.batches_per_epoch, s.epochs, s.patience, s.total_steps)
+        };
+        // A small file: ~4 000 steps, more than 200 epochs.
+        assert_eq!(at(300), (4, 1000, 100, 4000));
+        // daphnet_gait's size: 200 epochs, as before the cap.
+        assert_eq!(at(5069), (79, 200, 20, 15_800));
+        // Large files: the cap, but never fewer than MIN_EPOCHS epochs.
+        let (bpe, epochs, patience, steps) = at(22_154);
+        assert_eq!((bpe, epochs, patience), (346, MAX_STEPS / 346, 20));
+        assert!(steps <= MAX_STEPS);
+        assert_eq!(at(1_000_000).1, MIN_EPOCHS);
+        // A student's long epochs (teacher samples) keep their own floor.
+        assert_eq!(Schedule::new(&cfg, 10_000, 20).epochs, 25);
+        // --epochs always wins.
+        let pinned = TrainConfig {
+            epochs: Some(300),
+            ..TrainConfig::default()
+        };
+        assert_eq!(Schedule::new(&pinned, 22_154, 200).epochs, 300);
+    }
 }
