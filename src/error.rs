@@ -19,6 +19,9 @@ pub enum Error {
     Overflow,
     /// A slice or parameter vector has the wrong length for the layer's shape.
     ShapeMismatch,
+    /// The model cannot do this here: e.g. a device gradient of a model
+    /// the device cannot differentiate ([`crate::gradient::NoGradient`]).
+    Unsupported,
 }
 
 impl fmt::Display for Error {
@@ -28,6 +31,7 @@ impl fmt::Display for Error {
             Error::OutOfDomain => "input outside the layer's domain",
             Error::Overflow => "result overflowed f32 (non-finite output or log-determinant)",
             Error::ShapeMismatch => "slice length does not match the layer's shape",
+            Error::Unsupported => "the model does not support this (e.g. no device gradient of a mixture)",
         })
     }
 }

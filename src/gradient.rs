@@ -228,3 +228,31 @@ impl<const D: usize, L: InputGradient<D>, const N: usize, const S: usize> AdaptT
         Ok(nll)
     }
 }
+
+/// The adaptation gradient of a model a device cannot differentiate (a
+/// mixture, a continuous flow, int8 or f16 weights): an export names it as
+/// its `AdaptGradient`, so that a board built for any model compiles, and
+/// [`NoGradient::new`] always fails with [`Error::Unsupported`], so that the
+/// board runs with adaptation off. No value of this type exists.
+pub struct NoGradient<M> {
+    never: core::convert::Infallible,
+    model: core::marker::PhantomData<fn(&M)>,
+}
+
+impl<M> NoGradient<M> {
+    /// Always [`Error::Unsupported`].
+    pub fn new(model: &M) -> Result<Self, Error> {
+        let _ = model;
+        Err(Error::Unsupported)
+    }
+}
+
+impl<M> AdaptTarget for NoGradient<M> {
+    fn nll(&mut self, _: &[f32]) -> Result<f32, Error> {
+        match self.never {}
+    }
+
+    fn nll_grad(&mut self, _: &[f32], _: &mut [f32]) -> Result<f32, Error> {
+        match self.never {}
+    }
+}

@@ -414,3 +414,30 @@ fn device_gradient_of_maf_and_affine_coupling_models_matches_finite_differences(
         &coupling::STD,
     );
 }
+
+/// Every export names an `AdaptGradient` a board builds with
+/// `AdaptGradient::new(&MODEL)`: the device gradient of a single f32 flow,
+/// and for a model a device cannot differentiate (the committee: a mixture
+/// of 12 flows; int8 and f16 weights) one whose `new` fails with
+/// `Unsupported`, so the board compiles and runs with adaptation off.
+#[test]
+fn every_export_names_an_adapt_gradient() {
+    use flowmote_fixtures::{committee, quant_f16, quant_i8};
+    let mut g = model::AdaptGradient::new(&model::MODEL).expect("the bundled flow adapts");
+    let x = model::GOLDEN_INPUTS[0];
+    let mut grad = [0.0f32; D];
+    let nll = g.nll_grad(&x, &mut grad).unwrap();
+    assert_eq!(nll, -model::GOLDEN_LOG_PROBS[0]);
+    assert!(matches!(
+        committee::AdaptGradient::new(&committee::MODEL),
+        Err(flowmote::Error::Unsupported)
+    ));
+    assert!(matches!(
+        quant_i8::AdaptGradient::new(&quant_i8::MODEL),
+        Err(flowmote::Error::Unsupported)
+    ));
+    assert!(matches!(
+        quant_f16::AdaptGradient::new(&quant_f16::MODEL),
+        Err(flowmote::Error::Unsupported)
+    ));
+}

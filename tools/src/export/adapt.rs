@@ -30,6 +30,28 @@ pub(super) fn adaptable(m: &ModelFile) -> Option<&DynFlow> {
     (standardised && backward && flow.storage() == Storage::F32).then_some(flow)
 }
 
+/// `AdaptGradient`, the type a board's adaptation builds with
+/// `AdaptGradient::new(&MODEL)`: the device gradient of an `adaptable`
+/// model, otherwise `flowmote::gradient::NoGradient`, whose `new` fails
+/// (adaptation off), so that a board compiles with any model.
+pub(super) fn gradient_item(s: &mut String, adaptable: bool, name: &str) {
+    if adaptable {
+        let _ = writeln!(
+            s,
+            "/// The device gradient on-device adaptation takes: `AdaptGradient::new(&{name})`.\n\
+             pub type AdaptGradient =\n    \
+             flowmote::gradient::Gradient<'static, DIM, Layers, ADAPT_LAYERS, ADAPT_SCRATCH>;"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "/// A device cannot differentiate this model (only a single f32 flow that\n\
+             /// standardises first): `AdaptGradient::new(&{name})` fails, adaptation stays off.\n\
+             pub type AdaptGradient = flowmote::gradient::NoGradient<Model>;"
+        );
+    }
+}
+
 /// Outcome codes of `GOLDEN_ADAPT_OUTCOMES`.
 fn code(t: &Tracked) -> u8 {
     match t {
@@ -63,7 +85,7 @@ pub(super) fn adapt_items(s: &mut String, m: &ModelFile, flow: &DynFlow, name: &
     drop(view);
     s.push_str(
         "/// Layers whose inputs the device's adaptation gradient keeps:\n\
-         /// `flowmote::gradient::Gradient<'_, DIM, Layers, ADAPT_LAYERS, ADAPT_SCRATCH>`.\n",
+         /// `flowmote::gradient::Gradient<'_, DIM, Layers, ADAPT_LAYERS, ADAPT_SCRATCH>` (`AdaptGradient`).\n",
     );
     let _ = writeln!(s, "pub const ADAPT_LAYERS: usize = {};", flow.layers.len());
     s.push_str("/// Scratch floats of that gradient's forward and backward passes.\n");

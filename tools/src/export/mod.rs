@@ -188,7 +188,7 @@ const WIDTH: usize = 100;
 /// to this size); longer flows are nested tuples of tuples.
 const MAX_TUPLE: usize = 16;
 /// Every other item name of the format, which `--name` must not take.
-const RESERVED: [&str; 30] = [
+const RESERVED: [&str; 31] = [
     "CHANNELS",
     "CHANNEL_NAMES",
     "WINDOW",
@@ -210,6 +210,7 @@ const RESERVED: [&str; 30] = [
     "N",
     "Layers",
     "Model",
+    "AdaptGradient",
     "ADAPT_LAYERS",
     "ADAPT_SCRATCH",
     "ADAPT_HELD",
@@ -607,6 +608,7 @@ fn render(m: &ModelFile, name: &str) -> Result<(String, usize, usize)> {
     if let Some(flow) = adapt::adaptable(m) {
         adapt::adapt_items(&mut s, m, flow, name)?;
     }
+    adapt::gradient_item(&mut s, adapt::adaptable(m).is_some(), name);
     Ok((s, gx.len(), gs.len()))
 }
 

@@ -44,8 +44,8 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::InputPin;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
 use flowmote_firmware::{
-    AdaptConfig, Adaptation, Alarm, Calibrator, Corrected, Correction, Detector, Event, Golden, Gradient, Inverted,
-    KOfN, Lis3dh, Monitor, Phase, Step, Store, Synthetic,
+    AdaptConfig, Adaptation, Alarm, Calibrator, Corrected, Correction, Detector, Event, Golden, Inverted, KOfN, Lis3dh,
+    Monitor, Phase, Step, Store, Synthetic,
 };
 use nrf52840_hal::gpio::{p0, Level};
 use nrf52840_hal::nvmc::Nvmc;
@@ -54,8 +54,8 @@ use nrf52840_hal::{pac, Delay, Rng};
 use panic_probe as _;
 
 use flowmote_fixtures::model::{
-    pipeline, Layers, ADAPT_LAYERS, ADAPT_SCRATCH, DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW,
-    GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS, HOP, MEAN, MODEL, STD, THRESHOLD,
+    pipeline, AdaptGradient, DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW, GOLDEN_RAW_FEATURES,
+    GOLDEN_RAW_LOG_PROBS, HOP, MEAN, MODEL, STD, THRESHOLD,
 };
 
 /// Milliseconds between readings (100 Hz). The model's `pipeline()` scores a
@@ -185,8 +185,10 @@ fn main() -> ! {
             Adaptation::commissioning(config, MEAN, STD, ADAPT_WINDOWS, true)
         }
     };
-    // The model's input gradient, sized by the export.
-    let mut gradient = Gradient::<'_, DIM, Layers, ADAPT_LAYERS, ADAPT_SCRATCH>::new(&MODEL)
+    // The model's input gradient, sized by the export (a model the device
+    // cannot differentiate, e.g. a mixture, exports one whose `new` fails:
+    // the image still builds, adaptation stays off).
+    let mut gradient = AdaptGradient::new(&MODEL)
         .map_err(|e| defmt::error!("adaptation off: {}", e))
         .ok();
     // A threshold saved before the correction was (re)commissioned belongs to

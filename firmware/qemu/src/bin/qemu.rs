@@ -67,12 +67,10 @@ mod stack;
 use flowmote_fixtures::{committee, extended, quant_f16, quant_i8};
 
 use flowmote::adapt::{AdaptConfig, Tracked};
-use flowmote::gradient::Gradient;
 use flowmote_fixtures::model::{
-    pipeline, Layers, ADAPT_HELD, ADAPT_LAYERS, ADAPT_SCRATCH, DIM, GOLDEN_ADAPT_COMMISSION, GOLDEN_ADAPT_LOG_SCALE,
-    GOLDEN_ADAPT_OUTCOMES, GOLDEN_ADAPT_SCORES, GOLDEN_ADAPT_SHIFT, GOLDEN_ADAPT_WINDOWS, GOLDEN_INPUTS,
-    GOLDEN_LOG_PROBS, GOLDEN_RAW, GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS, GOLDEN_SAMPLES, GOLDEN_SEED, HOP, MEAN,
-    MODEL, STD, THRESHOLD, WINDOW,
+    pipeline, AdaptGradient, ADAPT_HELD, DIM, GOLDEN_ADAPT_COMMISSION, GOLDEN_ADAPT_LOG_SCALE, GOLDEN_ADAPT_OUTCOMES,
+    GOLDEN_ADAPT_SCORES, GOLDEN_ADAPT_SHIFT, GOLDEN_ADAPT_WINDOWS, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW,
+    GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS, GOLDEN_SAMPLES, GOLDEN_SEED, HOP, MEAN, MODEL, STD, THRESHOLD, WINDOW,
 };
 
 /// Windows the monitor demo scores (after the first `WINDOW` readings).
@@ -359,7 +357,7 @@ fn commission<M: Density<DIM>>(det: &Detector<'_, DIM, M>) -> u32 {
 /// number of failed checks.
 fn adaptation() -> u32 {
     let mut failures = 0;
-    let Ok(mut gradient) = Gradient::<'_, DIM, Layers, ADAPT_LAYERS, ADAPT_SCRATCH>::new(&MODEL) else {
+    let Ok(mut gradient) = AdaptGradient::new(&MODEL) else {
         defmt::error!("adaptation: the export's ADAPT_LAYERS/ADAPT_SCRATCH are too small");
         return 1;
     };
