@@ -36,7 +36,7 @@
 #      the sensor's ±2 g, row for row (no gap, the 2 injected sensor errors
 #      reported), and a model with the bundled model's pipeline scores it
 #   7. the nRF52840-DK image builds with a mixture model the tool keeps (a
-#      committee), whose export's AdaptGradient leaves adaptation off
+#      committee), adapted through its export's AdaptGradient (MixtureGradient)
 #   8. `flowmote monitor --json` on the golden run's log counts the windows,
 #      anomalies and alarms the log shows
 # Ends with "firmware: N passed, 0 failed".
@@ -148,13 +148,14 @@ json_check "$tmp/eval.json" 'j["n"] == (1408 - 25) // 5 + 1 and j["unscorable"] 
     "flowmote eval did not score the recording's 277 windows"
 passed=$((passed + 1))
 
-step "nrf52840dk image with a mixture model (a 3-fold committee: the device cannot differentiate it)"
-# The export names an AdaptGradient whose `new` fails for such a model, so the
-# board builds with any model the tool keeps and runs with adaptation off.
+step "nrf52840dk image with a mixture model (a 3-fold committee, adapted through its MixtureGradient)"
+# The export names the AdaptGradient the board builds (a flow's Gradient, a
+# mixture's MixtureGradient, or NoGradient, whose `new` fails, for a model the
+# device cannot differentiate), so the board builds with any model the tool keeps.
 "$flowmote" train --data "$tmp/ankle.train.csv" --window 25 --hop 5 --features mean --flow maf --layers 1 \
     --hidden 8 --epochs 3 --noise 0 --folds 3 --target host --out "$tmp/mixture.json" -q
 "$flowmote" export --model "$tmp/mixture.json" --out "$tmp/mixture.rs" --no-threshold >/dev/null
-grep -q 'pub type AdaptGradient = flowmote::gradient::NoGradient<Model>;' "$tmp/mixture.rs"
+grep -q 'pub type AdaptGradient = flowmote::gradient::MixtureGradient<' "$tmp/mixture.rs"
 cp ../fixtures/src/model.rs "$tmp/bundled-model.rs"
 cp "$tmp/mixture.rs" ../fixtures/src/model.rs
 mixture_build() { (cd boards/nrf52840dk && cargo clippy --release -- -D warnings && cargo build --release); }

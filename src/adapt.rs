@@ -114,6 +114,54 @@ impl Views<'_, '_> {
     }
 }
 
+/// A mixture of flows on the host, each member as [`Views`]: the host's
+/// twin of the device's [`MixtureGradient`](crate::gradient::MixtureGradient),
+/// the same numbers bit for bit (the members' scores and gradients are, and
+/// both combine them with [`combine`](crate::mixture::combine) and
+/// [`mixture_input_gradient`](crate::mixture::mixture_input_gradient)).
+pub struct MixtureViews<'a, 'v, 'l> {
+    /// `ln wₖ` of every member.
+    pub log_weights: &'a [f32],
+    /// The members, in order.
+    pub members: &'a mut [Views<'v, 'l>],
+    /// Working memory: one float per member.
+    pub terms: &'a mut [f32],
+    /// Working memory: one float per feature.
+    pub member_g: &'a mut [f32],
+}
+
+impl MixtureViews<'_, '_, '_> {
+    /// `log p(x)`, the members' terms left in `terms`.
+    fn log_prob(&mut self, x: &[f32]) -> Result<f32, Error> {
+        check_finite(x)?;
+        if self.terms.len() != self.members.len() || self.log_weights.len() != self.members.len() {
+            return Err(Error::ShapeMismatch);
+        }
+        for (t, m) in self.terms.iter_mut().zip(self.members.iter_mut()) {
+            *t = crate::mixture::member_term(m.nll(x).map(|nll| -nll))?;
+        }
+        crate::mixture::combine(self.log_weights, self.terms)
+    }
+}
+
+impl AdaptTarget for MixtureViews<'_, '_, '_> {
+    fn nll(&mut self, x: &[f32]) -> Result<f32, Error> {
+        Ok(-self.log_prob(x)?)
+    }
+
+    fn nll_grad(&mut self, x: &[f32], g: &mut [f32]) -> Result<f32, Error> {
+        if g.len() != x.len() {
+            return Err(Error::ShapeMismatch);
+        }
+        let lp = self.log_prob(x)?;
+        let members = &mut *self.members;
+        crate::mixture::mixture_input_gradient(self.log_weights, self.terms, lp, g, self.member_g, |k, gk| {
+            members.get_mut(k).ok_or(Error::ShapeMismatch)?.nll_grad(x, gk)
+        })?;
+        Ok(-lp)
+    }
+}
+
 impl AdaptTarget for Views<'_, '_> {
     fn nll(&mut self, x: &[f32]) -> Result<f32, Error> {
         self.forward(x, false)

@@ -17,6 +17,7 @@
 use crate::adapt::AdaptTarget;
 use crate::bijector::Bijector;
 use crate::layer::{SliceBackward, SliceBijector};
+use crate::mixture::{combine, mixture_input_gradient, Components, Mixture};
 use crate::{normal, ActNorm, AffineCoupling, Error, Flow, LuLinear, Maf, Permutation, Reverse};
 use crate::{SplineAutoregressive, SplineCoupling};
 
@@ -206,12 +207,47 @@ impl<const D: usize, L: InputGradient<D>, const N: usize, const S: usize> AdaptT
     fn nll_grad(&mut self, x: &[f32], g: &mut [f32]) -> Result<f32, Error> {
         let x: &[f32; D] = x.try_into().map_err(|_| Error::ShapeMismatch)?;
         let g: &mut [f32; D] = g.try_into().map_err(|_| Error::ShapeMismatch)?;
+        self.model.nll_grad_with(x, g, &mut self.saved, &mut self.scratch)
+    }
+}
+
+/// A density whose `−log p(x)` and input gradient a device can take with
+/// memory the caller gives: a [`Flow`] of [`InputGradient`] layers. The
+/// members of a [`MixtureGradient`] are these.
+pub trait NllGrad<const D: usize> {
+    /// Saved layer inputs [`NllGrad::nll_grad_with`] needs.
+    const LAYERS: usize;
+    /// Scratch floats [`NllGrad::nll_grad_with`] needs.
+    fn gradient_scratch_len(&self) -> usize;
+    /// `−log p(x)`, with `∂(−log p)/∂x` written to `g`; `saved` holds at
+    /// least [`NllGrad::LAYERS`] rows, `scratch` at least
+    /// [`NllGrad::gradient_scratch_len`] floats (else `ShapeMismatch`).
+    fn nll_grad_with(
+        &self,
+        x: &[f32; D],
+        g: &mut [f32; D],
+        saved: &mut [[f32; D]],
+        scratch: &mut [f32],
+    ) -> Result<f32, Error>;
+}
+
+impl<const D: usize, L: InputGradient<D>> NllGrad<D> for Flow<D, L> {
+    const LAYERS: usize = L::LAYERS;
+
+    fn gradient_scratch_len(&self) -> usize {
+        self.layers.gradient_scratch_len()
+    }
+
+    fn nll_grad_with(
+        &self,
+        x: &[f32; D],
+        g: &mut [f32; D],
+        saved: &mut [[f32; D]],
+        scratch: &mut [f32],
+    ) -> Result<f32, Error> {
         crate::error::check_finite(x)?;
         let mut z = *x;
-        let ld = self
-            .model
-            .layers
-            .forward_saving(&mut z, &mut self.saved, &mut self.scratch)?;
+        let ld = self.layers.forward_saving(&mut z, saved, scratch)?;
         if !ld.is_finite() || crate::error::check_finite(&z).is_err() {
             return Err(Error::Overflow);
         }
@@ -221,11 +257,96 @@ impl<const D: usize, L: InputGradient<D>, const N: usize, const S: usize> AdaptT
         }
         // ∂(−log N(z))/∂z = z; ∂(−Σ log-det)/∂(log-det) = −1.
         *g = z;
-        self.model
-            .layers
-            .backward_input(&self.saved, g, -1.0, &mut self.scratch)?;
+        self.layers.backward_input(saved, g, -1.0, scratch)?;
         crate::error::check_finite(g).map_err(|_| Error::Overflow)?;
         Ok(nll)
+    }
+}
+
+/// The members of a [`Mixture`] a device can differentiate: tuples of
+/// [`NllGrad`] densities (implemented with [`Components`]).
+pub trait MemberGradients<const D: usize, const M: usize> {
+    /// The most saved layer inputs of any member.
+    const LAYERS: usize;
+    /// The most scratch floats of any member.
+    fn gradient_scratch_len(&self) -> usize;
+    /// Member `k`'s [`NllGrad::nll_grad_with`] (`ShapeMismatch` for `k ≥ M`).
+    fn member_nll_grad(
+        &self,
+        k: usize,
+        x: &[f32; D],
+        g: &mut [f32; D],
+        saved: &mut [[f32; D]],
+        scratch: &mut [f32],
+    ) -> Result<f32, Error>;
+}
+
+/// A mixture's `−log p(x)` and input gradient with its working memory
+/// inline, like [`Gradient`]: `N` saved layer inputs (at least the members'
+/// [`MemberGradients::LAYERS`]) and `S` floats of scratch (at least
+/// [`MemberGradients::gradient_scratch_len`]), shared by the members in
+/// turn; an export gives both as `ADAPT_LAYERS` and `ADAPT_SCRATCH`.
+/// `(N + 1)·D + S + M` floats of RAM.
+///
+/// `∂(−log p)/∂x = Σₖ rₖ ∂(−log pₖ)/∂x` with the members' posterior
+/// responsibilities `rₖ = wₖ pₖ(x) / p(x)`
+/// ([`mixture_input_gradient`], the
+/// code the host's twin runs too).
+pub struct MixtureGradient<'m, const D: usize, const M: usize, C, const N: usize, const S: usize> {
+    model: &'m Mixture<D, M, C>,
+    saved: [[f32; D]; N],
+    scratch: [f32; S],
+    member_g: [f32; D],
+}
+
+impl<'m, const D: usize, const M: usize, C, const N: usize, const S: usize> MixtureGradient<'m, D, M, C, N, S>
+where
+    C: Components<D, M> + MemberGradients<D, M>,
+{
+    /// The gradient of `model`; `ShapeMismatch` if `N` or `S` is too small.
+    pub fn new(model: &'m Mixture<D, M, C>) -> Result<Self, Error> {
+        if N < C::LAYERS || S < model.components.gradient_scratch_len() {
+            return Err(Error::ShapeMismatch);
+        }
+        Ok(MixtureGradient {
+            model,
+            saved: [[0.0; D]; N],
+            scratch: [0.0; S],
+            member_g: [0.0; D],
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &'m Mixture<D, M, C> {
+        self.model
+    }
+}
+
+impl<const D: usize, const M: usize, C, const N: usize, const S: usize> AdaptTarget
+    for MixtureGradient<'_, D, M, C, N, S>
+where
+    C: Components<D, M> + MemberGradients<D, M>,
+{
+    fn nll(&mut self, x: &[f32]) -> Result<f32, Error> {
+        let x: &[f32; D] = x.try_into().map_err(|_| Error::ShapeMismatch)?;
+        Ok(-self.model.log_prob(x)?)
+    }
+
+    fn nll_grad(&mut self, x: &[f32], g: &mut [f32]) -> Result<f32, Error> {
+        let x: &[f32; D] = x.try_into().map_err(|_| Error::ShapeMismatch)?;
+        if g.len() != D {
+            return Err(Error::ShapeMismatch);
+        }
+        crate::error::check_finite(x)?;
+        let mut terms = [0.0f32; M];
+        self.model.components.log_probs(x, &mut terms)?;
+        let lp = combine(&self.model.log_weights, &terms)?;
+        let (components, saved, scratch) = (&self.model.components, &mut self.saved, &mut self.scratch);
+        mixture_input_gradient(&self.model.log_weights, &terms, lp, g, &mut self.member_g, |k, gk| {
+            let gk: &mut [f32; D] = gk.try_into().map_err(|_| Error::ShapeMismatch)?;
+            components.member_nll_grad(k, x, gk, saved, scratch)
+        })?;
+        Ok(-lp)
     }
 }
 

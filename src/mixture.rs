@@ -28,6 +28,7 @@
 //! ```
 
 use crate::error::check_finite;
+use crate::gradient::{MemberGradients, NllGrad};
 use crate::{Bijector, Error, Flow};
 use rand_core::Rng;
 
@@ -93,6 +94,32 @@ macro_rules! tuple_components {
             fn sample_member<R: Rng + ?Sized>(&self, k: usize, rng: &mut R) -> Result<[f32; D], Error> {
                 $( if k == $idx { return self.$idx.sample(rng); } )+
                 self.$last.sample(rng)
+            }
+        }
+
+        impl<const D: usize, $($name: NllGrad<D>),+> MemberGradients<D, $m> for ($($name,)+) {
+            const LAYERS: usize = {
+                let mut n = 0;
+                $( if $name::LAYERS > n { n = $name::LAYERS; } )+
+                n
+            };
+
+            fn gradient_scratch_len(&self) -> usize {
+                let mut n = 0;
+                $( n = n.max(self.$idx.gradient_scratch_len()); )+
+                n
+            }
+
+            fn member_nll_grad(
+                &self,
+                k: usize,
+                x: &[f32; D],
+                g: &mut [f32; D],
+                saved: &mut [[f32; D]],
+                scratch: &mut [f32],
+            ) -> Result<f32, Error> {
+                $( if k == $idx { return self.$idx.nll_grad_with(x, g, saved, scratch); } )+
+                Err(Error::ShapeMismatch)
             }
         }
     )+};
@@ -179,6 +206,40 @@ pub fn combine(log_weights: &[f32], terms: &[f32]) -> Result<f32, Error> {
     } else {
         Err(Error::Overflow)
     }
+}
+
+/// The input gradient of a mixture's `−log p(x)`, written to `g`:
+/// `Σₖ rₖ ∂(−log pₖ)/∂x`, with the responsibilities
+/// `rₖ = exp(log_weights[k] + terms[k] − lp)`, `terms` the members'
+/// [`member_term`]s at `x` and `lp` their [`combine`]. `member(k, gk)`
+/// writes member `k`'s `∂(−log pₖ)/∂x` to `gk` (`g.len()` floats) and is
+/// called only for members with a finite term, in order; its error is
+/// returned as is. A non-finite result is [`Error::Overflow`]. The device's
+/// [`MixtureGradient`](crate::gradient::MixtureGradient) and the host's
+/// [`MixtureViews`](crate::adapt::MixtureViews) both go through here.
+pub fn mixture_input_gradient(
+    log_weights: &[f32],
+    terms: &[f32],
+    lp: f32,
+    g: &mut [f32],
+    gk: &mut [f32],
+    mut member: impl FnMut(usize, &mut [f32]) -> Result<f32, Error>,
+) -> Result<(), Error> {
+    if gk.len() != g.len() {
+        return Err(Error::ShapeMismatch);
+    }
+    g.fill(0.0);
+    for (k, (w, t)) in log_weights.iter().zip(terms).enumerate() {
+        if !t.is_finite() {
+            continue;
+        }
+        member(k, gk)?;
+        let r = crate::activation::exp(w + t - lp);
+        for (gi, gki) in g.iter_mut().zip(gk.iter()) {
+            *gi += r * gki;
+        }
+    }
+    check_finite(g).map_err(|_| Error::Overflow)
 }
 
 /// The member a uniform 32-bit word `u` selects: the first `k` whose

@@ -416,9 +416,9 @@ fn device_gradient_of_maf_and_affine_coupling_models_matches_finite_differences(
 }
 
 /// Every export names an `AdaptGradient` a board builds with
-/// `AdaptGradient::new(&MODEL)`: the device gradient of a single f32 flow,
-/// and for a model a device cannot differentiate (the committee: a mixture
-/// of 12 flows; int8 and f16 weights) one whose `new` fails with
+/// `AdaptGradient::new(&MODEL)`: the device gradient of a flow or of a
+/// mixture of flows (the committee: 12 flows), and for a model a device
+/// cannot differentiate (int8 and f16 weights) one whose `new` fails with
 /// `Unsupported`, so the board compiles and runs with adaptation off.
 #[test]
 fn every_export_names_an_adapt_gradient() {
@@ -428,10 +428,11 @@ fn every_export_names_an_adapt_gradient() {
     let mut grad = [0.0f32; D];
     let nll = g.nll_grad(&x, &mut grad).unwrap();
     assert_eq!(nll, -model::GOLDEN_LOG_PROBS[0]);
-    assert!(matches!(
-        committee::AdaptGradient::new(&committee::MODEL),
-        Err(flowmote::Error::Unsupported)
-    ));
+    let mut g = committee::AdaptGradient::new(&committee::MODEL).expect("the committee adapts");
+    let x = committee::GOLDEN_INPUTS[0];
+    let mut grad = [0.0f32; committee::DIM];
+    assert_eq!(g.nll_grad(&x, &mut grad).unwrap(), -committee::GOLDEN_LOG_PROBS[0]);
+    assert_eq!(g.nll(&x).unwrap(), -committee::GOLDEN_LOG_PROBS[0]);
     assert!(matches!(
         quant_i8::AdaptGradient::new(&quant_i8::MODEL),
         Err(flowmote::Error::Unsupported)
@@ -440,4 +441,47 @@ fn every_export_names_an_adapt_gradient() {
         quant_f16::AdaptGradient::new(&quant_f16::MODEL),
         Err(flowmote::Error::Unsupported)
     ));
+}
+
+/// A mixture's input gradient (the committee's `MixtureGradient`: the
+/// members' gradients weighted by their responsibilities) against central
+/// finite differences of its `−log p` in f64 steps, at the golden inputs
+/// and at points between the members' modes.
+#[test]
+fn mixture_gradient_matches_finite_differences() {
+    use flowmote_fixtures::committee;
+    const C: usize = committee::DIM;
+    let mut g = committee::AdaptGradient::new(&committee::MODEL).unwrap();
+    let mut points: Vec<[f32; C]> = committee::GOLDEN_INPUTS.to_vec();
+    for (a, b) in committee::GOLDEN_SAMPLES
+        .iter()
+        .zip(committee::GOLDEN_SAMPLES.iter().skip(1))
+    {
+        points.push([0.5 * (a[0] + b[0]), 0.5 * (a[1] + b[1])]);
+    }
+    let nll = |x: [f64; C]| -> f64 {
+        let x = [x[0] as f32, x[1] as f32];
+        -f64::from(committee::MODEL.log_prob(&x).unwrap())
+    };
+    let mut checked = 0;
+    for x in &points {
+        let mut grad = [0.0f32; C];
+        let v = g.nll_grad(x, &mut grad).unwrap();
+        assert_eq!(v, -committee::MODEL.log_prob(x).unwrap());
+        for i in 0..C {
+            let h = 1e-2 * f64::from(committee::STD[i]);
+            let (mut up, mut down) = ([f64::from(x[0]), f64::from(x[1])], [f64::from(x[0]), f64::from(x[1])]);
+            up[i] += h;
+            down[i] -= h;
+            let fd = (nll(up) - nll(down)) / (2.0 * h);
+            let tol = 2e-2 * fd.abs().max(1.0 / f64::from(committee::STD[i]));
+            assert!(
+                (f64::from(grad[i]) - fd).abs() <= tol,
+                "x {x:?} feature {i}: gradient {} vs finite difference {fd}",
+                grad[i]
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, C * points.len());
 }

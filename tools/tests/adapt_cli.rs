@@ -183,3 +183,45 @@ fn adapt_writes_nothing_on_error() {
     assert!(!o.status.success());
     assert!(!out.exists());
 }
+
+/// A mixture (a 3-fold committee) adapts like a flow: through its members'
+/// gradients, the correction folded into every member's standardisation.
+#[test]
+fn adapt_folds_a_committee_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train.csv");
+    fs::write(&train, csv_text(300, 1.0, [0.0, 0.0])).unwrap();
+    let drifted = dir.path().join("drifted.csv");
+    fs::write(&drifted, csv_text(300, 1.4, [0.3, -0.2])).unwrap();
+    let (model, out) = (dir.path().join("committee.json"), dir.path().join("adapted.json"));
+    let (m, t, d) = (
+        model.to_str().unwrap(),
+        train.to_str().unwrap(),
+        drifted.to_str().unwrap(),
+    );
+    let o = flowmote(&[
+        "train", "--data", t, "--out", m, "--flow", "maf", "--layers", "2", "--hidden", "8", "--epochs", "20",
+        "--noise", "0", "--folds", "3", "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = flowmote(&[
+        "adapt",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (before, after) = (j["nll_before"].as_f64().unwrap(), j["nll_after"].as_f64().unwrap());
+    assert!(after < before - 0.2, "NLL {before} → {after}");
+    let flows = |p: &Path| {
+        let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(p).unwrap()).unwrap();
+        v["model"]["flows"].as_array().map_or(0, |f| f.len())
+    };
+    assert_eq!(flows(&model), 3);
+    assert_eq!(flows(&out), 3);
+}

@@ -4,13 +4,13 @@
 
 use super::{load_scoring, score_rows};
 use crate::metrics;
-use crate::model::{DynFlow, Layer, ModelFile, Threshold, View};
+use crate::model::{DynFlow, DynMixture, Layer, ModelFile, Threshold, View};
 use crate::output;
 use crate::say;
 use anyhow::{bail, ensure, Result};
 use clap::Args;
-use flowmote::adapt::{AdaptConfig, AdaptMeta, AdaptView, Views};
-use flowmote::SliceBackward;
+use flowmote::adapt::{AdaptConfig, AdaptMeta, AdaptView, MixtureViews, Views};
+use flowmote::{AdaptTarget, SliceBackward};
 use std::path::PathBuf;
 
 /// Held-back windows of the host's adapter (as the firmware's).
@@ -90,7 +90,8 @@ const DEFAULT_UPDATES: usize = 2000;
 const MAX_DEFAULT_PASSES: usize = 20;
 
 /// Run the device's commissioning over `rows` (in order, `passes` times) on
-/// `model`'s only flow and fold the correction into its first layer (and
+/// `model` (a flow, or a mixture through its members as the device does)
+/// and fold the correction into every flow's first layer (and
 /// `mean`/`std`). Returns (shift, log-scale, updates, rows skipped per pass).
 pub fn adapt_model(
     model: &mut ModelFile,
@@ -98,22 +99,20 @@ pub fn adapt_model(
     config: &AdaptConfig,
     passes: usize,
 ) -> Result<(Vec<f32>, Vec<f32>, usize, usize)> {
+    let d = model.model.dim();
     ensure!(
-        model.model.flows.len() == 1,
-        "adapt needs a single flow; this model is a mixture of {} (adapt each member's data, or retrain)",
-        model.model.flows.len()
-    );
-    let flow = &model.model.flows[0];
-    let d = flow.dim;
-    ensure!(
-        matches!(flow.layers.first(), Some(Layer::ActNorm { frozen: true, .. })),
-        "adapt needs the model's first layer to be its frozen standardisation"
+        model
+            .model
+            .flows
+            .iter()
+            .all(|f| matches!(f.layers.first(), Some(Layer::ActNorm { frozen: true, .. }))),
+        "adapt needs every flow's first layer to be its frozen standardisation"
     );
     ensure!(
         model.mean.len() == d && model.std.len() == d,
         "model mean/std do not match its dimension"
     );
-    let (u, ls, used, skipped) = with_views(flow, |target| {
+    let (u, ls, used, skipped) = with_target(&model.model, |target| {
         let mut a = HostAdapter::new(config, &model.mean, &model.std);
         let (mut used, mut skipped) = (0, 0);
         for pass in 0..passes.max(1) {
@@ -128,19 +127,23 @@ pub fn adapt_model(
         let (u, ls) = a.params.split_at(d);
         (u.to_vec(), ls.to_vec(), used, skipped)
     })?;
-    // Fold: the first layer e^{s}·x' + b with x' = μ + (x − μ − σu)e^{−ℓ}
-    // becomes e^{s−ℓ}·x + b + e^{s}(μ − (μ + σu)e^{−ℓ}).
+    // Fold into every flow: the first layer e^{s}·x' + b with
+    // x' = μ + (x − μ − σu)e^{−ℓ} becomes e^{s−ℓ}·x + b + e^{s}(μ − (μ + σu)e^{−ℓ}).
     let (mean, std) = (model.mean.clone(), model.std.clone());
-    let flow = &mut model.model.flows[0];
-    if let Some(Layer::ActNorm { log_scale, shift, .. }) = flow.layers.first_mut() {
-        for i in 0..d {
-            let (s, b) = (log_scale[i] as f64, shift[i] as f64);
-            let (m, sd, u, l) = (mean[i] as f64, std[i] as f64, u[i] as f64, ls[i] as f64);
-            log_scale[i] = (s - l) as f32;
-            shift[i] = (b + s.exp() * (m - (m + sd * u) * (-l).exp())) as f32;
-            model.mean[i] = (m + sd * u) as f32;
-            model.std[i] = (sd * l.exp()) as f32;
+    for flow in &mut model.model.flows {
+        if let Some(Layer::ActNorm { log_scale, shift, .. }) = flow.layers.first_mut() {
+            for i in 0..d {
+                let (s, b) = (log_scale[i] as f64, shift[i] as f64);
+                let (m, u, l) = (mean[i] as f64, u[i] as f64, ls[i] as f64);
+                log_scale[i] = (s - l) as f32;
+                shift[i] = (b + s.exp() * (m - (m + std[i] as f64 * u) * (-l).exp())) as f32;
+            }
         }
+    }
+    for i in 0..d {
+        let (m, sd) = (mean[i] as f64, std[i] as f64);
+        model.mean[i] = (m + sd * u[i] as f64) as f32;
+        model.std[i] = (sd * (ls[i] as f64).exp()) as f32;
     }
     Ok((u, ls, used, skipped))
 }
@@ -163,6 +166,48 @@ pub fn with_views<R>(flow: &DynFlow, f: impl FnOnce(&mut Views) -> R) -> Result<
     let mut target = Views {
         layers: &layers,
         work: &mut work,
+    };
+    Ok(f(&mut target))
+}
+
+/// Run `f` on `model` as the host's differentiable target: a single
+/// flow's [`Views`] ([`with_views`]), or a mixture's [`MixtureViews`] over
+/// its members' (the device's `MixtureGradient`, bit for bit); an error as
+/// [`with_views`]'s if a layer has no backward pass.
+pub fn with_target<R>(model: &DynMixture, f: impl FnOnce(&mut dyn AdaptTarget) -> R) -> Result<R> {
+    if let [flow] = model.flows.as_slice() {
+        return with_views(flow, |v| f(v));
+    }
+    let views = model
+        .flows
+        .iter()
+        .map(|flow| flow.view())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("cannot build the model's views: {e}"))?;
+    let mut lists: Vec<Vec<&dyn SliceBackward>> = Vec::with_capacity(views.len());
+    for view in &views {
+        let mut layers: Vec<&dyn SliceBackward> = Vec::with_capacity(view.layers.len());
+        for l in &view.layers {
+            match l {
+                View::Likelihood(b) => layers.push(b.as_ref()),
+                _ => bail!("adapt needs every layer's backward pass: continuous flows and i8 weights have none"),
+            }
+        }
+        lists.push(layers);
+    }
+    let d = model.dim();
+    let mut works: Vec<Vec<f32>> = lists.iter().map(|l| vec![0.0; Views::work_len(l, d)]).collect();
+    let mut members: Vec<Views> = lists
+        .iter()
+        .zip(works.iter_mut())
+        .map(|(layers, work)| Views { layers, work })
+        .collect();
+    let (mut terms, mut member_g) = (vec![0.0; members.len()], vec![0.0; d]);
+    let mut target = MixtureViews {
+        log_weights: &model.log_weights,
+        members: &mut members,
+        terms: &mut terms,
+        member_g: &mut member_g,
     };
     Ok(f(&mut target))
 }

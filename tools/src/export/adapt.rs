@@ -4,7 +4,7 @@
 //! bit (`GOLDEN_ADAPT_*`).
 
 use super::*;
-use crate::cli::adapt::{with_views, HostAdapter, HELD};
+use crate::cli::adapt::{with_target, with_views, HostAdapter, HELD};
 use crate::model::{DynFlow, Storage};
 use flowmote::adapt::{AdaptConfig, Tracked};
 use rand_core::SeedableRng;
@@ -18,35 +18,62 @@ pub const GOLDEN_ADAPT_COMMISSION: usize = 12;
 /// Seed of the model samples the golden sequence drifts.
 const GOLDEN_ADAPT_SEED: u64 = 11;
 
-/// The model's only flow, if a device can adapt it: a single flow whose
-/// first layer is its frozen standardisation, every layer with a backward
-/// pass, f32 conditioners.
-pub(super) fn adaptable(m: &ModelFile) -> Option<&DynFlow> {
-    let [flow] = m.model.flows.as_slice() else {
-        return None;
+/// The model's flows, if a device can adapt it: a single flow or a mixture
+/// of flows, each of whose first layer is its frozen standardisation, every
+/// layer with a backward pass, f32 conditioners.
+pub(super) fn adaptable(m: &ModelFile) -> Option<&[DynFlow]> {
+    let flows = m.model.flows.as_slice();
+    let ok = |flow: &DynFlow| {
+        let standardised = matches!(flow.layers.first(), Some(Layer::ActNorm { frozen: true, .. }));
+        standardised && flow.storage() == Storage::F32 && with_views(flow, |_| ()).is_ok()
     };
-    let standardised = matches!(flow.layers.first(), Some(Layer::ActNorm { frozen: true, .. }));
-    let backward = with_views(flow, |_| ()).is_ok();
-    (standardised && backward && flow.storage() == Storage::F32).then_some(flow)
+    (!flows.is_empty() && flows.iter().all(ok)).then_some(flows)
 }
 
 /// `AdaptGradient`, the type a board's adaptation builds with
 /// `AdaptGradient::new(&MODEL)`: the device gradient of an `adaptable`
 /// model, otherwise `flowmote::gradient::NoGradient`, whose `new` fails
 /// (adaptation off), so that a board compiles with any model.
-pub(super) fn gradient_item(s: &mut String, adaptable: bool, name: &str) {
-    if adaptable {
+pub(super) fn gradient_item(s: &mut String, adaptable: Option<&[DynFlow]>, name: &str) {
+    if let Some(flows) = adaptable {
         let _ = writeln!(
             s,
-            "/// The device gradient on-device adaptation takes: `AdaptGradient::new(&{name})`.\n\
-             pub type AdaptGradient =\n    \
-             flowmote::gradient::Gradient<'static, DIM, Layers, ADAPT_LAYERS, ADAPT_SCRATCH>;"
+            "/// The device gradient on-device adaptation takes: `AdaptGradient::new(&{name})`."
         );
+        let ty = if flows.len() == 1 {
+            list(
+                "flowmote::gradient::Gradient<",
+                ">",
+                ["'static", "DIM", "Layers", "ADAPT_LAYERS", "ADAPT_SCRATCH"]
+                    .into_iter()
+                    .map(atom)
+                    .collect(),
+            )
+        } else {
+            let members = (0..flows.len()).map(|k| atom(format!("Member{k}"))).collect();
+            list(
+                "flowmote::gradient::MixtureGradient<",
+                ">",
+                vec![
+                    atom("'static"),
+                    atom("DIM"),
+                    atom(flows.len().to_string()),
+                    tuple(members),
+                    atom("ADAPT_LAYERS"),
+                    atom("ADAPT_SCRATCH"),
+                ],
+            )
+        };
+        let head = "pub type AdaptGradient = ";
+        s.push_str(head);
+        ty.write(s, 0, head.len(), 1);
+        s.push_str(";\n");
     } else {
         let _ = writeln!(
             s,
-            "/// A device cannot differentiate this model (only a single f32 flow that\n\
-             /// standardises first): `AdaptGradient::new(&{name})` fails, adaptation stays off.\n\
+            "/// A device cannot differentiate this model (only an f32 flow that\n\
+             /// standardises first, or a mixture of such flows): `AdaptGradient::new(&{name})`\n\
+             /// fails, adaptation stays off.\n\
              pub type AdaptGradient = flowmote::gradient::NoGradient<Model>;"
         );
     }
@@ -63,31 +90,30 @@ fn code(t: &Tracked) -> u8 {
 }
 
 /// `ADAPT_LAYERS`, `ADAPT_SCRATCH`, `ADAPT_HELD` and the golden sequence.
-pub(super) fn adapt_items(s: &mut String, m: &ModelFile, flow: &DynFlow, name: &str) -> Result<()> {
-    let d = flow.dim;
-    let view = flow
-        .view()
-        .map_err(|e| anyhow::anyhow!("cannot build the model's views: {e}"))?;
-    // Each layer's forward and backward scratch (the frozen
-    // standardisation's view asks room for its discarded gradient; the
-    // device's ActNorm needs none).
-    let scratch = flow
-        .layers
-        .iter()
-        .zip(&view.layers)
-        .map(|(l, v)| match (l, v) {
-            (Layer::ActNorm { .. }, _) => 0,
-            (_, crate::model::View::Likelihood(b)) => b.scratch_len().max(b.train_scratch_len()),
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(0);
-    drop(view);
+pub(super) fn adapt_items(s: &mut String, m: &ModelFile, flows: &[DynFlow], name: &str) -> Result<()> {
+    let d = m.model.dim();
+    let mut scratch = 0;
+    for flow in flows {
+        let view = flow
+            .view()
+            .map_err(|e| anyhow::anyhow!("cannot build the model's views: {e}"))?;
+        // Each layer's forward and backward scratch (the frozen
+        // standardisation's view asks room for its discarded gradient; the
+        // device's ActNorm needs none).
+        for (l, v) in flow.layers.iter().zip(&view.layers) {
+            scratch = scratch.max(match (l, v) {
+                (Layer::ActNorm { .. }, _) => 0,
+                (_, crate::model::View::Likelihood(b)) => b.scratch_len().max(b.train_scratch_len()),
+                _ => 0,
+            });
+        }
+    }
+    let layers = flows.iter().map(|f| f.layers.len()).max().unwrap_or(0);
     s.push_str(
-        "/// Layers whose inputs the device's adaptation gradient keeps:\n\
-         /// `flowmote::gradient::Gradient<'_, DIM, Layers, ADAPT_LAYERS, ADAPT_SCRATCH>` (`AdaptGradient`).\n",
+        "/// Layers whose inputs the device's adaptation gradient (`AdaptGradient`) keeps\n\
+         /// (of the largest member, for a mixture).\n",
     );
-    let _ = writeln!(s, "pub const ADAPT_LAYERS: usize = {};", flow.layers.len());
+    let _ = writeln!(s, "pub const ADAPT_LAYERS: usize = {layers};");
     s.push_str("/// Scratch floats of that gradient's forward and backward passes.\n");
     let _ = writeln!(s, "pub const ADAPT_SCRATCH: usize = {scratch};");
     s.push_str("/// Held-back windows of the golden adaptation sequence's `flowmote::Adapter`.\n");
@@ -96,13 +122,19 @@ pub(super) fn adapt_items(s: &mut String, m: &ModelFile, flow: &DynFlow, name: &
     // The sequence: model samples under a gain/offset drift, commissioned,
     // then tracked at the threshold, with `AdaptConfig::DEFAULT`.
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(GOLDEN_ADAPT_SEED);
-    let mut ws = flow.view()?.workspace();
+    // A single flow's own sampler (one draw fewer than the mixture's).
+    let sample = |rng: &mut Xoshiro128PlusPlus| -> Result<Vec<f32>> {
+        Ok(match flows {
+            [flow] => flow.sample_with_log_prob(rng, &mut flow.view()?.workspace())?.0,
+            _ => m.model.sample_with_log_prob(rng, &mut m.model.workspace())?.0,
+        })
+    };
     let mut windows = Vec::new();
     for _ in 0..4 * GOLDEN_ADAPT_WINDOWS {
         if windows.len() == GOLDEN_ADAPT_WINDOWS {
             break;
         }
-        if let Ok((x, _)) = flow.sample_with_log_prob(&mut rng, &mut ws) {
+        if let Ok(x) = sample(&mut rng) {
             let k = windows.len();
             // Every fifth tracked window is an anomaly: 8 standard deviations off.
             let jump = if k >= GOLDEN_ADAPT_COMMISSION && k % 5 == 4 {
@@ -118,7 +150,7 @@ pub(super) fn adapt_items(s: &mut String, m: &ModelFile, flow: &DynFlow, name: &
     }
     let threshold = m.threshold.as_ref().map_or(f32::INFINITY, |t| t.score);
     let config = AdaptConfig::DEFAULT;
-    let (scores, outcomes, params) = with_views(flow, |v| {
+    let (scores, outcomes, params) = with_target(&m.model, |v| {
         let mut a = HostAdapter::new(&config, &m.mean, &m.std);
         let (mut scores, mut outcomes) = (Vec::new(), Vec::new());
         for (k, x) in windows.iter().enumerate() {

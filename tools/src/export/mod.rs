@@ -605,10 +605,11 @@ fn render(m: &ModelFile, name: &str) -> Result<(String, usize, usize)> {
     if m.features_pipeline.is_some() {
         golden_raw_items(&mut s, &golden_raw(m), name);
     }
-    if let Some(flow) = adapt::adaptable(m) {
-        adapt::adapt_items(&mut s, m, flow, name)?;
+    let adaptable = adapt::adaptable(m);
+    if let Some(flows) = adaptable {
+        adapt::adapt_items(&mut s, m, flows, name)?;
     }
-    adapt::gradient_item(&mut s, adapt::adaptable(m).is_some(), name);
+    adapt::gradient_item(&mut s, adaptable, name);
     Ok((s, gx.len(), gs.len()))
 }
 

@@ -66,7 +66,7 @@ mod stack;
 // export parity test generates both.
 use flowmote_fixtures::{committee, extended, quant_f16, quant_i8};
 
-use flowmote::adapt::{AdaptConfig, Tracked};
+use flowmote::adapt::{AdaptConfig, AdaptTarget, Tracked};
 use flowmote_fixtures::model::{
     pipeline, AdaptGradient, ADAPT_HELD, DIM, GOLDEN_ADAPT_COMMISSION, GOLDEN_ADAPT_LOG_SCALE, GOLDEN_ADAPT_OUTCOMES,
     GOLDEN_ADAPT_SCORES, GOLDEN_ADAPT_SHIFT, GOLDEN_ADAPT_WINDOWS, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW,
@@ -353,8 +353,9 @@ fn commission<M: Density<DIM>>(det: &Detector<'_, DIM, M>) -> u32 {
 /// board's code: commissioning, then tracking at `THRESHOLD`) with the
 /// model's own gradient: every window's score and outcome, and the final
 /// correction, bit for bit the host's; the corrected detector scores as the
-/// adapter; the correction saved and reloaded through `Store`. Returns the
-/// number of failed checks.
+/// adapter; the correction saved and reloaded through `Store`. The same
+/// sequence for the committee fixture (a mixture of 12 flows, through its
+/// `MixtureGradient`). Returns the number of failed checks.
 fn adaptation() -> u32 {
     let mut failures = 0;
     let Ok(mut gradient) = AdaptGradient::new(&MODEL) else {
@@ -362,35 +363,15 @@ fn adaptation() -> u32 {
         return 1;
     };
     let scorer = Corrected::new(&MODEL, MEAN, STD);
-    let mut a: Adaptation<DIM, ADAPT_HELD> =
-        Adaptation::commissioning(AdaptConfig::DEFAULT, MEAN, STD, GOLDEN_ADAPT_COMMISSION as u32, true);
+    let golden = AdaptSequence {
+        threshold: THRESHOLD,
+        commission: GOLDEN_ADAPT_COMMISSION,
+        windows: &GOLDEN_ADAPT_WINDOWS,
+        scores: &GOLDEN_ADAPT_SCORES,
+        outcomes: &GOLDEN_ADAPT_OUTCOMES,
+    };
+    let a: Adaptation<DIM, ADAPT_HELD> = golden.run(&mut gradient, &scorer, MEAN, STD, &mut failures);
     let same = |a: f32, b: f32| a.to_bits() == b.to_bits();
-    for (i, ((x, &score), &outcome)) in GOLDEN_ADAPT_WINDOWS
-        .iter()
-        .zip(&GOLDEN_ADAPT_SCORES)
-        .zip(&GOLDEN_ADAPT_OUTCOMES)
-        .enumerate()
-    {
-        let (got, code) = match a.observe(&mut gradient, &scorer, x, THRESHOLD) {
-            Step::Commissioned(s) | Step::CommissioningDone(s) => (s, 0),
-            Step::Tracked(Tracked::NotNormal(s)) => (s, 1),
-            Step::Tracked(Tracked::Held(s)) => (s, 2),
-            Step::Tracked(Tracked::Updated(s)) => (s, 3),
-            Step::Tracked(Tracked::RolledBack(s)) => (s, 4),
-            Step::Skipped(_) | Step::Idle => (0.0, 5),
-        };
-        if !same(got, score) || code != outcome {
-            failures += 1;
-            defmt::error!(
-                "adaptation window {=usize}: score {=f32} outcome {=u8}, host {=f32} outcome {=u8}",
-                i,
-                got,
-                code,
-                score,
-                outcome
-            );
-        }
-    }
     let (u, l) = a.adapter().correction();
     let exact = u.iter().zip(&GOLDEN_ADAPT_SHIFT).all(|(a, b)| same(*a, *b))
         && l.iter().zip(&GOLDEN_ADAPT_LOG_SCALE).all(|(a, b)| same(*a, *b));
@@ -425,7 +406,87 @@ fn adaptation() -> u32 {
             persisted
         );
     }
+    // The committee: a mixture adapts through its members' gradients.
+    let Ok(mut gradient) = committee::AdaptGradient::new(&committee::MODEL) else {
+        defmt::error!("committee adaptation: the export's ADAPT_LAYERS/ADAPT_SCRATCH are too small");
+        return failures + 1;
+    };
+    let scorer = Corrected::new(&committee::MODEL, committee::MEAN, committee::STD);
+    let golden = AdaptSequence {
+        threshold: committee::THRESHOLD,
+        commission: committee::GOLDEN_ADAPT_COMMISSION,
+        windows: &committee::GOLDEN_ADAPT_WINDOWS,
+        scores: &committee::GOLDEN_ADAPT_SCORES,
+        outcomes: &committee::GOLDEN_ADAPT_OUTCOMES,
+    };
+    let before = failures;
+    let a: Adaptation<{ committee::DIM }, { committee::ADAPT_HELD }> =
+        golden.run(&mut gradient, &scorer, committee::MEAN, committee::STD, &mut failures);
+    let (u, l) = a.adapter().correction();
+    let exact = u.iter().zip(&committee::GOLDEN_ADAPT_SHIFT).all(|(a, b)| same(*a, *b))
+        && l.iter()
+            .zip(&committee::GOLDEN_ADAPT_LOG_SCALE)
+            .all(|(a, b)| same(*a, *b));
+    if exact && failures == before {
+        defmt::info!(
+            "committee adaptation (a mixture of 12 flows): {=usize} golden windows give the host's scores, outcomes and correction bit for bit; {}",
+            committee::GOLDEN_ADAPT_WINDOWS.len(),
+            a.stats()
+        );
+    } else {
+        failures += 1;
+        defmt::error!("committee adaptation: correction equal {=bool}", exact);
+    }
     failures
+}
+
+/// An export's golden adaptation sequence (`GOLDEN_ADAPT_*`, `THRESHOLD`).
+struct AdaptSequence<'g, const D: usize> {
+    threshold: f32,
+    commission: usize,
+    windows: &'g [[f32; D]],
+    scores: &'g [f32],
+    outcomes: &'g [u8],
+}
+
+impl<const D: usize> AdaptSequence<'_, D> {
+    /// Run the sequence through `Adaptation` (commissioning, then tracking
+    /// at the threshold) with `gradient`; every window's score and outcome
+    /// that is not the host's bit for bit adds a failure. Returns the
+    /// adaptation after the sequence.
+    fn run<const H: usize, T: AdaptTarget, M: Density<D>>(
+        &self,
+        gradient: &mut T,
+        scorer: &Corrected<'_, D, M>,
+        mean: [f32; D],
+        std: [f32; D],
+        failures: &mut u32,
+    ) -> Adaptation<D, H> {
+        let mut a: Adaptation<D, H> =
+            Adaptation::commissioning(AdaptConfig::DEFAULT, mean, std, self.commission as u32, true);
+        for (i, ((x, &score), &outcome)) in self.windows.iter().zip(self.scores).zip(self.outcomes).enumerate() {
+            let (got, code) = match a.observe(gradient, scorer, x, self.threshold) {
+                Step::Commissioned(s) | Step::CommissioningDone(s) => (s, 0),
+                Step::Tracked(Tracked::NotNormal(s)) => (s, 1),
+                Step::Tracked(Tracked::Held(s)) => (s, 2),
+                Step::Tracked(Tracked::Updated(s)) => (s, 3),
+                Step::Tracked(Tracked::RolledBack(s)) => (s, 4),
+                Step::Skipped(_) | Step::Idle => (0.0, 5),
+            };
+            if got.to_bits() != score.to_bits() || code != outcome {
+                *failures += 1;
+                defmt::error!(
+                    "adaptation window {=usize}: score {=f32} outcome {=u8}, host {=f32} outcome {=u8}",
+                    i,
+                    got,
+                    code,
+                    score,
+                    outcome
+                );
+            }
+        }
+        a
+    }
 }
 
 fn rel_err(got: f32, expected: f32) -> f32 {
