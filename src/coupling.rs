@@ -159,12 +159,14 @@ pub fn affine_backward(
     g_shift: &mut [f32],
     g_raw: &mut [f32],
 ) {
-    for j in 0..x.len() {
-        let (s, ds) = soft_clamp(raw[j], c);
+    // Zipped, not indexed: inconsistent lengths stop early instead of
+    // panicking (the device's adaptation proof covers this path).
+    for ((((&xj, &rj), gj), gs), gr) in x.iter().zip(raw).zip(g.iter_mut()).zip(g_shift).zip(g_raw) {
+        let (s, ds) = soft_clamp(rj, c);
         let e = crate::activation::exp(s);
-        g_shift[j] = g[j];
-        g_raw[j] = (g[j] * x[j] * e + g_ld) * ds;
-        g[j] *= e;
+        *gs = *gj;
+        *gr = (*gj * xj * e + g_ld) * ds;
+        *gj *= e;
     }
 }
 
@@ -196,9 +198,9 @@ impl<W: Weight> AffineCouplingRef<'_, W> {
     /// Forward in place; `h0`, `h1` hold `hidden` floats, `out` `2b`.
     #[inline(always)]
     pub fn forward(&self, x: &mut [f32], h0: &mut [f32], h1: &mut [f32], out: &mut [f32]) -> f32 {
-        let (xa, xb) = x.split_at_mut(self.a);
+        let (xa, xb) = x.split_at_mut(self.a.min(x.len()));
         self.net.forward(xa, 0.0, h0, h1, out);
-        let (shift, raw) = out.split_at(self.b);
+        let (shift, raw) = out.split_at(self.b.min(out.len()));
         affine_forward(xb, shift, raw, self.clamp)
     }
 
@@ -236,15 +238,31 @@ impl AffineCouplingRef<'_> {
     /// `∂L/∂x`, what `SliceBackward::backward_input` runs).
     fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: Option<&mut MlpGrad<'_>>, scratch: &mut [f32]) {
         let sh = self.net.shape;
-        let (acts, rest) = scratch.split_at_mut(sh.n_activations());
-        let (out, rest) = rest.split_at_mut(2 * self.b);
-        let (g_out, rest) = rest.split_at_mut(2 * self.b);
-        let (t0, t1) = rest.split_at_mut(sh.hidden);
-        let (xa, xb) = x.split_at(self.a);
+        // Checked splits (the callers size `scratch` by `train_scratch_len`):
+        // nothing here can panic, which the device's adaptation proof needs.
+        let Some((acts, rest)) = scratch.split_at_mut_checked(sh.n_activations()) else {
+            return;
+        };
+        let Some((out, rest)) = rest.split_at_mut_checked(2 * self.b) else {
+            return;
+        };
+        let Some((g_out, rest)) = rest.split_at_mut_checked(2 * self.b) else {
+            return;
+        };
+        let (Some((t0, t1)), Some((xa, xb)), Some((ga, gb))) = (
+            rest.split_at_mut_checked(sh.hidden),
+            x.split_at_checked(self.a),
+            g.split_at_mut_checked(self.a),
+        ) else {
+            return;
+        };
         self.net.forward_cached(xa, 0.0, acts, out);
-        let (g_shift, g_raw) = g_out.split_at_mut(self.b);
-        let (ga, gb) = g.split_at_mut(self.a);
-        affine_backward(xb, &out[self.b..], self.clamp, gb, g_ld, g_shift, g_raw);
+        let (Some((_, raw)), Some((g_shift, g_raw))) =
+            (out.split_at_checked(self.b), g_out.split_at_mut_checked(self.b))
+        else {
+            return;
+        };
+        affine_backward(xb, raw, self.clamp, gb, g_ld, g_shift, g_raw);
         self.net.vjp(xa, 0.0, acts, g_out, Some(ga), t0, t1, grad);
     }
 }

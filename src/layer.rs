@@ -336,10 +336,13 @@ pub(crate) fn net_scratch(
     (h0, h1, out, s)
 }
 
-/// Split the first `n` floats off `s` (the views' scratch layouts).
+/// Split the first `n` floats off `s` (the views' scratch layouts); fewer
+/// if `s` is shorter (callers size it, so never in use), so that nothing
+/// here can panic.
 #[inline(always)]
 pub(crate) fn take<'s>(s: &mut &'s mut [f32], n: usize) -> &'s mut [f32] {
-    let (head, tail) = core::mem::take(s).split_at_mut(n);
+    let all = core::mem::take(s);
+    let (head, tail) = all.split_at_mut(n.min(all.len()));
     *s = tail;
     head
 }

@@ -117,7 +117,7 @@ impl<W: Weight> MafRef<'_, W> {
     pub fn forward(&self, x: &mut [f32], h0: &mut [f32], h1: &mut [f32], out: &mut [f32]) -> f32 {
         let d = self.dim();
         self.net.forward(x, 0.0, h0, h1, out);
-        let (shift, raw) = out.split_at(d);
+        let (shift, raw) = out.split_at(d.min(out.len()));
         affine_forward(x, shift, raw, self.clamp)
     }
 
@@ -155,13 +155,25 @@ impl MafRef<'_> {
     fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: Option<&mut MlpGrad<'_>>, scratch: &mut [f32]) {
         let d = self.dim();
         let sh = self.net.shape;
-        let (acts, rest) = scratch.split_at_mut(sh.n_activations());
-        let (out, rest) = rest.split_at_mut(2 * d);
-        let (g_out, rest) = rest.split_at_mut(2 * d);
-        let (t0, t1) = rest.split_at_mut(sh.hidden);
+        // Checked splits (the callers size `scratch` by `train_scratch_len`):
+        // nothing here can panic, which the device's adaptation proof needs.
+        let Some((acts, rest)) = scratch.split_at_mut_checked(sh.n_activations()) else {
+            return;
+        };
+        let Some((out, rest)) = rest.split_at_mut_checked(2 * d) else {
+            return;
+        };
+        let Some((g_out, rest)) = rest.split_at_mut_checked(2 * d) else {
+            return;
+        };
+        let Some((t0, t1)) = rest.split_at_mut_checked(sh.hidden) else {
+            return;
+        };
         self.net.forward_cached(x, 0.0, acts, out);
-        let (g_shift, g_raw) = g_out.split_at_mut(d);
-        affine_backward(x, &out[d..], self.clamp, g, g_ld, g_shift, g_raw);
+        let (Some((_, raw)), Some((g_shift, g_raw))) = (out.split_at_checked(d), g_out.split_at_mut_checked(d)) else {
+            return;
+        };
+        affine_backward(x, raw, self.clamp, g, g_ld, g_shift, g_raw);
         self.net.vjp(x, 0.0, acts, g_out, Some(g), t0, t1, grad);
     }
 }

@@ -20,7 +20,10 @@
 //! (compressed weights); and `nopanic-adapt` ([`prove_adapt`]: on-device
 //! adaptation of the bundled model — its input gradient through the
 //! layers' backward passes, the adapter commissioning and tracking, scoring
-//! through the correction, the correction's flash store). Built by
+//! through the correction, the correction's flash store) and
+//! `nopanic-adapt-mixture` (the same with the committee fixture, a mixture
+//! of 12 MAF flows, through its `MixtureGradient`) and
+//! `nopanic-adapt-coupling` (affine couplings). Built by
 //! `scripts/firmware-ci.sh` for each instruction set the boards use (the code
 //! generated for soft-float Cortex-M0+ differs from Cortex-M4F's):
 //! `cargo build --release` (thumbv7em-none-eabihf: nRF52840, STM32F411),
@@ -34,12 +37,11 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 #[cfg(target_arch = "arm")]
 use cortex_m as _;
-use flowmote::gradient::InputGradient;
-use flowmote::{Density, Flow};
+use flowmote::{AdaptTarget, Density};
 use flowmote_firmware::sim::{RamFlash, RecordingPin};
 use flowmote_firmware::{
-    AdaptConfig, Adaptation, Alarm, Calibrator, Corrected, Correction, Detector, FeatureMap, Gradient, KOfN, Reading,
-    Step, Store, Synthetic,
+    AdaptConfig, Adaptation, Alarm, Calibrator, Corrected, Correction, Detector, FeatureMap, KOfN, Reading, Step,
+    Store, Synthetic,
 };
 
 /// Largest model dimension [`prove`] takes (the size of its input buffers).
@@ -104,25 +106,23 @@ pub fn prove_with<const D: usize, M: Density<D>, F: FeatureMap<D>>(model: &M, th
 }
 
 /// On-device adaptation forever, on volatile windows: the model's
-/// [`Gradient`] (`N` saved layer inputs, `S` floats of scratch: the
-/// export's `ADAPT_LAYERS`/`ADAPT_SCRATCH`), an [`Adaptation`]
+/// `gradient` (the export's `AdaptGradient::new(&MODEL)`: a flow's
+/// `Gradient`, a mixture's `MixtureGradient`), an [`Adaptation`]
 /// commissioning then tracking, the detector scoring through the
 /// [`Corrected`] model, and the correction saved and loaded with a
 /// [`Store`] of [`Correction`] records.
-pub fn prove_adapt<const D: usize, L, const N: usize, const S: usize>(
-    model: &Flow<D, L>,
+pub fn prove_adapt<const D: usize, M: Density<D>, T: AdaptTarget>(
+    model: &M,
+    gradient: Result<T, flowmote::Error>,
     mean: [f32; D],
     std: [f32; D],
     threshold: f32,
-) -> !
-where
-    L: InputGradient<D>,
-{
+) -> ! {
     const { assert!(D <= MAX_DIM) };
     let scorer = Corrected::new(model, mean, std);
     let detector = Detector::new(&scorer, threshold);
     let mut alarm = Alarm::new(detector, const { KOfN::<5>::new(3) }, RecordingPin::default());
-    let mut gradient = Gradient::<'_, D, L, N, S>::new(model).ok();
+    let mut gradient = gradient.ok();
     let mut adaptation: Adaptation<D, 8> = Adaptation::commissioning(AdaptConfig::DEFAULT, mean, std, 100, true);
     // SAFETY: single-threaded, no interrupts use these statics; D ≤ MAX_DIM.
     let base = unsafe { read_volatile(addr_of!(STORE_BASE)) };

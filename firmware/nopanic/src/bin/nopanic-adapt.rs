@@ -4,10 +4,10 @@
 #![no_std]
 #![no_main]
 
-use flowmote_fixtures::model::{Layers, ADAPT_LAYERS, ADAPT_SCRATCH, MEAN, MODEL, STD, THRESHOLD};
+use flowmote_fixtures::model::{AdaptGradient, MEAN, MODEL, STD, THRESHOLD};
 
 #[cfg_attr(target_arch = "arm", cortex_m_rt::entry)]
 #[cfg_attr(target_arch = "riscv32", riscv_rt::entry)]
 fn main() -> ! {
-    flowmote_nopanic::prove_adapt::<_, Layers, ADAPT_LAYERS, ADAPT_SCRATCH>(&MODEL, MEAN, STD, THRESHOLD)
+    flowmote_nopanic::prove_adapt(&MODEL, AdaptGradient::new(&MODEL), MEAN, STD, THRESHOLD)
 }
