@@ -5,7 +5,7 @@
 //! so `|s| < c` and `exp` cannot overflow. Log-det `Σ s`.
 
 use crate::block::{Conditioned, Elementwise, Lanes, BLOCK};
-use crate::layer::{mlp_backward, net_scratch, SliceBijector};
+use crate::layer::{mlp_backward, net_scratch, vjp_scratch, SliceBijector};
 use crate::mlp::{MlpGrad, MlpRef};
 use crate::weights::{MlpStore, Weight};
 use crate::{Bijector, Error};
@@ -238,19 +238,8 @@ impl AffineCouplingRef<'_> {
     /// `∂L/∂x`, what `SliceBackward::backward_input` runs).
     fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: Option<&mut MlpGrad<'_>>, scratch: &mut [f32]) {
         let sh = self.net.shape;
-        // Checked splits (the callers size `scratch` by `train_scratch_len`):
-        // nothing here can panic, which the device's adaptation proof needs.
-        let Some((acts, rest)) = scratch.split_at_mut_checked(sh.n_activations()) else {
-            return;
-        };
-        let Some((out, rest)) = rest.split_at_mut_checked(2 * self.b) else {
-            return;
-        };
-        let Some((g_out, rest)) = rest.split_at_mut_checked(2 * self.b) else {
-            return;
-        };
-        let (Some((t0, t1)), Some((xa, xb)), Some((ga, gb))) = (
-            rest.split_at_mut_checked(sh.hidden),
+        let (Some((acts, out, g_out, t0, t1)), Some((xa, xb)), Some((ga, gb))) = (
+            vjp_scratch(scratch, sh.n_activations(), 2 * self.b, sh.hidden),
             x.split_at_checked(self.a),
             g.split_at_mut_checked(self.a),
         ) else {

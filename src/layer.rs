@@ -336,6 +336,26 @@ pub(crate) fn net_scratch(
     (h0, h1, out, s)
 }
 
+/// The scratch of a conditioned layer's backward pass (`vjp`), split:
+/// the conditioner's activations (`n_acts`), its output and the output's
+/// gradient (`n_out` each), then two rows of `hidden` and the rest. `None`
+/// if `scratch` is short (callers size it by `train_scratch_len`), so that
+/// nothing here can panic.
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+pub(crate) fn vjp_scratch(
+    scratch: &mut [f32],
+    n_acts: usize,
+    n_out: usize,
+    hidden: usize,
+) -> Option<(&mut [f32], &mut [f32], &mut [f32], &mut [f32], &mut [f32])> {
+    let (acts, rest) = scratch.split_at_mut_checked(n_acts)?;
+    let (out, rest) = rest.split_at_mut_checked(n_out)?;
+    let (g_out, rest) = rest.split_at_mut_checked(n_out)?;
+    let (t0, t1) = rest.split_at_mut_checked(hidden)?;
+    Some((acts, out, g_out, t0, t1))
+}
+
 /// Split the first `n` floats off `s` (the views' scratch layouts); fewer
 /// if `s` is shorter (callers size it, so never in use), so that nothing
 /// here can panic.

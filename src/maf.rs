@@ -8,7 +8,7 @@
 use crate::block::Conditioned;
 use crate::block::Lanes;
 use crate::coupling::{affine_backward, affine_forward, affine_inverse_one, Affine};
-use crate::layer::{mlp_backward, net_scratch, SliceBijector};
+use crate::layer::{mlp_backward, net_scratch, vjp_scratch, SliceBijector};
 use crate::mlp::{MlpGrad, MlpRef, MlpShape};
 use crate::weights::{MlpStore, Weight};
 use crate::{Bijector, Error};
@@ -155,18 +155,7 @@ impl MafRef<'_> {
     fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: Option<&mut MlpGrad<'_>>, scratch: &mut [f32]) {
         let d = self.dim();
         let sh = self.net.shape;
-        // Checked splits (the callers size `scratch` by `train_scratch_len`):
-        // nothing here can panic, which the device's adaptation proof needs.
-        let Some((acts, rest)) = scratch.split_at_mut_checked(sh.n_activations()) else {
-            return;
-        };
-        let Some((out, rest)) = rest.split_at_mut_checked(2 * d) else {
-            return;
-        };
-        let Some((g_out, rest)) = rest.split_at_mut_checked(2 * d) else {
-            return;
-        };
-        let Some((t0, t1)) = rest.split_at_mut_checked(sh.hidden) else {
+        let Some((acts, out, g_out, t0, t1)) = vjp_scratch(scratch, sh.n_activations(), 2 * d, sh.hidden) else {
             return;
         };
         self.net.forward_cached(x, 0.0, acts, out);

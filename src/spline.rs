@@ -81,7 +81,7 @@
 //! scalar functions therefore read parameter `p` at `raw[p·stride]`.
 
 use crate::block::{Conditioned, Elementwise, Lanes, BLOCK};
-use crate::layer::{mlp_backward, net_scratch, SliceBijector};
+use crate::layer::{mlp_backward, net_scratch, vjp_scratch, SliceBijector};
 pub use crate::maf::{is_made_masked, made_mask_heads};
 use crate::mlp::{MlpGrad, MlpRef};
 use crate::sigmoid::softplus;
@@ -647,17 +647,8 @@ impl SplineCouplingRef<'_> {
     fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: Option<&mut MlpGrad<'_>>, scratch: &mut [f32]) {
         let sh = self.net.shape;
         let n = self.n_out();
-        let Some((acts, rest)) = scratch.split_at_mut_checked(sh.n_activations()) else {
-            return;
-        };
-        let Some((out, rest)) = rest.split_at_mut_checked(n) else {
-            return;
-        };
-        let Some((g_out, rest)) = rest.split_at_mut_checked(n) else {
-            return;
-        };
-        let (Some((t0, t1)), Some((xa, xb)), Some((ga, gb))) = (
-            rest.split_at_mut_checked(sh.hidden),
+        let (Some((acts, out, g_out, t0, t1)), Some((xa, xb)), Some((ga, gb))) = (
+            vjp_scratch(scratch, sh.n_activations(), n, sh.hidden),
             x.split_at_checked(self.a),
             g.split_at_mut_checked(self.a),
         ) else {
@@ -886,23 +877,15 @@ impl SplineAutoregressiveRef<'_> {
     fn vjp(&self, x: &[f32], g: &mut [f32], g_ld: f32, grad: Option<&mut MlpGrad<'_>>, scratch: &mut [f32]) {
         let d = self.dim();
         let sh = self.net.shape;
-        let n = self.n_out();
-        let (acts, rest) = scratch.split_at_mut(sh.n_activations());
-        let (out, rest) = rest.split_at_mut(n);
-        let (g_out, rest) = rest.split_at_mut(n);
-        let (t0, t1) = rest.split_at_mut(sh.hidden);
+        let Some((acts, out, g_out, t0, t1)) = vjp_scratch(scratch, sh.n_activations(), self.n_out(), sh.hidden) else {
+            return;
+        };
         self.net.forward_cached(x, 0.0, acts, out);
-        for i in 0..d {
-            g[i] = rq_spline_backward(
-                x[i],
-                &out[i..],
-                d,
-                self.bins,
-                self.tail_bound,
-                g[i],
-                g_ld,
-                &mut g_out[i..],
-            );
+        for (i, (gi, &xi)) in g.iter_mut().zip(x).take(d).enumerate() {
+            let (Some(o), Some(go)) = (out.get(i..), g_out.get_mut(i..)) else {
+                return;
+            };
+            *gi = rq_spline_backward(xi, o, d, self.bins, self.tail_bound, *gi, g_ld, go);
         }
         self.net.vjp(x, 0.0, acts, g_out, Some(g), t0, t1, grad);
     }
