@@ -297,13 +297,8 @@ fn fixed_forward<const IN: usize, const H: usize, const OUT: usize>(
 #[inline(never)]
 fn adaptation() {
     use flowmote::adapt::{AdaptConfig, Corrected};
-    use flowmote::gradient::Gradient;
     use flowmote_firmware::Adaptation;
-    let Ok(mut g) =
-        Gradient::<'_, { model::DIM }, model::Layers, { model::ADAPT_LAYERS }, { model::ADAPT_SCRATCH }>::new(
-            &model::MODEL,
-        )
-    else {
+    let Ok(mut g) = model::AdaptGradient::new(&model::MODEL) else {
         debug::exit(debug::EXIT_FAILURE);
         return;
     };
@@ -337,6 +332,37 @@ fn adaptation() {
         model::MACS,
         &scorer,
     );
+}
+
+/// On-device adaptation of a mixture: the committee fixture (12 MAF flows
+/// on 2 features) through its `MixtureGradient`, one commissioning update
+/// after eight (MACs column: the mixture's, per `log_prob`).
+#[inline(never)]
+fn mixture_adaptation() {
+    use flowmote::adapt::{AdaptConfig, Corrected};
+    use flowmote_firmware::Adaptation;
+    use flowmote_fixtures::committee as c;
+    let Ok(mut g) = c::AdaptGradient::new(&c::MODEL) else {
+        debug::exit(debug::EXIT_FAILURE);
+        return;
+    };
+    let scorer = Corrected::new(&c::MODEL, c::MEAN, c::STD);
+    let mut a: Adaptation<{ c::DIM }, { c::ADAPT_HELD }> =
+        Adaptation::commissioning(AdaptConfig::DEFAULT, c::MEAN, c::STD, 9, true);
+    for x in c::GOLDEN_ADAPT_WINDOWS.iter().take(8) {
+        a.observe(&mut g, &scorer, x, c::THRESHOLD);
+    }
+    let x = black_box(c::GOLDEN_ADAPT_WINDOWS[8]);
+    bench_start();
+    let step = a.observe(black_box(&mut g), &scorer, &x, c::THRESHOLD);
+    bench_end();
+    black_box(step);
+    defmt::info!(
+        "bench {=str} macs {=usize}",
+        "adaptation: one commissioning update (committee: mixture of 12 MAF flows, D=2)",
+        c::MACS
+    );
+    bench_log_prob("committee: mixture of 12 MAF flows, D=2", c::MACS, &c::MODEL);
 }
 
 #[entry]
@@ -415,6 +441,7 @@ fn main() -> ! {
         "MLP 8-32-32-16 tanh, hand-written fixed-size loop",
     );
     adaptation();
+    mixture_adaptation();
     defmt::info!("bench done");
     debug::exit(debug::EXIT_SUCCESS);
     loop {
