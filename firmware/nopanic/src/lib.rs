@@ -23,7 +23,8 @@
 //! through the correction, the correction's flash store) and
 //! `nopanic-adapt-mixture` (the same with the committee fixture, a mixture
 //! of 12 MAF flows, through its `MixtureGradient`) and
-//! `nopanic-adapt-coupling` (affine couplings). Built by
+//! `nopanic-adapt-coupling` (affine couplings) and `nopanic-adapt-extended`
+//! (LU linear, spline coupling, autoregressive spline). Built by
 //! `scripts/firmware-ci.sh` for each instruction set the boards use (the code
 //! generated for soft-float Cortex-M0+ differs from Cortex-M4F's):
 //! `cargo build --release` (thumbv7em-none-eabihf: nRF52840, STM32F411),
