@@ -117,8 +117,7 @@ impl Views<'_, '_> {
 /// A mixture of flows on the host, each member as [`Views`]: the host's
 /// twin of the device's [`MixtureGradient`](crate::gradient::MixtureGradient),
 /// the same numbers bit for bit (the members' scores and gradients are, and
-/// both combine them with [`combine`](crate::mixture::combine) and
-/// [`mixture_input_gradient`](crate::mixture::mixture_input_gradient)).
+/// both combine them with [`mixture_nll_grad`](crate::mixture::mixture_nll_grad)).
 pub struct MixtureViews<'a, 'v, 'l> {
     /// `ln wₖ` of every member.
     pub log_weights: &'a [f32],
@@ -150,15 +149,13 @@ impl AdaptTarget for MixtureViews<'_, '_, '_> {
     }
 
     fn nll_grad(&mut self, x: &[f32], g: &mut [f32]) -> Result<f32, Error> {
-        if g.len() != x.len() {
+        if g.len() != x.len() || self.members.len() != self.log_weights.len() {
             return Err(Error::ShapeMismatch);
         }
-        let lp = self.log_prob(x)?;
         let members = &mut *self.members;
-        crate::mixture::mixture_input_gradient(self.log_weights, self.terms, lp, g, self.member_g, |k, gk| {
+        crate::mixture::mixture_nll_grad(self.log_weights, self.terms, g, self.member_g, |k, gk| {
             members.get_mut(k).ok_or(Error::ShapeMismatch)?.nll_grad(x, gk)
-        })?;
-        Ok(-lp)
+        })
     }
 }
 

@@ -17,7 +17,7 @@
 use crate::adapt::AdaptTarget;
 use crate::bijector::Bijector;
 use crate::layer::{SliceBackward, SliceBijector};
-use crate::mixture::{combine, mixture_input_gradient, Components, Mixture};
+use crate::mixture::{mixture_nll_grad, Components, Mixture};
 use crate::{normal, ActNorm, AffineCoupling, Error, Flow, LuLinear, Maf, Permutation, Reverse};
 use crate::{SplineAutoregressive, SplineCoupling};
 
@@ -290,8 +290,8 @@ pub trait MemberGradients<const D: usize, const M: usize> {
 ///
 /// `∂(−log p)/∂x = Σₖ rₖ ∂(−log pₖ)/∂x` with the members' posterior
 /// responsibilities `rₖ = wₖ pₖ(x) / p(x)`
-/// ([`mixture_input_gradient`], the
-/// code the host's twin runs too).
+/// ([`mixture_nll_grad`]: one pass over the members, the code the host's
+/// twin runs too).
 pub struct MixtureGradient<'m, const D: usize, const M: usize, C, const N: usize, const S: usize> {
     model: &'m Mixture<D, M, C>,
     saved: [[f32; D]; N],
@@ -334,19 +334,12 @@ where
 
     fn nll_grad(&mut self, x: &[f32], g: &mut [f32]) -> Result<f32, Error> {
         let x: &[f32; D] = x.try_into().map_err(|_| Error::ShapeMismatch)?;
-        if g.len() != D {
-            return Err(Error::ShapeMismatch);
-        }
-        crate::error::check_finite(x)?;
         let mut terms = [0.0f32; M];
-        self.model.components.log_probs(x, &mut terms)?;
-        let lp = combine(&self.model.log_weights, &terms)?;
         let (components, saved, scratch) = (&self.model.components, &mut self.saved, &mut self.scratch);
-        mixture_input_gradient(&self.model.log_weights, &terms, lp, g, &mut self.member_g, |k, gk| {
+        mixture_nll_grad(&self.model.log_weights, &mut terms, g, &mut self.member_g, |k, gk| {
             let gk: &mut [f32; D] = gk.try_into().map_err(|_| Error::ShapeMismatch)?;
             components.member_nll_grad(k, x, gk, saved, scratch)
-        })?;
-        Ok(-lp)
+        })
     }
 }
 

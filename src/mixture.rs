@@ -208,38 +208,60 @@ pub fn combine(log_weights: &[f32], terms: &[f32]) -> Result<f32, Error> {
     }
 }
 
-/// The input gradient of a mixture's `−log p(x)`, written to `g`:
-/// `Σₖ rₖ ∂(−log pₖ)/∂x`, with the responsibilities
-/// `rₖ = exp(log_weights[k] + terms[k] − lp)`, `terms` the members'
-/// [`member_term`]s at `x` and `lp` their [`combine`]. `member(k, gk)`
-/// writes member `k`'s `∂(−log pₖ)/∂x` to `gk` (`g.len()` floats) and is
-/// called only for members with a finite term, in order; its error is
-/// returned as is. A non-finite result is [`Error::Overflow`]. The device's
-/// [`MixtureGradient`](crate::gradient::MixtureGradient) and the host's
-/// [`MixtureViews`](crate::adapt::MixtureViews) both go through here.
-pub fn mixture_input_gradient(
+/// A mixture's `−log p(x)` and its input gradient `Σₖ rₖ ∂(−log pₖ)/∂x`
+/// (written to `g`), with the posterior responsibilities
+/// `rₖ = wₖ pₖ(x) / p(x)`, in one pass over the members: `member(k, gk)`
+/// returns member `k`'s `−log pₖ(x)` and writes its `∂(−log pₖ)/∂x` to `gk`
+/// (`g.len()` floats). Each member's [`member_term`] is left in `terms`
+/// and `−log p` is their [`combine`] (the mixture's `log_prob`); the
+/// gradient is accumulated as a running, rescaled `Σₖ exp(ln wₖ + log pₖ − m)`
+/// (`m` the largest term so far), so no member is evaluated twice. A member
+/// outside its domain contributes nothing; any other member error is
+/// returned as is; a non-finite gradient is [`Error::Overflow`]. The
+/// device's [`MixtureGradient`](crate::gradient::MixtureGradient) and the
+/// host's [`MixtureViews`](crate::adapt::MixtureViews) both go through here.
+pub fn mixture_nll_grad(
     log_weights: &[f32],
-    terms: &[f32],
-    lp: f32,
+    terms: &mut [f32],
     g: &mut [f32],
     gk: &mut [f32],
     mut member: impl FnMut(usize, &mut [f32]) -> Result<f32, Error>,
-) -> Result<(), Error> {
-    if gk.len() != g.len() {
+) -> Result<f32, Error> {
+    if gk.len() != g.len() || terms.len() != log_weights.len() {
         return Err(Error::ShapeMismatch);
     }
     g.fill(0.0);
-    for (k, (w, t)) in log_weights.iter().zip(terms).enumerate() {
+    let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
+    for (k, (w, t)) in log_weights.iter().zip(terms.iter_mut()).enumerate() {
+        *t = member_term(member(k, gk).map(|nll| -nll))?;
         if !t.is_finite() {
             continue;
         }
-        member(k, gk)?;
-        let r = crate::activation::exp(w + t - lp);
+        let a = w + *t;
+        // Scale what is there (`c`) and the new member (`e`) to the larger
+        // of `m` and `a`.
+        let (c, e) = if a > m {
+            let c = if m == f32::NEG_INFINITY {
+                0.0
+            } else {
+                crate::activation::exp(m - a)
+            };
+            m = a;
+            (c, 1.0)
+        } else {
+            (1.0, crate::activation::exp(a - m))
+        };
+        s = s * c + e;
         for (gi, gki) in g.iter_mut().zip(gk.iter()) {
-            *gi += r * gki;
+            *gi = *gi * c + e * gki;
         }
     }
-    check_finite(g).map_err(|_| Error::Overflow)
+    let lp = combine(log_weights, terms)?;
+    for gi in g.iter_mut() {
+        *gi /= s;
+    }
+    check_finite(g).map_err(|_| Error::Overflow)?;
+    Ok(-lp)
 }
 
 /// The member a uniform 32-bit word `u` selects: the first `k` whose
