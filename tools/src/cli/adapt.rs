@@ -4,7 +4,7 @@
 
 use super::{load_scoring, score_rows};
 use crate::metrics;
-use crate::model::{DynFlow, DynMixture, Layer, ModelFile, Threshold, View};
+use crate::model::{DynFlow, DynMixture, FlowView, Layer, ModelFile, Threshold, View};
 use crate::output;
 use crate::say;
 use anyhow::{bail, ensure, Result};
@@ -148,20 +148,30 @@ pub fn adapt_model(
     Ok((u, ls, used, skipped))
 }
 
+/// `flow`'s layer views.
+fn flow_view(flow: &DynFlow) -> Result<FlowView<'_>> {
+    flow.view()
+        .map_err(|e| anyhow::anyhow!("cannot build the model's views: {e}"))
+}
+
+/// The views' backward passes, in order; an error if a layer has none
+/// (continuous flows, i8 weights).
+fn backward_layers<'v>(view: &'v FlowView<'_>) -> Result<Vec<&'v dyn SliceBackward>> {
+    view.layers
+        .iter()
+        .map(|l| match l {
+            View::Likelihood(b) => Ok(b.as_ref()),
+            _ => bail!("adapt needs every layer's backward pass: continuous flows and i8 weights have none"),
+        })
+        .collect()
+}
+
 /// Run `f` on `flow`'s layers as the host's differentiable views (what
 /// `flowmote adapt` and the export's golden adaptation run); an error if
 /// a layer has no backward pass (continuous flows, i8 weights).
 pub fn with_views<R>(flow: &DynFlow, f: impl FnOnce(&mut Views) -> R) -> Result<R> {
-    let view = flow
-        .view()
-        .map_err(|e| anyhow::anyhow!("cannot build the model's views: {e}"))?;
-    let mut layers: Vec<&dyn SliceBackward> = Vec::with_capacity(view.layers.len());
-    for l in &view.layers {
-        match l {
-            View::Likelihood(b) => layers.push(b.as_ref()),
-            _ => bail!("adapt needs every layer's backward pass: continuous flows and i8 weights have none"),
-        }
-    }
+    let view = flow_view(flow)?;
+    let layers = backward_layers(&view)?;
     let mut work = vec![0.0; Views::work_len(&layers, flow.dim)];
     let mut target = Views {
         layers: &layers,
@@ -178,23 +188,8 @@ pub fn with_target<R>(model: &DynMixture, f: impl FnOnce(&mut dyn AdaptTarget) -
     if let [flow] = model.flows.as_slice() {
         return with_views(flow, |v| f(v));
     }
-    let views = model
-        .flows
-        .iter()
-        .map(|flow| flow.view())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("cannot build the model's views: {e}"))?;
-    let mut lists: Vec<Vec<&dyn SliceBackward>> = Vec::with_capacity(views.len());
-    for view in &views {
-        let mut layers: Vec<&dyn SliceBackward> = Vec::with_capacity(view.layers.len());
-        for l in &view.layers {
-            match l {
-                View::Likelihood(b) => layers.push(b.as_ref()),
-                _ => bail!("adapt needs every layer's backward pass: continuous flows and i8 weights have none"),
-            }
-        }
-        lists.push(layers);
-    }
+    let views = model.flows.iter().map(flow_view).collect::<Result<Vec<_>>>()?;
+    let lists = views.iter().map(backward_layers).collect::<Result<Vec<_>>>()?;
     let d = model.dim();
     let mut works: Vec<Vec<f32>> = lists.iter().map(|l| vec![0.0; Views::work_len(l, d)]).collect();
     let mut members: Vec<Views> = lists
