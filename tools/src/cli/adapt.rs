@@ -148,8 +148,8 @@ pub fn adapt_model(
     Ok((u, ls, used, skipped))
 }
 
-/// `flow`'s layer views.
-fn flow_view(flow: &DynFlow) -> Result<FlowView<'_>> {
+/// `flow`'s layer views (an error that says so if they cannot be built).
+pub(crate) fn flow_view(flow: &DynFlow) -> Result<FlowView<'_>> {
     flow.view()
         .map_err(|e| anyhow::anyhow!("cannot build the model's views: {e}"))
 }

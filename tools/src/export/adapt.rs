@@ -4,7 +4,7 @@
 //! bit (`GOLDEN_ADAPT_*`).
 
 use super::*;
-use crate::cli::adapt::{with_target, with_views, HostAdapter, HELD};
+use crate::cli::adapt::{flow_view, with_target, with_views, HostAdapter, HELD};
 use crate::model::{DynFlow, Storage};
 use flowmote::adapt::{AdaptConfig, Tracked};
 use rand_core::SeedableRng;
@@ -94,9 +94,7 @@ pub(super) fn adapt_items(s: &mut String, m: &ModelFile, flows: &[DynFlow], name
     let d = m.model.dim();
     let mut scratch = 0;
     for flow in flows {
-        let view = flow
-            .view()
-            .map_err(|e| anyhow::anyhow!("cannot build the model's views: {e}"))?;
+        let view = flow_view(flow)?;
         // Each layer's forward and backward scratch (the frozen
         // standardisation's view asks room for its discarded gradient; the
         // device's ActNorm needs none).
@@ -122,12 +120,18 @@ pub(super) fn adapt_items(s: &mut String, m: &ModelFile, flows: &[DynFlow], name
     // The sequence: model samples under a gain/offset drift, commissioned,
     // then tracked at the threshold, with `AdaptConfig::DEFAULT`.
     let mut rng = Xoshiro128PlusPlus::seed_from_u64(GOLDEN_ADAPT_SEED);
-    // A single flow's own sampler (one draw fewer than the mixture's).
-    let sample = |rng: &mut Xoshiro128PlusPlus| -> Result<Vec<f32>> {
-        Ok(match flows {
-            [flow] => flow.sample_with_log_prob(rng, &mut flow.view()?.workspace())?.0,
-            _ => m.model.sample_with_log_prob(rng, &mut m.model.workspace())?.0,
-        })
+    // A single flow's own sampler (one draw fewer than the mixture's), each
+    // with one workspace for every draw.
+    type Draw<'f> = Box<dyn FnMut(&mut Xoshiro128PlusPlus) -> Result<Vec<f32>> + 'f>;
+    let mut sample: Draw = match flows {
+        [flow] => {
+            let mut ws = flow_view(flow)?.workspace();
+            Box::new(move |rng| Ok(flow.sample_with_log_prob(rng, &mut ws)?.0))
+        }
+        _ => {
+            let mut ws = m.model.workspace();
+            Box::new(move |rng| Ok(m.model.sample_with_log_prob(rng, &mut ws)?.0))
+        }
     };
     let mut windows = Vec::new();
     for _ in 0..4 * GOLDEN_ADAPT_WINDOWS {
