@@ -156,15 +156,17 @@ step "nrf52840dk image with a mixture model (a 3-fold committee, adapted through
     --hidden 8 --epochs 3 --noise 0 --folds 3 --target host --out "$tmp/mixture.json" -q
 "$flowmote" export --model "$tmp/mixture.json" --out "$tmp/mixture.rs" --no-threshold >/dev/null
 grep -q 'pub type AdaptGradient = flowmote::gradient::MixtureGradient<' "$tmp/mixture.rs"
-cp ../fixtures/src/model.rs "$tmp/bundled-model.rs"
-cp "$tmp/mixture.rs" ../fixtures/src/model.rs
-mixture_build() { (cd boards/nrf52840dk && cargo clippy --release -- -D warnings && cargo build --release); }
-if ! mixture_build; then
-    cp "$tmp/bundled-model.rs" ../fixtures/src/model.rs
+# The bundled model goes back however this step ends (the EXIT trap too).
+bundled=$fw/../fixtures/src/model.rs
+cp "$bundled" "$tmp/bundled-model.rs"
+trap 'cp "$tmp/bundled-model.rs" "$bundled"; rm -rf "$tmp"' EXIT
+cp "$tmp/mixture.rs" "$bundled"
+if ! (cd boards/nrf52840dk && cargo clippy --release -- -D warnings && cargo build --release); then
     echo "firmware: the nRF52840-DK image does not build with a mixture model" >&2
     exit 1
 fi
-cp "$tmp/bundled-model.rs" ../fixtures/src/model.rs
+cp "$tmp/bundled-model.rs" "$bundled"
+trap 'rm -rf "$tmp"' EXIT
 passed=$((passed + 1))
 
 step "flowmote monitor --json on the golden run's log"
