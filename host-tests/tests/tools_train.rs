@@ -10,8 +10,12 @@ use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::{Xoshiro128PlusPlus, Xoshiro256PlusPlus};
 use std::path::PathBuf;
 
+/// An empty directory for one test, under Cargo's scratch directory for
+/// integration tests (`target/tmp`): the same path on every run, emptied
+/// first, so runs never accumulate directories.
 fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("flowmote-tools-{}-{name}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tools-train-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -107,9 +107,10 @@ model file, rewritten atomically; `export` carries the threshold into the firmwa
         long_about = "Run the device's commissioning adaptation (flowmote::adapt, the same code and \
 arithmetic as the firmware) over the rows of --data, declared normal, in file order: a per-feature gain and \
 offset correction in front of the model, fitted by Adam with the layers' backward passes, then folded into \
-the model's first (standardisation) layer, so --out is an ordinary model file. The threshold is \
-re-calibrated on the same rows at the model's false-alarm rate (or --false-alarm-rate). --json prints the \
-NLL and false-alarm rate before and after. Single flows only (not mixtures, continuous flows or i8 weights)."
+the model's first (standardisation) layer (every member's, for a mixture), so --out is an ordinary model \
+file. The threshold is re-calibrated at the model's false-alarm rate (or --false-alarm-rate) on the last \
+rows of --data, which adaptation does not use (--calibration-share). --json prints the NLL and false-alarm \
+rate before and after. Flows and mixtures of flows (not continuous flows or i8 weights)."
     )]
     Adapt(cli::AdaptArgs),
     /// Per-row log p and anomaly flag (and why a row could not be scored).

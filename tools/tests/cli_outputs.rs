@@ -45,7 +45,10 @@ const TINY: &[&str] = &[
 fn fixture() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("flowmote-cli-outputs-{}", std::process::id()));
+        // Cargo's scratch directory for integration tests: the same path on
+        // every run, emptied first, so runs never accumulate directories.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-outputs");
+        let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let data = dir.join("train.csv");
         fs::write(&data, csv_text(200, "\n")).unwrap();

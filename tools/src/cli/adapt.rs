@@ -19,8 +19,8 @@ pub const HELD: usize = 8;
 /// Arguments of `flowmote adapt`.
 #[derive(Args, Debug, Clone)]
 pub struct AdaptArgs {
-    /// Model file to adapt (a single flow whose first layer is its
-    /// standardisation; not compressed to i8).
+    /// Model file to adapt (a flow, or a mixture of flows, whose first
+    /// layer is its standardisation; not continuous, not i8).
     #[arg(long)]
     pub model: PathBuf,
     /// CSV of data declared normal, recorded on the new installation (raw

@@ -4,7 +4,9 @@
 use super::*;
 
 fn tmp(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("flowmote-data-{}", std::process::id()));
+    // One directory for every run (each test writes its own file names), so
+    // runs never accumulate directories in the system's temporary directory.
+    let dir = std::env::temp_dir().join("flowmote-data-tests");
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
