@@ -410,7 +410,8 @@ fn search_stacks_the_candidates_into_a_mixture() {
     .unwrap();
     let src = std::fs::read_to_string(rs).unwrap();
     assert!(
-        src.contains(&format!("pub type Model = Mixture<DIM, {k}, (Member0, ")),
+        src.contains("pub type Members = (Member0, ")
+            && src.contains(&format!("pub type Model = Mixture<DIM, {k}, Members>")),
         "{}",
         &src[..2000]
     );

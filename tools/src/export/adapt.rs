@@ -50,7 +50,6 @@ pub(super) fn gradient_item(s: &mut String, adaptable: Option<&[DynFlow]>, name:
                     .collect(),
             )
         } else {
-            let members = (0..flows.len()).map(|k| atom(format!("Member{k}"))).collect();
             list(
                 "flowmote::gradient::MixtureGradient<",
                 ">",
@@ -58,7 +57,7 @@ pub(super) fn gradient_item(s: &mut String, adaptable: Option<&[DynFlow]>, name:
                     atom("'static"),
                     atom("DIM"),
                     atom(flows.len().to_string()),
-                    tuple(members),
+                    atom("Members"),
                     atom("ADAPT_LAYERS"),
                     atom("ADAPT_SCRATCH"),
                 ],

@@ -518,10 +518,17 @@ fn render(m: &ModelFile, name: &str) -> Result<(String, usize, usize)> {
             ty.write(&mut s, 0, head.len(), 1);
             s.push_str(";\n");
         }
-        let tys = (0..n).map(|k| atom(format!("Member{k}"))).collect();
+        // The member tuple, named once: `Model` and the adaptation
+        // gradient (`AdaptGradient`) both take it as a type.
+        let tys = tuple((0..n).map(|k| atom(format!("Member{k}"))).collect());
+        s.push_str("/// The mixture's members, in the order of its weights.\n");
+        let head = "pub type Members = ";
+        s.push_str(head);
+        tys.write(&mut s, 0, head.len(), 1);
+        s.push_str(";\n");
         let values = members.into_iter().map(|(_, v)| v).collect();
         (
-            list("Mixture<", ">", vec![atom("DIM"), atom(n.to_string()), tuple(tys)]),
+            list("Mixture<", ">", vec![atom("DIM"), atom(n.to_string()), atom("Members")]),
             list("Mixture::new(", ")", vec![floats(&m.model.log_weights), tuple(values)]),
         )
     } else {
