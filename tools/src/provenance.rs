@@ -154,6 +154,10 @@ pub struct Candidate {
     /// Bytes of weights in flash (students).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_bytes: Option<u64>,
+    /// Trained without the whitening LU layer (a student on wide data,
+    /// where that layer alone takes most of the budget).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_whitening: bool,
     /// Teacher samples per epoch it trained with (students; 0 = real rows only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub teacher_samples: Option<usize>,

@@ -66,27 +66,43 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
     };
     let mut out = Vec::new();
     let mut smallest: Option<(TrainConfig, ModelCost)> = None;
-    for &flow in &families {
-        for &l in &layers {
-            for &h in widths.iter().rev() {
-                let c = TrainConfig {
-                    flow,
-                    layers: Some(l),
-                    hidden: Some(h),
-                    folds: Some(1),
-                    fold: None,
-                    ..cfg.clone()
-                };
-                let cost = candidate_cost(ds, &c)?;
-                if budget.exceeded(&cost).is_none() {
-                    out.push(Student { cfg: c, cost });
-                    break;
-                }
-                if smallest
-                    .as_ref()
-                    .is_none_or(|(_, s)| cost.weight_bytes < s.weight_bytes)
-                {
-                    smallest = Some((c, cost));
+    // The whitening layer costs D² + D weights whatever the student's size:
+    // on wide data it takes most of the budget (120 columns: 57 of 64 KB).
+    // When it takes more than half the flash budget, or no student fits
+    // with it, the students are offered without it too, and the validation
+    // rows choose.
+    let lu_bytes = 4 * (ds.dim() * ds.dim() + ds.dim()) as u64;
+    let lu_heavy = budget.weight_bytes.is_some_and(|max| 2 * lu_bytes > max);
+    for whiten in [true, false] {
+        if !whiten && !(cfg.whiten && (lu_heavy || out.is_empty())) {
+            break;
+        }
+        for &flow in &families {
+            if !whiten && flow == FlowKind::Cnf {
+                continue;
+            }
+            for &l in &layers {
+                for &h in widths.iter().rev() {
+                    let c = TrainConfig {
+                        flow,
+                        layers: Some(l),
+                        hidden: Some(h),
+                        folds: Some(1),
+                        fold: None,
+                        whiten: whiten && cfg.whiten,
+                        ..cfg.clone()
+                    };
+                    let cost = candidate_cost(ds, &c)?;
+                    if budget.exceeded(&cost).is_none() {
+                        out.push(Student { cfg: c, cost });
+                        break;
+                    }
+                    if smallest
+                        .as_ref()
+                        .is_none_or(|(_, s)| cost.weight_bytes < s.weight_bytes)
+                    {
+                        smallest = Some((c, cost));
+                    }
                 }
             }
         }
@@ -94,13 +110,11 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
     if out.is_empty() {
         let (c, cost) = smallest.expect("at least one size tried");
         bail!(
-            "no model fits the budget ({}): the smallest tried, {} {}×{} ({} parameters, {:.1} KB of weights{}), \
+            "no model fits the budget ({}): the smallest tried, {} ({} parameters, {:.1} KB of weights{}), \
              is over it — {}; raise the budget (--max-flash, --max-ms, --max-params, --max-macs) or train for \
              --target host",
             budget.describe(),
-            c.flow.name(),
-            c.layers.unwrap_or(0),
-            c.hidden.unwrap_or(0),
+            student_name(&c),
             cost.parameters,
             cost.weight_bytes as f64 / 1024.0,
             budget
@@ -111,6 +125,22 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
         );
     }
     Ok(out)
+}
+
+/// A student's family and size as the summary names it (`maf 2×16`), and
+/// `without the whitening layer` when it has none.
+fn student_name(c: &TrainConfig) -> String {
+    format!(
+        "{} {}×{}{}",
+        c.flow.name(),
+        c.layers.unwrap_or(0),
+        c.hidden.unwrap_or(0),
+        if c.whiten || c.flow == FlowKind::Cnf {
+            ""
+        } else {
+            " without the whitening layer"
+        }
+    )
 }
 
 /// `n` samples of `teacher` with its `−log p`, in parallel and
@@ -310,10 +340,8 @@ pub(super) fn distil(
             let cost = ModelCost::of(&m.model);
             debug_assert_eq!(cost, st.cost);
             let line = format!(
-                "student {} {}×{}{}: validation NLL {:.3} ({:.1} KB, {} multiply-adds{}, {:.0} s)",
-                scfg.flow.name(),
-                scfg.layers.unwrap_or(0),
-                scfg.hidden.unwrap_or(0),
+                "student {}{}: validation NLL {:.3} ({:.1} KB, {} multiply-adds{}, {:.0} s)",
+                student_name(&scfg),
                 if with.is_some() {
                     " + teacher samples"
                 } else {
@@ -352,6 +380,7 @@ pub(super) fn distil(
             macs: cost.macs as usize,
             weight_bytes: Some(cost.weight_bytes),
             teacher_samples: Some(with.map_or(0, |p| p.per_epoch)),
+            no_whitening: !scfg.whiten && scfg.flow != FlowKind::Cnf,
             estimated_ms: budget.target.estimated_ms_of(&cost),
             val_nll: Some(s.best_val_nll),
             seconds: Some(s.seconds),
@@ -365,10 +394,8 @@ pub(super) fn distil(
     let kcost = ModelCost::of(&m.model);
     let with_samples = tried[pick].teacher_samples.unwrap_or(0) > 0;
     let kept = format!(
-        "student {} {}×{} trained on {} ({:.1} KB, {} multiply-adds{}): validation NLL {:.3}{}; teacher, {} ({:.0} KB): {:.3} on the same rows",
-        m.kind,
-        m.provenance.settings.config.layers.unwrap_or(0),
-        m.provenance.settings.config.hidden.unwrap_or(0),
+        "student {} trained on {} ({:.1} KB, {} multiply-adds{}): validation NLL {:.3}{}; teacher, {} ({:.0} KB): {:.3} on the same rows",
+        student_name(&m.provenance.settings.config),
         if with_samples { "the real rows and teacher samples" } else { "the real rows" },
         kcost.weight_bytes as f64 / 1024.0,
         kcost.macs,
@@ -482,7 +509,61 @@ fn mean_nll_of(lps: &[Result<f32, flowmote::Error>]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::one_se;
+    use super::{one_se, students, Budget, TrainConfig};
+    use crate::data::Dataset;
+
+    /// `n` rows of `d` columns (the values do not matter to the costs).
+    fn wide(n: usize, d: usize) -> Dataset {
+        Dataset {
+            features: (0..d).map(|j| format!("c{j}")).collect(),
+            rows: (0..n)
+                .map(|i| (0..d).map(|j| ((i * 7 + j * 3) % 11) as f32).collect())
+                .collect(),
+            row_errors: vec![None; n],
+            ..Dataset::default()
+        }
+    }
+
+    fn with_flash(bytes: u64) -> TrainConfig {
+        TrainConfig {
+            max_flash: Some(bytes),
+            ..TrainConfig::default()
+        }
+    }
+
+    #[test]
+    fn students_leave_out_the_whitening_layer_when_it_takes_most_of_the_budget() {
+        // 40 columns: the LU layer is 4·(1 600 + 40) = 6 560 bytes.
+        let ds = wide(300, 40);
+        let whitened = |cfg: &TrainConfig| -> Vec<bool> {
+            let b = Budget::of(cfg).unwrap();
+            let s = students(&ds, cfg, &b).unwrap();
+            for st in &s {
+                assert!(b.exceeded(&st.cost).is_none(), "a student over the budget");
+            }
+            s.iter().map(|st| st.cfg.whiten).collect()
+        };
+        // Ample flash: only students with the layer, as before.
+        let w = whitened(&with_flash(64 * 1024));
+        assert!(!w.is_empty() && w.iter().all(|&w| w), "{w:?}");
+        // The layer is over half the flash: both kinds, the rows choose.
+        let w = whitened(&with_flash(12 * 1024));
+        assert!(w.contains(&true) && w.contains(&false), "{w:?}");
+        // No student fits with it: only students without it.
+        let w = whitened(&with_flash(8 * 1024));
+        assert!(!w.is_empty() && w.iter().all(|&w| !w), "{w:?}");
+        // --no-whiten: never with it, and nothing offered twice.
+        let cfg = TrainConfig {
+            whiten: false,
+            ..with_flash(12 * 1024)
+        };
+        let w = whitened(&cfg);
+        assert!(!w.is_empty() && w.iter().all(|&w| !w), "{w:?}");
+        let b = Budget::of(&cfg).unwrap();
+        let s = students(&ds, &cfg, &b).unwrap();
+        let names: std::collections::BTreeSet<_> = s.iter().map(|st| super::student_name(&st.cfg)).collect();
+        assert_eq!(names.len(), s.len());
+    }
 
     #[test]
     fn one_se_keeps_the_smallest_within_one_standard_error() {
