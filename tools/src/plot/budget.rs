@@ -21,7 +21,13 @@ pub fn plot_budget(model: &ModelFile, d: &Distillation, path: &Path) -> Result<(
             Some((
                 kb(b),
                 v,
-                format!("{} {}×{}{ms}", c.flow, c.layers, c.hidden),
+                format!(
+                    "{} {}×{}{}{ms}",
+                    c.flow,
+                    c.layers,
+                    c.hidden,
+                    if c.no_whitening { " no LU" } else { "" }
+                ),
                 c.teacher_samples.unwrap_or(0) > 0,
             ))
         })
@@ -46,7 +52,9 @@ pub fn plot_budget(model: &ModelFile, d: &Distillation, path: &Path) -> Result<(
     ensure!(!ys.is_empty(), "no validation NLL to plot");
     let (xlo, xhi) = xs.iter().fold((f64::MAX, f64::MIN), |a, &x| (a.0.min(x), a.1.max(x)));
     let (ylo, yhi) = ys.iter().fold((f64::MAX, f64::MIN), |a, &y| (a.0.min(y), a.1.max(y)));
+    // Room above the points for the legend (upper right), so it hides none.
     let (y0, y1) = pad(ylo, yhi.max(ylo + 1e-6), 0.12);
+    let y1 = y1 + 0.5 * (y1 - y0);
     let (x0, x1) = (xlo.max(0.1) / 1.6, xhi * 1.6);
 
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
@@ -115,7 +123,11 @@ pub fn plot_budget(model: &ModelFile, d: &Distillation, path: &Path) -> Result<(
         chart
             .draw_series(std::iter::once(TriangleMarker::new(t, 9, GREY_.filled())))
             .fail()?
-            .label(format!("teacher: {}{ms}", d.teacher.kept))
+            .label(format!(
+                "teacher: {} flow{}{ms}",
+                d.teacher.flows,
+                if d.teacher.flows == 1 { "" } else { "s" }
+            ))
             .legend(|(x, y)| TriangleMarker::new((x + 12, y), 7, GREY_.filled()));
     }
     if kept.1.is_finite() {
