@@ -66,22 +66,46 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
     };
     let mut out = Vec::new();
     let mut smallest: Option<(TrainConfig, ModelCost)> = None;
-    // The whitening layer costs D² + D weights whatever the student's size:
-    // on wide data it takes most of the budget (120 columns: 57 of 64 KB).
-    // When it takes more than half the flash budget, or no student fits
-    // with it, the students are offered without it too, and the validation
-    // rows choose.
-    let lu_bytes = 4 * (ds.dim() * ds.dim() + ds.dim()) as u64;
-    let lu_heavy = budget.weight_bytes.is_some_and(|max| 2 * lu_bytes > max);
-    for whiten in [true, false] {
-        if !whiten && !(cfg.whiten && (lu_heavy || out.is_empty())) {
-            break;
-        }
+    // The whitening layer costs D² + D weights and about D² multiply-adds
+    // whatever the student's size: on wide data it takes most of the flash
+    // (120 columns: 57 of 64 KB), on a soft-float part most of the time (30
+    // columns: 1.2 of the RP2040's 2 ms). When it takes more than half the
+    // flash or the time budget, or no student fits with it, the students are
+    // offered without it too, and the validation rows choose.
+    let lu_heavy = {
+        let probe = TrainConfig {
+            flow: families[0],
+            layers: Some(2),
+            hidden: Some(STUDENT_WIDTHS[0]),
+            folds: Some(1),
+            fold: None,
+            whiten: true,
+            ..cfg.clone()
+        };
+        let with = candidate_cost(ds, &probe)?;
+        let without = candidate_cost(ds, &TrainConfig { whiten: false, ..probe })?;
+        let bytes = with.weight_bytes.saturating_sub(without.weight_bytes);
+        let ms = budget
+            .target
+            .estimated_ms(with.macs.saturating_sub(without.macs), 0)
+            .unwrap_or(0.0);
+        budget.weight_bytes.is_some_and(|max| 2 * bytes > max) || budget.ms.is_some_and(|max| 2.0 * ms > max)
+    };
+    // Pass 0: the students as the flags ask; pass 1: without the whitening
+    // layer (above); pass 2, when still none fits: one flow layer without it,
+    // the cheapest flow there is (a soft-float part's budget on wide data).
+    for pass in 0..3 {
+        let (whiten, ls): (bool, &[usize]) = match pass {
+            0 => (cfg.whiten, &layers),
+            1 if cfg.whiten && (lu_heavy || out.is_empty()) => (false, &layers),
+            2 if out.is_empty() && cfg.layers.is_none() => (false, &[1]),
+            _ => continue,
+        };
         for &flow in &families {
-            if !whiten && flow == FlowKind::Cnf {
+            if pass > 0 && flow == FlowKind::Cnf {
                 continue;
             }
-            for &l in &layers {
+            for &l in ls {
                 for &h in widths.iter().rev() {
                     let c = TrainConfig {
                         flow,
@@ -89,7 +113,7 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
                         hidden: Some(h),
                         folds: Some(1),
                         fold: None,
-                        whiten: whiten && cfg.whiten,
+                        whiten,
                         ..cfg.clone()
                     };
                     let cost = candidate_cost(ds, &c)?;
@@ -532,7 +556,7 @@ mod tests {
     }
 
     #[test]
-    fn students_leave_out_the_whitening_layer_when_it_takes_most_of_the_budget() {
+    fn students_leave_out_the_whitening_layer_and_then_layers_when_the_budget_is_small() {
         // 40 columns: the LU layer is 4·(1 600 + 40) = 6 560 bytes.
         let ds = wide(300, 40);
         let whitened = |cfg: &TrainConfig| -> Vec<bool> {
@@ -563,6 +587,31 @@ mod tests {
         let s = students(&ds, &cfg, &b).unwrap();
         let names: std::collections::BTreeSet<_> = s.iter().map(|st| super::student_name(&st.cfg)).collect();
         assert_eq!(names.len(), s.len());
+        // Not even two layers without it fit: one flow layer without it.
+        let one = TrainConfig {
+            flow: super::FlowKind::Maf,
+            layers: Some(1),
+            hidden: Some(4),
+            whiten: false,
+            ..TrainConfig::default()
+        };
+        let bytes = super::candidate_cost(&ds, &one).unwrap().weight_bytes;
+        let cfg = with_flash(bytes);
+        let b = Budget::of(&cfg).unwrap();
+        let s = students(&ds, &cfg, &b).unwrap();
+        assert!(!s.is_empty());
+        for st in &s {
+            assert_eq!((st.cfg.layers, st.cfg.whiten), (Some(1), false), "{}", super::student_name(&st.cfg));
+            assert!(b.exceeded(&st.cost).is_none());
+        }
+        // Pinned layers are never overridden: the budget error instead.
+        let cfg = TrainConfig {
+            layers: Some(2),
+            ..with_flash(bytes)
+        };
+        let b = Budget::of(&cfg).unwrap();
+        let e = students(&ds, &cfg, &b).err().expect("no 2-layer student fits").to_string();
+        assert!(e.contains("smallest tried"), "{e}");
     }
 
     #[test]
