@@ -601,7 +601,12 @@ mod tests {
         let s = students(&ds, &cfg, &b).unwrap();
         assert!(!s.is_empty());
         for st in &s {
-            assert_eq!((st.cfg.layers, st.cfg.whiten), (Some(1), false), "{}", super::student_name(&st.cfg));
+            assert_eq!(
+                (st.cfg.layers, st.cfg.whiten),
+                (Some(1), false),
+                "{}",
+                super::student_name(&st.cfg)
+            );
             assert!(b.exceeded(&st.cost).is_none());
         }
         // Pinned layers are never overridden: the budget error instead.
@@ -610,7 +615,10 @@ mod tests {
             ..with_flash(bytes)
         };
         let b = Budget::of(&cfg).unwrap();
-        let e = students(&ds, &cfg, &b).err().expect("no 2-layer student fits").to_string();
+        let e = students(&ds, &cfg, &b)
+            .err()
+            .expect("no 2-layer student fits")
+            .to_string();
         assert!(e.contains("smallest tried"), "{e}");
     }
 
