@@ -2,7 +2,7 @@
 # The defaults for each device target on every shared set: what
 # `flowmote train --target T` keeps (seed 0, or SEED) and how it does on the test file.
 #
-# Per target and set: `flowmote train --data S.train.csv --target T --seed 0`,
+# Per target and set: `flowmote train --data S.train.csv --target T --seed S`,
 # then `flowmote eval --json` on S.test.csv (with `--label-column label`
 # where the test file is labelled: NLL of the normal rows and AUROC; else the
 # NLL of every row). A budget nothing meets prints the error's first words.

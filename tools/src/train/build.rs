@@ -262,7 +262,7 @@ pub(super) fn candidate_cost(ds: &Dataset, c: &TrainConfig) -> Result<crate::tar
     };
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
     let mut f = build_flow(c.flow, &vec![0.0; d], &vec![1.0; d], layers, net, c, &mut rng)?;
-    if c.whiten && c.flow != FlowKind::Cnf {
+    if c.whitens() {
         // The whitening layer's shape (its values need the data).
         f.layers.insert(
             1,

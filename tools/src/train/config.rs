@@ -270,6 +270,13 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Whether the flow gets the whitening LU layer after its
+    /// standardisation: asked for (`whiten`, the default) and not a
+    /// continuous flow, which never has one.
+    pub fn whitens(&self) -> bool {
+        self.whiten && self.flow != FlowKind::Cnf
+    }
+
     /// Validate the settings and the data (`check_data`), once, before any
     /// training; returns the number of folds to run (see [`default_folds`](super::default_folds)).
     pub fn check(&self, ds: &Dataset) -> Result<usize> {

@@ -159,12 +159,18 @@ fn student_name(c: &TrainConfig) -> String {
         c.flow.name(),
         c.layers.unwrap_or(0),
         c.hidden.unwrap_or(0),
-        if c.whiten || c.flow == FlowKind::Cnf {
-            ""
-        } else {
+        if without_whitening(c) {
             " without the whitening layer"
+        } else {
+            ""
         }
     )
+}
+
+/// A student left without the whitening layer its family would have (a
+/// continuous flow never has one).
+fn without_whitening(c: &TrainConfig) -> bool {
+    !c.whiten && c.flow != FlowKind::Cnf
 }
 
 /// `n` samples of `teacher` with its `−log p`, in parallel and
@@ -404,7 +410,7 @@ pub(super) fn distil(
             macs: cost.macs as usize,
             weight_bytes: Some(cost.weight_bytes),
             teacher_samples: Some(with.map_or(0, |p| p.per_epoch)),
-            no_whitening: !scfg.whiten && scfg.flow != FlowKind::Cnf,
+            no_whitening: without_whitening(&scfg),
             estimated_ms: budget.target.estimated_ms_of(&cost),
             val_nll: Some(s.best_val_nll),
             seconds: Some(s.seconds),

@@ -2,7 +2,7 @@
 //! the epochs with early stopping.
 
 use super::build::{build_flow, shuffle, whitening_layer};
-use super::config::{default_size, FlowKind, TrainConfig, ValSplit};
+use super::config::{default_size, TrainConfig, ValSplit};
 use super::epochs::{fit, progress_bar, Rows, Schedule, TeacherPool};
 use super::optim::mean_nll;
 use super::TrainSummary;
@@ -256,7 +256,7 @@ pub(super) fn train_split(
         act: Act::Tanh,
     };
     let mut flow = build_flow(cfg.flow, &st.mean, &st.std, layers, net, cfg, rng)?;
-    if cfg.whiten && cfg.flow != FlowKind::Cnf {
+    if cfg.whitens() {
         let ridge = (noise as f64).powi(2) + 1e-3;
         flow.layers
             .insert(1, whitening_layer(&train_rows, &st.mean, &st.std, ridge)?);
