@@ -42,7 +42,9 @@ What it does: rows labelled anomalous (--label-column) are left out; the last --
 rest (in file order; --val-split random for a seeded random sample) is held out. Per-column mean and standard deviation are fitted on the training rows and frozen \
 as the first layer (so log p is in data units). Columns holding only integers (raw ADC counts) are \
 dequantised: each epoch, uniform noise U(−0.5, 0.5)·step (step = the column's quantisation step, 1 for raw \
-counts) is added, so the density cannot collapse onto the integer grid (--no-dequantize turns this off); \
+counts) is added, so the density cannot collapse onto the integer grid (--no-dequantize turns this off). \
+A column constant in the training rows but not in the file (one value but for a rare few, all held out) is \
+dequantised the same way with the smallest gap between its values in the file, so a rare value scores as an outlier. \
 Gaussian noise of --noise standard deviations is added too. A trainable LU linear layer initialised to \
 the full-covariance Gaussian fit follows the standardisation (--no-whiten leaves it out), so training \
 starts from the Gaussian. Training is Adam with decoupled weight decay, a linear warm-up then cosine decay of the learning rate, \

@@ -233,7 +233,7 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
     }
     if !s.dequantized.is_empty() {
         say!(
-            "dequantised {} integer column(s) with U(-0.5, 0.5)·step noise each epoch",
+            "dequantised {} column(s) with U(-0.5, 0.5)·step noise each epoch (integer columns, and columns constant in the training rows but not in the file)",
             s.dequantized.len()
         );
     }

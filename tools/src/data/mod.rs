@@ -38,6 +38,10 @@ pub struct Dataset {
     /// Columns of the file left out of the features, and why
     /// ([`load_training_columns`]).
     pub dropped: Vec<Dropped>,
+    /// Per column, the smallest distance between two different values of
+    /// the file the rows were taken from, when `rows` are a part of it
+    /// (empty: the rows are the whole file; see [`Dataset::smallest_gap`]).
+    pub file_gaps: Vec<Option<f32>>,
 }
 
 /// A column of a training file that is not a feature.
@@ -95,6 +99,21 @@ impl Dataset {
                 .collect(),
             None => self.rows.clone(),
         }
+    }
+
+    /// The smallest distance between two different finite values of column
+    /// `j` in the file ([`Dataset::file_gaps`] when the rows are a part of
+    /// it); `None` when the column has fewer than two values.
+    pub fn smallest_gap(&self, j: usize) -> Option<f32> {
+        if let Some(&g) = self.file_gaps.get(j) {
+            return g;
+        }
+        let mut v: Vec<f32> = self.rows.iter().map(|r| r[j]).filter(|v| v.is_finite()).collect();
+        v.sort_by(f32::total_cmp);
+        v.windows(2)
+            .map(|w| w[1] - w[0])
+            .filter(|&g| g > 0.0)
+            .min_by(f32::total_cmp)
     }
 
     /// Quantisation step of every column: for a column whose values are all

@@ -222,6 +222,7 @@ pub(super) fn distil(
     let tds = Dataset {
         path: ds.path.clone(),
         features: ds.features.clone(),
+        file_gaps: (0..ds.dim()).map(|j| ds.smallest_gap(j)).collect(),
         row_errors: vec![None; teacher_rows.len()],
         rows: teacher_rows,
         sha256: ds.sha256.clone(),

@@ -186,7 +186,7 @@ fn standardisation(ds: &Dataset, train: &[Vec<f32>], cfg: &TrainConfig) -> Resul
         rows: train.to_vec(),
         ..Default::default()
     };
-    let steps: Vec<Option<f32>> = if cfg.dequantize {
+    let mut steps: Vec<Option<f32>> = if cfg.dequantize {
         tmp.quantisation_steps()
     } else {
         vec![None; d]
@@ -195,6 +195,15 @@ fn standardisation(ds: &Dataset, train: &[Vec<f32>], cfg: &TrainConfig) -> Resul
     let mut std = vec![0.0f32; d];
     for j in 0..d {
         let (m, mut var) = column_moments(train, j);
+        if var == 0.0 && steps[j].is_none() {
+            // Constant on these rows but not in the file (the loader leaves
+            // out columns constant in the file): a column that is almost
+            // always one value, its rare others all in the validation
+            // rows. A density over one value is a spike, so the column is
+            // dequantised with the smallest gap between its values in the
+            // file; a rare value then scores as the outlier it is.
+            steps[j] = ds.smallest_gap(j);
+        }
         if let Some(s) = steps[j] {
             var += (s as f64).powi(2) / 12.0;
         }
