@@ -154,7 +154,8 @@ struct Bin {
 }
 
 /// The spline of one coordinate, computed lazily from its raw parameters
-/// (no buffers, any `K`).
+/// (no buffers, any `K`), or with the exponentials of its width and height
+/// parameters computed beforehand for a block of rows ([`LaneExps`]).
 struct Spline<'a> {
     raw: &'a [f32],
     stride: usize,
@@ -163,6 +164,53 @@ struct Spline<'a> {
     /// `Σ exp(w̃)`, `Σ exp(h̃)` (no max subtraction needed: `|w̃| ≤ RAW_LIMIT`).
     sw: f32,
     sh: f32,
+    /// `exp(raw(p))` for `p < 2K`, as lane `r` of `cache[p]`.
+    cache: Option<(&'a [Lanes], usize)>,
+}
+
+/// Bins up to which the row-blocked passes compute a coordinate's
+/// exponentials once per block ([`LaneExps`]); more bins are computed as
+/// the single-row pass computes them.
+const LANE_CACHED_BINS: usize = 16;
+
+/// The exponentials of one coordinate's `2K` width and height parameters
+/// for every row of a block, and their sums: what [`Spline::new`] and
+/// [`Spline::probs`] compute for one row, across [`BLOCK`] rows at once
+/// (the same operations in the same order, so the same bits; the compiler
+/// vectorises them across the lanes).
+struct LaneExps {
+    e: [Lanes; 2 * LANE_CACHED_BINS],
+    sw: Lanes,
+    sh: Lanes,
+}
+
+impl LaneExps {
+    /// Coordinate `j`'s exponentials, its raw parameter `p` being lane
+    /// block `out[p·b + j]`; `None` for more than [`LANE_CACHED_BINS`] bins.
+    #[inline(always)]
+    fn new(out: &[Lanes], b: usize, j: usize, bins: usize) -> Option<Self> {
+        if bins > LANE_CACHED_BINS {
+            return None;
+        }
+        let mut ex = LaneExps {
+            e: [[0.0; BLOCK]; 2 * LANE_CACHED_BINS],
+            sw: [0.0; BLOCK],
+            sh: [0.0; BLOCK],
+        };
+        for (p, e) in ex.e.iter_mut().enumerate().take(2 * bins) {
+            let src = out.get(p * b + j).copied().unwrap_or([0.0; BLOCK]);
+            for (v, &r) in e.iter_mut().zip(&src) {
+                *v = crate::activation::exp_inline(clamp_raw(r).0);
+            }
+        }
+        for i in 0..bins {
+            for r in 0..BLOCK {
+                ex.sw[r] += ex.e[i][r];
+                ex.sh[r] += ex.e[bins + i][r];
+            }
+        }
+        Some(ex)
+    }
 }
 
 impl<'a> Spline<'a> {
@@ -175,6 +223,7 @@ impl<'a> Spline<'a> {
             b,
             sw: 0.0,
             sh: 0.0,
+            cache: None,
         };
         let (mut sw, mut sh) = (0.0, 0.0);
         for i in 0..bins {
@@ -184,6 +233,20 @@ impl<'a> Spline<'a> {
         sp.sw = sw;
         sp.sh = sh;
         sp
+    }
+
+    /// Row `r`'s spline of a block whose exponentials `ex` holds.
+    #[inline(always)]
+    fn cached(raw: &'a [f32], stride: usize, bins: usize, b: f32, ex: &'a LaneExps, r: usize) -> Self {
+        Spline {
+            raw,
+            stride,
+            k: bins,
+            b,
+            sw: ex.sw[r],
+            sh: ex.sh[r],
+            cache: Some((&ex.e, r)),
+        }
     }
 
     /// Raw parameter `p`. The views check the conditioner's size, so the
@@ -203,10 +266,14 @@ impl<'a> Spline<'a> {
     /// Softmax probabilities of bin `i`'s width and height.
     #[inline(always)]
     fn probs(&self, i: usize) -> (f32, f32) {
-        (
-            crate::activation::exp(self.raw(i)) / self.sw,
-            crate::activation::exp(self.raw(self.k + i)) / self.sh,
-        )
+        let (ew, eh) = match self.cache {
+            Some((e, r)) => (e.get(i).map_or(0.0, |l| l[r]), e.get(self.k + i).map_or(0.0, |l| l[r])),
+            None => (
+                crate::activation::exp(self.raw(i)),
+                crate::activation::exp(self.raw(self.k + i)),
+            ),
+        };
+        (ew / self.sw, eh / self.sh)
     }
 
     /// Derivative at knot `j` and `∂d/∂(raw d̃_{j−1})` (0 at the boundaries).
@@ -301,10 +368,17 @@ impl<'a> Spline<'a> {
 #[inline(always)]
 pub fn rq_spline_forward(x: f32, raw: &[f32], stride: usize, bins: usize, tail_bound: f32) -> (f32, f32) {
     let b = effective_tail_bound(tail_bound);
+    forward_in(x, b, bins, || Spline::new(raw, stride, bins, b))
+}
+
+/// [`rq_spline_forward`] with the effective tail bound `b` and the spline
+/// made by `spline` (only inside the interval).
+#[inline(always)]
+fn forward_in<'a>(x: f32, b: f32, bins: usize, spline: impl FnOnce() -> Spline<'a>) -> (f32, f32) {
     if !(x > -b && x < b) || bins == 0 {
         return (x, 0.0);
     }
-    let sp = Spline::new(raw, stride, bins, b);
+    let sp = spline();
     let bin = sp.locate(x, false);
     let xi = ((x - bin.xk) / bin.w).clamp(0.0, 1.0);
     sp.eval(&bin, xi)
@@ -358,15 +432,35 @@ pub fn rq_spline_backward(
     g_ld: f32,
     g_raw: &mut [f32],
 ) -> f32 {
+    let b = effective_tail_bound(tail_bound);
+    backward_in(x, raw, stride, bins, b, g_y, g_ld, g_raw, || {
+        Spline::new(raw, stride, bins, b)
+    })
+}
+
+/// [`rq_spline_backward`] with the effective tail bound `b` and the spline
+/// made by `spline` (only inside the interval).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_in<'a>(
+    x: f32,
+    raw: &[f32],
+    stride: usize,
+    bins: usize,
+    b: f32,
+    g_y: f32,
+    g_ld: f32,
+    g_raw: &mut [f32],
+    spline: impl FnOnce() -> Spline<'a>,
+) -> f32 {
     let n_p = if bins == 0 { 0 } else { spline_params(bins) };
     for p in 0..n_p {
         set(g_raw, p * stride, 0.0);
     }
-    let b = effective_tail_bound(tail_bound);
     if !(x > -b && x < b) || bins == 0 {
         return g_y;
     }
-    let sp = Spline::new(raw, stride, bins, b);
+    let sp = spline();
     let bin = sp.locate(x, false);
     let k = bin.k;
     let (dk, ddk) = sp.deriv(k);
@@ -495,16 +589,21 @@ impl Elementwise for Splines {
     fn forward(&self, t: &mut [Lanes], out: &[Lanes], b: usize, n: usize) -> Lanes {
         let raw = out.as_flattened();
         let stride = b * BLOCK;
+        let (bins, bound) = (self.bins, effective_tail_bound(self.tail_bound));
+        // Coordinate by coordinate, each row's log-det summed in coordinate
+        // order as the single-row pass sums it.
         let mut lds = [0.0; BLOCK];
-        for (r, l) in lds.iter_mut().enumerate().take(n) {
-            let mut ld = 0.0;
-            for (j, tj) in t.iter_mut().take(b).enumerate() {
+        for (j, tj) in t.iter_mut().take(b).enumerate() {
+            let ex = LaneExps::new(out, b, j, bins);
+            for (r, l) in lds.iter_mut().enumerate().take(n) {
                 let p = raw.get(j * BLOCK + r..).unwrap_or(&[]);
-                let (y, lj) = rq_spline_forward(tj[r], p, stride, self.bins, self.tail_bound);
+                let (y, lj) = match &ex {
+                    Some(ex) => forward_in(tj[r], bound, bins, || Spline::cached(p, stride, bins, bound, ex, r)),
+                    None => forward_in(tj[r], bound, bins, || Spline::new(p, stride, bins, bound)),
+                };
                 tj[r] = y;
-                ld += lj;
+                *l += lj;
             }
-            *l = ld;
         }
         lds
     }
@@ -526,11 +625,21 @@ impl Elementwise for Splines {
         let raw = out.as_flattened();
         let go = g_out.as_flattened_mut();
         let stride = b * BLOCK;
-        for r in 0..n {
-            for j in 0..b {
+        let (bins, bound) = (self.bins, effective_tail_bound(self.tail_bound));
+        for j in 0..b {
+            let ex = LaneExps::new(out, b, j, bins);
+            for r in 0..n {
                 let p = raw.get(j * BLOCK + r..).unwrap_or(&[]);
                 let gp = go.get_mut(j * BLOCK + r..).unwrap_or(&mut []);
-                g[j][r] = rq_spline_backward(t[j][r], p, stride, self.bins, self.tail_bound, g[j][r], g_ld[r], gp);
+                let (x, gy, gl) = (t[j][r], g[j][r], g_ld[r]);
+                g[j][r] = match &ex {
+                    Some(ex) => backward_in(x, p, stride, bins, bound, gy, gl, gp, || {
+                        Spline::cached(p, stride, bins, bound, ex, r)
+                    }),
+                    None => backward_in(x, p, stride, bins, bound, gy, gl, gp, || {
+                        Spline::new(p, stride, bins, bound)
+                    }),
+                };
             }
         }
     }
