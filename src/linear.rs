@@ -44,6 +44,7 @@
 //!   whenever the row sums of `|L|` and `|U|` stay below `1.8e4`; NaN never
 //!   arises from finite inputs except through such an overflow.
 
+use crate::block::{from_lanes, to_lanes, Lanes, BLOCK};
 use crate::layer::{SliceBackward, SliceBijector};
 use crate::permutation::is_permutation;
 use crate::{Bijector, Error};
@@ -657,6 +658,68 @@ impl<const D: usize> Bijector<D> for LuLinear<D> {
 }
 
 /// Scratch: `tmp` (`d`).
+/// The row-blocked passes (hosts): [`BLOCK`] rows at a time, one lane per
+/// row, each row's sums over the same terms in the same order as
+/// [`LuLinearRef::forward`] and [`LuLinearRef::backward`] take them, so the
+/// same bits; the multiply-adds vectorise across the rows.
+impl LuLinearRef<'_> {
+    /// `U`'s diagonal as [`LuLinearRef::forward`] uses it, and the log-det.
+    fn diagonal(&self, diag: &mut [f32]) -> f32 {
+        if let Some((c, ld)) = self.cached_diag() {
+            diag.copy_from_slice(c);
+            return ld;
+        }
+        let mut ld = 0.0;
+        for (i, v) in diag.iter_mut().enumerate() {
+            let (u, _, ls) = self.diag(i);
+            ld += ls;
+            *v = u;
+        }
+        ld
+    }
+
+    /// Forward of `n ≤ BLOCK` rows in lanes: `xt` (`d` lanes) becomes the
+    /// output; `ut`, `vt` are `d` lanes of scratch each.
+    fn forward_lanes(&self, diag: &[f32], xt: &mut [Lanes], ut: &mut [Lanes], vt: &mut [Lanes]) {
+        let d = self.dim();
+        for (i, ui) in ut.iter_mut().enumerate().take(d) {
+            let mut acc = [0.0; BLOCK];
+            for (a, x) in acc.iter_mut().zip(&xt[i]) {
+                *a = diag[i] * x;
+            }
+            for j in i + 1..d {
+                let w = self.lu[i * d + j];
+                for (a, x) in acc.iter_mut().zip(&xt[j]) {
+                    *a += w * x;
+                }
+            }
+            *ui = acc;
+        }
+        for i in 0..d {
+            let mut acc = ut[i];
+            for j in 0..i {
+                let w = self.lu[i * d + j];
+                for (a, u) in acc.iter_mut().zip(&ut[j]) {
+                    *a += w * u;
+                }
+            }
+            vt[i] = acc;
+        }
+        for (k, (x, &p)) in xt.iter_mut().zip(self.perm).enumerate().take(d) {
+            let b = self.bias[k];
+            for (y, v) in x.iter_mut().zip(&vt[p]) {
+                *y = v + b;
+            }
+        }
+    }
+
+    /// The lengths the blocked passes index without checks.
+    fn block_ready(&self, x: &[f32], n: usize) -> bool {
+        let d = self.dim();
+        d > 0 && self.lu.len() >= d * d && self.bias.len() >= d && self.sign.len() >= d && x.len() >= n * d
+    }
+}
+
 impl SliceBijector for LuLinearRef<'_> {
     fn scratch_len(&self) -> usize {
         self.dim()
@@ -666,6 +729,30 @@ impl SliceBijector for LuLinearRef<'_> {
     }
     fn inverse_flat(&self, z: &mut [f32], scratch: &mut [f32]) -> f32 {
         self.inverse(z, scratch)
+    }
+    fn block_scratch_len(&self) -> usize {
+        3 * self.dim() + crate::block::lanes_for(self.dim())
+    }
+    fn forward_block(&self, x: &mut [f32], ld: &mut [f32], scratch: &mut [Lanes]) {
+        let (n, d) = (ld.len(), self.dim());
+        if !self.block_ready(x, n) || scratch.len() < self.block_scratch_len() {
+            let scratch = scratch.as_flattened_mut();
+            for (row, l) in x.chunks_exact_mut(d.max(1)).zip(ld) {
+                *l = self.forward(row, scratch);
+            }
+            return;
+        }
+        let (xt, rest) = scratch.split_at_mut(d);
+        let (ut, rest) = rest.split_at_mut(d);
+        let (vt, rest) = rest.split_at_mut(d);
+        let diag = &mut rest.as_flattened_mut()[..d];
+        let log_det = self.diagonal(diag);
+        for (rows, lds) in x[..n * d].chunks_mut(BLOCK * d).zip(ld.chunks_mut(BLOCK)) {
+            to_lanes(rows, d, xt);
+            self.forward_lanes(diag, xt, ut, vt);
+            from_lanes(xt, d, rows);
+            lds.fill(log_det);
+        }
     }
 }
 
@@ -681,6 +768,103 @@ impl SliceBackward for LuLinearRef<'_> {
     }
     fn backward_input(&self, x: &[f32], g: &mut [f32], _: f32, scratch: &mut [f32]) {
         LuLinearRef::backward_input(self, x, g, scratch)
+    }
+    fn block_train_scratch_len(&self) -> usize {
+        4 * self.dim() + crate::block::lanes_for(2 * self.dim())
+    }
+    fn backward_block(&self, x: &[f32], g: &mut [f32], g_ld: &[f32], grad: &mut [f32], scratch: &mut [Lanes]) {
+        let (n, d) = (g_ld.len(), self.dim());
+        if !self.block_ready(x, n)
+            || g.len() < n * d
+            || grad.len() < Self::n_params(d)
+            || scratch.len() < self.block_train_scratch_len()
+        {
+            let scratch = scratch.as_flattened_mut();
+            for ((xr, gr), l) in x.chunks_exact(d.max(1)).zip(g.chunks_exact_mut(d.max(1))).zip(g_ld) {
+                self.backward(xr, gr, *l, grad, scratch);
+            }
+            return;
+        }
+        let (xt, rest) = scratch.split_at_mut(d);
+        let (ut, rest) = rest.split_at_mut(d);
+        let (gt, rest) = rest.split_at_mut(d);
+        let (vt, rest) = rest.split_at_mut(d);
+        let (diag, dmul) = rest.as_flattened_mut()[..2 * d].split_at_mut(d);
+        for (j, (u, m)) in diag.iter_mut().zip(dmul.iter_mut()).enumerate() {
+            (*u, *m, _) = self.diag(j);
+        }
+        let lu = self.lu;
+        for ((xs, gs), gl) in x[..n * d]
+            .chunks(BLOCK * d)
+            .zip(g[..n * d].chunks_mut(BLOCK * d))
+            .zip(g_ld.chunks(BLOCK))
+        {
+            let rows = gl.len();
+            to_lanes(xs, d, xt);
+            to_lanes(gs, d, gt);
+            // u = U·x, as `vjp` sums it.
+            for (i, ui) in ut.iter_mut().enumerate() {
+                let mut acc = [0.0; BLOCK];
+                for (a, x) in acc.iter_mut().zip(&xt[i]) {
+                    *a = diag[i] * x;
+                }
+                for j in i + 1..d {
+                    let w = lu[i * d + j];
+                    for (a, x) in acc.iter_mut().zip(&xt[j]) {
+                        *a += w * x;
+                    }
+                }
+                *ui = acc;
+            }
+            // y = P·v + b: the bias gradient, ∂v.
+            for (i, &p) in self.perm.iter().enumerate() {
+                for r in 0..rows {
+                    grad[d * d + i] += gt[i][r];
+                }
+                vt[p] = gt[i];
+            }
+            // v = L·u: ∂u = Lᵀ·∂v, ∂L_ij = ∂v_i·u_j (i > j).
+            for j in 0..d {
+                let mut acc = vt[j];
+                for i in j + 1..d {
+                    let w = lu[i * d + j];
+                    for (a, v) in acc.iter_mut().zip(&vt[i]) {
+                        *a += w * v;
+                    }
+                    let e = &mut grad[i * d + j];
+                    for r in 0..rows {
+                        *e += vt[i][r] * ut[j][r];
+                    }
+                }
+                gt[j] = acc;
+            }
+            // u = U·x: ∂x = Uᵀ·∂u, ∂U_ij = ∂u_i·x_j (i < j), ∂log_s_j via U_jj.
+            // `vt` takes ∂u (a copy, as `vjp` copies it), `gt` becomes ∂x.
+            vt.copy_from_slice(gt);
+            for j in 0..d {
+                let mut acc = [0.0; BLOCK];
+                for (a, v) in acc.iter_mut().zip(&vt[j]) {
+                    *a = diag[j] * v;
+                }
+                for i in 0..j {
+                    let w = lu[i * d + j];
+                    for (a, v) in acc.iter_mut().zip(&vt[i]) {
+                        *a += w * v;
+                    }
+                    let e = &mut grad[i * d + j];
+                    for r in 0..rows {
+                        *e += vt[i][r] * xt[j][r];
+                    }
+                }
+                gt[j] = acc;
+                let m = if dmul[j] == 0.0 { 0.0 } else { 1.0 };
+                let e = &mut grad[j * d + j];
+                for r in 0..rows {
+                    *e += vt[j][r] * xt[j][r] * dmul[j] + gl[r] * m;
+                }
+            }
+            from_lanes(gt, d, gs);
+        }
     }
     fn as_bijector(&self) -> &dyn SliceBijector {
         self

@@ -378,3 +378,30 @@ fn tool_blocked_scoring_and_gradients_are_the_single_row_ones() {
         }
     }
 }
+
+/// The LU layer's own blocked passes (lanes across rows) against its
+/// single-row passes, bit for bit: small layers (whose single-row forward
+/// sums with plain loops), larger ones (four terms per step), negative
+/// signs, a shuffled permutation, and diagonals past the clamp.
+#[test]
+fn lu_linear_blocked_is_single_row_bit_for_bit() {
+    for (d, seed) in [(1, 3000), (3, 3010), (9, 3020), (10, 3030), (37, 3040)] {
+        let mut r = rng(seed);
+        let mut p = random_vec(&mut r, d * d + d, -0.6, 0.6);
+        if d > 1 {
+            p[d + 1] = 25.0; // log_s past LOG_SCALE_LIMIT: clamped, gradient 0
+        }
+        let sign: Vec<f32> = (0..d).map(|i| if i % 3 == 1 { -1.0 } else { 1.0 }).collect();
+        let perm: Vec<usize> = (0..d).map(|i| (i * 7 + 3) % d).collect();
+        let perm = if flowmote::permutation::is_permutation(&perm) {
+            perm
+        } else {
+            (0..d).rev().collect()
+        };
+        let lu = flowmote::LuLinearRef::from_flat(&perm, &sign, &p).unwrap();
+        let what = format!("lu linear d {d}");
+        check_forward(&what, &lu, d, seed + 1);
+        check_backward(&what, &lu, d, seed + 2);
+        check_backward(&format!("frozen {what}"), &Frozen(lu), d, seed + 3);
+    }
+}
