@@ -1258,6 +1258,39 @@ fn the_default_target_keeps_a_model_within_its_budget() {
     }
 }
 
+/// A file large enough for one validation split: the teacher's search
+/// adds no bigger candidate once its best is over the budget, and the
+/// students train on the real rows alone (no teacher samples drawn).
+#[test]
+fn a_large_files_teacher_is_not_grown_and_its_students_take_no_samples() {
+    let (_, ds) = training_set("large-file", &banana(1200, 44));
+    let cfg = TrainConfig {
+        epochs: Some(2),
+        max_flash: Some(3 * 1024),
+        ..TrainConfig::default()
+    };
+    let (m, s) = train::train(&ds, &cfg, false).unwrap();
+    let d = m.provenance.settings.distillation.as_ref().expect("distilled");
+    assert_eq!((d.samples_per_epoch, d.pool), (0, 0));
+    assert!(!d.students.is_empty());
+    assert!(
+        d.students.iter().all(|c| c.teacher_samples == Some(0)),
+        "{:?}",
+        d.students
+    );
+    let teacher = s.teacher.as_ref().expect("the teacher");
+    let search = teacher.provenance.settings.search.as_ref().expect("a search");
+    // Every candidate at the first one's size: the noise and family steps
+    // ran, the size step did not.
+    assert!(search.len() >= 2);
+    assert!(
+        search
+            .iter()
+            .all(|c| (c.layers, c.hidden) == (search[0].layers, search[0].hidden)),
+        "{search:?}"
+    );
+}
+
 /// Fold `k` of `n` holds out a contiguous block; the blocks cover every row
 /// exactly once and differ in size by at most one row.
 #[test]

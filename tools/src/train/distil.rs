@@ -306,7 +306,16 @@ pub(super) fn distil(
         return Ok((m, s));
     }
     let n = tds.rows.len();
-    let per_epoch = ((cfg.teacher_samples * n as f64).round() as usize).min(MAX_SAMPLES_PER_EPOCH);
+    // Teacher samples fill the gaps of small data. On a file large enough
+    // for one validation split (the teacher is no committee) the students
+    // on the real rows alone won every time it was measured (BENCHMARKS.md,
+    // "Teacher samples on large files"), so none are drawn there.
+    let small = tcfg.folds.is_some_and(|k| k > 1);
+    let per_epoch = if small {
+        ((cfg.teacher_samples * n as f64).round() as usize).min(MAX_SAMPLES_PER_EPOCH)
+    } else {
+        0
+    };
     let pool = if per_epoch > 0 {
         let (rows, nll) = sample_pool(&teacher.model, POOL_EPOCHS * per_epoch, cfg.seed);
         (!rows.is_empty()).then(|| TeacherPool {
@@ -320,13 +329,17 @@ pub(super) fn distil(
     };
     if progress {
         eprintln!(
-            "teacher {} ({:.0} KB, validation NLL {:.3}) is over the budget ({}): distilling into {} student(s) with {} teacher samples per epoch",
+            "teacher {} ({:.0} KB, validation NLL {:.3}) is over the budget ({}): distilling into {} student(s) {}",
             record.kept,
             tcost.weight_bytes as f64 / 1024.0,
             teacher_val,
             budget.describe(),
             candidates.len(),
-            pool.as_ref().map_or(0, |p| p.per_epoch)
+            match &pool {
+                Some(p) => format!("with {} teacher samples per epoch", p.per_epoch),
+                None if small => "on the real rows (--teacher-samples 0)".into(),
+                None => format!("on the real rows ({n} rows: teacher samples help small files only)"),
+            }
         );
     }
     // The students inherit the noise the teacher's search chose.

@@ -164,7 +164,7 @@ fn train_committee(
             folds: Some(1),
             ..cfg.clone()
         };
-        return search(ds, &c, progress, DynMixture::MAX_MEMBERS);
+        return search(ds, &c, progress, DynMixture::MAX_MEMBERS, budget);
     }
     let start = Instant::now();
     let mut parts = Vec::with_capacity(folds);
@@ -186,7 +186,7 @@ fn train_committee(
             fold: Some((k, folds)),
             ..cfg.clone()
         };
-        let part = search(ds, &c, progress, DynMixture::MAX_MEMBERS / folds)?;
+        let part = search(ds, &c, progress, DynMixture::MAX_MEMBERS / folds, None)?;
         let over = budget.and_then(|b| b.exceeded(&crate::target::ModelCost::of(&part.0.model)));
         if let (0, Some(why)) = (k, over) {
             if progress {

@@ -1,13 +1,14 @@
 //! One search on one split: noise, family and size chosen by validation
 //! NLL, then stacking.
 
-use super::config::{auto_candidates, default_size, FlowKind, TrainConfig, NOISE_LEVELS};
+use super::config::{auto_candidates, default_size, Budget, FlowKind, TrainConfig, NOISE_LEVELS};
 use super::fit::train_one;
 use super::stack::stack;
 use super::TrainSummary;
 use crate::data::Dataset;
 use crate::model::ModelFile;
 use crate::provenance::Candidate;
+use crate::target::ModelCost;
 use anyhow::Result;
 use std::time::Instant;
 
@@ -104,12 +105,20 @@ impl Search<'_> {
     }
 
     /// 3. size (not for cnf): the winner with two more layers and twice the
-    ///    hidden units.
-    fn size(&mut self, cfg: &TrainConfig) -> Result<()> {
-        let (c, n) = {
-            let (_, s, c) = self.best.as_ref().expect("a candidate");
-            (c.clone(), s.train_rows)
+    ///    hidden units — unless the winner is already over the device
+    ///    `budget` (a teacher to be distilled: a bigger one only takes longer).
+    fn size(&mut self, cfg: &TrainConfig, budget: Option<&Budget>) -> Result<()> {
+        let (c, n, over) = {
+            let (m, s, c) = self.best.as_ref().expect("a candidate");
+            let over = budget.and_then(|b| b.exceeded(&ModelCost::of(&m.model)));
+            (c.clone(), s.train_rows, over)
         };
+        if let Some(why) = over {
+            if self.progress {
+                eprintln!("size: no bigger candidate, the best is over the budget already ({why})");
+            }
+            return Ok(());
+        }
         if cfg.layers.is_none() && cfg.hidden.is_none() && c.flow != FlowKind::Cnf {
             let (l, h) = default_size(c.flow, n, self.ds.dim());
             self.run(TrainConfig {
@@ -162,12 +171,15 @@ impl Search<'_> {
 }
 
 /// One search on one split (see [`train`](super::train)); a stacked
-/// mixture holds at most `max_members` flows.
+/// mixture holds at most `max_members` flows. With a device `budget` (a
+/// teacher's search) the size step is left out when the best candidate is
+/// over it already.
 pub(super) fn search(
     ds: &Dataset,
     cfg: &TrainConfig,
     progress: bool,
     max_members: usize,
+    budget: Option<&Budget>,
 ) -> Result<(ModelFile, TrainSummary)> {
     let start = Instant::now();
     let first = if cfg.flow == FlowKind::Auto {
@@ -184,7 +196,7 @@ pub(super) fn search(
     };
     search.noise(cfg, first)?;
     search.family(cfg)?;
-    search.size(cfg)?;
+    search.size(cfg, budget)?;
     let (mut m, mut s, _) = search.best.take().expect("at least one candidate");
     if cfg.mixture && search.trained.len() > 1 {
         search.stack_into(&mut m, &mut s, max_members);
