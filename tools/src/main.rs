@@ -70,8 +70,9 @@ For a device (--target, default nrf52840; `flowmote list-targets`): the kept mod
 budget, 64 KB of weights and 2 ms per score by default (--max-flash, --max-ms, --max-params, --max-macs). \
 The last 10 % of the rows are held out first; the search above, on the rest, trains the teacher; if the \
 teacher is over the budget, students (per family a 2- and a 4-layer flow as wide as the budget allows) are \
-trained on the real rows alone and with fresh teacher samples (--teacher-samples), and the one with the \
-best NLL on the held-out rows is kept. Where the whitening layer alone takes over half the flash or time \
+trained on the real rows alone and with fresh teacher samples (--teacher-samples; on a file large enough \
+for one validation split, ~1 000 rows and more, on the real rows alone, and the teacher's search then adds \
+no bigger candidate once its best is over the budget), and the one with the best NLL on the held-out rows is kept. Where the whitening layer alone takes over half the flash or time \
 budget (wide data, soft-float parts), students are offered without it too; if none fits with it, only \
 without it, and if none fits at all, as one flow layer. --teacher-out writes the teacher; --target host keeps \
 it whatever its size.\n\n\
