@@ -151,6 +151,13 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
     Ok(out)
 }
 
+/// `true` for a file too small for one validation split of at least 100
+/// rows: by default the search runs as a committee of folds there, and
+/// teacher samples may help its students.
+pub(super) fn is_small(ds: &Dataset, cfg: &TrainConfig) -> bool {
+    default_folds(ds.n_normal(), cfg.val_fraction) > 1
+}
+
 /// A student's family and size as the summary names it (`maf 2×16`), and
 /// `without the whitening layer` when it has none.
 fn student_name(c: &TrainConfig) -> String {
@@ -307,10 +314,11 @@ pub(super) fn distil(
     }
     let n = tds.rows.len();
     // Teacher samples fill the gaps of small data. On a file large enough
-    // for one validation split (the teacher is no committee) the students
-    // on the real rows alone won every time it was measured (BENCHMARKS.md,
-    // "Teacher samples on large files"), so none are drawn there.
-    let small = tcfg.folds.is_some_and(|k| k > 1);
+    // for one validation split (by default no committee, whatever --folds
+    // says) the students on the real rows alone won every time it was
+    // measured (BENCHMARKS.md, "Training time", change 3), so none are
+    // drawn there.
+    let small = is_small(&tds, cfg);
     let per_epoch = if small {
         ((cfg.teacher_samples * n as f64).round() as usize).min(MAX_SAMPLES_PER_EPOCH)
     } else {

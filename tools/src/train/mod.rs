@@ -164,7 +164,10 @@ fn train_committee(
             folds: Some(1),
             ..cfg.clone()
         };
-        return search(ds, &c, progress, DynMixture::MAX_MEMBERS, budget);
+        // A large file's teacher is not grown past the budget; a small
+        // file's teacher also makes the samples its students learn from.
+        let grow_limit = budget.filter(|_| !distil::is_small(ds, cfg));
+        return search(ds, &c, progress, DynMixture::MAX_MEMBERS, grow_limit);
     }
     let start = Instant::now();
     let mut parts = Vec::with_capacity(folds);
