@@ -657,7 +657,6 @@ impl<const D: usize> Bijector<D> for LuLinear<D> {
     }
 }
 
-/// Scratch: `tmp` (`d`).
 /// The row-blocked passes (hosts): [`BLOCK`] rows at a time, one lane per
 /// row, each row's sums over the same terms in the same order as
 /// [`LuLinearRef::forward`] and [`LuLinearRef::backward`] take them, so the
@@ -678,9 +677,9 @@ impl LuLinearRef<'_> {
         ld
     }
 
-    /// Forward of `n ≤ BLOCK` rows in lanes: `xt` (`d` lanes) becomes the
-    /// output; `ut`, `vt` are `d` lanes of scratch each.
-    fn forward_lanes(&self, diag: &[f32], xt: &mut [Lanes], ut: &mut [Lanes], vt: &mut [Lanes]) {
+    /// `ut = U·xt` in lanes (`d` each), every row's sum from the diagonal
+    /// term in column order, as [`LuLinearRef::forward`] and `vjp` take it.
+    fn upper_lanes(&self, diag: &[f32], xt: &[Lanes], ut: &mut [Lanes]) {
         let d = self.dim();
         for (i, ui) in ut.iter_mut().enumerate().take(d) {
             let mut acc = [0.0; BLOCK];
@@ -695,6 +694,13 @@ impl LuLinearRef<'_> {
             }
             *ui = acc;
         }
+    }
+
+    /// Forward of `n ≤ BLOCK` rows in lanes: `xt` (`d` lanes) becomes the
+    /// output; `ut`, `vt` are `d` lanes of scratch each.
+    fn forward_lanes(&self, diag: &[f32], xt: &mut [Lanes], ut: &mut [Lanes], vt: &mut [Lanes]) {
+        let d = self.dim();
+        self.upper_lanes(diag, xt, ut);
         for i in 0..d {
             let mut acc = ut[i];
             for j in 0..i {
@@ -720,6 +726,7 @@ impl LuLinearRef<'_> {
     }
 }
 
+/// Scratch: `tmp` (`d`).
 impl SliceBijector for LuLinearRef<'_> {
     fn scratch_len(&self) -> usize {
         self.dim()
@@ -802,20 +809,7 @@ impl SliceBackward for LuLinearRef<'_> {
             let rows = gl.len();
             to_lanes(xs, d, xt);
             to_lanes(gs, d, gt);
-            // u = U·x, as `vjp` sums it.
-            for (i, ui) in ut.iter_mut().enumerate() {
-                let mut acc = [0.0; BLOCK];
-                for (a, x) in acc.iter_mut().zip(&xt[i]) {
-                    *a = diag[i] * x;
-                }
-                for j in i + 1..d {
-                    let w = lu[i * d + j];
-                    for (a, x) in acc.iter_mut().zip(&xt[j]) {
-                        *a += w * x;
-                    }
-                }
-                *ui = acc;
-            }
+            self.upper_lanes(diag, xt, ut);
             // y = P·v + b: the bias gradient, ∂v.
             for (i, &p) in self.perm.iter().enumerate() {
                 for r in 0..rows {

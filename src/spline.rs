@@ -235,17 +235,21 @@ impl<'a> Spline<'a> {
         sp
     }
 
-    /// Row `r`'s spline of a block whose exponentials `ex` holds.
+    /// Row `r`'s spline of a block, from the block's exponentials `ex`
+    /// when there are ([`LaneExps::new`]), else as [`Spline::new`].
     #[inline(always)]
-    fn cached(raw: &'a [f32], stride: usize, bins: usize, b: f32, ex: &'a LaneExps, r: usize) -> Self {
-        Spline {
-            raw,
-            stride,
-            k: bins,
-            b,
-            sw: ex.sw[r],
-            sh: ex.sh[r],
-            cache: Some((&ex.e, r)),
+    fn in_block(raw: &'a [f32], stride: usize, bins: usize, b: f32, ex: Option<&'a LaneExps>, r: usize) -> Self {
+        match ex {
+            Some(ex) => Spline {
+                raw,
+                stride,
+                k: bins,
+                b,
+                sw: ex.sw[r],
+                sh: ex.sh[r],
+                cache: Some((&ex.e, r)),
+            },
+            None => Spline::new(raw, stride, bins, b),
         }
     }
 
@@ -597,10 +601,9 @@ impl Elementwise for Splines {
             let ex = LaneExps::new(out, b, j, bins);
             for (r, l) in lds.iter_mut().enumerate().take(n) {
                 let p = raw.get(j * BLOCK + r..).unwrap_or(&[]);
-                let (y, lj) = match &ex {
-                    Some(ex) => forward_in(tj[r], bound, bins, || Spline::cached(p, stride, bins, bound, ex, r)),
-                    None => forward_in(tj[r], bound, bins, || Spline::new(p, stride, bins, bound)),
-                };
+                let (y, lj) = forward_in(tj[r], bound, bins, || {
+                    Spline::in_block(p, stride, bins, bound, ex.as_ref(), r)
+                });
                 tj[r] = y;
                 *l += lj;
             }
@@ -632,14 +635,9 @@ impl Elementwise for Splines {
                 let p = raw.get(j * BLOCK + r..).unwrap_or(&[]);
                 let gp = go.get_mut(j * BLOCK + r..).unwrap_or(&mut []);
                 let (x, gy, gl) = (t[j][r], g[j][r], g_ld[r]);
-                g[j][r] = match &ex {
-                    Some(ex) => backward_in(x, p, stride, bins, bound, gy, gl, gp, || {
-                        Spline::cached(p, stride, bins, bound, ex, r)
-                    }),
-                    None => backward_in(x, p, stride, bins, bound, gy, gl, gp, || {
-                        Spline::new(p, stride, bins, bound)
-                    }),
-                };
+                g[j][r] = backward_in(x, p, stride, bins, bound, gy, gl, gp, || {
+                    Spline::in_block(p, stride, bins, bound, ex.as_ref(), r)
+                });
             }
         }
     }

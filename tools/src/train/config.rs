@@ -198,7 +198,8 @@ pub struct TrainConfig {
     /// Distillation: teacher samples per real training row in each epoch of
     /// a student's training (fresh from a pool of four epochs' worth, at
     /// most 8 192 per epoch); 0 trains the students on the real rows alone.
-    /// Only on files small enough for a committee teacher (see --folds):
+    /// Only on files too small for one validation split of 100 rows (under
+    /// about 1 000 rows, where the search runs as a committee by default):
     /// on larger ones the students train on the real rows alone, which won
     /// on every large file measured.
     #[arg(long, value_name = "RATIO", default_value_t = 20.0)]

@@ -108,25 +108,23 @@ impl Search<'_> {
     ///    hidden units — unless the winner is already over the device
     ///    `budget` (a teacher to be distilled: a bigger one only takes longer).
     fn size(&mut self, cfg: &TrainConfig, budget: Option<&Budget>) -> Result<()> {
-        let (c, n, over) = {
-            let (m, s, c) = self.best.as_ref().expect("a candidate");
-            let over = budget.and_then(|b| b.exceeded(&ModelCost::of(&m.model)));
-            (c.clone(), s.train_rows, over)
-        };
-        if let Some(why) = over {
+        let (m, s, c) = self.best.as_ref().expect("a candidate");
+        if cfg.layers.is_some() || cfg.hidden.is_some() || c.flow == FlowKind::Cnf {
+            return Ok(());
+        }
+        if let Some(why) = budget.and_then(|b| b.exceeded(&ModelCost::of(&m.model))) {
             if self.progress {
                 eprintln!("size: no bigger candidate, the best is over the budget already ({why})");
             }
             return Ok(());
         }
-        if cfg.layers.is_none() && cfg.hidden.is_none() && c.flow != FlowKind::Cnf {
-            let (l, h) = default_size(c.flow, n, self.ds.dim());
-            self.run(TrainConfig {
-                layers: Some(l + 2),
-                hidden: Some(2 * h),
-                ..c
-            })?;
-        }
+        let (l, h) = default_size(c.flow, s.train_rows, self.ds.dim());
+        let bigger = TrainConfig {
+            layers: Some(l + 2),
+            hidden: Some(2 * h),
+            ..c.clone()
+        };
+        self.run(bigger)?;
         Ok(())
     }
 
