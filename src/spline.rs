@@ -153,10 +153,42 @@ struct Bin {
     h: f32,
 }
 
+/// Where a spline's bin exponentials `exp(raw(p))` come from. A type, not
+/// a run-time choice, so that the single-row passes (the device's) carry
+/// no branch for the blocked passes' cache.
+trait BinExps: Copy {
+    /// `exp(raw(p))`; `raw` gives the clamped raw parameter `p`.
+    fn exp_of(self, p: usize, raw: impl FnOnce() -> f32) -> f32;
+}
+
+/// Computed when asked: the single-row passes.
+#[derive(Clone, Copy)]
+struct Lazy;
+
+impl BinExps for Lazy {
+    #[inline(always)]
+    fn exp_of(self, _: usize, raw: impl FnOnce() -> f32) -> f32 {
+        crate::activation::exp(raw())
+    }
+}
+
+/// Lane `r` of a block's [`LaneExps`] when the block has them, else
+/// computed when asked: the blocked passes.
+type InBlock<'a> = Option<(&'a [Lanes], usize)>;
+
+impl BinExps for InBlock<'_> {
+    #[inline(always)]
+    fn exp_of(self, p: usize, raw: impl FnOnce() -> f32) -> f32 {
+        match self {
+            Some((e, r)) => e.get(p).map_or(0.0, |l| l[r]),
+            None => crate::activation::exp(raw()),
+        }
+    }
+}
+
 /// The spline of one coordinate, computed lazily from its raw parameters
-/// (no buffers, any `K`), or with the exponentials of its width and height
-/// parameters computed beforehand for a block of rows ([`LaneExps`]).
-struct Spline<'a> {
+/// (no buffers, any `K`), its bin exponentials from `E`.
+struct Spline<'a, E: BinExps = Lazy> {
     raw: &'a [f32],
     stride: usize,
     k: usize,
@@ -164,8 +196,8 @@ struct Spline<'a> {
     /// `Σ exp(w̃)`, `Σ exp(h̃)` (no max subtraction needed: `|w̃| ≤ RAW_LIMIT`).
     sw: f32,
     sh: f32,
-    /// `exp(raw(p))` for `p < 2K`, as lane `r` of `cache[p]`.
-    cache: Option<(&'a [Lanes], usize)>,
+    /// Where `exp(raw(p))` comes from.
+    exps: E,
 }
 
 /// Bins up to which the row-blocked passes compute a coordinate's
@@ -216,25 +248,11 @@ impl LaneExps {
 impl<'a> Spline<'a> {
     #[inline(always)]
     fn new(raw: &'a [f32], stride: usize, bins: usize, b: f32) -> Self {
-        let mut sp = Spline {
-            raw,
-            stride,
-            k: bins,
-            b,
-            sw: 0.0,
-            sh: 0.0,
-            cache: None,
-        };
-        let (mut sw, mut sh) = (0.0, 0.0);
-        for i in 0..bins {
-            sw += crate::activation::exp(sp.raw(i));
-            sh += crate::activation::exp(sp.raw(bins + i));
-        }
-        sp.sw = sw;
-        sp.sh = sh;
-        sp
+        Self::with_exps(raw, stride, bins, b, Lazy)
     }
+}
 
+impl<'a> Spline<'a, InBlock<'a>> {
     /// Row `r`'s spline of a block, from the block's exponentials `ex`
     /// when there are ([`LaneExps::new`]), else as [`Spline::new`].
     #[inline(always)]
@@ -247,10 +265,34 @@ impl<'a> Spline<'a> {
                 b,
                 sw: ex.sw[r],
                 sh: ex.sh[r],
-                cache: Some((&ex.e, r)),
+                exps: Some((&ex.e, r)),
             },
-            None => Spline::new(raw, stride, bins, b),
+            None => Self::with_exps(raw, stride, bins, b, None),
         }
+    }
+}
+
+impl<'a, E: BinExps> Spline<'a, E> {
+    /// The spline with its sums of bin exponentials taken from `exps`.
+    #[inline(always)]
+    fn with_exps(raw: &'a [f32], stride: usize, bins: usize, b: f32, exps: E) -> Self {
+        let mut sp = Spline {
+            raw,
+            stride,
+            k: bins,
+            b,
+            sw: 0.0,
+            sh: 0.0,
+            exps,
+        };
+        let (mut sw, mut sh) = (0.0, 0.0);
+        for i in 0..bins {
+            sw += exps.exp_of(i, || sp.raw(i));
+            sh += exps.exp_of(bins + i, || sp.raw(bins + i));
+        }
+        sp.sw = sw;
+        sp.sh = sh;
+        sp
     }
 
     /// Raw parameter `p`. The views check the conditioner's size, so the
@@ -270,14 +312,11 @@ impl<'a> Spline<'a> {
     /// Softmax probabilities of bin `i`'s width and height.
     #[inline(always)]
     fn probs(&self, i: usize) -> (f32, f32) {
-        let (ew, eh) = match self.cache {
-            Some((e, r)) => (e.get(i).map_or(0.0, |l| l[r]), e.get(self.k + i).map_or(0.0, |l| l[r])),
-            None => (
-                crate::activation::exp(self.raw(i)),
-                crate::activation::exp(self.raw(self.k + i)),
-            ),
-        };
-        (ew / self.sw, eh / self.sh)
+        let k = self.k;
+        (
+            self.exps.exp_of(i, || self.raw(i)) / self.sw,
+            self.exps.exp_of(k + i, || self.raw(k + i)) / self.sh,
+        )
     }
 
     /// Derivative at knot `j` and `∂d/∂(raw d̃_{j−1})` (0 at the boundaries).
@@ -378,7 +417,7 @@ pub fn rq_spline_forward(x: f32, raw: &[f32], stride: usize, bins: usize, tail_b
 /// [`rq_spline_forward`] with the effective tail bound `b` and the spline
 /// made by `spline` (only inside the interval).
 #[inline(always)]
-fn forward_in<'a>(x: f32, b: f32, bins: usize, spline: impl FnOnce() -> Spline<'a>) -> (f32, f32) {
+fn forward_in<'a, E: BinExps>(x: f32, b: f32, bins: usize, spline: impl FnOnce() -> Spline<'a, E>) -> (f32, f32) {
     if !(x > -b && x < b) || bins == 0 {
         return (x, 0.0);
     }
@@ -446,7 +485,7 @@ pub fn rq_spline_backward(
 /// made by `spline` (only inside the interval).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn backward_in<'a>(
+fn backward_in<'a, E: BinExps>(
     x: f32,
     raw: &[f32],
     stride: usize,
@@ -455,7 +494,7 @@ fn backward_in<'a>(
     g_y: f32,
     g_ld: f32,
     g_raw: &mut [f32],
-    spline: impl FnOnce() -> Spline<'a>,
+    spline: impl FnOnce() -> Spline<'a, E>,
 ) -> f32 {
     let n_p = if bins == 0 { 0 } else { spline_params(bins) };
     for p in 0..n_p {
