@@ -14,6 +14,8 @@
 #   benches/peers/defaults.sh
 #   MAX_EPOCHS=20 benches/peers/defaults.sh   # cap FlowJAX epochs (default: its own 100)
 #   SEEDS='0 1 2' benches/peers/defaults.sh  # seeds (default 0 1 2 3 4)
+#   KEEP_PEERS=1 benches/peers/defaults.sh  # rerun flowmote only; keep the peers' files (they
+#                                            # depend on the data, the seed and their versions only)
 #
 # Uses the venv of benches/peers/requirements.txt (benches/peers/.venv, created
 # on first use).
@@ -44,6 +46,10 @@ for set in $SETS; do
     [ ${#lab[@]} -eq 0 ] || "$tool" score --model "$OUT/defaults.$tag.model.json" --data "$test" "${lab[@]}" \
         --out "$OUT/defaults.$tag.flowmote.scores.csv" 2>/dev/null
     echo "$t0 $t1" >"$OUT/defaults.$tag.flowmote.time"
+    if [ -n "${KEEP_PEERS:-}" ] && [ -s "$OUT/defaults.$tag.peers.json" ]; then
+        say "$set seed $seed: keeping the peers' results of an earlier run (KEEP_PEERS)"
+        continue
+    fi
     say "$set seed $seed: GaussianMixture + FlowJAX RQS flows"
     (cd "$here" && "$py" peer_defaults.py --train "$train" --test "$test" --seed "$seed" "${ep[@]}") \
         >"$OUT/defaults.$tag.peers.json"

@@ -1430,3 +1430,79 @@ fn folds_train_an_equal_weight_committee() {
         .to_string()
         .contains("--folds"));
 }
+
+/// `--average`'s arithmetic: the rate `max(1 − β, 9/(t + 10))` per step,
+/// applied to every trained layer, and nothing else.
+#[test]
+fn weight_average_moves_by_its_rate_and_converges() {
+    let w = train::WeightAverage::new(0.999);
+    assert_eq!(w.rate(1), 9.0 / 11.0);
+    assert_eq!(w.rate(90), 9.0 / 100.0);
+    assert!((w.rate(20_000) - 0.001).abs() < 1e-7, "{}", w.rate(20_000));
+    let (a0, b) = (random_flow(FlowKind::Maf, 3, 1), random_flow(FlowKind::Maf, 3, 2));
+    let mut avg = a0.clone();
+    let mut w = train::WeightAverage::new(0.999);
+    w.update(&mut avg, &b);
+    let g = 9.0f32 / 11.0;
+    for ((la, l0), lb) in avg.layers.iter().zip(&a0.layers).zip(&b.layers) {
+        for ((a, p0), pb) in la.params().iter().zip(l0.params()).zip(lb.params()) {
+            assert_eq!(*a, p0 + g * (pb - p0));
+        }
+    }
+    // Held at b, the average converges to b (the rate tends to 1 − β).
+    for _ in 0..20_000 {
+        w.update(&mut avg, &b);
+    }
+    for (la, lb) in avg.layers.iter().zip(&b.layers) {
+        for (a, pb) in la.params().iter().zip(lb.params()) {
+            assert!((a - pb).abs() <= 1e-5 * pb.abs().max(1.0), "{a} vs {pb}");
+        }
+    }
+}
+
+/// With weight averaging (the default) the kept model is the average that
+/// each epoch was judged on: its NLL on the validation rows is the best
+/// epoch's, and it is not what training without the average keeps.
+#[test]
+fn the_kept_model_is_the_judged_weight_average() {
+    let (_, ds) = training_set("average", &banana(300, 31));
+    for average in [0.999, 0.0] {
+        let cfg = TrainConfig {
+            epochs: Some(12),
+            average,
+            ..small_cfg(4)
+        };
+        let (m, s) = train::train(&ds, &cfg, false).unwrap();
+        let (kept, bad) = train::mean_nll(m.model.as_single().unwrap(), &s.validation);
+        assert_eq!(bad, 0);
+        assert_eq!(
+            kept, s.best_val_nll,
+            "average {average}: the kept model is the one judged"
+        );
+        let best = &m.provenance.history[s.best_epoch - 1];
+        assert_eq!(best.val_nll, s.best_val_nll);
+        assert_eq!(m.provenance.settings.config.average, average, "recorded");
+    }
+    let with = train::train(
+        &ds,
+        &TrainConfig {
+            epochs: Some(12),
+            ..small_cfg(4)
+        },
+        false,
+    )
+    .unwrap()
+    .0;
+    let without = train::train(
+        &ds,
+        &TrainConfig {
+            epochs: Some(12),
+            average: 0.0,
+            ..small_cfg(4)
+        },
+        false,
+    )
+    .unwrap()
+    .0;
+    assert_ne!(with.model, without.model);
+}

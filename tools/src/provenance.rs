@@ -11,9 +11,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Epoch {
     /// Epoch number (1-based).
     pub epoch: usize,
-    /// Mean training NLL (nats/row, data units).
+    /// Mean training NLL (nats/row, data units) over the epoch's steps.
     pub train_nll: f64,
-    /// Mean validation NLL (nats/row, data units).
+    /// Mean validation NLL (nats/row, data units) at the epoch's end, of
+    /// the averaged weights when `average` > 0 (what is kept).
     pub val_nll: f64,
     /// Learning rate used.
     pub lr: f64,

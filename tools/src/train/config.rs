@@ -126,6 +126,16 @@ pub struct TrainConfig {
     /// Decoupled (AdamW) weight decay.
     #[arg(long, default_value_t = 1e-4)]
     pub weight_decay: f64,
+    /// Weight averaging (Polyak): validate and keep a running average of
+    /// the weights instead of the last step's, which smooths out the noise
+    /// of the mini-batch steps — on small files the difference between a
+    /// lucky and an unlucky seed. After optimiser step t the average moves
+    /// towards the weights by max(1 − β, 9/(t + 10)): early on it forgets
+    /// fast, later it remembers about the last 1/(1 − β) steps. 0 = off
+    /// (the last step's weights).
+    #[arg(long, value_name = "BETA", default_value_t = 0.999)]
+    #[serde(default)]
+    pub average: f64,
     /// Early stopping: stop after this many epochs without a better
     /// validation NLL (the best model is kept); 0 = run all epochs
     /// [default: 20, or as many epochs as ~400 optimiser steps for small files, ≤ 200].
@@ -305,6 +315,11 @@ impl TrainConfig {
         ensure!(self.batch >= 1, "--batch must be at least 1");
         ensure!(self.epochs != Some(0), "--epochs must be at least 1");
         ensure!(self.lr.is_finite() && self.lr > 0.0, "--lr must be a positive number");
+        ensure!(
+            (0.0..1.0).contains(&self.average),
+            "--average must be a number in [0, 1) (0 = off), not {}",
+            self.average
+        );
         Budget::of(self)?;
         ensure!(
             self.max_ms.is_none_or(|v| v.is_finite() && v > 0.0),

@@ -5,7 +5,7 @@
 use super::build::{mask, normal, shuffle, uniform};
 use super::config::{FlowKind, TrainConfig};
 use super::fit::Standardisation;
-use super::optim::{batch_grad, mean_nll, Adam};
+use super::optim::{batch_grad, mean_nll, Adam, WeightAverage};
 use crate::model::{DynFlow, Epoch};
 use anyhow::{ensure, Result};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -230,7 +230,9 @@ impl Step<'_> {
 
 /// Mini-batch Adam over the epochs with early stopping on `rows.sel`,
 /// restarting from the best model (fresh optimiser state) when training
-/// diverges; keeps the best epoch's model.
+/// diverges; keeps the best epoch's model. With `--average β` (the default)
+/// what each epoch is judged on, and what is kept, is the running average
+/// of the weights ([`WeightAverage`]), not the last step's.
 pub(super) fn fit(
     mut flow: DynFlow,
     init_val: f64,
@@ -265,6 +267,7 @@ pub(super) fn fit(
     };
     let is_cnf = cfg.flow == FlowKind::Cnf;
     let mut best = (init_val, 0usize, flow.clone());
+    let mut avg = (cfg.average > 0.0).then(|| (flow.clone(), WeightAverage::new(cfg.average as f32)));
     let mut history = Vec::new();
     let (mut step, mut skipped, mut since_best, mut epochs_run, mut blowups) = (0usize, 0usize, 0usize, 0, 0);
     let per_epoch = rows.teacher.map_or(0, |t| t.per_epoch);
@@ -302,7 +305,12 @@ pub(super) fn fit(
             tot += loss;
             cnt += used;
             match outcome {
-                Outcome::Stepped(v) => lr = v,
+                Outcome::Stepped(v) => {
+                    lr = v;
+                    if let Some((a, w)) = avg.as_mut() {
+                        w.update(a, &flow);
+                    }
+                }
                 Outcome::Idle => {}
                 Outcome::Diverged => {
                     diverged = true;
@@ -311,8 +319,10 @@ pub(super) fn fit(
             }
         }
         let finite = flow.layers.iter().all(|l| l.params().iter().all(|v| v.is_finite()));
+        // The model this epoch is judged on: the average, or the weights.
+        let judged = avg.as_ref().map_or(&flow, |(a, _)| a);
         let (val_nll, val_bad) = if finite && !diverged {
-            mean_nll(&flow, rows.sel)
+            mean_nll(judged, rows.sel)
         } else {
             (f64::NAN, 0)
         };
@@ -324,6 +334,10 @@ pub(super) fn fit(
                 "training diverged 5 times (non-finite loss); try a smaller --lr"
             );
             flow = best.2.clone();
+            if let Some((a, w)) = avg.as_mut() {
+                a.clone_from(&best.2);
+                w.reset();
+            }
             opt.reset();
             bar.println(format!(
                 "epoch {epoch}: training diverged; restarting from the best model (epoch {})",
@@ -341,7 +355,7 @@ pub(super) fn fit(
             lr: lr as f64,
         });
         if val_nll < best.0 || best.1 == 0 && !best.0.is_finite() {
-            best = (val_nll, epoch, flow.clone());
+            best = (val_nll, epoch, judged.clone());
             since_best = 0;
         } else {
             since_best += 1;

@@ -37,7 +37,7 @@ pub use config::{
     MAX_HIDDEN, MAX_LAYERS, MAX_WEIGHTS, MIN_VALIDATION_ROWS, NOISE_LEVELS, SMALL_DATA_FOLDS,
 };
 pub use fit::fold_block;
-pub use optim::{mean_nll, Adam};
+pub use optim::{mean_nll, Adam, WeightAverage};
 pub use stack::{stack, Stacked, MIN_MIXTURE_WEIGHT};
 
 use crate::data::Dataset;

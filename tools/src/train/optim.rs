@@ -48,6 +48,47 @@ impl Adam {
     }
 }
 
+/// Polyak averaging of a flow's weights (`--average β`): after optimiser
+/// step `t` (counted from 1) the average moves towards the weights by
+/// `γₜ = max(1 − β, 9/(t + 10))`, so early steps are soon forgotten and
+/// later the average spans about the last `1/(1 − β)` steps.
+#[derive(Clone, Debug)]
+pub struct WeightAverage {
+    beta: f32,
+    t: usize,
+}
+
+impl WeightAverage {
+    /// An average with memory `beta` (in `(0, 1)`), before any step.
+    pub fn new(beta: f32) -> Self {
+        WeightAverage { beta, t: 0 }
+    }
+
+    /// The rate `γₜ` of step `t` (≥ 1).
+    pub fn rate(&self, t: usize) -> f32 {
+        (1.0 - self.beta).max(9.0 / (t as f32 + 10.0))
+    }
+
+    /// Start over (after a restart from `avg`'s weights).
+    pub fn reset(&mut self) {
+        self.t = 0;
+    }
+
+    /// One step: `avg ← avg + γₜ (flow − avg)`, layer by layer (the two
+    /// flows have the same layers).
+    pub fn update(&mut self, avg: &mut DynFlow, flow: &DynFlow) {
+        self.t += 1;
+        let g = self.rate(self.t);
+        for (la, l) in avg.layers.iter_mut().zip(&flow.layers) {
+            if let Some(pa) = la.params_mut() {
+                for (a, p) in pa.iter_mut().zip(l.params()) {
+                    *a += g * (*p - *a);
+                }
+            }
+        }
+    }
+}
+
 /// Rows per parallel gradient chunk (fixed, so results do not depend on the
 /// number of threads).
 const CHUNK: usize = 16;
