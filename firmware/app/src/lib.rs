@@ -146,6 +146,24 @@ pub struct Golden<'g, const C: usize, const D: usize> {
     pub raw_log_probs: &'g [f32],
 }
 
+/// The [`Golden`] vectors of an export module: `golden!(flowmote_fixtures::model)`
+/// takes its `GOLDEN_INPUTS`, `GOLDEN_LOG_PROBS`, `GOLDEN_RAW`,
+/// `GOLDEN_RAW_FEATURES` and `GOLDEN_RAW_LOG_PROBS` (the export contract's
+/// names), so a board names the module once.
+#[macro_export]
+macro_rules! golden {
+    ($export:path) => {{
+        use $export as export;
+        $crate::Golden {
+            inputs: &export::GOLDEN_INPUTS,
+            log_probs: &export::GOLDEN_LOG_PROBS,
+            raw: &export::GOLDEN_RAW,
+            raw_features: &export::GOLDEN_RAW_FEATURES,
+            raw_log_probs: &export::GOLDEN_RAW_LOG_PROBS,
+        }
+    }};
+}
+
 /// The boards' boot-time self-test: the golden log-densities through
 /// `detector` ([`golden_mismatches`]) and the golden raw readings through a
 /// fresh `pipeline` ([`pipeline_mismatches`]) and the detector; logs the

@@ -24,11 +24,8 @@ use esp_hal::rng::Rng;
 use esp_hal::time::Rate;
 use esp_println as _;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
-use flowmote_firmware::{Alarm, Detector, Golden, KOfN, Lis3dh, Monitor, Synthetic};
-use flowmote_fixtures::model::{
-    pipeline, DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW, GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS,
-    HOP, MODEL, THRESHOLD,
-};
+use flowmote_firmware::{Alarm, Detector, KOfN, Lis3dh, Monitor, Synthetic};
+use flowmote_fixtures::model::{pipeline, DIM, FEATURES, HOP, MODEL, THRESHOLD};
 
 // The application descriptor the ESP-IDF second-stage bootloader checks.
 esp_bootloader_esp_idf::esp_app_desc!();
@@ -101,12 +98,6 @@ fn main() -> ! {
 /// Score the golden vectors on the chip, push the golden raw readings through
 /// the model's feature pipeline, and log whether both match the host.
 fn self_test() {
-    let golden = Golden {
-        inputs: &GOLDEN_INPUTS,
-        log_probs: &GOLDEN_LOG_PROBS,
-        raw: &GOLDEN_RAW,
-        raw_features: &GOLDEN_RAW_FEATURES,
-        raw_log_probs: &GOLDEN_RAW_LOG_PROBS,
-    };
+    let golden = flowmote_firmware::golden!(flowmote_fixtures::model);
     flowmote_firmware::self_test(&Detector::new(&MODEL, THRESHOLD), pipeline(), &golden);
 }

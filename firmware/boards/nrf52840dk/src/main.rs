@@ -44,7 +44,7 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::InputPin;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
 use flowmote_firmware::{
-    AdaptConfig, Adaptation, Alarm, Calibrator, Corrected, Correction, Detector, Event, Golden, Inverted, KOfN, Lis3dh,
+    AdaptConfig, Adaptation, Alarm, Calibrator, Corrected, Correction, Detector, Event, Inverted, KOfN, Lis3dh,
     Monitor, Phase, Step, Store, Synthetic,
 };
 use nrf52840_hal::gpio::{p0, Level};
@@ -53,10 +53,7 @@ use nrf52840_hal::twim::{self, Twim};
 use nrf52840_hal::{pac, Delay, Rng};
 use panic_probe as _;
 
-use flowmote_fixtures::model::{
-    pipeline, AdaptGradient, DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW, GOLDEN_RAW_FEATURES,
-    GOLDEN_RAW_LOG_PROBS, HOP, MEAN, MODEL, STD, THRESHOLD,
-};
+use flowmote_fixtures::model::{pipeline, AdaptGradient, DIM, FEATURES, HOP, MEAN, MODEL, STD, THRESHOLD};
 
 /// Milliseconds between readings (100 Hz). The model's `pipeline()` scores a
 /// window of its `WINDOW` readings every `HOP` readings (the bundled model: 25
@@ -295,12 +292,6 @@ fn record<I: embedded_hal::i2c::I2c>(sensor: Lis3dh<I>, delay: &mut Delay) -> ! 
 /// Score the golden vectors on the chip, push the golden raw readings through
 /// the model's feature pipeline, and log whether both match the host.
 fn self_test() {
-    let golden = Golden {
-        inputs: &GOLDEN_INPUTS,
-        log_probs: &GOLDEN_LOG_PROBS,
-        raw: &GOLDEN_RAW,
-        raw_features: &GOLDEN_RAW_FEATURES,
-        raw_log_probs: &GOLDEN_RAW_LOG_PROBS,
-    };
+    let golden = flowmote_firmware::golden!(flowmote_fixtures::model);
     flowmote_firmware::self_test(&Detector::new(&MODEL, THRESHOLD), pipeline(), &golden);
 }

@@ -17,11 +17,8 @@ use cortex_m_rt::entry;
 use defmt_rtt as _;
 use embedded_hal::delay::DelayNs;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
-use flowmote_firmware::{Alarm, Detector, Golden, Inverted, KOfN, Lis3dh, Monitor, Synthetic};
-use flowmote_fixtures::model::{
-    pipeline, DIM, FEATURES, GOLDEN_INPUTS, GOLDEN_LOG_PROBS, GOLDEN_RAW, GOLDEN_RAW_FEATURES, GOLDEN_RAW_LOG_PROBS,
-    HOP, MODEL, THRESHOLD,
-};
+use flowmote_firmware::{Alarm, Detector, Inverted, KOfN, Lis3dh, Monitor, Synthetic};
+use flowmote_fixtures::model::{pipeline, DIM, FEATURES, HOP, MODEL, THRESHOLD};
 use panic_probe as _;
 use stm32f4xx_hal::gpio::PinState;
 use stm32f4xx_hal::i2c::{DutyCycle, I2c, Mode};
@@ -108,12 +105,6 @@ fn main() -> ! {
 /// Score the golden vectors on the chip, push the golden raw readings through
 /// the model's feature pipeline, and log whether both match the host.
 fn self_test() {
-    let golden = Golden {
-        inputs: &GOLDEN_INPUTS,
-        log_probs: &GOLDEN_LOG_PROBS,
-        raw: &GOLDEN_RAW,
-        raw_features: &GOLDEN_RAW_FEATURES,
-        raw_log_probs: &GOLDEN_RAW_LOG_PROBS,
-    };
+    let golden = flowmote_firmware::golden!(flowmote_fixtures::model);
     flowmote_firmware::self_test(&Detector::new(&MODEL, THRESHOLD), pipeline(), &golden);
 }
