@@ -117,6 +117,19 @@ pub fn whitening_layer(rows: &[Vec<f32>], mean: &[f32], std: &[f32], ridge: f64)
     Ok(Layer::LuLinear { perm, sign, params: w })
 }
 
+/// An upper bound on the conditioner weights of `layers` flow layers with
+/// networks `net` on `d` columns, checked before anything is allocated: each
+/// layer's network has `depth` hidden layers of `hidden` units and at most
+/// `3·bins + 2` outputs per column (a spline's `3K − 1`, an affine map's 2).
+pub fn weight_bound(d: usize, layers: usize, net: Net, bins: usize) -> usize {
+    let outputs = d.saturating_mul(bins.saturating_mul(3).saturating_add(2));
+    let per_layer = net
+        .hidden
+        .saturating_mul(net.hidden.saturating_add(outputs))
+        .saturating_mul(net.depth);
+    layers.saturating_mul(per_layer)
+}
+
 /// An untrained flow: `[standardise, blocks…]` with seeded near-identity
 /// conditioners (see the module docs for the layer lists).
 pub fn build_flow<R: Rng + ?Sized>(
@@ -139,22 +152,13 @@ pub fn build_flow<R: Rng + ?Sized>(
         net.hidden,
         net.depth
     );
-    // A bound on the weights (generous: spline conditioners have up to 3·K
-    // outputs per column) checked before anything is allocated.
-    let per_layer = net
-        .hidden
-        .saturating_mul(
-            net.hidden
-                .saturating_add(d.saturating_mul(3 * flowmote::spline::MAX_BINS + 2)),
-        )
-        .saturating_mul(net.depth);
+    let bound = weight_bound(d, layers, net, cfg.bins);
     ensure!(
-        layers.saturating_mul(per_layer) <= MAX_WEIGHTS,
-        "{layers} layers of {}×{} hidden units on {d} columns would need about {} weights, over the {} this tool \
-         allocates — choose a smaller --layers/--hidden/--depth",
+        bound <= MAX_WEIGHTS,
+        "{layers} layers of {}×{} hidden units on {d} columns would need about {bound} weights, over the {} this \
+         tool allocates — choose a smaller --layers/--hidden/--depth",
         net.hidden,
         net.depth,
-        layers.saturating_mul(per_layer),
         MAX_WEIGHTS
     );
     let mut ls = vec![standardize_layer(mean, std)];

@@ -15,13 +15,13 @@
 //!    epoch (optionally with the regression term `--distil-weight`).
 //! 4. The student with the best validation NLL is kept.
 
-use super::build::candidate_cost;
-use super::config::{auto_candidates, default_folds, Budget, FlowKind, Select, TrainConfig};
+use super::build::{candidate_cost, weight_bound};
+use super::config::{auto_candidates, default_folds, Budget, FlowKind, Select, TrainConfig, MAX_WEIGHTS};
 use super::epochs::TeacherPool;
 use super::fit::{column_moments, hold_out, train_split, unscorable_rows, Split};
 use super::{train_committee, TrainSummary};
 use crate::data::Dataset;
-use crate::model::{DynMixture, ModelFile};
+use crate::model::{Act, DynMixture, ModelFile, Net};
 use crate::provenance::{Candidate, Distillation, TeacherRecord};
 use crate::target::ModelCost;
 use anyhow::{bail, Result};
@@ -116,6 +116,23 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
                         whiten,
                         ..cfg.clone()
                     };
+                    // On very wide data most widths are far over the
+                    // budget: skip those without building them. Every flow
+                    // layer's network ends in a matrix of `h` × (at least
+                    // one output per column) f32 weights, a lower bound on
+                    // its bytes; and a width the tool could not build at
+                    // all is over any device budget.
+                    let at_least = 4 * (l * h * ds.dim()) as u64;
+                    let net = Net {
+                        hidden: h,
+                        depth: c.depth,
+                        act: Act::Tanh,
+                    };
+                    if budget.weight_bytes.is_some_and(|max| at_least > max)
+                        || weight_bound(ds.dim(), l, net, c.bins) > MAX_WEIGHTS
+                    {
+                        continue;
+                    }
                     let cost = candidate_cost(ds, &c)?;
                     if budget.exceeded(&cost).is_none() {
                         out.push(Student { cfg: c, cost });
@@ -132,7 +149,13 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
         }
     }
     if out.is_empty() {
-        let (c, cost) = smallest.expect("at least one size tried");
+        let Some((c, cost)) = smallest else {
+            bail!(
+                "no student can be built for {} columns: even the narrowest would need more weights than the \
+                 {MAX_WEIGHTS} this tool allocates",
+                ds.dim()
+            );
+        };
         bail!(
             "no model fits the budget ({}): the smallest tried, {} ({} parameters, {:.1} KB of weights{}), \
              is over it — {}; raise the budget (--max-flash, --max-ms, --max-params, --max-macs) or train for \
@@ -648,6 +671,36 @@ mod tests {
             .expect("no 2-layer student fits")
             .to_string();
         assert!(e.contains("smallest tried"), "{e}");
+    }
+
+    /// 3 000 × 200 stopped the defaults with "… would need about 157 827 072
+    /// weights": the widest student tried (128 units) was over the tool's
+    /// allocation bound, and its cost was an error instead of "over the
+    /// budget". Now such widths are skipped, and the bound counts the
+    /// spline's real `--bins`, not the largest it could be.
+    #[test]
+    fn very_wide_data_gets_students_instead_of_an_allocation_error() {
+        let ds = wide(3, 200);
+        let cfg = TrainConfig::default();
+        let b = Budget::of(&cfg).unwrap();
+        let s = students(&ds, &cfg, &b).unwrap();
+        assert!(!s.is_empty());
+        for st in &s {
+            assert!(b.exceeded(&st.cost).is_none());
+            assert!(!st.cfg.whiten, "the 200-column LU layer alone is 157 KB");
+        }
+        // Wider still, with a megabyte of flash: the wide students are
+        // skipped without being built (each would allocate 50 M weights),
+        // the narrow ones offered.
+        let ds = wide(3, 2000);
+        let cfg = with_flash(1 << 20);
+        let b = Budget::of(&cfg).unwrap();
+        let s = students(&ds, &cfg, &b).unwrap();
+        assert!(!s.is_empty());
+        for st in &s {
+            assert!(b.exceeded(&st.cost).is_none());
+            assert!(st.cfg.hidden.unwrap() <= 48, "{}", super::student_name(&st.cfg));
+        }
     }
 
     #[test]
