@@ -116,20 +116,23 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
                         whiten,
                         ..cfg.clone()
                     };
-                    // On very wide data most widths are far over the
-                    // budget: skip those without building them. Every flow
-                    // layer's network ends in a matrix of `h` × (at least
-                    // one output per column) f32 weights, a lower bound on
-                    // its bytes; and a width the tool could not build at
-                    // all is over any device budget.
+                    // On very wide data most of the widths tried are far
+                    // over the budget: skip those without building them.
+                    // Every flow layer's network ends in a matrix of `h` ×
+                    // (at least one output per column) f32 weights, a lower
+                    // bound on its bytes; and a width the tool could not
+                    // build at all is over any device budget. (A width
+                    // given with --hidden is built, so that a wrong one is
+                    // the build's own error.)
                     let at_least = 4 * (l * h * ds.dim()) as u64;
                     let net = Net {
                         hidden: h,
                         depth: c.depth,
                         act: Act::Tanh,
                     };
-                    if budget.weight_bytes.is_some_and(|max| at_least > max)
-                        || weight_bound(ds.dim(), l, net, c.bins) > MAX_WEIGHTS
+                    if cfg.hidden.is_none()
+                        && (budget.weight_bytes.is_some_and(|max| at_least > max)
+                            || weight_bound(ds.dim(), l, net, c.bins) > MAX_WEIGHTS)
                     {
                         continue;
                     }
