@@ -175,7 +175,11 @@ pub struct TrainConfig {
     #[arg(long)]
     pub folds: Option<usize>,
     // The field: dequantise integer-valued columns (the flag turns it off).
-    /// Do not dequantise integer-valued columns.
+    /// Do not dequantise integer-valued columns. By default a column holding
+    /// only integers gets uniform noise of one quantisation step (the gcd of
+    /// its differences) in every epoch, so the density covers each value's
+    /// cell instead of spiking on it; scores are still the density at the
+    /// reading itself.
     #[arg(long = "no-dequantize", action = clap::ArgAction::SetFalse)]
     pub dequantize: bool,
     /// The part the model is for (`flowmote list-targets` lists them with
