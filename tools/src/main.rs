@@ -48,7 +48,8 @@ dequantised the same way with the smallest gap between its values in the file, s
 Gaussian noise of --noise standard deviations is added too. A trainable LU linear layer initialised to \
 the full-covariance Gaussian fit follows the standardisation (--no-whiten leaves it out), so training \
 starts from the Gaussian. Training is Adam with decoupled weight decay, a linear warm-up then cosine decay of the learning rate, \
-gradient-norm clipping, and early stopping on the validation NLL that keeps the best epoch's model. \
+gradient-norm clipping, a running average of the weights (--average), and early stopping on the \
+validation NLL of that average that keeps the best epoch's average. \
 The progress bar shows training and validation NLL (nats/row).\n\n\
 Defaults: `--data` and `--out` are enough: every setting left open is chosen by validation NLL, \
 each candidate trained on the same split and seed. (1) Noise: maf at --noise 0, 0.1, 0.2, 0.3 in turn, \
