@@ -19,7 +19,7 @@ use crate::bijector::Bijector;
 use crate::layer::{SliceBackward, SliceBijector};
 use crate::mixture::{mixture_nll_grad, Components, Mixture};
 use crate::{normal, ActNorm, AffineCoupling, Error, Flow, LuLinear, Maf, Permutation, Reverse};
-use crate::{SplineAutoregressive, SplineCoupling};
+use crate::{SplineAutoregressive, SplineCoupling, TriLinear};
 
 /// A typed layer, or a tuple of them, whose input gradient can be taken.
 pub trait InputGradient<const D: usize>: Bijector<D> {
@@ -77,6 +77,7 @@ macro_rules! leaf {
 
 leaf!([const D: usize] ActNorm<D>);
 leaf!([const D: usize] LuLinear<D>);
+leaf!([const D: usize, const N: usize] TriLinear<D, N>);
 leaf!([const D: usize] Permutation<D>);
 leaf!([const D: usize, const A: usize, const B: usize, const H: usize, const L: usize] AffineCoupling<A, B, H, L, f32>);
 leaf!([const D: usize, const H: usize, const L: usize] Maf<D, H, L, f32>);

@@ -73,6 +73,7 @@ pub mod permutation;
 pub mod quantile;
 pub mod sigmoid;
 pub mod spline;
+pub mod triangular;
 pub mod weights;
 
 #[cfg(feature = "std")]
@@ -95,6 +96,7 @@ pub use mlp::{Mlp, MlpGrad, MlpI8, MlpRef, MlpShape};
 pub use permutation::{Permutation, PermutationRef, Reverse};
 pub use sigmoid::{Logit, Sigmoid};
 pub use spline::{SplineAutoregressive, SplineAutoregressiveRef, SplineCoupling, SplineCouplingRef};
+pub use triangular::{TriLinear, TriLinearRef};
 pub use weights::{MlpStore, Weight, F16};
 
 /// The README's Rust examples, compiled and run as doc tests.

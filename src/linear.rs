@@ -54,7 +54,7 @@ pub const LOG_SCALE_LIMIT: f32 = 20.0;
 
 /// `(clamped log_s, ∂clamped/∂log_s)`; NaN → 0 with gradient 0.
 #[inline(always)]
-const fn clamp_log_scale(v: f32) -> (f32, f32) {
+pub(crate) const fn clamp_log_scale(v: f32) -> (f32, f32) {
     if v >= LOG_SCALE_LIMIT {
         (LOG_SCALE_LIMIT, 0.0)
     } else if v <= -LOG_SCALE_LIMIT {
@@ -402,11 +402,11 @@ impl<'a> LuLinearRef<'a> {
 /// `benches/firmware-bench.sh`: the compiler unrolls the plain loops of a
 /// `D = 9` layer completely, 410 instructions against 774, while at
 /// `D = 30` the four-per-step walk takes 6 522 against 8 858).
-const SMALL_DIM: usize = 9;
+pub(crate) const SMALL_DIM: usize = 9;
 
 /// `acc + Σ w_j·x_j` over the common length, added in index order.
 #[inline(always)]
-fn dot_plain(mut acc: f32, w: &[f32], x: &[f32]) -> f32 {
+pub(crate) fn dot_plain(mut acc: f32, w: &[f32], x: &[f32]) -> f32 {
     for (a, b) in w.iter().zip(x) {
         acc += a * b;
     }
@@ -417,7 +417,7 @@ fn dot_plain(mut acc: f32, w: &[f32], x: &[f32]) -> f32 {
 /// compiler sees post-incremented pointers (no index arithmetic per load on
 /// a Cortex-M4F) and no bounds checks.
 #[inline(always)]
-fn dot_from(mut acc: f32, w: &[f32], x: &[f32]) -> f32 {
+pub(crate) fn dot_from(mut acc: f32, w: &[f32], x: &[f32]) -> f32 {
     let n = w.len().min(x.len());
     let (Some(w), Some(x)) = (w.get(..n), x.get(..n)) else {
         return acc;

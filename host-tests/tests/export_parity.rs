@@ -160,7 +160,8 @@ fn coupling_model() -> ModelFile {
 
 /// A mixture (as `flowmote train` keeps when stacking wins) of two 3-D
 /// flows: (1) a whitening LU layer (as `flowmote train` starts every default
-/// model), spline coupling, autoregressive spline and continuous flow; (2) a
+/// model), spline coupling, autoregressive spline and continuous flow; (2) the
+/// triangular whitening layer (as a student on a tight budget starts) and a
 /// small MAF. Weights 0.7 and 0.3.
 fn extended_model() -> ModelFile {
     let mut r = rng(303);
@@ -218,6 +219,7 @@ fn extended_model() -> ModelFile {
     ];
     let second = vec![
         standardize_layer(&mean, &std),
+        flowmote_tools::train::triangular_whitening_layer(&rows, &mean, &std, 1e-3).unwrap(),
         maf(&mut r, 3, net(5, 1, Act::Tanh)),
         Layer::Permutation { perm: vec![1, 2, 0] },
         maf(&mut r, 3, net(4, 1, Act::Tanh)),
@@ -454,9 +456,10 @@ fn header_and_items() {
         (8 * 2 + 4 * 8) + (5 + 25 + 6 * 5) + 16 + (4 * 3 + 2 * 4)
     );
     // extended: LU 3², spline coupling 1→2·11 h6, AR spline 3→3·8 h5×2,
-    // CNF (3+1)→3 h4 × 6 RK4 steps × 4 stages; then MAF h5 and MAF h4.
+    // CNF (3+1)→3 h4 × 6 RK4 steps × 4 stages; then triangular 3·4/2, MAF
+    // h5 and MAF h4.
     let member0 = 9 + (6 + 22 * 6) + (5 * 3 + 25 + 24 * 5) + 6 * 4 * (4 * 4 + 3 * 4);
-    let member1 = (5 * 3 + 6 * 5) + (4 * 3 + 6 * 4);
+    let member1 = 6 + (5 * 3 + 6 * 5) + (4 * 3 + 6 * 4);
     assert_eq!(extended_model::MACS, member0 + member1);
     // committee: 12 members, MAF(2) h(3 + k mod 3) then MAF(2) h3, depth 1.
     assert_eq!(
@@ -565,15 +568,15 @@ parity!(f16_parity, f16_model, f16_model);
 #[test]
 fn compressed_exports_hold_the_compressed_weights() {
     let m = i8_model();
-    let q = m.model.flows[1].weights.i8_net(1).expect("MAF layer stored as i8");
-    let net = i8_model::MODEL.components.1.layers.1.net.view();
+    let q = m.model.flows[1].weights.i8_net(2).expect("MAF layer stored as i8");
+    let net = i8_model::MODEL.components.1.layers.2.net.view();
     let mut got: Vec<i8> = net.w_in.to_vec();
     got.extend_from_slice(net.w_hid);
     got.extend_from_slice(net.w_out);
     assert_eq!(got, q.q);
     let scales: Vec<f32> = [net.s_in, net.s_hid, net.s_out].concat();
     assert_eq!(scales, q.scales);
-    assert!(i8_model::MODEL.components.1.layers.1.is_masked());
+    assert!(i8_model::MODEL.components.1.layers.2.is_masked());
     let m = f16_model();
     let Layer::AffineCoupling { params, .. } = &m.model.flows[0].layers[1] else {
         unreachable!()

@@ -1060,8 +1060,20 @@ fn serde_json_to_string(m: &ModelFile, dir: &std::path::Path) -> String {
 
 #[test]
 fn untrained_whitened_flow_is_the_full_covariance_gaussian() {
-    // [standardise, whitening LU] with no ridge is exactly the maximum-
-    // likelihood Gaussian of the rows: the flow starts from that fit.
+    // [standardise, whitening LU or triangular layer] with no ridge is
+    // exactly the maximum-likelihood Gaussian of the rows: the flow starts
+    // from that fit.
+    let lu: Whitening = |r, m, s, ridge| train::whitening_layer(r, m, s, ridge).unwrap();
+    let tri: Whitening = |r, m, s, ridge| train::triangular_whitening_layer(r, m, s, ridge).unwrap();
+    for whitening in [lu, tri] {
+        untrained_flow_is_the_gaussian(whitening);
+    }
+}
+
+/// A whitening layer's builder: rows, mean, std, ridge.
+type Whitening = fn(&[Vec<f32>], &[f32], &[f32], f64) -> Layer;
+
+fn untrained_flow_is_the_gaussian(whitening: Whitening) {
     let rows = banana(500, 21);
     let d = 2;
     let n = rows.len() as f64;
@@ -1079,7 +1091,7 @@ fn untrained_whitened_flow_is_the_full_covariance_gaussian() {
         dim: d,
         layers: vec![
             train::standardize_layer(&mean, &std),
-            train::whitening_layer(&rows, &mean, &std, 0.0).unwrap(),
+            whitening(&rows, &mean, &std, 0.0),
         ],
     };
     flow.validate().unwrap();
@@ -1097,14 +1109,22 @@ fn untrained_whitened_flow_is_the_full_covariance_gaussian() {
     let flow = DynFlow {
         weights: Default::default(),
         dim: d,
-        layers: vec![
-            train::standardize_layer(&m2, &s2),
-            train::whitening_layer(&dup, &m2, &s2, 1e-3).unwrap(),
-        ],
+        layers: vec![train::standardize_layer(&m2, &s2), whitening(&dup, &m2, &s2, 1e-3)],
     };
     flow.validate().unwrap();
     let mut ws = Workspace::new(&flow);
     assert!(dup.iter().all(|x| flow.log_prob(x, &mut ws).unwrap().is_finite()));
+    // A model file's layer with a weight short or not finite is refused.
+    let mut bad = flow.clone();
+    if let Some(p) = bad.layers[1].params_mut() {
+        p.pop();
+    }
+    assert!(bad.validate().is_err());
+    let mut bad = flow.clone();
+    if let Some(p) = bad.layers[1].params_mut() {
+        p[0] = f32::NAN;
+    }
+    assert!(bad.validate().is_err());
 }
 
 #[test]

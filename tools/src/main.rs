@@ -74,8 +74,8 @@ teacher is over the budget, students (per family a 2- and a 4-layer flow as wide
 trained on the real rows alone and with fresh teacher samples (--teacher-samples; on a file large enough \
 for one validation split, ~1 000 rows and more, on the real rows alone, and the teacher's search then adds \
 no bigger candidate once its best is over the budget), and the one with the best NLL on the held-out rows is kept. Where the whitening layer alone takes over half the flash or time \
-budget (wide data, soft-float parts), students are offered without it too; if none fits with it, only \
-without it, and if none fits at all, as one flow layer. --teacher-out writes the teacher; --target host keeps \
+budget (wide data, soft-float parts), students are offered with the triangular whitening layer (half its \
+cost) and without one too; if none fits at all, as one flow layer. --teacher-out writes the teacher; --target host keeps \
 it whatever its size.\n\n\
 Flow families (--flow); every one starts with the frozen standardisation; seeded random permutations \
 sit between maf, nsf and nsf-ar layers (a rotation between coupling layers):\n  \

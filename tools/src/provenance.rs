@@ -159,6 +159,10 @@ pub struct Candidate {
     /// where that layer alone takes most of the budget).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub no_whitening: bool,
+    /// Trained with the lower-triangular whitening layer instead of the LU
+    /// one (a student where the LU layer takes most of the budget).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub triangular_whitening: bool,
     /// Teacher samples per epoch it trained with (students; 0 = real rows only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub teacher_samples: Option<usize>,

@@ -272,6 +272,16 @@ pub fn layer_item(layer: &Layer, dim: usize, storage: Storage, i8: Option<&I8Net
                 uses: vec!["LuLinear"],
             }
         }
+        Layer::TriLinear { params } => {
+            let n = flowmote::triangular::packed_len(dim);
+            ensure!(params.len() == n + dim, "triangular layer: wrong parameter count");
+            let (tri, bias) = params.split_at(n);
+            Item {
+                ty: format!("TriLinear<DIM, {n}>"),
+                value: list("TriLinear::new(", ")", vec![floats(tri), floats(bias)]),
+                uses: vec!["TriLinear"],
+            }
+        }
         Layer::Cnf {
             net,
             solver,

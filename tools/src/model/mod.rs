@@ -27,6 +27,7 @@ use anyhow::{bail, ensure, Context, Result};
 use flowmote::cnf::Solver;
 use flowmote::linear::LuLinearRef;
 use flowmote::mlp::MlpShape;
+use flowmote::triangular::TriLinearRef;
 use flowmote::{Activation, Error};
 use rand_core::Rng;
 use rayon::prelude::*;
@@ -165,6 +166,12 @@ pub enum Layer {
         /// `[lu (d·d), bias (d)]` (`log|U_ii|` on the diagonal).
         params: Vec<f32>,
     },
+    /// Lower-triangular linear map `y = T·x + bias` (the cheaper whitening
+    /// layer: half the LU layer's weights and multiply-adds).
+    TriLinear {
+        /// `[packed rows of T (d(d+1)/2, log T_ii on the diagonal), bias (d)]`.
+        params: Vec<f32>,
+    },
     /// Continuous flow: vector field `f(x, t)` integrated by a fixed-step solver.
     Cnf {
         /// Field network sizes (`dim` inputs + time, `dim` outputs).
@@ -229,7 +236,8 @@ pub struct Spec<'a> {
     pub made_heads: usize,
     /// Network evaluations per score (a continuous flow's steps × stages).
     pub evaluations: usize,
-    /// Multiply-adds outside a network (an LU layer's `d²`).
+    /// Multiply-adds outside a network (an LU layer's `d²`, a triangular
+    /// one's `d(d+1)/2`).
     pub extra_macs: usize,
 }
 
@@ -244,6 +252,7 @@ macro_rules! params_field {
             | Layer::SplineCoupling { params, .. }
             | Layer::SplineAutoregressive { params, .. }
             | Layer::LuLinear { params, .. }
+            | Layer::TriLinear { params }
             | Layer::Cnf { params, .. } => Some(params),
             Layer::ActNorm { .. } | Layer::Permutation { .. } | Layer::Reverse => None,
         }
@@ -338,6 +347,11 @@ impl Layer {
             Layer::LuLinear { .. } => Spec {
                 name: "LU linear",
                 extra_macs: dim * dim,
+                ..fixed
+            },
+            Layer::TriLinear { .. } => Spec {
+                name: "triangular linear",
+                extra_macs: flowmote::triangular::packed_len(dim),
                 ..fixed
             },
             Layer::Cnf { net, solver, steps, .. } => Spec {

@@ -46,6 +46,15 @@ impl DynFlow {
                         ctx()
                     );
                 }
+                Layer::TriLinear { params } => {
+                    ensure!(
+                        params.len() == TriLinearRef::n_params(d),
+                        "{}: expected {} parameters for {d} columns",
+                        ctx(),
+                        TriLinearRef::n_params(d)
+                    );
+                    ensure!(params.iter().all(|v| v.is_finite()), "{}: non-finite weight", ctx());
+                }
                 _ => {}
             }
             let s = l.spec(d);

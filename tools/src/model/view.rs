@@ -10,6 +10,7 @@ use flowmote::maf::MafRef;
 use flowmote::mlp::MlpRef;
 use flowmote::permutation::PermutationRef;
 use flowmote::spline::{SplineAutoregressiveRef, SplineCouplingRef};
+use flowmote::triangular::TriLinearRef;
 use flowmote::{normal, ActNormRef, Error, Frozen, Reverse, SliceBackward, SliceBijector};
 use rand_core::Rng;
 
@@ -170,6 +171,7 @@ impl Layer {
                 params,
             } => ml(SplineAutoregressiveRef::new(*bins, *tail_bound, net(n, params)?)?),
             Layer::LuLinear { perm, sign, params } => ml(LuLinearRef::from_flat(perm, sign, params)?),
+            Layer::TriLinear { params } => ml(TriLinearRef::from_flat(d, params)?),
             Layer::Cnf {
                 net: n,
                 solver,

@@ -26,7 +26,13 @@ pub fn plot_budget(model: &ModelFile, d: &Distillation, path: &Path) -> Result<(
                     c.flow,
                     c.layers,
                     c.hidden,
-                    if c.no_whitening { " no LU" } else { "" }
+                    if c.no_whitening {
+                        " no LU"
+                    } else if c.triangular_whitening {
+                        " tri"
+                    } else {
+                        ""
+                    }
                 ),
                 c.teacher_samples.unwrap_or(0) > 0,
             ))

@@ -87,6 +87,39 @@ pub fn standardize_layer(mean: &[f32], std: &[f32]) -> Layer {
 /// fit; training then only has to model what a Gaussian misses.
 pub fn whitening_layer(rows: &[Vec<f32>], mean: &[f32], std: &[f32], ridge: f64) -> Result<Layer> {
     let d = mean.len();
+    let mut w = whitening_matrix(rows, mean, std, ridge)?;
+    let mut perm = vec![0usize; d];
+    let mut sign = vec![0.0f32; d];
+    flowmote::linear::lu_decompose(&mut w, &mut perm, &mut sign)
+        .map_err(|e| anyhow::anyhow!("whitening layer: {e:?}"))?;
+    w.resize(d * d + d, 0.0);
+    Ok(Layer::LuLinear { perm, sign, params: w })
+}
+
+/// [`whitening_layer`] as a lower-triangular layer ([`Layer::TriLinear`]):
+/// `W = C⁻¹` is lower-triangular with a positive diagonal, so it is the
+/// same map at the start with half the weights.
+pub fn triangular_whitening_layer(rows: &[Vec<f32>], mean: &[f32], std: &[f32], ridge: f64) -> Result<Layer> {
+    let d = mean.len();
+    let w = whitening_matrix(rows, mean, std, ridge)?;
+    let mut params = Vec::with_capacity(flowmote::TriLinearRef::n_params(d));
+    for i in 0..d {
+        params.extend_from_slice(&w[i * d..i * d + i]);
+        let wii = w[i * d + i];
+        ensure!(
+            wii > 0.0 && wii.is_finite(),
+            "whitening layer: diagonal {wii} in row {i}"
+        );
+        params.push(wii.ln());
+    }
+    params.resize(flowmote::TriLinearRef::n_params(d), 0.0);
+    Ok(Layer::TriLinear { params })
+}
+
+/// `W = C⁻¹` (row-major, lower-triangular) for the Cholesky factor `C` of
+/// the standardised rows' covariance plus `ridge·I`.
+fn whitening_matrix(rows: &[Vec<f32>], mean: &[f32], std: &[f32], ridge: f64) -> Result<Vec<f32>> {
+    let d = mean.len();
     let z: Vec<Vec<f32>> = rows
         .iter()
         .map(|r| (0..d).map(|j| (r[j] - mean[j]) / std[j]).collect())
@@ -109,12 +142,7 @@ pub fn whitening_layer(rows: &[Vec<f32>], mean: &[f32], std: &[f32], ridge: f64)
             w[i * d + col] = x[i] as f32;
         }
     }
-    let mut perm = vec![0usize; d];
-    let mut sign = vec![0.0f32; d];
-    flowmote::linear::lu_decompose(&mut w, &mut perm, &mut sign)
-        .map_err(|e| anyhow::anyhow!("whitening layer: {e:?}"))?;
-    w.resize(d * d + d, 0.0);
-    Ok(Layer::LuLinear { perm, sign, params: w })
+    Ok(w)
 }
 
 /// An upper bound on the conditioner weights of `layers` flow layers with
@@ -268,14 +296,18 @@ pub(super) fn candidate_cost(ds: &Dataset, c: &TrainConfig) -> Result<crate::tar
     let mut f = build_flow(c.flow, &vec![0.0; d], &vec![1.0; d], layers, net, c, &mut rng)?;
     if c.whitens() {
         // The whitening layer's shape (its values need the data).
-        f.layers.insert(
-            1,
+        let layer = if c.whiten_triangular {
+            Layer::TriLinear {
+                params: vec![0.0; flowmote::TriLinearRef::n_params(d)],
+            }
+        } else {
             Layer::LuLinear {
                 perm: (0..d).collect(),
                 sign: vec![1.0; d],
                 params: vec![0.0; d * d + d],
-            },
-        );
+            }
+        };
+        f.layers.insert(1, layer);
     }
     Ok(crate::target::ModelCost::of(&crate::model::DynMixture::single(f)))
 }

@@ -239,6 +239,14 @@ pub struct TrainConfig {
     /// misses.
     #[arg(long = "no-whiten", action = clap::ArgAction::SetFalse)]
     pub whiten: bool,
+    /// Make the whitening layer lower-triangular: the same Gaussian fit at
+    /// the start with d(d+1)/2 + d weights and d(d+1)/2 multiply-adds
+    /// instead of the LU layer's d² + d and d², but column i is then
+    /// mixed only with columns before it. Students on a device budget get
+    /// it where the LU layer would take over half the flash or time.
+    #[arg(long, conflicts_with = "whiten")]
+    #[serde(default)]
+    pub whiten_triangular: bool,
     // The field: allow a stacked mixture (the flag forbids it).
     /// Keep the search's best single flow, never a mixture. By default, when
     /// the search trained several candidates, their weighted mixture

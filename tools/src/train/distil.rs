@@ -71,7 +71,8 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
     // (120 columns: 57 of 64 KB), on a soft-float part most of the time (30
     // columns: 1.2 of the RP2040's 2 ms). When it takes more than half the
     // flash or the time budget, or no student fits with it, the students are
-    // offered without it too, and the validation rows choose.
+    // offered with the triangular whitening layer (half its cost) and
+    // without any too, and the validation rows choose.
     let lu_heavy = {
         let probe = TrainConfig {
             flow: families[0],
@@ -80,6 +81,7 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
             folds: Some(1),
             fold: None,
             whiten: true,
+            whiten_triangular: false,
             ..cfg.clone()
         };
         let with = candidate_cost(ds, &probe)?;
@@ -91,14 +93,16 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
             .unwrap_or(0.0);
         budget.weight_bytes.is_some_and(|max| 2 * bytes > max) || budget.ms.is_some_and(|max| 2.0 * ms > max)
     };
-    // Pass 0: the students as the flags ask; pass 1: without the whitening
-    // layer (above); pass 2, when still none fits: one flow layer without it,
-    // the cheapest flow there is (a soft-float part's budget on wide data).
-    for pass in 0..3 {
-        let (whiten, ls): (bool, &[usize]) = match pass {
-            0 => (cfg.whiten, &layers),
-            1 if cfg.whiten && (lu_heavy || out.is_empty()) => (false, &layers),
-            2 if out.is_empty() && cfg.layers.is_none() => (false, &[1]),
+    // Pass 0: the students as the flags ask; pass 1: with the triangular
+    // whitening layer; pass 2: without one (above); pass 3, when still none
+    // fits: one flow layer without it, the cheapest flow there is (a
+    // soft-float part's budget on wide data).
+    for pass in 0..4 {
+        let (whiten, triangular, ls): (bool, bool, &[usize]) = match pass {
+            0 => (cfg.whiten, cfg.whiten_triangular, &layers),
+            1 if cfg.whiten && !cfg.whiten_triangular && (lu_heavy || out.is_empty()) => (true, true, &layers),
+            2 if cfg.whiten && (lu_heavy || out.is_empty()) => (false, false, &layers),
+            3 if out.is_empty() && cfg.layers.is_none() => (false, false, &[1]),
             _ => continue,
         };
         for &flow in &families {
@@ -114,6 +118,7 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
                         folds: Some(1),
                         fold: None,
                         whiten,
+                        whiten_triangular: triangular,
                         ..cfg.clone()
                     };
                     // On very wide data most of the widths tried are far
@@ -185,7 +190,8 @@ pub(super) fn is_small(ds: &Dataset, cfg: &TrainConfig) -> bool {
 }
 
 /// A student's family and size as the summary names it (`maf 2×16`), and
-/// `without the whitening layer` when it has none.
+/// `without the whitening layer` when it has none, `with the triangular
+/// whitening layer` when it has that one.
 fn student_name(c: &TrainConfig) -> String {
     format!(
         "{} {}×{}{}",
@@ -194,6 +200,8 @@ fn student_name(c: &TrainConfig) -> String {
         c.hidden.unwrap_or(0),
         if without_whitening(c) {
             " without the whitening layer"
+        } else if c.whitens() && c.whiten_triangular {
+            " with the triangular whitening layer"
         } else {
             ""
         }
@@ -459,6 +467,7 @@ pub(super) fn distil(
             weight_bytes: Some(cost.weight_bytes),
             teacher_samples: Some(with.map_or(0, |p| p.per_epoch)),
             no_whitening: without_whitening(&scfg),
+            triangular_whitening: scfg.whitens() && scfg.whiten_triangular,
             estimated_ms: budget.target.estimated_ms_of(&cost),
             val_nll: Some(s.best_val_nll),
             seconds: Some(s.seconds),
@@ -611,32 +620,48 @@ mod tests {
 
     #[test]
     fn students_leave_out_the_whitening_layer_and_then_layers_when_the_budget_is_small() {
-        // 40 columns: the LU layer is 4·(1 600 + 40) = 6 560 bytes.
+        // 40 columns: the LU layer is 4·(1 600 + 40) = 6 560 bytes, the
+        // triangular one 4·(820 + 40) = 3 440.
         let ds = wide(300, 40);
-        let whitened = |cfg: &TrainConfig| -> Vec<bool> {
+        // Each student's whitening layer: "lu", "tri" or "none".
+        let kinds = |cfg: &TrainConfig| -> Vec<&str> {
             let b = Budget::of(cfg).unwrap();
             let s = students(&ds, cfg, &b).unwrap();
             for st in &s {
                 assert!(b.exceeded(&st.cost).is_none(), "a student over the budget");
             }
-            s.iter().map(|st| st.cfg.whiten).collect()
+            s.iter()
+                .map(|st| match (st.cfg.whiten, st.cfg.whiten_triangular) {
+                    (false, _) => "none",
+                    (true, false) => "lu",
+                    (true, true) => "tri",
+                })
+                .collect()
         };
-        // Ample flash: only students with the layer, as before.
-        let w = whitened(&with_flash(64 * 1024));
-        assert!(!w.is_empty() && w.iter().all(|&w| w), "{w:?}");
-        // The layer is over half the flash: both kinds, the rows choose.
-        let w = whitened(&with_flash(12 * 1024));
-        assert!(w.contains(&true) && w.contains(&false), "{w:?}");
-        // No student fits with it: only students without it.
-        let w = whitened(&with_flash(8 * 1024));
-        assert!(!w.is_empty() && w.iter().all(|&w| !w), "{w:?}");
+        // Ample flash: only students with the LU layer, as before.
+        let w = kinds(&with_flash(64 * 1024));
+        assert!(!w.is_empty() && w.iter().all(|&w| w == "lu"), "{w:?}");
+        // The layer is over half the flash: all three kinds, the rows choose.
+        let w = kinds(&with_flash(12 * 1024));
+        for k in ["lu", "tri", "none"] {
+            assert!(w.contains(&k), "{k} missing: {w:?}");
+        }
+        // No student fits with the LU layer: the cheaper kinds only.
+        let w = kinds(&with_flash(10 * 1024));
+        assert!(w.contains(&"tri") && w.contains(&"none") && !w.contains(&"lu"), "{w:?}");
+        // --whiten-triangular: the triangular layer from the start.
+        let w = kinds(&TrainConfig {
+            whiten_triangular: true,
+            ..with_flash(64 * 1024)
+        });
+        assert!(!w.is_empty() && w.iter().all(|&w| w == "tri"), "{w:?}");
         // --no-whiten: never with it, and nothing offered twice.
         let cfg = TrainConfig {
             whiten: false,
             ..with_flash(12 * 1024)
         };
-        let w = whitened(&cfg);
-        assert!(!w.is_empty() && w.iter().all(|&w| !w), "{w:?}");
+        let w = kinds(&cfg);
+        assert!(!w.is_empty() && w.iter().all(|&w| w == "none"), "{w:?}");
         let b = Budget::of(&cfg).unwrap();
         let s = students(&ds, &cfg, &b).unwrap();
         let names: std::collections::BTreeSet<_> = s.iter().map(|st| super::student_name(&st.cfg)).collect();

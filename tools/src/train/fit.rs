@@ -1,7 +1,7 @@
 //! Training one flow on one split: the rows held out, the standardisation,
 //! the epochs with early stopping.
 
-use super::build::{build_flow, shuffle, whitening_layer};
+use super::build::{build_flow, shuffle, triangular_whitening_layer, whitening_layer};
 use super::config::{default_size, TrainConfig, ValSplit};
 use super::epochs::{fit, progress_bar, Rows, Schedule, TeacherPool};
 use super::optim::mean_nll;
@@ -267,8 +267,12 @@ pub(super) fn train_split(
     let mut flow = build_flow(cfg.flow, &st.mean, &st.std, layers, net, cfg, rng)?;
     if cfg.whitens() {
         let ridge = (noise as f64).powi(2) + 1e-3;
-        flow.layers
-            .insert(1, whitening_layer(&train_rows, &st.mean, &st.std, ridge)?);
+        let layer = if cfg.whiten_triangular {
+            triangular_whitening_layer(&train_rows, &st.mean, &st.std, ridge)?
+        } else {
+            whitening_layer(&train_rows, &st.mean, &st.std, ridge)?
+        };
+        flow.layers.insert(1, layer);
     }
     let parameters = flow.parameters();
     let sched = match teacher {

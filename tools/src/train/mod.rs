@@ -31,7 +31,10 @@ mod search;
 mod stack;
 
 pub use baseline::Gaussian;
-pub use build::{build_flow, init_params, random_permutation, shuffle, standardize_layer, whitening_layer};
+pub use build::{
+    build_flow, init_params, random_permutation, shuffle, standardize_layer, triangular_whitening_layer,
+    whitening_layer,
+};
 pub use config::{
     auto_candidates, default_folds, default_size, Budget, FlowKind, Select, TrainConfig, ValSplit, MAX_DEPTH,
     MAX_HIDDEN, MAX_LAYERS, MAX_WEIGHTS, MIN_VALIDATION_ROWS, NOISE_LEVELS, SMALL_DATA_FOLDS,

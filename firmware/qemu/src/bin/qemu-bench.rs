@@ -27,7 +27,7 @@ use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
 use flowmote::{
     Activation, AffineCoupling, Density, Flow, LuLinear, Maf, Mixture, Mlp, MlpStore, SplineAutoregressive,
-    SplineCoupling, Weight, F16,
+    SplineCoupling, TriLinear, Weight, F16,
 };
 
 use flowmote_fixtures::model;
@@ -217,6 +217,17 @@ fn lu_linear<const D: usize>(name: &str) {
     bench_log_prob(name, D * D, &flow);
 }
 
+/// Lower-triangular linear layer (the students' cheaper whitening layer):
+/// `D(D+1)/2` multiply–adds.
+#[inline(never)]
+fn tri_linear<const D: usize, const N: usize>(name: &str) {
+    let mut state = 31u32;
+    let mut tri = [0.0f32; N];
+    fill(&mut tri, &mut state, 0.3);
+    let flow = Flow::<D, _>::new((TriLinear::<D, N>::new(tri, [0.1; D]),));
+    bench_log_prob(name, N, &flow);
+}
+
 /// The same MLP computed by the core's slice-level view (`Mlp::view().forward`,
 /// what every const-generic layer calls) and by a hand-written loop over the
 /// fixed-size arrays: if the view cost anything on the device, it shows here.
@@ -395,6 +406,8 @@ fn main() -> ! {
     lu_linear::<3>("LU linear D=3");
     lu_linear::<9>("LU linear D=9");
     lu_linear::<30>("LU linear D=30");
+    tri_linear::<9, 45>("triangular linear D=9");
+    tri_linear::<30, 465>("triangular linear D=30");
     #[cfg(target_abi = "eabihf")]
     {
         view_vs_fixed::<8, 64, 8>(
