@@ -136,16 +136,24 @@ impl<'a> TriLinearRef<'a> {
         }
     }
 
+    /// Rows last to first, each split off the end of the packed triangle
+    /// (no index arithmetic per row).
     #[inline(always)]
     fn forward_rows(&self, x: &mut [f32], diag: impl Fn(usize) -> f32, dot: impl Fn(f32, &[f32], &[f32]) -> f32) {
+        let d = self.dim();
+        let (Some(mut rest), Some(x)) = (self.tri.get(..packed_len(d)), x.get_mut(..d)) else {
+            return;
+        };
+        let mut x = x;
         for (i, &b) in self.bias.iter().enumerate().rev() {
-            let (Some(row), Some((xi, head))) = (
-                self.tri.get(row_start(i)..row_start(i) + i),
-                x.get_mut(..=i).and_then(|v| v.split_last_mut()),
-            ) else {
-                continue;
+            let Some((before, row)) = rest.split_at_checked(rest.len().saturating_sub(i + 1)) else {
+                return;
             };
-            *xi = dot(diag(i) * *xi, row, head) + b;
+            let (Some((xi, head)), Some((_, left))) = (x.split_last_mut(), row.split_last()) else {
+                return;
+            };
+            *xi = dot(diag(i) * *xi, left, head) + b;
+            (rest, x) = (before, head);
         }
     }
 
