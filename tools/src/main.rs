@@ -11,14 +11,14 @@ use flowmote_tools::cli;
     about = "Normalizing flows for microcontrollers: train on CSV, calibrate an anomaly threshold, export Rust for the firmware.",
     long_about = "Normalizing flows for microcontrollers.\n\n\
 Typical use:\n  \
-flowmote demo                                   # everything below on the bundled accelerometer data\n  \
+flowmote demo        # all of the below on the bundled accelerometer data\n  \
 flowmote train --data train.csv --out model.json --val-out held_out.csv\n  \
 flowmote calibrate --model model.json --data held_out.csv --false-alarm-rate 0.01\n  \
 flowmote eval --model model.json --data test.csv [--label-column label]\n  \
 flowmote score --model model.json --data new.csv --out scores.csv\n  \
-flowmote export --model model.json --out fixtures/src/model.rs   # the model the board images build\n  \
-probe-rs run … | flowmote record --log - --out readings.csv       # raw readings off a device (record mode)\n  \
-probe-rs run … | flowmote monitor --log -                        # watch a device's scores and alarm\n\n\
+flowmote export --model model.json --out fixtures/src/model.rs   # what the boards build\n  \
+probe-rs run … | flowmote record --log - --out readings.csv       # a device's raw readings\n  \
+probe-rs run … | flowmote monitor --log -                        # its scores and alarm\n\n\
 CSV files need a header row; the delimiter (comma, semicolon or tab) is detected; `-` as a file \
 is standard input (--data) or output (--out). Feature columns must be numeric; `train` leaves out, \
 with a note, columns that are constant, not numeric, or increase on every row (time stamps, indices). \
