@@ -1278,6 +1278,37 @@ fn the_default_target_keeps_a_model_within_its_budget() {
     }
 }
 
+/// `--student-weights i8`: the kept student is stored as i8, judged as
+/// stored (its validation NLL is the compressed model's), and saved as a
+/// version-4 model file that loads again.
+#[test]
+fn compressed_students_are_judged_and_kept_as_stored() {
+    let (dir, ds) = training_set("i8-students", &banana(1200, 45));
+    let cfg = TrainConfig {
+        epochs: Some(2),
+        max_flash: Some(3 * 1024),
+        student_weights: Some(flowmote_tools::model::Storage::I8),
+        ..TrainConfig::default()
+    };
+    let (m, s) = train::train(&ds, &cfg, false).unwrap();
+    assert_eq!(m.model.storage(), flowmote_tools::model::Storage::I8);
+    assert!(m.model.weight_bytes() <= 3 * 1024);
+    let (nll, bad) = train::mean_nll(m.model.as_single().unwrap(), &s.validation);
+    assert_eq!(bad, 0);
+    assert!(
+        (nll - s.best_val_nll).abs() <= 1e-9 * nll.abs().max(1.0),
+        "{nll} vs {}",
+        s.best_val_nll
+    );
+    let d = m.provenance.settings.distillation.as_ref().expect("distilled");
+    assert!(d.kept.contains(" i8 "), "{}", d.kept);
+    let path = dir.with_file_name("i8.json");
+    m.save(&path).unwrap();
+    let back = ModelFile::load(&path).unwrap();
+    assert_eq!(back.version, flowmote_tools::model::VERSION_WITH_WEIGHTS);
+    assert_eq!(back.model, m.model);
+}
+
 /// A file large enough for one validation split: the teacher's search
 /// adds no bigger candidate once its best is over the budget, and the
 /// students train on the real rows alone (no teacher samples drawn).

@@ -11,6 +11,7 @@
 //! add flash wait states, so the estimate is a floor to keep a margin above.
 //! `host` has no limits: the search keeps whatever validates best.
 
+use crate::model::Storage;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
@@ -38,7 +39,12 @@ pub struct Target {
     pub instr_per_mac: f64,
     /// Instructions per hidden-unit activation (tanh).
     pub instr_per_activation: f64,
-    /// How the two instruction costs were obtained.
+    /// Extra instructions per multiply-add whose weight is stored as `i8`
+    /// (loading and widening it; the row's scale is one multiply per row).
+    pub extra_per_i8_mac: f64,
+    /// Extra instructions per multiply-add whose weight is stored as `f16`.
+    pub extra_per_f16_mac: f64,
+    /// How the instruction costs were obtained.
     pub measured: &'static str,
 }
 
@@ -62,6 +68,10 @@ pub struct ModelCost {
     pub macs: u64,
     /// Hidden-unit activations per score.
     pub activations: u64,
+    /// How the conditioners' weights are stored.
+    pub storage: Storage,
+    /// The multiply-adds (of `macs`) whose weights are stored compressed.
+    pub compressed_macs: u64,
 }
 
 impl ModelCost {
@@ -72,6 +82,8 @@ impl ModelCost {
             weight_bytes: m.weight_bytes() as u64,
             macs: m.macs() as u64,
             activations: m.activations() as u64,
+            storage: m.storage(),
+            compressed_macs: m.compressed_macs() as u64,
         }
     }
 
@@ -85,6 +97,8 @@ impl ModelCost {
             weight_bytes: self.weight_bytes * k64 + 4 * w as u64,
             macs: self.macs * k64,
             activations: self.activations * k64,
+            storage: self.storage,
+            compressed_macs: self.compressed_macs * k64,
         }
     }
 }
@@ -114,9 +128,16 @@ impl Target {
         macs as f64 * self.instr_per_mac + activations as f64 * self.instr_per_activation
     }
 
-    /// [`Target::estimated_ms`] of a model's cost.
+    /// [`Target::estimated_ms`] of a model's cost, its compressed weights'
+    /// extra instructions included.
     pub fn estimated_ms_of(&self, c: &ModelCost) -> Option<f64> {
+        let extra = match c.storage {
+            Storage::F32 => 0.0,
+            Storage::F16 => self.extra_per_f16_mac,
+            Storage::I8 => self.extra_per_i8_mac,
+        };
         self.estimated_ms(c.macs, c.activations)
+            .map(|ms| ms + 1e3 * c.compressed_macs as f64 * extra / self.clock_hz as f64)
     }
 
     /// Estimated milliseconds of one score at the part's clock, one cycle per
@@ -137,7 +158,9 @@ pub const TARGETS: &[Target] = &[
         ram_bytes: 256 * 1024,
         instr_per_mac: 2.9,
         instr_per_activation: 30.0,
-        measured: "emulated Cortex-M4F (QEMU mps2-an386): MLP 8-64-64-16 relu row and the tanh row's extra of benches/firmware-bench.sh; splines, clamps and exp add ≈ 7–10 % (bundled nsf 4×32 model: 37 031 estimated, 39 853 counted)",
+        extra_per_i8_mac: 2.0,
+        extra_per_f16_mac: 11.2,
+        measured: "emulated Cortex-M4F (QEMU mps2-an386): MLP 8-64-64-16 relu row and the tanh row's extra of benches/firmware-bench.sh, the f16 and i8 rows' extra over the f32 ones; splines, clamps and exp add ≈ 7–10 % (bundled nsf 4×32 model: 37 031 estimated, 39 853 counted)",
     },
     Target {
         name: "stm32f411",
@@ -148,6 +171,8 @@ pub const TARGETS: &[Target] = &[
         ram_bytes: 128 * 1024,
         instr_per_mac: 2.9,
         instr_per_activation: 30.0,
+        extra_per_i8_mac: 2.0,
+        extra_per_f16_mac: 11.2,
         measured: "same core as nrf52840: emulated Cortex-M4F (QEMU mps2-an386)",
     },
     Target {
@@ -159,7 +184,9 @@ pub const TARGETS: &[Target] = &[
         ram_bytes: 264 * 1024,
         instr_per_mac: 186.0,
         instr_per_activation: 3460.0,
-        measured: "emulated Cortex-M0, soft float (QEMU microbit): MLP 8-32-32-16 relu and tanh rows of benches/firmware-bench.sh --m0",
+        extra_per_i8_mac: 72.0,
+        extra_per_f16_mac: 130.0,
+        measured: "emulated Cortex-M0, soft float (QEMU microbit): MLP 8-32-32-16 relu and tanh rows of benches/firmware-bench.sh --m0, the MLP 8-16-16-16 f16 and i8 rows' extra over its f32 row",
     },
     Target {
         name: "esp32c3",
@@ -170,7 +197,9 @@ pub const TARGETS: &[Target] = &[
         ram_bytes: 400 * 1024,
         instr_per_mac: 150.0,
         instr_per_activation: 1000.0,
-        measured: "estimated: soft-float RV32IMC, between the M0 figure and the M4F's; not emulated yet",
+        extra_per_i8_mac: 56.0,
+        extra_per_f16_mac: 100.0,
+        measured: "estimated: soft-float RV32IMC, between the M0 figure and the M4F's (the compressed storages' extra as on the M0, scaled); not emulated yet",
     },
     Target {
         name: "host",
@@ -181,6 +210,8 @@ pub const TARGETS: &[Target] = &[
         ram_bytes: 0,
         instr_per_mac: 0.0,
         instr_per_activation: 0.0,
+        extra_per_i8_mac: 0.0,
+        extra_per_f16_mac: 0.0,
         measured: "not a device",
     },
 ];
@@ -258,5 +289,28 @@ mod tests {
         assert_eq!(b.max_weight_bytes, Some(64 * 1024));
         assert_eq!(b.max_ms, Some(2.0));
         assert!(describe_all().contains("rp2040"));
+    }
+
+    #[test]
+    fn compressed_weights_cost_their_extra_instructions() {
+        let f32_cost = ModelCost {
+            macs: 10_000,
+            activations: 100,
+            ..ModelCost::default()
+        };
+        for t in TARGETS.iter().filter(|t| !t.is_host()) {
+            let base = t.estimated_ms_of(&f32_cost).unwrap();
+            assert_eq!(Some(base), t.estimated_ms(10_000, 100));
+            for (storage, extra) in [(Storage::I8, t.extra_per_i8_mac), (Storage::F16, t.extra_per_f16_mac)] {
+                let c = ModelCost {
+                    storage,
+                    compressed_macs: 8_000,
+                    ..f32_cost
+                };
+                let ms = t.estimated_ms_of(&c).unwrap();
+                let want = base + 1e3 * 8_000.0 * extra / t.clock_hz as f64;
+                assert!((ms - want).abs() < 1e-9 && ms > base, "{}: {ms} vs {want}", t.name);
+            }
+        }
     }
 }

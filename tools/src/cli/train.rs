@@ -141,7 +141,7 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
     let (mut model, s) = train::train(&ds, &cfg, !a.quiet && !a.json)?;
     if let Some(spec) = &spec {
         model.features_pipeline = Some(spec.clone());
-        model.version = crate::model::VERSION_WITH_FEATURES;
+        model.version = model.required_version();
     }
     model.save(&a.out)?;
     if let Some(v) = &a.val_out {
@@ -156,7 +156,7 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
             Some(teacher) => {
                 let mut teacher = (**teacher).clone();
                 teacher.features_pipeline = model.features_pipeline.clone();
-                teacher.version = model.version;
+                teacher.version = teacher.required_version();
                 teacher.save(t)?;
             }
             None if !a.json => say!(

@@ -103,6 +103,11 @@ impl DynMixture {
         self.flows.iter().map(DynFlow::activations).sum()
     }
 
+    /// [`DynFlow::compressed_macs`] of every member.
+    pub fn compressed_macs(&self) -> usize {
+        self.flows.iter().map(DynFlow::compressed_macs).sum()
+    }
+
     /// `(parameters, multiply-adds per score)` of the model made of `flows`:
     /// every member's [`DynFlow::parameters`] plus, from two members on, the
     /// weights; every member's [`DynFlow::macs`].

@@ -452,6 +452,19 @@ impl DynFlow {
             .sum()
     }
 
+    /// The multiply-adds of [`DynFlow::macs`] whose weights are stored
+    /// compressed (the conditioners', for `f16` and `i8`; 0 for `f32`).
+    pub fn compressed_macs(&self) -> usize {
+        if self.storage() == Storage::F32 {
+            return 0;
+        }
+        self.layers
+            .iter()
+            .filter_map(|l| l.compressible_net(self.dim))
+            .map(|n| n.macs())
+            .sum()
+    }
+
     /// Hidden-unit activations of one `log_prob`: every conditioner's hidden
     /// units times its evaluations.
     pub fn activations(&self) -> usize {

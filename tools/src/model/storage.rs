@@ -38,6 +38,11 @@ pub enum Storage {
 }
 
 impl Storage {
+    /// `true` for `f32`.
+    pub fn is_f32(&self) -> bool {
+        *self == Storage::F32
+    }
+
     /// Its name (`f32`, `f16`, `i8`).
     pub fn name(self) -> &'static str {
         match self {

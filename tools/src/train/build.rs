@@ -5,7 +5,7 @@ use super::baseline::{cholesky, covariance};
 use super::config::{default_size, FlowKind, TrainConfig, MAX_DEPTH, MAX_HIDDEN, MAX_LAYERS, MAX_WEIGHTS};
 use super::fit::train_rows;
 use crate::data::Dataset;
-use crate::model::{Act, DynFlow, Layer, Net, SolverKind};
+use crate::model::{Act, DynFlow, Layer, Net, SolverKind, Storage};
 use anyhow::{bail, ensure, Result};
 use flowmote::mlp::{MlpGrad, MlpShape};
 use flowmote::ActNormRef;
@@ -280,9 +280,10 @@ pub fn build_flow<R: Rng + ?Sized>(
     Ok(f)
 }
 
-/// What the model `c` would train on `ds` costs on a device (its
-/// parameters as [`TrainSummary::parameters`](super::TrainSummary::parameters) counts them).
-pub(super) fn candidate_cost(ds: &Dataset, c: &TrainConfig) -> Result<crate::target::ModelCost> {
+/// What the model `c` would train on `ds` costs on a device with its
+/// conditioners' weights stored as `storage` (its parameters as
+/// [`TrainSummary::parameters`](super::TrainSummary::parameters) counts them).
+pub(super) fn candidate_cost(ds: &Dataset, c: &TrainConfig, storage: Storage) -> Result<crate::target::ModelCost> {
     let d = ds.dim();
     let n = train_rows(ds.n_normal(), c);
     let (l, h) = default_size(c.flow, n, d);
@@ -309,5 +310,6 @@ pub(super) fn candidate_cost(ds: &Dataset, c: &TrainConfig) -> Result<crate::tar
         };
         f.layers.insert(1, layer);
     }
+    let f = f.compressed(storage)?;
     Ok(crate::target::ModelCost::of(&crate::model::DynMixture::single(f)))
 }

@@ -3,6 +3,7 @@
 
 use super::fit::{check_data, split_sizes};
 use crate::data::Dataset;
+use crate::model::Storage;
 use crate::target::{ModelCost, Target};
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
@@ -226,6 +227,19 @@ pub struct TrainConfig {
     #[arg(long, value_name = "LAMBDA", default_value_t = 0.0)]
     #[serde(serialize_with = "crate::provenance::f32_wide")]
     pub distil_weight: f32,
+    /// Distillation: how the students' conditioner weights are stored in
+    /// flash: `f32` as trained; `i8`, one byte per weight and a scale per
+    /// matrix row, so that a student about 3× larger fits the flash budget,
+    /// at about 2 more instructions per multiply-add on a Cortex-M4F (70 on
+    /// a Cortex-M0); `f16`, half the bytes at 11 more on a Cortex-M4F.
+    /// Students are trained in f32, compressed, and judged and kept
+    /// compressed (their validation NLL is what the device computes)
+    /// [default: i8 where the whitening LU layer alone would take over half
+    /// the flash budget (wide data: from about 90 columns at 64 KB), else
+    /// f32].
+    #[arg(long, value_enum, value_name = "STORAGE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub student_weights: Option<Storage>,
     /// Distillation: how the kept student is chosen among those trained
     /// (`best`: lowest validation NLL; `one-se`: the smallest within one
     /// standard error of it).
@@ -462,7 +476,7 @@ impl Budget {
                 ));
             }
         }
-        if let (Some(max), Some(ms)) = (self.ms, self.target.estimated_ms(c.macs, c.activations)) {
+        if let (Some(max), Some(ms)) = (self.ms, self.target.estimated_ms_of(c)) {
             if ms > max {
                 return Some(format!(
                     "{ms:.2} ms per score on {} > {max} ms ({})",

@@ -21,7 +21,7 @@ use super::epochs::TeacherPool;
 use super::fit::{column_moments, hold_out, train_split, unscorable_rows, Split};
 use super::{train_committee, TrainSummary};
 use crate::data::Dataset;
-use crate::model::{Act, DynMixture, ModelFile, Net};
+use crate::model::{Act, DynMixture, ModelFile, Net, Storage};
 use crate::provenance::{Candidate, Distillation, TeacherRecord};
 use crate::target::ModelCost;
 use anyhow::{bail, Result};
@@ -73,7 +73,7 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
     // flash or the time budget, or no student fits with it, the students are
     // offered with the triangular whitening layer (half its cost) and
     // without any too, and the validation rows choose.
-    let lu_heavy = {
+    let (lu_heavy, storage) = {
         let probe = TrainConfig {
             flow: families[0],
             layers: Some(2),
@@ -84,14 +84,22 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
             whiten_triangular: false,
             ..cfg.clone()
         };
-        let with = candidate_cost(ds, &probe)?;
-        let without = candidate_cost(ds, &TrainConfig { whiten: false, ..probe })?;
+        let with = candidate_cost(ds, &probe, Storage::F32)?;
+        let without = candidate_cost(ds, &TrainConfig { whiten: false, ..probe }, Storage::F32)?;
         let bytes = with.weight_bytes.saturating_sub(without.weight_bytes);
         let ms = budget
             .target
             .estimated_ms(with.macs.saturating_sub(without.macs), 0)
             .unwrap_or(0.0);
-        budget.weight_bytes.is_some_and(|max| 2 * bytes > max) || budget.ms.is_some_and(|max| 2.0 * ms > max)
+        let flash_heavy = budget.weight_bytes.is_some_and(|max| 2 * bytes > max);
+        // On such wide data the f32 students are far smaller than their
+        // teachers; stored as i8 they can be about 3× larger, and they fit
+        // better on five of six wide files measured (BENCHMARKS.md, "i8
+        // students on wide data").
+        let storage = cfg
+            .student_weights
+            .unwrap_or(if flash_heavy { Storage::I8 } else { Storage::F32 });
+        (flash_heavy || budget.ms.is_some_and(|max| 2.0 * ms > max), storage)
     };
     // Pass 0: the students as the flags ask; pass 1: with the triangular
     // whitening layer; pass 2: without one (above); pass 3, when still none
@@ -119,17 +127,23 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
                         fold: None,
                         whiten,
                         whiten_triangular: triangular,
+                        student_weights: Some(storage),
                         ..cfg.clone()
                     };
                     // On very wide data most of the widths tried are far
                     // over the budget: skip those without building them.
                     // Every flow layer's network ends in a matrix of `h` ×
-                    // (at least one output per column) f32 weights, a lower
+                    // (at least one output per column) weights, a lower
                     // bound on its bytes; and a width the tool could not
                     // build at all is over any device budget. (A width
                     // given with --hidden is built, so that a wrong one is
                     // the build's own error.)
-                    let at_least = 4 * (l * h * ds.dim()) as u64;
+                    let per_weight = match storage {
+                        Storage::F32 => 4,
+                        Storage::F16 => 2,
+                        Storage::I8 => 1,
+                    };
+                    let at_least = per_weight * (l * h * ds.dim()) as u64;
                     let net = Net {
                         hidden: h,
                         depth: c.depth,
@@ -141,7 +155,7 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
                     {
                         continue;
                     }
-                    let cost = candidate_cost(ds, &c)?;
+                    let cost = candidate_cost(ds, &c, storage)?;
                     if budget.exceeded(&cost).is_none() {
                         out.push(Student { cfg: c, cost });
                         break;
@@ -194,10 +208,14 @@ pub(super) fn is_small(ds: &Dataset, cfg: &TrainConfig) -> bool {
 /// whitening layer` when it has that one.
 fn student_name(c: &TrainConfig) -> String {
     format!(
-        "{} {}×{}{}",
+        "{} {}×{}{}{}",
         c.flow.name(),
         c.layers.unwrap_or(0),
         c.hidden.unwrap_or(0),
+        match c.student_weights {
+            Some(s) if !s.is_f32() => format!(" {}", s.name()),
+            _ => String::new(),
+        },
         if without_whitening(c) {
             " without the whitening layer"
         } else if c.whitens() && c.whiten_triangular {
@@ -422,7 +440,19 @@ pub(super) fn distil(
                 val: val.clone(),
                 labelled_out: ds.len() - ds.n_normal(),
             };
-            let (m, s) = train_split(&tds, &scfg, split, with, &mut rng, false)?;
+            let (mut m, mut s) = train_split(&tds, &scfg, split, with, &mut rng, false)?;
+            let storage = scfg.student_weights.unwrap_or_default();
+            if !storage.is_f32() {
+                // Judged as stored: the validation NLL the device computes.
+                m.compress(storage)?;
+                let v = if val.is_empty() {
+                    f64::NAN
+                } else {
+                    mean_nll_of(&m.model.log_probs(&val))
+                };
+                s.best_val_nll = v;
+                m.provenance.val_nll = v;
+            }
             let cost = ModelCost::of(&m.model);
             debug_assert_eq!(cost, st.cost);
             let line = format!(
@@ -596,7 +626,7 @@ fn mean_nll_of(lps: &[Result<f32, flowmote::Error>]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{one_se, students, Budget, TrainConfig};
+    use super::{one_se, students, Budget, FlowKind, Storage, TrainConfig};
     use crate::data::Dataset;
 
     /// `n` rows of `d` columns (the values do not matter to the costs).
@@ -611,11 +641,66 @@ mod tests {
         }
     }
 
+    /// A flash budget of `bytes`, students stored as f32.
     fn with_flash(bytes: u64) -> TrainConfig {
         TrainConfig {
             max_flash: Some(bytes),
+            student_weights: Some(Storage::F32),
             ..TrainConfig::default()
         }
+    }
+
+    #[test]
+    fn compressed_students_are_costed_and_sized_as_stored() {
+        // 40 columns, 64 KB: with i8 weights the widest student that fits
+        // is wider, and every student's cost is that of the stored model.
+        let ds = wide(300, 40);
+        let widths = |storage: Storage| -> Vec<(FlowKind, usize, bool, usize)> {
+            let cfg = TrainConfig {
+                student_weights: Some(storage),
+                ..with_flash(64 * 1024)
+            };
+            let b = Budget::of(&cfg).unwrap();
+            students(&ds, &cfg, &b)
+                .unwrap()
+                .iter()
+                .map(|st| {
+                    assert!(b.exceeded(&st.cost).is_none(), "a student over the budget");
+                    assert_eq!(st.cost.storage, storage);
+                    assert_eq!(st.cost.compressed_macs > 0, storage != Storage::F32);
+                    let c = &st.cfg;
+                    (c.flow, c.layers.unwrap(), c.whiten, c.hidden.unwrap())
+                })
+                .collect()
+        };
+        let (f32s, i8s) = (widths(Storage::F32), widths(Storage::I8));
+        let mut wider = 0;
+        for (flow, l, w, h) in &f32s {
+            let Some((.., h8)) = i8s.iter().find(|(f, l8, w8, _)| (f, l8, w8) == (flow, l, w)) else {
+                panic!("no i8 student {flow:?} {l} layers: {i8s:?}");
+            };
+            assert!(h8 >= h, "{flow:?} {l}: i8 {h8} < f32 {h}");
+            wider += usize::from(h8 > h);
+        }
+        assert!(wider > 0, "{f32s:?} {i8s:?}");
+        // By default: i8 where the LU layer (6 560 bytes here) takes over
+        // half the flash budget, f32 below.
+        let storages = |flash: u64| -> Vec<Storage> {
+            let cfg = TrainConfig {
+                student_weights: None,
+                ..with_flash(flash)
+            };
+            let b = Budget::of(&cfg).unwrap();
+            students(&ds, &cfg, &b)
+                .unwrap()
+                .iter()
+                .map(|st| st.cost.storage)
+                .collect()
+        };
+        let s = storages(12 * 1024);
+        assert!(!s.is_empty() && s.iter().all(|&s| s == Storage::I8), "{s:?}");
+        let s = storages(14 * 1024);
+        assert!(!s.is_empty() && s.iter().all(|&s| s == Storage::F32), "{s:?}");
     }
 
     #[test]
@@ -674,7 +759,7 @@ mod tests {
             whiten: false,
             ..TrainConfig::default()
         };
-        let bytes = super::candidate_cost(&ds, &one).unwrap().weight_bytes;
+        let bytes = super::candidate_cost(&ds, &one, Storage::F32).unwrap().weight_bytes;
         let cfg = with_flash(bytes);
         let b = Budget::of(&cfg).unwrap();
         let s = students(&ds, &cfg, &b).unwrap();

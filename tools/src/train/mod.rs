@@ -134,7 +134,7 @@ fn train_search(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(Mode
     // Every setting pinned: the one model (or committee of them) asked for,
     // trained as it is on all the rows when it fits.
     if cfg.flow != FlowKind::Auto && cfg.layers.is_some() && cfg.hidden.is_some() && cfg.noise.is_some() {
-        let cost = build::candidate_cost(ds, cfg)?.repeated(folds);
+        let cost = build::candidate_cost(ds, cfg, crate::model::Storage::F32)?.repeated(folds);
         if budget.exceeded(&cost).is_none() {
             let (mut m, s) = train_unbounded(ds, cfg, progress)?;
             m.provenance.settings.config.target = Some(budget.target.name.into());

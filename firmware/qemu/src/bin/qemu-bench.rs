@@ -134,8 +134,8 @@ fn maf_stored<const D: usize, const H: usize, const L: usize, W: Weight>(
     bench_log_prob(name, Mlp::<D, H, L, D, 2>::shape().macs(), &flow);
 }
 
-/// One forward pass of an MLP 8-64-64-16 through the core view with its
-/// weights stored as `W` (the `f32` row is `view_vs_fixed`'s core view).
+/// One forward pass of an MLP through the core view with its weights
+/// stored as `N` (the `f32` row is `view_vs_fixed`'s core view).
 #[inline(never)]
 fn view_stored<const IN: usize, const H: usize, const OUT: usize, N: MlpStore>(
     act: Activation,
@@ -452,6 +452,24 @@ fn main() -> ! {
         Activation::Tanh,
         "MLP 8-32-32-16 tanh, core view",
         "MLP 8-32-32-16 tanh, hand-written fixed-size loop",
+    );
+    // The compressed storages' extra cost per multiply-add on every core
+    // (the target profiles' `extra_per_f16_mac` / `extra_per_i8_mac`): a
+    // network small enough for the Cortex-M0's stack with both copies.
+    view_vs_fixed::<8, 16, 8>(
+        Activation::Relu,
+        "MLP 8-16-16-16 relu, core view",
+        "MLP 8-16-16-16 relu, hand-written fixed-size loop",
+    );
+    view_stored::<8, 16, 8, _>(
+        Activation::Relu,
+        "MLP 8-16-16-16 relu, core view, f16 weights",
+        Mlp::to_f16,
+    );
+    view_stored::<8, 16, 8, _>(
+        Activation::Relu,
+        "MLP 8-16-16-16 relu, core view, i8 weights + row scales",
+        Mlp::to_i8,
     );
     adaptation();
     mixture_adaptation();
