@@ -536,6 +536,25 @@ fn train_writes_validation_rows_and_json() {
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["weight_bytes"].as_u64().unwrap() % 4, 0);
     assert!(j["threshold"].is_number());
+    for key in ["target", "estimated_ms", "kept", "macs", "validation_nll"] {
+        assert!(!j[key].is_null(), "{key} missing: {j}");
+    }
+    assert_eq!(j["target"], "nrf52840");
+    // Stored as i8: fewer bytes, a longer estimate (the widening).
+    let o = flowmote(&[
+        "export",
+        "--model",
+        m.to_str().unwrap(),
+        "--out",
+        rs.to_str().unwrap(),
+        "--json",
+        "--weights",
+        "i8",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j8: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(j8["weight_bytes"].as_u64() < j["weight_bytes"].as_u64(), "{j8} {j}");
+    assert!(j8["estimated_ms"].as_f64() > j["estimated_ms"].as_f64(), "{j8} {j}");
 }
 
 /// A device budget nothing meets is an error before any training, naming the

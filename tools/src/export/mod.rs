@@ -108,9 +108,18 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     }
     crate::output::write(&args.out, out.source.as_bytes())?;
     if args.json {
+        // The target the model was trained for (files from before targets,
+        // and `--target host` models: the host, no estimate).
+        let target = match &model.provenance.settings.config.target {
+            Some(t) => crate::target::find(t)?,
+            None => crate::target::find("host")?,
+        };
+        let cost = crate::target::ModelCost::of(&model.model);
         let j = serde_json::json!({
             "out": args.out,
             "model": args.model,
+            "target": target.name,
+            "estimated_ms": target.estimated_ms_of(&cost),
             "kept": crate::cli::describe_model(&model),
             "weight_bytes": model.model.weight_bytes(),
             "weights": model.model.storage().name(),
