@@ -234,9 +234,9 @@ pub struct TrainConfig {
     /// a Cortex-M0); `f16`, half the bytes at 11 more on a Cortex-M4F.
     /// Students are trained in f32, compressed, and judged and kept
     /// compressed (their validation NLL is what the device computes)
-    /// [default: i8 where the whitening LU layer alone would take over half
-    /// the flash budget (wide data: from about 90 columns at 64 KB), else
-    /// f32].
+    /// [default: i8 where the whitening LU layer alone would take over a
+    /// quarter of the flash budget (wide data: from about 63 columns at 64
+    /// KB), else f32].
     #[arg(long, value_enum, value_name = "STORAGE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub student_weights: Option<Storage>,
