@@ -75,7 +75,9 @@ trained on the real rows alone and with fresh teacher samples (--teacher-samples
 for one validation split, ~1 000 rows and more, on the real rows alone, and the teacher's search then adds \
 no bigger candidate once its best is over the budget), and the one with the best NLL on the held-out rows is kept. Where the whitening layer alone takes over half the flash or time \
 budget (wide data, soft-float parts), students are offered with the triangular whitening layer (half its \
-cost) and without one too; if none fits at all, as one flow layer. --teacher-out writes the teacher; --target host keeps \
+cost) and without one too; if none fits at all, as one flow layer. Where that layer would take over a quarter \
+of the flash (wide data), the students' weights are stored as i8, so about three times as many fit \
+(--student-weights). --teacher-out writes the teacher; --target host keeps \
 it whatever its size.\n\n\
 Flow families (--flow); every one starts with the frozen standardisation; seeded random permutations \
 sit between maf, nsf and nsf-ar layers (a rotation between coupling layers):\n  \
