@@ -49,6 +49,16 @@ use crate::layer::{SliceBackward, SliceBijector};
 use crate::permutation::is_permutation;
 use crate::{Bijector, Error};
 
+/// A view's cached diagonal and log-det, if the diagonal has the view's
+/// dimension `d` (only the const-generic layers set one, always of it).
+#[inline(always)]
+pub(crate) fn valid_cache(cache: Option<(&[f32], f32)>, d: usize) -> Option<(&[f32], f32)> {
+    match cache {
+        Some((diag, ld)) if diag.len() == d => Some((diag, ld)),
+        _ => None,
+    }
+}
+
 /// `log_s` is clamped to `[−LOG_SCALE_LIMIT, LOG_SCALE_LIMIT]`.
 pub const LOG_SCALE_LIMIT: f32 = 20.0;
 
@@ -127,10 +137,7 @@ impl<'a> LuLinearRef<'a> {
     /// [`LuLinear::view`] sets it).
     #[inline(always)]
     fn cached_diag(&self) -> Option<(&'a [f32], f32)> {
-        match self.cache {
-            Some((diag, ld)) if diag.len() == self.dim() => Some((diag, ld)),
-            _ => None,
-        }
+        valid_cache(self.cache, self.dim())
     }
 
     /// Number of trainable parameters for dimension `d`: `d² + d`.

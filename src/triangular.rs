@@ -27,7 +27,7 @@
 //! Every access is checked: the scoring path has no panic branch.
 
 use crate::layer::{SliceBackward, SliceBijector};
-use crate::linear::{clamp_log_scale, dot_from, dot_plain, SMALL_DIM};
+use crate::linear::{clamp_log_scale, dot_from, dot_plain, valid_cache, SMALL_DIM};
 use crate::{Bijector, Error};
 
 /// Floats of the packed lower triangle of a `d × d` matrix, `d(d+1)/2`.
@@ -83,10 +83,7 @@ impl<'a> TriLinearRef<'a> {
     /// [`TriLinear::view`] sets it).
     #[inline(always)]
     fn cached(&self) -> Option<(&'a [f32], f32)> {
-        match self.cache {
-            Some((diag, ld)) if diag.len() == self.dim() => Some((diag, ld)),
-            _ => None,
-        }
+        valid_cache(self.cache, self.dim())
     }
 
     /// `(T_ii, ∂T_ii/∂(stored log_s_i))` and the clamped `log_s_i`.

@@ -123,6 +123,24 @@ pub fn fd_gradient_f64(f: &mut dyn FnMut(&[f64]) -> f64, x: &[f64], h: f64) -> V
         .collect()
 }
 
+/// Checks an analytic gradient `grad` of the f64 loss `f` at the f32 point
+/// `x` against central differences of step `h` (each divided by the step the
+/// f32 arithmetic actually took): panics naming `what` and the index when an
+/// error relative to `1 + |fd|` exceeds `tol`; returns the worst such error.
+pub fn check_gradient(what: &str, f: &dyn Fn(&[f32]) -> f64, x: &[f32], grad: &[f32], h: f32, tol: f64) -> f64 {
+    let mut worst = 0.0f64;
+    for (i, &g) in grad.iter().enumerate() {
+        let (mut xp, mut xm) = (x.to_vec(), x.to_vec());
+        xp[i] += h;
+        xm[i] -= h;
+        let fd = (f(&xp) - f(&xm)) / (xp[i] as f64 - xm[i] as f64);
+        let err = (g as f64 - fd).abs() / (1.0 + fd.abs());
+        assert!(err < tol, "{what}[{i}]: {g} vs finite differences {fd}");
+        worst = worst.max(err);
+    }
+    worst
+}
+
 /// `log|det A|` of a row-major `n × n` matrix by LU with partial pivoting (f64).
 pub fn log_abs_det(a: &[f64], n: usize) -> f64 {
     let mut m = a.to_vec();

@@ -6,7 +6,7 @@
 
 use flowmote::triangular::{packed_len, row_start};
 use flowmote::{Bijector, Error, SliceBackward, TriLinear, TriLinearRef};
-use flowmote_host_tests::{fd_jacobian, log_abs_det, SplitMix as Rng};
+use flowmote_host_tests::{check_gradient, fd_jacobian, log_abs_det, SplitMix as Rng};
 
 /// The dense `T` in f64, row-major.
 fn dense(p: &[f32], d: usize) -> Vec<f64> {
@@ -86,25 +86,9 @@ fn backward_matches_finite_differences() {
             let mut g_in: Vec<f32> = c.iter().map(|&v| v as f32).collect();
             layer.backward_input(&x, &mut g_in, c_ld as f32, &mut []);
             assert_eq!(g_in, g);
-            let h = 1e-3f32;
-            for i in 0..d {
-                let (mut xp, mut xm) = (x.clone(), x.clone());
-                xp[i] += h;
-                xm[i] -= h;
-                let fd = (loss(&p0, &xp) - loss(&p0, &xm)) / (xp[i] as f64 - xm[i] as f64);
-                let err = (g[i] as f64 - fd).abs() / (1.0 + fd.abs());
-                worst = worst.max(err);
-                assert!(err < 3e-3, "d {d}: ∂x[{i}] {} vs {fd}", g[i]);
-            }
-            for k in 0..p0.len() {
-                let (mut pp, mut pm) = (p0.clone(), p0.clone());
-                pp[k] += h;
-                pm[k] -= h;
-                let fd = (loss(&pp, &x) - loss(&pm, &x)) / (pp[k] as f64 - pm[k] as f64);
-                let err = (grad[k] as f64 - fd).abs() / (1.0 + fd.abs());
-                worst = worst.max(err);
-                assert!(err < 3e-3, "d {d}: ∂θ[{k}] {} vs {fd}", grad[k]);
-            }
+            let at_x = check_gradient(&format!("d {d}: ∂x"), &|v| loss(&p0, v), &x, &g, 1e-3, 3e-3);
+            let at_p = check_gradient(&format!("d {d}: ∂θ"), &|p| loss(p, &x), &p0, &grad, 1e-3, 3e-3);
+            worst = worst.max(at_x).max(at_p);
         }
     }
     eprintln!("triangular backward: worst relative error {worst:.2e}");

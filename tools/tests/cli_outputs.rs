@@ -524,16 +524,21 @@ fn train_writes_validation_rows_and_json() {
         stderr(&o)
     );
     let rs = dir.path().join("m.rs");
-    let o = flowmote(&[
-        "export",
-        "--model",
-        m.to_str().unwrap(),
-        "--out",
-        rs.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let export = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "export",
+            "--model",
+            m.to_str().unwrap(),
+            "--out",
+            rs.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let o = flowmote(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let j = export(&[]);
     assert_eq!(j["weight_bytes"].as_u64().unwrap() % 4, 0);
     assert!(j["threshold"].is_number());
     for key in ["target", "estimated_ms", "kept", "macs", "validation_nll"] {
@@ -541,18 +546,7 @@ fn train_writes_validation_rows_and_json() {
     }
     assert_eq!(j["target"], "nrf52840");
     // Stored as i8: fewer bytes, a longer estimate (the widening).
-    let o = flowmote(&[
-        "export",
-        "--model",
-        m.to_str().unwrap(),
-        "--out",
-        rs.to_str().unwrap(),
-        "--json",
-        "--weights",
-        "i8",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let j8: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let j8 = export(&["--weights", "i8"]);
     assert!(j8["weight_bytes"].as_u64() < j["weight_bytes"].as_u64(), "{j8} {j}");
     assert!(j8["estimated_ms"].as_f64() > j["estimated_ms"].as_f64(), "{j8} {j}");
 }
