@@ -1302,6 +1302,10 @@ fn compressed_students_are_judged_and_kept_as_stored() {
     );
     let d = m.provenance.settings.distillation.as_ref().expect("distilled");
     assert!(d.kept.contains(" i8 "), "{}", d.kept);
+    assert!(d
+        .students
+        .iter()
+        .all(|c| c.storage == flowmote_tools::model::Storage::I8));
     let path = dir.with_file_name("i8.json");
     m.save(&path).unwrap();
     let back = ModelFile::load(&path).unwrap();

@@ -163,6 +163,10 @@ pub struct Candidate {
     /// one (a student where the LU layer takes most of the budget).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub triangular_whitening: bool,
+    /// How its conditioners' weights are stored (students: `i8` on wide
+    /// data, see `--student-weights`).
+    #[serde(default, skip_serializing_if = "crate::model::Storage::is_f32")]
+    pub storage: crate::model::Storage,
     /// Teacher samples per epoch it trained with (students; 0 = real rows only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub teacher_samples: Option<usize>,

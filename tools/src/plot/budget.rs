@@ -22,10 +22,15 @@ pub fn plot_budget(model: &ModelFile, d: &Distillation, path: &Path) -> Result<(
                 kb(b),
                 v,
                 format!(
-                    "{} {}×{}{}{ms}",
+                    "{} {}×{}{}{}{ms}",
                     c.flow,
                     c.layers,
                     c.hidden,
+                    if c.storage.is_f32() {
+                        String::new()
+                    } else {
+                        format!(" {}", c.storage.name())
+                    },
                     if c.no_whitening {
                         " no LU"
                     } else if c.triangular_whitening {

@@ -503,6 +503,7 @@ pub(super) fn distil(
             teacher_samples: Some(with.map_or(0, |p| p.per_epoch)),
             no_whitening: without_whitening(&scfg),
             triangular_whitening: scfg.whitens() && scfg.whiten_triangular,
+            storage: cost.storage,
             estimated_ms: budget.target.estimated_ms_of(&cost),
             val_nll: Some(s.best_val_nll),
             seconds: Some(s.seconds),
