@@ -235,7 +235,7 @@ pub struct TrainConfig {
     /// Students are trained in f32, compressed, and judged and kept
     /// compressed (their validation NLL is what the device computes)
     /// [default: i8 where the whitening LU layer alone would take over a
-    /// quarter of the flash budget (wide data: from about 63 columns at 64
+    /// quarter of the flash budget (wide data: from 64 columns at 64
     /// KB), else f32].
     #[arg(long, value_enum, value_name = "STORAGE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]

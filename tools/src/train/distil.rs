@@ -92,7 +92,7 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
             .estimated_ms(with.macs.saturating_sub(without.macs), 0)
             .unwrap_or(0.0);
         // Where the layer alone takes over a quarter of the flash (wide
-        // data: from about 63 columns at 64 KB) the f32 students are far
+        // data: from 64 columns at 64 KB) the f32 students are far
         // smaller than their teachers; stored as i8 they can be about 3×
         // larger, and they fit better on six of seven wide files measured
         // (BENCHMARKS.md, "i8 students on wide data").
