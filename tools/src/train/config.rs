@@ -256,8 +256,9 @@ pub struct TrainConfig {
     /// Make the whitening layer lower-triangular: the same Gaussian fit at
     /// the start with d(d+1)/2 + d weights and d(d+1)/2 multiply-adds
     /// instead of the LU layer's d² + d and d², but column i is then
-    /// mixed only with columns before it. Students on a device budget get
-    /// it where the LU layer would take over half the flash or time.
+    /// mixed only with columns before it. Students on a device budget are
+    /// also offered it (and no whitening layer) where the LU layer would
+    /// take over half the flash or time budget.
     #[arg(long, conflicts_with = "whiten")]
     #[serde(default)]
     pub whiten_triangular: bool,
