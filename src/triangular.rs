@@ -138,10 +138,9 @@ impl<'a> TriLinearRef<'a> {
     #[inline(always)]
     fn forward_rows(&self, x: &mut [f32], diag: impl Fn(usize) -> f32, dot: impl Fn(f32, &[f32], &[f32]) -> f32) {
         let d = self.dim();
-        let (Some(mut rest), Some(x)) = (self.tri.get(..packed_len(d)), x.get_mut(..d)) else {
+        let (Some(mut rest), Some(mut x)) = (self.tri.get(..packed_len(d)), x.get_mut(..d)) else {
             return;
         };
-        let mut x = x;
         for (i, &b) in self.bias.iter().enumerate().rev() {
             let Some((before, row)) = rest.split_at_checked(rest.len().saturating_sub(i + 1)) else {
                 return;
