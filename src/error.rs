@@ -48,6 +48,18 @@ pub fn check_finite(x: &[f32]) -> Result<(), Error> {
     }
 }
 
+/// `Ok(log_det)` if the layer's output `x` is finite, else
+/// [`Error::Overflow`]: the check of the linear layers, whose finite inputs
+/// can only leave the f32 range by overflowing.
+#[inline(always)]
+pub(crate) fn finite_or_overflow(x: &[f32], log_det: f32) -> Result<f32, Error> {
+    if all_finite(x) {
+        Ok(log_det)
+    } else {
+        Err(Error::Overflow)
+    }
+}
+
 /// `true` if every value is finite (no NaN, no ±∞).
 ///
 /// With a hardware FPU (`eabihf` targets: the Cortex-M4F) as a sum of

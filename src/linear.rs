@@ -645,22 +645,14 @@ impl<const D: usize> Bijector<D> for LuLinear<D> {
     fn forward(&self, x: &mut [f32; D]) -> Result<f32, Error> {
         let mut tmp = [0.0; D];
         let ld = self.view().forward(x, &mut tmp);
-        if crate::error::all_finite(x) {
-            Ok(ld)
-        } else {
-            Err(Error::Overflow)
-        }
+        crate::error::finite_or_overflow(x, ld)
     }
     /// Errors: [`Error::Overflow`] if the result exceeds the f32 range.
     #[inline(always)]
     fn inverse(&self, z: &mut [f32; D]) -> Result<f32, Error> {
         let mut tmp = [0.0; D];
         let ld = self.view().inverse(z, &mut tmp);
-        if crate::error::all_finite(z) {
-            Ok(ld)
-        } else {
-            Err(Error::Overflow)
-        }
+        crate::error::finite_or_overflow(z, ld)
     }
 }
 

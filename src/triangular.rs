@@ -338,20 +338,12 @@ impl<const D: usize, const N: usize> Bijector<D> for TriLinear<D, N> {
     #[inline(always)]
     fn forward(&self, x: &mut [f32; D]) -> Result<f32, Error> {
         let ld = self.view().forward(x);
-        if crate::error::all_finite(x) {
-            Ok(ld)
-        } else {
-            Err(Error::Overflow)
-        }
+        crate::error::finite_or_overflow(x, ld)
     }
     /// Errors: [`Error::Overflow`] if the result exceeds the f32 range.
     #[inline(always)]
     fn inverse(&self, z: &mut [f32; D]) -> Result<f32, Error> {
         let ld = self.view().inverse(z);
-        if crate::error::all_finite(z) {
-            Ok(ld)
-        } else {
-            Err(Error::Overflow)
-        }
+        crate::error::finite_or_overflow(z, ld)
     }
 }

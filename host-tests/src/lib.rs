@@ -123,6 +123,18 @@ pub fn fd_gradient_f64(f: &mut dyn FnMut(&[f64]) -> f64, x: &[f64], h: f64) -> V
         .collect()
 }
 
+/// Checks a layer's log-det `ld` at `x` against `log|det J|` of the f64
+/// finite-difference Jacobian of `f` (step `h`): panics naming `what` when
+/// they differ by more than `tol`.
+pub fn check_log_det(what: &str, f: &mut dyn FnMut(&[f32]) -> Vec<f32>, x: &[f32], ld: f32, h: f32, tol: f64) {
+    let jac = fd_jacobian(f, x, h);
+    let fd = log_abs_det(&jac, x.len());
+    assert!(
+        (fd - ld as f64).abs() < tol,
+        "{what}: log-det {ld}, finite differences {fd}"
+    );
+}
+
 /// Checks an analytic gradient `grad` of the f64 loss `f` at the f32 point
 /// `x` against central differences of step `h` (each divided by the step the
 /// f32 arithmetic actually took): panics naming `what` and the index when an
