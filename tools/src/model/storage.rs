@@ -43,6 +43,15 @@ impl Storage {
         *self == Storage::F32
     }
 
+    /// Bytes of one stored weight (the `i8` row scales come on top).
+    pub fn bytes_per_weight(self) -> usize {
+        match self {
+            Storage::F32 => 4,
+            Storage::F16 => 2,
+            Storage::I8 => 1,
+        }
+    }
+
     /// Its name (`f32`, `f16`, `i8`).
     pub fn name(self) -> &'static str {
         match self {
@@ -208,10 +217,14 @@ impl DynFlow {
             .map(|l| {
                 let spec = l.spec(self.dim);
                 let floats = spec.params.len() + spec.fixed_floats;
+                // The matrices at the storage's size, everything else f32;
+                // i8 adds an f32 scale per row.
                 match (storage, l.compressible_net(self.dim)) {
                     (Storage::F32, _) | (_, None) => 4 * floats,
-                    (Storage::F16, Some(s)) => 4 * floats - 2 * matrix_weights(s),
-                    (Storage::I8, Some(s)) => 4 * floats - 3 * matrix_weights(s) + 4 * matrix_rows(s),
+                    (_, Some(s)) => {
+                        let scales = if storage == Storage::I8 { 4 * matrix_rows(s) } else { 0 };
+                        4 * floats - (4 - storage.bytes_per_weight()) * matrix_weights(s) + scales
+                    }
                 }
             })
             .sum()

@@ -313,9 +313,10 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// Whether the flow gets the whitening LU layer after its
-    /// standardisation: asked for (`whiten`, the default) and not a
-    /// continuous flow, which never has one.
+    /// Whether the flow gets a whitening layer after its standardisation
+    /// (the LU one, or the triangular one with `whiten_triangular`): asked
+    /// for (`whiten`, the default) and not a continuous flow, which never
+    /// has one.
     pub fn whitens(&self) -> bool {
         self.whiten && self.flow != FlowKind::Cnf
     }

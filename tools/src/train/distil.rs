@@ -143,12 +143,7 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
                     // build at all is over any device budget. (A width
                     // given with --hidden is built, so that a wrong one is
                     // the build's own error.)
-                    let per_weight = match storage {
-                        Storage::F32 => 4,
-                        Storage::F16 => 2,
-                        Storage::I8 => 1,
-                    };
-                    let at_least = per_weight * (l * h * ds.dim()) as u64;
+                    let at_least = (storage.bytes_per_weight() * l * h * ds.dim()) as u64;
                     let net = Net {
                         hidden: h,
                         depth: c.depth,
@@ -223,7 +218,7 @@ fn student_name(c: &TrainConfig) -> String {
         },
         if without_whitening(c) {
             " without the whitening layer"
-        } else if c.whitens() && c.whiten_triangular {
+        } else if with_triangular_whitening(c) {
             " with the triangular whitening layer"
         } else {
             ""
@@ -235,6 +230,11 @@ fn student_name(c: &TrainConfig) -> String {
 /// continuous flow never has one).
 fn without_whitening(c: &TrainConfig) -> bool {
     !c.whiten && c.flow != FlowKind::Cnf
+}
+
+/// A student whose whitening layer is the triangular one.
+fn with_triangular_whitening(c: &TrainConfig) -> bool {
+    c.whitens() && c.whiten_triangular
 }
 
 /// `n` samples of `teacher` with its `−log p`, in parallel and
@@ -502,7 +502,7 @@ pub(super) fn distil(
             weight_bytes: Some(cost.weight_bytes),
             teacher_samples: Some(with.map_or(0, |p| p.per_epoch)),
             no_whitening: without_whitening(&scfg),
-            triangular_whitening: scfg.whitens() && scfg.whiten_triangular,
+            triangular_whitening: with_triangular_whitening(&scfg),
             storage: cost.storage,
             estimated_ms: budget.target.estimated_ms_of(&cost),
             val_nll: Some(s.best_val_nll),
