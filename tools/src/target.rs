@@ -39,6 +39,10 @@ pub struct Target {
     pub instr_per_mac: f64,
     /// Instructions per hidden-unit activation (tanh).
     pub instr_per_activation: f64,
+    /// Instructions per multiply-add of a linear (LU or triangular) layer:
+    /// its rows are short and each ends in a division or an exp, so they
+    /// cost more per multiply-add than a network's.
+    pub instr_per_linear_mac: f64,
     /// Extra instructions per multiply-add whose weight is stored as `i8`
     /// (loading and widening it; the row's scale is one multiply per row).
     pub extra_per_i8_mac: f64,
@@ -72,6 +76,8 @@ pub struct ModelCost {
     pub storage: Storage,
     /// The multiply-adds (of `macs`) whose weights are stored compressed.
     pub compressed_macs: u64,
+    /// The multiply-adds (of `macs`) of linear (LU, triangular) layers.
+    pub linear_macs: u64,
 }
 
 impl ModelCost {
@@ -84,6 +90,7 @@ impl ModelCost {
             activations: m.activations() as u64,
             storage: m.storage(),
             compressed_macs: m.compressed_macs() as u64,
+            linear_macs: m.linear_macs() as u64,
         }
     }
 
@@ -99,6 +106,7 @@ impl ModelCost {
             activations: self.activations * k64,
             storage: self.storage,
             compressed_macs: self.compressed_macs * k64,
+            linear_macs: self.linear_macs * k64,
         }
     }
 }
@@ -128,16 +136,19 @@ impl Target {
         macs as f64 * self.instr_per_mac + activations as f64 * self.instr_per_activation
     }
 
-    /// [`Target::estimated_ms`] of a model's cost, its compressed weights'
-    /// extra instructions included.
+    /// [`Target::estimated_ms`] of a model's cost, with its linear layers'
+    /// multiply-adds at [`Target::instr_per_linear_mac`] and its compressed
+    /// weights' extra instructions.
     pub fn estimated_ms_of(&self, c: &ModelCost) -> Option<f64> {
         let extra = match c.storage {
             Storage::F32 => 0.0,
             Storage::F16 => self.extra_per_f16_mac,
             Storage::I8 => self.extra_per_i8_mac,
         };
+        let more = c.compressed_macs as f64 * extra
+            + c.linear_macs.min(c.macs) as f64 * (self.instr_per_linear_mac - self.instr_per_mac);
         self.estimated_ms(c.macs, c.activations)
-            .map(|ms| ms + 1e3 * c.compressed_macs as f64 * extra / self.clock_hz as f64)
+            .map(|ms| ms + 1e3 * more / self.clock_hz as f64)
     }
 
     /// Estimated milliseconds of one score at the part's clock, one cycle per
@@ -158,9 +169,10 @@ pub const TARGETS: &[Target] = &[
         ram_bytes: 256 * 1024,
         instr_per_mac: 2.9,
         instr_per_activation: 30.0,
+        instr_per_linear_mac: 7.2,
         extra_per_i8_mac: 2.0,
         extra_per_f16_mac: 11.2,
-        measured: "emulated Cortex-M4F (QEMU mps2-an386): MLP 8-64-64-16 relu row and the tanh row's extra of benches/firmware-bench.sh, the f16 and i8 rows' extra over the f32 ones; splines, clamps and exp add ≈ 7–10 % (bundled nsf 4×32 model: 37 031 estimated, 39 853 counted)",
+        measured: "emulated Cortex-M4F (QEMU mps2-an386): MLP 8-64-64-16 relu row and the tanh row's extra of benches/firmware-bench.sh, the f16 and i8 rows' extra over the f32 ones, the most per multiply-add of its LU and triangular rows; splines, clamps and exp add ≈ 7 % (bundled nsf 4×32 model: 37 069 estimated, 39 853 counted)",
     },
     Target {
         name: "stm32f411",
@@ -171,6 +183,7 @@ pub const TARGETS: &[Target] = &[
         ram_bytes: 128 * 1024,
         instr_per_mac: 2.9,
         instr_per_activation: 30.0,
+        instr_per_linear_mac: 7.2,
         extra_per_i8_mac: 2.0,
         extra_per_f16_mac: 11.2,
         measured: "same core as nrf52840: emulated Cortex-M4F (QEMU mps2-an386)",
@@ -184,9 +197,10 @@ pub const TARGETS: &[Target] = &[
         ram_bytes: 264 * 1024,
         instr_per_mac: 186.0,
         instr_per_activation: 3460.0,
+        instr_per_linear_mac: 279.0,
         extra_per_i8_mac: 72.0,
         extra_per_f16_mac: 130.0,
-        measured: "emulated Cortex-M0, soft float (QEMU microbit): MLP 8-32-32-16 relu and tanh rows of benches/firmware-bench.sh --m0, the MLP 8-16-16-16 f16 and i8 rows' extra over its f32 row",
+        measured: "emulated Cortex-M0, soft float (QEMU microbit): MLP 8-32-32-16 relu and tanh rows of benches/firmware-bench.sh --m0, the MLP 8-16-16-16 f16 and i8 rows' extra over its f32 row, the most per multiply-add of its LU and triangular rows",
     },
     Target {
         name: "esp32c3",
@@ -197,9 +211,10 @@ pub const TARGETS: &[Target] = &[
         ram_bytes: 400 * 1024,
         instr_per_mac: 150.0,
         instr_per_activation: 1000.0,
+        instr_per_linear_mac: 225.0,
         extra_per_i8_mac: 56.0,
         extra_per_f16_mac: 100.0,
-        measured: "estimated: soft-float RV32IMC, between the M0 figure and the M4F's (the compressed storages' extra as on the M0, scaled); not emulated yet",
+        measured: "estimated: soft-float RV32IMC, between the M0 figure and the M4F's (the compressed storages' and linear layers' extra as on the M0, scaled); not emulated yet",
     },
     Target {
         name: "host",
@@ -210,6 +225,7 @@ pub const TARGETS: &[Target] = &[
         ram_bytes: 0,
         instr_per_mac: 0.0,
         instr_per_activation: 0.0,
+        instr_per_linear_mac: 0.0,
         extra_per_i8_mac: 0.0,
         extra_per_f16_mac: 0.0,
         measured: "not a device",
@@ -242,7 +258,7 @@ pub fn describe_all() -> String {
         }
         let b = t.default_budget();
         s.push_str(&format!(
-            "{:<10} {}: {} MHz, {}, {} KB flash, {} KB RAM\n{:<10} {:.1} instructions per multiply-add, {:.0} per activation ({})\n{:<10} default budget: {} KB of weights, {} ms per score (≈ {:.0} multiply-adds)\n",
+            "{:<10} {}: {} MHz, {}, {} KB flash, {} KB RAM\n{:<10} {:.1} instructions per multiply-add ({:.1} in a linear layer), {:.0} per activation ({})\n{:<10} default budget: {} KB of weights, {} ms per score (≈ {:.0} multiply-adds)\n",
             t.name,
             t.part,
             t.clock_hz / 1_000_000,
@@ -251,6 +267,7 @@ pub fn describe_all() -> String {
             t.ram_bytes / 1024,
             "",
             t.instr_per_mac,
+            t.instr_per_linear_mac,
             t.instr_per_activation,
             t.measured,
             "",
@@ -289,6 +306,26 @@ mod tests {
         assert_eq!(b.max_weight_bytes, Some(64 * 1024));
         assert_eq!(b.max_ms, Some(2.0));
         assert!(describe_all().contains("rp2040"));
+    }
+
+    #[test]
+    fn linear_layers_cost_their_own_instructions() {
+        let net = ModelCost {
+            macs: 10_000,
+            activations: 100,
+            ..ModelCost::default()
+        };
+        for t in TARGETS.iter().filter(|t| !t.is_host()) {
+            assert!(t.instr_per_linear_mac > t.instr_per_mac, "{}", t.name);
+            let base = t.estimated_ms_of(&net).unwrap();
+            let c = ModelCost {
+                linear_macs: 900,
+                ..net
+            };
+            let ms = t.estimated_ms_of(&c).unwrap();
+            let want = base + 1e3 * 900.0 * (t.instr_per_linear_mac - t.instr_per_mac) / t.clock_hz as f64;
+            assert!((ms - want).abs() < 1e-9 && ms > base, "{}: {ms} vs {want}", t.name);
+        }
     }
 
     #[test]

@@ -103,6 +103,11 @@ impl DynMixture {
         self.flows.iter().map(DynFlow::activations).sum()
     }
 
+    /// [`DynFlow::linear_macs`] of every member.
+    pub fn linear_macs(&self) -> usize {
+        self.flows.iter().map(DynFlow::linear_macs).sum()
+    }
+
     /// [`DynFlow::compressed_macs`] of every member.
     pub fn compressed_macs(&self) -> usize {
         self.flows.iter().map(DynFlow::compressed_macs).sum()

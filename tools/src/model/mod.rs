@@ -452,6 +452,13 @@ impl DynFlow {
             .sum()
     }
 
+    /// The multiply-adds of [`DynFlow::macs`] outside the networks: the
+    /// linear (LU and triangular) layers', which cost more per multiply-add
+    /// on a device ([`Target::instr_per_linear_mac`](crate::target::Target::instr_per_linear_mac)).
+    pub fn linear_macs(&self) -> usize {
+        self.layers.iter().map(|l| l.spec(self.dim).extra_macs).sum()
+    }
+
     /// The multiply-adds of [`DynFlow::macs`] whose weights are stored
     /// compressed (the conditioners', for `f16` and `i8`; 0 for `f32`).
     pub fn compressed_macs(&self) -> usize {

@@ -87,10 +87,8 @@ fn students(ds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Vec<Stud
         let with = candidate_cost(ds, &probe, Storage::F32)?;
         let without = candidate_cost(ds, &TrainConfig { whiten: false, ..probe }, Storage::F32)?;
         let bytes = with.weight_bytes.saturating_sub(without.weight_bytes);
-        let ms = budget
-            .target
-            .estimated_ms(with.macs.saturating_sub(without.macs), 0)
-            .unwrap_or(0.0);
+        let ms = budget.target.estimated_ms_of(&with).unwrap_or(0.0)
+            - budget.target.estimated_ms_of(&without).unwrap_or(0.0);
         // Where the layer alone takes over a quarter of the flash (wide
         // data: from 64 columns at 64 KB) the f32 students are far
         // smaller than their teachers; stored as i8 they can be about 3×
