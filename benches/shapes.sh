@@ -43,8 +43,9 @@ def factor_row():
     return [0.2 * sum(a * b for a, b in zip(A[j], z)) + 0.1 * g(0, 1) for j in range(200)]
 write("wide", [factor_row() for _ in range(3000)])
 write("big", [[g(0, 1) for _ in range(5)] for _ in range(100000)])         # 100 000 rows
+write("short_wide", [factor_row()[:80] for _ in range(60)])                # fewer rows than columns
 EOF
-for name in ${@:-one_column tiny scales offset cauchy duplicates categorical binary wide big}; do
+for name in ${@:-one_column tiny scales offset cauchy duplicates categorical binary wide big short_wide}; do
     f=$work/$name.csv
     t0=$(date +%s.%N)
     if "$tool" train --data "$f" --out "$work/$name.json" -q >"$work/$name.log" 2>&1; then

@@ -727,6 +727,58 @@ fn a_column_constant_in_the_training_rows_is_dequantised_with_the_files_gap() {
     assert!(usual.is_finite() && rare > usual + 5.0, "usual {usual}, rare {rare}");
 }
 
+/// Fewer rows than columns (a short recording of many features; ODDS
+/// arrhythmia has 231 rows × 258 columns): training used to refuse below
+/// two rows per column. The whitening layer's covariance carries a ridge,
+/// so the model trains, and it learns the columns' low-rank structure:
+/// rows that keep it score far better than rows of the same spread that
+/// break it.
+#[test]
+fn fewer_rows_than_columns_train_and_learn_the_structure() {
+    let d = 40;
+    let mut r = Xoshiro256PlusPlus::seed_from_u64(5);
+    let (a, b): (Vec<f32>, Vec<f32>) = (0..d).map(|_| (normal(&mut r), normal(&mut r))).unzip();
+    let mut factor_rows = |n: usize| -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|_| {
+                let (f, g) = (normal(&mut r), normal(&mut r));
+                (0..d)
+                    .map(|j| 3.0 + a[j] * f + b[j] * g + 0.1 * normal(&mut r))
+                    .collect()
+            })
+            .collect()
+    };
+    let train_rows = factor_rows(30);
+    let normal_rows = factor_rows(20);
+    // Each column's spread as in the normal rows, the columns independent.
+    let broken: Vec<Vec<f32>> = (0..20)
+        .map(|_| (0..d).map(|j| 3.0 + (a[j].hypot(b[j])) * normal(&mut r)).collect())
+        .collect();
+    let p = tmpdir("short_wide").join("train.csv");
+    let header = (0..d).map(|j| format!("c{j}")).collect::<Vec<_>>().join(",");
+    write_csv(&p, &header, &train_rows);
+    let ds = data::load_training(&p, None).unwrap();
+    let cfg = TrainConfig {
+        layers: Some(1),
+        hidden: Some(8),
+        epochs: Some(30),
+        noise: None,
+        ..small_cfg(0)
+    };
+    let (m, s) = train::train(&ds, &cfg, false).unwrap();
+    assert!(s.best_val_nll.is_finite(), "{}", s.best_val_nll);
+    let nll = |rows: &[Vec<f32>]| -> f64 {
+        let lps = m.model.log_probs(rows);
+        assert!(lps.iter().all(|lp| lp.as_ref().is_ok_and(|v| v.is_finite())));
+        -lps.iter().map(|lp| *lp.as_ref().unwrap() as f64).sum::<f64>() / rows.len() as f64
+    };
+    let (keep, break_) = (nll(&normal_rows), nll(&broken));
+    assert!(
+        break_ > keep + 20.0,
+        "rows keeping the structure {keep}, breaking it {break_}"
+    );
+}
+
 #[test]
 fn training_is_deterministic_for_a_seed() {
     // Integer columns: exercises dequantisation noise too.

@@ -138,6 +138,14 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
         }
         None => std::borrow::Cow::Borrowed(&raw),
     };
+    if !a.quiet && !a.json && ds.n_normal() < 2 * ds.dim() {
+        eprintln!(
+            "note: {} rows for {} columns, fewer than 2 per column: the rows cannot pin down how the columns \
+             vary together, so the model leans on its noise level and a ridge; more rows would fit better",
+            ds.n_normal(),
+            ds.dim()
+        );
+    }
     let (mut model, s) = train::train(&ds, &cfg, !a.quiet && !a.json)?;
     if let Some(spec) = &spec {
         model.features_pipeline = Some(spec.clone());

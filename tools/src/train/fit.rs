@@ -45,6 +45,9 @@ pub(super) fn column_moments(rows: &[Vec<f32>], j: usize) -> (f64, f64) {
     (mean, var)
 }
 
+/// The fewest usable rows training accepts.
+pub const MIN_ROWS: usize = 10;
+
 /// Training and validation row counts for `total` usable rows.
 pub(super) fn split_sizes(total: usize, val_fraction: f64) -> (usize, usize) {
     let n_val = ((total as f64) * val_fraction).round() as usize;
@@ -52,9 +55,11 @@ pub(super) fn split_sizes(total: usize, val_fraction: f64) -> (usize, usize) {
 }
 
 /// The data checks training needs, run once before any training: finite
-/// values, and at least 10 usable rows and 2 per column.
+/// values, and at least [`MIN_ROWS`] usable rows. Fewer rows than columns
+/// are allowed: the whitening layer's covariance carries a ridge, the
+/// search chooses the noise on held-out rows, and early stopping ends the
+/// fit (ODDS arrhythmia, 231 rows × 258 columns, trains; BENCHMARKS.md).
 pub(super) fn check_data(ds: &Dataset) -> Result<()> {
-    let d = ds.dim();
     for (i, r) in ds.rows.iter().enumerate() {
         if let Some(j) = r.iter().position(|v| !v.is_finite()) {
             bail!(
@@ -68,10 +73,9 @@ pub(super) fn check_data(ds: &Dataset) -> Result<()> {
     }
     let rows = ds.n_normal();
     let labelled_out = ds.len() - rows;
-    let min_rows = 10.max(2 * d);
     ensure!(
-        rows >= min_rows,
-        "{}: {} usable rows{}; training needs at least {min_rows} (10, and 2 per column)",
+        rows >= MIN_ROWS,
+        "{}: {} usable rows{}; training needs at least {MIN_ROWS}",
         ds.path,
         rows,
         if labelled_out > 0 {

@@ -39,7 +39,7 @@ pub use config::{
     auto_candidates, default_folds, default_size, Budget, FlowKind, Select, TrainConfig, ValSplit, MAX_DEPTH,
     MAX_HIDDEN, MAX_LAYERS, MAX_WEIGHTS, MIN_VALIDATION_ROWS, NOISE_LEVELS, SMALL_DATA_FOLDS,
 };
-pub use fit::fold_block;
+pub use fit::{fold_block, MIN_ROWS};
 pub use optim::{mean_nll, Adam, WeightAverage};
 pub use stack::{stack, Stacked, MIN_MIXTURE_WEIGHT};
 
