@@ -17,21 +17,31 @@
 # (Cortex-M0, soft float: the RP2040 class) and run on QEMU's `microbit`
 # machine (nRF51, 16 KiB RAM: rows whose weights do not fit are left out, see
 # qemu-bench.rs). Needs `rustup target add thumbv6m-none-eabi`.
+#
+# `--rv32` (first argument): built for riscv32imc-unknown-none-elf (RV32IMC,
+# soft float: the ESP32-C3's instruction set) and run on QEMU's riscv32 `virt`
+# machine (`-bios none`: the image starts in machine mode), with the Cortex-M0's
+# rows. Needs `rustup target add riscv32imc-unknown-none-elf` and
+# qemu-system-riscv32 (Debian/Ubuntu: `apt-get install qemu-system-misc`).
 set -euo pipefail
 cd "$(dirname "$0")/../firmware/qemu"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 target=thumbv7em-none-eabihf
-qemu=(-cpu cortex-m4 -machine mps2-an386)
+qemu=(qemu-system-arm -cpu cortex-m4 -machine mps2-an386)
 if [ "${1:-}" = "--m0" ]; then
     shift
     target=thumbv6m-none-eabi
-    qemu=(-machine microbit)
+    qemu=(qemu-system-arm -machine microbit)
+elif [ "${1:-}" = "--rv32" ]; then
+    shift
+    target=riscv32imc-unknown-none-elf
+    qemu=(qemu-system-riscv32 -machine virt -bios none)
 fi
 cargo build --release --target "$target" --bin qemu-bench "$@" >&2
 elf=${CARGO_TARGET_DIR:-../target}/$target/release/qemu-bench
-timeout 600 qemu-system-arm "${qemu[@]}" -nographic \
+timeout 600 "${qemu[@]}" -nographic \
     -semihosting-config enable=on,target=native -singlestep -d exec,nochain -D "$tmp/trace.log" \
     -kernel "$elf" | defmt-print -e "$elf" >"$tmp/log.txt"
 awk '{ sym = $NF }

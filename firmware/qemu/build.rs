@@ -11,9 +11,16 @@ const RECORDING: &str = "../../examples/data/daphnet_gait.test.csv";
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
-    fs::copy("memory.x", out.join("memory.x")).expect("copy memory.x to OUT_DIR");
+    // riscv-rt's link.x wants its regions named; QEMU `virt` has RAM at
+    // 0x8000_0000 and the image runs from there (`-bios none -kernel`).
+    let memory = match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
+        Ok("riscv32") => "memory-riscv.x",
+        _ => "memory.x",
+    };
+    fs::copy(memory, out.join("memory.x")).expect("copy memory.x to OUT_DIR");
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-changed=memory-riscv.x");
     println!("cargo:rerun-if-changed=build.rs");
 
     let text = fs::read_to_string(RECORDING).unwrap_or_else(|e| panic!("read {RECORDING}: {e}"));

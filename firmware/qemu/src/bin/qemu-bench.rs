@@ -12,6 +12,9 @@
 //! Built for thumbv6m-none-eabi (`benches/firmware-bench.sh --m0`, QEMU
 //! `microbit`, 16 KiB of RAM), the rows whose weights do not fit on the stack
 //! there are left out (`#[cfg(target_abi = "eabihf")]`: Cortex-M4F only).
+//! Built for riscv32imc-unknown-none-elf (`--rv32`, QEMU `virt`: the
+//! ESP32-C3's instruction set, soft float), the same rows as the Cortex-M0's;
+//! [`platform`] holds what differs (entry, exit, the defmt transport).
 //!
 //! Weights are filled at run time with a cheap deterministic generator (the
 //! instruction count of these maps does not depend on their values except
@@ -22,15 +25,13 @@
 use core::hint::black_box;
 use core::ptr::{addr_of_mut, write_volatile};
 
-use cortex_m_rt::{entry, exception, ExceptionFrame};
-use cortex_m_semihosting::debug;
-use defmt_semihosting as _;
 use flowmote::{
     Activation, AffineCoupling, Density, Flow, LuLinear, Maf, Mixture, Mlp, MlpStore, SplineAutoregressive,
     SplineCoupling, TriLinear,
 };
 #[cfg(target_abi = "eabihf")]
 use flowmote::{Weight, F16};
+use platform::{entry, exit_failure, exit_success};
 
 use flowmote_fixtures::model;
 
@@ -261,7 +262,7 @@ fn view_vs_fixed<const IN: usize, const H: usize, const OUT: usize>(
     defmt::info!("bench {=str} macs {=usize}", fixed_name, macs);
     if out != out2 {
         defmt::error!("view and fixed-size loop disagree");
-        debug::exit(debug::EXIT_FAILURE);
+        exit_failure();
     }
 }
 
@@ -314,8 +315,7 @@ fn adaptation() {
     use flowmote::adapt::{AdaptConfig, Corrected};
     use flowmote_firmware::Adaptation;
     let Ok(mut g) = model::AdaptGradient::new(&model::MODEL) else {
-        debug::exit(debug::EXIT_FAILURE);
-        return;
+        exit_failure();
     };
     let scorer = Corrected::new(&model::MODEL, model::MEAN, model::STD);
     let mut a: Adaptation<{ model::DIM }, { model::ADAPT_HELD }> =
@@ -359,8 +359,7 @@ fn mixture_adaptation() {
     use flowmote_firmware::Adaptation;
     use flowmote_fixtures::committee as c;
     let Ok(mut g) = c::AdaptGradient::new(&c::MODEL) else {
-        debug::exit(debug::EXIT_FAILURE);
-        return;
+        exit_failure();
     };
     let scorer = Corrected::new(&c::MODEL, c::MEAN, c::STD);
     let mut a: Adaptation<{ c::DIM }, { c::ADAPT_HELD }> =
@@ -484,24 +483,100 @@ fn main() -> ! {
         mixture_adaptation();
     }
     defmt::info!("bench done");
-    debug::exit(debug::EXIT_SUCCESS);
-    loop {
-        cortex_m::asm::bkpt();
+    exit_success()
+}
+
+/// What differs between the Cortex-M and the RISC-V image.
+#[cfg(target_arch = "arm")]
+mod platform {
+    pub use cortex_m_rt::entry;
+    use cortex_m_rt::{exception, ExceptionFrame};
+    use cortex_m_semihosting::debug;
+    use defmt_semihosting as _;
+
+    /// End the emulation: every check passed.
+    pub fn exit_success() -> ! {
+        debug::exit(debug::EXIT_SUCCESS);
+        loop {
+            cortex_m::asm::bkpt();
+        }
+    }
+
+    /// End the emulation: a check failed.
+    pub fn exit_failure() -> ! {
+        debug::exit(debug::EXIT_FAILURE);
+        loop {
+            cortex_m::asm::bkpt();
+        }
+    }
+
+    #[exception]
+    unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
+        exit_failure()
     }
 }
 
-#[exception]
-unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
-    debug::exit(debug::EXIT_FAILURE);
-    loop {
-        cortex_m::asm::bkpt();
+/// What differs between the Cortex-M and the RISC-V image.
+#[cfg(target_arch = "riscv32")]
+mod platform {
+    use core::cell::UnsafeCell;
+    use core::sync::atomic::{AtomicBool, Ordering};
+    pub use riscv_rt::entry;
+    use semihosting::io::Write as _;
+
+    /// End the emulation: every check passed.
+    pub fn exit_success() -> ! {
+        semihosting::process::exit(0)
+    }
+
+    /// End the emulation: a check failed.
+    pub fn exit_failure() -> ! {
+        semihosting::process::exit(1)
+    }
+
+    /// defmt frames over semihosting's standard output, as defmt-semihosting
+    /// does on the Cortex-M (one hart, no interrupts: a flag suffices).
+    #[defmt::global_logger]
+    struct Logger;
+
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+
+    struct Encoder(UnsafeCell<defmt::Encoder>);
+    // SAFETY: one hart and no interrupt handlers log; `TAKEN` guards re-entry.
+    unsafe impl Sync for Encoder {}
+    static ENCODER: Encoder = Encoder(UnsafeCell::new(defmt::Encoder::new()));
+
+    fn out(bytes: &[u8]) {
+        if let Ok(mut o) = semihosting::io::stdout() {
+            let _ = o.write_all(bytes);
+        }
+    }
+
+    // SAFETY: `acquire`/`release` bracket every frame and `TAKEN` refuses a
+    // nested one, so the encoder is used by one frame at a time.
+    unsafe impl defmt::Logger for Logger {
+        fn acquire() {
+            if TAKEN.load(Ordering::Relaxed) {
+                exit_failure();
+            }
+            TAKEN.store(true, Ordering::Relaxed);
+            unsafe { (*ENCODER.0.get()).start_frame(out) }
+        }
+
+        unsafe fn flush() {}
+
+        unsafe fn release() {
+            unsafe { (*ENCODER.0.get()).end_frame(out) };
+            TAKEN.store(false, Ordering::Relaxed);
+        }
+
+        unsafe fn write(bytes: &[u8]) {
+            unsafe { (*ENCODER.0.get()).write(bytes, out) }
+        }
     }
 }
 
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
-    debug::exit(debug::EXIT_FAILURE);
-    loop {
-        cortex_m::asm::bkpt();
-    }
+    exit_failure()
 }
