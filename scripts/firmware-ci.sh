@@ -11,7 +11,8 @@
 #
 # Installs what a fresh machine lacks (each step is skipped when present):
 #   rustup targets thumbv7em-none-eabihf, thumbv6m-none-eabi, riscv32imc-unknown-none-elf (seconds)
-#   qemu-system-arm      via apt-get, as root        (~30 s)
+#   qemu-system-arm, qemu-system-riscv32 (Debian's qemu-system-misc)
+#                        via apt-get, as root        (~30 s)
 #   defmt-print          via cargo install --locked  (~2 min, once per machine)
 #
 # Steps (each fails the script):
@@ -25,6 +26,9 @@
 #   4. QEMU golden run: `cargo run --release --bin qemu` in firmware/qemu (the
 #      runner is qemu-system-arm mps2-an386 under `timeout`); the image exits
 #      non-zero on a mismatch, panic or HardFault
+#   4b. the same golden run built for riscv32imc-unknown-none-elf (the
+#      ESP32-C3's instruction set, soft float) on qemu-system-riscv32 `virt`:
+#      the host's numbers bit for bit without an FPU
 #   5. image sizes: flash and static RAM of each image (scripts/elf-size.py)
 #      against the `sizes.txt` in its crate's folder; an image that grew by
 #      more than layout noise (1 %, at least 512 B of flash) fails until the
@@ -66,9 +70,9 @@ for t in thumbv7em-none-eabihf thumbv6m-none-eabi riscv32imc-unknown-none-elf; d
     grep -qx "$t" <<<"$installed" || rustup target add "$t"
 done
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-if ! have qemu-system-arm; then
+if ! have qemu-system-arm || ! have qemu-system-riscv32; then
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-arm >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-arm qemu-system-misc >/dev/null
 fi
 have defmt-print || cargo install defmt-print --locked
 have python3 || { as_root apt-get update -qq; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null; }
@@ -111,6 +115,11 @@ step "QEMU mps2-an386 (Cortex-M4F): golden vectors, monitor, stack (cargo run --
 (cd qemu && cargo clippy --release -- -D warnings && cargo build --release && cargo run --release --bin qemu) \
     | tee "$tmp/golden.log"
 check_sizes qemu
+passed=$((passed + 1))
+
+step "QEMU riscv32 virt (RV32IMC, soft float: the ESP32-C3's instruction set): the same golden run"
+(cd qemu && cargo clippy --release --target riscv32imc-unknown-none-elf --bin qemu --bin qemu-bench -- -D warnings \
+    && cargo run --release --target riscv32imc-unknown-none-elf --bin qemu)
 passed=$((passed + 1))
 
 # The host tool, for the record and monitor steps (built by `cargo test` in scripts/test.sh).

@@ -31,6 +31,8 @@ use flowmote::{
 };
 #[cfg(target_abi = "eabihf")]
 use flowmote::{Weight, F16};
+#[path = "../platform.rs"]
+mod platform;
 use platform::{entry, exit_failure, exit_success};
 
 use flowmote_fixtures::model;
@@ -484,99 +486,4 @@ fn main() -> ! {
     }
     defmt::info!("bench done");
     exit_success()
-}
-
-/// What differs between the Cortex-M and the RISC-V image.
-#[cfg(target_arch = "arm")]
-mod platform {
-    pub use cortex_m_rt::entry;
-    use cortex_m_rt::{exception, ExceptionFrame};
-    use cortex_m_semihosting::debug;
-    use defmt_semihosting as _;
-
-    /// End the emulation: every check passed.
-    pub fn exit_success() -> ! {
-        debug::exit(debug::EXIT_SUCCESS);
-        loop {
-            cortex_m::asm::bkpt();
-        }
-    }
-
-    /// End the emulation: a check failed.
-    pub fn exit_failure() -> ! {
-        debug::exit(debug::EXIT_FAILURE);
-        loop {
-            cortex_m::asm::bkpt();
-        }
-    }
-
-    #[exception]
-    unsafe fn HardFault(_frame: &ExceptionFrame) -> ! {
-        exit_failure()
-    }
-}
-
-/// What differs between the Cortex-M and the RISC-V image.
-#[cfg(target_arch = "riscv32")]
-mod platform {
-    use core::cell::UnsafeCell;
-    use core::sync::atomic::{AtomicBool, Ordering};
-    pub use riscv_rt::entry;
-    use semihosting::io::Write as _;
-
-    /// End the emulation: every check passed.
-    pub fn exit_success() -> ! {
-        semihosting::process::exit(0)
-    }
-
-    /// End the emulation: a check failed.
-    pub fn exit_failure() -> ! {
-        semihosting::process::exit(1)
-    }
-
-    /// defmt frames over semihosting's standard output, as defmt-semihosting
-    /// does on the Cortex-M (one hart, no interrupts: a flag suffices).
-    #[defmt::global_logger]
-    struct Logger;
-
-    static TAKEN: AtomicBool = AtomicBool::new(false);
-
-    struct Encoder(UnsafeCell<defmt::Encoder>);
-    // SAFETY: one hart and no interrupt handlers log; `TAKEN` guards re-entry.
-    unsafe impl Sync for Encoder {}
-    static ENCODER: Encoder = Encoder(UnsafeCell::new(defmt::Encoder::new()));
-
-    fn out(bytes: &[u8]) {
-        if let Ok(mut o) = semihosting::io::stdout() {
-            let _ = o.write_all(bytes);
-        }
-    }
-
-    // SAFETY: `acquire`/`release` bracket every frame and `TAKEN` refuses a
-    // nested one, so the encoder is used by one frame at a time.
-    unsafe impl defmt::Logger for Logger {
-        fn acquire() {
-            if TAKEN.load(Ordering::Relaxed) {
-                exit_failure();
-            }
-            TAKEN.store(true, Ordering::Relaxed);
-            unsafe { (*ENCODER.0.get()).start_frame(out) }
-        }
-
-        unsafe fn flush() {}
-
-        unsafe fn release() {
-            unsafe { (*ENCODER.0.get()).end_frame(out) };
-            TAKEN.store(false, Ordering::Relaxed);
-        }
-
-        unsafe fn write(bytes: &[u8]) {
-            unsafe { (*ENCODER.0.get()).write(bytes, out) }
-        }
-    }
-}
-
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    exit_failure()
 }

@@ -15,17 +15,14 @@
 #![no_std]
 #![no_main]
 
-use cortex_m_rt::entry;
-use cortex_m_semihosting::debug;
-use defmt_semihosting as _;
-
-#[path = "../fault.rs"]
-mod fault;
+#[path = "../platform.rs"]
+mod platform;
 use flowmote_firmware::lis3dh::ADDR_SA0_HIGH;
 use flowmote_firmware::record::Step;
 use flowmote_firmware::sim::{EmulatedLis3dh, Fault};
 use flowmote_firmware::{Lis3dh, Recorder};
 use flowmote_fixtures::model::CHANNEL_NAMES;
+use platform::{entry, exit_failure, exit_success};
 
 include!(concat!(env!("OUT_DIR"), "/recording.rs"));
 
@@ -74,7 +71,7 @@ fn main() -> ! {
             rec.recorded(),
             rec.sensor_errors()
         );
-        debug::exit(debug::EXIT_SUCCESS);
+        exit_success()
     } else {
         defmt::error!(
             "qemu record FAILED: {=u32} of {=u32} readings, {=u32} sensor errors (expected 2)",
@@ -82,9 +79,6 @@ fn main() -> ! {
             target,
             rec.sensor_errors()
         );
-        debug::exit(debug::EXIT_FAILURE);
-    }
-    loop {
-        cortex_m::asm::bkpt();
+        exit_failure()
     }
 }
