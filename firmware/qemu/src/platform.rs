@@ -55,9 +55,10 @@ mod imp {
     }
 
     /// A trap (illegal instruction, access fault): riscv-rt's default
-    /// handler would loop; fail the run instead.
+    /// (`abort`) would stop the hart and leave QEMU to the timeout; fail the
+    /// run at once instead. riscv-rt calls it with the C ABI.
     #[export_name = "ExceptionHandler"]
-    fn exception_handler(_frame: &riscv_rt::TrapFrame) -> ! {
+    extern "C" fn exception_handler(_frame: &riscv_rt::TrapFrame) -> ! {
         defmt::error!("exception");
         exit_failure()
     }
