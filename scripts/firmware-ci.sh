@@ -26,9 +26,12 @@
 #   4. QEMU golden run: `cargo run --release --bin qemu` in firmware/qemu (the
 #      runner is qemu-system-arm mps2-an386 under `timeout`); the image exits
 #      non-zero on a mismatch, panic or HardFault
-#   4b. the same golden run built for riscv32imc-unknown-none-elf (the
-#      ESP32-C3's instruction set, soft float) on qemu-system-riscv32 `virt`:
-#      the host's numbers bit for bit without an FPU
+#   4b. the same golden run built for the soft-float instruction sets: for
+#      riscv32imc-unknown-none-elf (the ESP32-C3's) on qemu-system-riscv32
+#      `virt`, and for thumbv6m-none-eabi (the RP2040's ARMv6-M) on the same
+#      mps2-an386 machine (a Cortex-M4 executes ARMv6-M code; QEMU's only
+#      Cortex-M0 machine has too little flash for the image): the host's
+#      numbers bit for bit without an FPU
 #   5. image sizes: flash and static RAM of each image (scripts/elf-size.py)
 #      against the `sizes.txt` in its crate's folder; an image that grew by
 #      more than layout noise (1 %, at least 512 B of flash) fails until the
@@ -117,9 +120,11 @@ step "QEMU mps2-an386 (Cortex-M4F): golden vectors, monitor, stack (cargo run --
 check_sizes qemu
 passed=$((passed + 1))
 
-step "QEMU riscv32 virt (RV32IMC, soft float: the ESP32-C3's instruction set): the same golden run"
+step "soft float: the same golden run for RV32IMC (ESP32-C3; QEMU riscv32 virt) and ARMv6-M (RP2040; mps2-an386)"
 (cd qemu && cargo clippy --release --target riscv32imc-unknown-none-elf --bin qemu --bin qemu-bench -- -D warnings \
-    && cargo run --release --target riscv32imc-unknown-none-elf --bin qemu)
+    && cargo run --release --target riscv32imc-unknown-none-elf --bin qemu \
+    && cargo clippy --release --target thumbv6m-none-eabi --bin qemu --bin qemu-bench -- -D warnings \
+    && cargo run --release --target thumbv6m-none-eabi --bin qemu)
 passed=$((passed + 1))
 
 # The host tool, for the record and monitor steps (built by `cargo test` in scripts/test.sh).

@@ -9,7 +9,9 @@ set -euo pipefail
 elf=$1
 shift
 # The RV32IMC image (the ESP32-C3's instruction set, soft float) runs on the
-# riscv32 `virt` machine, in machine mode (`-bios none`).
+# riscv32 `virt` machine, in machine mode (`-bios none`); every Arm image
+# (thumbv7em, and thumbv6m: the Cortex-M4 executes ARMv6-M code) on
+# mps2-an386.
 case $elf in
 */riscv32imc-unknown-none-elf/*) machine=(qemu-system-riscv32 -machine virt -bios none) ;;
 *) machine=(qemu-system-arm -cpu cortex-m4 -machine mps2-an386) ;;
