@@ -305,7 +305,7 @@ pub(super) fn candidate_cost(ds: &Dataset, c: &TrainConfig, storage: Storage) ->
             Layer::LuLinear {
                 perm: (0..d).collect(),
                 sign: vec![1.0; d],
-                params: vec![0.0; d * d + d],
+                params: vec![0.0; flowmote::LuLinearRef::n_params(d)],
             }
         };
         f.layers.insert(1, layer);

@@ -1,4 +1,6 @@
-//! CI image for the emulated Cortex-M4F (QEMU `mps2-an386`, semihosting).
+//! CI image for the emulated Cortex-M4F (QEMU `mps2-an386`, semihosting); CI
+//! also builds it for the soft-float instruction sets, RV32IMC (the ESP32-C3's,
+//! QEMU riscv32 `virt`) and ARMv6-M (the RP2040's, on `mps2-an386`).
 //!
 //! Runs the library's scoring and sampling code — the very code the board
 //! runs — on the bundled model's golden vectors and exits non-zero on any
@@ -33,11 +35,12 @@
 //!    own gradient — every score, outcome and the final correction bit for
 //!    bit the host's — and the correction saved and reloaded through `Store`;
 //! 6. stack high-water marks (cortex-m-rt `paint-stack` + scan) of the whole
-//!    run, of one `score` and of one `sample`.
+//!    run, of one `score` and of one `sample` (Cortex-M builds only).
 //!
-//! Exit 0 = all checks passed; a failed check, a panic or a HardFault exits 1.
-//! Run it with `cargo run --release --bin qemu` in `firmware/qemu` (the
-//! runner is `qemu-run.sh`); `scripts/firmware-ci.sh` does so in CI.
+//! Exit 0 = all checks passed; a failed check, a panic or a fault exits 1.
+//! Run it with `cargo run --release --bin qemu [--target riscv32imc-unknown-none-elf
+//! | thumbv6m-none-eabi]` in `firmware/qemu` (the runner is `qemu-run.sh`);
+//! `scripts/firmware-ci.sh` does so in CI.
 #![no_std]
 #![no_main]
 
