@@ -73,9 +73,14 @@ for t in thumbv7em-none-eabihf thumbv6m-none-eabi riscv32imc-unknown-none-elf; d
     grep -qx "$t" <<<"$installed" || rustup target add "$t"
 done
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# One package per apt-get: on a machine with backports' qemu-utils, asking
+# for both at once stops apt's resolver ("generated breaks"), while one at a
+# time installs each (checked on a fresh machine of this project).
 if ! have qemu-system-arm || ! have qemu-system-riscv32; then
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-arm qemu-system-misc >/dev/null
+    for pkg in qemu-system-arm qemu-system-misc; do
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
+    done
 fi
 have defmt-print || cargo install defmt-print --locked
 have python3 || { as_root apt-get update -qq; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null; }

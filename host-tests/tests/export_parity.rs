@@ -22,8 +22,8 @@ use flowmote_tools::train::standardize_layer;
 use std::path::{Path, PathBuf};
 
 use flowmote_fixtures::{
-    committee as committee_model, coupling as coupling_model, extended as extended_model, maf as maf_model,
-    quant_f16 as f16_model, quant_i8 as i8_model,
+    committee as committee_model, coupling as coupling_model, extended as extended_model,
+    gaussians as gaussians_fixture, maf as maf_model, quant_f16 as f16_model, quant_i8 as i8_model,
 };
 use flowmote_tools::model::Storage;
 
@@ -260,6 +260,48 @@ fn committee_model() -> ModelFile {
     m
 }
 
+/// A student with Gaussians beside it, as `flowmote train` keeps on a
+/// device budget when they help (`train::gaussians`): a small 3-D MAF
+/// (weight 0.5) and four Gaussians, each its own flow behind the frozen
+/// standardisation — two with full covariances (a lower-triangular layer,
+/// weights 0.2 and 0.1) and two with diagonal ones (a trainable ActNorm,
+/// 0.1 each). The trainer keeps one shape at a time; the fixture has both.
+fn gaussians_model() -> ModelFile {
+    let mut r = rng(505);
+    let (mean, std) = (vec![-2.0, 40.0, 0.5], vec![1.5, 12.0, 0.1]);
+    let student = vec![
+        standardize_layer(&mean, &std),
+        maf(&mut r, 3, net(6, 2, Act::Tanh)),
+        Layer::Reverse,
+        maf(&mut r, 3, net(6, 2, Act::Tanh)),
+    ];
+    let mut flows = vec![DynFlow::new(3, student)];
+    for _ in 0..2 {
+        // Packed rows of T (log-diagonal) then the bias.
+        let params: Vec<f32> = (0..flowmote::TriLinearRef::n_params(3))
+            .map(|_| uniform(&mut r, -0.8, 0.8))
+            .collect();
+        flows.push(DynFlow::new(
+            3,
+            vec![standardize_layer(&mean, &std), Layer::TriLinear { params }],
+        ));
+    }
+    for _ in 0..2 {
+        let diag = Layer::ActNorm {
+            log_scale: (0..3).map(|_| uniform(&mut r, -0.5, 1.0)).collect(),
+            shift: (0..3).map(|_| uniform(&mut r, -1.0, 1.0)).collect(),
+            frozen: false,
+        };
+        flows.push(DynFlow::new(3, vec![standardize_layer(&mean, &std), diag]));
+    }
+    let mut m = model_file("maf", &["x", "y", "z"], mean, std, vec![]);
+    m.model = DynMixture {
+        log_weights: [0.5f32, 0.2, 0.1, 0.1, 0.1].iter().map(|w| w.ln()).collect(),
+        flows,
+    };
+    m
+}
+
 /// [`extended_model`] with its conditioners' weights stored as `i8` with
 /// row scales (spline coupling, autoregressive spline, both MAFs; the LU
 /// layer and the continuous flow's field stay f32).
@@ -293,11 +335,12 @@ fn export_source(m: &ModelFile, name: Option<&str>) -> export::Exported {
     out
 }
 
-fn models() -> [(&'static str, ModelFile); 5] {
+fn models() -> [(&'static str, ModelFile); 6] {
     [
         ("maf.rs", maf_model()),
         ("coupling.rs", coupling_model()),
         ("committee.rs", committee_model()),
+        ("gaussians.rs", gaussians_model()),
         ("quant_i8.rs", i8_model()),
         ("quant_f16.rs", f16_model()),
     ]
@@ -559,6 +602,7 @@ parity!(maf_parity, maf_model, maf_model);
 parity!(coupling_parity, coupling_model, coupling_model);
 parity!(extended_parity, extended_model, extended_model);
 parity!(committee_parity, committee_model, committee_model);
+parity!(gaussians_parity, gaussians_fixture, gaussians_model);
 parity!(i8_parity, i8_model, i8_model);
 parity!(f16_parity, f16_model, f16_model);
 
@@ -678,6 +722,7 @@ fn generated_files_compile_no_std_with_warnings_denied() {
         "coupling.rs",
         "extended.rs",
         "committee.rs",
+        "gaussians.rs",
         "quant_i8.rs",
         "quant_f16.rs",
     ] {

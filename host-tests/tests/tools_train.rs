@@ -829,6 +829,60 @@ fn committee_and_students_are_independent_of_the_thread_count() {
     }
 }
 
+/// On a device budget, Gaussians fitted beside the student are kept when
+/// they fit the validation rows better: three Gaussian blobs are exactly a
+/// 3-component mixture, which a briefly trained student is not. The kept
+/// model is the student plus that mixture, within the budget, and its
+/// validation NLL is the one recorded; `--no-gaussians` keeps the student
+/// alone.
+#[test]
+fn gaussians_beside_the_student_are_kept_when_they_fit_better() {
+    let (_, ds) = training_set("gaussians", &blobs(1500, 31));
+    let cfg = TrainConfig {
+        epochs: Some(6),
+        seed: 3,
+        target: Some("nrf52840".into()),
+        max_flash: Some(16 * 1024),
+        ..TrainConfig::default()
+    };
+    let (m, s) = train::train(&ds, &cfg, false).unwrap();
+    let d = m.provenance.settings.distillation.as_ref().expect("distilled");
+    let g = d.gaussians.as_ref().expect("Gaussians tried");
+    assert!(g.kept, "{g:?}");
+    assert_eq!(g.components, 3, "{g:?}");
+    assert_eq!(m.model.flows.len(), 4);
+    assert!(g.val_nll + 0.05 < g.student_val_nll, "{g:?}");
+    assert!((s.best_val_nll - g.val_nll).abs() < 1e-9);
+    assert!(m.model.weight_bytes() as u64 <= 16 * 1024);
+    m.model.validate().unwrap();
+    assert!(flowmote_tools::cli::describe_model(&m).contains("3 Gaussian(s)"));
+    // The mixture is a density: a grid sum over the blobs' support.
+    let h = 0.1f32;
+    let grid: Vec<Vec<f32>> = (0..160)
+        .flat_map(|i| (0..140).map(move |j| vec![-8.0 + h * i as f32, -8.0 + h * j as f32]))
+        .collect();
+    let mass: f64 = m
+        .model
+        .log_probs(&grid)
+        .iter()
+        .map(|lp| lp.as_ref().map_or(0.0, |v| (*v as f64).exp()))
+        .sum::<f64>()
+        * (h * h) as f64;
+    assert!((mass - 1.0).abs() < 0.02, "mass {mass}");
+    let (alone, _) = train::train(
+        &ds,
+        &TrainConfig {
+            gaussians: false,
+            ..cfg
+        },
+        false,
+    )
+    .unwrap();
+    assert_eq!(alone.model.flows.len(), 1);
+    let d = alone.provenance.settings.distillation.as_ref().unwrap();
+    assert!(d.gaussians.is_none());
+}
+
 fn rayon_one_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     flowmote_tools::train::with_threads(1, f)
 }
@@ -1245,13 +1299,21 @@ fn budgets_bound_the_kept_model() {
     // Students are trained both on the real rows alone and with teacher samples.
     assert!(d.students.iter().any(|c| c.teacher_samples == Some(0)));
     assert!(d.students.iter().any(|c| c.teacher_samples.unwrap_or(0) > 0));
-    // The kept student is the best on validation.
+    // The kept student is the best on validation (on its own, when
+    // Gaussians beside it were kept).
     let best = d
         .students
         .iter()
         .filter_map(|c| c.val_nll)
         .fold(f64::INFINITY, f64::min);
-    assert_eq!(s.best_val_nll, best);
+    match &d.gaussians {
+        Some(g) if g.kept => {
+            assert_eq!(g.student_val_nll, best);
+            assert_eq!(s.best_val_nll, g.val_nll);
+            assert!(g.val_nll < best);
+        }
+        _ => assert_eq!(s.best_val_nll, best),
+    }
     // Nothing fits: a clear error, before any training.
     for (flag, c) in [
         (
@@ -1343,10 +1405,13 @@ fn compressed_students_are_judged_and_kept_as_stored() {
         ..TrainConfig::default()
     };
     let (m, s) = train::train(&ds, &cfg, false).unwrap();
+    // Gaussians beside the student (if kept) share its storage.
     assert_eq!(m.model.storage(), flowmote_tools::model::Storage::I8);
+    m.model.validate().unwrap();
     assert!(m.model.weight_bytes() <= 3 * 1024);
-    let (nll, bad) = train::mean_nll(m.model.as_single().unwrap(), &s.validation);
-    assert_eq!(bad, 0);
+    let lps = m.model.log_probs(&s.validation);
+    assert!(lps.iter().all(|lp| lp.is_ok()));
+    let nll = -lps.iter().map(|lp| *lp.as_ref().unwrap() as f64).sum::<f64>() / lps.len() as f64;
     assert!(
         (nll - s.best_val_nll).abs() <= 1e-9 * nll.abs().max(1.0),
         "{nll} vs {}",
@@ -1527,7 +1592,11 @@ fn folds_train_an_equal_weight_committee() {
         ..cfg.clone()
     };
     let (t, _) = train::train(&ds, &tight, false).unwrap();
-    assert_eq!(t.model.flows.len(), 1);
+    let gaussians = match &t.provenance.settings.distillation.as_ref().unwrap().gaussians {
+        Some(g) if g.kept => g.components,
+        _ => 0,
+    };
+    assert_eq!(t.model.flows.len(), 1 + gaussians);
     assert!(t.model.parameters() <= 3 * one + 2);
     assert!(!t.provenance.settings.distillation.as_ref().unwrap().students.is_empty());
     // Out of range.

@@ -89,6 +89,34 @@ pub struct Distillation {
     pub pool: usize,
     /// What was kept and why, in one line.
     pub kept: String,
+    /// The Gaussian mixture tried beside the kept student (`None`: not
+    /// tried — the teacher fit, `--no-gaussians`, or none within the
+    /// reserve).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gaussians: Option<GaussiansRecord>,
+}
+
+/// The Gaussian mixture fitted beside a distilled student
+/// (`train::gaussians`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct GaussiansRecord {
+    /// Covariance shape: `full`, `tied` or `diagonal`.
+    pub covariance: String,
+    /// Components.
+    pub components: usize,
+    /// BIC on the training rows (standardised), which chose the shape.
+    pub bic: f64,
+    /// What they add to the student's flash, bytes.
+    pub weight_bytes: u64,
+    /// Their weight in the mixture with the student, `1 − w`.
+    pub weight: f64,
+    /// Validation NLL of the student alone.
+    pub student_val_nll: f64,
+    /// Validation NLL of the student with the Gaussians.
+    pub val_nll: f64,
+    /// Whether the model kept them.
+    pub kept: bool,
 }
 
 /// The teacher of a distillation.

@@ -79,11 +79,18 @@ pub fn describe_model(model: &ModelFile) -> String {
                 .join(", ")
         ),
         None => format!(
-            "{} ({} layers, hidden {}×{})",
+            "{} ({} layers, hidden {}×{}){}",
             model.kind,
             n(st.config.layers),
             n(st.config.hidden),
-            st.config.depth
+            st.config.depth,
+            match st.distillation.as_ref().and_then(|d| d.gaussians.as_ref()) {
+                Some(g) if g.kept => format!(
+                    " with {} Gaussian(s) ({} covariance) beside it at weight {:.2}",
+                    g.components, g.covariance, g.weight
+                ),
+                _ => String::new(),
+            }
         ),
     }
 }

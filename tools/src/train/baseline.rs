@@ -45,6 +45,24 @@ pub(super) fn cholesky(cov: &[f64], d: usize) -> Result<Vec<f64>> {
     Ok(l)
 }
 
+/// The inverse of the lower-triangular `d × d` matrix `l` (row-major), by
+/// forward substitution column by column: lower-triangular too.
+pub(super) fn inverse_lower(l: &[f64], d: usize) -> Vec<f64> {
+    let mut w = vec![0.0; d * d];
+    let mut x = vec![0.0f64; d];
+    for col in 0..d {
+        for i in col..d {
+            let rhs = if i == col { 1.0 } else { 0.0 };
+            let acc: f64 = (col..i).map(|k| l[i * d + k] * x[k]).sum();
+            x[i] = (rhs - acc) / l[i * d + i];
+        }
+        for i in col..d {
+            w[i * d + col] = x[i];
+        }
+    }
+    w
+}
+
 /// A full-covariance Gaussian fitted by maximum likelihood (the baseline a
 /// flow must beat).
 #[derive(Clone, Debug)]

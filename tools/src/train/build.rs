@@ -1,7 +1,7 @@
 //! Building an untrained flow: seeded initial weights, the frozen
 //! standardisation, the whitening layer and the layer lists of each family.
 
-use super::baseline::{cholesky, covariance};
+use super::baseline::{cholesky, covariance, inverse_lower};
 use super::config::{default_size, FlowKind, TrainConfig, MAX_DEPTH, MAX_HIDDEN, MAX_LAYERS, MAX_WEIGHTS};
 use super::fit::train_rows;
 use crate::data::Dataset;
@@ -129,20 +129,7 @@ fn whitening_matrix(rows: &[Vec<f32>], mean: &[f32], std: &[f32], ridge: f64) ->
         cov[i * d + i] += ridge;
     }
     let c = cholesky(&cov, d)?;
-    // W = C⁻¹ (lower triangular), by forward substitution column by column.
-    let mut w = vec![0.0f32; d * d];
-    for col in 0..d {
-        let mut x = vec![0.0f64; d];
-        for i in col..d {
-            let rhs = if i == col { 1.0 } else { 0.0 };
-            let acc: f64 = (col..i).map(|k| c[i * d + k] * x[k]).sum();
-            x[i] = (rhs - acc) / c[i * d + i];
-        }
-        for i in 0..d {
-            w[i * d + col] = x[i] as f32;
-        }
-    }
-    Ok(w)
+    Ok(inverse_lower(&c, d).into_iter().map(|v| v as f32).collect())
 }
 
 /// An upper bound on the conditioner weights of `layers` flow layers with

@@ -272,6 +272,15 @@ pub struct TrainConfig {
     /// and cycles are the members' sum.
     #[arg(long = "no-mixture", action = clap::ArgAction::SetFalse)]
     pub mixture: bool,
+    // The field: try Gaussians beside a student (the flag forbids it).
+    /// Distillation: keep the student alone. By default a Gaussian mixture
+    /// (1–31 components, full, tied or diagonal covariances, chosen by BIC
+    /// on the training rows within an eighth of the budget, which the
+    /// students then leave free) is fitted beside it, and the mixture
+    /// `w·student + (1 − w)·Gaussians` is kept if it beats the student on
+    /// the validation rows by more than 1/rows nats.
+    #[arg(long = "no-gaussians", action = clap::ArgAction::SetFalse)]
+    pub gaussians: bool,
     /// Gaussian noise added to the training rows, in standard deviations of
     /// each column: a regulariser that smooths the density, so readings a
     /// little outside the training data are not scored as impossible
@@ -458,6 +467,34 @@ impl Budget {
             params: cfg.max_params,
             macs: cfg.max_macs,
         })
+    }
+
+    /// This budget with every limit scaled by `f` (a reserve's share).
+    pub fn scaled(&self, f: f64) -> Budget {
+        Budget {
+            target: self.target,
+            weight_bytes: self.weight_bytes.map(|b| (b as f64 * f) as u64),
+            ms: self.ms.map(|m| m * f),
+            params: self.params.map(|p| (p as f64 * f) as usize),
+            macs: self.macs.map(|m| (m as f64 * f) as usize),
+        }
+    }
+
+    /// What is left of this budget after `c` (`None` if nothing is).
+    pub fn less(&self, c: &ModelCost) -> Option<Budget> {
+        let ms = self.target.estimated_ms_of(c).unwrap_or(0.0);
+        let left = Budget {
+            target: self.target,
+            weight_bytes: self.weight_bytes.map(|b| b.saturating_sub(c.weight_bytes)),
+            ms: self.ms.map(|m| m - ms),
+            params: self.params.map(|p| p.saturating_sub(c.parameters)),
+            macs: self.macs.map(|m| m.saturating_sub(c.macs as usize)),
+        };
+        let empty = left.weight_bytes == Some(0)
+            || left.ms.is_some_and(|m| m <= 0.0)
+            || left.params == Some(0)
+            || left.macs == Some(0);
+        (!empty).then_some(left)
     }
 
     /// Whether nothing is bounded (the host without budget flags).

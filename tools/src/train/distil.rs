@@ -18,11 +18,12 @@
 use super::build::{candidate_cost, weight_bound};
 use super::config::{auto_candidates, default_folds, Budget, FlowKind, Select, TrainConfig, MAX_WEIGHTS};
 use super::epochs::TeacherPool;
-use super::fit::{column_moments, hold_out, train_split, unscorable_rows, Split};
+use super::fit::{column_moments, hold_out, standardisation, train_split, unscorable_rows, Split, Standardisation};
+use super::gaussians::{self, Gmm};
 use super::{train_committee, TrainSummary};
 use crate::data::Dataset;
 use crate::model::{Act, DynMixture, ModelFile, Net, Storage};
-use crate::provenance::{Candidate, Distillation, TeacherRecord};
+use crate::provenance::{Candidate, Distillation, GaussiansRecord, TeacherRecord};
 use crate::target::ModelCost;
 use anyhow::{bail, Result};
 use rand_core::SeedableRng;
@@ -306,7 +307,14 @@ pub(super) fn distil(
             val.len()
         );
     }
-    let (teacher, tsum) = train_committee(&tds, &tcfg, progress, Some(&budget))?;
+    // The Gaussians beside the student (`gaussians`) are fitted while the
+    // teacher trains (they need only the rows): the two share the cores.
+    let (teacher, gauss) = rayon::join(
+        || train_committee(&tds, &tcfg, progress, Some(&budget)),
+        || cfg.gaussians.then(|| fit_gaussians(&tds, cfg, &budget)).transpose(),
+    );
+    let (teacher, tsum) = teacher?;
+    let gauss = gauss?.flatten();
     let tcost = ModelCost::of(&teacher.model);
     // One pass over the held-out rows: how many the teacher cannot score,
     // and its mean NLL on them.
@@ -363,10 +371,23 @@ pub(super) fn distil(
             samples_per_epoch: 0,
             pool: 0,
             kept: "teacher (within the budget)".into(),
+            gaussians: None,
         });
         s.seconds = start.elapsed().as_secs_f64();
         return Ok((m, s));
     }
+    // With Gaussians beside them, the students are sized for the budget
+    // the Gaussians leave.
+    let (candidates, gauss) = match gauss {
+        Some((g, st)) => {
+            let cost = gaussians::added_cost(g.kind, g.len(), ds.dim());
+            match budget.less(&cost).and_then(|b| students(ds, cfg, &b).ok()) {
+                Some(c) if !c.is_empty() => (c, Some((g, st))),
+                _ => (candidates, None),
+            }
+        }
+        None => (candidates, None),
+    };
     let n = tds.rows.len();
     // Teacher samples fill the gaps of small data. On a file large enough
     // for one validation split (by default no committee, whatever --folds
@@ -512,11 +533,31 @@ pub(super) fn distil(
     let pick = select(&models, &val, cfg.select);
     let best = models.into_iter().nth(pick).map(|(m, s, _)| (m, s));
     let (mut m, mut s) = best.expect("at least one student");
+    let student_val = s.best_val_nll;
+    let gauss = gauss.map(|(g, st)| beside(&mut m, &mut s, &g, &st, &val, &budget));
+    if progress {
+        if let Some(r) = &gauss {
+            eprintln!(
+                "{} {} Gaussian(s) ({} covariance, {:.1} KB) beside the student: validation NLL {:.3} with them at weight {:.2}, {:.3} without",
+                if r.kept { "kept" } else { "left out" },
+                r.components,
+                r.covariance,
+                r.weight_bytes as f64 / 1024.0,
+                r.val_nll,
+                r.weight,
+                r.student_val_nll
+            );
+        }
+    }
     let kcost = ModelCost::of(&m.model);
     let with_samples = tried[pick].teacher_samples.unwrap_or(0) > 0;
     let kept = format!(
-        "student {} trained on {} ({:.1} KB, {} multiply-adds{}): validation NLL {:.3}{}; teacher, {} ({:.0} KB): {:.3} on the same rows",
+        "student {}{} trained on {} ({:.1} KB, {} multiply-adds{}): validation NLL {:.3}{}; teacher, {} ({:.0} KB): {:.3} on the same rows",
         student_name(&m.provenance.settings.config),
+        match &gauss {
+            Some(g) if g.kept => format!(" with {} Gaussian(s) ({} covariance) at weight {:.2}", g.components, g.covariance, g.weight),
+            _ => String::new(),
+        },
         if with_samples { "the real rows and teacher samples" } else { "the real rows" },
         kcost.weight_bytes as f64 / 1024.0,
         kcost.macs,
@@ -525,7 +566,7 @@ pub(super) fn distil(
             .estimated_ms_of(&kcost)
             .map_or(String::new(), |ms| format!(", {ms:.2} ms on {}", budget.target.name)),
         s.best_val_nll,
-        if tried.iter().any(|c| c.val_nll.is_some_and(|v| v < s.best_val_nll)) {
+        if tried.iter().any(|c| c.val_nll.is_some_and(|v| v < student_val)) {
             " (the smallest within one standard error of the best student)"
         } else {
             ""
@@ -542,12 +583,123 @@ pub(super) fn distil(
         samples_per_epoch: pool.as_ref().map_or(0, |p| p.per_epoch),
         pool: pool.as_ref().map_or(0, |p| p.rows.len()),
         kept,
+        gaussians: gauss,
     });
     m.provenance.settings.config.target = Some(budget.target.name.into());
     s.seconds = start.elapsed().as_secs_f64();
     s.labelled_out = ds.len() - ds.n_normal();
     s.teacher = Some(Box::new(teacher));
     Ok((m, s))
+}
+
+/// The Gaussian mixture with the lowest BIC on the standardised `rows` of
+/// `tds` among those within an eighth of `budget` (and a model of at most
+/// [`DynMixture::MAX_MEMBERS`] flows with the student), and the
+/// standardisation it was fitted in; `None` if none fits.
+fn fit_gaussians(tds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Option<(Gmm, Standardisation)>> {
+    let st = standardisation(tds, &tds.rows, cfg)?;
+    let rows: Vec<Vec<f64>> = tds
+        .rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .zip(st.mean.iter().zip(&st.std))
+                .map(|(x, (m, s))| (*x as f64 - *m as f64) / *s as f64)
+                .collect()
+        })
+        .collect();
+    let floor = gaussians::lattice_floor(&st.std, &st.steps);
+    let reserve = budget.scaled(GAUSSIAN_SHARE);
+    let g = gaussians::best_by_bic(&rows, &floor, DynMixture::MAX_MEMBERS - 1, cfg.seed, |c| {
+        reserve.exceeded(c).is_none()
+    });
+    Ok(g.map(|g| (g, st)))
+}
+
+/// Share of the budget the Gaussians beside a student may take.
+const GAUSSIAN_SHARE: f64 = 0.125;
+
+/// The student `m` (summary `s`) with the Gaussians `g` beside it: the
+/// weight `w` of `w·student + (1 − w)·Gaussians` maximises the likelihood
+/// of the validation rows `val` (EM), and the mixture replaces the student
+/// if its validation NLL (as stored, f32) beats the student's by more than
+/// `1/rows` nats (the fitted weight) and it fits `budget`.
+fn beside(
+    m: &mut ModelFile,
+    s: &mut TrainSummary,
+    g: &Gmm,
+    st: &Standardisation,
+    val: &[Vec<f32>],
+    budget: &Budget,
+) -> GaussiansRecord {
+    let added = gaussians::added_cost(g.kind, g.len(), st.mean.len());
+    let mut record = GaussiansRecord {
+        covariance: g.kind.name().into(),
+        components: g.len(),
+        bic: g.bic,
+        weight_bytes: added.weight_bytes,
+        weight: 0.0,
+        student_val_nll: s.best_val_nll,
+        val_nll: s.best_val_nll,
+        kept: false,
+    };
+    let Some(gm) = g.flows(&st.mean, &st.std, m.model.storage()) else {
+        return record;
+    };
+    let per_row = |model: &DynMixture| -> Option<Vec<f64>> {
+        model
+            .log_probs(val)
+            .into_iter()
+            .map(|lp| lp.ok().filter(|v| v.is_finite()).map(f64::from))
+            .collect()
+    };
+    let (Some(lq), Some(lg)) = (per_row(&m.model), per_row(&gm)) else {
+        return record;
+    };
+    if val.is_empty() || !s.best_val_nll.is_finite() {
+        return record;
+    }
+    let n = val.len() as f64;
+    let mut w = 0.5f64;
+    for _ in 0..1000 {
+        let next = lq
+            .iter()
+            .zip(&lg)
+            .map(|(a, b)| {
+                let (x, y) = (w.ln() + a, (1.0 - w).ln() + b);
+                1.0 / (1.0 + (y - x).exp())
+            })
+            .sum::<f64>()
+            / n;
+        let change = (next - w).abs();
+        w = next.clamp(1e-6, 1.0 - 1e-6);
+        if change < 1e-10 {
+            break;
+        }
+    }
+    record.weight = 1.0 - w;
+    let model = DynMixture {
+        log_weights: m
+            .model
+            .log_weights
+            .iter()
+            .map(|l| (*l as f64 + w.ln()) as f32)
+            .chain(gm.log_weights.iter().map(|l| (*l as f64 + (1.0 - w).ln()) as f32))
+            .collect(),
+        flows: m.model.flows.iter().chain(&gm.flows).cloned().collect(),
+    };
+    if model.validate().is_err() || budget.exceeded(&ModelCost::of(&model)).is_some() {
+        return record;
+    }
+    let v = mean_nll_of(&model.log_probs(val));
+    record.val_nll = v;
+    if v.is_finite() && v + 1.0 / n < s.best_val_nll {
+        record.kept = true;
+        m.model = model;
+        s.best_val_nll = v;
+        m.provenance.val_nll = v;
+    }
+    record
 }
 
 /// The student kept (its index in `students`): the lowest validation NLL,

@@ -183,7 +183,7 @@ pub(super) struct Standardisation {
 }
 
 /// Dequantisation steps and mean and std of the (dequantised) training rows.
-fn standardisation(ds: &Dataset, train: &[Vec<f32>], cfg: &TrainConfig) -> Result<Standardisation> {
+pub(super) fn standardisation(ds: &Dataset, train: &[Vec<f32>], cfg: &TrainConfig) -> Result<Standardisation> {
     let d = ds.dim();
     let tmp = Dataset {
         features: ds.features.clone(),

@@ -26,6 +26,7 @@ mod config;
 mod distil;
 mod epochs;
 mod fit;
+mod gaussians;
 mod optim;
 mod search;
 mod stack;

@@ -18,7 +18,9 @@
 //!    the same two checks for `fixtures/src/extended.rs`, a
 //!    mixture of two flows (whitening LU, spline coupling, autoregressive
 //!    spline and CNF layers; a small MAF), and for
-//!    `fixtures/src/committee.rs`, a mixture of 12 flows, and for the
+//!    `fixtures/src/committee.rs`, a mixture of 12 flows, for
+//!    `fixtures/src/gaussians.rs`, a small MAF with four Gaussians beside it,
+//!    and for the
 //!    compressed exports `fixtures/src/quant_i8.rs` (the extended model with
 //!    `i8` conditioner weights and row scales) and `quant_f16.rs` (couplings
 //!    with `f16` weights);
@@ -64,9 +66,10 @@ mod stack;
 
 // `extended`: a second exported model with spline coupling, autoregressive
 // spline and continuous-flow layers, so the emulated core checks those layers
-// against the host too; `committee`: a mixture of 12 small flows. The host's
-// export parity test generates both.
-use flowmote_fixtures::{committee, extended, quant_f16, quant_i8};
+// against the host too; `committee`: a mixture of 12 small flows;
+// `gaussians`: a student with Gaussians beside it. The host's export parity
+// test generates them.
+use flowmote_fixtures::{committee, extended, gaussians, quant_f16, quant_i8};
 
 use flowmote::adapt::{AdaptConfig, AdaptTarget, Tracked};
 use flowmote_fixtures::model::{
@@ -177,6 +180,16 @@ fn main() -> ! {
         &committee::GOLDEN_LOG_PROBS,
         committee::GOLDEN_SEED,
         &committee::GOLDEN_SAMPLES,
+    );
+    // 3c'. A student with Gaussians beside it (as `flowmote train` keeps on
+    //      a device budget when they help).
+    failures += check_export(
+        "gaussians export (a MAF student and four Gaussians: triangular and diagonal)",
+        &gaussians::MODEL,
+        &gaussians::GOLDEN_INPUTS,
+        &gaussians::GOLDEN_LOG_PROBS,
+        gaussians::GOLDEN_SEED,
+        &gaussians::GOLDEN_SAMPLES,
     );
     // 3d. Compressed weights (`flowmote export --weights i8|f16`).
     failures += check_export(
