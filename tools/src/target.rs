@@ -5,10 +5,13 @@
 //! kept model must fit the target's budget, by default at most
 //! [`DEFAULT_MAX_WEIGHT_BYTES`] of weights in flash and [`DEFAULT_MAX_MS`] per
 //! score at the part's clock. The time of a score is estimated from the
-//! model's multiply-adds and activations with the instruction costs measured
-//! on an emulated core of the part's class (`benches/firmware`, see each
-//! profile's [`Target::measured`]), at one cycle per instruction; real parts
-//! add flash wait states, so the estimate is a floor to keep a margin above.
+//! model's multiply-adds, activations, spline evaluations, `exp`s and
+//! mixture members with the instruction costs measured on an emulated core
+//! of the part's class (`benches/firmware-bench.sh`, see each profile's
+//! [`Target::measured`]). Each cost is the most its measured rows show, so
+//! the estimate has been above the counted instructions of every model
+//! measured (by 16–35 % on the Cortex-M4F); it assumes one cycle per
+//! instruction, and real parts add flash wait states on top.
 //! `host` has no limits: the search keeps whatever validates best.
 
 use crate::model::Storage;
@@ -43,6 +46,17 @@ pub struct Target {
     /// its rows are short and each ends in a division or an exp, so they
     /// cost more per multiply-add than a network's.
     pub instr_per_linear_mac: f64,
+    /// Instructions per spline evaluation (one coordinate of a spline layer:
+    /// softmax and softplus of its bins, the bin search, the rational
+    /// quadratic and its log-derivative), beyond its network's multiply-adds
+    /// and activations.
+    pub instr_per_spline: f64,
+    /// Instructions per `exp` outside a network (an ActNorm coordinate; the
+    /// base density's share included).
+    pub instr_per_exp: f64,
+    /// Instructions per member a mixture combines (an `exp` and a share of
+    /// a `log`).
+    pub instr_per_member: f64,
     /// Extra instructions per multiply-add whose weight is stored as `i8`
     /// (loading and widening it; the row's scale is one multiply per row).
     pub extra_per_i8_mac: f64,
@@ -78,6 +92,12 @@ pub struct ModelCost {
     pub compressed_macs: u64,
     /// The multiply-adds (of `macs`) of linear (LU, triangular) layers.
     pub linear_macs: u64,
+    /// Spline evaluations per score.
+    pub splines: u64,
+    /// `exp` evaluations per score outside the networks.
+    pub exps: u64,
+    /// Members a score combines (0 for one flow).
+    pub members: u64,
 }
 
 impl ModelCost {
@@ -91,6 +111,9 @@ impl ModelCost {
             storage: m.storage(),
             compressed_macs: m.compressed_macs() as u64,
             linear_macs: m.linear_macs() as u64,
+            splines: m.splines() as u64,
+            exps: m.exps() as u64,
+            members: m.combined_members() as u64,
         }
     }
 
@@ -107,6 +130,9 @@ impl ModelCost {
             storage: self.storage,
             compressed_macs: self.compressed_macs * k64,
             linear_macs: self.linear_macs * k64,
+            splines: self.splines * k64,
+            exps: self.exps * k64,
+            members: w as u64,
         }
     }
 }
@@ -137,8 +163,9 @@ impl Target {
     }
 
     /// [`Target::estimated_ms`] of a model's cost, with its linear layers'
-    /// multiply-adds at [`Target::instr_per_linear_mac`] and its compressed
-    /// weights' extra instructions.
+    /// multiply-adds at [`Target::instr_per_linear_mac`], its compressed
+    /// weights' extra instructions, and its splines, `exp`s and mixture
+    /// members at their own costs.
     pub fn estimated_ms_of(&self, c: &ModelCost) -> Option<f64> {
         let extra = match c.storage {
             Storage::F32 => 0.0,
@@ -146,7 +173,10 @@ impl Target {
             Storage::I8 => self.extra_per_i8_mac,
         };
         let more = c.compressed_macs as f64 * extra
-            + c.linear_macs.min(c.macs) as f64 * (self.instr_per_linear_mac - self.instr_per_mac);
+            + c.linear_macs.min(c.macs) as f64 * (self.instr_per_linear_mac - self.instr_per_mac)
+            + c.splines as f64 * self.instr_per_spline
+            + c.exps as f64 * self.instr_per_exp
+            + c.members as f64 * self.instr_per_member;
         self.estimated_ms(c.macs, c.activations)
             .map(|ms| ms + 1e3 * more / self.clock_hz as f64)
     }
@@ -170,9 +200,12 @@ pub const TARGETS: &[Target] = &[
         instr_per_mac: 2.9,
         instr_per_activation: 30.0,
         instr_per_linear_mac: 7.2,
+        instr_per_spline: 2078.0,
+        instr_per_exp: 52.9,
+        instr_per_member: 93.5,
         extra_per_i8_mac: 2.0,
         extra_per_f16_mac: 11.2,
-        measured: "emulated Cortex-M4F (QEMU mps2-an386): MLP 8-64-64-16 relu row and the tanh row's extra of benches/firmware-bench.sh, the f16 and i8 rows' extra over the f32 ones, the most per multiply-add of its LU and triangular rows; splines, clamps and exp add ≈ 7 % (bundled nsf 4×32 model: 37 069 estimated, 39 853 counted)",
+        measured: "emulated Cortex-M4F (QEMU mps2-an386): MLP 8-64-64-16 relu row and the tanh row's extra of benches/firmware-bench.sh, the f16 and i8 rows' extra over the f32 ones, the most per multiply-add of its LU and triangular rows, the most per spline of its spline rows beyond their networks, its ActNorm row per coordinate and its two-member mixture row per member: an upper bound on every model counted (bundled nsf 4×32 model: 53 852 estimated, 39 853 counted; daphnet_gait's nsf 4×24 student 88 190 and 75 889; with 24 Gaussians beside it 109 730 and 93 338)",
     },
     Target {
         name: "stm32f411",
@@ -184,6 +217,9 @@ pub const TARGETS: &[Target] = &[
         instr_per_mac: 2.9,
         instr_per_activation: 30.0,
         instr_per_linear_mac: 7.2,
+        instr_per_spline: 2078.0,
+        instr_per_exp: 52.9,
+        instr_per_member: 93.5,
         extra_per_i8_mac: 2.0,
         extra_per_f16_mac: 11.2,
         measured: "same core as nrf52840: emulated Cortex-M4F (QEMU mps2-an386)",
@@ -198,9 +234,12 @@ pub const TARGETS: &[Target] = &[
         instr_per_mac: 186.0,
         instr_per_activation: 3460.0,
         instr_per_linear_mac: 279.0,
+        instr_per_spline: 102794.0,
+        instr_per_exp: 2986.0,
+        instr_per_member: 3567.0,
         extra_per_i8_mac: 72.0,
         extra_per_f16_mac: 130.0,
-        measured: "emulated Cortex-M0, soft float (QEMU microbit): MLP 8-32-32-16 relu and tanh rows of benches/firmware-bench.sh --m0, the MLP 8-16-16-16 f16 and i8 rows' extra over its f32 row, the most per multiply-add of its LU and triangular rows",
+        measured: "emulated Cortex-M0, soft float (QEMU microbit): MLP 8-32-32-16 relu and tanh rows of benches/firmware-bench.sh --m0, the MLP 8-16-16-16 f16 and i8 rows' extra over its f32 row, the most per multiply-add of its LU and triangular rows, and the spline, ActNorm and mixture rows as for nrf52840 (bundled nsf 4×32 model: 3 600 413 estimated, 3 049 731 counted)",
     },
     Target {
         name: "esp32c3",
@@ -212,9 +251,12 @@ pub const TARGETS: &[Target] = &[
         instr_per_mac: 102.8,
         instr_per_activation: 1701.0,
         instr_per_linear_mac: 159.4,
+        instr_per_spline: 55822.0,
+        instr_per_exp: 1618.0,
+        instr_per_member: 2013.0,
         extra_per_i8_mac: 57.7,
         extra_per_f16_mac: 60.6,
-        measured: "emulated RV32IMC, soft float (QEMU riscv32 virt; the ESP32-C3's instruction set, not its timing): the rows of benches/firmware-bench.sh --rv32 as for rp2040 (bundled nsf 4×32 model: 1 476 404 estimated, 1 612 951 counted)",
+        measured: "emulated RV32IMC, soft float (QEMU riscv32 virt; the ESP32-C3's instruction set, not its timing): the rows of benches/firmware-bench.sh --rv32 as for rp2040 (bundled nsf 4×32 model: 1 927 834 estimated, 1 612 951 counted)",
     },
     Target {
         name: "host",
@@ -226,6 +268,9 @@ pub const TARGETS: &[Target] = &[
         instr_per_mac: 0.0,
         instr_per_activation: 0.0,
         instr_per_linear_mac: 0.0,
+        instr_per_spline: 0.0,
+        instr_per_exp: 0.0,
+        instr_per_member: 0.0,
         extra_per_i8_mac: 0.0,
         extra_per_f16_mac: 0.0,
         measured: "not a device",
@@ -258,7 +303,7 @@ pub fn describe_all() -> String {
         }
         let b = t.default_budget();
         s.push_str(&format!(
-            "{:<10} {}: {} MHz, {}, {} KB flash, {} KB RAM\n{:<10} {:.1} instructions per multiply-add ({:.1} in a linear layer), {:.0} per activation ({})\n{:<10} default budget: {} KB of weights, {} ms per score (≈ {:.0} multiply-adds)\n",
+            "{:<10} {}: {} MHz, {}, {} KB flash, {} KB RAM\n{:<10} {:.1} instructions per multiply-add ({:.1} in a linear layer), {:.0} per activation, {:.0} per spline evaluation, {:.0} per exp, {:.0} per mixture member ({})\n{:<10} default budget: {} KB of weights, {} ms per score (≈ {:.0} multiply-adds)\n",
             t.name,
             t.part,
             t.clock_hz / 1_000_000,
@@ -269,6 +314,9 @@ pub fn describe_all() -> String {
             t.instr_per_mac,
             t.instr_per_linear_mac,
             t.instr_per_activation,
+            t.instr_per_spline,
+            t.instr_per_exp,
+            t.instr_per_member,
             t.measured,
             "",
             b.max_weight_bytes.unwrap_or(0) / 1024,
@@ -326,6 +374,63 @@ mod tests {
             let want = base + 1e3 * 900.0 * (t.instr_per_linear_mac - t.instr_per_mac) / t.clock_hz as f64;
             assert!((ms - want).abs() < 1e-9 && ms > base, "{}: {ms} vs {want}", t.name);
         }
+    }
+
+    #[test]
+    fn splines_exps_and_mixture_members_cost_their_own_instructions() {
+        let net = ModelCost {
+            macs: 10_000,
+            activations: 100,
+            ..ModelCost::default()
+        };
+        for t in TARGETS.iter().filter(|t| !t.is_host()) {
+            let base = t.estimated_ms_of(&net).unwrap();
+            for (c, per) in [
+                (ModelCost { splines: 20, ..net }, t.instr_per_spline),
+                (ModelCost { exps: 20, ..net }, t.instr_per_exp),
+                (ModelCost { members: 20, ..net }, t.instr_per_member),
+            ] {
+                assert!(per > t.instr_per_mac, "{}", t.name);
+                let ms = t.estimated_ms_of(&c).unwrap();
+                let want = base + 1e3 * 20.0 * per / t.clock_hz as f64;
+                assert!((ms - want).abs() < 1e-9, "{}: {ms} vs {want}", t.name);
+            }
+        }
+        // What a model counts: a spline coupling's transformed coordinates,
+        // an ActNorm's coordinates, a mixture's members.
+        use crate::model::{DynFlow, DynMixture, Layer, Net};
+        let flow = DynFlow::new(
+            3,
+            vec![
+                Layer::ActNorm {
+                    log_scale: vec![0.0; 3],
+                    shift: vec![0.0; 3],
+                    frozen: true,
+                },
+                Layer::SplineCoupling {
+                    a: 1,
+                    b: 2,
+                    bins: 4,
+                    tail_bound: 3.0,
+                    net: Net {
+                        hidden: 4,
+                        depth: 1,
+                        act: crate::model::Act::Tanh,
+                    },
+                    params: vec![0.0; 4 + 4 + 2 * 11 * 4 + 2 * 11],
+                },
+            ],
+        );
+        flow.validate().unwrap();
+        let one = ModelCost::of(&DynMixture::single(flow.clone()));
+        assert_eq!((one.splines, one.exps, one.members), (2, 3, 0));
+        let two = DynMixture {
+            log_weights: vec![0.5f32.ln(); 2],
+            flows: vec![flow.clone(), flow],
+        };
+        let c = ModelCost::of(&two);
+        assert_eq!((c.splines, c.exps, c.members), (4, 6, 2));
+        assert_eq!(one.repeated(2), c);
     }
 
     #[test]

@@ -108,6 +108,22 @@ impl DynMixture {
         self.flows.iter().map(DynFlow::linear_macs).sum()
     }
 
+    /// [`DynFlow::splines`] of every member.
+    pub fn splines(&self) -> usize {
+        self.flows.iter().map(DynFlow::splines).sum()
+    }
+
+    /// [`DynFlow::exps`] of every member.
+    pub fn exps(&self) -> usize {
+        self.flows.iter().map(DynFlow::exps).sum()
+    }
+
+    /// Members a score combines (`0` for one flow): each costs an `exp`
+    /// and a share of a `log`.
+    pub fn combined_members(&self) -> usize {
+        weights(self.flows.len())
+    }
+
     /// [`DynFlow::compressed_macs`] of every member.
     pub fn compressed_macs(&self) -> usize {
         self.flows.iter().map(DynFlow::compressed_macs).sum()

@@ -239,6 +239,11 @@ pub struct Spec<'a> {
     /// Multiply-adds outside a network (an LU layer's `d²`, a triangular
     /// one's `d(d+1)/2`).
     pub extra_macs: usize,
+    /// Coordinates a spline transforms per evaluation (a spline coupling's
+    /// `b`, an autoregressive spline's `d`).
+    pub splines: usize,
+    /// `exp` evaluations outside a network (an ActNorm's one per coordinate).
+    pub exps: usize,
 }
 
 /// The `params` field of the kinds that train (`None` for the fixed ones),
@@ -284,6 +289,8 @@ impl Layer {
             made_heads: 0,
             evaluations: 1,
             extra_macs: 0,
+            splines: 0,
+            exps: 0,
         };
         // Bins outside 1..=MAX_BINS (refused by validation) must not overflow.
         let k = |bins: usize| flowmote::spline::spline_params(bins.clamp(1, flowmote::spline::MAX_BINS));
@@ -295,6 +302,7 @@ impl Layer {
             } => Spec {
                 name: if *frozen { "standardise" } else { "actnorm" },
                 fixed_floats: log_scale.len() + shift.len(),
+                exps: log_scale.len(),
                 ..fixed
             },
             Layer::Permutation { .. } => Spec {
@@ -332,6 +340,7 @@ impl Layer {
                 bins: Some(*bins),
                 net: shape(*a, 0, net, b * k(*bins)),
                 bound: Some(*tail_bound),
+                splines: *b,
                 ..fixed
             },
             Layer::SplineAutoregressive {
@@ -342,6 +351,7 @@ impl Layer {
                 net: shape(dim, 0, net, dim * k(*bins)),
                 bound: Some(*tail_bound),
                 made_heads: k(*bins),
+                splines: dim,
                 ..fixed
             },
             Layer::LuLinear { .. } => Spec {
@@ -457,6 +467,23 @@ impl DynFlow {
     /// on a device ([`Target::instr_per_linear_mac`](crate::target::Target::instr_per_linear_mac)).
     pub fn linear_macs(&self) -> usize {
         self.layers.iter().map(|l| l.spec(self.dim).extra_macs).sum()
+    }
+
+    /// Spline evaluations of one `log_prob` (one per coordinate a spline
+    /// layer transforms), which cost far more than a multiply-add on a
+    /// device ([`Target::instr_per_spline`](crate::target::Target::instr_per_spline)).
+    pub fn splines(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.spec(self.dim))
+            .map(|s| s.evaluations * s.splines)
+            .sum()
+    }
+
+    /// `exp` evaluations of one `log_prob` outside the networks (the
+    /// ActNorm layers': one per coordinate).
+    pub fn exps(&self) -> usize {
+        self.layers.iter().map(|l| l.spec(self.dim).exps).sum()
     }
 
     /// The multiply-adds of [`DynFlow::macs`] whose weights are stored

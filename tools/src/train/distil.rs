@@ -797,10 +797,12 @@ mod tests {
         }
     }
 
-    /// A flash budget of `bytes`, students stored as f32.
+    /// A flash budget of `bytes` (and time enough: these tests are about
+    /// flash), students stored as f32.
     fn with_flash(bytes: u64) -> TrainConfig {
         TrainConfig {
             max_flash: Some(bytes),
+            max_ms: Some(1000.0),
             student_weights: Some(Storage::F32),
             ..TrainConfig::default()
         }

@@ -26,7 +26,7 @@ use core::hint::black_box;
 use core::ptr::{addr_of_mut, write_volatile};
 
 use flowmote::{
-    Activation, AffineCoupling, Density, Flow, LuLinear, Maf, Mixture, Mlp, MlpStore, SplineAutoregressive,
+    ActNorm, Activation, AffineCoupling, Density, Flow, LuLinear, Maf, Mixture, Mlp, MlpStore, SplineAutoregressive,
     SplineCoupling, TriLinear,
 };
 #[cfg(target_abi = "eabihf")]
@@ -234,6 +234,31 @@ fn tri_linear<const D: usize, const N: usize>(name: &str) {
     bench_log_prob(name, N, &flow);
 }
 
+/// The standardisation alone (a frozen ActNorm: one `expf` per coordinate)
+/// and the base density: what every flow pays besides its layers.
+#[inline(never)]
+fn actnorm<const D: usize>(name: &str) {
+    let mut state = 37u32;
+    let (mut s, mut b) = ([0.0f32; D], [0.0f32; D]);
+    fill(&mut s, &mut state, 0.5);
+    fill(&mut b, &mut state, 0.5);
+    let flow = Flow::<D, _>::new((ActNorm::<D>::new(s, b),));
+    bench_log_prob(name, 0, &flow);
+}
+
+/// A Gaussian as `flowmote train` keeps beside a student: the
+/// standardisation and a triangular layer (`D(D+1)/2` multiply–adds).
+#[inline(never)]
+fn gaussian<const D: usize, const N: usize>(name: &str) {
+    let mut state = 41u32;
+    let (mut s, mut b, mut tri) = ([0.0f32; D], [0.0f32; D], [0.0f32; N]);
+    fill(&mut s, &mut state, 0.5);
+    fill(&mut b, &mut state, 0.5);
+    fill(&mut tri, &mut state, 0.3);
+    let flow = Flow::<D, _>::new((ActNorm::<D>::new(s, b), TriLinear::<D, N>::new(tri, [0.1; D])));
+    bench_log_prob(name, N, &flow);
+}
+
 /// The same MLP computed by the core's slice-level view (`Mlp::view().forward`,
 /// what every const-generic layer calls) and by a hand-written loop over the
 /// fixed-size arrays: if the view cost anything on the device, it shows here.
@@ -414,6 +439,8 @@ fn main() -> ! {
     lu_linear::<30>("LU linear D=30");
     tri_linear::<9, 45>("triangular linear D=9");
     tri_linear::<30, 465>("triangular linear D=30");
+    actnorm::<9>("ActNorm D=9 (standardise) and the base density");
+    gaussian::<9, 45>("Gaussian D=9 (standardise + triangular)");
     #[cfg(target_abi = "eabihf")]
     {
         view_vs_fixed::<8, 64, 8>(
