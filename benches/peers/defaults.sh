@@ -16,6 +16,7 @@
 #   SEEDS='0 1 2' benches/peers/defaults.sh  # seeds (default 0 1 2 3 4)
 #   KEEP_PEERS=1 benches/peers/defaults.sh  # rerun flowmote only; keep the peers' files (they
 #                                            # depend on the data, the seed and their versions only)
+#   REPORT_ONLY=1 benches/peers/defaults.sh  # rewrite defaults.md from the files of the last run
 #
 # Uses the venv of benches/peers/requirements.txt (benches/peers/.venv, created
 # on first use).
@@ -26,6 +27,7 @@ build_tool
 ep=(); [ -z "${MAX_EPOCHS:-}" ] || ep=(--max-epochs "$MAX_EPOCHS")
 
 SEEDS=${SEEDS:-0 1 2 3 4}
+if [ -z "${REPORT_ONLY:-}" ]; then
 for seed in $SEEDS; do
 for set in $SETS; do
     train=$DATA/$set.train.csv test=$DATA/$set.test.csv
@@ -55,6 +57,7 @@ for set in $SETS; do
         >"$OUT/defaults.$tag.peers.json"
 done
 done
+fi
 
 "$py" - "$OUT" "${MAX_EPOCHS:-}" "$SEEDS" "$DATA" $SETS >"$OUT/defaults.md" <<'EOF2'
 import json, os, sys
@@ -83,10 +86,16 @@ for s in sets:
             note = ("mixture: " if (st.get("folds") or 1) == 1 else f"{st['folds']}-fold committee: ") + \
                 " + ".join(f"{k} ×{kinds.count(k)}" for k in sorted(set(kinds))) + f", {kb:.0f} KB"
         else:
-            kept = next((c for c in (dist or {}).get("students", []) if c.get("val_nll") == m["provenance"]["val_nll"]), None)
+            # With Gaussians beside it the model's validation NLL is the
+            # mixture's; the student is found by its own.
+            g = (dist or {}).get("gaussians") or {}
+            own = g["student_val_nll"] if g.get("kept") else m["provenance"]["val_nll"]
+            kept = next((c for c in (dist or {}).get("students", []) if c.get("val_nll") == own), None)
             note = f"{m['kind']} {st['layers']}×{st['hidden']}"
             if kept:
                 note += f"{' + teacher samples' if kept.get('teacher_samples') else ''}, {kept['weight_bytes'] / 1024:.0f} KB, {kept['macs']} MACs, {kept['estimated_ms']:.2f} ms"
+            if g.get("kept"):
+                note += f" + {g['components']} {g['covariance']} Gaussians ({g['weight_bytes'] / 1024:.1f} KB, weight {g['weight']:.2f})"
         rows.setdefault("flowmote defaults (--target nrf52840)", []).append((nll_of(ev), ev.get("auroc"), t1 - t0, note))
         tp = f"{out}/defaults.{tag}.teacher.eval.json"
         if dist and os.path.exists(tp):

@@ -115,6 +115,10 @@ pub struct GaussiansRecord {
     pub student_val_nll: f64,
     /// Validation NLL of the student with the Gaussians.
     pub val_nll: f64,
+    /// Validation NLL of the full budget's best student alone, which the
+    /// Gaussians had to beat (`student_val_nll` is that of the student
+    /// sized for the budget they leave).
+    pub alone_val_nll: f64,
     /// Whether the model kept them.
     pub kept: bool,
 }

@@ -376,18 +376,31 @@ pub(super) fn distil(
         s.seconds = start.elapsed().as_secs_f64();
         return Ok((m, s));
     }
-    // With Gaussians beside them, the students are sized for the budget
-    // the Gaussians leave.
-    let (candidates, gauss) = match gauss {
-        Some((g, st)) => {
-            let cost = gaussians::added_cost(g.kind, g.len(), ds.dim());
-            match budget.less(&cost).and_then(|b| students(ds, cfg, &b).ok()) {
-                Some(c) if !c.is_empty() => (c, Some((g, st))),
-                _ => (candidates, None),
-            }
+    // The students beside the Gaussians are sized for the budget the
+    // Gaussians leave. Where that changes a student's size, both sizes are
+    // trained: the full budget's students compete alone, the smaller ones
+    // with the Gaussians, so a file the Gaussians do not help keeps the
+    // student it would have had without them.
+    let reduced: Vec<Student> = gauss
+        .as_ref()
+        .and_then(|(g, _)| budget.less(&gaussians::added_cost(g.kind, g.len(), ds.dim())))
+        .and_then(|b| students(ds, cfg, &b).ok())
+        .unwrap_or_default();
+    let gauss = gauss.filter(|_| !reduced.is_empty());
+    // Every student to train, whether it competes alone (full budget) and
+    // whether beside the Gaussians.
+    let mut all: Vec<(Student, bool, bool)> = candidates
+        .into_iter()
+        .map(|st| {
+            let beside = reduced.iter().any(|r| r.cfg == st.cfg);
+            (st, true, beside)
+        })
+        .collect();
+    for r in reduced {
+        if !all.iter().any(|(st, ..)| st.cfg == r.cfg) {
+            all.push((r, false, true));
         }
-        None => (candidates, None),
-    };
+    }
     let n = tds.rows.len();
     // Teacher samples fill the gaps of small data. On a file large enough
     // for one validation split (by default no committee, whatever --folds
@@ -418,7 +431,7 @@ pub(super) fn distil(
             tcost.weight_bytes as f64 / 1024.0,
             teacher_val,
             budget.describe(),
-            candidates.len(),
+            all.len(),
             match &pool {
                 Some(p) => format!("with {} teacher samples per epoch", p.per_epoch),
                 None if small => "on the real rows (--teacher-samples 0)".into(),
@@ -431,9 +444,14 @@ pub(super) fn distil(
     let mut tried = Vec::new();
     // Every student both ways: on the real rows alone, and with the
     // teacher's samples (the validation rows decide which helps here).
-    let runs: Vec<(&Student, Option<&TeacherPool>)> = candidates
+    let runs: Vec<(&Student, Option<&TeacherPool>)> = all
         .iter()
-        .flat_map(|st| std::iter::once((st, None)).chain(pool.as_ref().map(|p| (st, Some(p)))))
+        .flat_map(|(st, ..)| std::iter::once((st, None)).chain(pool.as_ref().map(|p| (st, Some(p)))))
+        .collect();
+    // Which runs compete alone and which beside the Gaussians.
+    let role: Vec<(bool, bool)> = all
+        .iter()
+        .flat_map(|(_, alone, beside)| std::iter::repeat_n((*alone, *beside), if pool.is_some() { 2 } else { 1 }))
         .collect();
     // The students train side by side (each on its own seeded generator,
     // so the results do not depend on the order they finish in); their
@@ -530,22 +548,43 @@ pub(super) fn distil(
         });
         models.push((m, s, cost));
     }
-    let pick = select(&models, &val, cfg.select);
-    let best = models.into_iter().nth(pick).map(|(m, s, _)| (m, s));
-    let (mut m, mut s) = best.expect("at least one student");
+    let among = |which: fn(&(bool, bool)) -> bool| -> Vec<usize> {
+        role.iter()
+            .enumerate()
+            .filter(|(_, r)| which(r))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let mut pick = select(&models, &among(|r| r.0), &val, cfg.select);
+    let (mut m, mut s, _) = models[pick].clone();
     let student_val = s.best_val_nll;
-    let gauss = gauss.map(|(g, st)| beside(&mut m, &mut s, &g, &st, &val, &budget));
+    // The best student for the Gaussians' budget, with them beside it:
+    // kept if that beats the full budget's student alone.
+    let gauss = gauss.map(|(g, st)| {
+        let rpick = select(&models, &among(|r| r.1), &val, cfg.select);
+        let (mut mr, mut sr, _) = models[rpick].clone();
+        let mut rec = beside(&mut mr, &mut sr, &g, &st, &val, &budget);
+        rec.alone_val_nll = student_val;
+        if rec.kept && sr.best_val_nll < student_val {
+            (m, s, pick) = (mr, sr, rpick);
+        } else {
+            rec.kept = false;
+        }
+        rec
+    });
+    let student_val = tried[pick].val_nll.unwrap_or(student_val);
     if progress {
         if let Some(r) = &gauss {
             eprintln!(
-                "{} {} Gaussian(s) ({} covariance, {:.1} KB) beside the student: validation NLL {:.3} with them at weight {:.2}, {:.3} without",
+                "{} {} Gaussian(s) ({} covariance, {:.1} KB): validation NLL {:.3} beside the best student for the budget they leave (weight {:.2}; that student alone {:.3}), the full budget's best student alone {:.3}",
                 if r.kept { "kept" } else { "left out" },
                 r.components,
                 r.covariance,
                 r.weight_bytes as f64 / 1024.0,
                 r.val_nll,
                 r.weight,
-                r.student_val_nll
+                r.student_val_nll,
+                r.alone_val_nll
             );
         }
     }
@@ -566,7 +605,7 @@ pub(super) fn distil(
             .estimated_ms_of(&kcost)
             .map_or(String::new(), |ms| format!(", {ms:.2} ms on {}", budget.target.name)),
         s.best_val_nll,
-        if tried.iter().any(|c| c.val_nll.is_some_and(|v| v < student_val)) {
+        if cfg.select == Select::OneSe && tried.iter().any(|c| c.val_nll.is_some_and(|v| v < student_val)) {
             " (the smallest within one standard error of the best student)"
         } else {
             ""
@@ -641,6 +680,7 @@ fn beside(
         weight: 0.0,
         student_val_nll: s.best_val_nll,
         val_nll: s.best_val_nll,
+        alone_val_nll: s.best_val_nll,
         kept: false,
     };
     let Some(gm) = g.flows(&st.mean, &st.std, m.model.storage()) else {
@@ -702,9 +742,11 @@ fn beside(
     record
 }
 
-/// The student kept (its index in `students`): the lowest validation NLL,
-/// or with [`Select::OneSe`] [`one_se`] on the held-out rows `val`.
-fn select(students: &[(ModelFile, TrainSummary, ModelCost)], val: &[Vec<f32>], rule: Select) -> usize {
+/// The student kept among `among` (indices into `all`; its index in
+/// `all`): the lowest validation NLL, or with [`Select::OneSe`] [`one_se`]
+/// on the held-out rows `val`.
+fn select(all: &[(ModelFile, TrainSummary, ModelCost)], among: &[usize], val: &[Vec<f32>], rule: Select) -> usize {
+    let students: Vec<&(ModelFile, TrainSummary, ModelCost)> = among.iter().map(|&i| &all[i]).collect();
     let mut best = 0;
     for (i, (_, s, _)) in students.iter().enumerate() {
         let b = students[best].1.best_val_nll;
@@ -713,7 +755,7 @@ fn select(students: &[(ModelFile, TrainSummary, ModelCost)], val: &[Vec<f32>], r
         }
     }
     if rule == Select::Best || val.len() < 2 {
-        return best;
+        return among[best];
     }
     let per_row: Vec<Option<Vec<f64>>> = students
         .iter()
@@ -726,7 +768,7 @@ fn select(students: &[(ModelFile, TrainSummary, ModelCost)], val: &[Vec<f32>], r
         })
         .collect();
     let size: Vec<(u64, u64)> = students.iter().map(|(_, _, c)| (c.weight_bytes, c.macs)).collect();
-    one_se(&size, &per_row, best)
+    among[one_se(&size, &per_row, best)]
 }
 
 /// The one-standard-error rule: of the candidates (sizes `size`, per-row

@@ -27,14 +27,11 @@ use crate::target::ModelCost;
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 /// How the components' covariances are shaped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Covariance {
     /// Each component its own full covariance.
-    #[default]
     Full,
     /// One full covariance shared by all components.
     Tied,
