@@ -275,10 +275,11 @@ pub struct TrainConfig {
     // The field: try Gaussians beside a student (the flag forbids it).
     /// Distillation: keep the student alone. By default a Gaussian mixture
     /// (1–31 components, full, tied or diagonal covariances, chosen by BIC
-    /// on the training rows within an eighth of the budget, which the
-    /// students then leave free) is fitted beside it, and the mixture
-    /// `w·student + (1 − w)·Gaussians` is kept if it beats the student on
-    /// the validation rows by more than 1/rows nats.
+    /// on the training rows within an eighth of the budget) is fitted too,
+    /// students are also trained for the budget it leaves, and the mixture
+    /// `w·student + (1 − w)·Gaussians` is kept if on the validation rows it
+    /// beats its student by more than 1/rows nats and the full budget's
+    /// best student alone.
     #[arg(long = "no-gaussians", action = clap::ArgAction::SetFalse)]
     pub gaussians: bool,
     /// Gaussian noise added to the training rows, in standard deviations of

@@ -13,9 +13,9 @@
 //! The Gaussians are fitted by EM (k-means++ start) on the student's
 //! training rows, standardised; their number (1 to 31) and covariance kind
 //! are chosen by BIC on those rows, among the mixtures that fit a reserve of
-//! an eighth of the budget (the students are sized for the rest). The
-//! held-out rows only fit `w` and decide whether the Gaussians are kept at
-//! all. On a lattice column (one that is dequantised) no Gaussian is
+//! an eighth of the budget (students sized for the rest compete with them,
+//! the full budget's students without). The held-out rows only fit `w` and
+//! decide whether the Gaussians are kept at all. On a lattice column (one that is dequantised) no Gaussian is
 //! narrower than `step / √(2π)`, whose peak density is that of the
 //! dequantisation's uniform cell: a spike on a repeated value is not
 //! rewarded at the points themselves.
