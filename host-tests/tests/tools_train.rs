@@ -852,7 +852,10 @@ fn gaussians_beside_the_student_are_kept_when_they_fit_better() {
     assert_eq!(g.components, 3, "{g:?}");
     assert_eq!(m.model.flows.len(), 4);
     assert!(g.val_nll + 0.05 < g.student_val_nll, "{g:?}");
-    assert!(g.val_nll < g.alone_val_nll, "beats the full budget's student too: {g:?}");
+    assert!(
+        g.val_nll < g.alone_val_nll,
+        "beats the full budget's student too: {g:?}"
+    );
     assert!((s.best_val_nll - g.val_nll).abs() < 1e-9);
     assert!(m.model.weight_bytes() as u64 <= 16 * 1024);
     m.model.validate().unwrap();
