@@ -11,18 +11,44 @@ pub struct ActNormRef<'a> {
     pub log_scale: &'a [f32],
     /// Per-coordinate shift `b`.
     pub shift: &'a [f32],
+    /// The scales `e^s` and the log-det `Σ s`, as [`actnorm_cache`]
+    /// computes them; `None`: computed on each call. Private, so that only
+    /// [`ActNorm`], which keeps them in step with `log_scale`, provides them.
+    cache: Option<(&'a [f32], f32)>,
 }
 
 impl<'a> ActNormRef<'a> {
+    /// View per-coordinate log-scales and shifts (equal lengths).
+    pub const fn new(log_scale: &'a [f32], shift: &'a [f32]) -> Self {
+        ActNormRef {
+            log_scale,
+            shift,
+            cache: None,
+        }
+    }
+
     /// View a flat parameter vector `[log_scale…, shift…]`.
     pub fn from_flat(p: &'a [f32]) -> Self {
         let (log_scale, shift) = p.split_at(p.len() / 2);
-        ActNormRef { log_scale, shift }
+        Self::new(log_scale, shift)
     }
 
-    /// `y = e^s ⊙ x + b` in place; returns `Σ s`.
+    /// `true` if the view carries cached scales and log-det (views of
+    /// [`ActNorm`]); other views compute `e^s` on each call.
+    pub fn is_cached(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// `y = e^s ⊙ x + b` in place; returns `Σ s`. With cached scales the
+    /// same bits without an `exp` per coordinate.
     #[inline(always)]
     pub fn forward(&self, x: &mut [f32]) -> f32 {
+        if let Some((scale, ld)) = crate::linear::valid_cache(self.cache, self.log_scale.len()) {
+            for ((v, e), b) in x.iter_mut().zip(scale).zip(self.shift) {
+                *v = e * *v + b;
+            }
+            return ld;
+        }
         let mut ld = 0.0;
         for ((v, s), b) in x.iter_mut().zip(self.log_scale).zip(self.shift) {
             *v = crate::activation::exp(*s) * *v + b;
@@ -59,6 +85,12 @@ impl<'a> ActNormRef<'a> {
     /// [`ActNormRef::backward`] without the parameter gradient: `g` becomes
     /// `∂L/∂x`, bit for bit as there (on-device adaptation).
     pub fn backward_input(&self, g: &mut [f32]) {
+        if let Some((scale, _)) = crate::linear::valid_cache(self.cache, self.log_scale.len()) {
+            for (g, e) in g.iter_mut().zip(scale) {
+                *g *= e;
+            }
+            return;
+        }
         for (g, &l) in g.iter_mut().zip(self.log_scale) {
             *g *= crate::activation::exp(l);
         }
@@ -110,35 +142,72 @@ impl SliceBackward for ActNormRef<'_> {
     }
 }
 
+/// The scales `e^s` (the core's [`crate::activation::exp`], bit for bit) and
+/// the log-det `Σ s` summed in coordinate order: what
+/// [`ActNormRef::forward`] computes on each call without a cache. A
+/// `const fn`, so in a `static` it runs at compile time.
+pub const fn actnorm_cache<const D: usize>(log_scale: &[f32; D]) -> ([f32; D], f32) {
+    let mut scale = [0.0; D];
+    let mut ld = 0.0;
+    let mut i = 0;
+    while i < D {
+        scale[i] = crate::activation::exp_inline(log_scale[i]);
+        ld += log_scale[i];
+        i += 1;
+    }
+    (scale, ld)
+}
+
 /// Const-generic elementwise affine / ActNorm layer for `static` models.
+/// `log_scale` is private so that the cached scales and log-det
+/// ([`actnorm_cache`]: no `exp` on the scoring path) always match it (read
+/// it with [`ActNorm::log_scale`], change it with [`ActNorm::set_log_scale`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ActNorm<const D: usize> {
-    /// Per-coordinate log-scale `s`.
-    pub log_scale: [f32; D],
+    log_scale: [f32; D],
     /// Per-coordinate shift `b`.
     pub shift: [f32; D],
+    /// `e^{log_scale}` ([`actnorm_cache`]).
+    scale: [f32; D],
+    /// `Σ log_scale` ([`actnorm_cache`]).
+    log_det: f32,
 }
 
 impl<const D: usize> ActNorm<D> {
-    /// A layer `y = e^{log_scale} ⊙ x + shift`.
+    /// A layer `y = e^{log_scale} ⊙ x + shift`. Computes the cached scales
+    /// and log-det ([`actnorm_cache`]; in a `static`, at compile time).
     pub const fn new(log_scale: [f32; D], shift: [f32; D]) -> Self {
-        ActNorm { log_scale, shift }
+        let (scale, log_det) = actnorm_cache(&log_scale);
+        ActNorm {
+            log_scale,
+            shift,
+            scale,
+            log_det,
+        }
     }
 
     /// The identity layer.
     pub const fn identity() -> Self {
-        ActNorm {
-            log_scale: [0.0; D],
-            shift: [0.0; D],
-        }
+        Self::new([0.0; D], [0.0; D])
     }
 
-    /// Borrow as the slice-level view.
+    /// Per-coordinate log-scale `s`.
+    pub const fn log_scale(&self) -> &[f32; D] {
+        &self.log_scale
+    }
+
+    /// Replace the log-scales (and the cached scales and log-det with them).
+    pub fn set_log_scale(&mut self, log_scale: [f32; D]) {
+        *self = Self::new(log_scale, self.shift);
+    }
+
+    /// Borrow as the slice-level view, with the cached scales.
     #[inline(always)]
     pub fn view(&self) -> ActNormRef<'_> {
         ActNormRef {
             log_scale: &self.log_scale,
             shift: &self.shift,
+            cache: Some((&self.scale, self.log_det)),
         }
     }
 }

@@ -294,10 +294,7 @@ fn default_block_passes_are_the_single_row_loop() {
         random_vec(&mut rng(9), 4, -1.0, 1.0),
         random_vec(&mut rng(10), 4, -1.0, 1.0),
     );
-    let an = flowmote::ActNormRef {
-        log_scale: &ls,
-        shift: &sh,
-    };
+    let an = flowmote::ActNormRef::new(&ls, &sh);
     check_forward("actnorm", &an, 4, 11);
     check_backward("actnorm", &an, 4, 12);
 }

@@ -669,7 +669,7 @@ fn exported_weights_are_the_model_weights() {
     let Layer::ActNorm { log_scale, shift, .. } = &m.model.flows[0].layers[0] else {
         unreachable!()
     };
-    assert_eq!(gen.0.log_scale.as_slice(), log_scale.as_slice());
+    assert_eq!(gen.0.log_scale().as_slice(), log_scale.as_slice());
     assert_eq!(gen.0.shift.as_slice(), shift.as_slice());
     let Layer::AffineCoupling { params, clamp, .. } = &m.model.flows[0].layers[3] else {
         unreachable!()

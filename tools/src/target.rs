@@ -51,9 +51,10 @@ pub struct Target {
     /// quadratic and its log-derivative), beyond its network's multiply-adds
     /// and activations.
     pub instr_per_spline: f64,
-    /// Instructions per `exp` outside a network (an ActNorm coordinate; the
-    /// base density's share included).
-    pub instr_per_exp: f64,
+    /// Instructions per coordinate of an elementwise affine (ActNorm) layer,
+    /// the base density's share included (the exported layer's scales are
+    /// computed at compile time: a multiply-add and a share of the log-det).
+    pub instr_per_elementwise: f64,
     /// Instructions per member a mixture combines (an `exp` and a share of
     /// a `log`).
     pub instr_per_member: f64,
@@ -94,8 +95,8 @@ pub struct ModelCost {
     pub linear_macs: u64,
     /// Spline evaluations per score.
     pub splines: u64,
-    /// `exp` evaluations per score outside the networks.
-    pub exps: u64,
+    /// Coordinates of elementwise affine (ActNorm) layers per score.
+    pub elementwise: u64,
     /// Members a score combines (0 for one flow).
     pub members: u64,
 }
@@ -112,7 +113,7 @@ impl ModelCost {
             compressed_macs: m.compressed_macs() as u64,
             linear_macs: m.linear_macs() as u64,
             splines: m.splines() as u64,
-            exps: m.exps() as u64,
+            elementwise: m.elementwise() as u64,
             members: m.combined_members() as u64,
         }
     }
@@ -131,7 +132,7 @@ impl ModelCost {
             compressed_macs: self.compressed_macs * k64,
             linear_macs: self.linear_macs * k64,
             splines: self.splines * k64,
-            exps: self.exps * k64,
+            elementwise: self.elementwise * k64,
             members: w as u64,
         }
     }
@@ -175,7 +176,7 @@ impl Target {
         let more = c.compressed_macs as f64 * extra
             + c.linear_macs.min(c.macs) as f64 * (self.instr_per_linear_mac - self.instr_per_mac)
             + c.splines as f64 * self.instr_per_spline
-            + c.exps as f64 * self.instr_per_exp
+            + c.elementwise as f64 * self.instr_per_elementwise
             + c.members as f64 * self.instr_per_member;
         self.estimated_ms(c.macs, c.activations)
             .map(|ms| ms + 1e3 * more / self.clock_hz as f64)
@@ -201,11 +202,11 @@ pub const TARGETS: &[Target] = &[
         instr_per_activation: 30.0,
         instr_per_linear_mac: 7.2,
         instr_per_spline: 2078.0,
-        instr_per_exp: 52.9,
+        instr_per_elementwise: 7.9,
         instr_per_member: 93.5,
         extra_per_i8_mac: 2.0,
         extra_per_f16_mac: 11.2,
-        measured: "emulated Cortex-M4F (QEMU mps2-an386): MLP 8-64-64-16 relu row and the tanh row's extra of benches/firmware-bench.sh, the f16 and i8 rows' extra over the f32 ones, the most per multiply-add of its LU and triangular rows, the most per spline of its spline rows beyond their networks, its ActNorm row per coordinate and its two-member mixture row per member: an upper bound on every model counted (bundled nsf 4×32 model: 53 852 estimated, 39 853 counted; daphnet_gait's nsf 4×24 student 88 190 and 75 889; with 24 Gaussians beside it 109 730 and 93 338)",
+        measured: "emulated Cortex-M4F (QEMU mps2-an386): MLP 8-64-64-16 relu row and the tanh row's extra of benches/firmware-bench.sh, the f16 and i8 rows' extra over the f32 ones, the most per multiply-add of its LU and triangular rows, the most per spline of its spline rows beyond their networks, its ActNorm row per coordinate and its two-member mixture row per member: an upper bound on every model counted (bundled nsf 4×32 model: 53 717 estimated, 39 725 counted; daphnet_gait's nsf 4×24 student 87 785 and 75 514; with 16 Gaussians beside it 95 697 and 80 198)",
     },
     Target {
         name: "stm32f411",
@@ -218,7 +219,7 @@ pub const TARGETS: &[Target] = &[
         instr_per_activation: 30.0,
         instr_per_linear_mac: 7.2,
         instr_per_spline: 2078.0,
-        instr_per_exp: 52.9,
+        instr_per_elementwise: 7.9,
         instr_per_member: 93.5,
         extra_per_i8_mac: 2.0,
         extra_per_f16_mac: 11.2,
@@ -235,11 +236,11 @@ pub const TARGETS: &[Target] = &[
         instr_per_activation: 3460.0,
         instr_per_linear_mac: 279.0,
         instr_per_spline: 102794.0,
-        instr_per_exp: 2986.0,
+        instr_per_elementwise: 489.3,
         instr_per_member: 3567.0,
         extra_per_i8_mac: 72.0,
         extra_per_f16_mac: 130.0,
-        measured: "emulated Cortex-M0, soft float (QEMU microbit): MLP 8-32-32-16 relu and tanh rows of benches/firmware-bench.sh --m0, the MLP 8-16-16-16 f16 and i8 rows' extra over its f32 row, the most per multiply-add of its LU and triangular rows, and the spline, ActNorm and mixture rows as for nrf52840 (bundled nsf 4×32 model: 3 600 413 estimated, 3 049 731 counted)",
+        measured: "emulated Cortex-M0, soft float (QEMU microbit): MLP 8-32-32-16 relu and tanh rows of benches/firmware-bench.sh --m0, the MLP 8-16-16-16 f16 and i8 rows' extra over its f32 row, the most per multiply-add of its LU and triangular rows, and the spline, ActNorm and mixture rows as for nrf52840 (bundled nsf 4×32 model: 3 592 923 estimated, 3 041 444 counted)",
     },
     Target {
         name: "esp32c3",
@@ -252,11 +253,11 @@ pub const TARGETS: &[Target] = &[
         instr_per_activation: 1701.0,
         instr_per_linear_mac: 159.4,
         instr_per_spline: 55822.0,
-        instr_per_exp: 1618.0,
+        instr_per_elementwise: 263.3,
         instr_per_member: 2013.0,
         extra_per_i8_mac: 57.7,
         extra_per_f16_mac: 60.6,
-        measured: "emulated RV32IMC, soft float (QEMU riscv32 virt; the ESP32-C3's instruction set, not its timing): the rows of benches/firmware-bench.sh --rv32 as for rp2040 (bundled nsf 4×32 model: 1 927 834 estimated, 1 612 951 counted)",
+        measured: "emulated RV32IMC, soft float (QEMU riscv32 virt; the ESP32-C3's instruction set, not its timing): the rows of benches/firmware-bench.sh --rv32 as for rp2040 (bundled nsf 4×32 model: 1 923 770 estimated, 1 608 458 counted)",
     },
     Target {
         name: "host",
@@ -269,7 +270,7 @@ pub const TARGETS: &[Target] = &[
         instr_per_activation: 0.0,
         instr_per_linear_mac: 0.0,
         instr_per_spline: 0.0,
-        instr_per_exp: 0.0,
+        instr_per_elementwise: 0.0,
         instr_per_member: 0.0,
         extra_per_i8_mac: 0.0,
         extra_per_f16_mac: 0.0,
@@ -303,7 +304,7 @@ pub fn describe_all() -> String {
         }
         let b = t.default_budget();
         s.push_str(&format!(
-            "{:<10} {}: {} MHz, {}, {} KB flash, {} KB RAM\n{:<10} {:.1} instructions per multiply-add ({:.1} in a linear layer), {:.0} per activation, {:.0} per spline evaluation, {:.0} per exp, {:.0} per mixture member ({})\n{:<10} default budget: {} KB of weights, {} ms per score (≈ {:.0} multiply-adds)\n",
+            "{:<10} {}: {} MHz, {}, {} KB flash, {} KB RAM\n{:<10} {:.1} instructions per multiply-add ({:.1} in a linear layer), {:.0} per activation, {:.0} per spline evaluation, {:.1} per ActNorm coordinate, {:.0} per mixture member ({})\n{:<10} default budget: {} KB of weights, {} ms per score (≈ {:.0} multiply-adds)\n",
             t.name,
             t.part,
             t.clock_hz / 1_000_000,
@@ -315,7 +316,7 @@ pub fn describe_all() -> String {
             t.instr_per_linear_mac,
             t.instr_per_activation,
             t.instr_per_spline,
-            t.instr_per_exp,
+            t.instr_per_elementwise,
             t.instr_per_member,
             t.measured,
             "",
@@ -377,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn splines_exps_and_mixture_members_cost_their_own_instructions() {
+    fn splines_actnorm_coordinates_and_mixture_members_cost_their_own_instructions() {
         let net = ModelCost {
             macs: 10_000,
             activations: 100,
@@ -387,7 +388,7 @@ mod tests {
             let base = t.estimated_ms_of(&net).unwrap();
             for (c, per) in [
                 (ModelCost { splines: 20, ..net }, t.instr_per_spline),
-                (ModelCost { exps: 20, ..net }, t.instr_per_exp),
+                (ModelCost { elementwise: 20, ..net }, t.instr_per_elementwise),
                 (ModelCost { members: 20, ..net }, t.instr_per_member),
             ] {
                 assert!(per > t.instr_per_mac, "{}", t.name);
@@ -423,13 +424,13 @@ mod tests {
         );
         flow.validate().unwrap();
         let one = ModelCost::of(&DynMixture::single(flow.clone()));
-        assert_eq!((one.splines, one.exps, one.members), (2, 3, 0));
+        assert_eq!((one.splines, one.elementwise, one.members), (2, 3, 0));
         let two = DynMixture {
             log_weights: vec![0.5f32.ln(); 2],
             flows: vec![flow.clone(), flow],
         };
         let c = ModelCost::of(&two);
-        assert_eq!((c.splines, c.exps, c.members), (4, 6, 2));
+        assert_eq!((c.splines, c.elementwise, c.members), (4, 6, 2));
         assert_eq!(one.repeated(2), c);
     }
 

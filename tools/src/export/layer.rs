@@ -179,10 +179,7 @@ pub fn layer_item(layer: &Layer, dim: usize, storage: Storage, i8: Option<&I8Net
     Ok(match layer {
         Layer::ActNorm { log_scale, shift, .. } => Item {
             ty: "ActNorm<DIM>".into(),
-            value: strukt(
-                "ActNorm",
-                vec![("log_scale", floats(log_scale)), ("shift", floats(shift))],
-            ),
+            value: list("ActNorm::new(", ")", vec![floats(log_scale), floats(shift)]),
             uses: vec!["ActNorm"],
         },
         Layer::Permutation { perm } => Item {

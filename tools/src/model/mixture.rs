@@ -113,9 +113,9 @@ impl DynMixture {
         self.flows.iter().map(DynFlow::splines).sum()
     }
 
-    /// [`DynFlow::exps`] of every member.
-    pub fn exps(&self) -> usize {
-        self.flows.iter().map(DynFlow::exps).sum()
+    /// [`DynFlow::elementwise`] of every member.
+    pub fn elementwise(&self) -> usize {
+        self.flows.iter().map(DynFlow::elementwise).sum()
     }
 
     /// Members a score combines (`0` for one flow): each costs an `exp`

@@ -242,8 +242,8 @@ pub struct Spec<'a> {
     /// Coordinates a spline transforms per evaluation (a spline coupling's
     /// `b`, an autoregressive spline's `d`).
     pub splines: usize,
-    /// `exp` evaluations outside a network (an ActNorm's one per coordinate).
-    pub exps: usize,
+    /// Coordinates of an elementwise affine (ActNorm) layer.
+    pub elementwise: usize,
 }
 
 /// The `params` field of the kinds that train (`None` for the fixed ones),
@@ -290,7 +290,7 @@ impl Layer {
             evaluations: 1,
             extra_macs: 0,
             splines: 0,
-            exps: 0,
+            elementwise: 0,
         };
         // Bins outside 1..=MAX_BINS (refused by validation) must not overflow.
         let k = |bins: usize| flowmote::spline::spline_params(bins.clamp(1, flowmote::spline::MAX_BINS));
@@ -302,7 +302,7 @@ impl Layer {
             } => Spec {
                 name: if *frozen { "standardise" } else { "actnorm" },
                 fixed_floats: log_scale.len() + shift.len(),
-                exps: log_scale.len(),
+                elementwise: log_scale.len(),
                 ..fixed
             },
             Layer::Permutation { .. } => Spec {
@@ -480,10 +480,10 @@ impl DynFlow {
             .sum()
     }
 
-    /// `exp` evaluations of one `log_prob` outside the networks (the
-    /// ActNorm layers': one per coordinate).
-    pub fn exps(&self) -> usize {
-        self.layers.iter().map(|l| l.spec(self.dim).exps).sum()
+    /// Coordinates of the elementwise affine (ActNorm) layers that one
+    /// `log_prob` transforms.
+    pub fn elementwise(&self) -> usize {
+        self.layers.iter().map(|l| l.spec(self.dim).elementwise).sum()
     }
 
     /// The multiply-adds of [`DynFlow::macs`] whose weights are stored

@@ -129,7 +129,7 @@ impl Layer {
                 shift,
                 frozen,
             } => {
-                let r = ActNormRef { log_scale, shift };
+                let r = ActNormRef::new(log_scale, shift);
                 if log_scale.len() != d || shift.len() != d {
                     Err(Error::ShapeMismatch)
                 } else if *frozen {

@@ -700,23 +700,10 @@ fn beside(
         return record;
     }
     let n = val.len() as f64;
-    let mut w = 0.5f64;
-    for _ in 0..1000 {
-        let next = lq
-            .iter()
-            .zip(&lg)
-            .map(|(a, b)| {
-                let (x, y) = (w.ln() + a, (1.0 - w).ln() + b);
-                1.0 / (1.0 + (y - x).exp())
-            })
-            .sum::<f64>()
-            / n;
-        let change = (next - w).abs();
-        w = next.clamp(1e-6, 1.0 - 1e-6);
-        if change < 1e-10 {
-            break;
-        }
-    }
+    // The student's weight; kept off 0 and 1 so both logs stay finite.
+    let w = super::stack::mixture_weights(&[&lq, &lg])
+        .first()
+        .map_or(0.5, |w| w.clamp(1e-6, 1.0 - 1e-6));
     record.weight = 1.0 - w;
     let model = DynMixture {
         log_weights: m

@@ -234,7 +234,8 @@ pub fn fit(rows: &[Vec<f64>], k: usize, kind: Covariance, floor: &[f64], seed: u
             s
         };
         let scatters: Vec<Vec<f64>> = (0..k).into_par_iter().map(scatter).collect();
-        let covs: Vec<Vec<f64>> = match kind {
+        let chols: Vec<Vec<f64>> = match kind {
+            // One covariance, factored once.
             Covariance::Tied => {
                 let mut all = vec![0.0; d * d];
                 for sc in &scatters {
@@ -242,15 +243,14 @@ pub fn fit(rows: &[Vec<f64>], k: usize, kind: Covariance, floor: &[f64], seed: u
                         *a += b;
                     }
                 }
-                vec![regularised(all, n as f64); k]
+                vec![cholesky(&regularised(all, n as f64), d).ok()?; k]
             }
             _ => scatters
                 .into_iter()
                 .zip(&counts)
-                .map(|(sc, c)| regularised(sc, *c))
-                .collect(),
+                .map(|(sc, c)| cholesky(&regularised(sc, *c), d).ok())
+                .collect::<Option<_>>()?,
         };
-        let chols: Vec<Vec<f64>> = covs.iter().map(|c| cholesky(c, d).ok()).collect::<Option<_>>()?;
         // E-step, and the log-likelihood of these parameters.
         let log_diag: Vec<f64> = chols.iter().map(|l| (0..d).map(|i| l[i * d + i].ln()).sum()).collect();
         let log_w: Vec<f64> = weights.iter().map(|w| w.ln()).collect();

@@ -16,6 +16,41 @@ pub struct Stacked {
 /// Weights below this are dropped from a stacked mixture (the rest refitted).
 pub const MIN_MIXTURE_WEIGHT: f64 = 0.01;
 
+/// The weights `w` (summing to 1) of the mixture `Σⱼ wⱼ pⱼ` that maximise
+/// the likelihood of rows on which member `j` has the log-densities
+/// `members[j]` (each as long as the first): EM from equal weights, until no
+/// weight moves by more than 1e-9 (at most 1 000 rounds). A weight can reach
+/// 0; empty for no members or no rows.
+pub fn mixture_weights(members: &[&[f64]]) -> Vec<f64> {
+    let k = members.len();
+    let n = members.first().map_or(0, |m| m.len());
+    if k == 0 || n == 0 {
+        return Vec::new();
+    }
+    let mut w = vec![1.0 / k as f64; k];
+    let mut r = vec![0.0; k];
+    for _ in 0..1000 {
+        let mut next = vec![0.0; k];
+        for row in 0..n {
+            let mut top = f64::NEG_INFINITY;
+            for (j, lp) in members.iter().enumerate() {
+                r[j] = w[j].ln() + lp.get(row).copied().unwrap_or(f64::NEG_INFINITY);
+                top = top.max(r[j]);
+            }
+            let tot: f64 = r.iter().map(|v| (v - top).exp()).sum();
+            for j in 0..k {
+                next[j] += (r[j] - top).exp() / tot / n as f64;
+            }
+        }
+        let change = next.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        w = next;
+        if change < 1e-9 {
+            break;
+        }
+    }
+    w
+}
+
 /// Stacking (Smyth & Wolpert, 1999): the mixture `Σₖ wₖ pₖ` of the trained
 /// `candidates` (`(index, model)`, each a single flow) whose weights maximise
 /// the likelihood of the `validation` rows (EM on the members' fixed
@@ -49,29 +84,8 @@ pub fn stack(
         })
         .collect();
     let fit = |pool: &[(usize, &DynFlow, Vec<f64>)]| -> Vec<f64> {
-        let k = pool.len();
-        let mut w = vec![1.0 / k as f64; k];
-        let mut r = vec![0.0; k];
-        for _ in 0..1000 {
-            let mut next = vec![0.0; k];
-            for row in 0..n {
-                let mut top = f64::NEG_INFINITY;
-                for (j, (_, _, lp)) in pool.iter().enumerate() {
-                    r[j] = w[j].ln() + lp[row];
-                    top = top.max(r[j]);
-                }
-                let tot: f64 = r.iter().map(|v| (v - top).exp()).sum();
-                for j in 0..k {
-                    next[j] += (r[j] - top).exp() / tot / n as f64;
-                }
-            }
-            let change = next.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            w = next;
-            if change < 1e-9 {
-                break;
-            }
-        }
-        w
+        let members: Vec<&[f64]> = pool.iter().map(|(_, _, lp)| lp.as_slice()).collect();
+        mixture_weights(&members)
     };
     let mut w = fit(&pool);
     loop {
