@@ -55,6 +55,10 @@ pub struct Target {
     /// the base density's share included (the exported layer's scales are
     /// computed at compile time: a multiply-add and a share of the log-det).
     pub instr_per_elementwise: f64,
+    /// Instructions per coordinate an affine coupling or MAF layer
+    /// transforms (its soft clamp, `exp` and multiply-add), beyond its
+    /// network's multiply-adds and activations.
+    pub instr_per_affine: f64,
     /// Instructions per member a mixture combines (an `exp` and a share of
     /// a `log`).
     pub instr_per_member: f64,
@@ -97,6 +101,8 @@ pub struct ModelCost {
     pub splines: u64,
     /// Coordinates of elementwise affine (ActNorm) layers per score.
     pub elementwise: u64,
+    /// Coordinates affine coupling and MAF layers transform per score.
+    pub affine: u64,
     /// Members a score combines (0 for one flow).
     pub members: u64,
 }
@@ -114,6 +120,7 @@ impl ModelCost {
             linear_macs: m.linear_macs() as u64,
             splines: m.splines() as u64,
             elementwise: m.elementwise() as u64,
+            affine: m.affine() as u64,
             members: m.combined_members() as u64,
         }
     }
@@ -133,6 +140,7 @@ impl ModelCost {
             linear_macs: self.linear_macs * k64,
             splines: self.splines * k64,
             elementwise: self.elementwise * k64,
+            affine: self.affine * k64,
             members: w as u64,
         }
     }
@@ -177,6 +185,7 @@ impl Target {
             + c.linear_macs.min(c.macs) as f64 * (self.instr_per_linear_mac - self.instr_per_mac)
             + c.splines as f64 * self.instr_per_spline
             + c.elementwise as f64 * self.instr_per_elementwise
+            + c.affine as f64 * self.instr_per_affine
             + c.members as f64 * self.instr_per_member;
         self.estimated_ms(c.macs, c.activations)
             .map(|ms| ms + 1e3 * more / self.clock_hz as f64)
@@ -201,12 +210,13 @@ pub const TARGETS: &[Target] = &[
         instr_per_mac: 2.9,
         instr_per_activation: 30.0,
         instr_per_linear_mac: 7.2,
-        instr_per_spline: 2078.0,
+        instr_per_spline: 2149.0,
         instr_per_elementwise: 7.9,
+        instr_per_affine: 93.1,
         instr_per_member: 93.5,
         extra_per_i8_mac: 2.0,
         extra_per_f16_mac: 11.2,
-        measured: "emulated Cortex-M4F (QEMU mps2-an386): MLP 8-64-64-16 relu row and the tanh row's extra of benches/firmware-bench.sh, the f16 and i8 rows' extra over the f32 ones, the most per multiply-add of its LU and triangular rows, the most per spline of its spline rows beyond their networks, its ActNorm row per coordinate and its two-member mixture row per member: an upper bound on every model counted (bundled nsf 4×32 model: 53 717 estimated, 39 725 counted; daphnet_gait's nsf 4×24 student 87 785 and 75 514; with 16 Gaussians beside it 95 697 and 80 198)",
+        measured: "emulated Cortex-M4F (QEMU mps2-an386): MLP 8-64-64-16 relu row and the tanh row's extra of benches/firmware-bench.sh, the f16 and i8 rows' extra over the f32 ones, the most per multiply-add of its LU and triangular rows, the most per spline of its spline rows and of the exported models counted below, its ActNorm row per coordinate, the most per transformed coordinate of its MAF and coupling rows, and its two-member mixture row per member: at or above the most each model counted on its 8 held-out golden inputs (bundled nsf 4×32 model: 54 285 estimated, 52 984 counted; daphnet_gait's nsf 4×24 student 89 206 and 84 571; with 24 Gaussians beside it 101 025 and 92 665; japanese_vowels' nsf 4×4 with 3 tied Gaussians 129 420 and 129 375; digits' maf 4×12 with 6 diagonal Gaussians 84 687 and 75 373)",
     },
     Target {
         name: "stm32f411",
@@ -218,8 +228,9 @@ pub const TARGETS: &[Target] = &[
         instr_per_mac: 2.9,
         instr_per_activation: 30.0,
         instr_per_linear_mac: 7.2,
-        instr_per_spline: 2078.0,
+        instr_per_spline: 2149.0,
         instr_per_elementwise: 7.9,
+        instr_per_affine: 93.1,
         instr_per_member: 93.5,
         extra_per_i8_mac: 2.0,
         extra_per_f16_mac: 11.2,
@@ -235,12 +246,13 @@ pub const TARGETS: &[Target] = &[
         instr_per_mac: 186.0,
         instr_per_activation: 3460.0,
         instr_per_linear_mac: 279.0,
-        instr_per_spline: 102794.0,
+        instr_per_spline: 110530.0,
         instr_per_elementwise: 489.3,
+        instr_per_affine: 4643.0,
         instr_per_member: 3567.0,
         extra_per_i8_mac: 72.0,
         extra_per_f16_mac: 130.0,
-        measured: "emulated Cortex-M0, soft float (QEMU microbit): MLP 8-32-32-16 relu and tanh rows of benches/firmware-bench.sh --m0, the MLP 8-16-16-16 f16 and i8 rows' extra over its f32 row, the most per multiply-add of its LU and triangular rows, and the spline, ActNorm and mixture rows as for nrf52840 (bundled nsf 4×32 model: 3 592 923 estimated, 3 041 444 counted)",
+        measured: "emulated Cortex-M0, soft float (QEMU microbit): MLP 8-32-32-16 relu and tanh rows of benches/firmware-bench.sh --m0, the MLP 8-16-16-16 f16 and i8 rows' extra over its f32 row, the most per multiply-add of its LU and triangular rows, and the spline, ActNorm, MAF, coupling and mixture rows as for nrf52840 (on the held-out golden inputs: bundled nsf 4×32 model 3 654 811 estimated and at most 3 654 811 counted; japanese_vowels' nsf 4×4 with 3 tied Gaussians 6 758 197 and 5 987 087; digits' maf 4×12 with 6 diagonal Gaussians 4 571 679 and 4 293 090)",
     },
     Target {
         name: "esp32c3",
@@ -252,12 +264,13 @@ pub const TARGETS: &[Target] = &[
         instr_per_mac: 102.8,
         instr_per_activation: 1701.0,
         instr_per_linear_mac: 159.4,
-        instr_per_spline: 55822.0,
+        instr_per_spline: 58487.0,
         instr_per_elementwise: 263.3,
+        instr_per_affine: 2604.0,
         instr_per_member: 2013.0,
         extra_per_i8_mac: 57.7,
         extra_per_f16_mac: 60.6,
-        measured: "emulated RV32IMC, soft float (QEMU riscv32 virt; the ESP32-C3's instruction set, not its timing): the rows of benches/firmware-bench.sh --rv32 as for rp2040 (bundled nsf 4×32 model: 1 923 770 estimated, 1 608 458 counted)",
+        measured: "emulated RV32IMC, soft float (QEMU riscv32 virt; the ESP32-C3's instruction set, not its timing): the rows of benches/firmware-bench.sh --rv32 as for rp2040 (on the held-out golden inputs: bundled nsf 4×32 model 1 945 091 estimated and at most 1 945 091 counted; japanese_vowels' model 3 610 693 and 3 257 777; digits' 2 528 966 and 2 314 709)",
     },
     Target {
         name: "host",
@@ -271,6 +284,7 @@ pub const TARGETS: &[Target] = &[
         instr_per_linear_mac: 0.0,
         instr_per_spline: 0.0,
         instr_per_elementwise: 0.0,
+        instr_per_affine: 0.0,
         instr_per_member: 0.0,
         extra_per_i8_mac: 0.0,
         extra_per_f16_mac: 0.0,
@@ -304,7 +318,7 @@ pub fn describe_all() -> String {
         }
         let b = t.default_budget();
         s.push_str(&format!(
-            "{:<10} {}: {} MHz, {}, {} KB flash, {} KB RAM\n{:<10} {:.1} instructions per multiply-add ({:.1} in a linear layer), {:.0} per activation, {:.0} per spline evaluation, {:.1} per ActNorm coordinate, {:.0} per mixture member ({})\n{:<10} default budget: {} KB of weights, {} ms per score (≈ {:.0} multiply-adds)\n",
+            "{:<10} {}: {} MHz, {}, {} KB flash, {} KB RAM\n{:<10} {:.1} instructions per multiply-add ({:.1} in a linear layer), {:.0} per activation, {:.0} per spline evaluation, {:.1} per ActNorm coordinate, {:.0} per affine (MAF, coupling) coordinate, {:.0} per mixture member ({})\n{:<10} default budget: {} KB of weights, {} ms per score (≈ {:.0} multiply-adds)\n",
             t.name,
             t.part,
             t.clock_hz / 1_000_000,
@@ -317,6 +331,7 @@ pub fn describe_all() -> String {
             t.instr_per_activation,
             t.instr_per_spline,
             t.instr_per_elementwise,
+            t.instr_per_affine,
             t.instr_per_member,
             t.measured,
             "",
@@ -389,6 +404,7 @@ mod tests {
             for (c, per) in [
                 (ModelCost { splines: 20, ..net }, t.instr_per_spline),
                 (ModelCost { elementwise: 20, ..net }, t.instr_per_elementwise),
+                (ModelCost { affine: 20, ..net }, t.instr_per_affine),
                 (ModelCost { members: 20, ..net }, t.instr_per_member),
             ] {
                 assert!(per > t.instr_per_mac, "{}", t.name);
@@ -432,6 +448,25 @@ mod tests {
         let c = ModelCost::of(&two);
         assert_eq!((c.splines, c.elementwise, c.members), (4, 6, 2));
         assert_eq!(one.repeated(2), c);
+        // An affine coupling: its transformed coordinates.
+        let affine = DynFlow::new(
+            3,
+            vec![Layer::AffineCoupling {
+                a: 1,
+                b: 2,
+                net: Net {
+                    hidden: 4,
+                    depth: 1,
+                    act: crate::model::Act::Tanh,
+                },
+                clamp: 3.0,
+                params: vec![0.0; 4 + 4 + 4 * 4 + 4],
+            }],
+        );
+        affine.validate().unwrap();
+        let c = ModelCost::of(&DynMixture::single(affine));
+        assert_eq!((c.affine, c.splines, c.elementwise), (2, 0, 0));
+        assert_eq!(one.affine, 0);
     }
 
     #[test]

@@ -113,6 +113,11 @@ impl DynMixture {
         self.flows.iter().map(DynFlow::splines).sum()
     }
 
+    /// [`DynFlow::affine`] of every member.
+    pub fn affine(&self) -> usize {
+        self.flows.iter().map(DynFlow::affine).sum()
+    }
+
     /// [`DynFlow::elementwise`] of every member.
     pub fn elementwise(&self) -> usize {
         self.flows.iter().map(DynFlow::elementwise).sum()

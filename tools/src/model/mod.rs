@@ -244,6 +244,9 @@ pub struct Spec<'a> {
     pub splines: usize,
     /// Coordinates of an elementwise affine (ActNorm) layer.
     pub elementwise: usize,
+    /// Coordinates an affine coupling or MAF layer transforms per
+    /// evaluation (each a soft clamp, an `exp` and a multiply-add).
+    pub affine: usize,
 }
 
 /// The `params` field of the kinds that train (`None` for the fixed ones),
@@ -291,6 +294,7 @@ impl Layer {
             extra_macs: 0,
             splines: 0,
             elementwise: 0,
+            affine: 0,
         };
         // Bins outside 1..=MAX_BINS (refused by validation) must not overflow.
         let k = |bins: usize| flowmote::spline::spline_params(bins.clamp(1, flowmote::spline::MAX_BINS));
@@ -318,6 +322,7 @@ impl Layer {
                 split: Some((*a, *b)),
                 net: shape(*a, 0, net, 2 * b),
                 bound: Some(*clamp),
+                affine: *b,
                 ..fixed
             },
             Layer::Maf { net, clamp, .. } => Spec {
@@ -325,6 +330,7 @@ impl Layer {
                 net: shape(dim, 0, net, 2 * dim),
                 bound: Some(*clamp),
                 made_heads: 2,
+                affine: dim,
                 ..fixed
             },
             Layer::SplineCoupling {
@@ -477,6 +483,16 @@ impl DynFlow {
             .iter()
             .map(|l| l.spec(self.dim))
             .map(|s| s.evaluations * s.splines)
+            .sum()
+    }
+
+    /// Coordinates the affine coupling and MAF layers of one `log_prob`
+    /// transform.
+    pub fn affine(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.spec(self.dim))
+            .map(|s| s.evaluations * s.affine)
             .sum()
     }
 
