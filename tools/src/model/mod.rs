@@ -472,34 +472,31 @@ impl DynFlow {
     /// linear (LU and triangular) layers', which cost more per multiply-add
     /// on a device ([`Target::instr_per_linear_mac`](crate::target::Target::instr_per_linear_mac)).
     pub fn linear_macs(&self) -> usize {
-        self.layers.iter().map(|l| l.spec(self.dim).extra_macs).sum()
+        self.per_score(|s| s.extra_macs)
+    }
+
+    /// `count` of every layer's [`Spec`], summed over the layers.
+    fn per_score(&self, count: impl Fn(&Spec) -> usize) -> usize {
+        self.layers.iter().map(|l| count(&l.spec(self.dim))).sum()
     }
 
     /// Spline evaluations of one `log_prob` (one per coordinate a spline
     /// layer transforms), which cost far more than a multiply-add on a
     /// device ([`Target::instr_per_spline`](crate::target::Target::instr_per_spline)).
     pub fn splines(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| l.spec(self.dim))
-            .map(|s| s.evaluations * s.splines)
-            .sum()
+        self.per_score(|s| s.evaluations * s.splines)
     }
 
     /// Coordinates the affine coupling and MAF layers of one `log_prob`
     /// transform.
     pub fn affine(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| l.spec(self.dim))
-            .map(|s| s.evaluations * s.affine)
-            .sum()
+        self.per_score(|s| s.evaluations * s.affine)
     }
 
     /// Coordinates of the elementwise affine (ActNorm) layers that one
     /// `log_prob` transforms.
     pub fn elementwise(&self) -> usize {
-        self.layers.iter().map(|l| l.spec(self.dim).elementwise).sum()
+        self.per_score(|s| s.elementwise)
     }
 
     /// The multiply-adds of [`DynFlow::macs`] whose weights are stored
@@ -518,11 +515,7 @@ impl DynFlow {
     /// Hidden-unit activations of one `log_prob`: every conditioner's hidden
     /// units times its evaluations.
     pub fn activations(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| l.spec(self.dim))
-            .map(|s| s.evaluations * s.net.map_or(0, |n| n.hidden * n.depth))
-            .sum()
+        self.per_score(|s| s.evaluations * s.net.map_or(0, |n| n.hidden * n.depth))
     }
 
     /// A flow of `f32` weights.
