@@ -393,7 +393,7 @@ mod tests {
     }
 
     #[test]
-    fn splines_actnorm_coordinates_and_mixture_members_cost_their_own_instructions() {
+    fn splines_transformed_coordinates_and_mixture_members_cost_their_own_instructions() {
         let net = ModelCost {
             macs: 10_000,
             activations: 100,
@@ -414,7 +414,8 @@ mod tests {
             }
         }
         // What a model counts: a spline coupling's transformed coordinates,
-        // an ActNorm's coordinates, a mixture's members.
+        // an ActNorm's coordinates, a mixture's members (and below, an affine
+        // coupling's transformed coordinates).
         use crate::model::{DynFlow, DynMixture, Layer, Net};
         let flow = DynFlow::new(
             3,
