@@ -94,6 +94,35 @@ pub struct Distillation {
     /// reserve).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gaussians: Option<GaussiansRecord>,
+    /// The Gaussian mixture tried alone, within the whole budget, against
+    /// the kept student (`None`: not tried — the teacher fit, the flow was
+    /// pinned, `--no-gaussians`, or none fits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gaussians_alone: Option<GaussiansAloneRecord>,
+}
+
+/// A Gaussian mixture as the whole model (`train::gaussians`), tried
+/// against the students.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct GaussiansAloneRecord {
+    /// Covariance shape: `full`, `tied` or `diagonal`.
+    pub covariance: String,
+    /// Components.
+    pub components: usize,
+    /// BIC on the training rows (standardised), which chose the shape.
+    pub bic: f64,
+    /// Bytes of weights.
+    pub weight_bytes: u64,
+    /// Their validation NLL.
+    pub val_nll: f64,
+    /// Validation NLL of the model they had to beat, the kept student
+    /// (with the Gaussians beside it if those were kept); `None` when no
+    /// flow fits the budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub student_val_nll: Option<f64>,
+    /// Whether they are the model kept.
+    pub kept: bool,
 }
 
 /// The Gaussian mixture fitted beside a distilled student

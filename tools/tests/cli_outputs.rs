@@ -561,9 +561,12 @@ fn impossible_budgets_and_unknown_targets_are_errors() {
     fs::write(&out, "precious").unwrap();
     let d = data();
     for (extra, want) in [
-        (vec!["--max-flash", "100"], vec!["smallest tried", "--max-flash"]),
         (
-            vec!["--max-flash", "100", "--target", "host"],
+            vec!["--max-flash", "20"],
+            vec!["smallest tried", "--max-flash", "one diagonal Gaussian"],
+        ),
+        (
+            vec!["--max-flash", "20", "--target", "host"],
             vec!["smallest tried", "host"],
         ),
         (

@@ -25,7 +25,7 @@ pub use score::{run_score, ScoreArgs};
 pub use train::{run_train, TrainArgs};
 
 use crate::data::{self, Dataset};
-use crate::model::ModelFile;
+use crate::model::{DynMixture, Layer, ModelFile};
 use anyhow::Result;
 use std::path::Path;
 
@@ -60,6 +60,9 @@ pub fn describe_model(model: &ModelFile) -> String {
                 .join(", ")
         );
     }
+    if model.kind == crate::model::GAUSSIANS_KIND {
+        return describe_gaussians(&model.model);
+    }
     let n = |v: Option<usize>| v.map_or("?".to_string(), |v| v.to_string());
     match &st.members {
         Some(members) => format!(
@@ -93,6 +96,30 @@ pub fn describe_model(model: &ModelFile) -> String {
             }
         ),
     }
+}
+
+/// "k Gaussian(s) (… covariance)" for a model of Gaussians alone, read off
+/// its layers: a component's second layer is an ActNorm (diagonal) or a
+/// triangular layer, the same for every component (tied) or not (full).
+fn describe_gaussians(m: &DynMixture) -> String {
+    let second: Vec<&Layer> = m.flows.iter().filter_map(|f| f.layers.get(1)).collect();
+    let factor = |l: &Layer| match l {
+        // The factor without its bias (the last `d` parameters).
+        Layer::TriLinear { params } => params.len().checked_sub(m.dim()).map(|n| params[..n].to_vec()),
+        _ => None,
+    };
+    let covariance = if second.iter().all(|l| matches!(l, Layer::ActNorm { .. })) {
+        "diagonal"
+    } else if second.len() > 1
+        && second
+            .windows(2)
+            .all(|w| factor(w[0]).is_some() && factor(w[0]) == factor(w[1]))
+    {
+        "tied"
+    } else {
+        "full"
+    };
+    format!("{} Gaussian(s) ({covariance} covariance)", m.flows.len())
 }
 
 /// `−log p` of every row (`None` where the row cannot be scored) and the

@@ -36,6 +36,10 @@ use std::fmt::Write as _;
 
 /// Identifies model files written by this tool.
 pub const FORMAT: &str = "flowmote-model";
+/// [`ModelFile::kind`] of a model of Gaussians alone (a mixture of flows
+/// of a standardisation and one ActNorm or triangular layer each), kept
+/// when no flow fits a device budget.
+pub const GAUSSIANS_KIND: &str = "gaussians";
 /// Version of the model file layout for a model that scores the CSV's
 /// columns as they are. Version 1 files (one `flow`) are read as a
 /// one-member mixture; versions above [`VERSION_WITH_WEIGHTS`] are refused.

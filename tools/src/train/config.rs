@@ -505,7 +505,7 @@ impl Budget {
 
     /// Why a model of cost `c` does not fit, or `None` if it does.
     pub fn exceeded(&self, c: &ModelCost) -> Option<String> {
-        let kb = |b: u64| format!("{:.1} KB", b as f64 / 1024.0);
+        let kb = bytes_text;
         if let Some(max) = self.weight_bytes {
             if c.weight_bytes > max {
                 return Some(format!(
@@ -541,7 +541,7 @@ impl Budget {
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(b) = self.weight_bytes {
-            parts.push(format!("≤ {:.1} KB of weights", b as f64 / 1024.0));
+            parts.push(format!("≤ {} of weights", bytes_text(b)));
         }
         if let Some(ms) = self.ms {
             parts.push(format!("≤ {ms} ms per score"));
@@ -613,6 +613,16 @@ pub fn default_folds(rows: usize, val_fraction: f64) -> usize {
         SMALL_DATA_FOLDS
     } else {
         1
+    }
+}
+
+/// Bytes for a message: "64.0 KB", or "152 bytes" under 1 KB (where a
+/// tenth of a KB would hide the difference to a small budget).
+fn bytes_text(b: u64) -> String {
+    if b < 1024 {
+        format!("{b} bytes")
+    } else {
+        format!("{:.1} KB", b as f64 / 1024.0)
     }
 }
 

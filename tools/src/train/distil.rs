@@ -19,11 +19,13 @@ use super::build::{candidate_cost, weight_bound};
 use super::config::{auto_candidates, default_folds, Budget, FlowKind, Select, TrainConfig, MAX_WEIGHTS};
 use super::epochs::TeacherPool;
 use super::fit::{column_moments, hold_out, standardisation, train_split, unscorable_rows, Split, Standardisation};
-use super::gaussians::{self, Gmm};
+use super::gaussians::{self, Covariance, Gmm};
 use super::{train_committee, TrainSummary};
 use crate::data::Dataset;
-use crate::model::{Act, DynMixture, ModelFile, Net, Storage};
-use crate::provenance::{Candidate, Distillation, GaussiansRecord, TeacherRecord};
+use crate::model::{Act, DynMixture, ModelFile, Net, Storage, FORMAT, GAUSSIANS_KIND, VERSION};
+use crate::provenance::{
+    Candidate, Distillation, GaussiansAloneRecord, GaussiansRecord, Provenance, Settings, TeacherRecord,
+};
 use crate::target::ModelCost;
 use anyhow::{bail, Result};
 use rand_core::SeedableRng;
@@ -273,7 +275,23 @@ pub(super) fn distil(
     progress: bool,
 ) -> Result<(ModelFile, TrainSummary)> {
     let start = Instant::now();
-    let candidates = students(ds, cfg, &budget)?;
+    // With the search left to choose the model, a Gaussian mixture within
+    // the whole budget competes with the students (`keep_gaussians`); when
+    // no flow fits (a soft-float part on wide data) it is kept if one fits,
+    // else, or with the flow pinned, the error.
+    let alone_allowed = cfg.gaussians && cfg.flow == FlowKind::Auto && cfg.layers.is_none() && cfg.hidden.is_none();
+    let smallest_gaussian = gaussians::added_cost(Covariance::Diag, 1, ds.dim());
+    let (candidates, no_flow) = match students(ds, cfg, &budget) {
+        Ok(c) => (c, None),
+        Err(e) if alone_allowed => match budget.exceeded(&smallest_gaussian) {
+            None => (Vec::new(), Some(e)),
+            Some(why) => bail!(
+                "{e:#}\nnor does one diagonal Gaussian, the smallest model there is ({:.0} bytes of weights): {why}",
+                smallest_gaussian.weight_bytes
+            ),
+        },
+        Err(e) => return Err(e),
+    };
     let one = TrainConfig {
         folds: Some(1),
         fold: None,
@@ -307,14 +325,26 @@ pub(super) fn distil(
             val.len()
         );
     }
-    // The Gaussians beside the student (`gaussians`) are fitted while the
-    // teacher trains (they need only the rows): the two share the cores.
-    let (teacher, gauss) = rayon::join(
+    // The Gaussians beside the student (`gaussians`) and alone are fitted
+    // while the teacher trains (they need only the rows): they share the
+    // cores.
+    let (teacher, (gauss, alone)) = rayon::join(
         || train_committee(&tds, &tcfg, progress, Some(&budget)),
-        || cfg.gaussians.then(|| fit_gaussians(&tds, cfg, &budget)).transpose(),
+        || {
+            rayon::join(
+                || match cfg.gaussians && !candidates.is_empty() {
+                    true => fit_gaussians(&tds, cfg, &budget.scaled(GAUSSIAN_SHARE), false),
+                    false => Ok(None),
+                },
+                || match alone_allowed {
+                    true => fit_gaussians(&tds, cfg, &budget, true),
+                    false => Ok(None),
+                },
+            )
+        },
     );
     let (teacher, tsum) = teacher?;
-    let gauss = gauss?.flatten();
+    let (gauss, alone) = (gauss?, alone?);
     let tcost = ModelCost::of(&teacher.model);
     // One pass over the held-out rows: how many the teacher cannot score,
     // and its mean NLL on them.
@@ -372,6 +402,7 @@ pub(super) fn distil(
             pool: 0,
             kept: "teacher (within the budget)".into(),
             gaussians: None,
+            gaussians_alone: None,
         });
         s.seconds = start.elapsed().as_secs_f64();
         return Ok((m, s));
@@ -381,6 +412,37 @@ pub(super) fn distil(
     // trained: the full budget's students compete alone, the smaller ones
     // with the Gaussians, so a file the Gaussians do not help keeps the
     // student it would have had without them.
+    if let Some(e) = no_flow {
+        let Some(alone) = alone.and_then(|g| Alone::judge(g, ds.dim(), &val, &budget)) else {
+            return Err(e);
+        };
+        let teacher = Teacher {
+            model: teacher,
+            record,
+            val_nll: teacher_val,
+        };
+        let why = "because no flow fits the budget".to_string();
+        let (m, s) = keep_gaussians(
+            ds,
+            &tds,
+            cfg,
+            &budget,
+            alone,
+            teacher,
+            (Vec::new(), None, None),
+            why,
+            &val,
+            start,
+        );
+        m.validate()?;
+        if progress {
+            eprintln!(
+                "{e:#}\nkept {}",
+                m.provenance.settings.distillation.as_ref().map_or("", |d| &d.kept)
+            );
+        }
+        return Ok((m, s));
+    }
     let reduced: Vec<Student> = gauss
         .as_ref()
         .and_then(|(g, _)| budget.less(&gaussians::added_cost(g.kind, g.len(), ds.dim())))
@@ -588,6 +650,53 @@ pub(super) fn distil(
             );
         }
     }
+    // The Gaussians alone, within the whole budget: kept if they beat the
+    // kept student on the held-out rows by more than 1/rows nats.
+    let alone = alone.and_then(|g| Alone::judge(g, ds.dim(), &val, &budget));
+    if let (Some(a), true) = (&alone, progress) {
+        eprintln!(
+            "{} Gaussian(s) alone ({} covariance, {:.1} KB): validation NLL {:.3}",
+            a.gmm.len(),
+            a.gmm.kind.name(),
+            a.cost.weight_bytes as f64 / 1024.0,
+            a.val_nll
+        );
+    }
+    let margin = 1.0 / val.len().max(1) as f64;
+    let alone = match alone {
+        Some(a) if !val.is_empty() && a.val_nll + margin < s.best_val_nll => {
+            let why = format!(
+                "better on the held-out rows than the best student, {}{} ({:.3})",
+                student_name(&m.provenance.settings.config),
+                if gauss.as_ref().is_some_and(|g| g.kept) {
+                    " with Gaussians beside it"
+                } else {
+                    ""
+                },
+                s.best_val_nll
+            );
+            let teacher = Teacher {
+                model: teacher,
+                record,
+                val_nll: teacher_val,
+            };
+            let (m, s) = keep_gaussians(
+                ds,
+                &tds,
+                cfg,
+                &budget,
+                a,
+                teacher,
+                (tried, gauss, Some(s.best_val_nll)),
+                why,
+                &val,
+                start,
+            );
+            m.validate()?;
+            return Ok((m, s));
+        }
+        other => other.map(|a| a.record(Some(s.best_val_nll), false)),
+    };
     let kcost = ModelCost::of(&m.model);
     let with_samples = tried[pick].teacher_samples.unwrap_or(0) > 0;
     let kept = format!(
@@ -623,6 +732,7 @@ pub(super) fn distil(
         pool: pool.as_ref().map_or(0, |p| p.rows.len()),
         kept,
         gaussians: gauss,
+        gaussians_alone: alone,
     });
     m.provenance.settings.config.target = Some(budget.target.name.into());
     s.seconds = start.elapsed().as_secs_f64();
@@ -632,10 +742,15 @@ pub(super) fn distil(
 }
 
 /// The Gaussian mixture with the lowest BIC on the standardised `rows` of
-/// `tds` among those within an eighth of `budget` (and a model of at most
-/// [`DynMixture::MAX_MEMBERS`] flows with the student), and the
-/// standardisation it was fitted in; `None` if none fits.
-fn fit_gaussians(tds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Option<(Gmm, Standardisation)>> {
+/// `tds` among those within `reserve` (and a model of at most
+/// [`DynMixture::MAX_MEMBERS`] flows, with a student beside them unless
+/// `alone`), and the standardisation it was fitted in; `None` if none fits.
+fn fit_gaussians(
+    tds: &Dataset,
+    cfg: &TrainConfig,
+    reserve: &Budget,
+    alone: bool,
+) -> Result<Option<(Gmm, Standardisation)>> {
     let st = standardisation(tds, &tds.rows, cfg)?;
     let rows: Vec<Vec<f64>> = tds
         .rows
@@ -648,11 +763,174 @@ fn fit_gaussians(tds: &Dataset, cfg: &TrainConfig, budget: &Budget) -> Result<Op
         })
         .collect();
     let floor = gaussians::lattice_floor(&st.std, &st.steps);
-    let reserve = budget.scaled(GAUSSIAN_SHARE);
-    let g = gaussians::best_by_bic(&rows, &floor, DynMixture::MAX_MEMBERS - 1, cfg.seed, |c| {
-        reserve.exceeded(c).is_none()
-    });
+    let members = DynMixture::MAX_MEMBERS - usize::from(!alone);
+    let g = gaussians::best_by_bic(&rows, &floor, members, cfg.seed, |c| reserve.exceeded(c).is_none());
     Ok(g.map(|g| (g, st)))
+}
+
+/// The teacher of a distillation: its model, record and NLL on the
+/// held-out rows.
+struct Teacher {
+    model: ModelFile,
+    record: TeacherRecord,
+    val_nll: f64,
+}
+
+/// A Gaussian mixture as the whole model, judged on the held-out rows.
+struct Alone {
+    gmm: Gmm,
+    st: Standardisation,
+    model: DynMixture,
+    cost: ModelCost,
+    /// What the fit chose: means, variances (or factors) and weights.
+    parameters: usize,
+    val_nll: f64,
+}
+
+impl Alone {
+    /// The mixture `g` (fitted in the standardisation `st`) as flows on
+    /// `d` columns and its NLL on `val`; `None` if it does not build, is
+    /// over `budget` or cannot score the rows.
+    fn judge((gmm, st): (Gmm, Standardisation), d: usize, val: &[Vec<f32>], budget: &Budget) -> Option<Self> {
+        let model = gmm.flows(&st.mean, &st.std, Storage::F32)?;
+        let parameters = gaussians::free_params(gmm.kind, gmm.len(), d);
+        let cost = ModelCost {
+            parameters: ModelCost::of(&model).parameters.max(parameters),
+            ..ModelCost::of(&model)
+        };
+        if model.validate().is_err() || budget.exceeded(&cost).is_some() {
+            return None;
+        }
+        let val_nll = if val.is_empty() {
+            f64::NAN
+        } else {
+            mean_nll_of(&model.log_probs(val))
+        };
+        (val.is_empty() || val_nll.is_finite()).then_some(Alone {
+            gmm,
+            st,
+            model,
+            cost,
+            parameters,
+            val_nll,
+        })
+    }
+
+    /// Its record, against the student's validation NLL (if any).
+    fn record(&self, student_val_nll: Option<f64>, kept: bool) -> GaussiansAloneRecord {
+        GaussiansAloneRecord {
+            covariance: self.gmm.kind.name().into(),
+            components: self.gmm.len(),
+            bic: self.gmm.bic,
+            weight_bytes: self.cost.weight_bytes,
+            val_nll: self.val_nll,
+            student_val_nll,
+            kept,
+        }
+    }
+}
+
+/// The model file and summary of the Gaussians `alone` kept for `budget`
+/// (`why`, e.g. "because no flow fits the budget"), fitted on the
+/// teacher's rows `tds` of `ds` and judged on `val`; `students` are those
+/// trained (with the Gaussians tried beside the best of them, and the best
+/// one's validation NLL), the teacher recorded beside them.
+#[allow(clippy::too_many_arguments)]
+fn keep_gaussians(
+    ds: &Dataset,
+    tds: &Dataset,
+    cfg: &TrainConfig,
+    budget: &Budget,
+    alone: Alone,
+    teacher: Teacher,
+    (students, beside, student_val_nll): (Vec<Candidate>, Option<GaussiansRecord>, Option<f64>),
+    why: String,
+    val: &[Vec<f32>],
+    start: Instant,
+) -> (ModelFile, TrainSummary) {
+    let cost = alone.cost;
+    let v = alone.val_nll;
+    let kept = format!(
+        "{} Gaussian(s) ({} covariance, {:.1} KB, {} multiply-adds{}): validation NLL {v:.3}, {why}; teacher, {} \
+         ({:.0} KB): {:.3} on the same rows",
+        alone.gmm.len(),
+        alone.gmm.kind.name(),
+        cost.weight_bytes as f64 / 1024.0,
+        cost.macs,
+        budget
+            .target
+            .estimated_ms_of(&cost)
+            .map_or(String::new(), |ms| format!(", {ms:.2} ms on {}", budget.target.name)),
+        teacher.record.kept,
+        teacher.record.weight_bytes as f64 / 1024.0,
+        teacher.val_nll
+    );
+    let record = alone.record(student_val_nll, true);
+    let Alone {
+        st, model, parameters, ..
+    } = alone;
+    let dequantized: Vec<(String, f32)> = st
+        .steps
+        .iter()
+        .zip(&ds.features)
+        .filter_map(|(s, f)| s.map(|s| (f.clone(), s)))
+        .collect();
+    let summary = TrainSummary {
+        train_rows: tds.rows.len(),
+        val_rows: val.len(),
+        labelled_out: ds.len() - ds.n_normal(),
+        epochs_run: 0,
+        best_epoch: 0,
+        best_val_nll: v,
+        dequantized: dequantized.clone(),
+        skipped_rows: 0,
+        seconds: start.elapsed().as_secs_f64(),
+        parameters,
+        validation: val.to_vec(),
+        teacher: Some(Box::new(teacher.model)),
+    };
+    let model = ModelFile {
+        format: FORMAT.into(),
+        version: VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        kind: GAUSSIANS_KIND.into(),
+        features: ds.features.clone(),
+        features_pipeline: None,
+        mean: st.mean,
+        std: st.std,
+        model,
+        threshold: None,
+        provenance: Provenance {
+            data_file: ds.path.clone(),
+            data_sha256: ds.sha256.clone(),
+            train_rows: tds.rows.len(),
+            val_rows: val.len(),
+            val_nll: v,
+            settings: Settings {
+                config: TrainConfig {
+                    target: Some(budget.target.name.into()),
+                    folds: Some(1),
+                    fold: None,
+                    ..cfg.clone()
+                },
+                dequantized,
+                distillation: Some(Distillation {
+                    budget: budget.describe(),
+                    max_weight_bytes: budget.weight_bytes,
+                    teacher: teacher.record,
+                    students,
+                    samples_per_epoch: 0,
+                    pool: 0,
+                    kept,
+                    gaussians: beside,
+                    gaussians_alone: Some(record),
+                }),
+                ..Settings::default()
+            },
+            history: Vec::new(),
+        },
+    };
+    (model, summary)
 }
 
 /// Share of the budget the Gaussians beside a student may take.

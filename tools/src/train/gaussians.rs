@@ -351,7 +351,10 @@ impl Gmm {
 }
 
 /// What `k` Gaussians of shape `kind` on `d` columns add to a one-flow
-/// model's cost: their flows and the `k + 1` mixture weights.
+/// model's cost: their flows and the `k + 1` mixture weights. Their
+/// parameters are at least the mixture's [`free_params`] (a diagonal
+/// Gaussian's scales and shifts are an ActNorm's, which
+/// [`ModelCost::of`] does not count as trained).
 pub fn added_cost(kind: Covariance, k: usize, d: usize) -> ModelCost {
     let zero = Gmm {
         kind,
@@ -372,7 +375,7 @@ pub fn added_cost(kind: Covariance, k: usize, d: usize) -> ModelCost {
         .expect("the identity is finite");
     let mut c = ModelCost::of(&m);
     let extra = (k + 1) - crate::model::mixture_weights(k);
-    c.parameters += extra;
+    c.parameters = (c.parameters + extra).max(free_params(kind, k, d) + 1);
     c.weight_bytes += 4 * extra as u64;
     c
 }
@@ -488,7 +491,7 @@ mod tests {
         // And the cost that budgeted it is the cost of what it builds.
         let mut c = ModelCost::of(&m);
         let extra = (g.len() + 1) - crate::model::mixture_weights(g.len());
-        c.parameters += extra;
+        c.parameters = (c.parameters + extra).max(free_params(g.kind, g.len(), 3) + 1);
         c.weight_bytes += 4 * extra as u64;
         assert_eq!(c, added_cost(g.kind, g.len(), 3));
     }
