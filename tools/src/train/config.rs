@@ -537,6 +537,19 @@ impl Budget {
         format!("{flag}, the {} budget", self.target.name)
     }
 
+    /// What a kept model costs, for its summary: "40.0 KB, 9113
+    /// multiply-adds, 1.95 ms on nrf52840" (no time on the host).
+    pub fn cost_text(&self, c: &ModelCost) -> String {
+        format!(
+            "{:.1} KB, {} multiply-adds{}",
+            c.weight_bytes as f64 / 1024.0,
+            c.macs,
+            self.target
+                .estimated_ms_of(c)
+                .map_or(String::new(), |ms| format!(", {ms:.2} ms on {}", self.target.name))
+        )
+    }
+
     /// One line for summaries: "nrf52840: ≤ 64.0 KB, ≤ 2 ms per score".
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();

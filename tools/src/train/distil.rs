@@ -700,19 +700,21 @@ pub(super) fn distil(
     let kcost = ModelCost::of(&m.model);
     let with_samples = tried[pick].teacher_samples.unwrap_or(0) > 0;
     let kept = format!(
-        "student {}{} trained on {} ({:.1} KB, {} multiply-adds{}): validation NLL {:.3}{}; teacher, {} ({:.0} KB): {:.3} on the same rows",
+        "student {}{} trained on {} ({}): validation NLL {:.3}{}; teacher, {} ({:.0} KB): {:.3} on the same rows",
         student_name(&m.provenance.settings.config),
         match &gauss {
-            Some(g) if g.kept => format!(" with {} Gaussian(s) ({} covariance) at weight {:.2}", g.components, g.covariance, g.weight),
+            Some(g) if g.kept => format!(
+                " with {} Gaussian(s) ({} covariance) at weight {:.2}",
+                g.components, g.covariance, g.weight
+            ),
             _ => String::new(),
         },
-        if with_samples { "the real rows and teacher samples" } else { "the real rows" },
-        kcost.weight_bytes as f64 / 1024.0,
-        kcost.macs,
-        budget
-            .target
-            .estimated_ms_of(&kcost)
-            .map_or(String::new(), |ms| format!(", {ms:.2} ms on {}", budget.target.name)),
+        if with_samples {
+            "the real rows and teacher samples"
+        } else {
+            "the real rows"
+        },
+        budget.cost_text(&kcost),
         s.best_val_nll,
         if cfg.select == Select::OneSe && tried.iter().any(|c| c.val_nll.is_some_and(|v| v < student_val)) {
             " (the smallest within one standard error of the best student)"
@@ -851,16 +853,11 @@ fn keep_gaussians(
     let cost = alone.cost;
     let v = alone.val_nll;
     let kept = format!(
-        "{} Gaussian(s) ({} covariance, {:.1} KB, {} multiply-adds{}): validation NLL {v:.3}, {why}; teacher, {} \
-         ({:.0} KB): {:.3} on the same rows",
+        "{} Gaussian(s) ({} covariance, {}): validation NLL {v:.3}, {why}; teacher, {} ({:.0} KB): {:.3} on the same \
+         rows",
         alone.gmm.len(),
         alone.gmm.kind.name(),
-        cost.weight_bytes as f64 / 1024.0,
-        cost.macs,
-        budget
-            .target
-            .estimated_ms_of(&cost)
-            .map_or(String::new(), |ms| format!(", {ms:.2} ms on {}", budget.target.name)),
+        budget.cost_text(&cost),
         teacher.record.kept,
         teacher.record.weight_bytes as f64 / 1024.0,
         teacher.val_nll
