@@ -850,13 +850,20 @@ fn gaussians_beside_the_student_are_kept_when_they_fit_better() {
     let g = d.gaussians.as_ref().expect("Gaussians tried");
     assert!(g.kept, "{g:?}");
     assert_eq!(g.components, 3, "{g:?}");
-    assert_eq!(m.model.flows.len(), 4);
+    assert_eq!(d.defensive_weight, 0.001);
+    assert_eq!(m.model.flows.len(), 5, "student, 3 Gaussians, the broad one");
     assert!(g.val_nll + 0.05 < g.student_val_nll, "{g:?}");
     assert!(
         g.val_nll < g.alone_val_nll,
         "beats the full budget's student too: {g:?}"
     );
-    assert!((s.best_val_nll - g.val_nll).abs() < 1e-9);
+    // The broad Gaussian costs a row at most −ln(1 − 0.001).
+    assert!(
+        s.best_val_nll <= g.val_nll + 0.0011,
+        "{} vs {}",
+        s.best_val_nll,
+        g.val_nll
+    );
     assert!(m.model.weight_bytes() as u64 <= 16 * 1024);
     m.model.validate().unwrap();
     assert!(flowmote_tools::cli::describe_model(&m).contains("3 Gaussian(s)"));
@@ -882,9 +889,10 @@ fn gaussians_beside_the_student_are_kept_when_they_fit_better() {
         false,
     )
     .unwrap();
-    assert_eq!(alone.model.flows.len(), 1);
+    // The student and the broad Gaussian (`--defensive-weight`).
+    assert_eq!(alone.model.flows.len(), 2);
     let d = alone.provenance.settings.distillation.as_ref().unwrap();
-    assert!(d.gaussians.is_none());
+    assert!(d.gaussians.is_none() && d.gaussians_alone.is_none());
 }
 
 fn rayon_one_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
@@ -1271,6 +1279,9 @@ fn budgets_bound_the_kept_model() {
         epochs: Some(3),
         folds: Some(1),
         target: Some("host".into()),
+        // The kept student's own validation NLL (the broad Gaussian has
+        // its own test).
+        defensive_weight: 0.0,
         ..TrainConfig::default()
     };
     let (free, _) = train::train(&ds, &cfg, false).unwrap();
@@ -1449,6 +1460,7 @@ fn gaussians_alone_compete_with_the_students() {
         folds: Some(1),
         target: Some("host".into()),
         max_params: Some(100),
+        defensive_weight: 0.0,
         ..TrainConfig::default()
     };
     let (m, s) = train::train(&ds, &cfg, false).unwrap();
@@ -1486,6 +1498,80 @@ fn gaussians_alone_compete_with_the_students() {
     assert_eq!(p.kind, "maf");
     let d = p.provenance.settings.distillation.as_ref().unwrap();
     assert!(d.gaussians_alone.is_none());
+}
+
+/// The broad Gaussian of `--defensive-weight` (default 0.001) mixed into a
+/// device's kept model: every row pays at most `−ln(1 − w)` nats against
+/// the model without it (the same student: the choice comes first), a row
+/// far from the data scores no more than `−ln w` above the broad
+/// Gaussian's own score (computed here from the model's mean and std), and
+/// the validation NLL reported is the mixture's.
+#[test]
+fn a_broad_gaussian_bounds_the_score_of_far_rows() {
+    let (_, ds) = training_set("defensive", &banana(400, 53));
+    let cfg = TrainConfig {
+        epochs: Some(4),
+        folds: Some(1),
+        ..TrainConfig::default()
+    };
+    let (m, s) = train::train(&ds, &cfg, false).unwrap();
+    let (b, _) = train::train(
+        &ds,
+        &TrainConfig {
+            defensive_weight: 0.0,
+            ..cfg.clone()
+        },
+        false,
+    )
+    .unwrap();
+    let w = 0.001f64;
+    assert_eq!(m.provenance.settings.distillation.as_ref().unwrap().defensive_weight, w);
+    assert_eq!(
+        b.provenance.settings.distillation.as_ref().unwrap().defensive_weight,
+        0.0
+    );
+    assert_eq!(m.model.flows.len(), b.model.flows.len() + 1);
+    assert!(cli::describe_model(&m).ends_with("and a broad Gaussian at weight 0.001"));
+    // The broad Gaussian's −log density, independently.
+    let broad = |x: &[f32]| -> f64 {
+        x.iter()
+            .zip(m.mean.iter().zip(&m.std))
+            .map(|(x, (mu, sd))| {
+                let sd = 4.0 * *sd as f64;
+                let z = (*x as f64 - *mu as f64) / sd;
+                0.5 * z * z + sd.ln() + 0.5 * (2.0 * std::f64::consts::PI).ln()
+            })
+            .sum()
+    };
+    let mut rows = s.validation.clone();
+    rows.extend([vec![40.0, -30.0], vec![-25.0, 60.0], vec![8.0, 8.0]]);
+    let (with, without) = (m.model.log_probs(&rows), b.model.log_probs(&rows));
+    for (x, (lw, lb)) in rows.iter().zip(with.iter().zip(&without)) {
+        let (nw, nb) = (-*lw.as_ref().unwrap() as f64, -*lb.as_ref().unwrap() as f64);
+        assert!(nw <= nb - (-w).ln_1p() + 1e-4, "{x:?}: {nw} vs {nb}");
+        assert!(nw <= broad(x) - w.ln() + 1e-3, "{x:?}: {nw} vs broad {}", broad(x));
+    }
+    // Far rows: the bound is what scores them.
+    let far = -*with[rows.len() - 3].as_ref().unwrap() as f64;
+    assert!(
+        far < -*without[rows.len() - 3].as_ref().unwrap() as f64,
+        "the flow alone scores it worse"
+    );
+    let lps = m.model.log_probs(&s.validation);
+    let nll = -lps.iter().map(|l| *l.as_ref().unwrap() as f64).sum::<f64>() / lps.len() as f64;
+    assert!((nll - s.best_val_nll).abs() < 1e-9 * (1.0 + nll.abs()));
+    // Out of range: a clear error.
+    let e = train::train(
+        &ds,
+        &TrainConfig {
+            defensive_weight: 0.5,
+            ..cfg.clone()
+        },
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--defensive-weight"), "{e}");
 }
 
 /// The default target is the nRF52840: the kept model fits 64 KB of weights
@@ -1721,7 +1807,8 @@ fn folds_train_an_equal_weight_committee() {
         Some(g) if g.kept => g.components,
         _ => 0,
     };
-    assert_eq!(t.model.flows.len(), 1 + gaussians);
+    let broad = usize::from(t.provenance.settings.distillation.as_ref().unwrap().defensive_weight > 0.0);
+    assert_eq!(t.model.flows.len(), 1 + gaussians + broad);
     assert!(t.model.parameters() <= 3 * one + 2);
     assert!(!t.provenance.settings.distillation.as_ref().unwrap().students.is_empty());
     // Out of range.

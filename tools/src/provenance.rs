@@ -99,6 +99,9 @@ pub struct Distillation {
     /// pinned, `--no-gaussians`, or none fits).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gaussians_alone: Option<GaussiansAloneRecord>,
+    /// Weight of the broad Gaussian mixed into the kept model
+    /// (`--defensive-weight`; 0: none — not asked for, or over the budget).
+    pub defensive_weight: f64,
 }
 
 /// A Gaussian mixture as the whole model (`train::gaussians`), tried

@@ -44,6 +44,16 @@ pub fn load_scoring(path: &Path, model: &ModelFile, label_column: Option<&str>) 
 /// `a 5-fold committee of 22 flows (maf ×18, nsf ×4)`.
 pub fn describe_model(model: &ModelFile) -> String {
     let st = &model.provenance.settings;
+    let broad = match st.distillation.as_ref().map(|d| d.defensive_weight) {
+        Some(w) if w > 0.0 => format!(" and a broad Gaussian at weight {w}"),
+        _ => String::new(),
+    };
+    format!("{}{broad}", describe_kept(model))
+}
+
+/// [`describe_model`] without the broad Gaussian.
+fn describe_kept(model: &ModelFile) -> String {
+    let st = &model.provenance.settings;
     let k = st.folds();
     if let (true, Some(members)) = (k > 1, &st.members) {
         let kinds: Vec<&str> = members.iter().map(|m| m.flow.as_str()).collect();
@@ -102,6 +112,7 @@ pub fn describe_model(model: &ModelFile) -> String {
 /// its layers: a component's second layer is an ActNorm (diagonal) or a
 /// triangular layer, the same for every component (tied) or not (full).
 fn describe_gaussians(m: &DynMixture) -> String {
+    // (A one-layer flow is the broad Gaussian, described apart.)
     let second: Vec<&Layer> = m.flows.iter().filter_map(|f| f.layers.get(1)).collect();
     let factor = |l: &Layer| match l {
         // The factor without its bias (the last `d` parameters).
@@ -119,7 +130,7 @@ fn describe_gaussians(m: &DynMixture) -> String {
     } else {
         "full"
     };
-    format!("{} Gaussian(s) ({covariance} covariance)", m.flows.len())
+    format!("{} Gaussian(s) ({covariance} covariance)", second.len())
 }
 
 /// `−log p` of every row (`None` where the row cannot be scored) and the

@@ -221,6 +221,17 @@ pub struct TrainConfig {
     /// on every large file measured.
     #[arg(long, value_name = "RATIO", default_value_t = 20.0)]
     pub teacher_samples: f64,
+    /// Distillation: weight `w` of a broad Gaussian mixed into the kept
+    /// model, `(1 − w)·model + w·broad` (the broad Gaussian: each column's
+    /// training mean, four times its standard deviation, no correlations).
+    /// A row far outside the training rows then scores no more than about
+    /// `−ln w` nats above the broad Gaussian's score, whatever a flow's
+    /// tails would give it (which a few held-out rows cannot check); every
+    /// row pays at most `−ln(1 − w)`, 0.001 nats at the default. Added when
+    /// it fits the budget; 0 leaves it out.
+    #[arg(long, value_name = "W", default_value_t = DEFENSIVE_WEIGHT)]
+    #[serde(default)]
+    pub defensive_weight: f64,
     /// Distillation: weight of the regression term `(log q(x) − log p(x))²`
     /// that pulls the student's log-density q towards the teacher's p on
     /// the teacher's samples (0 = maximum likelihood on them alone).
@@ -368,6 +379,10 @@ impl TrainConfig {
         ensure!(
             self.teacher_samples.is_finite() && (0.0..=1000.0).contains(&self.teacher_samples),
             "--teacher-samples must be between 0 and 1000"
+        );
+        ensure!(
+            self.defensive_weight.is_finite() && (0.0..0.5).contains(&self.defensive_weight),
+            "--defensive-weight must be at least 0 and below 0.5"
         );
         ensure!(
             self.distil_weight.is_finite() && self.distil_weight >= 0.0,
@@ -628,6 +643,12 @@ pub fn default_folds(rows: usize, val_fraction: f64) -> usize {
         1
     }
 }
+
+/// Default `--defensive-weight`.
+pub const DEFENSIVE_WEIGHT: f64 = 1e-3;
+/// How much broader than the training rows (standard deviations) the
+/// defensive Gaussian is.
+pub const DEFENSIVE_SPREAD: f32 = 4.0;
 
 /// Bytes for a message: "64.0 KB", or "152 bytes" under 1 KB (where a
 /// tenth of a KB would hide the difference to a small budget).

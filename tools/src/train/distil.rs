@@ -15,14 +15,17 @@
 //!    epoch (optionally with the regression term `--distil-weight`).
 //! 4. The student with the best validation NLL is kept.
 
+use super::build::standardize_layer;
 use super::build::{candidate_cost, weight_bound};
-use super::config::{auto_candidates, default_folds, Budget, FlowKind, Select, TrainConfig, MAX_WEIGHTS};
+use super::config::{
+    auto_candidates, default_folds, Budget, FlowKind, Select, TrainConfig, DEFENSIVE_SPREAD, MAX_WEIGHTS,
+};
 use super::epochs::TeacherPool;
 use super::fit::{column_moments, hold_out, standardisation, train_split, unscorable_rows, Split, Standardisation};
 use super::gaussians::{self, Covariance, Gmm};
 use super::{train_committee, TrainSummary};
 use crate::data::Dataset;
-use crate::model::{Act, DynMixture, ModelFile, Net, Storage, FORMAT, GAUSSIANS_KIND, VERSION};
+use crate::model::{Act, DynFlow, DynMixture, ModelFile, Net, Storage, Weights, FORMAT, GAUSSIANS_KIND, VERSION};
 use crate::provenance::{
     Candidate, Distillation, GaussiansAloneRecord, GaussiansRecord, Provenance, Settings, TeacherRecord,
 };
@@ -275,6 +278,15 @@ pub(super) fn distil(
     progress: bool,
 ) -> Result<(ModelFile, TrainSummary)> {
     let start = Instant::now();
+    let (mut m, mut s) = kept_for(ds, cfg, budget, progress)?;
+    defend(&mut m, &mut s, cfg.defensive_weight, &budget);
+    s.seconds = start.elapsed().as_secs_f64();
+    Ok((m, s))
+}
+
+/// The model [`distil`] keeps, before [`defend`].
+fn kept_for(ds: &Dataset, cfg: &TrainConfig, budget: Budget, progress: bool) -> Result<(ModelFile, TrainSummary)> {
+    let start = Instant::now();
     // With the search left to choose the model, a Gaussian mixture within
     // the whole budget competes with the students (`keep_gaussians`); when
     // no flow fits (a soft-float part on wide data) it is kept if one fits,
@@ -403,6 +415,7 @@ pub(super) fn distil(
             kept: "teacher (within the budget)".into(),
             gaussians: None,
             gaussians_alone: None,
+            defensive_weight: 0.0,
         });
         s.seconds = start.elapsed().as_secs_f64();
         return Ok((m, s));
@@ -436,10 +449,7 @@ pub(super) fn distil(
         );
         m.validate()?;
         if progress {
-            eprintln!(
-                "{e:#}\nkept {}",
-                m.provenance.settings.distillation.as_ref().map_or("", |d| &d.kept)
-            );
+            eprintln!("{e:#}");
         }
         return Ok((m, s));
     }
@@ -735,6 +745,7 @@ pub(super) fn distil(
         kept,
         gaussians: gauss,
         gaussians_alone: alone,
+        defensive_weight: 0.0,
     });
     m.provenance.settings.config.target = Some(budget.target.name.into());
     s.seconds = start.elapsed().as_secs_f64();
@@ -921,6 +932,7 @@ fn keep_gaussians(
                     kept,
                     gaussians: beside,
                     gaussians_alone: Some(record),
+                    defensive_weight: 0.0,
                 }),
                 ..Settings::default()
             },
@@ -928,6 +940,58 @@ fn keep_gaussians(
         },
     };
     (model, summary)
+}
+
+/// `m` (summary `s`) as `(1 − w)·m + w·broad`, where `broad` is the
+/// Gaussian of the model's own standardisation with [`DEFENSIVE_SPREAD`]
+/// times its standard deviations (`--defensive-weight`): it bounds the
+/// score of a row far from the training rows by about `−ln w` nats above
+/// its own, and costs every row at most `−ln(1 − w)`. Judged again on the
+/// held-out rows; left out if `w` is 0, the model has the most members a
+/// mixture may, or it would not fit `budget`.
+fn defend(m: &mut ModelFile, s: &mut TrainSummary, w: f64, budget: &Budget) {
+    if w <= 0.0 || m.model.flows.len() >= DynMixture::MAX_MEMBERS {
+        return;
+    }
+    let std: Vec<f32> = m.std.iter().map(|v| v * DEFENSIVE_SPREAD).collect();
+    let broad = DynFlow {
+        dim: m.mean.len(),
+        layers: vec![standardize_layer(&m.mean, &std)],
+        weights: Weights::F32,
+    };
+    let Ok(broad) = broad.compressed(m.model.storage()) else {
+        return;
+    };
+    let model = DynMixture {
+        log_weights: m
+            .model
+            .log_weights
+            .iter()
+            .map(|l| (*l as f64 + (-w).ln_1p()) as f32)
+            .chain([w.ln() as f32])
+            .collect(),
+        flows: m.model.flows.iter().cloned().chain([broad]).collect(),
+    };
+    if model.validate().is_err() || budget.exceeded(&ModelCost::of(&model)).is_some() {
+        return;
+    }
+    let v = if s.validation.is_empty() {
+        f64::NAN
+    } else {
+        mean_nll_of(&model.log_probs(&s.validation))
+    };
+    m.model = model;
+    if v.is_finite() {
+        s.best_val_nll = v;
+        m.provenance.val_nll = v;
+    }
+    if let Some(d) = m.provenance.settings.distillation.as_mut() {
+        d.defensive_weight = w;
+        d.kept.push_str(&format!(
+            "; with a broad Gaussian at weight {w} ({}): validation NLL {v:.3}",
+            budget.cost_text(&ModelCost::of(&m.model))
+        ));
+    }
 }
 
 /// Share of the budget the Gaussians beside a student may take.
