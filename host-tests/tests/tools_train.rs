@@ -58,6 +58,11 @@ fn blobs(n: usize, seed: u64) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// The error `train` stops with on `ds` with `cfg` (it must stop).
+fn training_error(ds: &data::Dataset, cfg: TrainConfig) -> String {
+    train::train(ds, &cfg, false).unwrap_err().to_string()
+}
+
 /// `rows` written to `<tmpdir(name)>/train.csv` (columns u, v) and loaded as
 /// `flowmote train` loads it; returns the file's path too.
 fn training_set(name: &str, rows: &[Vec<f32>]) -> (PathBuf, data::Dataset) {
@@ -1366,19 +1371,16 @@ fn budgets_bound_the_kept_model() {
             },
         ),
     ] {
-        let e = train::train(&ds, &c, false).unwrap_err().to_string();
+        let e = training_error(&ds, c);
         assert!(e.contains(flag) && e.contains("smallest tried"), "{flag}: {e}");
     }
-    let e = train::train(
+    let e = training_error(
         &ds,
-        &TrainConfig {
+        TrainConfig {
             target: Some("atmega".into()),
             ..cfg.clone()
         },
-        false,
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(e.contains("nrf52840") && e.contains("rp2040"), "{e}");
 }
 
@@ -1433,16 +1435,13 @@ fn no_flow_within_the_budget_keeps_gaussians_alone() {
     let src = flowmote_tools::export::export(&back, &flowmote_tools::export::ExportOptions::default()).unwrap();
     assert!(src.source.contains("ActNorm::new"));
     // --no-gaussians: the error, as with the flow pinned.
-    let e = train::train(
+    let e = training_error(
         &ds,
-        &TrainConfig {
+        TrainConfig {
             gaussians: false,
             ..cfg.clone()
         },
-        false,
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(e.contains("smallest tried") && e.contains("--max-macs"), "{e}");
 }
 
@@ -1561,16 +1560,13 @@ fn a_broad_gaussian_bounds_the_score_of_far_rows() {
     let nll = -lps.iter().map(|l| *l.as_ref().unwrap() as f64).sum::<f64>() / lps.len() as f64;
     assert!((nll - s.best_val_nll).abs() < 1e-9 * (1.0 + nll.abs()));
     // Out of range: a clear error.
-    let e = train::train(
+    let e = training_error(
         &ds,
-        &TrainConfig {
+        TrainConfig {
             defensive_weight: 0.5,
             ..cfg.clone()
         },
-        false,
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(e.contains("--defensive-weight"), "{e}");
 }
 
@@ -1813,10 +1809,7 @@ fn folds_train_an_equal_weight_committee() {
     assert!(!t.provenance.settings.distillation.as_ref().unwrap().students.is_empty());
     // Out of range.
     let bad = TrainConfig { folds: Some(11), ..cfg };
-    assert!(train::train(&ds, &bad, false)
-        .unwrap_err()
-        .to_string()
-        .contains("--folds"));
+    assert!(training_error(&ds, bad).contains("--folds"));
 }
 
 /// `--average`'s arithmetic: the rate `max(1 − β, 9/(t + 10))` per step,
