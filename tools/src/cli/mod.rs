@@ -114,17 +114,19 @@ fn describe_kept(model: &ModelFile) -> String {
 fn describe_gaussians(m: &DynMixture) -> String {
     // (A one-layer flow is the broad Gaussian, described apart.)
     let second: Vec<&Layer> = m.flows.iter().filter_map(|f| f.layers.get(1)).collect();
-    let factor = |l: &Layer| match l {
-        // The factor without its bias (the last `d` parameters).
-        Layer::TriLinear { params } => params.len().checked_sub(m.dim()).map(|n| params[..n].to_vec()),
-        _ => None,
-    };
+    // The factor without its bias (the last `d` parameters).
+    fn factor(l: &Layer, d: usize) -> Option<&[f32]> {
+        match l {
+            Layer::TriLinear { params } => params.len().checked_sub(d).map(|n| &params[..n]),
+            _ => None,
+        }
+    }
     let covariance = if second.iter().all(|l| matches!(l, Layer::ActNorm { .. })) {
         "diagonal"
     } else if second.len() > 1
         && second
             .windows(2)
-            .all(|w| factor(w[0]).is_some() && factor(w[0]) == factor(w[1]))
+            .all(|w| factor(w[0], m.dim()).is_some() && factor(w[0], m.dim()) == factor(w[1], m.dim()))
     {
         "tied"
     } else {

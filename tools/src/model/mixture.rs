@@ -46,6 +46,17 @@ impl DynMixture {
         }
     }
 
+    /// The mixture `e^a·self + e^b·other` (`a`, `b` the natural logs of
+    /// the two parts' weights, `e^a + e^b = 1`): every member's log-weight
+    /// shifted by its part's, in f64, stored as f32.
+    pub fn blend(&self, a: f64, other: &DynMixture, b: f64) -> DynMixture {
+        let shift = |ls: &[f32], by: f64| ls.iter().map(move |l| (*l as f64 + by) as f32).collect::<Vec<_>>();
+        DynMixture {
+            log_weights: [shift(&self.log_weights, a), shift(&other.log_weights, b)].concat(),
+            flows: self.flows.iter().chain(&other.flows).cloned().collect(),
+        }
+    }
+
     /// The only flow, when there is exactly one member.
     pub fn as_single(&self) -> Option<&DynFlow> {
         match self.flows.as_slice() {

@@ -520,13 +520,12 @@ impl Budget {
 
     /// Why a model of cost `c` does not fit, or `None` if it does.
     pub fn exceeded(&self, c: &ModelCost) -> Option<String> {
-        let kb = bytes_text;
         if let Some(max) = self.weight_bytes {
             if c.weight_bytes > max {
                 return Some(format!(
                     "{} of weights > {} ({})",
-                    kb(c.weight_bytes),
-                    kb(max),
+                    bytes_text(c.weight_bytes),
+                    bytes_text(max),
                     self.source("--max-flash")
                 ));
             }

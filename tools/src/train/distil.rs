@@ -278,15 +278,21 @@ pub(super) fn distil(
     progress: bool,
 ) -> Result<(ModelFile, TrainSummary)> {
     let start = Instant::now();
-    let (mut m, mut s) = kept_for(ds, cfg, budget, progress)?;
+    let (mut m, mut s) = kept_for(ds, cfg, budget, progress, start)?;
     defend(&mut m, &mut s, cfg.defensive_weight, &budget);
     s.seconds = start.elapsed().as_secs_f64();
     Ok((m, s))
 }
 
-/// The model [`distil`] keeps, before [`defend`].
-fn kept_for(ds: &Dataset, cfg: &TrainConfig, budget: Budget, progress: bool) -> Result<(ModelFile, TrainSummary)> {
-    let start = Instant::now();
+/// The model [`distil`] keeps, before [`defend`] (which sets its
+/// summary's seconds, counted from `start`).
+fn kept_for(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    budget: Budget,
+    progress: bool,
+    start: Instant,
+) -> Result<(ModelFile, TrainSummary)> {
     // With the search left to choose the model, a Gaussian mixture within
     // the whole budget competes with the students (`keep_gaussians`); when
     // no flow fits (a soft-float part on wide data) it is kept if one fits,
@@ -344,13 +350,19 @@ fn kept_for(ds: &Dataset, cfg: &TrainConfig, budget: Budget, progress: bool) -> 
         || train_committee(&tds, &tcfg, progress, Some(&budget)),
         || {
             rayon::join(
-                || match cfg.gaussians && !candidates.is_empty() {
-                    true => fit_gaussians(&tds, cfg, &budget.scaled(GAUSSIAN_SHARE), false),
-                    false => Ok(None),
+                || {
+                    if cfg.gaussians && !candidates.is_empty() {
+                        fit_gaussians(&tds, cfg, &budget.scaled(GAUSSIAN_SHARE), false)
+                    } else {
+                        Ok(None)
+                    }
                 },
-                || match alone_allowed {
-                    true => fit_gaussians(&tds, cfg, &budget, true),
-                    false => Ok(None),
+                || {
+                    if alone_allowed {
+                        fit_gaussians(&tds, cfg, &budget, true)
+                    } else {
+                        Ok(None)
+                    }
                 },
             )
         },
@@ -417,7 +429,6 @@ fn kept_for(ds: &Dataset, cfg: &TrainConfig, budget: Budget, progress: bool) -> 
             gaussians_alone: None,
             defensive_weight: 0.0,
         });
-        s.seconds = start.elapsed().as_secs_f64();
         return Ok((m, s));
     }
     // The students beside the Gaussians are sized for the budget the
@@ -748,7 +759,6 @@ fn kept_for(ds: &Dataset, cfg: &TrainConfig, budget: Budget, progress: bool) -> 
         defensive_weight: 0.0,
     });
     m.provenance.settings.config.target = Some(budget.target.name.into());
-    s.seconds = start.elapsed().as_secs_f64();
     s.labelled_out = ds.len() - ds.n_normal();
     s.teacher = Some(Box::new(teacher));
     Ok((m, s))
@@ -807,9 +817,10 @@ impl Alone {
     fn judge((gmm, st): (Gmm, Standardisation), d: usize, val: &[Vec<f32>], budget: &Budget) -> Option<Self> {
         let model = gmm.flows(&st.mean, &st.std, Storage::F32)?;
         let parameters = gaussians::free_params(gmm.kind, gmm.len(), d);
+        let built = ModelCost::of(&model);
         let cost = ModelCost {
-            parameters: ModelCost::of(&model).parameters.max(parameters),
-            ..ModelCost::of(&model)
+            parameters: built.parameters.max(parameters),
+            ..built
         };
         if model.validate().is_err() || budget.exceeded(&cost).is_some() {
             return None;
@@ -877,12 +888,7 @@ fn keep_gaussians(
     let Alone {
         st, model, parameters, ..
     } = alone;
-    let dequantized: Vec<(String, f32)> = st
-        .steps
-        .iter()
-        .zip(&ds.features)
-        .filter_map(|(s, f)| s.map(|s| (f.clone(), s)))
-        .collect();
+    let dequantized = st.dequantized(&ds.features);
     let summary = TrainSummary {
         train_rows: tds.rows.len(),
         val_rows: val.len(),
@@ -962,17 +968,9 @@ fn defend(m: &mut ModelFile, s: &mut TrainSummary, w: f64, budget: &Budget) {
     let Ok(broad) = broad.compressed(m.model.storage()) else {
         return;
     };
-    let model = DynMixture {
-        log_weights: m
-            .model
-            .log_weights
-            .iter()
-            .map(|l| (*l as f64 + (-w).ln_1p()) as f32)
-            .chain([w.ln() as f32])
-            .collect(),
-        flows: m.model.flows.iter().cloned().chain([broad]).collect(),
-    };
-    if model.validate().is_err() || budget.exceeded(&ModelCost::of(&model)).is_some() {
+    let model = m.model.blend((-w).ln_1p(), &DynMixture::single(broad), w.ln());
+    let cost = ModelCost::of(&model);
+    if model.validate().is_err() || budget.exceeded(&cost).is_some() {
         return;
     }
     let v = if s.validation.is_empty() {
@@ -989,7 +987,7 @@ fn defend(m: &mut ModelFile, s: &mut TrainSummary, w: f64, budget: &Budget) {
         d.defensive_weight = w;
         d.kept.push_str(&format!(
             "; with a broad Gaussian at weight {w} ({}): validation NLL {v:.3}",
-            budget.cost_text(&ModelCost::of(&m.model))
+            budget.cost_text(&cost)
         ));
     }
 }
@@ -1044,16 +1042,7 @@ fn beside(
         .first()
         .map_or(0.5, |w| w.clamp(1e-6, 1.0 - 1e-6));
     record.weight = 1.0 - w;
-    let model = DynMixture {
-        log_weights: m
-            .model
-            .log_weights
-            .iter()
-            .map(|l| (*l as f64 + w.ln()) as f32)
-            .chain(gm.log_weights.iter().map(|l| (*l as f64 + (1.0 - w).ln()) as f32))
-            .collect(),
-        flows: m.model.flows.iter().chain(&gm.flows).cloned().collect(),
-    };
+    let model = m.model.blend(w.ln(), &gm, (1.0 - w).ln());
     if model.validate().is_err() || budget.exceeded(&ModelCost::of(&model)).is_some() {
         return record;
     }

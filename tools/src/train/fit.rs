@@ -182,6 +182,18 @@ pub(super) struct Standardisation {
     pub(super) std: Vec<f32>,
 }
 
+impl Standardisation {
+    /// The dequantised columns of `features` (names) and their steps, as
+    /// the summary and the model file record them.
+    pub(super) fn dequantized(&self, features: &[String]) -> Vec<(String, f32)> {
+        self.steps
+            .iter()
+            .zip(features)
+            .filter_map(|(s, f)| s.map(|s| (f.clone(), s)))
+            .collect()
+    }
+}
+
 /// Dequantisation steps and mean and std of the (dequantised) training rows.
 pub(super) fn standardisation(ds: &Dataset, train: &[Vec<f32>], cfg: &TrainConfig) -> Result<Standardisation> {
     let d = ds.dim();
@@ -310,14 +322,10 @@ pub(super) fn train_split(
         ));
     }
     let fitted = fit(flow, init_val, &rows, &sched, cfg, rng, &bar)?;
-    let Standardisation { steps, mean, std } = st;
+    let steps_used = st.dequantized(&ds.features);
+    let Standardisation { mean, std, .. } = st;
     let best_val = fitted.best_val;
     let (batch, epochs, patience) = (sched.batch, sched.epochs, sched.patience);
-    let steps_used: Vec<(String, f32)> = steps
-        .iter()
-        .zip(&ds.features)
-        .filter_map(|(s, f)| s.map(|s| (f.clone(), s)))
-        .collect();
     let summary = TrainSummary {
         train_rows: n,
         val_rows: val.len(),
