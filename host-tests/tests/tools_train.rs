@@ -855,7 +855,7 @@ fn gaussians_beside_the_student_are_kept_when_they_fit_better() {
     let g = d.gaussians.as_ref().expect("Gaussians tried");
     assert!(g.kept, "{g:?}");
     assert_eq!(g.components, 3, "{g:?}");
-    assert_eq!(d.defensive_weight, 0.001);
+    assert_eq!(m.provenance.settings.broad_weight, 0.001);
     assert_eq!(m.model.flows.len(), 5, "student, 3 Gaussians, the broad one");
     assert!(g.val_nll + 0.05 < g.student_val_nll, "{g:?}");
     assert!(
@@ -1500,11 +1500,11 @@ fn gaussians_alone_compete_with_the_students() {
 }
 
 /// The broad Gaussian of `--defensive-weight` (default 0.001) mixed into a
-/// device's kept model: every row pays at most `−ln(1 − w)` nats against
-/// the model without it (the same student: the choice comes first), a row
-/// far from the data scores no more than `−ln w` above the broad
-/// Gaussian's own score (computed here from the model's mean and std), and
-/// the validation NLL reported is the mixture's.
+/// device's kept model as its last member: every row pays at most
+/// `−ln(1 − w)` nats against the model without it, a row far from the data
+/// scores no more than `−ln w` above the broad Gaussian's own score
+/// (computed here from the model's mean and std), and the validation NLL
+/// reported is the mixture's.
 #[test]
 fn a_broad_gaussian_bounds_the_score_of_far_rows() {
     let (_, ds) = training_set("defensive", &banana(400, 53));
@@ -1524,13 +1524,21 @@ fn a_broad_gaussian_bounds_the_score_of_far_rows() {
     )
     .unwrap();
     let w = 0.001f64;
-    assert_eq!(m.provenance.settings.distillation.as_ref().unwrap().defensive_weight, w);
-    assert_eq!(
-        b.provenance.settings.distillation.as_ref().unwrap().defensive_weight,
-        0.0
-    );
-    assert_eq!(m.model.flows.len(), b.model.flows.len() + 1);
+    assert_eq!(m.provenance.settings.broad_weight, w);
+    assert_eq!(b.provenance.settings.broad_weight, 0.0);
     assert!(cli::describe_model(&m).ends_with("and a broad Gaussian at weight 0.001"));
+    assert!(!cli::describe_model(&b).contains("broad"));
+    // The model without it: the other members at their own weights.
+    let n = m.model.flows.len() - 1;
+    let without = DynMixture {
+        log_weights: m.model.log_weights[..n]
+            .iter()
+            .map(|l| (*l as f64 - (-w).ln_1p()) as f32)
+            .collect(),
+        flows: m.model.flows[..n].to_vec(),
+    };
+    without.validate().unwrap();
+    assert!((m.model.log_weights[n] as f64 - w.ln()).abs() < 1e-6);
     // The broad Gaussian's −log density, independently.
     let broad = |x: &[f32]| -> f64 {
         x.iter()
@@ -1544,7 +1552,7 @@ fn a_broad_gaussian_bounds_the_score_of_far_rows() {
     };
     let mut rows = s.validation.clone();
     rows.extend([vec![40.0, -30.0], vec![-25.0, 60.0], vec![8.0, 8.0]]);
-    let (with, without) = (m.model.log_probs(&rows), b.model.log_probs(&rows));
+    let (with, without) = (m.model.log_probs(&rows), without.log_probs(&rows));
     for (x, (lw, lb)) in rows.iter().zip(with.iter().zip(&without)) {
         let (nw, nb) = (-*lw.as_ref().unwrap() as f64, -*lb.as_ref().unwrap() as f64);
         assert!(nw <= nb - (-w).ln_1p() + 1e-4, "{x:?}: {nw} vs {nb}");
@@ -1794,6 +1802,24 @@ fn folds_train_an_equal_weight_committee() {
     let (b, _) = train::train(&ds, &budget, false).unwrap();
     assert_eq!(b.model, m.model);
     assert!(b.provenance.settings.distillation.is_none());
+    assert_eq!(
+        b.provenance.settings.broad_weight, 0.0,
+        "no room for the broad Gaussian"
+    );
+    // With room for it, the same committee and the broad Gaussian.
+    let (bg, _) = train::train(
+        &ds,
+        &TrainConfig {
+            max_params: Some(3 * one + 3 + 16),
+            ..cfg.clone()
+        },
+        false,
+    )
+    .unwrap();
+    assert_eq!(bg.model.flows[..3], m.model.flows[..]);
+    assert_eq!(bg.model.flows.len(), 4);
+    assert_eq!(bg.provenance.settings.broad_weight, 0.001);
+    assert!(bg.provenance.settings.distillation.is_none());
     let tight = TrainConfig {
         max_params: Some(3 * one + 2),
         ..cfg.clone()
@@ -1803,7 +1829,7 @@ fn folds_train_an_equal_weight_committee() {
         Some(g) if g.kept => g.components,
         _ => 0,
     };
-    let broad = usize::from(t.provenance.settings.distillation.as_ref().unwrap().defensive_weight > 0.0);
+    let broad = usize::from(t.provenance.settings.broad_weight > 0.0);
     assert_eq!(t.model.flows.len(), 1 + gaussians + broad);
     assert!(t.model.parameters() <= 3 * one + 2);
     assert!(!t.provenance.settings.distillation.as_ref().unwrap().students.is_empty());

@@ -68,6 +68,10 @@ pub struct Settings {
     /// tried and which was kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distillation: Option<Distillation>,
+    /// Weight of the broad Gaussian mixed into a device model, the last
+    /// member (`--defensive-weight`; 0: none — a host model, not asked
+    /// for, or over the budget).
+    pub broad_weight: f64,
 }
 
 /// Teacher → student distillation for a device budget.
@@ -99,9 +103,6 @@ pub struct Distillation {
     /// pinned, `--no-gaussians`, or none fits).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gaussians_alone: Option<GaussiansAloneRecord>,
-    /// Weight of the broad Gaussian mixed into the kept model
-    /// (`--defensive-weight`; 0: none — not asked for, or over the budget).
-    pub defensive_weight: f64,
 }
 
 /// A Gaussian mixture as the whole model (`train::gaussians`), tried

@@ -44,9 +44,10 @@ pub fn load_scoring(path: &Path, model: &ModelFile, label_column: Option<&str>) 
 /// `a 5-fold committee of 22 flows (maf ×18, nsf ×4)`.
 pub fn describe_model(model: &ModelFile) -> String {
     let st = &model.provenance.settings;
-    let broad = match st.distillation.as_ref().map(|d| d.defensive_weight) {
-        Some(w) if w > 0.0 => format!(" and a broad Gaussian at weight {w}"),
-        _ => String::new(),
+    let broad = if st.broad_weight > 0.0 {
+        format!(" and a broad Gaussian at weight {}", st.broad_weight)
+    } else {
+        String::new()
     };
     format!("{}{broad}", describe_kept(model))
 }

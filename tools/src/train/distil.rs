@@ -15,17 +15,15 @@
 //!    epoch (optionally with the regression term `--distil-weight`).
 //! 4. The student with the best validation NLL is kept.
 
-use super::build::standardize_layer;
 use super::build::{candidate_cost, weight_bound};
-use super::config::{
-    auto_candidates, default_folds, Budget, FlowKind, Select, TrainConfig, DEFENSIVE_SPREAD, MAX_WEIGHTS,
-};
+use super::config::{auto_candidates, default_folds, Budget, FlowKind, Select, TrainConfig, MAX_WEIGHTS};
+use super::defence::{mean_of, Defence};
 use super::epochs::TeacherPool;
 use super::fit::{column_moments, hold_out, standardisation, train_split, unscorable_rows, Split, Standardisation};
 use super::gaussians::{self, Covariance, Gmm};
 use super::{train_committee, TrainSummary};
 use crate::data::Dataset;
-use crate::model::{Act, DynFlow, DynMixture, ModelFile, Net, Storage, Weights, FORMAT, GAUSSIANS_KIND, VERSION};
+use crate::model::{Act, DynMixture, ModelFile, Net, Storage, FORMAT, GAUSSIANS_KIND, VERSION};
 use crate::provenance::{
     Candidate, Distillation, GaussiansAloneRecord, GaussiansRecord, Provenance, Settings, TeacherRecord,
 };
@@ -270,23 +268,10 @@ fn sample_pool(teacher: &DynMixture, n: usize, seed: u64) -> (Vec<Vec<f32>>, Vec
     parts.into_iter().flatten().unzip()
 }
 
-/// Train for a device target (see the module docs).
+/// Train for a device target (see the module docs): the model kept, to
+/// which `train` adds the broad Gaussian ([`Defence`]) that every choice
+/// here judges the candidates with; `start` is when training began.
 pub(super) fn distil(
-    ds: &Dataset,
-    cfg: &TrainConfig,
-    budget: Budget,
-    progress: bool,
-) -> Result<(ModelFile, TrainSummary)> {
-    let start = Instant::now();
-    let (mut m, mut s) = kept_for(ds, cfg, budget, progress, start)?;
-    defend(&mut m, &mut s, cfg.defensive_weight, &budget);
-    s.seconds = start.elapsed().as_secs_f64();
-    Ok((m, s))
-}
-
-/// The model [`distil`] keeps, before [`defend`] (which sets its
-/// summary's seconds, counted from `start`).
-fn kept_for(
     ds: &Dataset,
     cfg: &TrainConfig,
     budget: Budget,
@@ -427,7 +412,6 @@ fn kept_for(
             kept: "teacher (within the budget)".into(),
             gaussians: None,
             gaussians_alone: None,
-            defensive_weight: 0.0,
         });
         return Ok((m, s));
     }
@@ -638,17 +622,28 @@ fn kept_for(
             .map(|(i, _)| i)
             .collect()
     };
-    let mut pick = select(&models, &among(|r| r.0), &val, cfg.select);
+    // Every choice below judges a model as it would be kept, with the
+    // broad Gaussian in place.
+    let defence = Defence {
+        w: cfg.defensive_weight,
+        budget: &budget,
+    };
+    let judged = |m: &ModelFile| defence.nll(&m.model, &m.mean, &m.std, &val);
+    let per_row: Vec<Option<Vec<f64>>> = models
+        .iter()
+        .map(|(m, ..)| defence.per_row(&m.model, &m.mean, &m.std, &val))
+        .collect();
+    let mut pick = select(&models, &among(|r| r.0), &per_row, cfg.select);
     let (mut m, mut s, _) = models[pick].clone();
     let student_val = s.best_val_nll;
     // The best student for the Gaussians' budget, with them beside it:
     // kept if that beats the full budget's student alone.
     let gauss = gauss.map(|(g, st)| {
-        let rpick = select(&models, &among(|r| r.1), &val, cfg.select);
+        let rpick = select(&models, &among(|r| r.1), &per_row, cfg.select);
         let (mut mr, mut sr, _) = models[rpick].clone();
-        let mut rec = beside(&mut mr, &mut sr, &g, &st, &val, &budget);
+        let mut rec = beside(&mut mr, &mut sr, &g, &st, &val, &defence);
         rec.alone_val_nll = student_val;
-        if rec.kept && sr.best_val_nll < student_val {
+        if rec.kept && judged(&mr) < judged(&m) {
             (m, s, pick) = (mr, sr, rpick);
         } else {
             rec.kept = false;
@@ -685,7 +680,7 @@ fn kept_for(
     }
     let margin = 1.0 / val.len().max(1) as f64;
     let alone = match alone {
-        Some(a) if !val.is_empty() && a.val_nll + margin < s.best_val_nll => {
+        Some(a) if !val.is_empty() && defence.nll(&a.model, &a.st.mean, &a.st.std, &val) + margin < judged(&m) => {
             let why = format!(
                 "better on the held-out rows than the best student, {}{} ({:.3})",
                 student_name(&m.provenance.settings.config),
@@ -756,7 +751,6 @@ fn kept_for(
         kept,
         gaussians: gauss,
         gaussians_alone: alone,
-        defensive_weight: 0.0,
     });
     m.provenance.settings.config.target = Some(budget.target.name.into());
     s.labelled_out = ds.len() - ds.n_normal();
@@ -938,7 +932,6 @@ fn keep_gaussians(
                     kept,
                     gaussians: beside,
                     gaussians_alone: Some(record),
-                    defensive_weight: 0.0,
                 }),
                 ..Settings::default()
             },
@@ -946,50 +939,6 @@ fn keep_gaussians(
         },
     };
     (model, summary)
-}
-
-/// `m` (summary `s`) as `(1 − w)·m + w·broad`, where `broad` is the
-/// Gaussian of the model's own standardisation with [`DEFENSIVE_SPREAD`]
-/// times its standard deviations (`--defensive-weight`): it bounds the
-/// score of a row far from the training rows by about `−ln w` nats above
-/// its own, and costs every row at most `−ln(1 − w)`. Judged again on the
-/// held-out rows; left out if `w` is 0, the model has the most members a
-/// mixture may, or it would not fit `budget`.
-fn defend(m: &mut ModelFile, s: &mut TrainSummary, w: f64, budget: &Budget) {
-    if w <= 0.0 || m.model.flows.len() >= DynMixture::MAX_MEMBERS {
-        return;
-    }
-    let std: Vec<f32> = m.std.iter().map(|v| v * DEFENSIVE_SPREAD).collect();
-    let broad = DynFlow {
-        dim: m.mean.len(),
-        layers: vec![standardize_layer(&m.mean, &std)],
-        weights: Weights::F32,
-    };
-    let Ok(broad) = broad.compressed(m.model.storage()) else {
-        return;
-    };
-    let model = m.model.blend((-w).ln_1p(), &DynMixture::single(broad), w.ln());
-    let cost = ModelCost::of(&model);
-    if model.validate().is_err() || budget.exceeded(&cost).is_some() {
-        return;
-    }
-    let v = if s.validation.is_empty() {
-        f64::NAN
-    } else {
-        mean_nll_of(&model.log_probs(&s.validation))
-    };
-    m.model = model;
-    if v.is_finite() {
-        s.best_val_nll = v;
-        m.provenance.val_nll = v;
-    }
-    if let Some(d) = m.provenance.settings.distillation.as_mut() {
-        d.defensive_weight = w;
-        d.kept.push_str(&format!(
-            "; with a broad Gaussian at weight {w} ({}): validation NLL {v:.3}",
-            budget.cost_text(&cost)
-        ));
-    }
 }
 
 /// Share of the budget the Gaussians beside a student may take.
@@ -1006,8 +955,9 @@ fn beside(
     g: &Gmm,
     st: &Standardisation,
     val: &[Vec<f32>],
-    budget: &Budget,
+    defence: &Defence,
 ) -> GaussiansRecord {
+    let budget = defence.budget;
     let added = gaussians::added_cost(g.kind, g.len(), st.mean.len());
     let mut record = GaussiansRecord {
         covariance: g.kind.name().into(),
@@ -1048,7 +998,8 @@ fn beside(
     }
     let v = mean_nll_of(&model.log_probs(val));
     record.val_nll = v;
-    if v.is_finite() && v + 1.0 / n < s.best_val_nll {
+    let judged = |model: &DynMixture| defence.nll(model, &m.mean, &m.std, val);
+    if v.is_finite() && judged(&model) + 1.0 / n < judged(&m.model) {
         record.kept = true;
         m.model = model;
         s.best_val_nll = v;
@@ -1058,32 +1009,33 @@ fn beside(
 }
 
 /// The student kept among `among` (indices into `all`; its index in
-/// `all`): the lowest validation NLL, or with [`Select::OneSe`] [`one_se`]
-/// on the held-out rows `val`.
-fn select(all: &[(ModelFile, TrainSummary, ModelCost)], among: &[usize], val: &[Vec<f32>], rule: Select) -> usize {
-    let students: Vec<&(ModelFile, TrainSummary, ModelCost)> = among.iter().map(|&i| &all[i]).collect();
+/// `all`): the lowest mean of its held-out rows' NLLs `per_row` (as it
+/// would be kept, [`Defence::per_row`]), or with [`Select::OneSe`]
+/// [`one_se`] on them.
+fn select(
+    all: &[(ModelFile, TrainSummary, ModelCost)],
+    among: &[usize],
+    per_row: &[Option<Vec<f64>>],
+    rule: Select,
+) -> usize {
+    // The mean held-out NLL; without held-out rows, the training's own.
+    let nll = |i: usize| match mean_of(per_row[i].as_deref()) {
+        v if v.is_nan() => all[i].1.best_val_nll,
+        v => v,
+    };
     let mut best = 0;
-    for (i, (_, s, _)) in students.iter().enumerate() {
-        let b = students[best].1.best_val_nll;
-        if s.best_val_nll < b || !b.is_finite() {
-            best = i;
+    for (k, &i) in among.iter().enumerate() {
+        let b = nll(among[best]);
+        if nll(i) < b || !b.is_finite() {
+            best = k;
         }
     }
-    if rule == Select::Best || val.len() < 2 {
+    if rule == Select::Best || per_row[among[best]].as_ref().is_none_or(|r| r.len() < 2) {
         return among[best];
     }
-    let per_row: Vec<Option<Vec<f64>>> = students
-        .iter()
-        .map(|(m, _, _)| {
-            m.model
-                .log_probs(val)
-                .iter()
-                .map(|lp| lp.as_ref().ok().filter(|v| v.is_finite()).map(|v| -(*v as f64)))
-                .collect()
-        })
-        .collect();
-    let size: Vec<(u64, u64)> = students.iter().map(|(_, _, c)| (c.weight_bytes, c.macs)).collect();
-    among[one_se(&size, &per_row, best)]
+    let size: Vec<(u64, u64)> = among.iter().map(|&i| (all[i].2.weight_bytes, all[i].2.macs)).collect();
+    let rows: Vec<Option<Vec<f64>>> = among.iter().map(|&i| per_row[i].clone()).collect();
+    among[one_se(&size, &rows, best)]
 }
 
 /// The one-standard-error rule: of the candidates (sizes `size`, per-row
@@ -1122,7 +1074,7 @@ fn one_se(size: &[(u64, u64)], per_row: &[Option<Vec<f64>>], best: usize) -> usi
 /// chunk of 64 rows and then over chunks, as `optim::mean_nll` adds; a row
 /// that cannot be scored makes it +∞, so a teacher that fails some is not
 /// flattered.
-fn mean_nll_of(lps: &[Result<f32, flowmote::Error>]) -> f64 {
+pub(super) fn mean_nll_of(lps: &[Result<f32, flowmote::Error>]) -> f64 {
     let mut total = 0.0f64;
     for ch in lps.chunks(64) {
         let mut s = 0.0f64;

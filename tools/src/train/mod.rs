@@ -23,6 +23,7 @@ mod baseline;
 mod build;
 mod committee;
 mod config;
+mod defence;
 mod distil;
 mod epochs;
 mod fit;
@@ -125,24 +126,36 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFi
 }
 
 /// [`train`] without the bookkeeping of the file's columns: for a device
-/// budget through [`distil`](distil::distil), else [`train_unbounded`].
+/// budget the one model asked for (every setting pinned and within the
+/// budget) or [`distil`](distil::distil)'s, with the broad Gaussian
+/// ([`defence`]); else [`train_unbounded`].
 fn train_search(ds: &Dataset, cfg: &TrainConfig, progress: bool) -> Result<(ModelFile, TrainSummary)> {
     let folds = cfg.check(ds)?;
     let budget = Budget::of(cfg)?;
     if budget.is_unlimited() {
         return train_unbounded(ds, cfg, progress);
     }
-    // Every setting pinned: the one model (or committee of them) asked for,
-    // trained as it is on all the rows when it fits.
-    if cfg.flow != FlowKind::Auto && cfg.layers.is_some() && cfg.hidden.is_some() && cfg.noise.is_some() {
+    let start = Instant::now();
+    let pinned = cfg.flow != FlowKind::Auto && cfg.layers.is_some() && cfg.hidden.is_some() && cfg.noise.is_some();
+    let fits = pinned && {
         let cost = build::candidate_cost(ds, cfg, crate::model::Storage::F32)?.repeated(folds);
-        if budget.exceeded(&cost).is_none() {
-            let (mut m, s) = train_unbounded(ds, cfg, progress)?;
-            m.provenance.settings.config.target = Some(budget.target.name.into());
-            return Ok((m, s));
-        }
+        budget.exceeded(&cost).is_none()
+    };
+    let (mut m, mut s) = if fits {
+        // Trained as it is on all the rows.
+        let (mut m, s) = train_unbounded(ds, cfg, progress)?;
+        m.provenance.settings.config.target = Some(budget.target.name.into());
+        (m, s)
+    } else {
+        distil::distil(ds, cfg, budget, progress, start)?
+    };
+    defence::Defence {
+        w: cfg.defensive_weight,
+        budget: &budget,
     }
-    distil::distil(ds, cfg, budget, progress)
+    .keep(&mut m, &mut s);
+    s.seconds = start.elapsed().as_secs_f64();
+    Ok((m, s))
 }
 
 /// The search (and on small data the committee) without a budget: the

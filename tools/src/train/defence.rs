@@ -1,0 +1,108 @@
+//! The broad Gaussian in every model kept for a device
+//! (`--defensive-weight`): `(1 − w)·model + w·broad`, `broad` the Gaussian
+//! of the model's own standardisation with [`DEFENSIVE_SPREAD`] times its
+//! standard deviations (the "defensive" component of importance sampling).
+//! It bounds the score of a row far from the training rows by about
+//! `−ln w` nats above the broad Gaussian's own, and costs every row at most
+//! `−ln(1 − w)`.
+//!
+//! The choices a device training makes on its held-out rows (which
+//! student, whether Gaussians beside or alone) judge every candidate as it
+//! would be kept, with the broad Gaussian in place ([`Defence::per_row`]):
+//! a small file's held-out NLL is dominated by its few rows in a flow's
+//! tails, which the broad Gaussian bounds.
+
+use super::build::standardize_layer;
+use super::config::{Budget, DEFENSIVE_SPREAD};
+use super::TrainSummary;
+use crate::model::{DynFlow, DynMixture, ModelFile, Weights};
+use crate::target::ModelCost;
+
+/// The broad Gaussian at weight `w`, within `budget`.
+#[derive(Clone, Copy)]
+pub(super) struct Defence<'a> {
+    /// `--defensive-weight` (0: none).
+    pub w: f64,
+    /// The budget the model with it must fit.
+    pub budget: &'a Budget,
+}
+
+impl Defence<'_> {
+    /// `model` (standardisation `mean`, `std`) with the broad Gaussian, or
+    /// `None` where it is left out: `w` is 0, the model has the most
+    /// members a mixture may, or the result would not fit the budget.
+    pub fn apply(&self, model: &DynMixture, mean: &[f32], std: &[f32]) -> Option<DynMixture> {
+        if self.w <= 0.0 || model.flows.len() >= DynMixture::MAX_MEMBERS {
+            return None;
+        }
+        let spread: Vec<f32> = std.iter().map(|v| v * DEFENSIVE_SPREAD).collect();
+        let broad = DynFlow {
+            dim: mean.len(),
+            layers: vec![standardize_layer(mean, &spread)],
+            weights: Weights::F32,
+        }
+        .compressed(model.storage())
+        .ok()?;
+        let w = self.w;
+        let with = model.blend((-w).ln_1p(), &DynMixture::single(broad), w.ln());
+        (with.validate().is_ok() && self.budget.exceeded(&ModelCost::of(&with)).is_none()).then_some(with)
+    }
+
+    /// `−log p` of each of `rows` under `model` as it would be kept (with
+    /// the broad Gaussian where [`apply`](Self::apply) adds it); `None` if
+    /// a row cannot be scored.
+    pub fn per_row(&self, model: &DynMixture, mean: &[f32], std: &[f32], rows: &[Vec<f32>]) -> Option<Vec<f64>> {
+        let with = self.apply(model, mean, std);
+        with.as_ref()
+            .unwrap_or(model)
+            .log_probs(rows)
+            .into_iter()
+            .map(|lp| lp.ok().filter(|v| v.is_finite()).map(|v| -f64::from(v)))
+            .collect()
+    }
+
+    /// The mean of [`per_row`](Self::per_row) (+∞ if a row cannot be
+    /// scored, NaN without rows).
+    pub fn nll(&self, model: &DynMixture, mean: &[f32], std: &[f32], rows: &[Vec<f32>]) -> f64 {
+        mean_of(self.per_row(model, mean, std, rows).as_deref())
+    }
+
+    /// Mix the broad Gaussian into the kept model `m` (summary `s`) where
+    /// [`apply`](Self::apply) adds it: its validation NLL judged again on
+    /// the summary's held-out rows, the weight recorded in the provenance
+    /// (`broad_weight`) and a distillation's `kept` line.
+    pub fn keep(&self, m: &mut ModelFile, s: &mut TrainSummary) {
+        let Some(model) = self.apply(&m.model, &m.mean, &m.std) else {
+            return;
+        };
+        let v = if s.validation.is_empty() {
+            f64::NAN
+        } else {
+            super::distil::mean_nll_of(&model.log_probs(&s.validation))
+        };
+        let cost = ModelCost::of(&model);
+        m.model = model;
+        if v.is_finite() {
+            s.best_val_nll = v;
+            m.provenance.val_nll = v;
+        }
+        let w = self.w;
+        m.provenance.settings.broad_weight = w;
+        if let Some(d) = m.provenance.settings.distillation.as_mut() {
+            d.kept.push_str(&format!(
+                "; with a broad Gaussian at weight {w} ({}): validation NLL {v:.3}",
+                self.budget.cost_text(&cost)
+            ));
+        }
+    }
+}
+
+/// Mean of per-row NLLs: +∞ for `None` (a row that cannot be scored), NaN
+/// for no rows.
+pub(super) fn mean_of(per_row: Option<&[f64]>) -> f64 {
+    match per_row {
+        None => f64::INFINITY,
+        Some([]) => f64::NAN,
+        Some(r) => r.iter().sum::<f64>() / r.len() as f64,
+    }
+}
