@@ -641,12 +641,10 @@ pub(super) fn distil(
     let gauss = gauss.map(|(g, st)| {
         let rpick = select(&models, &among(|r| r.1), &per_row, cfg.select);
         let (mut mr, mut sr, _) = models[rpick].clone();
-        let mut rec = beside(&mut mr, &mut sr, &g, &st, &val, &defence);
+        let mut rec = beside(&mut mr, &mut sr, &g, &st, &val, &defence, judged(&m));
         rec.alone_val_nll = student_val;
-        if rec.kept && judged(&mr) < judged(&m) {
+        if rec.kept {
             (m, s, pick) = (mr, sr, rpick);
-        } else {
-            rec.kept = false;
         }
         rec
     });
@@ -947,8 +945,10 @@ const GAUSSIAN_SHARE: f64 = 0.125;
 /// The student `m` (summary `s`) with the Gaussians `g` beside it: the
 /// weight `w` of `w·student + (1 − w)·Gaussians` maximises the likelihood
 /// of the validation rows `val` (EM), and the mixture replaces the student
-/// if its validation NLL (as stored, f32) beats the student's by more than
-/// `1/rows` nats (the fitted weight) and it fits `budget`.
+/// if it fits the budget and its validation NLL (as stored, f32, and with
+/// the broad Gaussian of `defence` in place) beats `against` — that of
+/// the full budget's best student, as it would be kept — by more than
+/// `1/rows` nats (the fitted weight).
 fn beside(
     m: &mut ModelFile,
     s: &mut TrainSummary,
@@ -956,6 +956,7 @@ fn beside(
     st: &Standardisation,
     val: &[Vec<f32>],
     defence: &Defence,
+    against: f64,
 ) -> GaussiansRecord {
     let budget = defence.budget;
     let added = gaussians::added_cost(g.kind, g.len(), st.mean.len());
@@ -998,8 +999,7 @@ fn beside(
     }
     let v = mean_nll_of(&model.log_probs(val));
     record.val_nll = v;
-    let judged = |model: &DynMixture| defence.nll(model, &m.mean, &m.std, val);
-    if v.is_finite() && judged(&model) + 1.0 / n < judged(&m.model) {
+    if v.is_finite() && defence.nll(&model, &m.mean, &m.std, val) + 1.0 / n < against {
         record.kept = true;
         m.model = model;
         s.best_val_nll = v;
