@@ -70,7 +70,10 @@ impl Defence<'_> {
     /// Mix the broad Gaussian into the kept model `m` (summary `s`) where
     /// [`apply`](Self::apply) adds it: its validation NLL judged again on
     /// the summary's held-out rows, the weight recorded in the provenance
-    /// (`broad_weight`) and a distillation's `kept` line.
+    /// (`broad_weight`) and a distillation's `kept` line. A committee's
+    /// summary has no held-out rows (its NLL is each fold's model on its
+    /// own fold): that figure stays, which the broad Gaussian can raise by
+    /// at most `−ln(1 − w)`.
     pub fn keep(&self, m: &mut ModelFile, s: &mut TrainSummary) {
         let Some(model) = self.apply(&m.model, &m.mean, &m.std) else {
             return;

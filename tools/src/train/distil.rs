@@ -636,18 +636,39 @@ pub(super) fn distil(
     let mut pick = select(&models, &among(|r| r.0), &per_row, cfg.select);
     let (mut m, mut s, _) = models[pick].clone();
     let student_val = s.best_val_nll;
-    // The best student for the Gaussians' budget, with them beside it:
-    // kept if that beats the full budget's student alone.
+    // The Gaussians beside every student sized for the budget they leave
+    // (with `--select one-se`, beside the one it picks): the best of those
+    // mixtures is kept if it beats the full budget's student alone. Which
+    // student a mixture needs is not which is best alone (the Gaussians
+    // may cover what one student misses).
     let gauss = gauss.map(|(g, st)| {
-        let rpick = select(&models, &among(|r| r.1), &per_row, cfg.select);
-        let (mut mr, mut sr, _) = models[rpick].clone();
-        let mut rec = beside(&mut mr, &mut sr, &g, &st, &val, &defence, judged(&m));
-        rec.alone_val_nll = student_val;
+        let against = judged(&m);
+        let with = match cfg.select {
+            Select::Best => among(|r| r.1),
+            Select::OneSe => vec![select(&models, &among(|r| r.1), &per_row, cfg.select)],
+        };
+        // (kept mixtures first, by their NLL as kept; then the others by
+        // their validation NLL): the record of the first.
+        let (_, rec, mr, sr, i) = with
+            .into_iter()
+            .map(|i| {
+                let (mut mr, mut sr, _) = models[i].clone();
+                let mut rec = beside(&mut mr, &mut sr, &g, &st, &val, &defence, against);
+                rec.alone_val_nll = student_val;
+                let key = if rec.kept {
+                    (false, judged(&mr))
+                } else {
+                    (true, rec.val_nll)
+                };
+                (key, rec, mr, sr, i)
+            })
+            .min_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal))?;
         if rec.kept {
-            (m, s, pick) = (mr, sr, rpick);
+            (m, s, pick) = (mr, sr, i);
         }
-        rec
+        Some(rec)
     });
+    let gauss = gauss.flatten();
     let student_val = tried[pick].val_nll.unwrap_or(student_val);
     if progress {
         if let Some(r) = &gauss {
