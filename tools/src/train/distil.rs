@@ -969,7 +969,8 @@ const GAUSSIAN_SHARE: f64 = 0.125;
 /// if it fits the budget and its validation NLL (as stored, f32, and with
 /// the broad Gaussian of `defence` in place) beats `against` — that of
 /// the full budget's best student, as it would be kept — by more than
-/// `1/rows` nats (the fitted weight).
+/// `1/rows` nats (the fitted weight), and the Gaussians' weight is at
+/// least `1/rows`.
 fn beside(
     m: &mut ModelFile,
     s: &mut TrainSummary,
@@ -1020,7 +1021,9 @@ fn beside(
     }
     let v = mean_nll_of(&model.log_probs(val));
     record.val_nll = v;
-    if v.is_finite() && defence.nll(&model, &m.mean, &m.std, val) + 1.0 / n < against {
+    // Gaussians that carry less than one held-out row's worth of weight
+    // add nothing but their cost (the student alone would be what wins).
+    if v.is_finite() && record.weight * n >= 1.0 && defence.nll(&model, &m.mean, &m.std, val) + 1.0 / n < against {
         record.kept = true;
         m.model = model;
         s.best_val_nll = v;
