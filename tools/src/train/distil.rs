@@ -673,7 +673,7 @@ pub(super) fn distil(
     if progress {
         if let Some(r) = &gauss {
             eprintln!(
-                "{} {} Gaussian(s) ({} covariance, {:.1} KB): validation NLL {:.3} beside the best student for the budget they leave (weight {:.2}; that student alone {:.3}), the full budget's best student alone {:.3}",
+                "{} {} Gaussian(s) ({} covariance, {:.1} KB): validation NLL {:.3} beside the student for the budget they leave that suits them best (weight {:.2}; that student alone {:.3}), the full budget's best student alone {:.3}",
                 if r.kept { "kept" } else { "left out" },
                 r.components,
                 r.covariance,
