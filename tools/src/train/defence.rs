@@ -109,3 +109,72 @@ pub(super) fn mean_of(per_row: Option<&[f64]>) -> f64 {
         Some(r) => r.iter().sum::<f64>() / r.len() as f64,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::TrainConfig;
+
+    /// `−log N(x; mean, (k·std)²)`, diagonal, in f64.
+    fn gaussian_nll(x: &[f32], mean: &[f32], std: &[f32], k: f64) -> f64 {
+        x.iter()
+            .zip(mean.iter().zip(std))
+            .map(|(x, (m, s))| {
+                let sd = k * *s as f64;
+                let z = (*x as f64 - *m as f64) / sd;
+                0.5 * z * z + sd.ln() + 0.5 * (2.0 * std::f64::consts::PI).ln()
+            })
+            .sum()
+    }
+
+    /// The model as kept is `(1 − w)·model + w·broad`, scored row by row
+    /// against an independent log-sum-exp; it is left out at `w` = 0, at the
+    /// most members a mixture may have, and where the budget has no room.
+    #[test]
+    fn the_broad_gaussian_mixes_in_at_its_weight_within_the_budget() {
+        let (mean, std) = ([1.0f32, -2.0], [0.5f32, 3.0]);
+        let flow = DynFlow {
+            dim: 2,
+            layers: vec![standardize_layer(&mean, &std)],
+            weights: Weights::F32,
+        };
+        let model = DynMixture::single(flow.clone());
+        let budget = Budget::of(&TrainConfig::default()).unwrap();
+        let w = 0.01;
+        let d = Defence { w, budget: &budget };
+        let rows = vec![vec![1.0, -2.0], vec![2.0, 4.0], vec![30.0, 40.0]];
+        let got = d.per_row(&model, &mean, &std, &rows).unwrap();
+        for (x, g) in rows.iter().zip(&got) {
+            let (a, b) = (
+                (1.0 - w).ln() - gaussian_nll(x, &mean, &std, 1.0),
+                w.ln() - gaussian_nll(x, &mean, &std, DEFENSIVE_SPREAD as f64),
+            );
+            let hi = a.max(b);
+            let want = -(hi + ((a - hi).exp() + (b - hi).exp()).ln());
+            assert!((g - want).abs() < 1e-4 * want.abs().max(1.0), "{x:?}: {g} vs {want}");
+        }
+        assert!((d.nll(&model, &mean, &std, &rows) - got.iter().sum::<f64>() / 3.0).abs() < 1e-12);
+        // Left out: no weight, a full mixture, no room in the budget.
+        assert!(Defence {
+            w: 0.0,
+            budget: &budget
+        }
+        .apply(&model, &mean, &std)
+        .is_none());
+        let n = DynMixture::MAX_MEMBERS;
+        let full = DynMixture {
+            log_weights: vec![-(n as f32).ln(); n],
+            flows: vec![flow; n],
+        };
+        assert!(d.apply(&full, &mean, &std).is_none());
+        let tight = Budget::of(&TrainConfig {
+            max_flash: Some(ModelCost::of(&model).weight_bytes),
+            ..TrainConfig::default()
+        })
+        .unwrap();
+        assert!(Defence { w, budget: &tight }.apply(&model, &mean, &std).is_none());
+        let with = d.apply(&model, &mean, &std).unwrap();
+        assert_eq!(with.flows.len(), 2);
+        assert!(ModelCost::of(&with).weight_bytes > ModelCost::of(&model).weight_bytes);
+    }
+}
