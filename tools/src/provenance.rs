@@ -118,11 +118,12 @@ pub struct GaussiansAloneRecord {
     pub bic: f64,
     /// Bytes of weights.
     pub weight_bytes: u64,
-    /// Their validation NLL.
+    /// Their validation NLL as they would be kept (with the broad Gaussian
+    /// where it fits the budget): what the choice compared.
     pub val_nll: f64,
     /// Validation NLL of the model they had to beat, the kept student
-    /// (with the Gaussians beside it if those were kept); `None` when no
-    /// flow fits the budget.
+    /// (with the Gaussians beside it if those were kept), as it would be
+    /// kept; `None` when no flow fits the budget.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub student_val_nll: Option<f64>,
     /// Whether they are the model kept.

@@ -420,9 +420,17 @@ pub(super) fn distil(
     // trained: the full budget's students compete alone, the smaller ones
     // with the Gaussians, so a file the Gaussians do not help keeps the
     // student it would have had without them.
+    let defence = Defence {
+        w: cfg.defensive_weight,
+        budget: &budget,
+    };
     if let Some(e) = no_flow {
         let Some(alone) = alone.and_then(|g| Alone::judge(g, ds.dim(), &val, &budget)) else {
             return Err(e);
+        };
+        let alone = Alone {
+            judged: defence.nll(&alone.model, &alone.st.mean, &alone.st.std, &val),
+            ..alone
         };
         let teacher = Teacher {
             model: teacher,
@@ -624,10 +632,6 @@ pub(super) fn distil(
     };
     // Every choice below judges a model as it would be kept, with the
     // broad Gaussian in place.
-    let defence = Defence {
-        w: cfg.defensive_weight,
-        budget: &budget,
-    };
     let judged = |m: &ModelFile| defence.nll(&m.model, &m.mean, &m.std, &val);
     let per_row: Vec<Option<Vec<f64>>> = models
         .iter()
@@ -689,18 +693,25 @@ pub(super) fn distil(
             a.val_nll
         );
     }
+    // Both as they would be kept: what the record and the summary quote.
     let margin = 1.0 / val.len().max(1) as f64;
+    let student_kept = judged(&m);
+    let alone = alone.map(|a| Alone {
+        judged: defence.nll(&a.model, &a.st.mean, &a.st.std, &val),
+        ..a
+    });
     let alone = match alone {
-        Some(a) if !val.is_empty() && defence.nll(&a.model, &a.st.mean, &a.st.std, &val) + margin < judged(&m) => {
+        Some(a) if !val.is_empty() && a.judged + margin < student_kept => {
             let why = format!(
-                "better on the held-out rows than the best student, {}{} ({:.3})",
+                "better on the held-out rows than the best student, {}{}, as each would be kept ({:.3} against {:.3})",
                 student_name(&m.provenance.settings.config),
                 if gauss.as_ref().is_some_and(|g| g.kept) {
                     " with Gaussians beside it"
                 } else {
                     ""
                 },
-                s.best_val_nll
+                a.judged,
+                student_kept
             );
             let teacher = Teacher {
                 model: teacher,
@@ -714,7 +725,7 @@ pub(super) fn distil(
                 &budget,
                 a,
                 teacher,
-                (tried, gauss, Some(s.best_val_nll)),
+                (tried, gauss, Some(student_kept)),
                 why,
                 &val,
                 start,
@@ -722,7 +733,7 @@ pub(super) fn distil(
             m.validate()?;
             return Ok((m, s));
         }
-        other => other.map(|a| a.record(Some(s.best_val_nll), false)),
+        other => other.map(|a| a.record(Some(student_kept), false)),
     };
     let kcost = ModelCost::of(&m.model);
     let with_samples = tried[pick].teacher_samples.unwrap_or(0) > 0;
@@ -813,6 +824,9 @@ struct Alone {
     /// What the fit chose: means, variances (or factors) and weights.
     parameters: usize,
     val_nll: f64,
+    /// Its NLL on the held-out rows as it would be kept, with the broad
+    /// Gaussian where it fits ([`Defence::nll`]): what the choice compares.
+    judged: f64,
 }
 
 impl Alone {
@@ -842,6 +856,7 @@ impl Alone {
             cost,
             parameters,
             val_nll,
+            judged: val_nll,
         })
     }
 
@@ -852,7 +867,7 @@ impl Alone {
             components: self.gmm.len(),
             bic: self.gmm.bic,
             weight_bytes: self.cost.weight_bytes,
-            val_nll: self.val_nll,
+            val_nll: self.judged,
             student_val_nll,
             kept,
         }
