@@ -131,7 +131,9 @@ pub struct GaussiansAloneRecord {
 }
 
 /// The Gaussian mixture fitted beside a distilled student
-/// (`train::gaussians`).
+/// (`train::gaussians`). Its NLLs are without the broad Gaussian; the
+/// choice compares the mixture and the full budget's best student as each
+/// would be kept, with it where it fits (`train::defence`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct GaussiansRecord {
