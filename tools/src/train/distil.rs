@@ -415,11 +415,8 @@ pub(super) fn distil(
         });
         return Ok((m, s));
     }
-    // The students beside the Gaussians are sized for the budget the
-    // Gaussians leave. Where that changes a student's size, both sizes are
-    // trained: the full budget's students compete alone, the smaller ones
-    // with the Gaussians, so a file the Gaussians do not help keeps the
-    // student it would have had without them.
+    // Every choice below judges a candidate as it would be kept, with the
+    // broad Gaussian in place where it fits.
     let defence = Defence {
         w: cfg.defensive_weight,
         budget: &budget,
@@ -456,6 +453,11 @@ pub(super) fn distil(
         }
         return Ok((m, s));
     }
+    // The students beside the Gaussians are sized for the budget the
+    // Gaussians leave. Where that changes a student's size, both sizes are
+    // trained: the full budget's students compete alone, the smaller ones
+    // with the Gaussians, so a file the Gaussians do not help keeps the
+    // student it would have had without them.
     let reduced: Vec<Student> = gauss
         .as_ref()
         .and_then(|(g, _)| budget.less(&gaussians::added_cost(g.kind, g.len(), ds.dim())))
