@@ -53,12 +53,7 @@ impl Defence<'_> {
     /// a row cannot be scored.
     pub fn per_row(&self, model: &DynMixture, mean: &[f32], std: &[f32], rows: &[Vec<f32>]) -> Option<Vec<f64>> {
         let with = self.apply(model, mean, std);
-        with.as_ref()
-            .unwrap_or(model)
-            .log_probs(rows)
-            .into_iter()
-            .map(|lp| lp.ok().filter(|v| v.is_finite()).map(|v| -f64::from(v)))
-            .collect()
+        per_row_nll(with.as_ref().unwrap_or(model), rows)
     }
 
     /// The mean of [`per_row`](Self::per_row) (+∞ if a row cannot be
@@ -98,6 +93,16 @@ impl Defence<'_> {
             ));
         }
     }
+}
+
+/// `−log p` of each of `rows` under `model` as it is; `None` if a row
+/// cannot be scored.
+pub(super) fn per_row_nll(model: &DynMixture, rows: &[Vec<f32>]) -> Option<Vec<f64>> {
+    model
+        .log_probs(rows)
+        .into_iter()
+        .map(|lp| lp.ok().filter(|v| v.is_finite()).map(|v| -f64::from(v)))
+        .collect()
 }
 
 /// Mean of per-row NLLs: +∞ for `None` (a row that cannot be scored), NaN

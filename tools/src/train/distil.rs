@@ -17,7 +17,7 @@
 
 use super::build::{candidate_cost, weight_bound};
 use super::config::{auto_candidates, default_folds, Budget, FlowKind, Select, TrainConfig, MAX_WEIGHTS};
-use super::defence::{mean_of, Defence};
+use super::defence::{mean_of, per_row_nll, Defence};
 use super::epochs::TeacherPool;
 use super::fit::{column_moments, hold_out, standardisation, train_split, unscorable_rows, Split, Standardisation};
 use super::gaussians::{self, Covariance, Gmm};
@@ -650,17 +650,12 @@ pub(super) fn distil(
     // files of 8–60 held-out rows the wider choice fit the test rows
     // worse, BENCHMARKS.md "Choosing with the broad Gaussian in place".)
     let gauss = gauss.map(|(g, st)| {
-        let bare = Defence {
-            w: 0.0,
-            budget: &budget,
-        };
-        let raw: Vec<Option<Vec<f64>>> = models
-            .iter()
-            .map(|(m, ..)| bare.per_row(&m.model, &m.mean, &m.std, &val))
-            .collect();
+        let raw: Vec<Option<Vec<f64>>> = models.iter().map(|(m, ..)| per_row_nll(&m.model, &val)).collect();
         let rpick = select(&models, &among(|r| r.1), &raw, cfg.select);
         let (mut mr, mut sr, _) = models[rpick].clone();
-        let mut rec = beside(&mut mr, &mut sr, &g, &st, &val, &defence, judged(&m));
+        // The full budget's student as kept: the figure `select` chose it by.
+        let against = mean_of(per_row[pick].as_deref());
+        let mut rec = beside(&mut mr, &mut sr, &g, &st, &val, &defence, against);
         rec.alone_val_nll = student_val;
         if rec.kept {
             (m, s, pick) = (mr, sr, rpick);
@@ -1005,13 +1000,8 @@ fn beside(
     let Some(gm) = g.flows(&st.mean, &st.std, m.model.storage()) else {
         return record;
     };
-    let per_row = |model: &DynMixture| -> Option<Vec<f64>> {
-        model
-            .log_probs(val)
-            .into_iter()
-            .map(|lp| lp.ok().filter(|v| v.is_finite()).map(f64::from))
-            .collect()
-    };
+    // Log-densities, as the weights' fit takes them.
+    let per_row = |model: &DynMixture| per_row_nll(model, val).map(|r| r.into_iter().map(|v| -v).collect::<Vec<_>>());
     let (Some(lq), Some(lg)) = (per_row(&m.model), per_row(&gm)) else {
         return record;
     };
