@@ -422,12 +422,8 @@ pub(super) fn distil(
         budget: &budget,
     };
     if let Some(e) = no_flow {
-        let Some(alone) = alone.and_then(|g| Alone::judge(g, ds.dim(), &val, &budget)) else {
+        let Some(alone) = alone.and_then(|g| Alone::judge(g, ds.dim(), &val, &defence)) else {
             return Err(e);
-        };
-        let alone = Alone {
-            judged: defence.nll(&alone.model, &alone.st.mean, &alone.st.std, &val),
-            ..alone
         };
         let teacher = Teacher {
             model: teacher,
@@ -680,7 +676,7 @@ pub(super) fn distil(
     }
     // The Gaussians alone, within the whole budget: kept if they beat the
     // kept student on the held-out rows by more than 1/rows nats.
-    let alone = alone.and_then(|g| Alone::judge(g, ds.dim(), &val, &budget));
+    let alone = alone.and_then(|g| Alone::judge(g, ds.dim(), &val, &defence));
     if let (Some(a), true) = (&alone, progress) {
         eprintln!(
             "{} Gaussian(s) alone ({} covariance, {:.1} KB): validation NLL {:.3}",
@@ -693,10 +689,6 @@ pub(super) fn distil(
     // Both as they would be kept: what the record and the summary quote.
     let margin = 1.0 / val.len().max(1) as f64;
     let student_kept = judged(&m);
-    let alone = alone.map(|a| Alone {
-        judged: defence.nll(&a.model, &a.st.mean, &a.st.std, &val),
-        ..a
-    });
     let alone = match alone {
         Some(a) if !val.is_empty() && a.judged + margin < student_kept => {
             let why = format!(
@@ -828,9 +820,11 @@ struct Alone {
 
 impl Alone {
     /// The mixture `g` (fitted in the standardisation `st`) as flows on
-    /// `d` columns and its NLL on `val`; `None` if it does not build, is
-    /// over `budget` or cannot score the rows.
-    fn judge((gmm, st): (Gmm, Standardisation), d: usize, val: &[Vec<f32>], budget: &Budget) -> Option<Self> {
+    /// `d` columns and its NLL on `val`, alone and as it would be kept
+    /// (`defence`); `None` if it does not build, is over the budget or
+    /// cannot score the rows.
+    fn judge((gmm, st): (Gmm, Standardisation), d: usize, val: &[Vec<f32>], defence: &Defence) -> Option<Self> {
+        let budget = defence.budget;
         let model = gmm.flows(&st.mean, &st.std, Storage::F32)?;
         let parameters = gaussians::free_params(gmm.kind, gmm.len(), d);
         let built = ModelCost::of(&model);
@@ -846,14 +840,18 @@ impl Alone {
         } else {
             mean_nll_of(&model.log_probs(val))
         };
-        (val.is_empty() || val_nll.is_finite()).then_some(Alone {
+        if !(val.is_empty() || val_nll.is_finite()) {
+            return None;
+        }
+        let judged = defence.nll(&model, &st.mean, &st.std, val);
+        Some(Alone {
             gmm,
             st,
             model,
             cost,
             parameters,
             val_nll,
-            judged: val_nll,
+            judged,
         })
     }
 
