@@ -862,6 +862,12 @@ fn gaussians_beside_the_student_are_kept_when_they_fit_better() {
         g.val_nll < g.alone_val_nll,
         "beats the full budget's student too: {g:?}"
     );
+    // The record holds the figures the choice compared, as each would be
+    // kept: the mixture with the broad Gaussian, within −ln(1 − 0.001) of
+    // its raw figure, ahead of the full budget's student.
+    let (judged, against) = (g.judged_val_nll.unwrap(), g.judged_alone_val_nll.unwrap());
+    assert!((judged - g.val_nll).abs() <= 0.0011, "{judged} vs {}", g.val_nll);
+    assert!(judged < against, "{g:?}");
     // The broad Gaussian costs a row at most −ln(1 − 0.001).
     assert!(
         s.best_val_nll <= g.val_nll + 0.0011,

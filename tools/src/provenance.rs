@@ -131,9 +131,11 @@ pub struct GaussiansAloneRecord {
 }
 
 /// The Gaussian mixture fitted beside a distilled student
-/// (`train::gaussians`). Its NLLs are without the broad Gaussian; the
-/// choice compares the mixture and the full budget's best student as each
-/// would be kept, with it where it fits (`train::defence`).
+/// (`train::gaussians`). Its `*_val_nll` figures are without the broad
+/// Gaussian; the choice compares the mixture and the full budget's best
+/// student as each would be kept, with it where it fits
+/// (`train::defence`), and those two figures are `judged_val_nll` and
+/// `judged_alone_val_nll`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct GaussiansRecord {
@@ -155,6 +157,15 @@ pub struct GaussiansRecord {
     /// Gaussians had to beat (`student_val_nll` is that of the student
     /// sized for the budget they leave).
     pub alone_val_nll: f64,
+    /// The figures the choice compared: the mixture's validation NLL as it
+    /// would be kept (with the broad Gaussian in place where it fits the
+    /// budget; the NLLs above are without it), `None` when the mixture was
+    /// not judged (over the budget, or the Gaussians' weight under one
+    /// held-out row's worth).
+    pub judged_val_nll: Option<f64>,
+    /// The full budget's best student's validation NLL as it would be kept,
+    /// which `judged_val_nll` had to beat by more than 1/rows nats.
+    pub judged_alone_val_nll: Option<f64>,
     /// Whether the model kept them.
     pub kept: bool,
 }

@@ -662,7 +662,7 @@ pub(super) fn distil(
     if progress {
         if let Some(r) = &gauss {
             eprintln!(
-                "{} {} Gaussian(s) ({} covariance, {:.1} KB): validation NLL {:.3} beside the best student for the budget they leave (weight {:.2}; that student alone {:.3}), the full budget's best student alone {:.3}",
+                "{} {} Gaussian(s) ({} covariance, {:.1} KB): validation NLL {:.3} beside the best student for the budget they leave (weight {:.2}; that student alone {:.3}), the full budget's best student alone {:.3}{}",
                 if r.kept { "kept" } else { "left out" },
                 r.components,
                 r.covariance,
@@ -670,7 +670,11 @@ pub(super) fn distil(
                 r.val_nll,
                 r.weight,
                 r.student_val_nll,
-                r.alone_val_nll
+                r.alone_val_nll,
+                match (r.judged_val_nll, r.judged_alone_val_nll) {
+                    (Some(a), Some(b)) => format!("; as each would be kept {a:.3} against {b:.3}"),
+                    _ => String::new(),
+                }
             );
         }
     }
@@ -993,6 +997,8 @@ fn beside(
         student_val_nll: s.best_val_nll,
         val_nll: s.best_val_nll,
         alone_val_nll: s.best_val_nll,
+        judged_val_nll: None,
+        judged_alone_val_nll: Some(against),
         kept: false,
     };
     let Some(gm) = g.flows(&st.mean, &st.std, m.model.storage()) else {
@@ -1020,7 +1026,12 @@ fn beside(
     record.val_nll = v;
     // Gaussians that carry less than one held-out row's worth of weight
     // add nothing but their cost (the student alone would be what wins).
-    if v.is_finite() && record.weight * n >= 1.0 && defence.nll(&model, &m.mean, &m.std, val) + 1.0 / n < against {
+    if !v.is_finite() || record.weight * n < 1.0 {
+        return record;
+    }
+    let judged = defence.nll(&model, &m.mean, &m.std, val);
+    record.judged_val_nll = Some(judged);
+    if judged + 1.0 / n < against {
         record.kept = true;
         m.model = model;
         s.best_val_nll = v;
