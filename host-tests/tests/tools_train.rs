@@ -1321,6 +1321,10 @@ fn budgets_bound_the_kept_model() {
     assert!(!d.students.is_empty());
     for c in &d.students {
         assert!(c.parameters <= limit && c.val_nll.is_some(), "{c:?}");
+        // As it would be kept: the broad Gaussian costs a row at most
+        // −ln(1 − 0.001), and equals the raw figure where it does not fit.
+        let (raw, judged) = (c.val_nll.unwrap(), c.judged_val_nll.expect("judged"));
+        assert!(judged <= raw + 0.0011, "{c:?}");
     }
     // Students are trained both on the real rows alone and with teacher samples.
     assert!(d.students.iter().any(|c| c.teacher_samples == Some(0)));

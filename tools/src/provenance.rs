@@ -255,6 +255,11 @@ pub struct Candidate {
     /// Its validation NLL (nats/row).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_nll: Option<f64>,
+    /// A student's validation NLL as it would be kept — with the broad
+    /// Gaussian where it fits the budget (`--defensive-weight`) — which is
+    /// the figure the choice among students compares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_val_nll: Option<f64>,
     /// Training time (s).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,

@@ -15,7 +15,9 @@ pub fn plot_budget(model: &ModelFile, d: &Distillation, path: &Path) -> Result<(
         .students
         .iter()
         .filter_map(|c| {
-            let v = c.val_nll.filter(|v| v.is_finite())?;
+            // As the choice compared them (and the kept point is): as
+            // each would be kept, with the broad Gaussian where it fits.
+            let v = c.judged_val_nll.or(c.val_nll).filter(|v| v.is_finite())?;
             let b = c.weight_bytes?;
             let ms = c.estimated_ms.map_or(String::new(), |ms| format!(", {ms:.2} ms"));
             Some((
@@ -43,6 +45,7 @@ pub fn plot_budget(model: &ModelFile, d: &Distillation, path: &Path) -> Result<(
             ))
         })
         .collect();
+    let judged = d.students.iter().any(|c| c.judged_val_nll.is_some());
     let teacher = d
         .teacher
         .val_nll
@@ -80,7 +83,11 @@ pub fn plot_budget(model: &ModelFile, d: &Distillation, path: &Path) -> Result<(
     chart
         .configure_mesh()
         .x_desc("weights in flash (KB, log scale)")
-        .y_desc("validation NLL (nats/row, rows no model trained on)")
+        .y_desc(if judged {
+            "validation NLL as kept (nats/row, rows no model trained on)"
+        } else {
+            "validation NLL (nats/row, rows no model trained on)"
+        })
         .axis_desc_style((FONT, 20))
         .label_style((FONT, 16))
         .x_labels(6)
@@ -135,9 +142,10 @@ pub fn plot_budget(model: &ModelFile, d: &Distillation, path: &Path) -> Result<(
             .draw_series(std::iter::once(TriangleMarker::new(t, 9, GREY_.filled())))
             .fail()?
             .label(format!(
-                "teacher: {} flow{}{ms}",
+                "teacher: {} flow{}{ms}{}",
                 d.teacher.flows,
-                if d.teacher.flows == 1 { "" } else { "s" }
+                if d.teacher.flows == 1 { "" } else { "s" },
+                if judged { ", as trained" } else { "" }
             ))
             .legend(|(x, y)| TriangleMarker::new((x + 12, y), 7, GREY_.filled()));
     }

@@ -635,6 +635,9 @@ pub(super) fn distil(
         .iter()
         .map(|(m, ..)| defence.per_row(&m.model, &m.mean, &m.std, &val))
         .collect();
+    for (c, r) in tried.iter_mut().zip(&per_row) {
+        c.judged_val_nll = Some(mean_of(r.as_deref())).filter(|v| v.is_finite());
+    }
     let mut pick = select(&models, &among(|r| r.0), &per_row, cfg.select);
     let (mut m, mut s, _) = models[pick].clone();
     let student_val = s.best_val_nll;
