@@ -1617,6 +1617,69 @@ fn the_default_target_keeps_a_model_within_its_budget() {
     }
 }
 
+/// On a small file (its teacher a committee of folds), committees of
+/// students compete with the single students: per shape within a fifth of
+/// the budget, five flows of it, one per fold of the teacher's rows, with
+/// equal weights. Every candidate is within the budget and judged on the
+/// same held-out rows, and the kept one is the best of them as kept; a kept
+/// committee is that mixture (and the broad Gaussian). `--no-committee-students`
+/// trains none.
+#[test]
+fn committees_of_students_compete_on_small_files() {
+    let (_, ds) = training_set("committee-students", &banana(400, 47));
+    let cfg = TrainConfig {
+        epochs: Some(4),
+        max_flash: Some(8 * 1024),
+        gaussians: false,
+        ..TrainConfig::default()
+    };
+    let (m, s) = train::train(&ds, &cfg, false).unwrap();
+    let d = m.provenance.settings.distillation.as_ref().expect("distilled");
+    let committees: Vec<_> = d.students.iter().filter(|c| c.committee.is_some()).collect();
+    assert!(!committees.is_empty(), "{:?}", d.students);
+    for c in &committees {
+        assert_eq!(c.committee, Some(train::SMALL_DATA_FOLDS), "{c:?}");
+        assert!(c.weight_bytes.unwrap() <= 8 * 1024, "{c:?}");
+        assert!(c.val_nll.is_some_and(f64::is_finite), "{c:?}");
+        assert_eq!(c.teacher_samples, Some(0));
+    }
+    // Kept: the best candidate as kept, on the 40 held-out rows.
+    assert_eq!(s.val_rows, 40);
+    let best = d
+        .students
+        .iter()
+        .filter_map(|c| c.judged_val_nll)
+        .fold(f64::INFINITY, f64::min);
+    assert!((s.best_val_nll - best).abs() < 1e-6, "{} vs {best}", s.best_val_nll);
+    let kept_committee = d.kept.contains("committee");
+    let flows = m.model.flows.len() - 1; // less the broad Gaussian
+    assert_eq!(m.provenance.settings.broad_weight, 0.001);
+    if kept_committee {
+        assert_eq!(flows, train::SMALL_DATA_FOLDS);
+        for lw in &m.model.log_weights[..flows] {
+            assert!((f64::from(*lw).exp() - 0.999 / flows as f64).abs() < 1e-6);
+        }
+    } else {
+        assert_eq!(flows, 1);
+    }
+    m.model.validate().unwrap();
+    assert!(flowmote_tools::target::ModelCost::of(&m.model).weight_bytes <= 8 * 1024);
+    // Without them: the single students only, the same ones.
+    let (m2, _) = train::train(
+        &ds,
+        &TrainConfig {
+            committee_students: false,
+            ..cfg.clone()
+        },
+        false,
+    )
+    .unwrap();
+    let d2 = m2.provenance.settings.distillation.unwrap();
+    assert!(d2.students.iter().all(|c| c.committee.is_none()));
+    assert_eq!(d2.students.len() + committees.len(), d.students.len());
+    eprintln!("kept: {}", d.kept);
+}
+
 /// `--student-weights i8`: the kept student is stored as i8, judged as
 /// stored (its validation NLL is the compressed model's), and saved as a
 /// version-4 model file that loads again.

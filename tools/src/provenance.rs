@@ -269,6 +269,10 @@ pub struct Candidate {
     /// As a committee member: its fold (1-based).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fold: Option<usize>,
+    /// A student that is a committee: this many flows of its shape, one per
+    /// fold of the teacher's rows, averaged with equal weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committee: Option<usize>,
     /// As a mixture member: its weight.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<f64>,

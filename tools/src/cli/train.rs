@@ -176,6 +176,9 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
     }
     let what = describe_model(&model);
     let folds = model.provenance.settings.folds();
+    // A committee judged on held-out rows (a device's committee student,
+    // or a teacher kept within the budget) is not cross-validated.
+    let cross_validated = folds > 1 && s.validation.is_empty();
     let budget = train::Budget::of(&cfg)?;
     let cost = ModelCost::of(&model.model);
     let ms = budget.target.estimated_ms_of(&cost);
@@ -218,7 +221,7 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
         model.model.macs(),
         ms.map_or(String::new(), |ms| format!(" ≈ {ms:.2} ms on {}", budget.target.name)),
         s.train_rows,
-        if folds > 1 {
+        if cross_validated {
             format!("{folds}-fold cross-validation")
         } else {
             format!("{} validation", s.val_rows)
@@ -251,7 +254,7 @@ pub fn run_train(a: &TrainArgs) -> Result<ModelFile> {
             s.skipped_rows
         );
     }
-    if folds > 1 {
+    if cross_validated {
         say!(
             "cross-validated NLL {:.4} nats/row (each fold's model on the block it held out)",
             s.best_val_nll

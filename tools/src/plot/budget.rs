@@ -24,7 +24,8 @@ pub fn plot_budget(model: &ModelFile, d: &Distillation, path: &Path) -> Result<(
                 kb(b),
                 v,
                 format!(
-                    "{} {}×{}{}{}{ms}",
+                    "{}{} {}×{}{}{}{ms}",
+                    c.committee.map_or(String::new(), |k| format!("{k}× ")),
                     c.flow,
                     c.layers,
                     c.hidden,

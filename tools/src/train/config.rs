@@ -293,6 +293,14 @@ pub struct TrainConfig {
     /// best student alone.
     #[arg(long = "no-gaussians", action = clap::ArgAction::SetFalse)]
     pub gaussians: bool,
+    // The field: try committees of students (the flag forbids it).
+    /// Distillation on a small file (one whose teacher is a committee of
+    /// folds): keep to single students. By default committees of students
+    /// compete too — per student shape within 1/k of the budget, k flows
+    /// of it, one per fold, averaged with equal weights — judged on the
+    /// same held-out rows.
+    #[arg(long = "no-committee-students", action = clap::ArgAction::SetFalse)]
+    pub committee_students: bool,
     /// Gaussian noise added to the training rows, in standard deviations of
     /// each column: a regulariser that smooths the density, so readings a
     /// little outside the training data are not scored as impossible

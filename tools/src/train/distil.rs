@@ -1,5 +1,5 @@
 //! Training for a device: the search's best model as a *teacher*, distilled
-//! into one *student* flow within the target's budget.
+//! into one *student* flow (or committee of them) within the target's budget.
 //!
 //! 1. The student's validation rows (one split of `--val-fraction`, by
 //!    `--val-split`) are held out first: neither the teacher nor any
@@ -13,7 +13,10 @@
 //!    a deep flow, each as wide as the budget allows — trains on the real
 //!    rows plus the next `--teacher-samples` × rows of the pool in every
 //!    epoch (optionally with the regression term `--distil-weight`).
-//! 4. The student with the best validation NLL is kept.
+//! 4. On a small file, committees of students compete too
+//!    ([`committee_students`]): the teacher's committee of folds, each
+//!    fold's flow the size of a student within 1/k of the budget.
+//! 5. The student with the best validation NLL is kept.
 
 use super::build::{candidate_cost, weight_bound};
 use super::config::{auto_candidates, default_folds, Budget, FlowKind, Select, TrainConfig, MAX_WEIGHTS};
@@ -210,7 +213,11 @@ pub(super) fn is_small(ds: &Dataset, cfg: &TrainConfig) -> bool {
 /// whitening layer` when it has that one.
 fn student_name(c: &TrainConfig) -> String {
     format!(
-        "{} {}×{}{}{}",
+        "{}{} {}×{}{}{}",
+        match c.folds {
+            Some(k) if k > 1 => format!("a {k}-fold committee of "),
+            _ => String::new(),
+        },
         c.flow.name(),
         c.layers.unwrap_or(0),
         c.hidden.unwrap_or(0),
@@ -522,7 +529,7 @@ pub(super) fn distil(
         .flat_map(|(st, ..)| std::iter::once((st, None)).chain(pool.as_ref().map(|p| (st, Some(p)))))
         .collect();
     // Which runs compete alone and which beside the Gaussians.
-    let role: Vec<(bool, bool)> = all
+    let mut role: Vec<(bool, bool)> = all
         .iter()
         .flat_map(|(_, alone, beside)| std::iter::repeat_n((*alone, *beside), if pool.is_some() { 2 } else { 1 }))
         .collect();
@@ -620,6 +627,40 @@ pub(super) fn distil(
             ..Candidate::default()
         });
         models.push((m, s, cost));
+    }
+    // On a small file, committees of students compete too
+    // (`committee_students`): each in the role of a student alone.
+    // Stored as the full budget's students are (a committee's 1/k of the
+    // budget would otherwise choose i8 for a smaller width of data).
+    let ccfg = TrainConfig {
+        student_weights: cfg
+            .student_weights
+            .or(all.first().and_then(|(st, ..)| st.cfg.student_weights)),
+        ..cfg.clone()
+    };
+    for (m, s) in committee_students(&tds, &ccfg, &tcfg, &budget, noise, &val, progress)? {
+        let cost = ModelCost::of(&m.model);
+        let c = &m.provenance.settings.config;
+        tried.push(Candidate {
+            flow: c.flow.name().into(),
+            noise: c.noise,
+            layers: c.layers.unwrap_or(0),
+            hidden: c.hidden.unwrap_or(0),
+            parameters: cost.parameters,
+            macs: cost.macs as usize,
+            weight_bytes: Some(cost.weight_bytes),
+            teacher_samples: Some(0),
+            no_whitening: without_whitening(c),
+            triangular_whitening: with_triangular_whitening(c),
+            storage: cost.storage,
+            estimated_ms: budget.target.estimated_ms_of(&cost),
+            val_nll: Some(s.best_val_nll),
+            seconds: Some(s.seconds),
+            committee: c.folds,
+            ..Candidate::default()
+        });
+        models.push((m, s, cost));
+        role.push((true, false));
     }
     let among = |which: fn(&(bool, bool)) -> bool| -> Vec<usize> {
         role.iter()
@@ -971,6 +1012,70 @@ fn keep_gaussians(
 
 /// Share of the budget the Gaussians beside a student may take.
 const GAUSSIAN_SHARE: f64 = 0.125;
+
+/// On a small file (the teacher a committee of `tcfg.folds` folds), the
+/// committees of students: for each student shape within `1/k` of the
+/// budget ([`students`]), `k` flows of that shape, fold `i` trained on the
+/// teacher's rows `tds` without block `i` (which stops its training), at
+/// the teacher's `noise`, averaged with equal weights — the cross-validation
+/// committee the teacher is, small enough for the device. Each is judged
+/// on the held-out rows `val` like a single student; those over the budget
+/// as built are left out.
+fn committee_students(
+    tds: &Dataset,
+    cfg: &TrainConfig,
+    tcfg: &TrainConfig,
+    budget: &Budget,
+    noise: Option<f32>,
+    val: &[Vec<f32>],
+    progress: bool,
+) -> Result<Vec<(ModelFile, TrainSummary)>> {
+    let k = tcfg.folds.unwrap_or(1);
+    if !cfg.committee_students || k < 2 || !is_small(tds, cfg) {
+        return Ok(Vec::new());
+    }
+    let shapes = students(tds, cfg, &budget.scaled(1.0 / k as f64)).unwrap_or_default();
+    let trained: Vec<Result<Option<(ModelFile, TrainSummary)>>> = shapes
+        .par_iter()
+        .map(|st| {
+            let ccfg = TrainConfig {
+                noise: Some(noise.unwrap_or(0.0)),
+                folds: Some(k),
+                fold: None,
+                ..st.cfg.clone()
+            };
+            let (mut m, mut s) = train_committee(tds, &ccfg, false, None)?;
+            let storage = ccfg.student_weights.unwrap_or_default();
+            if !storage.is_f32() {
+                m.compress(storage)?;
+            }
+            let cost = ModelCost::of(&m.model);
+            if budget.exceeded(&cost).is_some() {
+                return Ok(None);
+            }
+            // Judged on the rows every student is: none of its folds saw them.
+            let v = if val.is_empty() {
+                f64::NAN
+            } else {
+                mean_nll_of(&m.model.log_probs(val))
+            };
+            s.best_val_nll = v;
+            s.val_rows = val.len();
+            s.validation = val.to_vec();
+            m.provenance.val_nll = v;
+            m.provenance.val_rows = val.len();
+            if progress {
+                eprintln!(
+                    "student {}, real rows: validation NLL {v:.3} ({})",
+                    student_name(&m.provenance.settings.config),
+                    budget.cost_text(&cost)
+                );
+            }
+            Ok(Some((m, s)))
+        })
+        .collect();
+    trained.into_iter().filter_map(Result::transpose).collect()
+}
 
 /// The student `m` (summary `s`) with the Gaussians `g` beside it: the
 /// weight `w` of `w·student + (1 − w)·Gaussians` maximises the likelihood
