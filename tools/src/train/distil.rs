@@ -235,6 +235,34 @@ fn student_name(c: &TrainConfig) -> String {
     )
 }
 
+/// The record of a student trained with `c` (`teacher_samples` per
+/// epoch), of cost `cost` on `budget`'s target, summary `s`.
+fn student_record(
+    c: &TrainConfig,
+    cost: &ModelCost,
+    budget: &Budget,
+    s: &TrainSummary,
+    teacher_samples: usize,
+) -> Candidate {
+    Candidate {
+        flow: c.flow.name().into(),
+        noise: c.noise,
+        layers: c.layers.unwrap_or(0),
+        hidden: c.hidden.unwrap_or(0),
+        parameters: cost.parameters,
+        macs: cost.macs as usize,
+        weight_bytes: Some(cost.weight_bytes),
+        teacher_samples: Some(teacher_samples),
+        no_whitening: without_whitening(c),
+        triangular_whitening: with_triangular_whitening(c),
+        storage: cost.storage,
+        estimated_ms: budget.target.estimated_ms_of(cost),
+        val_nll: Some(s.best_val_nll),
+        seconds: Some(s.seconds),
+        ..Candidate::default()
+    }
+}
+
 /// A student left without the whitening layer its family would have (a
 /// continuous flow never has one).
 fn without_whitening(c: &TrainConfig) -> bool {
@@ -609,23 +637,13 @@ pub(super) fn distil(
     for (r, (_, with)) in trained.into_iter().zip(&runs) {
         let (scfg, m, s) = r?;
         let cost = ModelCost::of(&m.model);
-        tried.push(Candidate {
-            flow: scfg.flow.name().into(),
-            noise: scfg.noise,
-            layers: scfg.layers.unwrap_or(0),
-            hidden: scfg.hidden.unwrap_or(0),
-            parameters: cost.parameters,
-            macs: cost.macs as usize,
-            weight_bytes: Some(cost.weight_bytes),
-            teacher_samples: Some(with.map_or(0, |p| p.per_epoch)),
-            no_whitening: without_whitening(&scfg),
-            triangular_whitening: with_triangular_whitening(&scfg),
-            storage: cost.storage,
-            estimated_ms: budget.target.estimated_ms_of(&cost),
-            val_nll: Some(s.best_val_nll),
-            seconds: Some(s.seconds),
-            ..Candidate::default()
-        });
+        tried.push(student_record(
+            &scfg,
+            &cost,
+            &budget,
+            &s,
+            with.map_or(0, |p| p.per_epoch),
+        ));
         models.push((m, s, cost));
     }
     // On a small file, committees of students compete too
@@ -642,22 +660,8 @@ pub(super) fn distil(
         let cost = ModelCost::of(&m.model);
         let c = &m.provenance.settings.config;
         tried.push(Candidate {
-            flow: c.flow.name().into(),
-            noise: c.noise,
-            layers: c.layers.unwrap_or(0),
-            hidden: c.hidden.unwrap_or(0),
-            parameters: cost.parameters,
-            macs: cost.macs as usize,
-            weight_bytes: Some(cost.weight_bytes),
-            teacher_samples: Some(0),
-            no_whitening: without_whitening(c),
-            triangular_whitening: with_triangular_whitening(c),
-            storage: cost.storage,
-            estimated_ms: budget.target.estimated_ms_of(&cost),
-            val_nll: Some(s.best_val_nll),
-            seconds: Some(s.seconds),
             committee: c.folds,
-            ..Candidate::default()
+            ..student_record(c, &cost, &budget, &s, 0)
         });
         models.push((m, s, cost));
         role.push((true, false));
