@@ -79,7 +79,17 @@ pub fn plot_budget(model: &ModelFile, d: &Distillation, path: &Path) -> Result<(
         .margin(20)
         .x_label_area_size(55)
         .y_label_area_size(85)
-        .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
+        .build_cartesian_2d(
+            // Ticks at 1, 2, 5 × 10ᵏ KB: a budget's few-fold range would
+            // otherwise show one power of ten, or none.
+            (x0..x1).log_scale().with_key_points(
+                (-1..5)
+                    .flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)))
+                    .filter(|x| (x0..=x1).contains(x))
+                    .collect(),
+            ),
+            y0..y1,
+        )
         .fail()?;
     chart
         .configure_mesh()
